@@ -1,0 +1,146 @@
+"""Per-model micro-batching: rows of concurrent requests go to the model in one call.
+
+A scikit-learn forest pays about 3.5 ms of dispatch per call however few rows it gets, so one
+call for 64 rows costs almost what one row does. Each model has one batcher; the batcher keeps
+at most one call in flight. A lone request on an idle model is dispatched at once (no added
+wait); while a call runs, new rows queue up and leave together, up to ``max_batch`` rows, as
+soon as the model is free. Only when the model is busy does a batch that is not full wait up to
+``max_wait_ms`` for more rows. Calls run in a thread pool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from router.registry import Prediction, ServedModel
+
+
+@dataclass(slots=True)
+class _Job:
+    rows: np.ndarray
+    future: asyncio.Future[Prediction]
+
+
+class MicroBatcher:
+    """Queues rows for one model and feeds them to it in batches, one call at a time."""
+
+    def __init__(self, model: ServedModel, executor: Executor, *, max_batch: int,
+                 max_wait_ms: float) -> None:
+        self.model = model
+        self._executor = executor
+        self._max_batch = max_batch
+        self._max_wait_s = max_wait_ms / 1000
+        self._queue: deque[_Job] = deque()
+        self._running = False
+        self._task: asyncio.Task[None] | None = None  # a reference keeps the task alive
+        self.calls = 0
+        self.rows = 0
+
+    async def predict(self, rows: np.ndarray) -> Prediction:
+        loop = asyncio.get_running_loop()
+        job = _Job(rows, loop.create_future())
+        self._queue.append(job)
+        if not self._running:
+            self._running = True
+            self._task = loop.create_task(self._drain())
+        return await job.future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        busy = False  # whether a call just ran: only then is waiting for more rows worth it
+        try:
+            while self._queue:
+                if busy and self._max_wait_s > 0 and self._queued_rows() < self._max_batch:
+                    await asyncio.sleep(self._max_wait_s)
+                jobs = self._take_batch()
+                await self._run(loop, jobs)
+                busy = True
+        finally:
+            self._running = False
+
+    def _queued_rows(self) -> int:
+        return sum(len(job.rows) for job in self._queue)
+
+    def _take_batch(self) -> list[_Job]:
+        # A request larger than max_batch still goes whole: splitting it buys nothing.
+        jobs = [self._queue.popleft()]
+        size = len(jobs[0].rows)
+        while self._queue and size + len(self._queue[0].rows) <= self._max_batch:
+            job = self._queue.popleft()
+            jobs.append(job)
+            size += len(job.rows)
+        return jobs
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job]) -> None:
+        rows = jobs[0].rows if len(jobs) == 1 else np.concatenate([j.rows for j in jobs])
+        try:
+            result = await loop.run_in_executor(self._executor, self.model.predict, rows)
+        except Exception as exc:
+            if len(jobs) == 1:
+                _settle(jobs[0].future, exc=exc)
+                return
+            # One bad row must fail only its own request: retry each job alone.
+            for job in jobs:
+                try:
+                    _settle(job.future, await loop.run_in_executor(
+                        self._executor, self.model.predict, job.rows))
+                except Exception as job_exc:
+                    _settle(job.future, exc=job_exc)
+            return
+        finally:
+            self.calls += 1
+            self.rows += len(rows)
+        start = 0
+        for job in jobs:
+            end = start + len(job.rows)
+            _settle(job.future, result if len(jobs) == 1 else _slice(result, start, end))
+            start = end
+
+
+def _slice(prediction: Prediction, start: int, end: int) -> Prediction:
+    probabilities = None if prediction.probabilities is None \
+        else prediction.probabilities[start:end]
+    return Prediction(prediction.labels[start:end], probabilities)
+
+
+def _settle(future: asyncio.Future[Prediction], result: Prediction | None = None, *,
+            exc: BaseException | None = None) -> None:
+    # The awaiting request may have been cancelled (client gone); its future is then done.
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]
+
+
+class Predictor:
+    """One MicroBatcher per loaded model, shared by every request that reaches that model."""
+
+    def __init__(self, executor: Executor, *, max_batch: int, max_wait_ms: float) -> None:
+        self._executor = executor
+        self._max_batch = max_batch
+        self._max_wait_ms = max_wait_ms
+        self._batchers: dict[int, MicroBatcher] = {}
+
+    def batcher(self, model: ServedModel) -> MicroBatcher:
+        batcher = self._batchers.get(id(model))
+        if batcher is None or batcher.model is not model:
+            batcher = MicroBatcher(model, self._executor, max_batch=self._max_batch,
+                                   max_wait_ms=self._max_wait_ms)
+            self._batchers[id(model)] = batcher
+        return batcher
+
+    async def predict(self, model: ServedModel, rows: np.ndarray) -> Prediction:
+        return await self.batcher(model).predict(rows)
+
+    def forget_except(self, keep: list[ServedModel]) -> None:
+        """Drop batchers of models no longer served (after a reload)."""
+        alive = {id(m) for m in keep}
+        for key in [k for k in self._batchers if k not in alive]:
+            del self._batchers[key]

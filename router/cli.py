@@ -1,0 +1,178 @@
+"""The ``router`` command: each subcommand calls library code and picks an exit code.
+
+Errors are one line on stderr (``router: error: …``) and a non-zero exit: 1 for a failure of
+the task, 2 for a usage mistake (argparse's own convention).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from router.errors import ConfigError, RouterError
+
+DEFAULT_CONFIG = "configs/router.yaml"
+
+
+class CommandError(Exception):
+    """A failure to report on one line and exit 1."""
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"router: error: {message}", file=sys.stderr)
+    return code
+
+
+# -- serve ------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from router.config import load_config
+    from router.gateway.app import BASE_DIR_ENV, CONFIG_ENV
+    from router.registry import ModelRegistry
+    from router.snapshot import load_models
+
+    config_path = Path(args.config).resolve()
+    base_dir = Path.cwd()
+    # Fail here, with one line, rather than inside a worker process with a traceback.
+    load_models(load_config(config_path, base_dir=base_dir), ModelRegistry())
+    os.environ[CONFIG_ENV] = str(config_path)
+    os.environ[BASE_DIR_ENV] = str(base_dir)
+    uvicorn.run("router.gateway.app:app_from_env", factory=True, host=args.host, port=args.port,
+                workers=args.workers, loop="auto", http="auto", access_log=args.access_log,
+                log_level=args.log_level, timeout_graceful_shutdown=30)
+    return 0
+
+
+# -- validate ---------------------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from router.config import load_config
+    from router.registry import ModelRegistry
+    from router.snapshot import load_models
+
+    try:
+        config = load_config(args.file, base_dir=Path.cwd())
+        models = load_models(config, ModelRegistry())
+    except ConfigError as exc:
+        for problem in exc.problems:
+            where = f"{exc.source}:{problem.line}" if problem.line else exc.source
+            print(f"{where}: {problem.path}: {problem.message}", file=sys.stderr)
+        return 1
+    served = ", ".join(f"{role} {m.name}:{m.version}" for role, m in models.items())
+    print(f"{args.file}: ok (experiment {config.experiment}, mode {config.mode}; {served})")
+    return 0
+
+
+# -- train-demo -------------------------------------------------------------------------------
+
+
+def cmd_train_demo(args: argparse.Namespace) -> int:
+    from router.demo import train_demo
+
+    result = train_demo(Path(args.dir), force=args.force)
+    for line in _describe_demo(result):
+        print(line)
+    return 0
+
+
+def _describe_demo(result: dict[str, object]) -> list[str]:
+    return [f"{key}: {value}" for key, value in result.items()]
+
+
+# -- models list ------------------------------------------------------------------------------
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from router.artifacts import list_models
+
+    rows = list_models(Path(args.dir))
+    if not rows:
+        raise CommandError(f"no model directories under {args.dir}")
+    header = ("NAME", "VERSION", "TASK", "MODEL", "CREATED", "SHA256", "STATUS")
+    table = [header, *[(r["name"], r["version"], r["task"], r["model_type"], r["created_at"],
+                        r["sha256"][:12], r["status"]) for r in rows]]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+# -- the parser -------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="router",
+        description="Route live traffic between a champion and a challenger scikit-learn "
+                    "model, log every outcome, and decide when to switch.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], help_text: str,
+                parent: argparse._SubParsersAction[argparse.ArgumentParser] = sub
+                ) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("serve", cmd_serve, "Serve the gateway for a YAML config.")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML file (default {DEFAULT_CONFIG})")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="worker processes sharing the port and the store (default 1)")
+    p.add_argument("--log-level", default="info",
+                   choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--access-log", action="store_true",
+                   help="log every request (off by default: it costs ~40%% of a fast request)")
+
+    p = command("validate", cmd_validate,
+                "Check a YAML config and load its models; exit 1 listing each problem.")
+    p.add_argument("file", help="YAML file")
+
+    p = command("train-demo", cmd_train_demo,
+                "Train a demo champion and challenger and write models/ and configs/router.yaml.")
+    p.add_argument("--dir", default=".", help="where to write models/ and configs/ (default .)")
+    p.add_argument("--force", action="store_true", help="retrain even if the models exist")
+
+    models = command("models", lambda a: _fail("choose a subcommand: list", 2),
+                     "Inspect model directories.")
+    models_sub = models.add_subparsers(dest="models_command", metavar="SUBCOMMAND")
+    p = command("list", cmd_models_list,
+                "List model directories under DIR (DIR/<name>/<version>/).", models_sub)
+    p.add_argument("dir", nargs="?", default="models", help="models root (default models)")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except (RouterError, CommandError) as exc:
+        message = exc.message if isinstance(exc, RouterError) else str(exc)
+        return _fail(" ".join(message.split()))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `router models list | head` closing the pipe is not an error.
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

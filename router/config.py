@@ -1,0 +1,434 @@
+"""The YAML file parsed into frozen, typed objects; every fault names its key path and line."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from router.errors import ConfigError, ConfigProblem
+
+MODES = ("ab", "shadow", "single")
+METRICS = ("accuracy", "log_loss", "mae", "rmse")
+DEFAULT_STORE = "sqlite:///var/outcomes.db"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model by the name it is served under and the directory it is loaded from."""
+
+    name: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class StickyKey:
+    """Where a request's unit id comes from: an HTTP header or a top-level body field."""
+
+    source: str  # "header" | "body"
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.name}"
+
+
+@dataclass(frozen=True)
+class Traffic:
+    challenger_percent: float = 0.0
+    sticky_key: StickyKey | None = None
+
+
+@dataclass(frozen=True)
+class Shadow:
+    sample_percent: float = 100.0
+    queue_size: int = 10_000
+    timeout_ms: float = 1_000.0
+    drain_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class Guardrails:
+    p99_latency_ms: float | None = None
+    error_rate: float | None = None
+
+
+@dataclass(frozen=True)
+class Analysis:
+    metric: str = "accuracy"
+    alpha: float = 0.05
+    min_effect: float = 0.01
+    min_samples: int = 200
+    guardrails: Guardrails = field(default_factory=Guardrails)
+
+
+@dataclass(frozen=True)
+class Rollout:
+    steps: tuple[float, ...]
+    interval_s: float = 60.0
+    auto_promote: bool = False
+    auto_rollback: bool = True
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int = 1_048_576
+    max_batch: int = 1_000
+
+
+@dataclass(frozen=True)
+class Batching:
+    max_batch: int = 64
+    max_wait_ms: float = 1.0
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """One whole, valid configuration; ``lines`` maps key paths to their line for later errors."""
+
+    experiment: str
+    mode: str
+    champion: ModelRef
+    challenger: ModelRef | None = None
+    previous: ModelRef | None = None
+    traffic: Traffic = field(default_factory=Traffic)
+    shadow: Shadow = field(default_factory=Shadow)
+    analysis: Analysis = field(default_factory=Analysis)
+    rollout: Rollout | None = None
+    store: str = DEFAULT_STORE
+    limits: Limits = field(default_factory=Limits)
+    batching: Batching = field(default_factory=Batching)
+    source: str = "<config>"
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def model_refs(self) -> dict[str, ModelRef]:
+        """The models this configuration serves or keeps loaded, by role."""
+        roles = {"champion": self.champion, "challenger": self.challenger,
+                 "previous": self.previous}
+        return {role: ref for role, ref in roles.items() if ref is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as JSON-native data, defaults filled in (for ``/config``)."""
+        def ref(r: ModelRef | None) -> dict[str, str] | None:
+            return None if r is None else {"name": r.name, "path": str(r.path)}
+
+        g = self.analysis.guardrails
+        return {
+            "experiment": self.experiment,
+            "mode": self.mode,
+            "champion": ref(self.champion),
+            "challenger": ref(self.challenger),
+            "previous": ref(self.previous),
+            "traffic": {
+                "challenger_percent": self.traffic.challenger_percent,
+                "sticky_key": None if self.traffic.sticky_key is None
+                else str(self.traffic.sticky_key),
+            },
+            "shadow": vars_of(self.shadow),
+            "analysis": {
+                "metric": self.analysis.metric,
+                "alpha": self.analysis.alpha,
+                "min_effect": self.analysis.min_effect,
+                "min_samples": self.analysis.min_samples,
+                "guardrails": {"p99_latency_ms": g.p99_latency_ms, "error_rate": g.error_rate},
+            },
+            "rollout": None if self.rollout is None else {
+                **vars_of(self.rollout), "steps": list(self.rollout.steps)},
+            "store": self.store,
+            "limits": vars_of(self.limits),
+            "batching": vars_of(self.batching),
+        }
+
+
+def vars_of(obj: Any) -> dict[str, Any]:
+    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading: a small typed walker over ruamel's CommentedMap, which knows each key's line.
+
+
+class _Reader:
+    """Collects every problem instead of stopping at the first, so one run shows them all."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[ConfigProblem] = []
+        self.lines: dict[str, int] = {}
+
+    def fail(self, path: str, line: int | None, message: str) -> None:
+        self.problems.append(ConfigProblem(path, line, message))
+
+    def section(self, parent: CommentedMap, path: str, key: str,
+                allowed: tuple[str, ...], *, required: bool = False) -> CommentedMap | None:
+        where = _join(path, key)
+        if key not in parent or parent[key] is None:
+            if required:
+                self.fail(where, _map_line(parent), "is required")
+            return None
+        node = parent[key]
+        if not isinstance(node, CommentedMap):
+            self.fail(where, _value_line(parent, key), f"must be a mapping, got {_kind(node)}")
+            return None
+        self.lines[where] = _key_line(parent, key) or 0
+        for unknown in (k for k in node if k not in allowed):
+            self.fail(_join(where, str(unknown)), _key_line(node, unknown),
+                      f"unknown key (allowed: {', '.join(allowed)})")
+        return node
+
+    def value(self, node: CommentedMap, path: str, key: str, convert: Callable[[Any], Any],
+              default: Any = None, *, required: bool = False) -> Any:
+        where = _join(path, key)
+        if key not in node or node[key] is None:
+            if required:
+                self.fail(where, _map_line(node), "is required")
+            return default
+        self.lines[where] = _key_line(node, key) or 0
+        try:
+            return convert(node[key])
+        except _Invalid as exc:
+            self.fail(where, _value_line(node, key), str(exc))
+            return default
+
+
+class _Invalid(ValueError):
+    """A value of the wrong type or out of range; the message says which."""
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _line(pos: Any) -> int | None:
+    return pos[0] + 1 if pos else None
+
+
+def _key_line(node: CommentedMap, key: Any) -> int | None:
+    return _line(node.lc.key(key))
+
+
+def _value_line(node: CommentedMap, key: Any) -> int | None:
+    return _line(node.lc.value(key)) or _key_line(node, key)
+
+
+def _map_line(node: CommentedMap) -> int | None:
+    return node.lc.line + 1 if node.lc.line is not None else None
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, CommentedMap):
+        return "a mapping"
+    if isinstance(value, CommentedSeq):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _number(low: float | None = None, high: float | None = None, *,
+            above: float | None = None, below: float | None = None) -> Callable[[Any], float]:
+    def convert(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _Invalid(f"must be a number, got {_kind(value)}")
+        number = float(value)
+        if not math.isfinite(number):
+            raise _Invalid(f"must be a finite number, got {value!r}")
+        if low is not None and high is not None and not low <= number <= high:
+            raise _Invalid(f"must be between {low:g} and {high:g}, got {value!r}")
+        if above is not None and number <= above:
+            raise _Invalid(f"must be greater than {above:g}, got {value!r}")
+        if below is not None and number >= below:
+            raise _Invalid(f"must be less than {below:g}, got {value!r}")
+        return number
+    return convert
+
+
+def _integer(low: int) -> Callable[[Any], int]:
+    def convert(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid(f"must be a whole number, got {_kind(value)}")
+        if value < low:
+            raise _Invalid(f"must be at least {low}, got {value}")
+        return int(value)
+    return convert
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid(f"must be a non-empty string, got {_kind(value)}")
+    return value
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(f"must be true or false, got {_kind(value)}")
+    return value
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        if value not in choices:
+            raise _Invalid(f"must be one of {', '.join(choices)}, got {value!r}")
+        return str(value)
+    return convert
+
+
+def _sticky_key(value: Any) -> StickyKey:
+    source, _, name = _text(value).partition(":")
+    if source not in ("header", "body") or not name:
+        raise _Invalid(f"must be header:<name> or body:<field>, got {value!r}")
+    return StickyKey(source, name.lower() if source == "header" else name)
+
+
+def _percent_steps(value: Any) -> tuple[float, ...]:
+    if not isinstance(value, CommentedSeq) or not value:
+        raise _Invalid(f"must be a non-empty list of percentages, got {_kind(value)}")
+    steps = tuple(_number(0, 100)(item) for item in value)
+    if any(b <= a for a, b in itertools.pairwise(steps)):
+        raise _Invalid(f"must rise step by step, got {list(steps)}")
+    return steps
+
+
+def _store_url(value: Any) -> str:
+    url = _text(value)
+    if not url.startswith(("sqlite://", "postgresql://", "postgres://", "memory://")):
+        raise _Invalid(f"must be sqlite:///FILE, postgresql://… or memory://, got {url!r}")
+    return url
+
+
+_TOP_KEYS = ("experiment", "mode", "champion", "challenger", "previous", "traffic", "shadow",
+             "analysis", "rollout", "store", "limits", "batching")
+
+
+def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None = None
+                 ) -> RouterConfig:
+    """Parse and validate YAML text; raise ``ConfigError`` listing every problem found."""
+    try:
+        root = YAML(typ="rt").load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem = " ".join(p for p in (exc.context, exc.problem) if p)
+        raise ConfigError(source, [ConfigProblem("(file)", line, f"not valid YAML: {problem}")]
+                          ) from None
+    except YAMLError as exc:
+        raise ConfigError(source, [ConfigProblem("(file)", None, f"not valid YAML: {exc}")]
+                          ) from None
+    if not isinstance(root, CommentedMap):
+        raise ConfigError(source, [ConfigProblem("(file)", 1, "must be a YAML mapping of keys")])
+
+    base = base_dir if base_dir is not None else Path.cwd()
+    r = _Reader(source)
+    for unknown in (k for k in root if k not in _TOP_KEYS):
+        r.fail(str(unknown), _key_line(root, unknown),
+               f"unknown key (allowed: {', '.join(_TOP_KEYS)})")
+
+    experiment = r.value(root, "", "experiment", _text, "", required=True)
+    mode = r.value(root, "", "mode", _choice(*MODES), "single", required=True)
+
+    def model(key: str, required: bool) -> ModelRef | None:
+        node = r.section(root, "", key, ("name", "path"), required=required)
+        if node is None:
+            return None
+        name = r.value(node, key, "name", _text, required=True)
+        path = r.value(node, key, "path", _text, required=True)
+        if name is None or path is None:
+            return None
+        return ModelRef(name, (base / path).resolve() if not Path(path).is_absolute()
+                        else Path(path))
+
+    champion = model("champion", True)
+    challenger = model("challenger", mode in ("ab", "shadow"))
+    previous = model("previous", False)
+    if challenger is not None and champion is not None and challenger.path == champion.path \
+            and challenger.name == champion.name:
+        r.fail("challenger", _key_line(root, "challenger"),
+               "is the same model as the champion")
+
+    traffic = Traffic()
+    if (node := r.section(root, "", "traffic", ("challenger_percent", "sticky_key"))) is not None:
+        traffic = Traffic(
+            challenger_percent=r.value(node, "traffic", "challenger_percent", _number(0, 100),
+                                       0.0),
+            sticky_key=r.value(node, "traffic", "sticky_key", _sticky_key),
+        )
+
+    shadow = Shadow()
+    if (node := r.section(root, "", "shadow", tuple(Shadow.__dataclass_fields__))) is not None:
+        shadow = Shadow(
+            sample_percent=r.value(node, "shadow", "sample_percent", _number(0, 100), 100.0),
+            queue_size=r.value(node, "shadow", "queue_size", _integer(1), 10_000),
+            timeout_ms=r.value(node, "shadow", "timeout_ms", _number(above=0), 1_000.0),
+            drain_s=r.value(node, "shadow", "drain_s", _number(0, 3600), 10.0),
+        )
+
+    analysis = Analysis()
+    analysis_keys = ("metric", "alpha", "min_effect", "min_samples", "guardrails")
+    if (node := r.section(root, "", "analysis", analysis_keys)) is not None:
+        guardrails = Guardrails()
+        g = r.section(node, "analysis", "guardrails", ("p99_latency_ms", "error_rate"))
+        if g is not None:
+            guardrails = Guardrails(
+                p99_latency_ms=r.value(g, "analysis.guardrails", "p99_latency_ms",
+                                       _number(above=0)),
+                error_rate=r.value(g, "analysis.guardrails", "error_rate", _number(0, 1)),
+            )
+        analysis = Analysis(
+            metric=r.value(node, "analysis", "metric", _choice(*METRICS), "accuracy"),
+            alpha=r.value(node, "analysis", "alpha", _number(above=0, below=1), 0.05),
+            min_effect=r.value(node, "analysis", "min_effect", _number(above=0), 0.01),
+            min_samples=r.value(node, "analysis", "min_samples", _integer(1), 200),
+            guardrails=guardrails,
+        )
+
+    rollout = None
+    if (node := r.section(root, "", "rollout", tuple(Rollout.__dataclass_fields__))) is not None:
+        steps = r.value(node, "rollout", "steps", _percent_steps, required=True)
+        rollout = Rollout(
+            steps=steps or (),
+            interval_s=r.value(node, "rollout", "interval_s", _number(above=0), 60.0),
+            auto_promote=r.value(node, "rollout", "auto_promote", _boolean, False),
+            auto_rollback=r.value(node, "rollout", "auto_rollback", _boolean, True),
+        )
+
+    store = r.value(root, "", "store", _store_url, DEFAULT_STORE)
+
+    limits = Limits()
+    if (node := r.section(root, "", "limits", tuple(Limits.__dataclass_fields__))) is not None:
+        limits = Limits(
+            max_body_bytes=r.value(node, "limits", "max_body_bytes", _integer(1), 1_048_576),
+            max_batch=r.value(node, "limits", "max_batch", _integer(1), 1_000),
+        )
+
+    batching = Batching()
+    if (node := r.section(root, "", "batching", tuple(Batching.__dataclass_fields__))
+            ) is not None:
+        batching = Batching(
+            max_batch=r.value(node, "batching", "max_batch", _integer(1), 64),
+            max_wait_ms=r.value(node, "batching", "max_wait_ms", _number(0, 1000), 1.0),
+        )
+
+    if r.problems or champion is None:
+        raise ConfigError(source, r.problems)
+    return RouterConfig(
+        experiment=experiment, mode=mode, champion=champion, challenger=challenger,
+        previous=previous, traffic=traffic, shadow=shadow, analysis=analysis, rollout=rollout,
+        store=store, limits=limits, batching=batching, source=source, lines=r.lines,
+    )
+
+
+def load_config(path: str | Path, *, base_dir: Path | None = None) -> RouterConfig:
+    """Read and validate a YAML file; a missing or unreadable file is a ``ConfigError`` too."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(source, [ConfigProblem("(file)", None, "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(source, [ConfigProblem("(file)", None, f"cannot read: {exc}")]
+                          ) from None
+    return parse_config(text, source=source, base_dir=base_dir)

@@ -1,0 +1,122 @@
+"""Every exception the router raises, each with a stable machine-readable ``code``.
+
+The tree::
+
+    RouterError                      code
+    ├── ConfigError                  invalid_config   (problems: key path + line each)
+    ├── ModelLoadError               model_load_failed (names the directory)
+    │   └── DigestMismatchError      digest_mismatch  (names the file and both digests)
+    ├── StoreError                   store_unavailable
+    └── RequestError                 (turned into an HTTP answer by router.gateway.errors)
+        ├── BadJSONError             bad_json           400
+        ├── UnsupportedMediaError    unsupported_media_type 415
+        ├── PayloadTooLargeError     payload_too_large  413
+        ├── InputValidationError     invalid_input      422 (detail: one entry per field)
+        ├── NotReadyError            not_ready          503
+        ├── BackpressureError        overloaded         503
+        ├── ModelFailedError         model_failed       500
+        └── NotFoundError            not_found          404
+
+Domain errors know nothing of HTTP: the status of each ``RequestError`` is a plain number here,
+and the one renderer lives in ``router.gateway.errors``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class RouterError(Exception):
+    """Base of every error the router raises on purpose."""
+
+    code = "router_error"
+
+    def __init__(self, message: str, detail: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail: list[Any] = detail or []
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong in a YAML file: where (key path, line) and what."""
+
+    path: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        return f"{where}{self.path}: {self.message}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"key": self.path, "line": self.line, "message": self.message}
+
+
+class ConfigError(RouterError):
+    """The YAML file is unreadable or does not validate; ``problems`` lists each fault."""
+
+    code = "invalid_config"
+
+    def __init__(self, source: str, problems: list[ConfigProblem]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "; ".join(str(p) for p in problems)
+        super().__init__(f"{source}: {lines}", [p.as_dict() for p in problems])
+
+
+class ModelLoadError(RouterError):
+    """A model directory is missing, unreadable or not a model."""
+
+    code = "model_load_failed"
+
+
+class DigestMismatchError(ModelLoadError):
+    """``model.joblib`` does not match the sha256 recorded in ``metadata.json``."""
+
+    code = "digest_mismatch"
+
+
+class StoreError(RouterError):
+    """The outcome store cannot be opened or written."""
+
+    code = "store_unavailable"
+
+
+class RequestError(RouterError):
+    """A request the gateway refuses; ``status`` is the HTTP status it maps to."""
+
+    status = 400
+
+
+class BadJSONError(RequestError):
+    code, status = "bad_json", 400
+
+
+class UnsupportedMediaError(RequestError):
+    code, status = "unsupported_media_type", 415
+
+
+class PayloadTooLargeError(RequestError):
+    code, status = "payload_too_large", 413
+
+
+class InputValidationError(RequestError):
+    code, status = "invalid_input", 422
+
+
+class NotReadyError(RequestError):
+    code, status = "not_ready", 503
+
+
+class BackpressureError(RequestError):
+    code, status = "overloaded", 503
+
+
+class ModelFailedError(RequestError):
+    code, status = "model_failed", 500
+
+
+class NotFoundError(RequestError):
+    code, status = "not_found", 404

@@ -1,0 +1,56 @@
+"""The app factory and its lifespan: the gateway is a function of its config file."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from router.gateway import endpoints, kserve
+from router.gateway.errors import EXCEPTION_HANDLERS
+from router.gateway.state import GatewayState
+
+CONFIG_ENV = "ROUTER_CONFIG"
+BASE_DIR_ENV = "ROUTER_BASE_DIR"
+
+
+def create_app(config_path: str | Path, *, base_dir: str | Path | None = None) -> Starlette:
+    """A gateway for one YAML file; relative paths in it resolve against ``base_dir`` (cwd)."""
+    path = Path(config_path)
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state = await asyncio.to_thread(GatewayState.start, path, base)
+        app.state.gateway = state
+        try:
+            yield
+        finally:
+            for task in state.background:
+                task.cancel()
+            await asyncio.to_thread(state.stop)
+
+    routes = [
+        Route("/predict", endpoints.predict, methods=["POST"]),
+        Route("/feedback", endpoints.feedback, methods=["POST"]),
+        Route("/config", endpoints.config, methods=["GET"]),
+        Route("/health", endpoints.health, methods=["GET"]),
+        Route("/ready", endpoints.ready, methods=["GET"]),
+        Route("/v1/models/{name}:predict", kserve.predict, methods=["POST"]),
+        Route("/v1/models/{name}", kserve.model_status, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan,
+                     exception_handlers=EXCEPTION_HANDLERS)  # type: ignore[arg-type]
+
+
+def app_from_env() -> Starlette:
+    """Factory for ``uvicorn --factory`` and ``router serve --workers N``: reads two variables."""
+    config = os.environ.get(CONFIG_ENV)
+    if not config:
+        raise RuntimeError(f"{CONFIG_ENV} is not set")
+    return create_app(config, base_dir=os.environ.get(BASE_DIR_ENV) or None)

@@ -1,0 +1,220 @@
+"""The REST routes: /predict, /feedback, /config, /health, /ready."""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from router.errors import (
+    InputValidationError,
+    NotReadyError,
+    PayloadTooLargeError,
+    UnsupportedMediaError,
+)
+from router.gateway.state import GatewayState
+from router.inputs import decode_json, parse_predict_body
+from router.outcomes.records import FeedbackRecord
+from router.service import Answer
+from router.snapshot import Snapshot
+
+
+def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None
+                  ) -> Response:
+    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
+                    status_code=status, media_type="application/json", headers=headers)
+
+
+def state_of(request: Request) -> GatewayState:
+    return request.app.state.gateway  # type: ignore[no-any-return]
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    """The decoded body, after the content type and size checks every POST route shares."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";", 1)[0].strip().lower() != "application/json":
+        shown = content_type or "none"
+        raise UnsupportedMediaError(
+            f"Content-Type must be application/json, got {shown}",
+            [{"header": "content-type", "got": shown}])
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(int(declared), max_bytes)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise _too_large(size, max_bytes)
+        chunks.append(chunk)
+    return decode_json(b"".join(chunks))
+
+
+def _too_large(size: int, limit: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
+        f"body of {size} bytes is over limits.max_body_bytes = {limit}",
+        [{"limit_bytes": limit}])
+
+
+def request_id_of(request: Request) -> str:
+    """The client's X-Request-Id when it sent a usable one, else a fresh id."""
+    given = request.headers.get("x-request-id")
+    request_id = given if given and len(given) <= 200 else uuid.uuid4().hex
+    request.scope["router.request_id"] = request_id
+    return request_id
+
+
+def unit_id_of(snapshot: Snapshot, request: Request, body: dict[str, Any]) -> str | None:
+    key = snapshot.config.traffic.sticky_key
+    if key is None:
+        return None
+    value = request.headers.get(key.name) if key.source == "header" else body.get(key.name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise InputValidationError(
+            f"{key} must be a string or an integer",
+            [{"field": key.name, "message": "must be a string or an integer"}])
+    return str(value)
+
+
+def sticky_body_keys(snapshot: Snapshot) -> frozenset[str]:
+    key = snapshot.config.traffic.sticky_key
+    return frozenset({key.name}) if key is not None and key.source == "body" else frozenset()
+
+
+def answer_headers(answer: Answer) -> dict[str, str]:
+    return {"X-Request-Id": answer.request_id, "X-Variant": answer.variant}
+
+
+def render_answer(answer: Answer, batch: bool) -> dict[str, Any]:
+    head = {"request_id": answer.request_id, "variant": answer.variant,
+            "model": answer.model.name, "version": answer.model.version}
+    rows = [
+        {"prediction": answer.labels[i], "probability": answer.probability(i),
+         "probabilities": None if answer.probabilities is None else answer.probabilities[i]}
+        for i in range(len(answer.labels))
+    ]
+    if not batch:
+        return {**head, **rows[0]}
+    for row_id, row in zip(answer.row_ids, rows, strict=True):
+        row["id"] = row_id
+    return {**head, "predictions": rows}
+
+
+async def predict(request: Request) -> Response:
+    state = state_of(request)
+    request_id = request_id_of(request)
+    snapshot = state.snapshots.current
+    body = await read_json(request, snapshot.config.limits.max_body_bytes)
+    parsed = parse_predict_body(body, snapshot.champion.feature_names,
+                                max_batch=snapshot.config.limits.max_batch,
+                                extra_keys=sticky_body_keys(snapshot))
+    answer = await state.service.predict(
+        snapshot, parsed.rows, request_id=request_id, batch=parsed.batch,
+        unit_id=unit_id_of(snapshot, request, parsed.body))
+    return json_response(render_answer(answer, parsed.batch), headers=answer_headers(answer))
+
+
+async def feedback(request: Request) -> Response:
+    state = state_of(request)
+    snapshot = state.snapshots.current
+    body = await read_json(request, snapshot.config.limits.max_body_bytes)
+    records = parse_feedback(body, max_batch=snapshot.config.limits.max_batch)
+    state.writer.submit_feedback(records)
+    return json_response({"accepted": len(records)}, status=202)
+
+
+def parse_feedback(body: Any, *, max_batch: int) -> list[FeedbackRecord]:
+    """``{"request_id", "label" | "value"}`` or ``{"feedback": [...]}``; every fault named."""
+    if isinstance(body, dict) and "feedback" in body:
+        items, prefixes = body["feedback"], None
+        if not isinstance(items, list) or not items:
+            raise InputValidationError('"feedback" must be a non-empty list',
+                                       [{"field": "feedback", "message": "expected a list"}])
+        if len(items) > max_batch:
+            raise PayloadTooLargeError(
+                f"{len(items)} feedback items is over limits.max_batch = {max_batch}",
+                [{"field": "feedback", "message": f"at most {max_batch} items"}])
+        prefixes = [f"feedback[{i}]." for i in range(len(items))]
+    else:
+        items, prefixes = [body], [""]
+    now = time.time()
+    records: list[FeedbackRecord] = []
+    problems: list[dict[str, str]] = []
+    for item, prefix in zip(items, prefixes, strict=True):
+        record = _feedback_item(item, prefix, now, problems)
+        if record is not None:
+            records.append(record)
+    if problems:
+        shown = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
+        raise InputValidationError(f"invalid feedback: {shown}", problems)
+    return records
+
+
+def _feedback_item(item: Any, prefix: str, now: float, problems: list[dict[str, str]]
+                   ) -> FeedbackRecord | None:
+    if not isinstance(item, dict):
+        problems.append({"field": prefix.rstrip(".") or "(body)",
+                         "message": "expected an object with request_id and label or value"})
+        return None
+    before = len(problems)
+    request_id = item.get("request_id")
+    if not isinstance(request_id, str) or not request_id:
+        problems.append({"field": f"{prefix}request_id", "message": "must be a non-empty string"})
+    unknown = [k for k in item if k not in ("request_id", "label", "value")]
+    problems.extend({"field": f"{prefix}{k}", "message": "unknown field"} for k in unknown)
+    has_label, has_value = "label" in item, "value" in item
+    label, value = item.get("label"), item.get("value")
+    if has_label == has_value:
+        problems.append({"field": f"{prefix}label",
+                         "message": 'give exactly one of "label" (classes) or "value" (numbers)'})
+    elif has_label and (isinstance(label, bool) or not isinstance(label, str | int | float)):
+        problems.append({"field": f"{prefix}label", "message": "must be a string or a number"})
+    elif has_value and (isinstance(value, bool) or not isinstance(value, int | float)
+                        or not math.isfinite(value)):
+        problems.append({"field": f"{prefix}value", "message": "must be a finite number"})
+    if len(problems) > before:
+        return None
+    return FeedbackRecord(request_id=request_id, ts=now,
+                          label=str(label) if has_label else None,
+                          value=float(value) if has_value else None)
+
+
+async def config(request: Request) -> Response:
+    state = state_of(request)
+    snapshot = state.snapshots.current
+    return json_response({
+        "revision": snapshot.revision,
+        "loaded_at": _iso(snapshot.loaded_at),
+        "last_reload_error": state.last_reload_error,
+        "config": snapshot.config.to_dict(),
+        "models": {role: {"name": m.name, "version": m.version, "sha256": m.sha256,
+                          "task": m.task, "features": list(m.feature_names)}
+                   for role, m in snapshot.models.items()},
+    })
+
+
+async def health(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def ready(request: Request) -> Response:
+    state = state_of(request)
+    problems = await state.readiness_problems()
+    if problems:
+        raise NotReadyError("not ready: " + "; ".join(problems),
+                            [{"check": p} for p in problems])
+    snapshot = state.snapshots.current
+    return json_response({"status": "ready", "revision": snapshot.revision,
+                          "models": {r: f"{m.name}:{m.version}"
+                                     for r, m in snapshot.models.items()}})
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

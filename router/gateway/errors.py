@@ -1,0 +1,55 @@
+"""The one renderer of errors: every failure leaves as ``{"error", "message", "detail"}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from router.errors import BackpressureError, RequestError, RouterError
+
+log = logging.getLogger("router.gateway")
+
+
+def error_response(status: int, code: str, message: str, detail: list[Any] | None = None,
+                   headers: dict[str, str] | None = None) -> Response:
+    body = orjson.dumps({"error": code, "message": message, "detail": detail or []})
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+async def router_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RouterError)
+    status = exc.status if isinstance(exc, RequestError) else 500
+    headers = {"Retry-After": "1"} if isinstance(exc, BackpressureError) else None
+    request_id = request.scope.get("router.request_id")
+    if request_id:
+        headers = {**(headers or {}), "X-Request-Id": request_id}
+    return error_response(status, exc.code, exc.message, exc.detail, headers)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    message = {404: f"no route {request.url.path}",
+               405: f"{request.method} is not allowed on {request.url.path}"}
+    return error_response(exc.status_code, codes.get(exc.status_code, "http_error"),
+                          message.get(exc.status_code, str(exc.detail)),
+                          headers=getattr(exc, "headers", None))
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    # Reached only by a bug: say so in JSON, with the request id, and log the traceback.
+    request_id = request.scope.get("router.request_id", "")
+    log.exception("unexpected error on %s %s (request %s)", request.method, request.url.path,
+                  request_id)
+    return error_response(500, "internal_error",
+                          f"unexpected error: {type(exc).__name__} (request {request_id})",
+                          [{"request_id": request_id}])
+
+
+EXCEPTION_HANDLERS = {RouterError: router_error, HTTPException: http_error,
+                      Exception: unexpected_error}

@@ -1,0 +1,51 @@
+"""KServe V1 protocol over the same core: ``{"instances": [[...]]}`` to ``{"predictions"}``."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from router.errors import InputValidationError, NotFoundError
+from router.gateway.endpoints import (
+    answer_headers,
+    json_response,
+    read_json,
+    request_id_of,
+    state_of,
+    unit_id_of,
+)
+from router.inputs import rows_to_array
+from router.snapshot import Snapshot
+
+
+def _snapshot_for(request: Request) -> Snapshot:
+    snapshot = state_of(request).snapshots.current
+    name = request.path_params["name"]
+    if name != snapshot.config.experiment:
+        raise NotFoundError(f"no model {name!r}; this gateway serves "
+                            f"{snapshot.config.experiment!r}",
+                            [{"field": "name", "message": "unknown model"}])
+    return snapshot
+
+
+async def model_status(request: Request) -> Response:
+    snapshot = _snapshot_for(request)
+    return json_response({"name": snapshot.config.experiment, "ready": True})
+
+
+async def predict(request: Request) -> Response:
+    state = state_of(request)
+    request_id = request_id_of(request)
+    snapshot = _snapshot_for(request)
+    body = await read_json(request, snapshot.config.limits.max_body_bytes)
+    if not isinstance(body, dict) or not isinstance(body.get("instances"), list) \
+            or not body["instances"]:
+        raise InputValidationError('KServe V1 body must be {"instances": [[...], ...]}',
+                                   [{"field": "instances", "message": "expected a list of rows"}])
+    instances = body["instances"]
+    rows = rows_to_array(instances, snapshot.champion.feature_names,
+                         [f"instances[{i}]" for i in range(len(instances))],
+                         max_batch=snapshot.config.limits.max_batch)
+    answer = await state.service.predict(snapshot, rows, request_id=request_id, batch=True,
+                                         unit_id=unit_id_of(snapshot, request, body))
+    return json_response({"predictions": answer.labels}, headers=answer_headers(answer))

@@ -1,0 +1,143 @@
+"""Request bodies to a validated 2-D float array, or one error entry per offending field.
+
+Accepted forms (SPEC.md): ``{"features": {name: value}}`` (named), ``{"features": [v, ...]}``
+(positional, in the model's feature order) and ``{"instances": [either form, ...]}`` (batch).
+A value must be a JSON number (``true``/``false`` and numeric strings are refused: a silent cast
+hides client bugs) and finite.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from router.errors import BadJSONError, InputValidationError, PayloadTooLargeError
+
+# Top-level body keys besides the feature payload; a body sticky key is added per config.
+_ALWAYS_ALLOWED = frozenset({"user_id"})
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRequest:
+    rows: np.ndarray  # (n, n_features) float64
+    batch: bool
+    body: dict[str, Any]
+
+
+def decode_json(raw: bytes) -> Any:
+    """Decode a body; NaN and Infinity literals are let through so validation names the field."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        try:
+            # The standard library accepts NaN/Infinity (what json.dumps writes for them);
+            # decoding them lets the 422 name the field instead of a vague 400.
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise BadJSONError(f"body is not valid JSON: {exc}") from None
+
+
+def parse_predict_body(body: Any, feature_names: Sequence[str], *, max_batch: int,
+                       extra_keys: frozenset[str] = frozenset()) -> ParsedRequest:
+    """Validate a ``/predict`` body against the champion's features."""
+    if not isinstance(body, dict):
+        raise InputValidationError(
+            'body must be a JSON object with "features" or "instances"',
+            [{"field": "(body)", "message": f"expected an object, got {_json_type(body)}"}])
+    payload_keys = [k for k in ("features", "instances") if k in body]
+    if len(payload_keys) != 1:
+        message = ('body needs exactly one of "features" (one row) or "instances" (a batch)')
+        raise InputValidationError(message, [{"field": "(body)", "message": message}])
+    allowed = _ALWAYS_ALLOWED | extra_keys | {payload_keys[0]}
+    unknown = [k for k in body if k not in allowed]
+    if unknown:
+        raise InputValidationError(
+            f"unknown top-level field(s): {', '.join(unknown)}",
+            [{"field": k, "message": "unknown field"} for k in unknown])
+    if payload_keys[0] == "features":
+        rows, batch = [body["features"]], False
+        prefixes = ["features"]
+    else:
+        rows, batch = body["instances"], True
+        if not isinstance(rows, list) or not rows:
+            raise InputValidationError(
+                '"instances" must be a non-empty list of rows',
+                [{"field": "instances", "message": "expected a non-empty list"}])
+        prefixes = [f"instances[{i}]" for i in range(len(rows))]
+    return ParsedRequest(rows_to_array(rows, feature_names, prefixes, max_batch=max_batch),
+                         batch, body)
+
+
+def rows_to_array(rows: list[Any], feature_names: Sequence[str], prefixes: list[str], *,
+                  max_batch: int) -> np.ndarray:
+    """Each row (named dict or positional list) to one float64 row; collect every fault."""
+    if len(rows) > max_batch:
+        raise PayloadTooLargeError(
+            f"batch of {len(rows)} rows is over limits.max_batch = {max_batch}",
+            [{"field": "instances", "message": f"at most {max_batch} rows"}])
+    width = len(feature_names)
+    out = np.empty((len(rows), width), dtype=np.float64)
+    problems: list[dict[str, str]] = []
+    for i, (row, prefix) in enumerate(zip(rows, prefixes, strict=True)):
+        if isinstance(row, dict):
+            _named_row(row, feature_names, prefix, out[i], problems)
+        elif isinstance(row, list):
+            if len(row) != width:
+                problems.append({"field": prefix, "message":
+                                 f"expected {width} values in feature order "
+                                 f"({', '.join(feature_names)}), got {len(row)}"})
+                continue
+            for j, value in enumerate(row):
+                _store(value, f"{prefix}[{j}] ({feature_names[j]})", out[i], j, problems)
+        else:
+            problems.append({"field": prefix, "message":
+                             f"expected an object of features or a list, got {_json_type(row)}"})
+    if problems:
+        shown = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise InputValidationError(f"invalid features: {shown}{more}", problems)
+    return out
+
+
+def _named_row(row: dict[str, Any], feature_names: Sequence[str], prefix: str,
+               target: np.ndarray, problems: list[dict[str, str]]) -> None:
+    for j, name in enumerate(feature_names):
+        if name not in row:
+            problems.append({"field": f"{prefix}.{name}", "message": "missing"})
+        else:
+            _store(row[name], f"{prefix}.{name}", target, j, problems)
+    if len(row) > len(feature_names) or any(k not in feature_names for k in row):
+        known = set(feature_names)
+        problems.extend({"field": f"{prefix}.{k}", "message": "unknown feature"}
+                        for k in row if k not in known)
+
+
+def _store(value: Any, field: str, target: np.ndarray, j: int,
+           problems: list[dict[str, str]]) -> None:
+    if type(value) is float:  # the common case first: no further checks but finiteness
+        if math.isfinite(value):
+            target[j] = value
+            return
+        problems.append({"field": field, "message": f"must be finite, got {value}"})
+    elif type(value) is int:
+        if abs(value) < 1e308:
+            target[j] = value
+        else:
+            problems.append({"field": field, "message": "must be finite, got a huge integer"})
+    elif value is None:
+        problems.append({"field": field, "message": "must be a number, got null"})
+    else:
+        problems.append({"field": field,
+                         "message": f"must be a number, got {_json_type(value)}"})
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+             type(None): "null"}
+    return names.get(type(value), type(value).__name__)

@@ -1,0 +1,61 @@
+"""The plain records the gateway hands to the outcome log: predictions, feedback, switches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionRecord:
+    """One answered (or shadow-scored) row.
+
+    ``request_id`` is the id feedback names: the request's id for a single prediction, or
+    ``<request_id>:<index>`` for a row of a batch. ``prediction`` is the label for a classifier
+    (kept as given: str, int or float) or the value for a regressor. ``probabilities`` maps each
+    class (as ``str``) to its probability, in the model's class order; ``None`` when the model
+    has no ``predict_proba``. ``error`` is a short message when the model failed on this row
+    (then ``prediction`` is ``None``). ``fallback`` marks the champion's answer to a request that
+    was assigned to the challenger whose call failed: the client got it, so it is logged, but the
+    statistics leave it out of the champion's group (the failure is counted on the challenger).
+    """
+
+    request_id: str
+    ts: float  # unix seconds, when the answer was produced
+    experiment: str
+    revision: int
+    variant: str  # "champion" | "challenger"
+    model: str
+    version: str
+    features: tuple[float, ...]
+    prediction: Any
+    probability: float | None
+    latency_ms: float
+    shadow: bool = False
+    unit_id: str | None = None
+    probabilities: dict[str, float] | None = None
+    error: str | None = None
+    fallback: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackRecord:
+    """Ground truth for an earlier prediction: ``label`` (classification) or ``value``."""
+
+    request_id: str
+    ts: float
+    label: str | None = None
+    value: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One switch of the experiment (promote, rollback, rollout step), with why and by whom."""
+
+    ts: float
+    action: str
+    from_model: str
+    to_model: str
+    reason: str
+    actor: str
+    details: dict[str, Any] = field(default_factory=dict)

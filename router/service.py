@@ -1,0 +1,172 @@
+"""The transport-neutral prediction core: assign, predict, fall back, log, mirror.
+
+REST ``/predict`` and the KServe route both call :meth:`PredictionService.predict`; neither
+knows about assignment, models or the outcome log, and this module knows nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from router.assignment import CHALLENGER, CHAMPION, assign
+from router.batching import Predictor
+from router.errors import BackpressureError, ModelFailedError
+from router.outcomes.records import PredictionRecord
+from router.registry import Prediction, ServedModel
+from router.snapshot import Snapshot
+
+
+class RecordSink(Protocol):
+    """Where answered rows go: the background outcome writer (never blocks)."""
+
+    @property
+    def accepting(self) -> bool: ...
+
+    def submit_predictions(self, records: list[PredictionRecord]) -> None: ...
+
+
+class Mirror(Protocol):
+    """Shadow traffic: takes a copy of an answered request; must return at once."""
+
+    def offer(self, snapshot: Snapshot, rows: np.ndarray, row_ids: list[str],
+              unit_id: str | None) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the client gets back, before any wire format."""
+
+    request_id: str
+    row_ids: list[str]
+    variant: str
+    model: ServedModel
+    labels: list[Any]
+    probabilities: list[dict[str, float]] | None
+
+    def probability(self, i: int) -> float | None:
+        """The probability of the predicted label of row ``i``."""
+        if self.probabilities is None:
+            return None
+        return self.probabilities[i][str(self.labels[i])]
+
+
+def row_ids_for(request_id: str, n_rows: int, batch: bool) -> list[str]:
+    """Ids that feedback names: the request id, or ``<request_id>:<index>`` per batch row."""
+    return [f"{request_id}:{i}" for i in range(n_rows)] if batch else [request_id]
+
+
+class PredictionService:
+    """Routes one validated request to a variant, answers it and logs every row."""
+
+    def __init__(self, predictor: Predictor, sink: RecordSink, *,
+                 mirror: Mirror | None = None, rng: random.Random | None = None) -> None:
+        self.predictor = predictor
+        self.sink = sink
+        self.mirror = mirror
+        self._rng = rng or random.Random()
+        # (variant, what) -> count; read by /stats and /metrics.
+        self.counts: Counter[tuple[str, str]] = Counter()
+
+    def variant_for(self, snapshot: Snapshot, unit_id: str | None) -> str:
+        config = snapshot.config
+        if config.mode != "ab" or snapshot.challenger is None:
+            return CHAMPION
+        return assign(config.experiment, unit_id, config.traffic.challenger_percent, self._rng)
+
+    async def predict(self, snapshot: Snapshot, rows: np.ndarray, *, request_id: str,
+                      batch: bool, unit_id: str | None) -> Answer:
+        if not self.sink.accepting:
+            # Refusing new work keeps the promise that an answered prediction is logged.
+            raise BackpressureError("the outcome log is behind; retry shortly")
+        row_ids = row_ids_for(request_id, len(rows), batch)
+        variant = self.variant_for(snapshot, unit_id)
+        model = snapshot.models[variant]
+        started = time.perf_counter()
+        records: list[PredictionRecord] = []
+        try:
+            prediction = await self.predictor.predict(model, rows)
+        except Exception as exc:
+            self.counts[(variant, "errors")] += 1
+            records += self._records(snapshot, variant, model, rows, row_ids, None, started,
+                                     unit_id, error=_describe(exc))
+            if variant == CHAMPION:
+                self.sink.submit_predictions(records)
+                raise ModelFailedError(
+                    f"the champion model failed on request {request_id}: {_describe(exc)}",
+                    [{"request_id": request_id}]) from exc
+            # The challenger failed: the champion answers, the failure stays the challenger's.
+            self.counts[(CHALLENGER, "fallbacks")] += 1
+            return await self._fallback(snapshot, rows, row_ids, request_id, unit_id, records)
+        self.counts[(variant, "requests")] += 1
+        answer = self._answer(request_id, row_ids, variant, model, prediction)
+        records += self._records(snapshot, variant, model, rows, row_ids, answer, started,
+                                 unit_id)
+        self.sink.submit_predictions(records)
+        if self.mirror is not None and snapshot.config.mode == "shadow":
+            self.mirror.offer(snapshot, rows, row_ids, unit_id)
+        return answer
+
+    async def _fallback(self, snapshot: Snapshot, rows: np.ndarray, row_ids: list[str],
+                        request_id: str, unit_id: str | None,
+                        records: list[PredictionRecord]) -> Answer:
+        model = snapshot.champion
+        started = time.perf_counter()
+        try:
+            prediction = await self.predictor.predict(model, rows)
+        except Exception as exc:
+            self.counts[(CHAMPION, "errors")] += 1
+            records += self._records(snapshot, CHAMPION, model, rows, row_ids, None, started,
+                                     unit_id, error=_describe(exc), fallback=True)
+            self.sink.submit_predictions(records)
+            raise ModelFailedError(
+                f"both models failed on request {request_id}: {_describe(exc)}",
+                [{"request_id": request_id}]) from exc
+        answer = self._answer(request_id, row_ids, CHAMPION, model, prediction)
+        records += self._records(snapshot, CHAMPION, model, rows, row_ids, answer, started,
+                                 unit_id, fallback=True)
+        self.sink.submit_predictions(records)
+        return answer
+
+    @staticmethod
+    def _answer(request_id: str, row_ids: list[str], variant: str, model: ServedModel,
+                prediction: Prediction) -> Answer:
+        probabilities = None
+        if prediction.probabilities is not None and model.classes is not None:
+            names = [str(c) for c in model.classes]
+            probabilities = [dict(zip(names, row, strict=True))
+                             for row in prediction.probabilities.tolist()]
+        return Answer(request_id, row_ids, variant, model, prediction.labels, probabilities)
+
+    @staticmethod
+    def _records(snapshot: Snapshot, variant: str, model: ServedModel, rows: np.ndarray,
+                 row_ids: list[str], answer: Answer | None, started: float,
+                 unit_id: str | None, *, error: str | None = None, shadow: bool = False,
+                 fallback: bool = False) -> list[PredictionRecord]:
+        now = time.time()
+        latency_ms = (time.perf_counter() - started) * 1000
+        config = snapshot.config
+        features = rows.tolist()
+        return [
+            PredictionRecord(
+                request_id=row_id, ts=now, experiment=config.experiment,
+                revision=snapshot.revision, variant=variant, model=model.name,
+                version=model.version, features=tuple(features[i]),
+                prediction=None if answer is None else answer.labels[i],
+                probability=None if answer is None else answer.probability(i),
+                latency_ms=latency_ms, shadow=shadow, unit_id=unit_id,
+                probabilities=None if answer is None or answer.probabilities is None
+                else answer.probabilities[i],
+                error=error, fallback=fallback)
+            for i, row_id in enumerate(row_ids)
+        ]
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:500]

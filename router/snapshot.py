@@ -1,0 +1,76 @@
+"""The immutable Snapshot a request reads (config, revision, loaded models) and its holder.
+
+A request takes ``holder.current`` once and uses nothing else, so a reload can never mix a new
+champion with an old challenger: the next Snapshot is built whole, aside, then swapped in with
+one reference assignment.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from router.config import RouterConfig
+from router.errors import ConfigError, ConfigProblem, ModelLoadError
+from router.registry import ModelRegistry, ServedModel
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    config: RouterConfig
+    revision: int
+    models: Mapping[str, ServedModel]  # by role: champion, challenger, previous
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def champion(self) -> ServedModel:
+        return self.models["champion"]
+
+    @property
+    def challenger(self) -> ServedModel | None:
+        return self.models.get("challenger")
+
+
+def load_models(config: RouterConfig, registry: ModelRegistry) -> dict[str, ServedModel]:
+    """Load every model the config names; faults name the YAML key and line, as config faults do.
+
+    The challenger must take the champion's features in the same order, since one validated
+    request body is sent to either (or both, in shadow mode).
+    """
+    models: dict[str, ServedModel] = {}
+    problems: list[ConfigProblem] = []
+    for role, ref in config.model_refs().items():
+        key = f"{role}.path"
+        try:
+            models[role] = registry.load(ref.path)
+        except ModelLoadError as exc:
+            problems.append(ConfigProblem(key, config.lines.get(key), exc.message))
+    champion, challenger = models.get("champion"), models.get("challenger")
+    if champion is not None and challenger is not None:
+        if challenger.feature_names != champion.feature_names:
+            problems.append(ConfigProblem(
+                "challenger.path", config.lines.get("challenger.path"),
+                f"challenger features {list(challenger.feature_names)} differ from the "
+                f"champion's {list(champion.feature_names)}"))
+        if challenger.task != champion.task:
+            problems.append(ConfigProblem(
+                "challenger.path", config.lines.get("challenger.path"),
+                f"challenger is a {challenger.task} model, the champion a {champion.task} one"))
+    if problems:
+        raise ConfigError(config.source, problems)
+    return models
+
+
+class SnapshotHolder:
+    """Holds the current Snapshot; swapping is one assignment, atomic under the GIL."""
+
+    def __init__(self, first: Snapshot) -> None:
+        self._current = first
+
+    @property
+    def current(self) -> Snapshot:
+        return self._current
+
+    def swap(self, new: Snapshot) -> None:
+        self._current = new
