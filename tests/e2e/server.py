@@ -1,0 +1,76 @@
+"""Start ``router serve`` as a real process on a free loopback port, and stop it with SIGTERM."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM, as an orchestrator sends it, then wait for a clean exit."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def serve(config: Path, cwd: Path, *, workers: int = 1, ready_timeout: float = 60,
+          extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+    """A running gateway; on exit it is stopped with SIGTERM and must exit 0."""
+    port = free_port()
+    log = cwd / f"server-{port}.log"
+    command = [sys.executable, "-m", "router.cli", "serve", "--config", str(config),
+               "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT,
+                                   env={**os.environ, **(extra_env or {})})
+    server = Server(f"http://127.0.0.1:{port}", process, log)
+    try:
+        wait_ready(server, ready_timeout)
+        yield server
+    finally:
+        code = server.stop()
+        assert code == 0, f"server exited {code}:\n{server.output()}"
+
+
+def wait_ready(server: Server, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise AssertionError(f"server died at start:\n{server.output()}")
+        try:
+            if httpx.get(f"{server.url}/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"server not ready after {timeout} s:\n{server.output()}")

@@ -1,0 +1,248 @@
+"""The app in-process (TestClient runs the lifespan): routes, answers, errors, logging."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+from router.gateway import create_app
+from router.gateway.state import GatewayState
+from router.registry import ModelRegistry
+from tests.configs import write_config
+
+
+@pytest.fixture
+def make_client(tmp_path: Path) -> Iterator[Any]:
+    clients: list[TestClient] = []
+
+    def make(**kwargs: Any) -> TestClient:
+        path = write_config(tmp_path, **kwargs)
+        client = TestClient(create_app(path, base_dir=tmp_path), raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+def state(client: TestClient) -> GatewayState:
+    return client.app.state.gateway  # type: ignore[attr-defined, no-any-return]
+
+
+def feature_names(model_dir: Path) -> list[str]:
+    return list(ModelRegistry().load(model_dir).feature_names)
+
+
+def named_row(model_dir: Path, values: list[float] | None = None) -> dict[str, float]:
+    names = feature_names(model_dir)
+    values = values or [5.1, 3.5, 1.4, 0.2][: len(names)]
+    return dict(zip(names, values, strict=True))
+
+
+def records(client: TestClient) -> list[Any]:
+    gateway = state(client)
+    gateway.writer.flush()
+    return gateway.store.prediction_records()
+
+
+def test_single_answer_has_spec_fields_and_headers(make_client: Any, champion_dir: Path,
+                                                    challenger_dir: Path) -> None:
+    """A named-feature request gets SPEC.md's answer, X-Request-Id and X-Variant."""
+    client = make_client(champion=champion_dir, challenger=challenger_dir,
+                         traffic={"challenger_percent": 0})
+    response = client.post("/predict", json={"features": named_row(champion_dir)})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"request_id", "variant", "model", "version", "prediction",
+                         "probability", "probabilities"}
+    assert body["variant"] == "champion" and body["model"] == "champ"
+    assert response.headers["x-variant"] == "champion"
+    assert response.headers["x-request-id"] == body["request_id"]
+    assert math.isclose(sum(body["probabilities"].values()), 1.0)
+    assert body["probability"] == body["probabilities"][str(body["prediction"])]
+    served = ModelRegistry().load(champion_dir)
+    expected = served.predict(np.array([list(named_row(champion_dir).values())]))
+    assert body["prediction"] == expected.labels[0]
+
+
+def test_client_request_id_is_kept_and_batch_rows_get_their_own(make_client: Any,
+                                                                champion_dir: Path) -> None:
+    """A client's X-Request-Id is kept; batch rows are <request_id>:<index>."""
+    client = make_client(champion=champion_dir, mode="single")
+    row = named_row(champion_dir)
+    response = client.post("/predict", json={"instances": [row, list(row.values())]},
+                           headers={"X-Request-Id": "abc-123"})
+    body = response.json()
+    assert response.headers["x-request-id"] == "abc-123" and body["request_id"] == "abc-123"
+    assert [p["id"] for p in body["predictions"]] == ["abc-123:0", "abc-123:1"]
+    assert body["predictions"][0]["prediction"] == body["predictions"][1]["prediction"]
+    assert [r.request_id for r in records(client)] == ["abc-123:0", "abc-123:1"]
+
+
+def test_every_answered_row_is_logged_with_its_context(make_client: Any, champion_dir: Path,
+                                                       challenger_dir: Path) -> None:
+    """Each answered row becomes a record with revision, variant, model, features, latency."""
+    client = make_client(champion=champion_dir, challenger=challenger_dir,
+                         traffic={"challenger_percent": 50, "sticky_key": "header:x-user-id"})
+    answers = [client.post("/predict", json={"features": named_row(champion_dir)},
+                           headers={"x-user-id": f"user-{i}"}).json() for i in range(40)]
+    logged = {r.request_id: r for r in records(client)}
+    assert len(logged) == 40
+    for answer in answers:
+        record = logged[answer["request_id"]]
+        assert record.variant == answer["variant"] and record.revision == 1
+        assert record.model == answer["model"] and record.experiment == "exp"
+        assert record.prediction == answer["prediction"] and record.error is None
+        assert record.features == tuple(named_row(champion_dir).values())
+        assert record.latency_ms > 0 and record.unit_id is not None
+    assert {a["variant"] for a in answers} == {"champion", "challenger"}
+
+
+def test_body_sticky_key_pins_the_variant(make_client: Any, champion_dir: Path,
+                                          challenger_dir: Path) -> None:
+    """With sticky_key body:user_id the same user always lands on the same variant."""
+    client = make_client(champion=champion_dir, challenger=challenger_dir,
+                         traffic={"challenger_percent": 50, "sticky_key": "body:user_id"})
+    for user in ("u1", "u2", "u3", "u4"):
+        seen = {client.post("/predict", json={"features": named_row(champion_dir),
+                                              "user_id": user}).json()["variant"]
+                for _ in range(5)}
+        assert len(seen) == 1
+
+
+def test_failing_challenger_is_answered_by_the_champion(make_client: Any, champion_dir: Path,
+                                                        failing_dir: Path) -> None:
+    """A challenger that raises: the client gets the champion's answer, the error is counted."""
+    client = make_client(champion=champion_dir, challenger=failing_dir,
+                         traffic={"challenger_percent": 100})
+    responses = [client.post("/predict", json={"features": named_row(champion_dir)})
+                 for _ in range(5)]
+    assert all(r.status_code == 200 and r.json()["variant"] == "champion" for r in responses)
+    assert state(client).service.counts[("challenger", "errors")] == 5
+    logged = records(client)
+    assert sum(r.variant == "challenger" and r.error is not None for r in logged) == 5
+    assert sum(r.variant == "champion" and r.fallback for r in logged) == 5
+
+
+def test_failing_champion_is_a_500_with_the_request_id(make_client: Any,
+                                                       failing_dir: Path) -> None:
+    """The champion failing is the one 5xx: JSON naming the request id, and it is logged."""
+    client = make_client(champion=failing_dir, mode="single")
+    response = client.post("/predict", json={"features": named_row(failing_dir)},
+                           headers={"X-Request-Id": "r-1"})
+    assert response.status_code == 500
+    assert response.json()["error"] == "model_failed" and "r-1" in response.json()["message"]
+    assert [r.error is not None for r in records(client)] == [True]
+
+
+def test_model_without_probabilities_serves_labels(make_client: Any, no_proba_dir: Path) -> None:
+    """A pipeline whose last step has no predict_proba answers labels, probabilities null."""
+    client = make_client(champion=no_proba_dir, mode="single")
+    body = client.post("/predict", json={"features": named_row(no_proba_dir)}).json()
+    assert body["prediction"] is not None
+    assert body["probability"] is None and body["probabilities"] is None
+
+
+def test_regressor_serves_values(make_client: Any, regressor_dir: Path) -> None:
+    """A regression pipeline answers a number."""
+    client = make_client(champion=regressor_dir, mode="single")
+    names = feature_names(regressor_dir)
+    body = client.post("/predict", json={"features": [1.0] * len(names)}).json()
+    assert isinstance(body["prediction"], float) and body["probabilities"] is None
+
+
+@pytest.mark.parametrize(("kwargs", "status", "code"), [
+    ({"content": b'{"features": [1, 2', "headers": {"content-type": "application/json"}},
+     400, "bad_json"),
+    ({"content": b"features=1", "headers": {"content-type": "application/x-www-form-urlencoded"}},
+     415, "unsupported_media_type"),
+    ({"json": {"features": [1, 2]}}, 422, "invalid_input"),
+    ({"json": {"features": {"sepal_length": None}}}, 422, "invalid_input"),
+    ({"content": b'{"features": [NaN, 1, 2, 3]}', "headers": {"content-type": "application/json"}},
+     422, "invalid_input"),
+    ({"json": {"instances": [[1, 2, 3, 4]] * 11}}, 413, "payload_too_large"),
+    ({"content": b'{"features": [' + b"1," * 600 + b"1]}",
+      "headers": {"content-type": "application/json"}}, 413, "payload_too_large"),
+])
+def test_bad_input_gets_a_clear_json_error(make_client: Any, champion_dir: Path,
+                                           kwargs: dict[str, Any], status: int, code: str) -> None:
+    """400/413/415/422 per SPEC.md, always {"error","message","detail"}, never a 5xx."""
+    client = make_client(champion=champion_dir, mode="single",
+                         limits={"max_body_bytes": 1000, "max_batch": 10})
+    response = client.post("/predict", **kwargs)
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "message", "detail"} and body["error"] == code
+    assert body["message"]
+    assert records(client) == []
+
+
+def test_unknown_route_and_method_are_json(make_client: Any, champion_dir: Path) -> None:
+    """404 and 405 use the same error shape."""
+    client = make_client(champion=champion_dir, mode="single")
+    assert client.get("/nope").json()["error"] == "not_found"
+    assert client.get("/predict").json()["error"] == "method_not_allowed"
+
+
+def test_feedback_single_and_batch_is_stored(make_client: Any, champion_dir: Path) -> None:
+    """Feedback is accepted (202) in both forms and stored, unknown ids included."""
+    client = make_client(champion=champion_dir, mode="single")
+    assert client.post("/feedback", json={"request_id": "a", "label": "setosa"}).status_code == 202
+    response = client.post("/feedback", json={"feedback": [
+        {"request_id": "b", "label": 2}, {"request_id": "never-seen", "value": 3.5}]})
+    assert response.status_code == 202 and response.json() == {"accepted": 2}
+    gateway = state(client)
+    gateway.writer.flush()
+    stored = {(f.request_id, f.label, f.value) for f in gateway.store.feedback_records()}
+    assert stored == {("a", "setosa", None), ("b", "2", None), ("never-seen", None, 3.5)}
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"label": "x"}, "request_id"),
+    ({"request_id": "a"}, "label"),
+    ({"request_id": "a", "label": "x", "value": 1}, "label"),
+    ({"request_id": "a", "value": "high"}, "value"),
+    ({"feedback": [{"request_id": "a", "label": "x"}, {"request_id": "b", "label": None}]},
+     "feedback[1].label"),
+])
+def test_bad_feedback_names_the_field(make_client: Any, champion_dir: Path,
+                                      body: dict[str, Any], field: str) -> None:
+    """Bad feedback is a 422 naming the field; nothing of that body is stored."""
+    client = make_client(champion=champion_dir, mode="single")
+    response = client.post("/feedback", json=body)
+    assert response.status_code == 422
+    assert field in [d["field"] for d in response.json()["detail"]]
+
+
+def test_config_health_ready(make_client: Any, champion_dir: Path, challenger_dir: Path) -> None:
+    """/config shows revision 1 and the running config; /health and /ready answer 200."""
+    client = make_client(champion=champion_dir, challenger=challenger_dir,
+                         traffic={"challenger_percent": 10})
+    config = client.get("/config").json()
+    assert config["revision"] == 1 and config["last_reload_error"] is None
+    assert config["config"]["traffic"]["challenger_percent"] == 10
+    assert config["config"]["champion"]["name"] == "champ" and config["loaded_at"]
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").status_code == 200
+
+
+def test_kserve_v1_route_uses_the_same_core(make_client: Any, champion_dir: Path) -> None:
+    """/v1/models/{experiment}:predict answers predictions; another name is a 404."""
+    client = make_client(champion=champion_dir, mode="single", experiment="iris")
+    row = list(named_row(champion_dir).values())
+    response = client.post("/v1/models/iris:predict", json={"instances": [row, row]})
+    assert response.status_code == 200
+    assert len(response.json()["predictions"]) == 2
+    assert response.headers["x-variant"] == "champion"
+    assert client.get("/v1/models/iris").json() == {"name": "iris", "ready": True}
+    assert client.post("/v1/models/other:predict",
+                       json={"instances": [row]}).status_code == 404
+    assert len(records(client)) == 2
