@@ -16,7 +16,7 @@ $(BIN)/router: pyproject.toml
 install: $(BIN)/router
 
 demo: install
-	$(BIN)/router train-demo
+	test -f configs/router.yaml || $(BIN)/router train-demo
 	$(BIN)/router serve --config configs/router.yaml --host $(HOST) --port $(PORT)
 
 lint: install

@@ -1,0 +1,45 @@
+"""router: A/B and shadow tests of scikit-learn models; the public Python API lives here.
+
+``import router`` stays cheap (no scikit-learn, no starlette): the names below load their module
+on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from router.artifacts import LibraryVersionWarning, ModelArtifact, load_model, save_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LibraryVersionWarning",
+    "ModelArtifact",
+    "__version__",
+    "load_model",
+    "save_model",
+]
+
+# Importing scikit-learn takes about a second; commands such as `router validate` or
+# `router --help` should not pay for it.
+_LAZY = {
+    "LibraryVersionWarning": "router.artifacts",
+    "ModelArtifact": "router.artifacts",
+    "load_model": "router.artifacts",
+    "save_model": "router.artifacts",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'router' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -167,6 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RouterError, CommandError) as exc:
         message = exc.message if isinstance(exc, RouterError) else str(exc)
         return _fail(" ".join(message.split()))
+    except FileExistsError as exc:
+        return _fail(f"{exc} (use --force to replace it)")
+    except OSError as exc:
+        return _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

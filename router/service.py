@@ -45,7 +45,8 @@ class Answer:
     request_id: str
     row_ids: list[str]
     variant: str
-    model: ServedModel
+    model: str  # the name the YAML serves it under
+    version: str
     labels: list[Any]
     probabilities: list[dict[str, float]] | None
 
@@ -104,7 +105,7 @@ class PredictionService:
             self.counts[(CHALLENGER, "fallbacks")] += 1
             return await self._fallback(snapshot, rows, row_ids, request_id, unit_id, records)
         self.counts[(variant, "requests")] += 1
-        answer = self._answer(request_id, row_ids, variant, model, prediction)
+        answer = self._answer(snapshot, request_id, row_ids, variant, prediction)
         records += self._records(snapshot, variant, model, rows, row_ids, answer, started,
                                  unit_id)
         self.sink.submit_predictions(records)
@@ -127,21 +128,23 @@ class PredictionService:
             raise ModelFailedError(
                 f"both models failed on request {request_id}: {_describe(exc)}",
                 [{"request_id": request_id}]) from exc
-        answer = self._answer(request_id, row_ids, CHAMPION, model, prediction)
+        answer = self._answer(snapshot, request_id, row_ids, CHAMPION, prediction)
         records += self._records(snapshot, CHAMPION, model, rows, row_ids, answer, started,
                                  unit_id, fallback=True)
         self.sink.submit_predictions(records)
         return answer
 
     @staticmethod
-    def _answer(request_id: str, row_ids: list[str], variant: str, model: ServedModel,
+    def _answer(snapshot: Snapshot, request_id: str, row_ids: list[str], variant: str,
                 prediction: Prediction) -> Answer:
+        model = snapshot.models[variant]
         probabilities = None
         if prediction.probabilities is not None and model.classes is not None:
             names = [str(c) for c in model.classes]
             probabilities = [dict(zip(names, row, strict=True))
                              for row in prediction.probabilities.tolist()]
-        return Answer(request_id, row_ids, variant, model, prediction.labels, probabilities)
+        return Answer(request_id, row_ids, variant, snapshot.names[variant], model.version,
+                      prediction.labels, probabilities)
 
     @staticmethod
     def _records(snapshot: Snapshot, variant: str, model: ServedModel, rows: np.ndarray,
@@ -155,7 +158,7 @@ class PredictionService:
         return [
             PredictionRecord(
                 request_id=row_id, ts=now, experiment=config.experiment,
-                revision=snapshot.revision, variant=variant, model=model.name,
+                revision=snapshot.revision, variant=variant, model=snapshot.names[variant],
                 version=model.version, features=tuple(features[i]),
                 prediction=None if answer is None else answer.labels[i],
                 probability=None if answer is None else answer.probability(i),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from router.config import RouterConfig
 from router.errors import ConfigError, ConfigProblem, ModelLoadError
@@ -30,6 +31,11 @@ class Snapshot:
     @property
     def challenger(self) -> ServedModel | None:
         return self.models.get("challenger")
+
+    @cached_property
+    def names(self) -> Mapping[str, str]:
+        """The name each role is served under: the YAML's, which may differ from metadata's."""
+        return {role: ref.name for role, ref in self.config.model_refs().items()}
 
 
 def load_models(config: RouterConfig, registry: ModelRegistry) -> dict[str, ServedModel]:

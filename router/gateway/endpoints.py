@@ -94,7 +94,7 @@ def answer_headers(answer: Answer) -> dict[str, str]:
 
 def render_answer(answer: Answer, batch: bool) -> dict[str, Any]:
     head = {"request_id": answer.request_id, "variant": answer.variant,
-            "model": answer.model.name, "version": answer.model.version}
+            "model": answer.model, "version": answer.version}
     rows = [
         {"prediction": answer.labels[i], "probability": answer.probability(i),
          "probabilities": None if answer.probabilities is None else answer.probabilities[i]}
@@ -194,7 +194,8 @@ async def config(request: Request) -> Response:
         "loaded_at": _iso(snapshot.loaded_at),
         "last_reload_error": state.last_reload_error,
         "config": snapshot.config.to_dict(),
-        "models": {role: {"name": m.name, "version": m.version, "sha256": m.sha256,
+        "models": {role: {"name": snapshot.names[role], "metadata_name": m.name,
+                          "version": m.version, "sha256": m.sha256,
                           "task": m.task, "features": list(m.feature_names)}
                    for role, m in snapshot.models.items()},
     })
@@ -212,7 +213,7 @@ async def ready(request: Request) -> Response:
                             [{"check": p} for p in problems])
     snapshot = state.snapshots.current
     return json_response({"status": "ready", "revision": snapshot.revision,
-                          "models": {r: f"{m.name}:{m.version}"
+                          "models": {r: f"{snapshot.names[r]}:{m.version}"
                                      for r, m in snapshot.models.items()}})
 
 

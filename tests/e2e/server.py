@@ -13,7 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import httpx2 as httpx
+
+# Test models (tests.fixture_models) must be importable by the server process.
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -29,7 +32,11 @@ class Server:
     log: Path
 
     def stop(self, timeout: float = 60) -> int:
-        """SIGTERM, as an orchestrator sends it, then wait for a clean exit."""
+        """SIGTERM, as an orchestrator sends it, then wait for the process to end.
+
+        uvicorn shuts down gracefully and then re-raises the signal, so a clean stop of a
+        single process ends with -SIGTERM (a supervisor of several workers exits 0).
+        """
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
@@ -45,21 +52,25 @@ class Server:
 @contextlib.contextmanager
 def serve(config: Path, cwd: Path, *, workers: int = 1, ready_timeout: float = 60,
           extra_env: dict[str, str] | None = None) -> Iterator[Server]:
-    """A running gateway; on exit it is stopped with SIGTERM and must exit 0."""
+    """A running gateway; on exit it is stopped with SIGTERM and must shut down cleanly."""
     port = free_port()
     log = cwd / f"server-{port}.log"
     command = [sys.executable, "-m", "router.cli", "serve", "--config", str(config),
                "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     with log.open("wb") as sink:
         process = subprocess.Popen(command, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT,
-                                   env={**os.environ, **(extra_env or {})})
+                                   env={**os.environ, "PYTHONPATH": str(REPO_ROOT),
+                                        **(extra_env or {})})
     server = Server(f"http://127.0.0.1:{port}", process, log)
     try:
         wait_ready(server, ready_timeout)
         yield server
     finally:
         code = server.stop()
-        assert code == 0, f"server exited {code}:\n{server.output()}"
+        output = server.output()
+        assert code in (0, -signal.SIGTERM), f"server exited {code}:\n{output}"
+        assert "Application shutdown complete" in output, output
+        assert "Traceback" not in output, output
 
 
 def wait_ready(server: Server, timeout: float) -> None:

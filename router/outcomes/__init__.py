@@ -1,0 +1,19 @@
+"""The outcome log: records of predictions, feedback and switches, the stores that keep them and
+the background writer that feeds a store without slowing requests."""
+
+from router.outcomes.memory import MemoryStore
+from router.outcomes.records import FeedbackRecord, HistoryEntry, PredictionRecord
+from router.outcomes.sqlite import SQLiteStore
+from router.outcomes.store import OutcomeStore, open_store
+from router.outcomes.writer import OutcomeWriter
+
+__all__ = [
+    "FeedbackRecord",
+    "HistoryEntry",
+    "MemoryStore",
+    "OutcomeStore",
+    "OutcomeWriter",
+    "PredictionRecord",
+    "SQLiteStore",
+    "open_store",
+]

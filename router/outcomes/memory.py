@@ -1,0 +1,106 @@
+"""``MemoryStore``: the outcome log in process memory, for tests and ``memory://``."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Sequence
+
+import orjson
+
+from router.errors import StoreError
+from router.outcomes.records import FeedbackRecord, HistoryEntry, PredictionRecord
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    """Lists guarded by one lock; behaves like ``SQLiteStore`` where the gateway can tell.
+
+    Feedback labels are kept as ``str(label)`` and values as ``float`` (so ``1`` and ``"1"``
+    join the same way as in SQLite), and history details go through JSON, so what one store
+    refuses or changes the other does too. Prediction records are kept as given.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._predictions: list[PredictionRecord] = []
+        self._feedback: list[FeedbackRecord] = []
+        self._history: list[HistoryEntry] = []
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("store memory:// is closed")
+
+    def write_predictions(self, records: Sequence[PredictionRecord]) -> None:
+        """Append ``records`` at once (all or nothing, like one transaction)."""
+        batch = list(records)
+        with self._lock:
+            self._check_open()
+            self._predictions.extend(batch)
+
+    def write_feedback(self, records: Sequence[FeedbackRecord]) -> None:
+        """Append ground truth with ``label`` as ``str`` and ``value`` as ``float``."""
+        batch = [
+            dataclasses.replace(
+                r,
+                label=None if r.label is None else str(r.label),
+                value=None if r.value is None else float(r.value),
+            )
+            for r in records
+        ]
+        with self._lock:
+            self._check_open()
+            self._feedback.extend(batch)
+
+    def append_history(self, entry: HistoryEntry) -> None:
+        """Record one switch; ``details`` are copied through JSON as SQLite would store them."""
+        details = orjson.loads(orjson.dumps(entry.details, default=str))
+        stored = dataclasses.replace(entry, details=details)
+        with self._lock:
+            self._check_open()
+            self._history.append(stored)
+
+    def history(self, limit: int | None = None) -> list[HistoryEntry]:
+        """The switches oldest first; with ``limit``, only the latest ``limit`` of them."""
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        with self._lock:
+            self._check_open()
+            # sorted() is stable, so entries with the same ts keep their insertion order.
+            entries = sorted(self._history, key=lambda e: e.ts)
+        if limit is None:
+            return entries
+        return entries[len(entries) - limit :] if limit else []
+
+    def count_predictions(self, *, shadow: bool | None = None) -> int:
+        """How many predictions were logged; ``shadow`` filters on the shadow flag."""
+        with self._lock:
+            self._check_open()
+            if shadow is None:
+                return len(self._predictions)
+            return sum(1 for r in self._predictions if r.shadow == shadow)
+
+    def prediction_records(self, *, experiment: str | None = None) -> list[PredictionRecord]:
+        """Every logged prediction (of one experiment), in insertion order."""
+        with self._lock:
+            self._check_open()
+            if experiment is None:
+                return list(self._predictions)
+            return [r for r in self._predictions if r.experiment == experiment]
+
+    def feedback_records(self) -> list[FeedbackRecord]:
+        """Every logged feedback record, in insertion order."""
+        with self._lock:
+            self._check_open()
+            return list(self._feedback)
+
+    def ping(self) -> bool:
+        """True until the store is closed."""
+        return not self._closed
+
+    def close(self) -> None:
+        """Refuse further use; the lists are dropped with the object."""
+        with self._lock:
+            self._closed = True

@@ -1,0 +1,382 @@
+"""``SQLiteStore``: the outcome log in one SQLite file that several processes write at once."""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from router.errors import StoreError
+from router.outcomes.records import FeedbackRecord, HistoryEntry, PredictionRecord
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+# Typed columns rather than one JSON blob, so that statistics can aggregate in SQL over a
+# million rows. JSON text only where the shape varies (features, probabilities, details) or
+# where a Python type must survive (prediction: "1" and 1 are different labels). No foreign
+# keys: feedback may arrive before its prediction, and unknown ids are kept.
+_SCHEMA: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    )""",
+    f"INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}')",
+    """CREATE TABLE IF NOT EXISTS predictions (
+        id            INTEGER PRIMARY KEY,  -- rowid: insertion order
+        request_id    TEXT    NOT NULL,
+        ts            REAL    NOT NULL,     -- unix seconds
+        experiment    TEXT    NOT NULL,
+        revision      INTEGER NOT NULL,
+        variant       TEXT    NOT NULL,     -- champion or challenger
+        shadow        INTEGER NOT NULL,     -- 0 or 1
+        model         TEXT    NOT NULL,
+        version       TEXT    NOT NULL,
+        unit_id       TEXT,
+        features      TEXT    NOT NULL,     -- JSON array of floats
+        prediction    TEXT,                 -- JSON, so its type survives; NULL on error
+        label         TEXT,                 -- str(prediction), joins feedback.label
+        value         REAL,                 -- float(prediction) when numeric
+        probability   REAL,
+        probabilities TEXT,                 -- JSON object {class: p}
+        latency_ms    REAL    NOT NULL,
+        error         TEXT,
+        fallback      INTEGER NOT NULL      -- 1: champion answered for a failed challenger
+    )""",
+    "CREATE INDEX IF NOT EXISTS predictions_request_id ON predictions (request_id)",
+    "CREATE INDEX IF NOT EXISTS predictions_experiment_revision "
+    "ON predictions (experiment, revision)",
+    """CREATE TABLE IF NOT EXISTS feedback (
+        id         INTEGER PRIMARY KEY,
+        request_id TEXT NOT NULL,
+        ts         REAL NOT NULL,
+        label      TEXT,                    -- str(label): 1 and "1" match
+        value      REAL
+    )""",
+    "CREATE INDEX IF NOT EXISTS feedback_request_id ON feedback (request_id)",
+    """CREATE TABLE IF NOT EXISTS history (
+        id         INTEGER PRIMARY KEY,
+        ts         REAL NOT NULL,
+        action     TEXT NOT NULL,
+        from_model TEXT NOT NULL,
+        to_model   TEXT NOT NULL,
+        reason     TEXT NOT NULL,
+        actor      TEXT NOT NULL,
+        details    TEXT NOT NULL            -- JSON object
+    )""",
+)
+
+_PREDICTION_COLUMNS = (
+    "request_id, ts, experiment, revision, variant, shadow, model, version, unit_id, "
+    "features, prediction, label, value, probability, probabilities, latency_ms, error, fallback"
+)
+_INSERT_PREDICTION = (
+    f"INSERT INTO predictions ({_PREDICTION_COLUMNS}) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT_PREDICTION = (
+    "SELECT request_id, ts, experiment, revision, variant, shadow, model, version, unit_id, "
+    "features, prediction, probability, probabilities, latency_ms, error, fallback FROM predictions"
+)
+
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy values orjson does not take natively become Python values; anything else its str,
+    # so that one odd value cannot make a batch unwritable (the writer would retry it forever).
+    tolist = getattr(obj, "tolist", None)
+    return tolist() if callable(tolist) else str(obj)
+
+
+def _json(obj: Any) -> str:
+    return orjson.dumps(obj, default=_json_default, option=_JSON_OPTIONS).decode()
+
+
+def _prediction_row(r: PredictionRecord) -> tuple[Any, ...]:
+    p = r.prediction
+    if p is None:
+        prediction = label = value = None
+    else:
+        prediction = _json(p)
+        label = str(p)
+        value = float(p) if isinstance(p, numbers.Real) and not isinstance(p, bool) else None
+    # Explicit conversions: sqlite3 cannot bind numpy scalars (np.int64 revision, ...).
+    return (
+        str(r.request_id),
+        float(r.ts),
+        str(r.experiment),
+        int(r.revision),
+        str(r.variant),
+        1 if r.shadow else 0,
+        str(r.model),
+        str(r.version),
+        None if r.unit_id is None else str(r.unit_id),
+        _json(r.features),
+        prediction,
+        label,
+        value,
+        None if r.probability is None else float(r.probability),
+        None if r.probabilities is None else _json(r.probabilities),
+        float(r.latency_ms),
+        None if r.error is None else str(r.error),
+        1 if r.fallback else 0,
+    )
+
+
+def _prediction_from_row(row: tuple[Any, ...]) -> PredictionRecord:
+    return PredictionRecord(
+        request_id=row[0],
+        ts=row[1],
+        experiment=row[2],
+        revision=row[3],
+        variant=row[4],
+        shadow=bool(row[5]),
+        model=row[6],
+        version=row[7],
+        unit_id=row[8],
+        # JSON has no NaN: orjson writes it as null, read back as NaN.
+        features=tuple(math.nan if x is None else float(x) for x in orjson.loads(row[9])),
+        prediction=None if row[10] is None else orjson.loads(row[10]),
+        probability=row[11],
+        probabilities=None if row[12] is None else orjson.loads(row[12]),
+        latency_ms=row[13],
+        error=row[14],
+        fallback=bool(row[15]),
+    )
+
+
+def _feedback_row(r: FeedbackRecord) -> tuple[Any, ...]:
+    return (
+        str(r.request_id),
+        float(r.ts),
+        None if r.label is None else str(r.label),
+        None if r.value is None else float(r.value),
+    )
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+class SQLiteStore:
+    """One SQLite file in WAL mode, one connection per thread.
+
+    The writer thread writes while request threads read, and several gateway processes
+    (``uvicorn --workers N``) write the same file: WAL lets readers go on during a write, a busy
+    timeout makes writers queue instead of failing, and every write is one ``BEGIN IMMEDIATE``
+    transaction (taking the write lock up front avoids the deadlock of two readers upgrading).
+    """
+
+    def __init__(self, path: Path, *, url: str | None = None, busy_timeout_s: float = 10.0) -> None:
+        self.path = Path(path)
+        self.url = url or f"sqlite:///{self.path}"
+        self._busy_timeout_s = busy_timeout_s
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._closed = False
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._init_schema()
+        except (OSError, sqlite3.Error) as exc:
+            self.close()
+            raise StoreError(f"store {self.url!r}: cannot open {self.path}: {exc}") from exc
+        except StoreError:
+            self.close()
+            raise
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and not self._closed:
+            return conn
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"store {self.url!r} is closed")
+            # check_same_thread=False only so that close() can close every thread's
+            # connection; each connection is still used by the one thread that opened it.
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self._busy_timeout_s,
+                isolation_level=None,  # autocommit; transactions are explicit
+                check_same_thread=False,
+            )
+            self._connections.append(conn)
+        conn.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable at checkpoints, fast
+        self._local.conn = conn
+        return conn
+
+    def _init_schema(self) -> None:
+        # Several processes may start at once on a new file. journal_mode can fail with
+        # "database is locked" without waiting on the busy handler, so retry until the deadline.
+        deadline = time.monotonic() + self._busy_timeout_s
+        while True:
+            try:
+                self._create_schema()
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(random.uniform(0.005, 0.05))
+
+    def _create_schema(self) -> None:
+        conn = self._conn()
+        (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        if str(mode).lower() != "wal":
+            logger.warning(
+                "%s: journal_mode is %s, not wal (file system without WAL?)", self.url, mode
+            )
+        with self._transaction() as tx:
+            # Not executescript(): it would COMMIT the BEGIN IMMEDIATE that makes this race-safe.
+            for statement in _SCHEMA:
+                tx.execute(statement)
+            row = tx.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None or row[0] != str(SCHEMA_VERSION):
+            raise StoreError(
+                f"store {self.url!r}: schema version {row[0] if row else None}, "
+                f"this router reads version {SCHEMA_VERSION}"
+            )
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            # A failed COMMIT leaves the transaction open; end it so the next call starts clean,
+            # without letting a failed ROLLBACK hide the error that caused it.
+            if conn.in_transaction:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._errors():
+            return self._conn().execute(sql, params).fetchall()
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        if self._closed:
+            raise StoreError(f"store {self.url!r} is closed")
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.url!r}: {exc}") from exc
+
+    # -- the OutcomeStore protocol -----------------------------------------------------------
+
+    def write_predictions(self, records: Sequence[PredictionRecord]) -> None:
+        """Append ``records`` in one transaction (serialized here, in the caller's thread)."""
+        rows = [_prediction_row(r) for r in records]
+        if not rows:
+            return
+        with self._errors(), self._transaction() as conn:
+            conn.executemany(_INSERT_PREDICTION, rows)
+
+    def write_feedback(self, records: Sequence[FeedbackRecord]) -> None:
+        """Append ground truth in one transaction; ids not (yet) predicted are kept."""
+        rows = [_feedback_row(r) for r in records]
+        if not rows:
+            return
+        with self._errors(), self._transaction() as conn:
+            conn.executemany(
+                "INSERT INTO feedback (request_id, ts, label, value) VALUES (?, ?, ?, ?)", rows
+            )
+
+    def append_history(self, entry: HistoryEntry) -> None:
+        """Record one switch of the experiment."""
+        row = (
+            float(entry.ts),
+            entry.action,
+            entry.from_model,
+            entry.to_model,
+            entry.reason,
+            entry.actor,
+            _json(entry.details),
+        )
+        with self._errors(), self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO history (ts, action, from_model, to_model, reason, actor, details) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+
+    def history(self, limit: int | None = None) -> list[HistoryEntry]:
+        """The switches oldest first; with ``limit``, only the latest ``limit`` of them."""
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        sql = "SELECT ts, action, from_model, to_model, reason, actor, details FROM history"
+        if limit is None:
+            rows = self._query(f"{sql} ORDER BY ts, id")
+        else:
+            rows = self._query(f"{sql} ORDER BY ts DESC, id DESC LIMIT ?", (limit,))
+            rows.reverse()
+        return [
+            HistoryEntry(
+                ts=ts,
+                action=action,
+                from_model=from_model,
+                to_model=to_model,
+                reason=reason,
+                actor=actor,
+                details=orjson.loads(details),
+            )
+            for ts, action, from_model, to_model, reason, actor, details in rows
+        ]
+
+    def count_predictions(self, *, shadow: bool | None = None) -> int:
+        """How many predictions were logged; ``shadow`` filters on the shadow flag."""
+        if shadow is None:
+            rows = self._query("SELECT count(*) FROM predictions")
+        else:
+            rows = self._query("SELECT count(*) FROM predictions WHERE shadow = ?", (int(shadow),))
+        return int(rows[0][0])
+
+    def prediction_records(self, *, experiment: str | None = None) -> list[PredictionRecord]:
+        """Every logged prediction (of one experiment), in insertion order."""
+        if experiment is None:
+            rows = self._query(f"{_SELECT_PREDICTION} ORDER BY id")
+        else:
+            rows = self._query(
+                f"{_SELECT_PREDICTION} WHERE experiment = ? ORDER BY id", (experiment,)
+            )
+        return [_prediction_from_row(row) for row in rows]
+
+    def feedback_records(self) -> list[FeedbackRecord]:
+        """Every logged feedback record, in insertion order, ``label`` as ``str``."""
+        rows = self._query("SELECT request_id, ts, label, value FROM feedback ORDER BY id")
+        return [FeedbackRecord(request_id=r, ts=ts, label=lb, value=v) for r, ts, lb, v in rows]
+
+    def ping(self) -> bool:
+        """True when the file answers a query on this thread's connection; never raises."""
+        try:
+            self._query("SELECT value FROM meta LIMIT 1")
+        except StoreError:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Close every thread's connection; later calls raise ``StoreError``."""
+        with self._lock:
+            self._closed = True
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            conn.close()

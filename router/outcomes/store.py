@@ -1,0 +1,95 @@
+"""The ``OutcomeStore`` protocol every outcome log implements, and ``open_store`` for a URL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from router.errors import StoreError
+from router.outcomes.records import FeedbackRecord, HistoryEntry, PredictionRecord
+
+__all__ = ["OutcomeStore", "open_store"]
+
+
+@runtime_checkable
+class OutcomeStore(Protocol):
+    """Where answered predictions, ground truth and switches are kept.
+
+    Kept small so that another database (PostgreSQL) can stand beside SQLite. Every method may
+    be called from any thread; each ``write_*`` call is one transaction, so a failed call wrote
+    nothing and may be retried as a whole. After ``close`` every method but ``ping`` and
+    ``close`` raises ``StoreError``.
+    """
+
+    def write_predictions(self, records: Sequence[PredictionRecord]) -> None:
+        """Append ``records`` in one transaction."""
+        ...
+
+    def write_feedback(self, records: Sequence[FeedbackRecord]) -> None:
+        """Append ground truth in one transaction; ids not (yet) predicted are kept."""
+        ...
+
+    def append_history(self, entry: HistoryEntry) -> None:
+        """Record one switch of the experiment."""
+        ...
+
+    def history(self, limit: int | None = None) -> list[HistoryEntry]:
+        """The switches oldest first; with ``limit``, only the latest ``limit`` of them."""
+        ...
+
+    def count_predictions(self, *, shadow: bool | None = None) -> int:
+        """How many predictions were logged; ``shadow`` filters on the shadow flag."""
+        ...
+
+    def prediction_records(self, *, experiment: str | None = None) -> list[PredictionRecord]:
+        """Every logged prediction (of one experiment), in insertion order."""
+        ...
+
+    def feedback_records(self) -> list[FeedbackRecord]:
+        """Every logged feedback record, in insertion order, ``label`` as ``str``."""
+        ...
+
+    def ping(self) -> bool:
+        """True when the store answers a trivial query (for ``/ready``); never raises."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; calling it again does nothing."""
+        ...
+
+
+_SQLITE_PREFIX = "sqlite:///"
+
+
+def open_store(url: str, base_dir: Path) -> OutcomeStore:
+    """Open the store named by ``url``; relative SQLite paths resolve against ``base_dir``.
+
+    ``sqlite:///relative.db``, ``sqlite:////absolute.db`` (SQLAlchemy's forms) and
+    ``memory://``. Parent directories of a SQLite file are created. An unknown scheme, a
+    malformed URL or a file that cannot be opened raises ``StoreError`` naming the URL.
+    """
+    # Imported here so that importing the protocol does not import sqlite3 and vice versa.
+    from router.outcomes.memory import MemoryStore
+    from router.outcomes.sqlite import SQLiteStore
+
+    if url == "memory://":
+        return MemoryStore()
+    if url.startswith(_SQLITE_PREFIX):
+        raw = url[len(_SQLITE_PREFIX) :]
+        if not raw or raw == ":memory:" or "?" in raw:
+            # An in-memory SQLite file would be a different database on every thread's
+            # connection, and URL parameters would be silently ignored: refuse both.
+            raise StoreError(
+                f"store {url!r}: expected sqlite:///relative/path.db or "
+                "sqlite:////absolute/path.db (use memory:// for an in-memory store)"
+            )
+        path = Path(raw)  # "/abs.db" from the four-slash form is already absolute
+        if not path.is_absolute():
+            path = Path(base_dir) / path
+        return SQLiteStore(path, url=url)
+    scheme = url.split(":", 1)[0] if ":" in url else url
+    raise StoreError(
+        f"store {url!r}: unsupported scheme {scheme!r}; "
+        "use sqlite:///relative.db, sqlite:////absolute.db or memory://"
+    )

@@ -1,0 +1,299 @@
+"""``OutcomeWriter``: takes records from the request path without waiting and writes them to the
+store from one background thread, retrying failures so that no accepted record is dropped."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from router.errors import StoreError
+from router.outcomes.records import FeedbackRecord, PredictionRecord
+from router.outcomes.store import OutcomeStore
+
+__all__ = ["OutcomeWriter"]
+
+logger = logging.getLogger(__name__)
+
+# Retry delays after a failed write: doubling from the first to the cap, so a store that is
+# down is not hammered, and one that comes back is written to within a couple of seconds.
+_BACKOFF_FIRST_S = 0.05
+_BACKOFF_MAX_S = 2.0
+
+# A chunk is what one submit call handed over: (time.monotonic() at submit, the records).
+_Chunk = tuple[float, tuple[Any, ...]]
+
+
+class _Queue:
+    """The writer thread's own FIFO of chunks of one kind; only that thread touches it."""
+
+    def __init__(self) -> None:
+        self.chunks: deque[_Chunk] = deque()
+
+    def take(self, limit: int) -> list[Any]:
+        """The oldest records, at most ``limit`` of them, without removing them."""
+        batch: list[Any] = []
+        for _, records in self.chunks:
+            batch.extend(records[: limit - len(batch)])
+            if len(batch) >= limit:
+                break
+        return batch
+
+    def drop(self, count: int) -> None:
+        """Remove the ``count`` oldest records (they were written)."""
+        while count:
+            submitted_at, records = self.chunks[0]
+            if len(records) <= count:
+                self.chunks.popleft()
+                count -= len(records)
+            else:
+                self.chunks[0] = (submitted_at, records[count:])
+                count = 0
+
+    def oldest(self) -> float | None:
+        return self.chunks[0][0] if self.chunks else None
+
+
+class OutcomeWriter:
+    """Buffers outcome records in memory and writes them to ``store`` in a daemon thread.
+
+    ``submit_predictions`` and ``submit_feedback`` only take a lock and append a reference, so
+    they are safe on the event loop; serialization and I/O happen in the thread, which wakes
+    every ``flush_interval_s`` (sooner once ``batch_size`` records wait) and writes everything
+    waiting in store calls of at most ``batch_size`` records. A failed call is retried with a
+    capped backoff, in order, until it succeeds. ``max_pending`` is a soft bound: ``submit``
+    always accepts (the answer was already given), and ``accepting`` turns False so that the
+    gateway can refuse new requests until the backlog drains.
+
+    Args:
+        store: where the records go; closed by ``close()``.
+        max_pending: backlog at which ``accepting`` turns False.
+        flush_interval_s: longest time a record waits before a write is attempted.
+        batch_size: most records per store call, and the backlog that wakes the thread early.
+    """
+
+    def __init__(
+        self,
+        store: OutcomeStore,
+        *,
+        max_pending: int = 100_000,
+        flush_interval_s: float = 0.2,
+        batch_size: int = 5_000,
+    ) -> None:
+        if max_pending < 1 or batch_size < 1 or flush_interval_s <= 0:
+            raise ValueError("max_pending and batch_size must be >= 1, flush_interval_s > 0")
+        self._store = store
+        self._max_pending = max_pending
+        self._flush_interval_s = flush_interval_s
+        self._batch_size = batch_size
+
+        # Guarded by _lock: what submit hands over, and the counters others read.
+        self._lock = threading.Lock()
+        self._pending_predictions: list[_Chunk] = []
+        self._pending_feedback: list[_Chunk] = []
+        self._pending_oldest: float | None = None
+        self._inflight_oldest: float | None = None
+        self._backlog = 0
+        self._written = 0
+        self._write_errors = 0
+        self._last_error: str | None = None
+        self._closed = False
+
+        # Owned by the writer thread once it runs.
+        self._predictions = _Queue()
+        self._feedback = _Queue()
+
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._store_closed = False
+
+    # -- request path --------------------------------------------------------------------------
+
+    def submit_predictions(self, records: Sequence[PredictionRecord]) -> None:
+        """Hand prediction records to the writer; never waits on I/O.
+
+        Raises ``StoreError`` after ``close()``.
+        """
+        self._submit(self._pending_predictions, records)
+
+    def submit_feedback(self, records: Sequence[FeedbackRecord]) -> None:
+        """Hand feedback records to the writer; never waits on I/O.
+
+        Raises ``StoreError`` after ``close()``.
+        """
+        self._submit(self._pending_feedback, records)
+
+    def _submit(self, pending: list[_Chunk], records: Sequence[Any]) -> None:
+        # tuple() is free for a tuple and a C-level copy otherwise: the caller may reuse its list.
+        chunk = tuple(records)
+        now = time.monotonic()
+        with self._lock:
+            if self._closed:
+                raise StoreError("outcome writer is closed; records not accepted")
+            if not chunk:
+                return
+            pending.append((now, chunk))
+            if self._pending_oldest is None:
+                self._pending_oldest = now
+            self._backlog += len(chunk)
+            wake = self._backlog >= self._batch_size
+        if wake and not self._wake.is_set():
+            self._wake.set()
+
+    # -- observation ---------------------------------------------------------------------------
+
+    @property
+    def backlog(self) -> int:
+        """Records submitted and not yet written (waiting or being written)."""
+        return self._backlog
+
+    @property
+    def accepting(self) -> bool:
+        """False while the backlog is at or above ``max_pending``."""
+        return self._backlog < self._max_pending
+
+    @property
+    def written(self) -> int:
+        """Records written to the store so far."""
+        return self._written
+
+    @property
+    def write_errors(self) -> int:
+        """Store calls that failed (each was retried)."""
+        return self._write_errors
+
+    @property
+    def last_error(self) -> str | None:
+        """``"Type: message"`` of the latest failed store call; kept after later successes."""
+        return self._last_error
+
+    @property
+    def lag_seconds(self) -> float:
+        """Age of the oldest record not yet written; 0.0 when nothing waits."""
+        with self._lock:
+            times = [t for t in (self._pending_oldest, self._inflight_oldest) if t is not None]
+        return max(0.0, time.monotonic() - min(times)) if times else 0.0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the writer thread; records submitted before are written too."""
+        if self._thread is not None:
+            raise RuntimeError("OutcomeWriter.start() called twice")
+        self._thread = threading.Thread(target=self._run, name="outcome-writer", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop accepting, write everything submitted, stop the thread, close the store.
+
+        With a ``timeout`` that passes before the backlog is written (the store keeps failing),
+        raises ``StoreError`` and leaves the thread retrying and the store open: records are
+        reported, not dropped. Calling ``close`` again waits again.
+        """
+        with self._lock:
+            self._closed = True
+        if self._thread is None:
+            self.start()  # never started: still drain what was submitted
+        self._stopping = True
+        self._wake.set()
+        assert self._thread is not None
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise StoreError(
+                f"outcome writer: {self._backlog} records not written after {timeout} s "
+                f"(last error: {self._last_error})"
+            )
+        if not self._store_closed:
+            self._store_closed = True
+            self._store.close()
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until everything submitted so far is written; False if ``timeout`` passed.
+
+        For tests and for callers that must read their own writes (the statistics of a
+        gateway that just answered); the request path never calls it.
+        """
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        while self.backlog:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    # -- writer thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        failures = 0
+        while True:
+            if failures:
+                # Not _wake.wait(): a growing backlog sets _wake and would cut the backoff short.
+                time.sleep(min(_BACKOFF_MAX_S, _BACKOFF_FIRST_S * 2 ** (failures - 1)))
+            else:
+                self._wake.wait(self._flush_interval_s)
+            self._wake.clear()
+            # Read before taking the pending records: once _stopping is seen, close() has
+            # already refused further submits, so this pass takes the last of them.
+            stopping = self._stopping
+            try:
+                done = self._write_all()
+            except Exception as exc:  # a bug here must not kill the thread and strand records
+                logger.exception("outcome writer: unexpected error")
+                self._note_error(exc)
+                done = False
+            failures = 0 if done else failures + 1
+            if stopping and done:
+                return
+
+    def _take_pending(self) -> None:
+        with self._lock:
+            predictions, self._pending_predictions = self._pending_predictions, []
+            feedback, self._pending_feedback = self._pending_feedback, []
+            taken_oldest, self._pending_oldest = self._pending_oldest, None
+            if taken_oldest is not None and self._inflight_oldest is None:
+                self._inflight_oldest = taken_oldest
+        # O(chunks), outside the lock: submit must not wait behind a large backlog.
+        self._predictions.chunks.extend(predictions)
+        self._feedback.chunks.extend(feedback)
+
+    def _oldest_inflight(self) -> float | None:
+        times = [t for t in (self._predictions.oldest(), self._feedback.oldest()) if t is not None]
+        return min(times) if times else None
+
+    def _write_all(self) -> bool:
+        """Write every waiting record; False when a store call failed (the rest stays queued)."""
+        self._take_pending()
+        for queue, write in (
+            (self._predictions, self._store.write_predictions),
+            (self._feedback, self._store.write_feedback),
+        ):
+            while queue.chunks:
+                batch = queue.take(self._batch_size)
+                try:
+                    write(batch)
+                except Exception as exc:
+                    # One transaction per call: nothing of this batch was written, retry it all.
+                    self._note_error(exc)
+                    logger.warning(
+                        "outcome writer: writing %d records failed (%d waiting), will retry: %s",
+                        len(batch),
+                        self._backlog,
+                        self._last_error,
+                    )
+                    return False
+                queue.drop(len(batch))
+                oldest = self._oldest_inflight()
+                with self._lock:
+                    self._inflight_oldest = oldest
+                    self._backlog -= len(batch)
+                    self._written += len(batch)
+        return True
+
+    def _note_error(self, exc: BaseException) -> None:
+        with self._lock:
+            self._write_errors += 1
+            self._last_error = f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,193 @@
+"""Loaded models ready to serve (features, classes, one-pass predict), cached by path and digest."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.svm import SVC, NuSVC
+
+from router.artifacts import (
+    METADATA_FILE,
+    MODEL_FILE,
+    ModelArtifact,
+    file_sha256,
+    final_estimator,
+    has_predict_proba,
+    load_model,
+    predict_quietly,
+    to_native,
+)
+
+__all__ = ["ModelRegistry", "Prediction", "ServedModel"]
+
+LABELS_FROM_PROBABILITIES = "predict_proba"
+LABELS_FROM_PREDICT = "predict"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The answer for a batch of rows.
+
+    ``labels`` holds one JSON-native scalar per row (the class label, or the value for a
+    regressor); ``probabilities`` is ``(n_rows, n_classes)`` float64 in ``classes`` order, or
+    ``None`` when the model has no ``predict_proba``.
+    """
+
+    labels: list[Any]
+    probabilities: np.ndarray | None
+
+
+def _labels(values: Any) -> list[Any]:
+    array = np.asarray(values)
+    if array.dtype.kind in "biufU":
+        return array.tolist()
+    return [to_native(v) for v in array.tolist()]
+
+
+class ServedModel:
+    """A verified model plus what serving needs to know about it.
+
+    Built from a :class:`~router.artifacts.ModelArtifact`. At construction it decides where
+    labels come from (``label_source``): ``"predict_proba"`` when the model has probabilities
+    and the argmax of ``predict_proba`` mapped through ``classes`` equals ``model.predict`` on the
+    whole reference sample, so one model pass gives both; ``"predict"`` otherwise (no
+    probabilities, a disagreement, no reference sample, a model that failed the check, or an SVC,
+    whose Platt-scaled probabilities are known to disagree with its decision function on some
+    inputs even when the sample happens to agree).
+
+    Exceptions raised by the model during :meth:`predict` propagate unchanged; the caller
+    decides how a failed model call is reported.
+    """
+
+    def __init__(self, artifact: ModelArtifact) -> None:
+        metadata = artifact.metadata
+        self.model: Any = artifact.model
+        self.metadata: dict[str, Any] = metadata
+        self.path: Path = artifact.path
+        self.name: str = str(metadata["name"])
+        self.version: str = str(metadata["version"])
+        self.sha256: str = str(metadata["sha256"])
+        self.task: str = str(metadata["task"])
+        self.model_type: str = str(metadata["model_type"])
+        self.feature_names: tuple[str, ...] = artifact.feature_names
+        self.n_features: int = len(self.feature_names)
+        classes = metadata["classes"] if self.task == "classification" else None
+        self.classes: tuple[Any, ...] | None = tuple(classes) if classes is not None else None
+        self.has_probabilities: bool = self.classes is not None and has_predict_proba(self.model)
+        self.reference_sample: np.ndarray | None = artifact.reference_sample
+        # Fitted on a DataFrame: every array call would warn that X has no feature names.
+        self._quiet: bool = hasattr(self.model, "feature_names_in_")
+        self._class_array = np.array(self.classes or (), dtype=object)
+        self.label_source: str = self._choose_label_source()
+
+    def __repr__(self) -> str:
+        return (
+            f"ServedModel(name={self.name!r}, version={self.version!r}, task={self.task!r}, "
+            f"label_source={self.label_source!r}, path='{self.path}')"
+        )
+
+    def _call(self, method: str, X: np.ndarray) -> Any:
+        bound = getattr(self.model, method)
+        return predict_quietly(bound, X) if self._quiet else bound(X)
+
+    def _probabilities(self, X: np.ndarray) -> np.ndarray:
+        probabilities = np.asarray(self._call("predict_proba", X), dtype=np.float64)
+        if probabilities.shape != (X.shape[0], len(self._class_array)):
+            raise ValueError(
+                f"{self.name}: predict_proba gave shape {probabilities.shape}, expected "
+                f"({X.shape[0]}, {len(self._class_array)})"
+            )
+        return probabilities
+
+    def _choose_label_source(self) -> str:
+        sample = self.reference_sample
+        if (
+            not self.has_probabilities
+            or isinstance(final_estimator(self.model), SVC | NuSVC)
+            or sample is None
+            or len(sample) == 0
+        ):
+            return LABELS_FROM_PREDICT
+        try:
+            from_probabilities = self._class_array[self._probabilities(sample).argmax(axis=1)]
+            predicted = _labels(self._call("predict", sample))
+        except Exception:
+            # A model that fails here may fail per request too; calling predict as well keeps
+            # its labels exactly what the model says whenever it does answer.
+            return LABELS_FROM_PREDICT
+        if from_probabilities.tolist() == predicted:
+            return LABELS_FROM_PROBABILITIES
+        return LABELS_FROM_PREDICT
+
+    def predict(self, X: np.ndarray) -> Prediction:
+        """Labels (and probabilities when available) for ``X``, a 2-D float64 array in
+        ``feature_names`` order."""
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise ValueError(
+                f"{self.name}: expected a 2-D array with {self.n_features} columns, "
+                f"got shape {X.shape}"
+            )
+        if self.task == "regression":
+            values = np.asarray(self._call("predict", X), dtype=np.float64)
+            return Prediction(labels=values.ravel().tolist(), probabilities=None)
+        if not self.has_probabilities:
+            return Prediction(labels=_labels(self._call("predict", X)), probabilities=None)
+        probabilities = self._probabilities(X)
+        if self.label_source == LABELS_FROM_PROBABILITIES:
+            labels = self._class_array[probabilities.argmax(axis=1)].tolist()
+        else:
+            labels = _labels(self._call("predict", X))
+        return Prediction(labels=labels, probabilities=probabilities)
+
+
+class ModelRegistry:
+    """Loads model directories into :class:`ServedModel` objects, once per file content.
+
+    The cache key is the resolved directory plus the sha256 of ``model.joblib`` and of
+    ``metadata.json`` as they are on disk now, so a changed file (or changed metadata) reloads
+    and an unchanged one returns the very same object. One entry is kept per directory: a
+    reload replaces it (callers still holding the old object keep using it). Loading is
+    thread-safe; concurrent loads of one directory load it once.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._directory_locks: dict[Path, threading.Lock] = {}
+        self._entries: dict[Path, tuple[tuple[str, str], ServedModel]] = {}
+
+    def _digests(self, directory: Path) -> tuple[str, str] | None:
+        try:
+            return file_sha256(directory / MODEL_FILE), file_sha256(directory / METADATA_FILE)
+        except OSError:
+            return None
+
+    def load(self, path: str | Path) -> ServedModel:
+        """The served model of the directory at ``path``.
+
+        Raises :class:`~router.errors.ModelLoadError` as :func:`~router.artifacts.load_model`.
+        """
+        directory = Path(path).resolve()
+        with self._lock:
+            directory_lock = self._directory_locks.setdefault(directory, threading.Lock())
+        with directory_lock:
+            digests = self._digests(directory)
+            entry = self._entries.get(directory)
+            if entry is not None and digests is not None and entry[0] == digests:
+                return entry[1]
+            served = ServedModel(load_model(directory))
+            # Files that appeared between hashing and loading: serve them, cache next time.
+            if digests is not None:
+                self._entries[directory] = (digests, served)
+            return served
+
+    def clear(self) -> None:
+        """Forget every cached model."""
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,192 @@
+"""The gateway's recommendation (promote, continue or rollback) as a pure function of figures.
+
+Rules, in order of precedence:
+
+1. A guardrail breach gives ``rollback``: the challenger's error rate or p99 latency is over its
+   configured limit, judged once the challenger has served at least ``min_samples`` requests
+   (fewer are too few to tell a p99 or a 1 % error rate from noise). Guardrails come first
+   because they measure the challenger alone, so even a broken split cannot excuse them.
+2. A sample ratio mismatch gives ``continue``: the split is not the configured one, so no
+   comparison between the variants can be trusted, neither to promote nor to roll back.
+3. Fewer than ``min_samples`` labelled outcomes in either variant gives ``continue``.
+4. A significantly worse challenger gives ``rollback``.
+5. A significantly better challenger, with its guardrails judged and held, gives ``promote``.
+6. Otherwise ``continue``, with how many more labelled samples are needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Action = Literal["promote", "continue", "rollback"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecisionInputs:
+    """The figures the decision rests on, all computed elsewhere from the outcome log.
+
+    Attributes:
+        metric: name of the analysis metric (``accuracy``, ``log_loss``, ``mae``, ``rmse``).
+        higher_is_better: True for accuracy; False for losses, where a negative difference
+            is an improvement.
+        min_samples: labelled outcomes needed per variant before comparing them, and
+            challenger requests needed before judging its guardrails.
+        labelled_champion, labelled_challenger: labelled outcomes per variant.
+        significant: the sequential p-value is below alpha.
+        difference: challenger's metric minus champion's; ``None`` when not computable.
+        p_value: the sequential p-value, only quoted in the reasons.
+        samples_needed_per_variant: labelled samples per variant to detect ``min_effect``;
+            ``None`` when unknown.
+        srm_mismatch: the sample ratio mismatch test rejected the configured split.
+        srm_p_value: that test's p-value, only quoted in the reasons.
+        challenger_requests: predictions the challenger made (its shadow ones in shadow mode).
+        challenger_error_rate, challenger_p99_ms: the challenger's observed figures, ``None``
+            when it has none yet.
+        guardrail_error_rate, guardrail_p99_ms: configured limits, ``None`` when not set.
+    """
+
+    metric: str
+    higher_is_better: bool
+    min_samples: int
+    labelled_champion: int
+    labelled_challenger: int
+    significant: bool
+    difference: float | None
+    p_value: float | None = None
+    samples_needed_per_variant: int | None = None
+    srm_mismatch: bool = False
+    srm_p_value: float | None = None
+    challenger_requests: int = 0
+    challenger_error_rate: float | None = None
+    challenger_p99_ms: float | None = None
+    guardrail_error_rate: float | None = None
+    guardrail_p99_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The recommendation and the sentences that justify it, with their figures."""
+
+    action: Action
+    reasons: tuple[str, ...]
+
+
+def _pct(rate: float) -> str:
+    return f"{rate * 100:.2f}%"
+
+
+def _ms(value: float) -> str:
+    return f"{value:g} ms"
+
+
+def _guardrails(inputs: DecisionInputs) -> tuple[list[str], list[str], bool]:
+    """``(breaches, held, judged)``: sentences for the limits broken and kept, and whether
+    every configured limit could be judged (enough challenger requests, a figure to compare).
+    """
+    limits = (
+        ("error rate", inputs.challenger_error_rate, inputs.guardrail_error_rate, _pct),
+        ("p99 latency", inputs.challenger_p99_ms, inputs.guardrail_p99_ms, _ms),
+    )
+    enough = inputs.challenger_requests >= inputs.min_samples
+    breaches: list[str] = []
+    held: list[str] = []
+    judged = True
+    for name, observed, limit, fmt in limits:
+        if limit is None:
+            continue
+        if not enough or observed is None:
+            judged = False
+        elif observed > limit:
+            breaches.append(
+                f"challenger {name} {fmt(observed)} is over the guardrail of {fmt(limit)} "
+                f"({inputs.challenger_requests} requests)"
+            )
+        else:
+            held.append(f"challenger {name} {fmt(observed)} is within the {fmt(limit)} guardrail")
+    return breaches, held, judged
+
+
+def _improves(inputs: DecisionInputs) -> bool | None:
+    """True if the difference favours the challenger, False if the champion, None if neither."""
+    if inputs.difference is None or inputs.difference == 0:
+        return None
+    return (inputs.difference > 0) == inputs.higher_is_better
+
+
+def _evidence(inputs: DecisionInputs) -> str:
+    diff = "n/a" if inputs.difference is None else f"{inputs.difference:+.4f}"
+    p = "" if inputs.p_value is None else f", sequential p = {inputs.p_value:.4g}"
+    return (
+        f"{inputs.metric} difference (challenger - champion) {diff}{p}; "
+        f"{inputs.labelled_champion} champion and {inputs.labelled_challenger} challenger "
+        "labelled samples"
+    )
+
+
+def decide(inputs: DecisionInputs) -> Decision:
+    """Recommend ``promote``, ``continue`` or ``rollback``; see the module docstring for the
+    rules and their order."""
+    breaches, held, judged = _guardrails(inputs)
+    srm = "sample ratio mismatch: the traffic split differs from the configured one" + (
+        "" if inputs.srm_p_value is None else f" (p = {inputs.srm_p_value:.2g})"
+    )
+    if breaches:
+        return Decision("rollback", (*breaches, *([srm] if inputs.srm_mismatch else [])))
+
+    if inputs.srm_mismatch:
+        return Decision(
+            "continue",
+            (f"{srm}, so the comparison cannot be trusted; check assignment before deciding",),
+        )
+
+    short = [
+        f"{variant} has {labelled} labelled samples; {inputs.min_samples} needed"
+        for variant, labelled in (
+            ("champion", inputs.labelled_champion),
+            ("challenger", inputs.labelled_challenger),
+        )
+        if labelled < inputs.min_samples
+    ]
+    if short:
+        return Decision("continue", tuple(short))
+
+    direction = _improves(inputs) if inputs.significant else None
+    if direction is False:
+        return Decision(
+            "rollback",
+            (f"challenger is significantly worse on {inputs.metric}: {_evidence(inputs)}",),
+        )
+    if direction is True:
+        if not judged:
+            return Decision(
+                "continue",
+                (
+                    f"challenger is significantly better on {inputs.metric}, but its "
+                    f"guardrails cannot be judged yet ({inputs.challenger_requests} requests "
+                    f"served; {inputs.min_samples} needed)",
+                ),
+            )
+        return Decision(
+            "promote",
+            (
+                f"challenger is significantly better on {inputs.metric}: {_evidence(inputs)}",
+                *(held or ["no guardrail is configured"]),
+            ),
+        )
+
+    labelled = min(inputs.labelled_champion, inputs.labelled_challenger)
+    needed = inputs.samples_needed_per_variant
+    if needed is None:
+        more = "keep collecting labelled samples"
+    elif needed > labelled:
+        more = (
+            f"about {needed - labelled} more labelled samples per variant are needed "
+            f"({needed} in all) to detect the minimum effect"
+        )
+    else:
+        more = (
+            f"the planned {needed} labelled samples per variant are reached; the difference "
+            "is likely smaller than the minimum effect"
+        )
+    return Decision("continue", (f"no significant difference yet: {_evidence(inputs)}", more))

@@ -1,0 +1,229 @@
+"""The behaviour every OutcomeStore shares, run against the memory and the SQLite store."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from router.errors import StoreError
+from router.outcomes import (
+    FeedbackRecord,
+    HistoryEntry,
+    MemoryStore,
+    OutcomeStore,
+    PredictionRecord,
+    SQLiteStore,
+)
+
+
+def prediction(request_id: str, **changes: Any) -> PredictionRecord:
+    fields: dict[str, Any] = {
+        "request_id": request_id,
+        "ts": 1_700_000_000.125,
+        "experiment": "iris",
+        "revision": 1,
+        "variant": "champion",
+        "model": "iris-rf",
+        "version": "1",
+        "features": (5.1, 3.5, 1.4, 0.2),
+        "prediction": "setosa",
+        "probability": 0.97,
+        "latency_ms": 0.4,
+        "probabilities": {"setosa": 0.97, "versicolor": 0.03, "virginica": 0.0},
+    }
+    fields.update(changes)
+    return PredictionRecord(**fields)
+
+
+StoreFactory = Callable[[], OutcomeStore]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """Makes stores of one kind (the same SQLite file each time) and closes them afterwards."""
+    opened: list[OutcomeStore] = []
+
+    def make() -> OutcomeStore:
+        store: OutcomeStore
+        if request.param == "memory":
+            store = MemoryStore()
+        else:
+            store = SQLiteStore(tmp_path / "outcomes.db")
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(store_factory: StoreFactory) -> OutcomeStore:
+    return store_factory()
+
+
+def test_store_implements_the_protocol(store: OutcomeStore) -> None:
+    """Both stores satisfy the OutcomeStore protocol."""
+    assert isinstance(store, OutcomeStore)
+
+
+def test_prediction_records_round_trip_every_field(store: OutcomeStore) -> None:
+    """Every field of a prediction comes back as written, including the prediction's type."""
+    records = [
+        prediction("r1", unit_id="user-7"),
+        prediction(
+            "r2", prediction=2, probability=0.6, probabilities={"0": 0.1, "1": 0.3, "2": 0.6}
+        ),
+        prediction(
+            "r3",
+            prediction=3.25,
+            probability=None,
+            probabilities=None,
+            features=(0.1, -2.5, 1e-300, 123456.789),
+        ),
+        prediction(
+            "r4",
+            prediction=None,
+            probability=None,
+            probabilities=None,
+            error="ValueError: bad input",
+        ),
+        prediction("r5", variant="challenger", model="iris-gb", shadow=True, revision=3),
+        prediction("r6", prediction="1", fallback=True, latency_ms=12.5),
+    ]
+    store.write_predictions(records)
+
+    got = store.prediction_records()
+
+    assert got == records
+    assert type(got[1].prediction) is int
+    assert type(got[5].prediction) is str
+    assert all(type(x) is float for x in got[2].features)
+
+
+def test_prediction_records_filter_by_experiment_in_insertion_order(store: OutcomeStore) -> None:
+    """prediction_records keeps insertion order and filters on the experiment."""
+    store.write_predictions([prediction("b"), prediction("x", experiment="other")])
+    store.write_predictions([prediction("a")])
+
+    assert [r.request_id for r in store.prediction_records()] == ["b", "x", "a"]
+    assert [r.request_id for r in store.prediction_records(experiment="iris")] == ["b", "a"]
+    assert store.prediction_records(experiment="none") == []
+
+
+def test_empty_writes_change_nothing(store: OutcomeStore) -> None:
+    """Writing an empty batch is allowed and writes nothing."""
+    store.write_predictions([])
+    store.write_feedback([])
+
+    assert store.count_predictions() == 0
+    assert store.feedback_records() == []
+
+
+def test_feedback_keeps_unknown_ids_and_stores_labels_as_text(store: OutcomeStore) -> None:
+    """Feedback is kept whether or not its id was predicted; labels are str so 1 matches "1"."""
+    store.write_predictions([prediction("known")])
+    store.write_feedback(
+        [
+            FeedbackRecord("known", ts=10.0, label="setosa"),
+            FeedbackRecord("never-predicted", ts=11.0, label=1),  # type: ignore[arg-type]
+            FeedbackRecord("later", ts=12.0, value=3.2),
+        ]
+    )
+
+    assert store.feedback_records() == [
+        FeedbackRecord("known", ts=10.0, label="setosa"),
+        FeedbackRecord("never-predicted", ts=11.0, label="1"),
+        FeedbackRecord("later", ts=12.0, value=3.2),
+    ]
+
+
+def test_history_round_trips_oldest_first(store: OutcomeStore) -> None:
+    """history() gives every entry oldest first; a limit keeps the latest ones, still in order."""
+    entries = [
+        HistoryEntry(
+            ts=100.0 + i,
+            action=action,
+            from_model="iris-rf@1",
+            to_model="iris-gb@1",
+            reason=f"step {i}",
+            actor="rollout",
+            details={"challenger_percent": i * 25, "p_value": 0.01, "tags": ["a"]},
+        )
+        for i, action in enumerate(["rollout_step", "rollout_step", "promote", "rollback"])
+    ]
+    for entry in entries:
+        store.append_history(entry)
+
+    assert store.history() == entries
+    assert store.history(limit=2) == entries[2:]
+    assert store.history(limit=10) == entries
+    assert store.history(limit=0) == []
+
+
+def test_count_predictions_filters_on_shadow(store: OutcomeStore) -> None:
+    """count_predictions counts all rows, or only shadow / only served ones."""
+    store.write_predictions([prediction(f"c{i}") for i in range(5)])
+    store.write_predictions(
+        [prediction(f"s{i}", variant="challenger", shadow=True) for i in range(3)]
+    )
+
+    assert store.count_predictions() == 8
+    assert store.count_predictions(shadow=True) == 3
+    assert store.count_predictions(shadow=False) == 5
+
+
+def test_ping_is_true_while_open_and_use_after_close_raises(store: OutcomeStore) -> None:
+    """ping() answers True while open and False after close; other calls then raise StoreError."""
+    assert store.ping() is True
+
+    store.close()
+
+    assert store.ping() is False
+    with pytest.raises(StoreError):
+        store.write_predictions([prediction("late")])
+    with pytest.raises(StoreError):
+        store.count_predictions()
+    store.close()  # a second close is harmless
+
+
+def test_records_survive_reopening(store_factory: StoreFactory) -> None:
+    """A second store object on the same location sees the first one's writes (SQLite)."""
+    first = store_factory()
+    first.write_predictions([prediction("p")])
+    first.append_history(HistoryEntry(1.0, "promote", "a", "b", "better", "cli"))
+    second = store_factory()
+
+    if isinstance(first, MemoryStore):
+        assert second.count_predictions() == 0  # each memory store is its own log
+    else:
+        assert second.count_predictions() == 1
+        assert [e.action for e in second.history()] == ["promote"]
+
+
+def test_concurrent_writers_and_readers_in_threads(store: OutcomeStore) -> None:
+    """Threads writing and reading one store at once lose nothing and duplicate nothing."""
+    errors: list[BaseException] = []
+
+    def write(tag: str) -> None:
+        try:
+            for b in range(25):
+                store.write_predictions([prediction(f"{tag}-{b}-{i}") for i in range(20)])
+                store.count_predictions()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(f"t{n}",)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert errors == []
+    ids = [r.request_id for r in store.prediction_records()]
+    assert len(ids) == 4 * 25 * 20
+    assert len(set(ids)) == len(ids)

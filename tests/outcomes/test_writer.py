@@ -1,0 +1,307 @@
+"""The background writer: drains on close, flushes on its own, retries, pushes back, never waits."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from router.errors import StoreError
+from router.outcomes import (
+    FeedbackRecord,
+    MemoryStore,
+    OutcomeStore,
+    OutcomeWriter,
+    PredictionRecord,
+    open_store,
+)
+
+DEADLINE_S = 10.0  # generous: the writer flushes every 0.2 s, so this only guards against hangs
+
+
+def prediction(request_id: str) -> PredictionRecord:
+    return PredictionRecord(
+        request_id=request_id,
+        ts=1.0,
+        experiment="iris",
+        revision=1,
+        variant="champion",
+        model="iris-rf",
+        version="1",
+        features=(1.0, 2.0),
+        prediction="a",
+        probability=0.9,
+        latency_ms=0.3,
+    )
+
+
+def eventually(condition: Callable[[], bool], what: str, timeout: float = DEADLINE_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.01)
+
+
+class KeptStore(MemoryStore):
+    """A memory store that stays readable after close(), which it only counts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.close_calls = 0
+
+    def close(self) -> None:
+        self.close_calls += 1
+
+
+class FlakyStore(KeptStore):
+    """Fails the next ``failures`` prediction writes as a locked database would."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def write_predictions(self, records: Sequence[PredictionRecord]) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreError("store 'sqlite:///x.db': database is locked")
+        super().write_predictions(records)
+
+
+class GatedStore(KeptStore):
+    """Blocks every prediction write until ``gate`` is set, like a store stuck on I/O."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def write_predictions(self, records: Sequence[PredictionRecord]) -> None:
+        self.entered.set()
+        self.gate.wait()
+        super().write_predictions(records)
+
+
+@pytest.fixture
+def make_writer() -> Iterator[Callable[..., OutcomeWriter]]:
+    """Builds writers and makes sure each one's thread is stopped after the test."""
+    writers: list[OutcomeWriter] = []
+
+    def make(store: OutcomeStore, **options: Any) -> OutcomeWriter:
+        writer = OutcomeWriter(store, **options)
+        writers.append(writer)
+        return writer
+
+    yield make
+    for writer in writers:
+        gate = getattr(writer._store, "gate", None)
+        if gate is not None:
+            gate.set()
+        if hasattr(writer._store, "failures"):
+            writer._store.failures = 0  # type: ignore[attr-defined]
+        writer.close(timeout=DEADLINE_S)
+
+
+def test_close_writes_everything_submitted_in_order(
+    make_writer: Callable[..., OutcomeWriter],
+) -> None:
+    """After close(), every record submitted from any thread is stored once, in submit order."""
+    store = KeptStore()
+    writer = make_writer(store, batch_size=50)  # small batches: chunks get split across writes
+    writer.start()
+
+    def submit(tag: str) -> None:
+        for n in range(300):
+            writer.submit_predictions([prediction(f"{tag}-{n}-{i}") for i in range(n % 4 + 1)])
+            writer.submit_feedback([FeedbackRecord(f"{tag}-{n}-0", ts=2.0, label="a")])
+
+    threads = [threading.Thread(target=submit, args=(f"t{k}",)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    writer.close()
+
+    ids = [r.request_id for r in store.prediction_records()]
+    expected = {f"t{k}-{n}-{i}" for k in range(4) for n in range(300) for i in range(n % 4 + 1)}
+    assert len(ids) == len(expected) and set(ids) == expected
+    for k in range(4):  # each submitter's records keep their order
+        mine = [i for i in ids if i.startswith(f"t{k}-")]
+        assert mine == sorted(mine, key=lambda i: tuple(int(x) for x in i.split("-")[1:]))
+    assert len(store.feedback_records()) == 4 * 300
+    assert writer.written == len(expected) + 4 * 300
+    assert writer.backlog == 0 and writer.lag_seconds == 0.0
+    assert store.close_calls == 1
+
+
+def test_close_without_start_still_drains(make_writer: Callable[..., OutcomeWriter]) -> None:
+    """Records submitted to a writer that was never started are written by close()."""
+    store = KeptStore()
+    writer = make_writer(store)
+    writer.submit_predictions([prediction("a"), prediction("b")])
+
+    writer.close()
+
+    assert [r.request_id for r in store.prediction_records()] == ["a", "b"]
+
+
+def test_flushes_within_a_second_without_close(make_writer: Callable[..., OutcomeWriter]) -> None:
+    """A running writer writes what waits on its own, every flush interval."""
+    store = KeptStore()
+    writer = make_writer(store)
+    writer.start()
+
+    writer.submit_predictions([prediction("a")])
+    writer.submit_feedback([FeedbackRecord("a", ts=1.0, label="a")])
+
+    eventually(
+        lambda: store.count_predictions() == 1 and len(store.feedback_records()) == 1,
+        "records flushed",
+    )
+    eventually(lambda: writer.backlog == 0 and writer.lag_seconds == 0.0, "backlog empty")
+
+
+def test_full_batch_wakes_the_writer_early(make_writer: Callable[..., OutcomeWriter]) -> None:
+    """batch_size waiting records are written without waiting for the (long) flush interval."""
+    store = KeptStore()
+    writer = make_writer(store, flush_interval_s=3600.0, batch_size=10)
+    writer.start()
+
+    writer.submit_predictions([prediction(str(i)) for i in range(10)])
+
+    eventually(lambda: store.count_predictions() == 10, "full batch written")
+
+
+def test_failed_writes_are_retried_until_every_record_is_written(
+    make_writer: Callable[..., OutcomeWriter],
+) -> None:
+    """A store that fails N times ends with every record written once and write_errors == N."""
+    store = FlakyStore(failures=3)
+    writer = make_writer(store, batch_size=40)
+    writer.start()
+
+    writer.submit_predictions([prediction(str(i)) for i in range(100)])
+    eventually(lambda: writer.write_errors >= 1, "first failure seen")
+    writer.submit_predictions([prediction(str(i)) for i in range(100, 150)])
+    writer.close(timeout=DEADLINE_S)
+
+    assert [r.request_id for r in store.prediction_records()] == [str(i) for i in range(150)]
+    assert writer.write_errors == 3
+    assert writer.written == 150
+    assert writer.last_error is not None and "database is locked" in writer.last_error
+
+
+def test_submit_after_close_raises(make_writer: Callable[..., OutcomeWriter]) -> None:
+    """Once closed, the writer refuses records with StoreError instead of losing them."""
+    writer = make_writer(KeptStore())
+    writer.start()
+    writer.close()
+
+    with pytest.raises(StoreError):
+        writer.submit_predictions([prediction("late")])
+    with pytest.raises(StoreError):
+        writer.submit_feedback([FeedbackRecord("late", ts=1.0, label="a")])
+
+
+def test_accepting_turns_false_past_max_pending_and_back_after_flush(
+    make_writer: Callable[..., OutcomeWriter],
+) -> None:
+    """accepting is False once max_pending records wait; submit still appends; a flush clears it."""
+    store = KeptStore()
+    writer = make_writer(store, max_pending=10)
+
+    writer.submit_predictions([prediction(str(i)) for i in range(9)])
+    assert writer.accepting
+    writer.submit_predictions([prediction("9")])
+    assert not writer.accepting
+    writer.submit_predictions([prediction(str(i)) for i in range(10, 15)])  # soft bound
+    assert writer.backlog == 15
+
+    writer.start()
+
+    eventually(lambda: writer.accepting and writer.backlog == 0, "backlog drained")
+    assert store.count_predictions() == 15
+
+
+def test_lag_seconds_measures_the_oldest_waiting_record(
+    make_writer: Callable[..., OutcomeWriter],
+) -> None:
+    """lag_seconds is 0 when nothing waits, grows while a record waits, and is 0 once written."""
+    store = KeptStore()
+    writer = make_writer(store)
+    assert writer.lag_seconds == 0.0
+
+    writer.submit_predictions([prediction("a")])
+    eventually(lambda: writer.lag_seconds > 0.0, "lag grows")
+
+    writer.start()
+    eventually(lambda: writer.lag_seconds == 0.0, "lag back to 0")
+
+
+def test_submit_does_not_wait_for_a_stuck_store(make_writer: Callable[..., OutcomeWriter]) -> None:
+    """While the store hangs in a write, submit keeps returning at once and nothing is lost."""
+    store = GatedStore()
+    writer = make_writer(store)
+    writer.start()
+    writer.submit_predictions([prediction("first")])
+    assert store.entered.wait(DEADLINE_S)
+
+    done = threading.Event()
+
+    def submit_many() -> None:
+        for i in range(1_000):
+            writer.submit_predictions([prediction(f"more-{i}")])
+        done.set()
+
+    threading.Thread(target=submit_many).start()
+    assert done.wait(DEADLINE_S), "submit blocked behind the stuck store"
+    assert writer.backlog == 1_001
+
+    store.gate.set()
+    writer.close(timeout=DEADLINE_S)
+    assert store.count_predictions() == 1_001
+
+
+def test_close_timeout_reports_unwritten_records_instead_of_dropping_them(
+    make_writer: Callable[..., OutcomeWriter],
+) -> None:
+    """close(timeout) on a failing store raises StoreError; the records stay and get written."""
+    store = FlakyStore(failures=10**9)
+    writer = make_writer(store)
+    writer.start()
+    writer.submit_predictions([prediction(str(i)) for i in range(5)])
+
+    with pytest.raises(StoreError, match="5 records not written"):
+        writer.close(timeout=0.3)
+    assert store.close_calls == 0
+
+    store.failures = 0
+    writer.close(timeout=DEADLINE_S)
+    assert store.count_predictions() == 5
+    assert store.close_calls == 1
+
+
+def test_writer_into_sqlite_end_to_end(
+    tmp_path: Path,
+    make_writer: Callable[..., OutcomeWriter],
+) -> None:
+    """Records submitted in many small calls all reach a SQLite file, each once."""
+    url = "sqlite:///outcomes.db"
+    writer = make_writer(open_store(url, tmp_path))
+    writer.start()
+    for call in range(200):
+        writer.submit_predictions([prediction(f"{call}:{i}") for i in range(60)])
+        writer.submit_feedback([FeedbackRecord(f"{call}:0", ts=2.0, label="a")])
+    writer.close()
+
+    store = open_store(url, tmp_path)
+    try:
+        ids = [r.request_id for r in store.prediction_records()]
+        assert len(ids) == 12_000 and len(set(ids)) == 12_000
+        assert len(store.feedback_records()) == 200
+    finally:
+        store.close()
