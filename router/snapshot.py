@@ -7,10 +7,13 @@ one reference assignment.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+
+import orjson
 
 from router.config import RouterConfig
 from router.errors import ConfigError, ConfigProblem, ModelLoadError
@@ -66,6 +69,16 @@ def load_models(config: RouterConfig, registry: ModelRegistry) -> dict[str, Serv
     if problems:
         raise ConfigError(config.source, problems)
     return models
+
+
+def config_digest(config: RouterConfig, models: Mapping[str, ServedModel]) -> str:
+    """A digest of what is served: the config's content and each model file's sha256.
+
+    Replacing a model file in place is a change of revision, though the YAML did not change.
+    """
+    content = {"config": config.to_dict(),
+               "models": {role: model.sha256 for role, model in sorted(models.items())}}
+    return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 class SnapshotHolder:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from router.config import RouterConfig, load_config
 from router.outcomes import OutcomeStore, OutcomeWriter, open_store
 from router.registry import ModelRegistry
 from router.service import PredictionService
-from router.snapshot import Snapshot, SnapshotHolder, load_models
+from router.snapshot import Snapshot, SnapshotHolder, config_digest, load_models
 
 log = logging.getLogger("router.gateway")
 
@@ -50,7 +51,10 @@ class GatewayState:
                                       thread_name_prefix="router-model")
         predictor = Predictor(executor, max_batch=config.batching.max_batch,
                               max_wait_ms=config.batching.max_wait_ms)
-        snapshots = SnapshotHolder(Snapshot(config=config, revision=1, models=models))
+        # The store numbers revisions, so every worker and replica serving this content agrees.
+        revision = store.register_revision(config.experiment, config_digest(config, models),
+                                           config.to_dict(), time.time())
+        snapshots = SnapshotHolder(Snapshot(config=config, revision=revision, models=models))
         service = PredictionService(predictor, writer)
         return cls(config_path=config_path, base_dir=base_dir, store=store, writer=writer,
                    registry=registry, executor=executor, snapshots=snapshots, service=service)

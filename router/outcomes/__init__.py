@@ -2,7 +2,12 @@
 the background writer that feeds a store without slowing requests."""
 
 from router.outcomes.memory import MemoryStore
-from router.outcomes.records import FeedbackRecord, HistoryEntry, PredictionRecord
+from router.outcomes.records import (
+    FeedbackRecord,
+    HistoryEntry,
+    PredictionRecord,
+    RevisionRecord,
+)
 from router.outcomes.sqlite import SQLiteStore
 from router.outcomes.store import OutcomeStore, open_store
 from router.outcomes.writer import OutcomeWriter
@@ -14,6 +19,7 @@ __all__ = [
     "OutcomeStore",
     "OutcomeWriter",
     "PredictionRecord",
+    "RevisionRecord",
     "SQLiteStore",
     "open_store",
 ]

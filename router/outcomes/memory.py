@@ -5,11 +5,17 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
 from router.errors import StoreError
-from router.outcomes.records import FeedbackRecord, HistoryEntry, PredictionRecord
+from router.outcomes.records import (
+    FeedbackRecord,
+    HistoryEntry,
+    PredictionRecord,
+    RevisionRecord,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -27,6 +33,7 @@ class MemoryStore:
         self._predictions: list[PredictionRecord] = []
         self._feedback: list[FeedbackRecord] = []
         self._history: list[HistoryEntry] = []
+        self._revisions: list[RevisionRecord] = []
         self._closed = False
 
     def _check_open(self) -> None:
@@ -95,6 +102,25 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             return list(self._feedback)
+
+    def register_revision(self, experiment: str, digest: str, config: dict[str, Any],
+                          ts: float) -> int:
+        """The latest revision if its digest matches, else a new one numbered one higher."""
+        with self._lock:
+            self._check_open()
+            mine = [r for r in self._revisions if r.experiment == experiment]
+            if mine and mine[-1].digest == digest:
+                return mine[-1].revision
+            revision = mine[-1].revision + 1 if mine else 1
+            self._revisions.append(RevisionRecord(experiment, revision, ts, digest,
+                                                  orjson.loads(orjson.dumps(config))))
+            return revision
+
+    def revisions(self, experiment: str) -> list[RevisionRecord]:
+        """Every revision of an experiment, oldest first."""
+        with self._lock:
+            self._check_open()
+            return [r for r in self._revisions if r.experiment == experiment]
 
     def ping(self) -> bool:
         """True until the store is closed."""

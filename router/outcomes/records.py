@@ -59,3 +59,18 @@ class HistoryEntry:
     reason: str
     actor: str
     details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RevisionRecord:
+    """One applied configuration of an experiment: its number, content digest and content.
+
+    Revisions live in the store, so every gateway process (and every replica) that applies
+    the same file content agrees on its number, and a restart with an unchanged file keeps it.
+    """
+
+    experiment: str
+    revision: int
+    ts: float
+    digest: str
+    config: dict[str, Any]

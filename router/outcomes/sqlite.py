@@ -17,7 +17,12 @@ from typing import Any
 import orjson
 
 from router.errors import StoreError
-from router.outcomes.records import FeedbackRecord, HistoryEntry, PredictionRecord
+from router.outcomes.records import (
+    FeedbackRecord,
+    HistoryEntry,
+    PredictionRecord,
+    RevisionRecord,
+)
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -76,6 +81,14 @@ _SCHEMA: tuple[str, ...] = (
         reason     TEXT NOT NULL,
         actor      TEXT NOT NULL,
         details    TEXT NOT NULL            -- JSON object
+    )""",
+    """CREATE TABLE IF NOT EXISTS revisions (
+        experiment TEXT    NOT NULL,
+        revision   INTEGER NOT NULL,
+        ts         REAL    NOT NULL,
+        digest     TEXT    NOT NULL,        -- sha256 of the canonical config JSON
+        config     TEXT    NOT NULL,        -- JSON object, defaults filled in
+        PRIMARY KEY (experiment, revision)
     )""",
 )
 
@@ -364,6 +377,32 @@ class SQLiteStore:
         """Every logged feedback record, in insertion order, ``label`` as ``str``."""
         rows = self._query("SELECT request_id, ts, label, value FROM feedback ORDER BY id")
         return [FeedbackRecord(request_id=r, ts=ts, label=lb, value=v) for r, ts, lb, v in rows]
+
+    def register_revision(self, experiment: str, digest: str, config: dict[str, Any],
+                          ts: float) -> int:
+        """The latest revision if its digest matches, else a new one numbered one higher.
+
+        One ``BEGIN IMMEDIATE`` transaction, so processes applying the same file at once agree.
+        """
+        with self._errors(), self._transaction() as conn:
+            row = conn.execute(
+                "SELECT revision, digest FROM revisions WHERE experiment = ? "
+                "ORDER BY revision DESC LIMIT 1", (experiment,)).fetchone()
+            if row is not None and row[1] == digest:
+                return int(row[0])
+            revision = int(row[0]) + 1 if row is not None else 1
+            conn.execute(
+                "INSERT INTO revisions (experiment, revision, ts, digest, config) "
+                "VALUES (?, ?, ?, ?, ?)", (experiment, revision, float(ts), digest, _json(config)))
+            return revision
+
+    def revisions(self, experiment: str) -> list[RevisionRecord]:
+        """Every revision of an experiment, oldest first."""
+        rows = self._query(
+            "SELECT revision, ts, digest, config FROM revisions WHERE experiment = ? "
+            "ORDER BY revision", (experiment,))
+        return [RevisionRecord(experiment, int(rev), ts, digest, orjson.loads(config))
+                for rev, ts, digest, config in rows]
 
     def ping(self) -> bool:
         """True when the file answers a query on this thread's connection; never raises."""

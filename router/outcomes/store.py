@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from router.errors import StoreError
-from router.outcomes.records import FeedbackRecord, HistoryEntry, PredictionRecord
+from router.outcomes.records import (
+    FeedbackRecord,
+    HistoryEntry,
+    PredictionRecord,
+    RevisionRecord,
+)
 
 __all__ = ["OutcomeStore", "open_store"]
 
@@ -48,6 +53,16 @@ class OutcomeStore(Protocol):
 
     def feedback_records(self) -> list[FeedbackRecord]:
         """Every logged feedback record, in insertion order, ``label`` as ``str``."""
+        ...
+
+    def register_revision(self, experiment: str, digest: str, config: dict[str, Any],
+                          ts: float) -> int:
+        """The revision number of this config content: the latest one if its digest matches,
+        else the latest plus one (1 for a new experiment), recorded atomically."""
+        ...
+
+    def revisions(self, experiment: str) -> list[RevisionRecord]:
+        """Every revision of an experiment, oldest first."""
         ...
 
     def ping(self) -> bool:

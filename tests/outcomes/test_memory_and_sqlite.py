@@ -227,3 +227,14 @@ def test_concurrent_writers_and_readers_in_threads(store: OutcomeStore) -> None:
     ids = [r.request_id for r in store.prediction_records()]
     assert len(ids) == 4 * 25 * 20
     assert len(set(ids)) == len(ids)
+
+
+def test_revisions_are_numbered_by_content(store: OutcomeStore) -> None:
+    """Same content keeps its number; new content gets the next; experiments count apart."""
+    assert store.register_revision("e", "d1", {"mode": "ab"}, 1.0) == 1
+    assert store.register_revision("e", "d1", {"mode": "ab"}, 2.0) == 1
+    assert store.register_revision("e", "d2", {"mode": "single"}, 3.0) == 2
+    assert store.register_revision("e", "d1", {"mode": "ab"}, 4.0) == 3
+    assert store.register_revision("other", "d1", {}, 5.0) == 1
+    assert [(r.revision, r.digest, r.config) for r in store.revisions("e")] == [
+        (1, "d1", {"mode": "ab"}), (2, "d2", {"mode": "single"}), (3, "d1", {"mode": "ab"})]
