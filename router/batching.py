@@ -41,6 +41,10 @@ class MicroBatcher:
         self.calls = 0
         self.rows = 0
 
+    def set_limits(self, *, max_batch: int, max_wait_ms: float) -> None:
+        self._max_batch = max_batch
+        self._max_wait_s = max_wait_ms / 1000
+
     async def predict(self, rows: np.ndarray) -> Prediction:
         loop = asyncio.get_running_loop()
         job = _Job(rows, loop.create_future())
@@ -127,6 +131,12 @@ class Predictor:
         self._max_batch = max_batch
         self._max_wait_ms = max_wait_ms
         self._batchers: dict[int, MicroBatcher] = {}
+
+    def configure(self, *, max_batch: int, max_wait_ms: float) -> None:
+        """New batching limits (after a reload) for every batcher, present and future."""
+        self._max_batch, self._max_wait_ms = max_batch, max_wait_ms
+        for batcher in self._batchers.values():
+            batcher.set_limits(max_batch=max_batch, max_wait_ms=max_wait_ms)
 
     def batcher(self, model: ServedModel) -> MicroBatcher:
         batcher = self._batchers.get(id(model))

@@ -11,8 +11,12 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from router.errors import ConfigError, RouterError
+
+if TYPE_CHECKING:  # the CLI imports heavy modules only in the command that needs them
+    from router.outcomes import OutcomeStore
 
 DEFAULT_CONFIG = "configs/router.yaml"
 
@@ -104,6 +108,69 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- promote, rollback, history ----------------------------------------------------------------
+
+
+def _open_config_store(config_file: str) -> tuple[Path, OutcomeStore]:
+    from router.config import load_config
+    from router.outcomes import open_store
+
+    path = Path(config_file)
+    config = load_config(path, base_dir=Path.cwd())
+    return path, open_store(config.store, Path.cwd())
+
+
+def cmd_switch(args: argparse.Namespace) -> int:
+    import getpass
+
+    from router.switch import switch
+
+    path, store = _open_config_store(args.config)
+    try:
+        entry = switch(args.command, path, Path.cwd(), store,
+                       reason=args.reason or f"{args.command} from the command line",
+                       actor=f"cli:{getpass.getuser()}")
+    finally:
+        store.close()
+    verb = "promoted" if entry.action == "promote" else "rolled back"
+    print(f"{verb}: {entry.to_model} now serves (was {entry.from_model}); {path} rewritten, "
+          "a running gateway applies it within 2 s")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from router.outcomes import open_store
+
+    if args.store:
+        store = open_store(args.store, Path.cwd())
+    else:
+        _, store = _open_config_store(args.config)
+    try:
+        entries = store.history(args.limit)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps([{"ts": e.ts, "action": e.action, "from": e.from_model,
+                           "to": e.to_model, "reason": e.reason, "actor": e.actor,
+                           "details": e.details} for e in entries], indent=2))
+        return 0
+    if not entries:
+        print("no switches recorded yet")
+        return 0
+    for e in entries:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.ts))
+        print(f"{when}  {e.action:<8}  {e.from_model} -> {e.to_model}  ({e.actor})")
+        print(f"    {e.reason}")
+        figures = ", ".join(f"{k}={v}" for k, v in e.details.items()
+                            if isinstance(v, int | float | str))
+        if figures:
+            print(f"    {figures}")
+    return 0
+
+
 # -- the parser -------------------------------------------------------------------------------
 
 
@@ -140,6 +207,24 @@ def build_parser() -> argparse.ArgumentParser:
                 "Train a demo champion and challenger and write models/ and configs/router.yaml.")
     p.add_argument("--dir", default=".", help="where to write models/ and configs/ (default .)")
     p.add_argument("--force", action="store_true", help="retrain even if the models exist")
+
+    for action, text in (("promote", "Make the challenger the champion (mode single; the old "
+                                     "champion kept as previous)."),
+                         ("rollback", "Restore the previous champion, or stop the "
+                                      "challenger's traffic.")):
+        p = command(action, cmd_switch, text + " Rewrites the YAML keeping its comments and "
+                    "records the switch in the store's history.")
+        p.add_argument("--config", default=DEFAULT_CONFIG,
+                       help=f"YAML file (default {DEFAULT_CONFIG})")
+        p.add_argument("--reason", help="why, for the history")
+
+    p = command("history", cmd_history, "The switches (promote, rollback, rollout steps), "
+                "oldest first, with the figures behind each.")
+    p.add_argument("--config", default=DEFAULT_CONFIG,
+                   help=f"read the store URL from this YAML (default {DEFAULT_CONFIG})")
+    p.add_argument("--store", help="store URL instead of --config (sqlite:///var/outcomes.db)")
+    p.add_argument("--limit", type=_positive_int, help="only the latest N")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
 
     models = command("models", lambda a: _fail("choose a subcommand: list", 2),
                      "Inspect model directories.")

@@ -15,7 +15,10 @@ The tree::
         ├── NotReadyError            not_ready          503
         ├── BackpressureError        overloaded         503
         ├── ModelFailedError         model_failed       500
-        └── NotFoundError            not_found          404
+        ├── NotFoundError            not_found          404
+        ├── UnauthorizedError        unauthorized       401
+        ├── AdminDisabledError       admin_disabled     403
+        └── SwitchConflictError      switch_refused     409
 
 Domain errors know nothing of HTTP: the status of each ``RequestError`` is a plain number here,
 and the one renderer lives in ``router.gateway.errors``.
@@ -120,3 +123,15 @@ class ModelFailedError(RequestError):
 
 class NotFoundError(RequestError):
     code, status = "not_found", 404
+
+
+class UnauthorizedError(RequestError):
+    code, status = "unauthorized", 401
+
+
+class AdminDisabledError(RequestError):
+    code, status = "admin_disabled", 403
+
+
+class SwitchConflictError(RequestError):
+    code, status = "switch_refused", 409

@@ -11,7 +11,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from router.gateway import endpoints, kserve
+from router.gateway import admin, endpoints, kserve
 from router.gateway.errors import EXCEPTION_HANDLERS
 from router.gateway.state import GatewayState
 
@@ -28,6 +28,7 @@ def create_app(config_path: str | Path, *, base_dir: str | Path | None = None) -
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state = await asyncio.to_thread(GatewayState.start, path, base)
         app.state.gateway = state
+        state.background.append(asyncio.create_task(state.reloader.watch()))
         try:
             yield
         finally:
@@ -41,6 +42,8 @@ def create_app(config_path: str | Path, *, base_dir: str | Path | None = None) -
         Route("/config", endpoints.config, methods=["GET"]),
         Route("/health", endpoints.health, methods=["GET"]),
         Route("/ready", endpoints.ready, methods=["GET"]),
+        Route("/admin/promote", admin.promote, methods=["POST"]),
+        Route("/admin/rollback", admin.rollback, methods=["POST"]),
         Route("/v1/models/{name}:predict", kserve.predict, methods=["POST"]),
         Route("/v1/models/{name}", kserve.model_status, methods=["GET"]),
     ]

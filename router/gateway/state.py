@@ -14,6 +14,7 @@ from router.batching import Predictor
 from router.config import RouterConfig, load_config
 from router.outcomes import OutcomeStore, OutcomeWriter, open_store
 from router.registry import ModelRegistry
+from router.reload import Reloader
 from router.service import PredictionService
 from router.snapshot import Snapshot, SnapshotHolder, config_digest, load_models
 
@@ -30,7 +31,7 @@ class GatewayState:
     executor: ThreadPoolExecutor
     snapshots: SnapshotHolder
     service: PredictionService
-    last_reload_error: str | None = None
+    reloader: Reloader
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -56,12 +57,24 @@ class GatewayState:
                                            config.to_dict(), time.time())
         snapshots = SnapshotHolder(Snapshot(config=config, revision=revision, models=models))
         service = PredictionService(predictor, writer)
+
+        def on_swap(snapshot: Snapshot) -> None:
+            predictor.configure(max_batch=snapshot.config.batching.max_batch,
+                                max_wait_ms=snapshot.config.batching.max_wait_ms)
+            predictor.forget_except(list(snapshot.models.values()))
+
+        reloader = Reloader(config_path, base_dir, snapshots, registry, store, on_swap)
         return cls(config_path=config_path, base_dir=base_dir, store=store, writer=writer,
-                   registry=registry, executor=executor, snapshots=snapshots, service=service)
+                   registry=registry, executor=executor, snapshots=snapshots, service=service,
+                   reloader=reloader)
 
     @property
     def config(self) -> RouterConfig:
         return self.snapshots.current.config
+
+    @property
+    def last_reload_error(self) -> str | None:
+        return self.reloader.last_error
 
     async def readiness_problems(self) -> list[str]:
         problems = []

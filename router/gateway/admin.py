@@ -1,0 +1,75 @@
+"""Blue-green switches over HTTP: POST /admin/promote and /admin/rollback, token-guarded.
+
+The routes need ``Authorization: Bearer $ROUTER_ADMIN_TOKEN``; without the variable they are
+disabled (403), a wrong or missing token is a 401. The gateway edits its own YAML file, applies
+it at once (other workers and replicas follow through their file watch), and records the switch
+in the store's history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from router.errors import (
+    AdminDisabledError,
+    InputValidationError,
+    SwitchConflictError,
+    UnauthorizedError,
+)
+from router.gateway.endpoints import json_response, read_json, state_of
+from router.switch import switch
+from router.yamledit import EditRefused
+
+TOKEN_ENV = "ROUTER_ADMIN_TOKEN"
+
+
+def check_token(request: Request) -> None:
+    token = os.environ.get(TOKEN_ENV, "")
+    if not token:
+        raise AdminDisabledError(f"admin routes are disabled: set {TOKEN_ENV} to enable them")
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    # compare_digest: the time taken must not reveal how much of a guess was right.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
+                                                             token.encode()):
+        raise UnauthorizedError("missing or wrong bearer token",
+                                [{"header": "authorization", "expected": "Bearer <token>"}])
+
+
+async def _reason(request: Request, default: str) -> str:
+    if not await request.body():
+        return default
+    body = await read_json(request, 65_536)
+    reason = body.get("reason", default) if isinstance(body, dict) else None
+    if not isinstance(reason, str):
+        raise InputValidationError('body must be {"reason": "..."} (optional)',
+                                   [{"field": "reason", "message": "must be a string"}])
+    return reason
+
+
+async def _switch(request: Request, action: str) -> Response:
+    check_token(request)
+    state = state_of(request)
+    reason = await _reason(request, f"{action} requested through the API")
+    client = request.client.host if request.client else "unknown"
+    try:
+        entry = await asyncio.to_thread(switch, action, state.config_path, state.base_dir,
+                                        state.store, reason=reason, actor=f"api:{client}")
+    except EditRefused as exc:
+        raise SwitchConflictError(exc.problems[0].message, exc.detail) from None
+    snapshot = await asyncio.to_thread(state.reloader.reload)
+    return json_response({"action": entry.action, "from": entry.from_model,
+                          "to": entry.to_model, "reason": entry.reason, "actor": entry.actor,
+                          "revision": snapshot.revision, "config": snapshot.config.to_dict()})
+
+
+async def promote(request: Request) -> Response:
+    return await _switch(request, "promote")
+
+
+async def rollback(request: Request) -> Response:
+    return await _switch(request, "rollback")
