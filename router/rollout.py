@@ -1,0 +1,167 @@
+"""Automated progressive delivery: step the challenger's share up, or roll back, by the numbers.
+
+With a ``rollout:`` section and ``mode: ab``, one process (the holder of a lease) looks every
+``interval_s``: it moves ``challenger_percent`` to the next of ``steps`` once the current phase
+has ``analysis.min_samples`` labelled per variant and the decision is not ``rollback``; it
+rolls back by itself on a rollback decision (a guardrail breach or a significantly worse
+challenger) when ``auto_rollback`` is set; at the last step it promotes only with
+``auto_promote`` and a ``promote`` decision. Each move is a rewrite of the YAML plus a history
+entry carrying the figures behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from router.config import RouterConfig
+from router.errors import RouterError
+from router.outcomes import OutcomeStore
+from router.switch import move_traffic, switch
+
+log = logging.getLogger("router.rollout")
+
+
+@dataclass(frozen=True)
+class RolloutView:
+    """What the controller needs to know of the experiment's current phase."""
+
+    action: str  # the decision: promote | continue | rollback
+    reasons: tuple[str, ...]
+    labelled: dict[str, int]  # per variant, in the current phase
+    figures: dict[str, Any] = field(default_factory=dict)  # recorded with each move
+
+
+@dataclass(frozen=True)
+class Move:
+    kind: str  # step | rollback | promote
+    reason: str
+    percent: float | None = None
+
+
+def plan(config: RouterConfig, view: RolloutView) -> Move | None:
+    """The next move, or None to hold; pure, so every rule is tested without a server."""
+    rollout = config.rollout
+    if rollout is None or config.mode != "ab" or config.challenger is None:
+        return None
+    why = "; ".join(view.reasons)
+    if view.action == "rollback":
+        return Move("rollback", f"automatic rollback: {why}") if rollout.auto_rollback else None
+    percent = config.traffic.challenger_percent
+    if percent < rollout.steps[0]:
+        return Move("step", f"rollout starts at {rollout.steps[0]:g}%", rollout.steps[0])
+    needed = config.analysis.min_samples
+    short = {v: n for v, n in view.labelled.items() if n < needed}
+    if short or len(view.labelled) < 2:
+        return None
+    if percent >= rollout.steps[-1]:
+        if rollout.auto_promote and view.action == "promote":
+            return Move("promote", f"automatic promotion at {percent:g}%: {why}")
+        return None
+    following = next(step for step in rollout.steps if step > percent)
+    return Move("step", f"{percent:g}% healthy with {min(view.labelled.values())} labelled per "
+                        f"variant (decision {view.action}); moving to {following:g}%", following)
+
+
+class FileLease:
+    """Leadership among processes sharing a config file: an exclusive ``flock``.
+
+    The kernel drops the lock when its holder dies, so another process takes over at its next
+    try. Works across the workers of one machine (several machines share a PostgreSQL store
+    and need a lease there).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle: IO[str] | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._handle is not None
+
+    def try_acquire(self) -> bool:
+        if self._handle is not None:
+            return True
+        handle = self.path.open("a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        self._handle = handle
+        return True
+
+    def release(self) -> None:
+        if self._handle is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+
+class RolloutController:
+    """Runs ``plan`` every interval while holding the lease, and carries out its moves."""
+
+    def __init__(self, config_path: Path, base_dir: Path, store: OutcomeStore,
+                 current_config: Callable[[], RouterConfig],
+                 evaluate: Callable[[], RolloutView], apply: Callable[[], object],
+                 lease: FileLease | None = None) -> None:
+        self.config_path = config_path
+        self.base_dir = base_dir
+        self.store = store
+        self.current_config = current_config
+        self.evaluate = evaluate
+        self.apply = apply  # makes the rewritten file current in this process at once
+        self.lease = lease or FileLease(config_path.parent / f".{config_path.name}.rollout")
+        self.moves = 0
+        self._last_look = 0.0
+
+    def tick(self) -> Move | None:
+        """One look: plan and carry out a move if due (blocking; run in a thread)."""
+        config = self.current_config()
+        if config.rollout is None or config.mode != "ab" or not self.lease.try_acquire():
+            return None
+        now = time.monotonic()
+        if not self._last_look:
+            self._last_look = now  # a new leader waits one interval, as after any move
+            return None
+        if now - self._last_look < config.rollout.interval_s:
+            return None
+        self._last_look = now
+        view = self.evaluate()
+        move = plan(config, view)
+        if move is None:
+            return None
+        details = {**view.figures, "decision": view.action, "reasons": list(view.reasons)}
+        if move.kind == "step":
+            assert move.percent is not None
+            move_traffic(move.percent, self.config_path, self.base_dir, self.store,
+                         reason=move.reason, actor="rollout", details=details)
+        else:
+            switch(move.kind, self.config_path, self.base_dir, self.store, reason=move.reason,
+                   actor="rollout", details=details)
+        self.moves += 1
+        log.info("rollout: %s (%s)", move.kind, move.reason)
+        self.apply()
+        return move
+
+    async def run(self, poll_seconds: float = 0.5) -> None:
+        """Look again and again until cancelled; errors are logged and the loop goes on."""
+        try:
+            while True:
+                await asyncio.sleep(poll_seconds)
+                try:
+                    await asyncio.to_thread(self.tick)
+                except RouterError as exc:
+                    log.warning("rollout: no move: %s", exc.message)
+                except Exception:
+                    log.exception("rollout: unexpected error")
+        finally:
+            self.lease.release()

@@ -1,0 +1,105 @@
+"""The rollout: when to step, hold, roll back or promote; and a controller that does it."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from router.config import Analysis, ModelRef, Rollout, RouterConfig, Traffic, load_config
+from router.outcomes import MemoryStore
+from router.rollout import FileLease, Move, RolloutController, RolloutView, plan
+
+BASE = RouterConfig(
+    experiment="e", mode="ab", champion=ModelRef("a", Path("/m/a")),
+    challenger=ModelRef("b", Path("/m/b")), traffic=Traffic(challenger_percent=5),
+    analysis=Analysis(min_samples=100),
+    rollout=Rollout(steps=(5, 25, 50, 100), interval_s=1, auto_promote=True))
+
+
+def view(action: str = "continue", champion: int = 150, challenger: int = 150) -> RolloutView:
+    return RolloutView(action, ("because",), {"champion": champion, "challenger": challenger})
+
+
+def at(percent: float, **rollout: object) -> RouterConfig:
+    return replace(BASE, traffic=Traffic(challenger_percent=percent),
+                   rollout=replace(BASE.rollout, **rollout))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("config", "seen", "expected"), [
+    (at(0), view(challenger=0), Move("step", "rollout starts at 5%", 5)),
+    (at(5), view(), ("step", 25)),
+    (at(10), view(), ("step", 25)),
+    (at(25), view(challenger=99), None),
+    (at(25), view("rollback", challenger=10), ("rollback", None)),
+    (at(25, auto_rollback=False), view("rollback"), None),
+    (at(100), view("continue"), None),
+    (at(100), view("promote"), ("promote", None)),
+    (at(100, auto_promote=False), view("promote"), None),
+    (replace(at(5), mode="single"), view(), None),
+    (replace(at(5), rollout=None), view(), None),
+])
+def test_plan(config: RouterConfig, seen: RolloutView, expected: object) -> None:
+    """Step only with enough labelled samples; roll back on a rollback decision; promote last."""
+    move = plan(config, seen)
+    if expected is None or isinstance(expected, Move):
+        assert move == expected
+    else:
+        assert move is not None and (move.kind, move.percent) == expected
+
+
+YAML = """\
+experiment: e
+mode: ab   # the rollout moves the percent below
+champion: {name: a, path: /m/a}
+challenger: {name: b, path: /m/b}
+traffic:
+  challenger_percent: 5
+analysis: {min_samples: 100}
+rollout: {steps: [5, 25, 50], interval_s: 0.01}
+store: memory://
+"""
+
+
+def test_controller_steps_rewrites_and_records(tmp_path: Path) -> None:
+    """Each tick past the interval moves one step: file rewritten, history with figures."""
+    path = tmp_path / "router.yaml"
+    path.write_text(YAML)
+    store = MemoryStore()
+    applied: list[float] = []
+
+    def current() -> RouterConfig:
+        return load_config(path, base_dir=tmp_path)
+
+    controller = RolloutController(path, tmp_path, store, current,
+                                   evaluate=lambda: RolloutView("continue", ("ok",),
+                                                                {"champion": 120,
+                                                                 "challenger": 130},
+                                                                {"difference": 0.01}),
+                                   apply=lambda: applied.append(
+                                       current().traffic.challenger_percent))
+    assert controller.tick() is None  # the new leader waits one interval first
+    moves = []
+    for _ in range(200):
+        move = controller.tick()
+        if move is not None:
+            moves.append(move.percent)
+        if len(moves) == 2:
+            break
+    assert moves == [25, 50] and applied == [25, 50]
+    assert "# the rollout moves the percent below" in path.read_text()
+    history = store.history()
+    assert [(h.action, h.from_model, h.to_model, h.actor) for h in history] == [
+        ("step", "5%", "25%", "rollout"), ("step", "25%", "50%", "rollout")]
+    assert history[0].details["difference"] == 0.01 and history[0].details["reasons"] == ["ok"]
+    controller.lease.release()
+
+
+def test_only_one_process_holds_the_lease(tmp_path: Path) -> None:
+    """The lease is exclusive, and free again once its holder lets go."""
+    first, second = FileLease(tmp_path / "lease"), FileLease(tmp_path / "lease")
+    assert first.try_acquire() and not second.try_acquire()
+    first.release()
+    assert second.try_acquire()
+    second.release()
