@@ -69,7 +69,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             where = f"{exc.source}:{problem.line}" if problem.line else exc.source
             print(f"{where}: {problem.path}: {problem.message}", file=sys.stderr)
         return 1
-    served = ", ".join(f"{role} {m.name}:{m.version}" for role, m in models.items())
+    names = {role: ref.name for role, ref in config.model_refs().items()}
+    served = ", ".join(f"{role} {names[role]}:{m.version}" for role, m in models.items())
     print(f"{args.file}: ok (experiment {config.experiment}, mode {config.mode}; {served})")
     return 0
 

@@ -1,0 +1,97 @@
+"""The CLI as a Unix tool: exit codes, one-line errors on stderr, output on stdout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from router.cli import build_parser, main
+from tests.configs import write_config
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_validate_ok(capsys: pytest.CaptureFixture[str], tmp_path: Path, champion_dir: Path,
+                     challenger_dir: Path) -> None:
+    """A valid file: exit 0 and one line naming what would be served."""
+    path = write_config(tmp_path, champion=champion_dir, challenger=challenger_dir)
+    code, out, err = run(capsys, "validate", str(path))
+    assert code == 0 and err == ""
+    assert "ok" in out and "champion champ:1" in out and "challenger chall:1" in out
+
+
+def test_validate_lists_each_problem_with_file_and_line(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, champion_dir: Path) -> None:
+    """Every problem is one `FILE:LINE: key: message` line on stderr, exit 1."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"experiment: e\nmode: ab\nchampion: {{name: a, path: {champion_dir}}}\n"
+                    "challenger: {name: b, path: nowhere/1}\n"
+                    "traffic: {challenger_percent: 101}\n")
+    code, out, err = run(capsys, "validate", str(path))
+    assert code == 1 and out == ""
+    lines = err.strip().splitlines()
+    assert lines[0] == f"{path}:5: traffic.challenger_percent: must be between 0 and 100, got 101"
+    assert len(lines) == 1  # model loading is checked once the file itself is valid
+    path.write_text(path.read_text().replace("101", "10"))
+    code, _, err = run(capsys, "validate", str(path))
+    assert code == 1
+    assert err.startswith(f"{path}:4: challenger.path: ") and "nowhere" in err
+    assert "Traceback" not in err
+
+
+def test_missing_config_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A missing file for a command that needs it: `router: error: …`, exit 1."""
+    code, _, err = run(capsys, "promote", "--config", str(tmp_path / "none.yaml"))
+    assert code == 1 and err.startswith("router: error: ") and err.count("\n") == 1
+
+
+def test_models_list(capsys: pytest.CaptureFixture[str], champion_dir: Path,
+                     challenger_dir: Path) -> None:
+    """`router models list DIR` prints a header and one row per model directory."""
+    code, out, _ = run(capsys, "models", "list", str(champion_dir.parent.parent))
+    assert code == 0
+    header, *rows = out.strip().splitlines()
+    assert header.split()[:3] == ["NAME", "VERSION", "TASK"]
+    assert len(rows) == 1 and rows[0].split()[:3] == ["iris-rf", "1", "classification"]
+
+
+def test_models_list_of_an_empty_dir_fails(capsys: pytest.CaptureFixture[str],
+                                           tmp_path: Path) -> None:
+    """No model directories is an error, not an empty table."""
+    code, _, err = run(capsys, "models", "list", str(tmp_path))
+    assert code == 1 and "no model directories" in err
+
+
+def test_train_demo_twice_is_a_clear_error(capsys: pytest.CaptureFixture[str],
+                                           tmp_path: Path) -> None:
+    """train-demo refuses to overwrite, on one line, and --force retrains."""
+    assert run(capsys, "train-demo", "--dir", str(tmp_path))[0] == 0
+    code, _, err = run(capsys, "train-demo", "--dir", str(tmp_path))
+    assert code == 1 and err.startswith("router: error: ") and "--force" in err
+    assert err.count("\n") == 1
+    assert run(capsys, "train-demo", "--dir", str(tmp_path), "--force")[0] == 0
+
+
+def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each subcommand answers --help with exit 0."""
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    for name in commands:
+        with pytest.raises(SystemExit) as info:
+            main([name, "--help"])
+        assert info.value.code == 0, name
+    capsys.readouterr()
+
+
+def test_usage_mistakes_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """Unknown commands and bad flag values are argparse usage errors: exit 2."""
+    for argv in (["nope"], ["serve", "--workers", "0"], []):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
+    assert "error" in capsys.readouterr().err
