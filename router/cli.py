@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from router.errors import ConfigError, RouterError
 
@@ -87,8 +87,15 @@ def cmd_train_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _describe_demo(result: dict[str, object]) -> list[str]:
-    return [f"{key}: {value}" for key, value in result.items()]
+def _describe_demo(result: dict[str, Any]) -> list[str]:
+    lines = []
+    for role in ("champion", "challenger"):
+        model = result[role]
+        lines.append(f"trained {model['name']} ({role}): held-out accuracy "
+                     f"{model['metrics']['accuracy']:.3f} -> {model['path']}")
+    lines.append(f"wrote {result['config']} (experiment {result['experiment']}); serve it with: "
+                 f"router serve --config {result['config']}")
+    return lines
 
 
 # -- models list ------------------------------------------------------------------------------
