@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 import random
 import sqlite3
 import threading
@@ -22,6 +20,14 @@ from router.outcomes.records import (
     HistoryEntry,
     PredictionRecord,
     RevisionRecord,
+)
+from router.outcomes.rows import (
+    PREDICTION_COLUMNS,
+    SELECTED_PREDICTION_COLUMNS,
+    feedback_row,
+    prediction_from_row,
+    prediction_row,
+    to_json,
 )
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -92,93 +98,11 @@ _SCHEMA: tuple[str, ...] = (
     )""",
 )
 
-_PREDICTION_COLUMNS = (
-    "request_id, ts, experiment, revision, variant, shadow, model, version, unit_id, "
-    "features, prediction, label, value, probability, probabilities, latency_ms, error, fallback"
-)
 _INSERT_PREDICTION = (
-    f"INSERT INTO predictions ({_PREDICTION_COLUMNS}) "
+    f"INSERT INTO predictions ({PREDICTION_COLUMNS}) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_SELECT_PREDICTION = (
-    "SELECT request_id, ts, experiment, revision, variant, shadow, model, version, unit_id, "
-    "features, prediction, probability, probabilities, latency_ms, error, fallback FROM predictions"
-)
-
-_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-
-
-def _json_default(obj: Any) -> Any:
-    # numpy values orjson does not take natively become Python values; anything else its str,
-    # so that one odd value cannot make a batch unwritable (the writer would retry it forever).
-    tolist = getattr(obj, "tolist", None)
-    return tolist() if callable(tolist) else str(obj)
-
-
-def _json(obj: Any) -> str:
-    return orjson.dumps(obj, default=_json_default, option=_JSON_OPTIONS).decode()
-
-
-def _prediction_row(r: PredictionRecord) -> tuple[Any, ...]:
-    p = r.prediction
-    if p is None:
-        prediction = label = value = None
-    else:
-        prediction = _json(p)
-        label = str(p)
-        value = float(p) if isinstance(p, numbers.Real) and not isinstance(p, bool) else None
-    # Explicit conversions: sqlite3 cannot bind numpy scalars (np.int64 revision, ...).
-    return (
-        str(r.request_id),
-        float(r.ts),
-        str(r.experiment),
-        int(r.revision),
-        str(r.variant),
-        1 if r.shadow else 0,
-        str(r.model),
-        str(r.version),
-        None if r.unit_id is None else str(r.unit_id),
-        _json(r.features),
-        prediction,
-        label,
-        value,
-        None if r.probability is None else float(r.probability),
-        None if r.probabilities is None else _json(r.probabilities),
-        float(r.latency_ms),
-        None if r.error is None else str(r.error),
-        1 if r.fallback else 0,
-    )
-
-
-def _prediction_from_row(row: tuple[Any, ...]) -> PredictionRecord:
-    return PredictionRecord(
-        request_id=row[0],
-        ts=row[1],
-        experiment=row[2],
-        revision=row[3],
-        variant=row[4],
-        shadow=bool(row[5]),
-        model=row[6],
-        version=row[7],
-        unit_id=row[8],
-        # JSON has no NaN: orjson writes it as null, read back as NaN.
-        features=tuple(math.nan if x is None else float(x) for x in orjson.loads(row[9])),
-        prediction=None if row[10] is None else orjson.loads(row[10]),
-        probability=row[11],
-        probabilities=None if row[12] is None else orjson.loads(row[12]),
-        latency_ms=row[13],
-        error=row[14],
-        fallback=bool(row[15]),
-    )
-
-
-def _feedback_row(r: FeedbackRecord) -> tuple[Any, ...]:
-    return (
-        str(r.request_id),
-        float(r.ts),
-        None if r.label is None else str(r.label),
-        None if r.value is None else float(r.value),
-    )
+_SELECT_PREDICTION = f"SELECT {SELECTED_PREDICTION_COLUMNS} FROM predictions"
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -298,7 +222,7 @@ class SQLiteStore:
 
     def write_predictions(self, records: Sequence[PredictionRecord]) -> None:
         """Append ``records`` in one transaction (serialized here, in the caller's thread)."""
-        rows = [_prediction_row(r) for r in records]
+        rows = [prediction_row(r) for r in records]
         if not rows:
             return
         with self._errors(), self._transaction() as conn:
@@ -306,7 +230,7 @@ class SQLiteStore:
 
     def write_feedback(self, records: Sequence[FeedbackRecord]) -> None:
         """Append ground truth in one transaction; ids not (yet) predicted are kept."""
-        rows = [_feedback_row(r) for r in records]
+        rows = [feedback_row(r) for r in records]
         if not rows:
             return
         with self._errors(), self._transaction() as conn:
@@ -323,7 +247,7 @@ class SQLiteStore:
             entry.to_model,
             entry.reason,
             entry.actor,
-            _json(entry.details),
+            to_json(entry.details),
         )
         with self._errors(), self._transaction() as conn:
             conn.execute(
@@ -371,7 +295,7 @@ class SQLiteStore:
             rows = self._query(
                 f"{_SELECT_PREDICTION} WHERE experiment = ? ORDER BY id", (experiment,)
             )
-        return [_prediction_from_row(row) for row in rows]
+        return [prediction_from_row(row) for row in rows]
 
     def feedback_records(self) -> list[FeedbackRecord]:
         """Every logged feedback record, in insertion order, ``label`` as ``str``."""
@@ -393,7 +317,8 @@ class SQLiteStore:
             revision = int(row[0]) + 1 if row is not None else 1
             conn.execute(
                 "INSERT INTO revisions (experiment, revision, ts, digest, config) "
-                "VALUES (?, ?, ?, ?, ?)", (experiment, revision, float(ts), digest, _json(config)))
+                "VALUES (?, ?, ?, ?, ?)",
+                (experiment, revision, float(ts), digest, to_json(config)))
             return revision
 
     def revisions(self, experiment: str) -> list[RevisionRecord]:

@@ -1,0 +1,104 @@
+"""Records to and from database rows: the conversions every SQL store shares."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import orjson
+
+from router.outcomes.records import FeedbackRecord, PredictionRecord
+
+__all__ = [
+    "PREDICTION_COLUMNS",
+    "feedback_row",
+    "prediction_from_row",
+    "prediction_row",
+    "to_json",
+]
+
+# The order of prediction_row's values, and of the columns prediction_from_row reads.
+PREDICTION_COLUMNS = (
+    "request_id, ts, experiment, revision, variant, shadow, model, version, unit_id, "
+    "features, prediction, label, value, probability, probabilities, latency_ms, error, fallback"
+)
+SELECTED_PREDICTION_COLUMNS = (
+    "request_id, ts, experiment, revision, variant, shadow, model, version, unit_id, "
+    "features, prediction, probability, probabilities, latency_ms, error, fallback"
+)
+
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy values orjson does not take natively become Python values; anything else its str,
+    # so that one odd value cannot make a batch unwritable (the writer would retry it forever).
+    tolist = getattr(obj, "tolist", None)
+    return tolist() if callable(tolist) else str(obj)
+
+
+def to_json(obj: Any) -> str:
+    return orjson.dumps(obj, default=_json_default, option=_JSON_OPTIONS).decode()
+
+
+def prediction_row(r: PredictionRecord) -> tuple[Any, ...]:
+    p = r.prediction
+    if p is None:
+        prediction = label = value = None
+    else:
+        prediction = to_json(p)
+        label = str(p)
+        value = float(p) if isinstance(p, numbers.Real) and not isinstance(p, bool) else None
+    # Explicit conversions: sqlite3 cannot bind numpy scalars (np.int64 revision, ...).
+    return (
+        str(r.request_id),
+        float(r.ts),
+        str(r.experiment),
+        int(r.revision),
+        str(r.variant),
+        1 if r.shadow else 0,
+        str(r.model),
+        str(r.version),
+        None if r.unit_id is None else str(r.unit_id),
+        to_json(r.features),
+        prediction,
+        label,
+        value,
+        None if r.probability is None else float(r.probability),
+        None if r.probabilities is None else to_json(r.probabilities),
+        float(r.latency_ms),
+        None if r.error is None else str(r.error),
+        1 if r.fallback else 0,
+    )
+
+
+def prediction_from_row(row: tuple[Any, ...]) -> PredictionRecord:
+    return PredictionRecord(
+        request_id=row[0],
+        ts=row[1],
+        experiment=row[2],
+        revision=row[3],
+        variant=row[4],
+        shadow=bool(row[5]),
+        model=row[6],
+        version=row[7],
+        unit_id=row[8],
+        # JSON has no NaN: orjson writes it as null, read back as NaN.
+        features=tuple(math.nan if x is None else float(x) for x in orjson.loads(row[9])),
+        prediction=None if row[10] is None else orjson.loads(row[10]),
+        probability=row[11],
+        probabilities=None if row[12] is None else orjson.loads(row[12]),
+        latency_ms=row[13],
+        error=row[14],
+        fallback=bool(row[15]),
+    )
+
+
+def feedback_row(r: FeedbackRecord) -> tuple[Any, ...]:
+    return (
+        str(r.request_id),
+        float(r.ts),
+        None if r.label is None else str(r.label),
+        None if r.value is None else float(r.value),
+    )
