@@ -80,8 +80,9 @@ _SQLITE_PREFIX = "sqlite:///"
 def open_store(url: str, base_dir: Path) -> OutcomeStore:
     """Open the store named by ``url``; relative SQLite paths resolve against ``base_dir``.
 
-    ``sqlite:///relative.db``, ``sqlite:////absolute.db`` (SQLAlchemy's forms) and
-    ``memory://``. Parent directories of a SQLite file are created. An unknown scheme, a
+    ``sqlite:///relative.db``, ``sqlite:////absolute.db`` (SQLAlchemy's forms),
+    ``postgresql://user@host/db`` (the ``postgres`` extra) and ``memory://``. Parent
+    directories of a SQLite file are created. An unknown scheme, a
     malformed URL or a file that cannot be opened raises ``StoreError`` naming the URL.
     """
     # Imported here so that importing the protocol does not import sqlite3 and vice versa.
@@ -90,6 +91,10 @@ def open_store(url: str, base_dir: Path) -> OutcomeStore:
 
     if url == "memory://":
         return MemoryStore()
+    if url.startswith(("postgresql://", "postgres://")):
+        from router.outcomes.postgres import PostgresStore
+
+        return PostgresStore(url)
     if url.startswith(_SQLITE_PREFIX):
         raw = url[len(_SQLITE_PREFIX) :]
         if not raw or raw == ":memory:" or "?" in raw:
@@ -106,5 +111,5 @@ def open_store(url: str, base_dir: Path) -> OutcomeStore:
     scheme = url.split(":", 1)[0] if ":" in url else url
     raise StoreError(
         f"store {url!r}: unsupported scheme {scheme!r}; "
-        "use sqlite:///relative.db, sqlite:////absolute.db or memory://"
+        "use sqlite:///relative.db, sqlite:////absolute.db, postgresql://… or memory://"
     )

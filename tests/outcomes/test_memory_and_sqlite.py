@@ -1,4 +1,4 @@
-"""The behaviour every OutcomeStore shares, run against the memory and the SQLite store."""
+"""The behaviour every OutcomeStore shares, run against memory, SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from router.outcomes import (
     OutcomeStore,
     PredictionRecord,
     SQLiteStore,
+    open_store,
 )
 
 
@@ -42,15 +43,19 @@ def prediction(request_id: str, **changes: Any) -> PredictionRecord:
 StoreFactory = Callable[[], OutcomeStore]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
-    """Makes stores of one kind (the same SQLite file each time) and closes them afterwards."""
+    """Makes stores of one kind (the same database each time) and closes them afterwards."""
     opened: list[OutcomeStore] = []
+    postgres_url = request.getfixturevalue("postgres_url") \
+        if request.param == "postgres" else ""
 
     def make() -> OutcomeStore:
         store: OutcomeStore
         if request.param == "memory":
             store = MemoryStore()
+        elif request.param == "postgres":
+            store = open_store(postgres_url, tmp_path)
         else:
             store = SQLiteStore(tmp_path / "outcomes.db")
         opened.append(store)
