@@ -1,27 +1,64 @@
 """Blue-green switches: promote, rollback and rollout steps, each a file edit plus history.
 
-The YAML file stays the one source of truth: a switch rewrites it (a running gateway follows
-within its poll interval, or at once when the gateway made the switch itself), and the
-store's history records when, what, why and who, with the figures behind automatic moves.
+A switch starts from what is served (the file, or the store's newer switch state: see
+``router.sync``), rewrites the YAML keeping its comments, publishes the new switchable keys to
+the store so that every gateway sharing it follows, and records when, what, why and who in the
+store's history, with the figures behind automatic moves. A read-only file (a Kubernetes
+ConfigMap) is left as it is: the published state alone carries the switch.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from ruamel.yaml.comments import CommentedMap
+
+from router.config import load_config, parse_config
 from router.outcomes import HistoryEntry, OutcomeStore
-from router.yamledit import edit_file, promote, rollback, set_challenger_percent
+from router.sync import resolve, switchable, sync_document
+from router.yamledit import edit_file, edit_text, promote, rollback, set_challenger_percent
+
+log = logging.getLogger("router.switch")
 
 ACTIONS = ("promote", "rollback")
+T = TypeVar("T")
+
+
+def apply_edit(edit: Callable[[CommentedMap], T], config_path: Path, base_dir: Path,
+               store: OutcomeStore) -> T:
+    """Apply ``edit`` to what is served, write the file if it can be, publish the result."""
+    config = load_config(config_path, base_dir=base_dir)
+    served = switchable(resolve(config, config_path.stat().st_mtime, store).config)
+
+    def from_served(document: CommentedMap) -> T:
+        sync_document(document, served)  # a stale file first catches up with the store
+        return edit(document)
+
+    try:
+        result = edit_file(config_path, from_served, base_dir=base_dir)
+        new_config = load_config(config_path, base_dir=base_dir)
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        log.info("%s is read-only (%s): the switch is published to the store only",
+                 config_path, exc)
+        text, result = edit_text(config_path.read_text(encoding="utf-8"), from_served,
+                                 source=str(config_path), base_dir=base_dir)
+        new_config = parse_config(text, source=str(config_path), base_dir=base_dir)
+    store.publish_switch_state(new_config.experiment, switchable(new_config), time.time())
+    return result
 
 
 def switch(action: str, config_path: Path, base_dir: Path, store: OutcomeStore, *,
            reason: str, actor: str, details: dict[str, Any] | None = None) -> HistoryEntry:
-    """Promote or roll back by rewriting the file, then record it in the store's history."""
+    """Promote or roll back, then record it in the store's history."""
     edit = {"promote": promote, "rollback": rollback}[action]
-    from_model, to_model = edit_file(config_path, edit, base_dir=base_dir)
+    from_model, to_model = apply_edit(edit, config_path, base_dir, store)
     entry = HistoryEntry(ts=time.time(), action=action, from_model=from_model,
                          to_model=to_model, reason=reason, actor=actor, details=details or {})
     store.append_history(entry)
@@ -32,7 +69,7 @@ def move_traffic(percent: float, config_path: Path, base_dir: Path, store: Outco
                  reason: str, actor: str, details: dict[str, Any] | None = None
                  ) -> HistoryEntry:
     """Set the challenger's share (a rollout step), recorded like any switch."""
-    before, after = edit_file(config_path, set_challenger_percent(percent), base_dir=base_dir)
+    before, after = apply_edit(set_challenger_percent(percent), config_path, base_dir, store)
     entry = HistoryEntry(ts=time.time(), action="step", from_model=f"{before:g}%",
                          to_model=f"{after:g}%", reason=reason, actor=actor,
                          details=details or {})

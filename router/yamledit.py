@@ -63,17 +63,24 @@ def _edit_locked(path: Path, edit: Callable[[CommentedMap], T], base_dir: Path) 
     except OSError as exc:
         raise ConfigError(str(path), [ConfigProblem("(file)", None, f"cannot read: {exc}")]
                           ) from None
+    new_text, result = edit_text(text, edit, source=str(path), base_dir=base_dir)
+    write_atomically(path, new_text)
+    return result
+
+
+def edit_text(text: str, edit: Callable[[CommentedMap], T], *, source: str,
+              base_dir: Path) -> tuple[str, T]:
+    """Apply ``edit`` to a YAML text; the new text is validated before it is returned."""
     yaml = _yaml()
     document = yaml.load(text)
     if not isinstance(document, CommentedMap):
-        raise ConfigError(str(path), [ConfigProblem("(file)", 1, "must be a YAML mapping")])
+        raise ConfigError(source, [ConfigProblem("(file)", 1, "must be a YAML mapping")])
     result = edit(document)
     buffer = io.StringIO()
     yaml.dump(document, buffer)
     new_text = buffer.getvalue()
-    parse_config(new_text, source=str(path), base_dir=base_dir)  # never write an invalid file
-    write_atomically(path, new_text)
-    return result
+    parse_config(new_text, source=source, base_dir=base_dir)  # never write an invalid file
+    return new_text, result
 
 
 def write_atomically(path: Path, text: str) -> None:

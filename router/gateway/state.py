@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,8 @@ from router.outcomes import OutcomeStore, OutcomeWriter, open_store
 from router.registry import ModelRegistry
 from router.reload import Reloader
 from router.service import PredictionService
-from router.snapshot import Snapshot, SnapshotHolder, config_digest, load_models
+from router.shadow import ShadowMirror
+from router.snapshot import Snapshot, SnapshotHolder
 
 log = logging.getLogger("router.gateway")
 
@@ -33,6 +33,7 @@ class GatewayState:
     service: PredictionService
     reloader: Reloader
     background: list[asyncio.Task[None]] = field(default_factory=list)
+    shadow: ShadowMirror | None = None
 
     @classmethod
     def start(cls, config_path: Path, base_dir: Path) -> GatewayState:
@@ -40,10 +41,24 @@ class GatewayState:
 
         Blocking (file and model I/O); the lifespan runs it in a thread.
         """
-        config = load_config(config_path, base_dir=base_dir)
+        store = open_store(load_config(config_path, base_dir=base_dir).store, base_dir)
         registry = ModelRegistry()
-        models = load_models(config, registry)
-        store = open_store(config.store, base_dir)
+
+        def on_swap(snapshot: Snapshot) -> None:
+            predictor.configure(max_batch=snapshot.config.batching.max_batch,
+                                max_wait_ms=snapshot.config.batching.max_wait_ms)
+            predictor.forget_except(list(snapshot.models.values()))
+
+        # The first snapshot is built like every later one: the file, the store's switch
+        # state, the models, and a revision number the store gives (so workers agree).
+        reloader = Reloader(config_path, base_dir, registry, store, on_swap)
+        try:
+            config = reloader.start().config
+        except BaseException:
+            store.close()
+            raise
+        assert reloader.holder is not None
+        snapshots = reloader.holder
         writer = OutcomeWriter(store)
         writer.start()
         # Model calls get their own small pool: on 2 cores more threads only add contention,
@@ -52,21 +67,13 @@ class GatewayState:
                                       thread_name_prefix="router-model")
         predictor = Predictor(executor, max_batch=config.batching.max_batch,
                               max_wait_ms=config.batching.max_wait_ms)
-        # The store numbers revisions, so every worker and replica serving this content agrees.
-        revision = store.register_revision(config.experiment, config_digest(config, models),
-                                           config.to_dict(), time.time())
-        snapshots = SnapshotHolder(Snapshot(config=config, revision=revision, models=models))
-        service = PredictionService(predictor, writer)
-
-        def on_swap(snapshot: Snapshot) -> None:
-            predictor.configure(max_batch=snapshot.config.batching.max_batch,
-                                max_wait_ms=snapshot.config.batching.max_wait_ms)
-            predictor.forget_except(list(snapshot.models.values()))
-
-        reloader = Reloader(config_path, base_dir, snapshots, registry, store, on_swap)
+        # Always there, idle until offered work: a reload may switch the mode to shadow.
+        shadow = ShadowMirror(writer)
+        shadow.start(snapshots.current)
+        service = PredictionService(predictor, writer, mirror=shadow)
         return cls(config_path=config_path, base_dir=base_dir, store=store, writer=writer,
                    registry=registry, executor=executor, snapshots=snapshots, service=service,
-                   reloader=reloader)
+                   reloader=reloader, shadow=shadow)
 
     @property
     def config(self) -> RouterConfig:
@@ -86,6 +93,9 @@ class GatewayState:
 
     def stop(self) -> None:
         """Stop in reverse order of start: the writer drains into the store before it closes."""
+        if self.shadow is not None:
+            # Drained before the writer closes, so the shadow records reach the store.
+            self.shadow.close(self.config.shadow.drain_s)
         self.executor.shutdown(wait=True)
         self.writer.close()
         log.info("outcome log drained: %d records written", self.writer.written)

@@ -7,6 +7,7 @@ from router.outcomes.records import (
     HistoryEntry,
     PredictionRecord,
     RevisionRecord,
+    SwitchState,
 )
 from router.outcomes.sqlite import SQLiteStore
 from router.outcomes.store import OutcomeStore, open_store
@@ -21,5 +22,6 @@ __all__ = [
     "PredictionRecord",
     "RevisionRecord",
     "SQLiteStore",
+    "SwitchState",
     "open_store",
 ]

@@ -15,6 +15,7 @@ from router.outcomes.records import (
     HistoryEntry,
     PredictionRecord,
     RevisionRecord,
+    SwitchState,
 )
 
 __all__ = ["MemoryStore"]
@@ -34,6 +35,7 @@ class MemoryStore:
         self._feedback: list[FeedbackRecord] = []
         self._history: list[HistoryEntry] = []
         self._revisions: list[RevisionRecord] = []
+        self._switch_states: dict[str, SwitchState] = {}
         self._closed = False
 
     def _check_open(self) -> None:
@@ -121,6 +123,36 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             return [r for r in self._revisions if r.experiment == experiment]
+
+    def publish_switch_state(self, experiment: str, state: dict[str, Any], ts: float) -> int:
+        """Replace the experiment's switch state, one generation up."""
+        with self._lock:
+            self._check_open()
+            last = self._switch_states.get(experiment)
+            generation = last.generation + 1 if last else 1
+            self._switch_states[experiment] = SwitchState(
+                experiment, generation, ts, orjson.loads(orjson.dumps(state)))
+            return generation
+
+    def switch_state(self, experiment: str) -> SwitchState | None:
+        """The newest switch state of an experiment, if any."""
+        with self._lock:
+            self._check_open()
+            return self._switch_states.get(experiment)
+
+    def analysis_columns(self, experiment: str, revisions: Sequence[int] | None = None, *,
+                         classes: Sequence[str] | None = None, units: bool = False,
+                         true_probability: bool = False, feature_rows: int = 0
+                         ) -> dict[str, Any]:
+        """The statistics' numpy columns (see ``router.outcomes.columns``)."""
+        from router.outcomes.columns import memory_columns
+
+        with self._lock:
+            self._check_open()
+            predictions, feedback = list(self._predictions), list(self._feedback)
+        return memory_columns(predictions, feedback, experiment, revisions, classes=classes,
+                              units=units, true_probability=true_probability,
+                              feature_rows=feature_rows)
 
     def ping(self) -> bool:
         """True until the store is closed."""

@@ -20,6 +20,7 @@ from router.outcomes.records import (
     HistoryEntry,
     PredictionRecord,
     RevisionRecord,
+    SwitchState,
 )
 from router.outcomes.rows import (
     PREDICTION_COLUMNS,
@@ -96,6 +97,12 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             digest     TEXT             NOT NULL,
             config     TEXT             NOT NULL,
             PRIMARY KEY (experiment, revision)
+        )""",
+        """CREATE TABLE switch_state (
+            experiment TEXT             PRIMARY KEY,
+            generation INTEGER          NOT NULL,
+            ts         DOUBLE PRECISION NOT NULL,
+            state      TEXT             NOT NULL
         )""",
     ),
 )
@@ -251,6 +258,39 @@ class PostgresStore:
                 "ORDER BY revision", (experiment,)).fetchall()
         return [RevisionRecord(experiment, int(rev), ts, digest, orjson.loads(config))
                 for rev, ts, digest, config in rows]
+
+    def publish_switch_state(self, experiment: str, state: dict[str, Any], ts: float) -> int:
+        """Replace the experiment's switch state, one generation up (row-locked upsert)."""
+        with self._connection() as conn:
+            row = conn.execute(
+                "INSERT INTO switch_state (experiment, generation, ts, state) "
+                "VALUES (%s, 1, %s, %s) ON CONFLICT (experiment) DO UPDATE SET "
+                "generation = switch_state.generation + 1, ts = EXCLUDED.ts, "
+                "state = EXCLUDED.state RETURNING generation",
+                (experiment, float(ts), to_json(state))).fetchone()
+        return int(row[0]) if row else 1
+
+    def switch_state(self, experiment: str) -> SwitchState | None:
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT generation, ts, state FROM switch_state WHERE experiment = %s",
+                (experiment,)).fetchone()
+        if row is None:
+            return None
+        return SwitchState(experiment, int(row[0]), row[1], orjson.loads(row[2]))
+
+    def analysis_columns(self, experiment: str, revisions: Sequence[int] | None = None, *,
+                         classes: Sequence[str] | None = None, units: bool = False,
+                         true_probability: bool = False, feature_rows: int = 0
+                         ) -> dict[str, Any]:
+        """The statistics' numpy columns (see ``router.outcomes.columns``), joined in SQL."""
+        from router.outcomes.columns import postgres_columns
+
+        with self._connection() as conn:
+            return postgres_columns(lambda sql, params: conn.execute(sql, params).fetchall(),
+                                    experiment, revisions, classes=classes, units=units,
+                                    true_probability=true_probability,
+                                    feature_rows=feature_rows)
 
     def ping(self) -> bool:
         try:

@@ -74,3 +74,18 @@ class RevisionRecord:
     ts: float
     digest: str
     config: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchState:
+    """The switchable part of an experiment's configuration as last set anywhere.
+
+    ``state`` holds ``mode``, ``champion``, ``challenger``, ``previous`` (each ``{name, path}``
+    or ``None``) and ``challenger_percent``. Every gateway sharing the store serves it over
+    the switchable keys of any YAML file older than ``ts``: see ``router.sync``.
+    """
+
+    experiment: str
+    generation: int
+    ts: float
+    state: dict[str, Any]

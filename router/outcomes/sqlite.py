@@ -20,6 +20,7 @@ from router.outcomes.records import (
     HistoryEntry,
     PredictionRecord,
     RevisionRecord,
+    SwitchState,
 )
 from router.outcomes.rows import (
     PREDICTION_COLUMNS,
@@ -95,6 +96,12 @@ _SCHEMA: tuple[str, ...] = (
         digest     TEXT    NOT NULL,        -- sha256 of the canonical config JSON
         config     TEXT    NOT NULL,        -- JSON object, defaults filled in
         PRIMARY KEY (experiment, revision)
+    )""",
+    """CREATE TABLE IF NOT EXISTS switch_state (
+        experiment TEXT    PRIMARY KEY,
+        generation INTEGER NOT NULL,
+        ts         REAL    NOT NULL,
+        state      TEXT    NOT NULL         -- JSON: mode, champion, challenger, previous, percent
     )""",
 )
 
@@ -328,6 +335,41 @@ class SQLiteStore:
             "ORDER BY revision", (experiment,))
         return [RevisionRecord(experiment, int(rev), ts, digest, orjson.loads(config))
                 for rev, ts, digest, config in rows]
+
+    def publish_switch_state(self, experiment: str, state: dict[str, Any], ts: float) -> int:
+        """Replace the experiment's switch state, one generation up, in one transaction."""
+        with self._errors(), self._transaction() as conn:
+            row = conn.execute("SELECT generation FROM switch_state WHERE experiment = ?",
+                               (experiment,)).fetchone()
+            generation = int(row[0]) + 1 if row else 1
+            conn.execute(
+                "INSERT INTO switch_state (experiment, generation, ts, state) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (experiment) DO UPDATE SET "
+                "generation = excluded.generation, ts = excluded.ts, state = excluded.state",
+                (experiment, generation, float(ts), to_json(state)))
+            return generation
+
+    def switch_state(self, experiment: str) -> SwitchState | None:
+        """The newest switch state of an experiment, if any."""
+        rows = self._query("SELECT generation, ts, state FROM switch_state WHERE experiment = ?",
+                           (experiment,))
+        if not rows:
+            return None
+        generation, ts, state = rows[0]
+        return SwitchState(experiment, int(generation), ts, orjson.loads(state))
+
+    def analysis_columns(self, experiment: str, revisions: Sequence[int] | None = None, *,
+                         classes: Sequence[str] | None = None, units: bool = False,
+                         true_probability: bool = False, feature_rows: int = 0
+                         ) -> dict[str, Any]:
+        """The statistics' numpy columns (see ``router.outcomes.columns``), aggregated in SQL."""
+        from router.outcomes.columns import sqlite_columns
+
+        with self._errors():
+            return sqlite_columns(self._conn(), self.path, experiment, revisions,
+                                  classes=classes, units=units,
+                                  true_probability=true_probability,
+                                  feature_rows=feature_rows, timeout_s=self._busy_timeout_s)
 
     def ping(self) -> bool:
         """True when the file answers a query on this thread's connection; never raises."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from router.errors import StoreError
 from router.outcomes.records import (
@@ -12,7 +12,11 @@ from router.outcomes.records import (
     HistoryEntry,
     PredictionRecord,
     RevisionRecord,
+    SwitchState,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["OutcomeStore", "open_store"]
 
@@ -63,6 +67,25 @@ class OutcomeStore(Protocol):
 
     def revisions(self, experiment: str) -> list[RevisionRecord]:
         """Every revision of an experiment, oldest first."""
+        ...
+
+    def publish_switch_state(self, experiment: str, state: dict[str, Any], ts: float) -> int:
+        """Record the experiment's switchable keys as its newest state; returns its generation
+        (one more than the last, 1 for the first)."""
+        ...
+
+    def switch_state(self, experiment: str) -> SwitchState | None:
+        """The newest switch state of an experiment, if any was published."""
+        ...
+
+    def analysis_columns(self, experiment: str, revisions: Sequence[int] | None = None, *,
+                         classes: Sequence[str] | None = None, units: bool = False,
+                         true_probability: bool = False, feature_rows: int = 0
+                         ) -> dict[str, np.ndarray]:
+        """The experiment's predictions in ``revisions`` (all when ``None``) joined with the
+        latest feedback of each request id, as numpy columns for the statistics; the columns
+        are defined in ``router.outcomes.columns``. Aggregated by the database, no row objects.
+        """
         ...
 
     def ping(self) -> bool:

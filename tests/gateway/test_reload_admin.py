@@ -101,9 +101,9 @@ def test_touching_the_file_without_a_change_keeps_the_revision(client: TestClien
     rewrite(config_file, config_file.read_text())
     state: GatewayState = client.app.state.gateway  # type: ignore[attr-defined]
     deadline = time.monotonic() + 5
-    while state.reloader.changed() and time.monotonic() < deadline:
+    while state.reloader.file_changed() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not state.reloader.changed()  # the watcher has read the new file
+    assert not state.reloader.file_changed()  # the watcher has read the new file
     assert client.get("/config").json()["revision"] == 1
     assert state.reloader.last_error is None
 

@@ -243,3 +243,14 @@ def test_revisions_are_numbered_by_content(store: OutcomeStore) -> None:
     assert store.register_revision("other", "d1", {}, 5.0) == 1
     assert [(r.revision, r.digest, r.config) for r in store.revisions("e")] == [
         (1, "d1", {"mode": "ab"}), (2, "d2", {"mode": "single"}), (3, "d1", {"mode": "ab"})]
+
+
+def test_switch_state_is_the_latest_publication(store: OutcomeStore) -> None:
+    """Each publication replaces the state one generation up; experiments are separate."""
+    assert store.switch_state("e") is None
+    assert store.publish_switch_state("e", {"mode": "ab"}, 10.0) == 1
+    assert store.publish_switch_state("e", {"mode": "single"}, 11.0) == 2
+    assert store.publish_switch_state("f", {"mode": "ab"}, 12.0) == 1
+    state = store.switch_state("e")
+    assert state is not None
+    assert (state.generation, state.ts, state.state) == (2, 11.0, {"mode": "single"})

@@ -1,0 +1,113 @@
+"""The challenger's own process in shadow mode: loads models by path and digest, scores batches.
+
+Started by :mod:`router.shadow` as ``python -m router.shadow_worker FD NICE`` with one end of a
+socket pair on ``FD``. It lowers its own priority, then answers requests in order:
+
+- ``("load", path, sha256)`` -> ``("loaded",)`` or ``("error", message)``
+- ``("predict", path, sha256, rows)`` -> ``("ok", labels, probabilities, seconds)`` or
+  ``("error", message, seconds)``
+
+Its life is tied to the pipe, not to signals: it ignores SIGINT and SIGTERM (a Ctrl-C or a
+systemd stop reaches the whole process group, and the gateway still needs the worker to drain
+its queue) and exits when the gateway closes the pipe or dies. A call that hangs is ended by
+the gateway killing this process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+# Models kept loaded: the current challenger and the one before it, so a reload that swaps
+# back and forth does not reload each time, and old models do not pile up.
+_KEEP_MODELS = 2
+
+
+def describe(exc: BaseException) -> str:
+    """``"Type: message"``, cut to 500 characters: the form the service logs errors in."""
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:500]
+
+
+class _Models:
+    """Served models by (path, sha256); a file whose digest changed on disk is refused."""
+
+    def __init__(self) -> None:
+        from router.registry import ModelRegistry
+
+        self._registry = ModelRegistry()
+        self._loaded: dict[tuple[str, str], Any] = {}
+
+    def get(self, path: str, sha256: str) -> Any:
+        key = (path, sha256)
+        model = self._loaded.get(key)
+        if model is not None:
+            return model
+        model = self._registry.load(path)
+        if model.sha256 != sha256:
+            # The gateway's snapshot holds the other file: scoring this one would log the
+            # predictions of a model it does not name. The next reload brings them together.
+            raise RuntimeError(f"{path}: model.joblib changed on disk (sha256 {model.sha256}, "
+                               f"the running configuration has {sha256})")
+        self._loaded[key] = model
+        while len(self._loaded) > _KEEP_MODELS:
+            del self._loaded[next(iter(self._loaded))]
+        return model
+
+
+def serve(connection: Connection) -> None:
+    """Answer requests until the gateway closes the pipe."""
+    models = _Models()
+    connection.send(("ready", os.getpid()))
+    while True:
+        try:
+            message = connection.recv()
+        except (EOFError, OSError):
+            return
+        kind = message[0]
+        if kind == "load":
+            try:
+                models.get(message[1], message[2])
+                connection.send(("loaded",))
+            except Exception as exc:
+                connection.send(("error", describe(exc)))
+        elif kind == "predict":
+            started = time.perf_counter()
+            try:
+                prediction = models.get(message[1], message[2]).predict(message[3])
+            except Exception as exc:
+                connection.send(("error", describe(exc), time.perf_counter() - started))
+                continue
+            connection.send(("ok", prediction.labels, prediction.probabilities,
+                             time.perf_counter() - started))
+        else:
+            connection.send(("error", f"unknown request {kind!r}"))
+
+
+def main(argv: list[str]) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    connection = Connection(int(argv[1]))
+    niceness = int(argv[2])
+    if niceness:
+        os.nice(niceness)
+    # The gateway's import path, so that pickled pipelines load here exactly as they do there
+    # (custom estimators in the user's own modules).
+    try:
+        hello = connection.recv()
+    except (EOFError, OSError):
+        return 0
+    sys.path[:0] = [p for p in hello["sys_path"] if p not in sys.path]
+    # OSError: the gateway went away mid-answer, so there is nothing left to answer to.
+    with contextlib.suppress(EOFError, OSError), contextlib.closing(connection):
+        serve(connection)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

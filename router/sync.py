@@ -1,0 +1,102 @@
+"""One experiment across many gateways: the switchable keys travel through the shared store.
+
+Each gateway reads its own YAML file, but a switch (promote, rollback, a rollout step) made
+through any of them must reach all. The switchable keys (``mode``, ``champion``,
+``challenger``, ``previous``, ``traffic.challenger_percent``) are therefore also published to
+the store, with a timestamp, as the experiment's *switch state*. The rule is "latest wins":
+
+- a gateway whose file is older than the store's switch state serves the state's keys over
+  its file, and rewrites its file to match when it can (a read-only file, such as a
+  Kubernetes ConfigMap, keeps serving the state as an overlay, shown in ``/config``);
+- a gateway whose file is newer (someone edited it) publishes the file's keys, and the others
+  follow within their poll interval.
+
+So the YAML stays the source of truth wherever it can be written, the store carries switches
+between machines, and a restart of every gateway serves the latest switch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml.comments import CommentedMap
+
+from router.config import ModelRef, RouterConfig
+from router.outcomes import OutcomeStore, SwitchState
+
+ROLES = ("champion", "challenger", "previous")
+
+
+def switchable(config: RouterConfig) -> dict[str, Any]:
+    """The keys a switch may change, as JSON-native data with absolute model paths."""
+    def ref(model: ModelRef | None) -> dict[str, str] | None:
+        return None if model is None else {"name": model.name, "path": str(model.path)}
+
+    return {"mode": config.mode, "champion": ref(config.champion),
+            "challenger": ref(config.challenger), "previous": ref(config.previous),
+            "challenger_percent": config.traffic.challenger_percent}
+
+
+def apply_state(config: RouterConfig, state: dict[str, Any]) -> RouterConfig:
+    """``config`` with its switchable keys taken from a published state."""
+    def ref(value: dict[str, str] | None) -> ModelRef | None:
+        return None if value is None else ModelRef(value["name"], Path(value["path"]))
+
+    champion = ref(state["champion"])
+    assert champion is not None, "a switch state always names a champion"
+    traffic = dataclasses.replace(config.traffic,
+                                  challenger_percent=float(state["challenger_percent"]))
+    return dataclasses.replace(config, mode=state["mode"], champion=champion,
+                               challenger=ref(state["challenger"]),
+                               previous=ref(state["previous"]), traffic=traffic)
+
+
+def sync_document(document: CommentedMap, state: dict[str, Any]) -> None:
+    """Write a state's keys into a YAML document in place, keeping everything else."""
+    document["mode"] = state["mode"]
+    anchor = "mode"
+    for role in ROLES:
+        value = state[role]
+        if value is None:
+            document.pop(role, None)
+            continue
+        node = document.get(role)
+        if isinstance(node, CommentedMap):
+            node["name"], node["path"] = value["name"], value["path"]
+        else:
+            keys = list(document.keys())
+            node = CommentedMap(value)
+            node.fa.set_flow_style()
+            document.insert(keys.index(anchor) + 1 if anchor in keys else len(keys), role, node)
+        anchor = role
+    traffic = document.get("traffic")
+    percent = state["challenger_percent"]
+    percent = int(percent) if float(percent).is_integer() else percent
+    if isinstance(traffic, CommentedMap):
+        traffic["challenger_percent"] = percent
+    elif percent:
+        document["traffic"] = CommentedMap({"challenger_percent": percent})
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+    """The configuration to serve and where its switchable keys came from."""
+
+    config: RouterConfig
+    state: SwitchState
+    from_store: bool  # the store's state is newer than the file: served over it
+
+
+def resolve(config: RouterConfig, file_mtime: float, store: OutcomeStore) -> Resolved:
+    """Latest wins between the file (by its mtime) and the store's switch state."""
+    mine = switchable(config)
+    state = store.switch_state(config.experiment)
+    if state is not None and state.state == mine:
+        return Resolved(config, state, from_store=False)
+    if state is not None and state.ts > file_mtime:
+        return Resolved(apply_state(config, state.state), state, from_store=True)
+    generation = store.publish_switch_state(config.experiment, mine, file_mtime)
+    return Resolved(config, SwitchState(config.experiment, generation, file_mtime, mine),
+                    from_store=False)
