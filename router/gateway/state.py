@@ -20,6 +20,9 @@ from router.snapshot import Snapshot, SnapshotHolder
 
 log = logging.getLogger("router.gateway")
 
+SPILL_DIR_ENV = "ROUTER_SPILL_DIR"
+STOP_WRITE_TIMEOUT_S = 10.0
+
 
 @dataclass
 class GatewayState:
@@ -59,7 +62,10 @@ class GatewayState:
             raise
         assert reloader.holder is not None
         snapshots = reloader.holder
-        writer = OutcomeWriter(store)
+        # While the store is unreachable, records past a bound wait on local disk, and are
+        # written (also after a restart) once it answers again.
+        spill_dir = Path(os.environ.get(SPILL_DIR_ENV) or base_dir / "var" / "spill")
+        writer = OutcomeWriter(store, spill_dir=spill_dir)
         writer.start()
         # Model calls get their own small pool: on 2 cores more threads only add contention,
         # and the batcher keeps one call per model in flight anyway.
@@ -97,5 +103,7 @@ class GatewayState:
             # Drained before the writer closes, so the shadow records reach the store.
             self.shadow.close(self.config.shadow.drain_s)
         self.executor.shutdown(wait=True)
-        self.writer.close()
-        log.info("outcome log drained: %d records written", self.writer.written)
+        # Bounded: with the store down, what is left goes to the spill directory instead.
+        self.writer.close(timeout=STOP_WRITE_TIMEOUT_S)
+        log.info("outcome log drained: %d records written, %d kept on disk for the store",
+                 self.writer.written, self.writer.spilled)

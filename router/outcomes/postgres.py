@@ -115,8 +115,10 @@ class PostgresStore:
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 4,
                  connect_timeout_s: float = 10.0) -> None:
         self.url = url
+        # A short wait for a pooled connection: while the server is down, a write fails fast
+        # and the writer's retry and spill take over, rather than blocking on the pool.
         self._pool = ConnectionPool(url, min_size=min_size, max_size=max_size, open=False,
-                                    timeout=connect_timeout_s,
+                                    timeout=3.0,
                                     kwargs={"connect_timeout": int(connect_timeout_s)})
         try:
             # One direct connection first: its error says why (refused, unknown host, auth),
@@ -293,10 +295,11 @@ class PostgresStore:
                                     feature_rows=feature_rows)
 
     def ping(self) -> bool:
+        """True when a pooled connection answers within 2 s; never raises."""
         try:
-            with self._connection() as conn:
+            with self._pool.connection(timeout=2) as conn:
                 conn.execute("SELECT 1")
-        except StoreError:
+        except Exception:
             return False
         return True
 

@@ -8,10 +8,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from router.errors import StoreError
 from router.outcomes.records import FeedbackRecord, PredictionRecord
+from router.outcomes.spill import SpillDirectory
 from router.outcomes.store import OutcomeStore
 
 __all__ = ["OutcomeWriter"]
@@ -82,6 +84,8 @@ class OutcomeWriter:
         max_pending: int = 100_000,
         flush_interval_s: float = 0.2,
         batch_size: int = 5_000,
+        spill_dir: Path | None = None,
+        spill_after: int | None = None,
     ) -> None:
         if max_pending < 1 or batch_size < 1 or flush_interval_s <= 0:
             raise ValueError("max_pending and batch_size must be >= 1, flush_interval_s > 0")
@@ -105,6 +109,14 @@ class OutcomeWriter:
         # Owned by the writer thread once it runs.
         self._predictions = _Queue()
         self._feedback = _Queue()
+
+        # While the store is down, records past ``spill_after`` go to local disk (so memory
+        # stays bounded and new requests are still accepted) and come back once it answers.
+        self._spill = SpillDirectory(spill_dir) if spill_dir is not None else None
+        self._spill_after = spill_after if spill_after is not None else max(1, max_pending // 2)
+        self._spilled = 0
+        self._replay_due = self._spill is not None  # files a crash or an outage left behind
+        self._spill_everything = False  # set by close() when the store stays down
 
         self._wake = threading.Event()
         self._stopping = False
@@ -157,6 +169,11 @@ class OutcomeWriter:
         return self._backlog < self._max_pending
 
     @property
+    def spilled(self) -> int:
+        """Records on local disk waiting for the store to come back."""
+        return self._spilled
+
+    @property
     def written(self) -> int:
         """Records written to the store so far."""
         return self._written
@@ -202,6 +219,11 @@ class OutcomeWriter:
         self._wake.set()
         assert self._thread is not None
         self._thread.join(timeout)
+        if self._thread.is_alive() and self._spill is not None:
+            # The store stays down: keep what is left on local disk for the next start.
+            self._spill_everything = True
+            self._wake.set()
+            self._thread.join(30)
         if self._thread.is_alive():
             raise StoreError(
                 f"outcome writer: {self._backlog} records not written after {timeout} s "
@@ -239,15 +261,72 @@ class OutcomeWriter:
             # Read before taking the pending records: once _stopping is seen, close() has
             # already refused further submits, so this pass takes the last of them.
             stopping = self._stopping
+            if self._spill_everything:
+                self._take_pending()
+                self._spill_queued()
+                return
             try:
                 done = self._write_all()
+                # ping first: with nothing queued, _write_all succeeds without asking the store.
+                if done and self._replay_due and self._store.ping():
+                    self._replay()
+                    continue  # write what came back on the next pass
+
             except Exception as exc:  # a bug here must not kill the thread and strand records
                 logger.exception("outcome writer: unexpected error")
                 self._note_error(exc)
                 done = False
+            if not done and self._spill is not None and self._queued() >= self._spill_after:
+                self._spill_queued()
             failures = 0 if done else failures + 1
             if stopping and done:
                 return
+
+    def _queued(self) -> int:
+        return sum(len(records) for queue in (self._predictions, self._feedback)
+                   for _, records in queue.chunks)
+
+    def _spill_queued(self) -> None:
+        """Move every queued record to local disk (the store is failing)."""
+        assert self._spill is not None
+        moved = 0
+        for kind, queue in (("predictions", self._predictions), ("feedback", self._feedback)):
+            if not queue.chunks:
+                continue
+            records = tuple(r for _, chunk in queue.chunks for r in chunk)
+            try:
+                self._spill.append(kind, records)
+            except OSError as exc:
+                logger.error("outcome writer: cannot spill to %s: %s", self._spill.directory, exc)
+                return
+            queue.chunks.clear()
+            moved += len(records)
+        with self._lock:
+            self._backlog -= moved
+            self._spilled += moved
+            self._inflight_oldest = None
+        self._replay_due = True
+        logger.warning("outcome writer: store unavailable, %d records spilled to %s", moved,
+                       self._spill.directory)
+
+    def _replay(self) -> None:
+        """Queue spilled records again, oldest first, now that the store answers."""
+        assert self._spill is not None
+        self._replay_due = False
+        for path in reversed(self._spill.claim()):
+            now = time.monotonic()
+            entries: dict[str, list[_Chunk]] = {"predictions": [], "feedback": []}
+            for kind, records in self._spill.read(path):
+                entries[kind].append((now, records))
+            for kind, queue in (("predictions", self._predictions), ("feedback", self._feedback)):
+                queue.chunks.extendleft(reversed(entries[kind]))
+            loaded = sum(len(r) for chunks in entries.values() for _, r in chunks)
+            path.unlink()
+            with self._lock:
+                self._backlog += loaded
+                self._spilled = max(0, self._spilled - loaded)
+            logger.info("outcome writer: %d spilled records queued again from %s", loaded,
+                        path.name)
 
     def _take_pending(self) -> None:
         with self._lock:

@@ -305,3 +305,55 @@ def test_writer_into_sqlite_end_to_end(
         assert len(store.feedback_records()) == 200
     finally:
         store.close()
+
+
+class DownStore(KeptStore):
+    """Refuses every write while ``down`` is set, like an unreachable database."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = True
+
+    def write_predictions(self, records: Sequence[PredictionRecord]) -> None:
+        if self.down:
+            raise StoreError("store 'postgresql://db': connection refused")
+        super().write_predictions(records)
+
+    def ping(self) -> bool:
+        return not self.down
+
+
+def test_an_outage_spills_to_disk_and_replays_when_the_store_returns(
+        make_writer: Callable[..., OutcomeWriter], tmp_path: Path) -> None:
+    """Past spill_after, records go to disk (memory stays bounded, requests still accepted)
+    and every one is written once the store answers again."""
+    store = DownStore()
+    writer = make_writer(store, spill_dir=tmp_path / "spill", spill_after=100,
+                         max_pending=1000, flush_interval_s=0.01)
+    writer.start()
+    for i in range(50):
+        writer.submit_predictions([prediction(f"r{i}-{j}") for j in range(10)])
+        time.sleep(0.002)
+    eventually(lambda: writer.spilled > 0, "records spilled")
+    assert writer.accepting
+    store.down = False
+    eventually(lambda: store.count_predictions() == 500, "all 500 written after the outage")
+    assert writer.spilled == 0 and not list((tmp_path / "spill").glob("*.pkl"))
+    ids = [r.request_id for r in store.prediction_records()]
+    assert sorted(ids) == sorted({f"r{i}-{j}" for i in range(50) for j in range(10)})
+
+
+def test_closing_during_an_outage_leaves_records_for_the_next_start(
+        make_writer: Callable[..., OutcomeWriter], tmp_path: Path) -> None:
+    """A shutdown while the store is down spills what is left; the next writer replays it."""
+    down = DownStore()
+    writer = OutcomeWriter(down, spill_dir=tmp_path / "spill", flush_interval_s=0.01)
+    writer.start()
+    writer.submit_predictions([prediction(f"r{i}") for i in range(300)])
+    writer.close(timeout=0.5)
+    assert down.count_predictions() == 0 and list((tmp_path / "spill").glob("spill-*.pkl"))
+    up = KeptStore()
+    again = make_writer(up, spill_dir=tmp_path / "spill", flush_interval_s=0.01)
+    again.start()
+    eventually(lambda: up.count_predictions() == 300, "the spilled 300 written at next start")
+    assert [r.request_id for r in up.prediction_records()] == [f"r{i}" for i in range(300)]

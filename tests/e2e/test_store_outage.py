@@ -1,0 +1,73 @@
+"""End to end: PostgreSQL stops and starts again; no answered prediction is lost."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx2 as httpx
+import psycopg
+import pytest
+
+from tests.configs import write_config
+from tests.e2e.private_postgres import PrivatePostgres
+from tests.e2e.server import serve
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def private_postgres(postgres_server: str) -> Iterator[PrivatePostgres]:
+    server = PrivatePostgres()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+def stored_ids(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        return {row[0] for row in conn.execute("SELECT request_id FROM predictions")}
+
+
+def test_outage_loses_no_answered_prediction(tmp_path: Path, champion_dir: Path,
+                                             private_postgres: PrivatePostgres) -> None:
+    """Answers go on while PostgreSQL is down, /ready says so, and every answered request is
+    in the store once it is back, also when the gateway was stopped during the outage."""
+    config = write_config(tmp_path, champion=champion_dir, mode="single",
+                          store=private_postgres.url)
+    answered: list[str] = []
+
+    def send(server_url: str, prefix: str, count: int) -> None:
+        def one(i: int) -> str:
+            response = httpx.post(f"{server_url}/predict", timeout=30,
+                                  json={"features": [5.1, 3.5, 1.4, 0.2]},
+                                  headers={"x-request-id": f"{prefix}-{i}"})
+            assert response.status_code == 200, response.text
+            return response.headers["x-request-id"]
+
+        with ThreadPoolExecutor(4) as pool:
+            answered.extend(pool.map(one, range(count)))
+
+    with serve(config, tmp_path) as server:
+        send(server.url, "before", 100)
+        private_postgres.stop()
+        send(server.url, "during", 200)
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{server.url}/ready").status_code == 200:
+            assert time.monotonic() < deadline, "/ready still says ready with the store down"
+            time.sleep(0.2)
+        ready = httpx.get(f"{server.url}/ready").json()
+        assert "store" in ready["message"]
+    # Stopped during the outage: what was not written waits on disk for the next start.
+    private_postgres.start()
+    with serve(config, tmp_path) as server:
+        send(server.url, "after", 100)
+        deadline = time.monotonic() + 30
+        while stored_ids(private_postgres.url) != set(answered):
+            assert time.monotonic() < deadline, "answered predictions missing after the outage"
+            time.sleep(0.5)
+    assert len(answered) == 400 and len(stored_ids(private_postgres.url)) == 400
