@@ -106,13 +106,65 @@ class FileLease:
             self._handle = None
 
 
+class PostgresLease:
+    """Leadership among gateways on several machines: a PostgreSQL session advisory lock.
+
+    Held on a connection of its own; when the holder dies its connection closes and the
+    server frees the lock, so another gateway takes over at its next try.
+    """
+
+    def __init__(self, url: str, name: str) -> None:
+        self.url = url
+        self.name = name
+        self._connection: Any = None
+
+    @property
+    def held(self) -> bool:
+        return self._connection is not None
+
+    def try_acquire(self) -> bool:
+        import psycopg
+
+        if self._connection is not None:
+            try:
+                self._connection.execute("SELECT 1")
+                return True
+            except psycopg.Error:
+                self.release()  # connection lost: the server freed the lock; try again
+        try:
+            connection = psycopg.connect(self.url, autocommit=True, connect_timeout=3)
+        except psycopg.Error:
+            return False
+        row = connection.execute("SELECT pg_try_advisory_lock(hashtext(%s))",
+                                 (f"router-rollout:{self.name}",)).fetchone()
+        if not row or not row[0]:
+            connection.close()
+            return False
+        self._connection = connection
+        return True
+
+    def release(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                self._connection.close()
+            self._connection = None
+
+
+def lease_for(store_url: str, config_path: Path, experiment: str) -> FileLease | PostgresLease:
+    """The lease that reaches every gateway of the experiment: the database when it is shared
+    across machines, else a file beside the YAML (workers of one machine)."""
+    if store_url.startswith(("postgresql://", "postgres://")):
+        return PostgresLease(store_url, experiment)
+    return FileLease(config_path.parent / f".{config_path.name}.rollout")
+
+
 class RolloutController:
     """Runs ``plan`` every interval while holding the lease, and carries out its moves."""
 
     def __init__(self, config_path: Path, base_dir: Path, store: OutcomeStore,
                  current_config: Callable[[], RouterConfig],
                  evaluate: Callable[[], RolloutView], apply: Callable[[], object],
-                 lease: FileLease | None = None) -> None:
+                 lease: FileLease | PostgresLease | None = None) -> None:
         self.config_path = config_path
         self.base_dir = base_dir
         self.store = store

@@ -103,3 +103,19 @@ def test_only_one_process_holds_the_lease(tmp_path: Path) -> None:
     first.release()
     assert second.try_acquire()
     second.release()
+
+
+def test_postgres_lease_is_exclusive_and_freed_with_its_connection(postgres_url: str) -> None:
+    """Across processes and machines: one holder; dropping it frees the lease."""
+    from router.rollout import PostgresLease
+
+    first, second = PostgresLease(postgres_url, "exp"), PostgresLease(postgres_url, "exp")
+    other = PostgresLease(postgres_url, "another-experiment")
+    try:
+        assert first.try_acquire() and not second.try_acquire() and other.try_acquire()
+        assert first.try_acquire()  # still held: a live connection keeps it
+        first.release()
+        assert second.try_acquire()
+    finally:
+        for lease in (first, second, other):
+            lease.release()
