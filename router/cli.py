@@ -7,9 +7,10 @@ the task, 2 for a usage mistake (argparse's own convention).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,9 @@ if TYPE_CHECKING:  # the CLI imports heavy modules only in the command that need
     from router.outcomes import OutcomeStore
 
 DEFAULT_CONFIG = "configs/router.yaml"
+# prometheus_client's multiprocess directory (router.gateway.metrics.MULTIPROC_ENV); spelled
+# here because importing that module would import the client before serve sets the variable.
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class CommandError(Exception):
@@ -34,6 +38,9 @@ def _fail(message: str, code: int = 1) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # Before anything imports prometheus_client, which picks its value store from the variable.
+    for name in (METRICS_DIR_ENV, METRICS_DIR_ENV.lower()):  # lower: the deprecated spelling
+        os.environ.pop(name, None)
     import uvicorn
 
     from router.config import load_config
@@ -47,10 +54,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     load_models(load_config(config_path, base_dir=base_dir), ModelRegistry())
     os.environ[CONFIG_ENV] = str(config_path)
     os.environ[BASE_DIR_ENV] = str(base_dir)
-    uvicorn.run("router.gateway.app:app_from_env", factory=True, host=args.host, port=args.port,
-                workers=args.workers, loop="auto", http="auto", access_log=args.access_log,
-                log_level=args.log_level, timeout_graceful_shutdown=30)
+    with _metrics_directory(args.workers):
+        uvicorn.run("router.gateway.app:app_from_env", factory=True, host=args.host,
+                    port=args.port, workers=args.workers, loop="auto", http="auto",
+                    access_log=args.access_log, log_level=args.log_level,
+                    timeout_graceful_shutdown=30)
     return 0
+
+
+@contextlib.contextmanager
+def _metrics_directory(workers: int) -> Iterator[None]:
+    """Prometheus multiprocess mode for several workers: a fresh directory, removed after.
+
+    ``router serve`` owns the variable (``cmd_serve`` drops an inherited one): files left from
+    an earlier run would be added to this run's counters.
+    """
+    import shutil
+    import tempfile
+
+    if workers == 1:
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="router-metrics-")
+    # Set before uvicorn spawns the workers: each imports the client, which reads it then.
+    os.environ[METRICS_DIR_ENV] = directory
+    print(f"metrics: {workers} workers share {directory} (removed at exit)", file=sys.stderr)
+    try:
+        yield
+    finally:
+        os.environ.pop(METRICS_DIR_ENV, None)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 # -- validate ---------------------------------------------------------------------------------
@@ -96,6 +129,45 @@ def _describe_demo(result: dict[str, Any]) -> list[str]:
     lines.append(f"wrote {result['config']} (experiment {result['experiment']}); serve it with: "
                  f"router serve --config {result['config']}")
     return lines
+
+
+# -- demo, simulate ---------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from router.livedemo import DemoError, DemoOptions, run_demo
+    from router.simulate import SimulationError
+
+    options = DemoOptions(root=Path(args.dir), host=args.host, port=args.port,
+                          max_requests=args.max_requests, round_size=args.round,
+                          concurrency=args.concurrency, fresh=args.fresh, seed=args.seed)
+    try:
+        return run_demo(options)
+    except (DemoError, SimulationError) as exc:
+        raise CommandError(str(exc)) from None
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from router.simulate import ProgressBar, SimulationError, Simulator, holdout_rows
+
+    try:
+        X, y, names = holdout_rows(args.holdout)
+        simulator = Simulator(args.url, X, y, names, users=args.users,
+                              concurrency=args.concurrency, feedback_delay=args.feedback_delay,
+                              seed=args.seed)
+        bar = ProgressBar(args.requests)
+        try:
+            simulator.run(args.requests, bar.update)
+        finally:
+            # Stopped or done: the labels of every answered request still arrive.
+            simulator.flush_feedback()
+            bar.close(simulator.result)
+    except SimulationError as exc:
+        raise CommandError(str(exc)) from None
+    print(simulator.result.summary())
+    if simulator.result.answered == 0:
+        raise CommandError(f"no request was answered by {args.url}")
+    return 0
 
 
 # -- models list ------------------------------------------------------------------------------
@@ -179,6 +251,29 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- stats ------------------------------------------------------------------------------------
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    import json
+
+    from router.stats.console import FetchError, fetch_report, offline_report, render_report
+
+    if args.url and (args.store or args.config):
+        raise CommandError("give either --url or --store/--config, not both")
+    try:
+        if args.store or args.config:
+            report = offline_report(args.config or DEFAULT_CONFIG, args.store,
+                                    alpha=args.alpha, metric=args.metric)
+        else:
+            report = fetch_report(args.url or "http://127.0.0.1:8000", alpha=args.alpha,
+                                  metric=args.metric)
+    except FetchError as exc:
+        raise CommandError(str(exc)) from None
+    print(json.dumps(report, indent=2) if args.json else render_report(report))
+    return 0
+
+
 # -- the parser -------------------------------------------------------------------------------
 
 
@@ -226,6 +321,43 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"YAML file (default {DEFAULT_CONFIG})")
         p.add_argument("--reason", help="why, for the history")
 
+    p = command("demo", cmd_demo,
+                "Train the demo models if missing, serve them on SQLite, send simulated "
+                "traffic with late ground truth until /stats gives a verdict, print the "
+                "results, and keep serving until Ctrl-C.")
+    p.add_argument("--dir", default=".",
+                   help="project directory: models/, configs/, var/ (default .)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--max-requests", type=_positive_int, default=30_000,
+                   help="stop the traffic here without a verdict (default 30000)")
+    p.add_argument("--round", type=_positive_int, default=500,
+                   help="requests between two looks at /stats (default 500)")
+    p.add_argument("--concurrency", type=_positive_int, default=8,
+                   help="simultaneous requests (default 8)")
+    p.add_argument("--seed", type=int, help="seed of the simulated traffic")
+    p.add_argument("--fresh", action="store_true",
+                   help="retrain the models and start an empty outcome store (deletes the "
+                        "demo's SQLite file)")
+
+    p = command("simulate", cmd_simulate,
+                "Send held-out demo rows to a gateway as users of its sticky key, and their "
+                "true labels as feedback some requests later, with a progress bar.")
+    p.add_argument("--url", default="http://127.0.0.1:8000",
+                   help="gateway base URL (default http://127.0.0.1:8000)")
+    p.add_argument("--requests", type=_positive_int, default=1000,
+                   help="predictions to send (default 1000)")
+    p.add_argument("--holdout", default="models/demo-holdout.npz",
+                   help="rows and true labels written by train-demo "
+                        "(default models/demo-holdout.npz)")
+    p.add_argument("--concurrency", type=_positive_int, default=8,
+                   help="simultaneous requests, one keep-alive connection each (default 8)")
+    p.add_argument("--users", type=_positive_int, default=100_000,
+                   help="distinct user ids to draw from (default 100000)")
+    p.add_argument("--feedback-delay", type=_non_negative_int, default=200,
+                   help="answered requests before a label is sent (default 200)")
+    p.add_argument("--seed", type=int, help="seed of the rows and users drawn")
+
     p = command("history", cmd_history, "The switches (promote, rollback, rollout steps), "
                 "oldest first, with the figures behind each.")
     p.add_argument("--config", default=DEFAULT_CONFIG,
@@ -233,6 +365,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", help="store URL instead of --config (sqlite:///var/outcomes.db)")
     p.add_argument("--limit", type=_positive_int, help="only the latest N")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = command("stats", cmd_stats, "The experiment's results and recommendation, from a "
+                "running gateway or replayed offline from a store and a config.")
+    p.add_argument("--url", help="a running gateway (default http://127.0.0.1:8000)")
+    p.add_argument("--store", help="replay offline from this store URL (with --config)")
+    p.add_argument("--config", help=f"YAML of the experiment, offline (default {DEFAULT_CONFIG};"
+                   " its store: unless --store is given)")
+    p.add_argument("--alpha", type=float, help="significance level instead of the config's")
+    p.add_argument("--metric", choices=["accuracy", "log_loss", "mae", "rmse"],
+                   help="analysis metric instead of the config's")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
 
     models = command("models", lambda a: _fail("choose a subcommand: list", 2),
                      "Inspect model directories.")
@@ -250,6 +393,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
     return value
 
 

@@ -21,6 +21,7 @@ from router.artifacts import (
     predict_quietly,
     to_native,
 )
+from router.engines import SKLEARN, OnnxRunner, choose_engine
 
 __all__ = ["ModelRegistry", "Prediction", "ServedModel"]
 
@@ -59,6 +60,10 @@ class ServedModel:
     whose Platt-scaled probabilities are known to disagree with its decision function on some
     inputs even when the sample happens to agree).
 
+    It then picks the engine (``engine``, ``engine_reason``; see :mod:`router.engines`):
+    ``"onnxruntime"`` when the ``fast`` extra is installed and ONNX Runtime matches
+    scikit-learn on the reference sample, ``"scikit-learn"`` otherwise.
+
     Exceptions raised by the model during :meth:`predict` propagate unchanged; the caller
     decides how a failed model call is reported.
     """
@@ -83,11 +88,23 @@ class ServedModel:
         self._quiet: bool = hasattr(self.model, "feature_names_in_")
         self._class_array = np.array(self.classes or (), dtype=object)
         self.label_source: str = self._choose_label_source()
+        # Chosen after label_source: the fast engine must reproduce labels from probabilities.
+        self.engine: str = SKLEARN  # "scikit-learn" or "onnxruntime"; /config and /metrics
+        self.engine_reason: str = ""
+        self._runner: OnnxRunner | None = None
+        choice = choose_engine(
+            self.model, key=self.sha256, task=self.task,
+            has_probabilities=self.has_probabilities, label_source=self.label_source,
+            classes=self.classes, sample=self.reference_sample, quiet=self._quiet,
+            sklearn_proba=self._sklearn_probabilities,
+            sklearn_labels=lambda X: _labels(self._call("predict", X)))
+        self.engine, self.engine_reason, self._runner = choice.engine, choice.reason, \
+            choice.runner
 
     def __repr__(self) -> str:
         return (
             f"ServedModel(name={self.name!r}, version={self.version!r}, task={self.task!r}, "
-            f"label_source={self.label_source!r}, path='{self.path}')"
+            f"label_source={self.label_source!r}, engine={self.engine!r}, path='{self.path}')"
         )
 
     def _call(self, method: str, X: np.ndarray) -> Any:
@@ -95,6 +112,11 @@ class ServedModel:
         return predict_quietly(bound, X) if self._quiet else bound(X)
 
     def _probabilities(self, X: np.ndarray) -> np.ndarray:
+        if self._runner is not None:
+            return self._runner.predict_proba(X, self._sklearn_probabilities)
+        return self._sklearn_probabilities(X)
+
+    def _sklearn_probabilities(self, X: np.ndarray) -> np.ndarray:
         probabilities = np.asarray(self._call("predict_proba", X), dtype=np.float64)
         if probabilities.shape != (X.shape[0], len(self._class_array)):
             raise ValueError(
@@ -113,7 +135,8 @@ class ServedModel:
         ):
             return LABELS_FROM_PREDICT
         try:
-            from_probabilities = self._class_array[self._probabilities(sample).argmax(axis=1)]
+            from_probabilities = self._class_array[
+                self._sklearn_probabilities(sample).argmax(axis=1)]
             predicted = _labels(self._call("predict", sample))
         except Exception:
             # A model that fails here may fail per request too; calling predict as well keeps
@@ -122,6 +145,18 @@ class ServedModel:
         if from_probabilities.tolist() == predicted:
             return LABELS_FROM_PROBABILITIES
         return LABELS_FROM_PREDICT
+
+    def predict_inline(self, X: np.ndarray) -> Prediction | None:
+        """What :meth:`predict` answers, when ONNX Runtime alone can answer it (tens of
+        microseconds, so the batcher may call it on the event loop); None when the model is
+        served by scikit-learn or a row is on a near tie that scikit-learn must settle."""
+        if self._runner is None or X.ndim != 2 or X.shape[1] != self.n_features:
+            return None
+        probabilities = self._runner.try_predict_proba(X)
+        if probabilities is None:
+            return None
+        return Prediction(labels=self._class_array[probabilities.argmax(axis=1)].tolist(),
+                          probabilities=probabilities)
 
     def predict(self, X: np.ndarray) -> Prediction:
         """Labels (and probabilities when available) for ``X``, a 2-D float64 array in

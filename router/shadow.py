@@ -3,12 +3,13 @@
 The request path calls :meth:`ShadowMirror.offer` after the champion answered: it samples,
 takes a lock for an append and returns; a full queue drops the work and counts the drop. One
 dispatcher thread takes batches off the queue (rows of consecutive offers for the same
-challenger, up to ``batching.max_batch``), has a :class:`Scorer` run the challenger with the
-per-call timeout, and hands ``shadow=True`` records to the outcome writer.
+challenger, up to ``batching.max_batch``; after a lull it lets the first offer wait up to 50 ms
+for company), has a :class:`Scorer` run the challenger with the per-call timeout, and hands
+``shadow=True`` records to the outcome writer.
 
-By default the challenger runs in a separate, lower-priority process (:class:`ProcessScorer`,
-see :mod:`router.shadow_worker`): a CPU-heavy challenger then competes with the champion only
-for a core, at low priority, never for the gateway's GIL, and a call that overruns its timeout
+By default the challenger runs in a separate process at low priority (:class:`ProcessScorer`,
+see :mod:`router.shadow_worker`): a CPU-heavy challenger then competes with the gateway only
+for a core, at a tenth of its weight, never for its GIL, and a call that overruns its timeout
 is ended by killing that process. :class:`ThreadScorer` runs it in the dispatcher thread; it
 exists to measure the difference (``ROUTER_SHADOW_RUNNER=thread``) and cannot interrupt a call.
 
@@ -32,6 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -49,20 +51,30 @@ __all__ = ["Outcome", "ProcessScorer", "Scorer", "ShadowMirror", "ThreadScorer",
 log = logging.getLogger("router.shadow")
 
 RUNNER_ENV = "ROUTER_SHADOW_RUNNER"
-NICE_ENV = "ROUTER_SHADOW_NICE"
+PRIORITY_ENV = "ROUTER_SHADOW_PRIORITY"
+IDLE = "idle"
 PROCESS, THREAD = "process", "thread"
 
-# Niceness of the worker process. Under CFS a nice-10 task weighs 110 against the gateway's
-# 1024, so when both want one core the champion gets about 90 % of it; see README "Shadow mode"
-# for the figures that chose the process over a thread.
-WORKER_NICE = 10
-# Spawning Python, importing scikit-learn (about 0.8 s) and loading a pipeline: not the
-# challenger's per-call time, so not held to shadow.timeout_ms.
-START_TIMEOUT_S = 60.0
+# The worker's priority: a niceness, 0 to 19, or "idle" for Linux's SCHED_IDLE. At niceness 10
+# the worker weighs 110 against the gateway's 1024: the champion's figures stayed within the
+# noise of single mode, while the shadow still got work done on a busy machine, where under
+# SCHED_IDLE it got next to no CPU at all. README "Shadow mode" has the figures.
+WORKER_PRIORITY = "10"
+# Spawning Python, importing scikit-learn (about 0.8 s) and loading a pipeline (with the ONNX
+# engine, converting and checking it: seconds for a large forest, more at low priority on a
+# busy machine). Not the challenger's per-call time, so not held to shadow.timeout_ms; offers
+# meanwhile queue up to shadow.queue_size and the rest are counted as dropped.
+START_TIMEOUT_S = 300.0
+# How long the first offer after a lull waits for company before it is scored. A forest pays
+# most of its cost per call, not per row (PERF-NOTES), and every call costs this process a
+# wake-up, a pipe round trip and a GIL hand-off: fewer, fuller calls cost both sides far less,
+# and nobody waits for a shadow answer.
+_LINGER_S = 0.05
 # Waits are sliced this fine so that a drain deadline set by another thread cuts them short.
 _POLL_SLICE_S = 0.05
 # After the drain deadline, time for the dispatcher to kill a cut call and settle its counts.
 _CLOSE_GRACE_S = 2.0
+_ROUTER_ROOT = str(Path(__file__).resolve().parent.parent)
 # One challenger call uses one core: the other is the gateway's.
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -142,12 +154,14 @@ class ProcessScorer:
 
     The child loads the model from ``model.path`` itself and refuses a file whose sha256 is not
     the snapshot's, so it always scores the challenger the snapshot names, across reloads. A
-    call over its timeout kills the child; the next call starts a new one.
+    call over its timeout kills the child; the next call starts a new one. Where Linux's
+    ``/proc`` tells, the time the child waited for a CPU counts neither towards a call's
+    timeout nor its latency: the child yields to the gateway by design.
     """
 
-    def __init__(self, *, niceness: int = WORKER_NICE,
+    def __init__(self, *, priority: str = WORKER_PRIORITY,
                  start_timeout_s: float = START_TIMEOUT_S) -> None:
-        self._niceness = niceness
+        self._priority = priority
         self._start_timeout_s = start_timeout_s
         self._process: subprocess.Popen[bytes] | None = None
         self._connection: Connection | None = None
@@ -171,14 +185,15 @@ class ProcessScorer:
         started = time.perf_counter()
         try:
             connection.send(("predict", str(model.path), model.sha256, rows))
-            waited = self._wait(connection, timeout_s, until)
+            assert self._process is not None
+            waited = self._wait(connection, timeout_s, until, pid=self._process.pid)
             if waited != "ready":
                 self._kill()
-                if waited == "timeout":
-                    log.warning("shadow: challenger call over %g ms; worker restarted",
-                                timeout_s * 1000)
-                return Outcome(waited, time.perf_counter() - started,
-                               error=_timeout_text(timeout_s))
+                if waited == "cut":
+                    return Outcome("cut", time.perf_counter() - started)
+                log.warning("shadow: challenger call over %g ms; worker restarted",
+                            timeout_s * 1000)
+                return Outcome("timeout", timeout_s, error=_timeout_text(timeout_s))
             reply = connection.recv()
         except (EOFError, OSError):
             return Outcome("error", time.perf_counter() - started, error=self._died())
@@ -231,10 +246,13 @@ class ProcessScorer:
         env = dict(os.environ)
         for name in _THREAD_VARS:
             env.setdefault(name, "1")
+        # The worker must run this very copy of the router, whatever else is installed.
+        env["PYTHONPATH"] = os.pathsep.join(
+            [_ROUTER_ROOT, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))])
         try:
             process = subprocess.Popen(
                 [sys.executable, "-m", "router.shadow_worker", str(child.fileno()),
-                 str(self._niceness)],
+                 self._priority],
                 pass_fds=(child.fileno(),), env=env, stdin=subprocess.DEVNULL)
         except OSError as exc:
             parent.close()
@@ -255,17 +273,27 @@ class ProcessScorer:
                       f"the shadow worker did not start within {self._start_timeout_s:g} s")
 
     @staticmethod
-    def _wait(connection: Connection, seconds: float, until: Callable[[], float]) -> str:
-        """``ready`` when a reply waits, ``timeout`` after ``seconds``, ``cut`` at ``until()``."""
-        end = time.monotonic() + seconds
+    def _wait(connection: Connection, seconds: float, until: Callable[[], float], *,
+              pid: int | None = None) -> str:
+        """``ready`` when a reply waits; ``cut`` at ``until()``; ``timeout`` after ``seconds``.
+
+        With the ``pid`` of a worker busy with a call, the seconds are the call's own (see
+        :class:`_CallClock`): under load the low-priority worker waits for a CPU, and that is
+        not the challenger's slowness. A starved call waits on while the queue fills and
+        further offers are counted as dropped; a challenger that hangs, computing or asleep,
+        still runs out of its own time.
+        """
+        clock = _CallClock(pid)
         while True:
             now = time.monotonic()
             stop = until()
             if now >= stop:
                 return "cut"
-            if now >= end:
+            own = clock.read()
+            if own >= seconds:
                 return "timeout"
-            if connection.poll(min(end, stop, now + _POLL_SLICE_S) - now):
+            # Own time never runs faster than wall time: waiting what is left of it is safe.
+            if connection.poll(min(stop - now, seconds - own, _POLL_SLICE_S)):
                 return "ready"
 
     def _died(self) -> str:
@@ -285,18 +313,61 @@ class ProcessScorer:
             process.wait()
 
 
+class _CallClock:
+    """The own time of a call running in the worker: its CPU time, plus the wall time during
+    which it was asleep or blocked (the challenger's doing: a sleep, a lock, I/O), but not the
+    time it was runnable and waiting for a CPU (the low priority's doing).
+
+    Sampled from ``/proc/<pid>/task/<pid>/`` at each read: the kernel's run-queue delay
+    (schedstat) is only brought up to date when a waiting task gets the CPU, so it cannot tell
+    an observer that the worker is starved right now; its state and CPU time can. Without a
+    ``pid``, or where ``/proc`` does not say, wall time.
+    """
+
+    def __init__(self, pid: int | None) -> None:
+        self._task = None if pid is None else f"/proc/{pid}/task/{pid}"
+        self._at = time.monotonic()
+        self._cpu = self._sample()[0] if self._task is not None else None
+        self._own = 0.0
+
+    def _sample(self) -> tuple[float | None, str]:
+        try:
+            with open(f"{self._task}/schedstat", "rb") as schedstat:
+                cpu = int(schedstat.read().split()[0]) / 1e9
+            with open(f"{self._task}/stat", "rb") as stat:
+                state = stat.read().rsplit(b")", 1)[1].split()[0].decode()
+        except (OSError, ValueError, IndexError):
+            return None, ""
+        return cpu, state
+
+    def read(self) -> float:
+        """Own seconds so far."""
+        now = time.monotonic()
+        wall, self._at = now - self._at, now
+        cpu, state = self._sample() if self._cpu is not None else (None, "")
+        if cpu is None or self._cpu is None:
+            self._own += wall
+            return self._own
+        ran, self._cpu = max(0.0, cpu - self._cpu), cpu
+        # Asleep or blocked now: the rest of this slice was the challenger's own waiting.
+        self._own += ran + (max(0.0, wall - ran) if state in ("S", "D") else 0.0)
+        return self._own
+
+
 def scorer_from_env() -> Scorer:
     """The scorer the environment asks for: ``ROUTER_SHADOW_RUNNER`` is ``process`` (the
-    default) or ``thread``; ``ROUTER_SHADOW_NICE`` sets the worker's niceness (0 to 19)."""
+    default) or ``thread``; ``ROUTER_SHADOW_PRIORITY`` is the worker's priority, a niceness from
+    0 to 19 (default 10) or ``idle``."""
     runner = os.environ.get(RUNNER_ENV, PROCESS)
     if runner == THREAD:
         return ThreadScorer()
     if runner != PROCESS:
         raise ValueError(f"{RUNNER_ENV} must be {PROCESS!r} or {THREAD!r}, got {runner!r}")
-    niceness = os.environ.get(NICE_ENV, str(WORKER_NICE))
-    if not niceness.isdigit() or int(niceness) > 19:
-        raise ValueError(f"{NICE_ENV} must be an integer from 0 to 19, got {niceness!r}")
-    return ProcessScorer(niceness=int(niceness))
+    priority = os.environ.get(PRIORITY_ENV, WORKER_PRIORITY)
+    if priority != IDLE and not (priority.isdigit() and int(priority) <= 19):
+        raise ValueError(f"{PRIORITY_ENV} must be {IDLE!r} or a niceness from 0 to 19, "
+                         f"got {priority!r}")
+    return ProcessScorer(priority=priority)
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +378,7 @@ class _Work:
     rows: np.ndarray
     row_ids: list[str]
     unit_id: str | None
+    queued_at: float  # time.monotonic()
 
 
 class ShadowMirror:
@@ -370,9 +442,12 @@ class ShadowMirror:
             if self._closed or self._depth + n > settings.queue_size:
                 self._dropped += n
                 return
-            self._queue.append(_Work(snapshot, rows, row_ids, unit_id))
+            self._queue.append(_Work(snapshot, rows, row_ids, unit_id, time.monotonic()))
             self._depth += n
-            self._wakeup.notify()
+            # Wake the dispatcher only when it can act: after a lull, or for a full batch.
+            if len(self._queue) == 1 or \
+                    self._depth - self._inflight >= snapshot.config.batching.max_batch:
+                self._wakeup.notify()
 
     def counts(self) -> dict[str, int]:
         """Rows ``offered``, ``done``, ``dropped``, ``failed`` (raised), ``timed_out``, and the
@@ -431,6 +506,7 @@ class ShadowMirror:
                     self._wakeup.wait()
                 if self._closed and (not self._queue or time.monotonic() >= self._until):
                     return
+                self._linger()
                 warm, self._warm = self._warm, None
                 batch = self._take_batch() if self._queue else []
             if warm is not None:
@@ -441,6 +517,18 @@ class ShadowMirror:
                     log.warning("shadow: could not get the challenger ready: %s", exc)
             if batch:
                 self._score(batch)
+
+    def _linger(self) -> None:
+        """Wait (the lock released meanwhile) until the oldest offer is ``_LINGER_S`` old, a
+        full batch waits, or shutdown begins: then one call takes them all."""
+        while self._queue and not self._closed and self._warm is None:
+            first = self._queue[0]
+            if self._depth - self._inflight >= first.snapshot.config.batching.max_batch:
+                return
+            remaining = first.queued_at + _LINGER_S - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wakeup.wait(remaining)
 
     def _take_batch(self) -> list[_Work]:
         """Consecutive offers for one challenger, up to ``batching.max_batch`` rows (called

@@ -1,11 +1,13 @@
 """The challenger's own process in shadow mode: loads models by path and digest, scores batches.
 
-Started by :mod:`router.shadow` as ``python -m router.shadow_worker FD NICE`` with one end of a
-socket pair on ``FD``. It lowers its own priority, then answers requests in order:
+Started by :mod:`router.shadow` as ``python -m router.shadow_worker FD PRIORITY`` with one end
+of a socket pair on ``FD``. It lowers its own priority (``idle``: Linux's SCHED_IDLE, else
+niceness 19; or a niceness), then answers requests in order:
 
 - ``("load", path, sha256)`` -> ``("loaded",)`` or ``("error", message)``
 - ``("predict", path, sha256, rows)`` -> ``("ok", labels, probabilities, seconds)`` or
-  ``("error", message, seconds)``
+  ``("error", message, seconds)``, where ``seconds`` is the call's own duration: wall time less
+  the time this low-priority process waited for a CPU (see :func:`own_seconds`)
 
 Its life is tied to the pipe, not to signals: it ignores SIGINT and SIGTERM (a Ctrl-C or a
 systemd stop reaches the whole process group, and the gateway still needs the worker to drain
@@ -23,6 +25,8 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
+SCHEDSTAT = "/proc/thread-self/schedstat"
+
 # Models kept loaded: the current challenger and the one before it, so a reload that swaps
 # back and forth does not reload each time, and old models do not pile up.
 _KEEP_MODELS = 2
@@ -32,6 +36,30 @@ def describe(exc: BaseException) -> str:
     """``"Type: message"``, cut to 500 characters: the form the service logs errors in."""
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"[:500]
+
+
+def run_queue_seconds(path: str = SCHEDSTAT) -> float | None:
+    """Time the thread has spent runnable but waiting for a CPU, from the kernel's schedstat
+    (Linux); ``None`` where the kernel does not say."""
+    try:
+        with open(path, "rb") as stat:
+            return int(stat.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def own_seconds(started: float, queued_before: float | None, path: str = SCHEDSTAT) -> float:
+    """Seconds since ``started`` (``time.perf_counter()``) less the time spent waiting for a CPU.
+
+    The worker runs at low priority so that it yields to the champion: the time it waits for
+    that is the gateway's doing, not the challenger's, and must count neither towards its
+    latency nor towards its timeout.
+    """
+    wall = time.perf_counter() - started
+    queued_after = run_queue_seconds(path) if queued_before is not None else None
+    if queued_before is None or queued_after is None:
+        return wall
+    return max(0.0, wall - (queued_after - queued_before))
 
 
 class _Models:
@@ -77,25 +105,36 @@ def serve(connection: Connection) -> None:
             except Exception as exc:
                 connection.send(("error", describe(exc)))
         elif kind == "predict":
-            started = time.perf_counter()
+            started, queued = time.perf_counter(), run_queue_seconds()
             try:
                 prediction = models.get(message[1], message[2]).predict(message[3])
             except Exception as exc:
-                connection.send(("error", describe(exc), time.perf_counter() - started))
+                connection.send(("error", describe(exc), own_seconds(started, queued)))
                 continue
             connection.send(("ok", prediction.labels, prediction.probabilities,
-                             time.perf_counter() - started))
+                             own_seconds(started, queued)))
         else:
             connection.send(("error", f"unknown request {kind!r}"))
+
+
+def lower_priority(priority: str) -> None:
+    """``idle``: SCHED_IDLE, so that any task of the gateway that wakes takes the core at once;
+    where that policy is missing, the highest niceness. Otherwise a niceness, 0 to 19."""
+    if priority == "idle":
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return
+        except (AttributeError, OSError):
+            priority = "19"
+    if int(priority):
+        os.nice(int(priority))
 
 
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     connection = Connection(int(argv[1]))
-    niceness = int(argv[2])
-    if niceness:
-        os.nice(niceness)
+    lower_priority(argv[2])
     # The gateway's import path, so that pickled pipelines load here exactly as they do there
     # (custom estimators in the user's own modules).
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from router.gateway import admin, endpoints, kserve
+from router.gateway import admin, endpoints, kserve, metrics, stats_route
 from router.gateway.errors import EXCEPTION_HANDLERS
 from router.gateway.state import GatewayState
 
@@ -19,8 +20,26 @@ CONFIG_ENV = "ROUTER_CONFIG"
 BASE_DIR_ENV = "ROUTER_BASE_DIR"
 
 
-def create_app(config_path: str | Path, *, base_dir: str | Path | None = None) -> Starlette:
-    """A gateway for one YAML file; relative paths in it resolve against ``base_dir`` (cwd)."""
+def settle_heap() -> None:
+    """Put what start-up allocated (libraries, models) out of the cyclic collector's reach.
+
+    Measured on the prediction path (README "Performance"): with scikit-learn, ONNX and the
+    models loaded, each full collection walked the whole heap for about 120 ms, a third of the
+    gateway's time under load and its p99; frozen, it takes a few milliseconds. A larger first
+    threshold also makes collections rarer on a path that allocates per request.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
+
+
+def create_app(config_path: str | Path, *, base_dir: str | Path | None = None,
+               tune_gc: bool = False) -> Starlette:
+    """A gateway for one YAML file; relative paths in it resolve against ``base_dir`` (cwd).
+
+    ``tune_gc`` (what ``router serve`` does) calls :func:`settle_heap` once the first snapshot
+    is loaded; it changes process-wide settings, so an embedding application decides.
+    """
     path = Path(config_path)
     base = Path(base_dir) if base_dir is not None else Path.cwd()
 
@@ -28,7 +47,10 @@ def create_app(config_path: str | Path, *, base_dir: str | Path | None = None) -
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state = await asyncio.to_thread(GatewayState.start, path, base)
         app.state.gateway = state
+        if tune_gc:
+            settle_heap()
         state.background.append(asyncio.create_task(state.reloader.watch()))
+        metrics.start(app, state)
         try:
             yield
         finally:
@@ -37,14 +59,16 @@ def create_app(config_path: str | Path, *, base_dir: str | Path | None = None) -
             await asyncio.to_thread(state.stop)
 
     routes = [
-        Route("/predict", endpoints.predict, methods=["POST"]),
+        Route("/predict", metrics.counted(endpoints.predict), methods=["POST"]),
         Route("/feedback", endpoints.feedback, methods=["POST"]),
         Route("/config", endpoints.config, methods=["GET"]),
+        Route("/stats", stats_route.stats, methods=["GET"]),
         Route("/health", endpoints.health, methods=["GET"]),
         Route("/ready", endpoints.ready, methods=["GET"]),
+        Route("/metrics", metrics.metrics, methods=["GET"]),
         Route("/admin/promote", admin.promote, methods=["POST"]),
         Route("/admin/rollback", admin.rollback, methods=["POST"]),
-        Route("/v1/models/{name}:predict", kserve.predict, methods=["POST"]),
+        Route("/v1/models/{name}:predict", metrics.counted(kserve.predict), methods=["POST"]),
         Route("/v1/models/{name}", kserve.model_status, methods=["GET"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan,
@@ -56,4 +80,4 @@ def app_from_env() -> Starlette:
     config = os.environ.get(CONFIG_ENV)
     if not config:
         raise RuntimeError(f"{CONFIG_ENV} is not set")
-    return create_app(config, base_dir=os.environ.get(BASE_DIR_ENV) or None)
+    return create_app(config, base_dir=os.environ.get(BASE_DIR_ENV) or None, tune_gc=True)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -30,19 +30,52 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
                     status_code=status, media_type="application/json", headers=headers)
 
 
+class JSONAnswer(Response):
+    """A JSON response built straight from encoded bytes and raw headers.
+
+    Starlette's ``Response.__init__`` encodes and scans a headers dict on every answer; on the
+    prediction path that was about a tenth of the router's own time per request.
+    """
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, raw_headers: list[tuple[bytes, bytes]],
+                 status_code: int = 200) -> None:
+        self.status_code = status_code
+        self.body = body
+        self.background = None
+        self.raw_headers = [(b"content-length", str(len(body)).encode()),
+                            (b"content-type", b"application/json"), *raw_headers]
+
+
+def header_map(request: Request) -> dict[bytes, bytes]:
+    """The request's headers by lower-case name (the first of repeated ones), built once.
+
+    Starlette's ``Headers`` scans the whole list at each lookup and pays for an exception on a
+    missing name; the prediction path looks up four or five names.
+    """
+    scope = request.scope
+    headers = scope.get("router.headers")
+    if headers is None:
+        headers = scope["router.headers"] = dict(reversed(scope["headers"]))
+    return headers  # type: ignore[no-any-return]
+
+
 def state_of(request: Request) -> GatewayState:
     return request.app.state.gateway  # type: ignore[no-any-return]
 
 
 async def read_json(request: Request, max_bytes: int) -> Any:
     """The decoded body, after the content type and size checks every POST route shares."""
-    content_type = request.headers.get("content-type", "")
-    if content_type.split(";", 1)[0].strip().lower() != "application/json":
-        shown = content_type or "none"
+    headers = header_map(request)
+    content_type = headers.get(b"content-type", b"")
+    if content_type != b"application/json" and \
+            content_type.split(b";", 1)[0].strip().lower() != b"application/json":
+        shown = content_type.decode("latin-1") or "none"
         raise UnsupportedMediaError(
             f"Content-Type must be application/json, got {shown}",
             [{"header": "content-type", "got": shown}])
-    declared = request.headers.get("content-length")
+    declared = headers.get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(int(declared), max_bytes)
     chunks: list[bytes] = []
@@ -63,8 +96,9 @@ def _too_large(size: int, limit: int) -> PayloadTooLargeError:
 
 def request_id_of(request: Request) -> str:
     """The client's X-Request-Id when it sent a usable one, else a fresh id."""
-    given = request.headers.get("x-request-id")
-    request_id = given if given and len(given) <= 200 else uuid.uuid4().hex
+    given = header_map(request).get(b"x-request-id")
+    # 128 random bits as 32 hex digits, like uuid4().hex without building a UUID object.
+    request_id = given.decode("latin-1") if given and len(given) <= 200 else os.urandom(16).hex()
     request.scope["router.request_id"] = request_id
     return request_id
 
@@ -73,7 +107,11 @@ def unit_id_of(snapshot: Snapshot, request: Request, body: dict[str, Any]) -> st
     key = snapshot.config.traffic.sticky_key
     if key is None:
         return None
-    value = request.headers.get(key.name) if key.source == "header" else body.get(key.name)
+    if key.source == "header":
+        raw = header_map(request).get(key.name.lower().encode("latin-1"))
+        value: Any = None if raw is None else raw.decode("latin-1")
+    else:
+        value = body.get(key.name)
     if value is None or value == "":
         return None
     if isinstance(value, bool) or not isinstance(value, str | int):
@@ -90,6 +128,11 @@ def sticky_body_keys(snapshot: Snapshot) -> frozenset[str]:
 
 def answer_headers(answer: Answer) -> dict[str, str]:
     return {"X-Request-Id": answer.request_id, "X-Variant": answer.variant}
+
+
+def raw_answer_headers(answer: Answer) -> list[tuple[bytes, bytes]]:
+    return [(b"x-request-id", answer.request_id.encode("latin-1")),
+            (b"x-variant", answer.variant.encode("latin-1"))]
 
 
 def render_answer(answer: Answer, batch: bool) -> dict[str, Any]:
@@ -118,7 +161,9 @@ async def predict(request: Request) -> Response:
     answer = await state.service.predict(
         snapshot, parsed.rows, request_id=request_id, batch=parsed.batch,
         unit_id=unit_id_of(snapshot, request, parsed.body))
-    return json_response(render_answer(answer, parsed.batch), headers=answer_headers(answer))
+    return JSONAnswer(orjson.dumps(render_answer(answer, parsed.batch),
+                                   option=orjson.OPT_SERIALIZE_NUMPY),
+                      raw_answer_headers(answer))
 
 
 async def feedback(request: Request) -> Response:
@@ -196,7 +241,8 @@ async def config(request: Request) -> Response:
         "config": snapshot.config.to_dict(),
         "models": {role: {"name": snapshot.names[role], "metadata_name": m.name,
                           "version": m.version, "sha256": m.sha256,
-                          "task": m.task, "features": list(m.feature_names)}
+                          "task": m.task, "features": list(m.feature_names),
+                          "engine": m.engine, "engine_reason": m.engine_reason}
                    for role, m in snapshot.models.items()},
     })
 

@@ -1,0 +1,928 @@
+"""The serving benchmark: the router against the common way and the framework's ceiling.
+
+One command, from the repository root: ``.venv/bin/python -m bench.serving`` (about 10 minutes).
+It installs what it needs (Debian's ``wrk``, the ``fast`` and ``bench`` extras), trains one
+model (StandardScaler + 100-tree random forest on iris, which scikit-learn ships) and an equally
+costly challenger, then measures each server in turn on the same model:
+
+- ``baseline``: FastAPI, a pydantic body, a sync endpoint calling ``predict`` then
+  ``predict_proba`` (``bench/baseline_app.py``), uvicorn's defaults;
+- ``ceiling``: a bare Starlette endpoint returning a constant (``bench/ceiling_app.py``);
+- ``router serve`` in ``single``, ``ab`` (50 % challenger) and ``shadow`` (100 % mirrored)
+  modes with the SQLite outcome log, on each engine (``ROUTER_ENGINE=auto`` picks ONNX Runtime
+  when its parity check passes; ``sklearn`` forces scikit-learn), and ``ab`` with the outcome
+  log switched off, to price logging.
+
+The server runs alone on core 0 (``taskset``), the load generator on core 1: ``wrk`` (one
+thread, keep-alive connections, ``bench/serving.lua``), or, where ``wrk`` cannot be had, the
+asyncio client below. Each server gets a warm-up, then 15 s per point at 1, 16 and 64
+connections (closed loop). A point reports requests/s, p50, p99, errors (connect, read, write,
+timeouts and non-2xx answers) and the server's CPU time per request (its process and children,
+from ``/proc``). Results go to ``bench/results.md`` (a table with ratios to the baseline and the
+ceiling, and the targets of issue 6) and ``bench/results.png``.
+
+``--soak 600`` instead runs the router (``ab``, default engine) for 600 s at 16 connections and
+records its resident memory; ``--profile KEY`` runs one server at 64 connections under py-spy
+and prints where its time goes. Everything targets 127.0.0.1 only and stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import importlib.util
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+LUA_SCRIPT = BENCH / "serving.lua"
+HOST = "127.0.0.1"
+SERVER_CPU, CLIENT_CPU = "0", "1"
+CONNECTIONS = (1, 16, 64)
+FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+# Reference figures from /work/shared/PERF-NOTES.md (not re-measured here: MLServer 1.7 needs
+# uvloop<0.22 and its own environment).
+MLSERVER_ADAPTIVE_RPS = 1_107
+SOAK_MARK_BEGIN, SOAK_MARK_END = "<!-- soak:begin -->", "<!-- soak:end -->"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+# -- what is measured ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Server:
+    key: str
+    label: str
+    kind: str  # baseline | ceiling | router
+    mode: str | None = None
+    engine: str | None = None  # ROUTER_ENGINE: auto | sklearn
+    logging: bool = True
+
+
+SERVERS: tuple[Server, ...] = (
+    Server("baseline", "common way (FastAPI + pydantic, sync)", "baseline"),
+    Server("ceiling", "bare Starlette, constant", "ceiling"),
+    Server("single-fast", "router single, ONNX Runtime", "router", "single", "auto"),
+    Server("ab-fast", "router ab, ONNX Runtime", "router", "ab", "auto"),
+    Server("shadow-fast", "router shadow, ONNX Runtime", "router", "shadow", "auto"),
+    Server("ab-fast-nolog", "router ab, ONNX Runtime, log off", "router", "ab", "auto", False),
+    Server("single-sklearn", "router single, scikit-learn", "router", "single", "sklearn"),
+    Server("ab-sklearn", "router ab, scikit-learn", "router", "ab", "sklearn"),
+    Server("shadow-sklearn", "router shadow, scikit-learn", "router", "shadow", "sklearn"),
+    Server("ab-sklearn-nolog", "router ab, scikit-learn, log off", "router", "ab", "sklearn",
+           False),
+)
+BY_KEY = {s.key: s for s in SERVERS}
+
+
+@dataclass
+class Point:
+    server: str
+    connections: int
+    seconds: float
+    requests: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int
+    cpu_us_per_request: float | None
+    error_kinds: dict[str, int] = field(default_factory=dict)
+
+
+# -- tools --------------------------------------------------------------------------------------
+
+
+def ensure_python_extras() -> None:
+    """Install the ``fast`` and ``bench`` extras into this interpreter when one is missing."""
+    wanted = ("fastapi", "pydantic", "matplotlib", "skl2onnx", "onnxruntime")
+    missing = [m for m in wanted if importlib.util.find_spec(m) is None]
+    if not missing:
+        return
+    print(f"installing the fast and bench extras (missing: {', '.join(missing)})", flush=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-e", f"{REPO}[fast,bench]"],
+                   check=True)
+
+
+def ensure_wrk() -> str | None:
+    """The path of ``wrk``, installed with apt-get when missing and possible; else None."""
+    found = shutil.which("wrk")
+    if found or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return found
+    print("installing wrk (apt-get install -y wrk)", flush=True)
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    subprocess.run(["apt-get", "update", "-qq"], check=False, **quiet)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False, **quiet)
+    return shutil.which("wrk")
+
+
+def pinned(cpus: str, command: list[str]) -> list[str]:
+    """``command`` under ``taskset -c cpus`` when taskset exists and there are two cores."""
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        return ["taskset", "-c", cpus, *command]
+    return command
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+# -- the models and configurations --------------------------------------------------------------
+
+
+def prepare(workdir: Path, batching: str = "") -> dict[str, Path]:
+    """Train the champion and an equally costly challenger; write their directories, one YAML
+    file per mode and the request bodies. Returns the paths by name."""
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from router.artifacts import save_model
+
+    iris = load_iris()
+    X = iris.data
+    y = np.asarray(iris.target_names)[iris.target]
+    paths: dict[str, Path] = {}
+    for name, seed in (("iris-rf", 0), ("iris-rf-b", 1)):
+        pipeline = Pipeline([("scale", StandardScaler()),
+                             ("forest", RandomForestClassifier(n_estimators=100,
+                                                               random_state=seed))])
+        pipeline.fit(X, y)
+        paths[name] = save_model(pipeline, workdir / "models" / name / "1", name=name,
+                                 version="1", X_train=X, y_train=y, feature_names=FEATURES)
+    for mode in ("single", "ab", "shadow"):
+        challenger = "" if mode == "single" else \
+            "challenger: {name: iris-rf-b, path: models/iris-rf-b/1}\n"
+        text = (
+            f"experiment: bench-{mode}\n"
+            f"mode: {mode}\n"
+            "champion: {name: iris-rf, path: models/iris-rf/1}\n"
+            f"{challenger}"
+            "traffic: {challenger_percent: 50, sticky_key: header:x-user-id}\n"
+            "shadow: {sample_percent: 100, queue_size: 10000, timeout_ms: 1000}\n"
+            f"store: sqlite:///var/{mode}.db\n"
+            + (f"batching: {{max_batch: {batching.split(',')[0]}, "
+               f"max_wait_ms: {batching.split(',')[1]}}}\n" if batching else "")
+        )
+        paths[mode] = workdir / f"{mode}.yaml"
+        paths[mode].write_text(text)
+    paths["bodies"] = workdir / "bodies.jsonl"
+    # Every iris row, in a fixed shuffled order, so the forest sees varied inputs.
+    order = np.random.default_rng(0).permutation(len(X))
+    paths["bodies"].write_text("".join(
+        json.dumps({"features": dict(zip(FEATURES, X[i].tolist(), strict=True))}) + "\n"
+        for i in order))
+    return paths
+
+
+# -- servers ------------------------------------------------------------------------------------
+
+
+def server_command(server: Server, paths: dict[str, Path], port: int
+                   ) -> tuple[list[str], dict[str, str], Path]:
+    """The command line, environment and working directory that start ``server``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    uvicorn = [sys.executable, "-m", "uvicorn", "--host", HOST, "--port", str(port)]
+    if server.kind == "baseline":
+        env["BENCH_MODEL"] = str(paths["iris-rf"] / "model.joblib")
+        return [*uvicorn, "bench.baseline_app:app"], env, REPO
+    if server.kind == "ceiling":
+        return [*uvicorn, "--no-access-log", "bench.ceiling_app:app"], env, REPO
+    assert server.mode is not None and server.engine is not None
+    env["ROUTER_ENGINE"] = server.engine
+    config = str(paths[server.mode])
+    if server.logging:
+        router = Path(sys.executable).with_name("router")
+        command = [str(router)] if router.exists() else \
+            [sys.executable, "-c", "import sys; from router.cli import main; sys.exit(main())"]
+        return [*command, "serve", "--config", config, "--host", HOST, "--port", str(port)], \
+            env, paths[server.mode].parent
+    return [sys.executable, "-m", "bench.serving", "--serve-unlogged", config,
+            "--port", str(port)], env, paths[server.mode].parent
+
+
+def serve_unlogged(config: str, port: int) -> None:
+    """``router serve`` with the outcome log switched off, to measure what logging costs.
+
+    The product has no such switch (an answered prediction is always logged); here the
+    service builds no records at all, so nothing reaches the writer or the store.
+    """
+    import uvicorn
+
+    from router.gateway.app import BASE_DIR_ENV, CONFIG_ENV
+    from router.service import PredictionService
+
+    if not hasattr(PredictionService, "_records"):
+        raise SystemExit("PredictionService._records is gone: update serve_unlogged")
+    PredictionService._records = staticmethod(lambda *args, **kwargs: [])  # type: ignore[method-assign]
+    os.environ[CONFIG_ENV] = str(Path(config).resolve())
+    os.environ[BASE_DIR_ENV] = str(Path.cwd())
+    # The same settings as router.cli.cmd_serve.
+    uvicorn.run("router.gateway.app:app_from_env", factory=True, host=HOST, port=port,
+                loop="auto", http="auto", access_log=False, log_level="warning")
+
+
+class Running:
+    """A started server: its process, port and the CPU and memory it uses."""
+
+    def __init__(self, server: Server, paths: dict[str, Path], log_path: Path) -> None:
+        self.server = server
+        self.port = free_port()
+        command, env, cwd = server_command(server, paths, self.port)
+        self._log = open(log_path, "wb")  # noqa: SIM115  closed in stop()
+        self.process = subprocess.Popen(pinned(SERVER_CPU, command), env=env, cwd=cwd,
+                                        stdout=self._log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        self.url = f"http://{HOST}:{self.port}"
+
+    def wait_ready(self, body: bytes, timeout_s: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.server.key} exited with {self.process.returncode}; "
+                                   f"see {self._log.name}")
+            try:
+                request = urllib.request.Request(f"{self.url}/predict", data=body,
+                                                 headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(request, timeout=5) as answer:
+                    if answer.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.2)
+        raise RuntimeError(f"{self.server.key} not ready within {timeout_s:g} s")
+
+    def get_json(self, path: str) -> Any:
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=5) as answer:
+            return json.loads(answer.read())
+
+    def pids(self) -> list[int]:
+        """The server process and every descendant (the shadow worker, for one)."""
+        parents: dict[int, int] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                parents[int(stat.parent.name)] = int(fields[1])
+        found, frontier = [self.process.pid], [self.process.pid]
+        while frontier:
+            children = [p for p, parent in parents.items() if parent in frontier]
+            found += children
+            frontier = children
+        return found
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the server and its descendants, all threads."""
+        total = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / CLK_TCK
+
+    def rss_bytes(self) -> dict[int, int]:
+        out = {}
+        for pid in self.pids():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                out[pid] = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+        return out
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._log.close()
+
+
+@contextlib.contextmanager
+def running(server: Server, paths: dict[str, Path], logs: Path) -> Iterator[Running]:
+    started = Running(server, paths, logs / f"{server.key}.log")
+    try:
+        started.wait_ready(paths["bodies"].read_text().splitlines()[0].encode())
+        yield started
+    finally:
+        started.stop()
+
+
+# -- load ---------------------------------------------------------------------------------------
+
+
+class Load:
+    """Closed-loop load from core 1: ``wrk`` with the Lua script, or the asyncio client."""
+
+    def __init__(self, wrk: str | None, bodies: Path) -> None:
+        self.wrk = wrk
+        self.bodies = bodies
+        self.name = "wrk " + _wrk_version(wrk) if wrk else "asyncio client (bench.serving)"
+
+    def command(self, url: str, connections: int, seconds: float) -> list[str]:
+        if self.wrk:
+            # Timeouts far above any latency measured, so slow answers count as latency.
+            return pinned(CLIENT_CPU, [self.wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s",
+                                       "--timeout", "30s", "-s", str(LUA_SCRIPT), url])
+        return pinned(CLIENT_CPU, [sys.executable, "-m", "bench.serving", "--client", url,
+                                   "--connections", str(connections),
+                                   "--seconds", f"{seconds:g}"])
+
+    def start(self, url: str, connections: int, seconds: float) -> subprocess.Popen[str]:
+        env = dict(os.environ, BENCH_BODIES=str(self.bodies))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+        return subprocess.Popen(self.command(url, connections, seconds), env=env, cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    @staticmethod
+    def result(process: subprocess.Popen[str], timeout_s: float) -> dict[str, Any]:
+        output, _ = process.communicate(timeout=timeout_s)
+        for line in output.splitlines():
+            if line.startswith("BENCH "):
+                return json.loads(line[len("BENCH "):])  # type: ignore[no-any-return]
+        raise RuntimeError(f"the load generator printed no result:\n{output[-2000:]}")
+
+    def run(self, target: Running, connections: int, seconds: float) -> Point:
+        cpu_before = target.cpu_seconds()
+        process = self.start(target.url, connections, seconds)
+        raw = self.result(process, seconds + 90)
+        cpu = target.cpu_seconds() - cpu_before
+        requests = int(raw["requests"])
+        errors = dict(raw["errors"])
+        return Point(
+            server=target.server.key, connections=connections, seconds=seconds,
+            requests=requests, rps=requests / (raw["duration_us"] / 1e6),
+            p50_ms=raw["p50_us"] / 1000, p99_ms=raw["p99_us"] / 1000,
+            max_ms=raw["max_us"] / 1000, errors=sum(errors.values()),
+            cpu_us_per_request=cpu / requests * 1e6 if requests else None,
+            error_kinds={k: v for k, v in errors.items() if v})
+
+
+def _wrk_version(wrk: str) -> str:
+    output = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)
+    match = re.search(r"wrk (\S+)", output.stdout + output.stderr)
+    return match.group(1) if match else "(unknown version)"
+
+
+# The fallback client: N keep-alive connections, each sending its next request as soon as the
+# answer is in; the same BENCH line as the Lua script's done().
+
+async def _client_connection(host: str, port: int, bodies: list[bytes], deadline: float,
+                             latencies: list[float], errors: Counter[str], offset: int) -> None:
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        errors["connect"] += 1
+        return
+    head = (f"POST /predict HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            "Content-Type: application/json\r\n").encode()
+    i = offset
+    try:
+        while time.perf_counter() < deadline:
+            body = bodies[i % len(bodies)]
+            i += 1
+            started = time.perf_counter()
+            writer.write(head + f"X-User-Id: {i}\r\nContent-Length: {len(body)}\r\n\r\n"
+                         .encode() + body)
+            status_line = await reader.readline()
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - started)
+            if not status_line.split(b" ", 2)[1].startswith(b"2"):
+                errors["status"] += 1
+    except (OSError, asyncio.IncompleteReadError, IndexError, ValueError):
+        errors["read"] += 1
+    finally:
+        writer.close()
+
+
+async def _client(url: str, connections: int, seconds: float, bodies: list[bytes]
+                  ) -> dict[str, Any]:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+    started = time.perf_counter()
+    deadline = started + seconds
+    await asyncio.gather(*(_client_connection(host, int(port), bodies, deadline, latencies,
+                                              errors, k * 7919) for k in range(connections)))
+    duration = time.perf_counter() - started
+    array = np.array(latencies or [0.0]) * 1e6
+    return {"requests": len(latencies), "duration_us": int(duration * 1e6),
+            "p50_us": int(np.percentile(array, 50)), "p99_us": int(np.percentile(array, 99)),
+            "max_us": int(array.max()),
+            "errors": {k: errors.get(k, 0) for k in ("connect", "read", "write", "status",
+                                                     "timeout")}}
+
+
+def client_main(url: str, connections: int, seconds: float) -> None:
+    bodies = [line.encode() for line in Path(os.environ["BENCH_BODIES"]).read_text()
+              .splitlines()]
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    print("BENCH " + json.dumps(asyncio.run(_client(url, connections, seconds, bodies))))
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    versions = {}
+    for package in ("scikit-learn", "onnxruntime", "skl2onnx", "starlette", "uvicorn",
+                    "fastapi", "numpy"):
+        with contextlib.suppress(Exception):
+            from importlib.metadata import version
+
+            versions[package] = version(package)
+    return {"cpu": cpu, "cores": str(os.cpu_count()), "python": platform.python_version(),
+            "versions": ", ".join(f"{k} {v}" for k, v in versions.items())}
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def logged_rows(paths: dict[str, Path], mode: str) -> int | None:
+    """Predictions in a mode's SQLite log: proof that logging was on."""
+    db = paths[mode].parent / "var" / f"{mode}.db"
+    if not db.exists():
+        return None
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return int(conn.execute("SELECT count(*) FROM predictions").fetchone()[0])
+
+
+def measure(servers: list[Server], connections: tuple[int, ...], seconds: float,
+            warmup_s: float, load: Load, paths: dict[str, Path], logs: Path
+            ) -> tuple[list[Point], dict[str, Any]]:
+    points: list[Point] = []
+    notes: dict[str, Any] = {}
+    for server in servers:
+        if server.kind == "router":
+            # Each server starts on an empty log, so every figure prices the same work.
+            with contextlib.suppress(FileNotFoundError):
+                (paths[server.mode or ""].parent / "var" / f"{server.mode}.db").unlink()
+        print(f"{server.key}: starting", flush=True)
+        with running(server, paths, logs) as target:
+            note: dict[str, Any] = {}
+            if server.kind == "router":
+                models = target.get_json("/config").get("models", {})
+                note["engines"] = {role: {"engine": m.get("engine"),
+                                          "reason": m.get("engine_reason")}
+                                   for role, m in models.items()}
+            # The shadow worker process starts and loads (converts) the challenger meanwhile.
+            load.run(target, 16, warmup_s if server.mode != "shadow" else max(warmup_s, 8.0))
+            for n in connections:
+                point = load.run(target, n, seconds)
+                points.append(point)
+                print(f"  {n:>3} conns: {point.rps:9.0f} req/s  p50 {point.p50_ms:8.2f} ms  "
+                      f"p99 {point.p99_ms:8.2f} ms  errors {point.errors}  "
+                      f"cpu {point.cpu_us_per_request or 0:7.0f} us/req", flush=True)
+            answered = sum(p.requests for p in points if p.server == server.key)
+        if server.kind == "router" and server.logging and server.mode:
+            note["logged_rows"] = logged_rows(paths, server.mode)
+            note["answered_in_points"] = answered
+        notes[server.key] = note
+    return points, notes
+
+
+# -- the report ---------------------------------------------------------------------------------
+
+
+def _find(points: list[Point], key: str, n: int) -> Point | None:
+    return next((p for p in points if p.server == key and p.connections == n), None)
+
+
+def targets(points: list[Point]) -> list[tuple[str, str, bool | None]]:
+    """Issue 6's targets: (target, what was measured, met?); None when not measured."""
+    rows: list[tuple[str, str, bool | None]] = []
+
+    def get(key: str, n: int) -> Point | None:
+        return _find(points, key, n)
+
+    base64, ceil64 = get("baseline", 64), get("ceiling", 64)
+    sk = get("ab-sklearn", 64)
+    if sk is not None:
+        floor = 4 * MLSERVER_ADAPTIVE_RPS
+        rows.append(("64 conns, scikit-learn, ab + log: >= 4x MLServer adaptive batching "
+                     f"({floor:,} req/s)",
+                     f"{sk.rps:,.0f} req/s ({sk.rps / MLSERVER_ADAPTIVE_RPS:.1f}x)",
+                     sk.rps >= floor))
+        if base64 is not None:
+            ratio = sk.rps / base64.rps
+            rows.append(("64 conns, scikit-learn, ab + log: >= 50x the common way",
+                         f"{ratio:.0f}x", ratio >= 50))
+        rows.append(("64 conns, scikit-learn, ab + log: p99 < 30 ms", f"{sk.p99_ms:.1f} ms",
+                     sk.p99_ms < 30))
+    fast = get("ab-fast", 64)
+    if fast is not None and ceil64 is not None:
+        ratio = fast.rps / ceil64.rps
+        rows.append(("64 conns, fast backend, ab + log: >= 0.5x the bare-Starlette ceiling",
+                     f"{fast.rps:,.0f} of {ceil64.rps:,.0f} req/s ({ratio:.2f}x)", ratio >= 0.5))
+    fast1, base1 = get("single-fast", 1), get("baseline", 1)
+    if fast1 is not None and base1 is not None:
+        ratio = base1.p50_ms / fast1.p50_ms
+        rows.append(("1 conn, fast backend: p50 <= a tenth of the common way's",
+                     f"{fast1.p50_ms:.2f} ms vs {base1.p50_ms:.2f} ms ({ratio:.0f}x lower)",
+                     ratio >= 10))
+    for engine in ("fast", "sklearn"):
+        on, off = get(f"ab-{engine}", 64), get(f"ab-{engine}-nolog", 64)
+        if on is not None and off is not None:
+            cost = 1 - on.rps / off.rps
+            rows.append((f"logging costs <= 10 % of throughput ({engine}, ab, 64 conns)",
+                         f"{cost * 100:.1f} % ({on.rps:,.0f} vs {off.rps:,.0f} req/s)",
+                         cost <= 0.10))
+        ab, shadow = get(f"ab-{engine}", 64), get(f"shadow-{engine}", 64)
+        if ab is not None and shadow is not None:
+            ratio = shadow.rps / ab.rps
+            rows.append((f"shadow (equally costly challenger) >= 0.7x ab ({engine}, 64 conns)",
+                         f"{ratio:.2f}x", ratio >= 0.7))
+    return rows
+
+
+def table(points: list[Point]) -> str:
+    lines = ["| server | conns | req/s | p50 ms | p99 ms | errors | server CPU µs/req "
+             "| req/s x common way | req/s x ceiling |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for p in points:
+        base, ceil = _find(points, "baseline", p.connections), _find(points, "ceiling",
+                                                                      p.connections)
+        cpu = f"{p.cpu_us_per_request:,.0f}" if p.cpu_us_per_request is not None else "-"
+        lines.append(
+            f"| {BY_KEY[p.server].label} | {p.connections} | {p.rps:,.0f} | {p.p50_ms:.2f} "
+            f"| {p.p99_ms:.2f} | {p.errors} | {cpu} "
+            f"| {p.rps / base.rps:.1f} | {p.rps / ceil.rps:.2f} |"
+            if base and ceil else
+            f"| {BY_KEY[p.server].label} | {p.connections} | {p.rps:,.0f} | {p.p50_ms:.2f} "
+            f"| {p.p99_ms:.2f} | {p.errors} | {cpu} | - | - |")
+    return "\n".join(lines)
+
+
+def write_chart(points: list[Point], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = list(dict.fromkeys(p.server for p in points))
+    conns = sorted({p.connections for p in points})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5),
+                                      gridspec_kw={"width_ratios": [3, 2]})
+    width = 0.8 / len(conns)
+    for j, n in enumerate(conns):
+        values = [(_find(points, k, n).rps if _find(points, k, n) else 0) for k in keys]
+        bars = left.bar([i + j * width for i in range(len(keys))], values, width,
+                        label=f"{n} conn{'s' if n > 1 else ''}")
+        if n == max(conns):
+            left.bar_label(bars, labels=[f"{v:,.0f}" for v in values], fontsize=7,
+                           rotation=90, padding=2)
+    left.set_yscale("log")
+    left.set_ylabel("requests/s (log scale)")
+    left.set_xticks([i + width * (len(conns) - 1) / 2 for i in range(len(keys))])
+    left.set_xticklabels([BY_KEY[k].label for k in keys], rotation=35, ha="right", fontsize=8)
+    left.legend(fontsize=8)
+    left.set_title("throughput")
+    top = max(conns)
+    p99 = [(_find(points, k, top).p99_ms if _find(points, k, top) else 0) for k in keys]
+    p50 = [(_find(points, k, top).p50_ms if _find(points, k, top) else 0) for k in keys]
+    ys = range(len(keys))
+    right.barh([y + 0.2 for y in ys], p99, 0.4, label="p99")
+    right.barh([y - 0.2 for y in ys], p50, 0.4, label="p50")
+    right.set_xscale("log")
+    right.set_yticks(list(ys))
+    right.set_yticklabels([BY_KEY[k].label for k in keys], fontsize=8)
+    right.invert_yaxis()
+    right.set_xlabel("latency, ms (log scale)")
+    right.set_title(f"latency at {top} connections")
+    right.legend(fontsize=8)
+    fig.suptitle("router vs the common way and the framework's ceiling "
+                 "(1 core for the server, StandardScaler + 100-tree forest)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(points: list[Point], notes: dict[str, Any], info: dict[str, Any],
+                 out: Path) -> None:
+    met = targets(points)
+    engines = []
+    for key, note in notes.items():
+        for role, engine in note.get("engines", {}).items():
+            engines.append(f"| {BY_KEY[key].label} | {role} | {engine['engine']} "
+                           f"| {engine['reason']} |")
+    logged = [f"| {BY_KEY[k].label} | {n['answered_in_points']:,} | {n['logged_rows']:,} |"
+              for k, n in notes.items() if n.get("logged_rows") is not None]
+    text = f"""# Serving benchmark
+
+Written by `{info['command']}` on {info['date']}. Do not edit by hand: run it again.
+
+- Machine: {info['machine']['cpu']}, {info['machine']['cores']} cores; Python
+  {info['machine']['python']}; {info['machine']['versions']}.
+- Load average (1, 5, 15 min) before the run: {info['load_before']}; after: {info['load_after']}.
+  Other work on the machine during the run shows up here and makes absolute figures noisy;
+  compare figures within one run.
+- Server on core {SERVER_CPU} (`taskset`), load generator on core {CLIENT_CPU}:
+  {info['client']}, one thread, closed loop, keep-alive; {info['seconds']:g} s per point after
+  a {info['warmup']:g} s warm-up; errors are connect, read, write, timeout (30 s) and
+  non-2xx answers.
+- Model: StandardScaler + 100-tree RandomForestClassifier on iris (150 rows, shuffled, sent in
+  turn as `{{"features": {{name: value}}}}`); the challenger is another 100-tree forest (another
+  seed), so it costs the same. `ab` sends 50 % of users (random `X-User-Id`) to the challenger;
+  `shadow` mirrors 100 % of requests to it. The log is SQLite (`store: sqlite:///…`); "log off"
+  builds no records at all (a benchmark-only switch).
+- Server CPU is user + system time of the server process and its children (the shadow worker)
+  over the point, divided by the requests answered.
+- The MLServer figure in the targets is PERF-NOTES.md's (MLServer 1.7, adaptive batching
+  64 / 1 ms: {MLSERVER_ADAPTIVE_RPS:,} req/s on this kind of machine), not re-measured here.
+
+## Results
+
+{table(points)}
+
+![throughput and latency](results.png)
+
+## Targets (issue 6)
+
+| target | measured | met |
+| --- | --- | --- |
+""" + "\n".join(f"| {t} | {m} | {'yes' if ok else 'NO'} |" for t, m, ok in met) + """
+
+## Engines
+
+What `/config` reported for each router server:
+
+| server | model | engine | reason |
+| --- | --- | --- | --- |
+""" + "\n".join(engines) + """
+
+## Logging really on
+
+Predictions in each logged server's SQLite file after it stopped, against the requests it
+answered in the measured points (the warm-up adds a few more):
+
+| server | answered in points | rows logged |
+| --- | ---: | ---: |
+""" + "\n".join(logged) + "\n"
+    profile_path = out / "profile-ab-fast.txt"
+    if profile_path.exists():
+        taken = dt.datetime.fromtimestamp(profile_path.stat().st_mtime, dt.UTC)
+        text += (
+            "\n## Where the time goes\n\n"
+            f"`python -m bench.serving --profile ab-fast` ({taken:%Y-%m-%d %H:%M} UTC): py-spy "
+            "sampling the gateway's GIL holder (`--gil`) at 64 connections, `ab`, ONNX Runtime, "
+            "log on; each sample counted once, for the innermost frame of a known part. ONNX "
+            "Runtime releases the GIL while it computes, so its share is understated. Raw "
+            "stacks: `profile-ab-fast.txt`.\n\n| part | share of samples |\n| --- | ---: |\n"
+            + "".join(f"| {name} | {share * 100:.1f} % |\n"
+                      for name, share in profile_breakdown(profile_path)))
+    previous = out / "results.md"
+    soak = ""
+    if previous.exists():
+        old = previous.read_text()
+        if SOAK_MARK_BEGIN in old and SOAK_MARK_END in old:
+            soak = old[old.index(SOAK_MARK_BEGIN):old.index(SOAK_MARK_END)
+                       + len(SOAK_MARK_END)] + "\n"
+    previous.write_text(text + "\n" + soak)
+    (out / "results.json").write_text(json.dumps(
+        {"info": info, "points": [asdict(p) for p in points], "notes": notes}, indent=1))
+    write_chart(points, out / "results.png")
+
+
+# -- soak and profile ---------------------------------------------------------------------------
+
+
+def soak(seconds: float, load: Load, paths: dict[str, Path], logs: Path, out: Path) -> None:
+    """Router ``ab`` (default engine, log on) at 16 connections for ``seconds``; its resident
+    memory sampled every 5 s; written to the soak section of results.md."""
+    server = BY_KEY["ab-fast"]
+    samples: list[tuple[float, int]] = []
+    with running(server, paths, logs) as target:
+        process = load.start(target.url, 16, seconds)
+        started = time.monotonic()
+        while process.poll() is None:
+            samples.append((time.monotonic() - started, sum(target.rss_bytes().values())))
+            time.sleep(5)
+        raw = Load.result(process, 60)
+    after_minute = [rss for t, rss in samples if t >= 60] or [samples[-1][1]]
+    base, last, peak = after_minute[0], samples[-1][1], max(after_minute)
+    growth = (last - base) / base
+    mb = 1024 * 1024
+    section = (
+        f"{SOAK_MARK_BEGIN}\n## Soak: {seconds:g} s at 16 connections\n\n"
+        f"`{sys.executable.rsplit('/', 1)[-1]} -m bench.serving --soak {seconds:g}` on "
+        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {BY_KEY['ab-fast'].label}, log on: "
+        f"{raw['requests']:,} requests ({raw['requests'] / seconds:,.0f}/s), "
+        f"{sum(raw['errors'].values())} errors, p99 {raw['p99_us'] / 1000:.2f} ms.\n\n"
+        f"Resident memory (server and children): {samples[0][1] / mb:.1f} MB at start, "
+        f"{base / mb:.1f} MB after the first minute, peak {peak / mb:.1f} MB after it, "
+        f"{last / mb:.1f} MB at the end: **{growth * 100:+.1f} %** after the first minute "
+        f"(target: at most +10 %, {'met' if growth <= 0.10 else 'NOT met'}).\n\n"
+        "| s | RSS MB |\n| ---: | ---: |\n"
+        + "".join(f"| {t:.0f} | {rss / mb:.1f} |\n" for t, rss in samples[:: max(1, len(samples)
+                                                                               // 20)])
+        + f"{SOAK_MARK_END}\n")
+    path = out / "results.md"
+    old = path.read_text() if path.exists() else "# Serving benchmark\n\n"
+    if SOAK_MARK_BEGIN in old and SOAK_MARK_END in old:
+        old = old[:old.index(SOAK_MARK_BEGIN)] + old[old.index(SOAK_MARK_END)
+                                                     + len(SOAK_MARK_END) + 1:]
+    path.write_text(old.rstrip("\n") + "\n\n" + section)
+    print(section)
+
+
+def profile(key: str, seconds: float, load: Load, paths: dict[str, Path], logs: Path,
+            out: Path) -> None:
+    """Run one server at 64 connections under py-spy; print the functions that take its time."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(py_spy).exists() and not shutil.which("py-spy"):
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "py-spy"], check=True)
+    raw_path = out / f"profile-{key}.txt"
+    with running(BY_KEY[key], paths, logs) as target:
+        load.run(target, 64, 2)
+        spy = subprocess.Popen(pinned(CLIENT_CPU, [py_spy, "record", "--pid",
+                                                   str(target.process.pid), "--duration",
+                                                   f"{seconds:g}", "--rate", "100", "--gil",
+                                                   "--format",
+                                                   "raw", "--output", str(raw_path)]),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        point = load.run(target, 64, seconds)
+        spy.wait(60)
+    print(f"{key} at 64 conns: {point.rps:,.0f} req/s, p99 {point.p99_ms:.1f} ms, "
+          f"{point.cpu_us_per_request or 0:.0f} us CPU/req; stacks in {raw_path}")
+    print(summarize_profile(raw_path))
+    print("by component:")
+    for name, share in profile_breakdown(raw_path):
+        print(f"  {share * 100:5.1f} %  {name}")
+
+
+# Where a profile's samples go, by the innermost frame that names one of these parts.
+COMPONENTS = (
+    ("uvicorn: HTTP parsing and protocol", ("uvicorn/",)),
+    ("Starlette: middleware, routing, Request and Response", ("starlette/",)),
+    ("/metrics counting (router.gateway.metrics, prometheus_client)",
+     ("gateway/metrics.py", "prometheus_client")),
+    ("ONNX Runtime and the engine", ("onnxruntime", "router/engines.py", "router/registry.py")),
+    ("micro-batcher", ("router/batching.py",)),
+    ("outcome log: records, hand-over, writer thread, SQLite",
+     ("router/outcomes/", "_records", "<string>")),
+    ("service: assignment, answer", ("router/service.py", "router/assignment.py")),
+    ("endpoint: headers, body, validation, JSON", ("router/gateway/endpoints.py",
+                                                    "router/inputs.py", "orjson")),
+    ("event loop", ("asyncio/", "uvloop")),
+)
+
+
+def profile_breakdown(path: Path) -> list[tuple[str, float]]:
+    """Shares of a py-spy profile's samples by component (see COMPONENTS)."""
+    shares: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        total += int(count_text)
+        for frame in reversed(stack.split(";")):
+            part = next((name for name, keys in COMPONENTS if any(k in frame for k in keys)),
+                        None)
+            if part is not None:
+                shares[part] += int(count_text)
+                break
+        else:
+            shares["other"] += int(count_text)
+    return [(name, n / total) for name, n in shares.most_common()] if total else []
+
+
+def summarize_profile(path: Path, top: int = 25) -> str:
+    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        # Non-blocking sampling reads a running process: a torn sample is skipped.
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [re.sub(r" \((/.*/)?", " (", f) for f in stack.split(";")]
+        own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    lines = [f"{total} samples; self time:"]
+    lines += [f"  {n / total * 100:5.1f} %  {f}" for f, n in own.most_common(top)]
+    lines.append("inclusive:")
+    lines += [f"  {n / total * 100:5.1f} %  {f}" for f, n in inclusive.most_common(top)]
+    return "\n".join(lines)
+
+
+# -- entry point --------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.serving", description=__doc__
+                                     .split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=15.0, help="per point (15)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="per server (3)")
+    parser.add_argument("--connections", default=",".join(map(str, CONNECTIONS)),
+                        help="comma-separated (1,16,64)")
+    parser.add_argument("--only", default="", help="comma-separated server keys: "
+                        + ", ".join(BY_KEY))
+    parser.add_argument("--out", type=Path, default=BENCH, help="where results go (bench/)")
+    parser.add_argument("--soak", type=float, metavar="SECONDS",
+                        help="instead: the memory soak run at 16 connections")
+    parser.add_argument("--profile", metavar="KEY", help="instead: py-spy one server")
+    parser.add_argument("--batching", metavar="MAX_BATCH,MAX_WAIT_MS", default="",
+                        help="batching settings for the router (default: the router's own)")
+    parser.add_argument("--rewrite-report", action="store_true",
+                        help="write results.md and results.png again from results.json")
+    parser.add_argument("--client", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-unlogged", metavar="CONFIG", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    connections = tuple(int(c) for c in args.connections.split(","))
+    if args.client:
+        client_main(args.client, connections[0], args.seconds)
+        return 0
+    if args.serve_unlogged:
+        serve_unlogged(args.serve_unlogged, args.port)
+        return 0
+
+    if args.rewrite_report:
+        saved = json.loads((args.out / "results.json").read_text())
+        write_report([Point(**p) for p in saved["points"]], saved["notes"], saved["info"],
+                     args.out)
+        return 0
+    ensure_python_extras()
+    wrk = ensure_wrk()
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp:
+        workdir = Path(tmp)
+        logs = workdir / "logs"
+        logs.mkdir()
+        print(f"training the models in {workdir}", flush=True)
+        paths = prepare(workdir, args.batching)
+        load = Load(wrk, paths["bodies"])
+        print(f"load generator: {load.name}", flush=True)
+        if args.soak:
+            soak(args.soak, load, paths, logs, args.out)
+            return 0
+        if args.profile:
+            profile(args.profile, args.seconds, load, paths, logs, args.out)
+            return 0
+        keys = [k for k in args.only.split(",") if k] or list(BY_KEY)
+        unknown = [k for k in keys if k not in BY_KEY]
+        if unknown:
+            parser.error(f"unknown server(s): {', '.join(unknown)}")
+        info = {"command": "python -m bench.serving " + " ".join(argv or sys.argv[1:]),
+                "date": f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
+                "machine": machine(), "load_before": load_average(), "client": load.name,
+                "seconds": args.seconds, "warmup": args.warmup}
+        points, notes = measure([BY_KEY[k] for k in keys], connections, args.seconds,
+                                args.warmup, load, paths, logs)
+        info["load_after"] = load_average()
+    write_report(points, notes, info, args.out)
+    print(f"\nwrote {args.out / 'results.md'} and {args.out / 'results.png'}")
+    for target, measured, ok in targets(points):
+        print(f"  [{'met' if ok else 'MISSED'}] {target}: {measured}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Benchmark of ``/stats``: the report computed from a SQLite store of 10k, 100k and 1M outcomes.
+
+Run from the repository root: ``.venv/bin/python bench/stats.py`` (a few minutes the first
+time, most of it writing the stores; ``--dir`` keeps them for the next run).
+
+Each store holds an ``ab`` experiment at 50 % with a sticky key: N logged predictions from
+N/5 users (latencies drawn from a gamma distribution), 95 % of them labelled, 1 % of those
+labelled twice (the correction is the one joined), and a few labels for unknown request ids.
+What is timed is what ``GET /stats`` runs off the event loop, ``compute_report``: the phase
+from the revisions, ``analysis_columns`` (the SQL join and the transfer to numpy), every
+statistic, drift and the decision. Each size is timed ``--repeat`` times after one warm-up
+call (the file in the page cache, as on a gateway that answers ``/stats`` repeatedly); the
+table gives the wall time (median and fastest), the CPU time of the process (every thread) and
+the CPU time per row, which stays flat when the cost grows linearly. Results go to
+``bench/stats-results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.datasets import load_iris
+from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+# This checkout's router, whatever the environment has installed (run as bench/stats.py, the
+# script's own directory, not the repository, is first on the path).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from router.artifacts import save_model
+from router.config import load_config
+from router.outcomes import FeedbackRecord, PredictionRecord, SQLiteStore
+from router.registry import ModelRegistry
+from router.snapshot import config_digest, load_models
+from router.stats.loader import compute_report
+
+FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+CLASSES = ("setosa", "versicolor", "virginica")
+RESULTS = Path(__file__).with_name("stats-results.md")
+CHUNK = 50_000
+
+
+def models(root: Path) -> tuple[Path, Path]:
+    data = load_iris()
+    X, y = data.data, np.asarray(data.target_names)[data.target]
+    dirs = []
+    for name, final in (("iris-rf", RandomForestClassifier(n_estimators=10, random_state=0)),
+                        ("iris-gb", GradientBoostingClassifier(n_estimators=20, max_depth=2,
+                                                               random_state=0))):
+        directory = root / "models" / name / "1"
+        if not (directory / "metadata.json").exists():
+            model = Pipeline([("scale", StandardScaler()), ("model", final)]).fit(X, y)
+            save_model(model, directory, name=name, version="1", X_train=X, y_train=y,
+                       feature_names=FEATURES, overwrite=True)
+        dirs.append(directory)
+    return dirs[0], dirs[1]
+
+
+def write_config(root: Path, n: int, champion: Path, challenger: Path) -> Path:
+    path = root / f"router-{n}.yaml"
+    path.write_text(
+        f"experiment: bench\nmode: ab\n"
+        f"champion: {{name: iris-rf, path: {champion}}}\n"
+        f"challenger: {{name: iris-gb, path: {challenger}}}\n"
+        "traffic: {challenger_percent: 50, sticky_key: header:x-user-id}\n"
+        f"store: sqlite:///{root / f'stats-{n}.db'}\n")
+    return path
+
+
+def fill(store: SQLiteStore, n: int, revision: int, seed: int = 0) -> None:
+    """n predictions of 3 classes from n/5 users, 95 % labelled; written in chunks."""
+    rng = np.random.default_rng(seed)
+    data = load_iris()
+    t0 = 1_700_000_000.0
+    for start in range(0, n, CHUNK):
+        m = min(CHUNK, n - start)
+        users = rng.integers(0, max(1, n // 5), m)
+        challenger = users % 2 == 1
+        picks = rng.integers(0, len(data.data), m)
+        rows = (data.data[picks] + rng.normal(0, 0.2, (m, 4))).round(2)
+        truth = data.target[picks]
+        right = rng.random(m) < np.where(challenger, 0.93, 0.92)
+        predicted = np.where(right, truth, (truth + 1) % 3)
+        probabilities = rng.dirichlet([1, 1, 1], m)
+        probabilities[np.arange(m), predicted] += 2.0
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        latency = rng.gamma(2.0, 0.3, m)
+        store.write_predictions([
+            PredictionRecord(
+                request_id=f"r{start + i}", ts=t0 + (start + i) * 0.01, experiment="bench",
+                revision=revision, variant="challenger" if challenger[i] else "champion",
+                model="iris-gb" if challenger[i] else "iris-rf", version="1",
+                features=tuple(rows[i].tolist()), prediction=CLASSES[predicted[i]],
+                probability=float(probabilities[i, predicted[i]]),
+                latency_ms=float(latency[i]), unit_id=f"user-{users[i]}",
+                probabilities=dict(zip(CLASSES, probabilities[i].tolist(), strict=True)))
+            for i in range(m)])
+        labelled = np.flatnonzero(rng.random(m) < 0.95)
+        twice = labelled[rng.random(labelled.size) < 0.01]
+        store.write_feedback(
+            [FeedbackRecord(f"r{start + i}", t0 + (start + i) * 0.01 + 60,
+                            label=CLASSES[(truth[i] + 2) % 3]) for i in twice]
+            + [FeedbackRecord(f"r{start + i}", t0 + (start + i) * 0.01 + 90,
+                              label=CLASSES[truth[i]]) for i in labelled]
+            + [FeedbackRecord(f"ghost-{start}-{k}", t0, label="setosa") for k in range(3)])
+
+
+def prepare(root: Path, n: int, champion: Path, challenger: Path) -> Path:
+    config_path = write_config(root, n, champion, challenger)
+    db = root / f"stats-{n}.db"
+    config = load_config(config_path, base_dir=root)
+    if db.exists():
+        store = SQLiteStore(db)
+        ready = store.count_predictions() == n
+        store.close()
+        if ready:
+            return config_path
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+    started = time.perf_counter()
+    store = SQLiteStore(db)
+    revision = store.register_revision("bench", config_digest(
+        config, load_models(config, ModelRegistry())), config.to_dict(), time.time())
+    fill(store, n, revision)
+    store.close()
+    print(f"  wrote {n:,} predictions in {time.perf_counter() - started:.0f} s", flush=True)
+    return config_path
+
+
+def time_report(config_path: Path, root: Path, repeat: int, metric: str | None
+                ) -> tuple[list[float], list[float], list[float], dict[str, object]]:
+    config = load_config(config_path, base_dir=root)
+    served = load_models(config, ModelRegistry())
+    store = SQLiteStore(root / f"stats-{config_path.stem.split('-')[1]}.db")
+    try:
+        compute_report(store, config, served, metric=metric)  # warm-up: page cache, imports
+        walls, cpus, mains = [], [], []
+        report: dict[str, object] = {}
+        for _ in range(repeat):
+            wall, cpu, main = time.perf_counter(), time.process_time(), time.thread_time()
+            report = compute_report(store, config, served, metric=metric)
+            walls.append(time.perf_counter() - wall)
+            cpus.append(time.process_time() - cpu)
+            mains.append(time.thread_time() - main)
+    finally:
+        store.close()
+    return walls, cpus, mains, report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10000,100000,1000000",
+                        help="logged predictions per store, comma-separated")
+    parser.add_argument("--repeat", type=int, default=5, help="timed calls per size")
+    parser.add_argument("--dir", help="keep the stores here (default: a temporary directory)")
+    parser.add_argument("--metric", action="append", default=None,
+                        help="analysis metric(s) to time (default accuracy and log_loss)")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    metrics = args.metric or ["accuracy", "log_loss"]
+    with tempfile.TemporaryDirectory(prefix="router-bench-stats-") as scratch:
+        root = Path(args.dir or scratch)
+        root.mkdir(parents=True, exist_ok=True)
+        champion, challenger = models(root)
+        rows = []
+        for n in sizes:
+            print(f"{n:,} predictions", flush=True)
+            config_path = prepare(root, n, champion, challenger)
+            for metric in metrics:
+                walls, cpus, mains, report = time_report(config_path, root, args.repeat,
+                                                         metric)
+                median = statistics.median(walls)
+                rows.append((n, metric, median, min(walls), statistics.median(cpus),
+                             statistics.median(mains)))
+                variants = report["variants"]  # type: ignore[index]
+                print(f"  {metric:<9} median {median:.3f} s, best {min(walls):.3f} s, "
+                      f"cpu {statistics.median(cpus):.3f} s (calling thread "
+                      f"{statistics.median(mains):.3f} s); labelled "
+                      f"{sum(v['labelled'] for v in variants.values()):,}", flush=True)
+    write_results(rows, args.repeat)
+    return 0
+
+
+def cpu_pressure() -> str:
+    """Linux's CPU pressure, the share of the last minute some runnable task waited for a core
+    (other work on a shared machine shows up as wall time well above CPU time)."""
+    try:
+        line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return "unknown"
+    fields = dict(item.split("=") for item in line.split()[1:])
+    return f"{float(fields.get('avg60', 'nan')):.0f} %"
+
+
+def write_results(rows: list[tuple[int, str, float, float, float, float]], repeat: int) -> None:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    lines = [
+        "# `/stats` computation time (bench/stats.py)",
+        "",
+        "What `GET /stats` runs off the event loop (`compute_report`: the SQL join of "
+        "predictions with their latest feedback, the transfer to numpy, every statistic, "
+        "drift and the decision) over a SQLite store of an `ab` experiment with a sticky key, "
+        f"95 % of predictions labelled. Median and best of {repeat} calls after a warm-up; "
+        "CPU is this process's (both threads).",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}, SQLite {__import__('sqlite3').sqlite_version}; "
+        f"at the end of the run, load average {load:.1f} and CPU pressure {cpu_pressure()} "
+        "(the share of the last minute in which some task waited for a core).",
+        "",
+        "CPU is the work itself, every thread's, and it grows linearly (CPU per row stays "
+        "flat above the fixed cost of a call). The log is read in rowid ranges on two "
+        "connections at once while a third counts the unknown feedback ids; the calling "
+        "thread reads one range, then runs the statistics, so its own CPU time is what the "
+        "call takes when each thread has a core to itself. Wall time adds any wait for a core "
+        "held by other work on the machine.",
+        "",
+        "| predictions | metric | wall, median (s) | wall, best (s) | CPU, all threads (s) "
+        "| CPU, calling thread (s) | CPU µs per row |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        *[f"| {n:,} | {metric} | {median:.3f} | {best:.3f} | {cpu:.3f} | {main:.3f} "
+          f"| {cpu / n * 1e6:.2f} |" for n, metric, median, best, cpu, main in rows],
+        "",
+    ]
+    RESULTS.write_text("\n".join(lines))
+    print(f"results written to {RESULTS}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

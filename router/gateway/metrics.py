@@ -1,0 +1,282 @@
+"""``GET /metrics``: the gateway's Prometheus metrics, summed over worker processes if several.
+
+Two kinds of figures, kept apart so that the request path stays cheap:
+
+* Counted on the request path: requests by variant and status code, and their latency. The
+  :func:`counted` wrapper around the prediction endpoints increments label children bound once
+  and cached (a dict lookup and three lock-protected adds per request).
+* Already counted elsewhere: model errors and fallbacks (``PredictionService.counts``), shadow
+  work (``ShadowMirror.counts()``), the outcome log (``OutcomeWriter``), reloads (``Reloader``).
+  :meth:`Telemetry.refresh` copies them into metrics at scrape time, never per request:
+  counters move by the difference since the last copy, gauges are set.
+
+With ``--workers N`` (N > 1), ``router serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh
+directory and ``prometheus_client`` keeps every value in a memory-mapped file per process; a
+scrape, answered by any one worker, merges all the files. A worker's gauges are read from its
+file, so each worker also refreshes its own every :data:`REFRESH_SECONDS`, and removes its live
+gauges when it stops. What every worker serves alike (the config revision, the models) is read
+from the scraped worker's snapshot by a collector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from router.assignment import CHALLENGER, CHAMPION
+from router.errors import ModelFailedError, RequestError
+from router.gateway.state import GatewayState
+
+__all__ = ["MULTIPROC_ENV", "REFRESH_SECONDS", "Telemetry", "counted", "metrics", "start"]
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# How stale another worker's gauges may be in a scrape (multiprocess mode only).
+REFRESH_SECONDS = 1.0
+# The variant label of a request refused before a variant was chosen (bad input, overload).
+NO_VARIANT = "none"
+# Predictions take from well under a millisecond to a slow model's seconds; the client's
+# default buckets start at 5 ms and would put every fast answer in the first one.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                   2.5, 5.0, 10.0)
+
+# No ``*_created`` series: multiprocess mode has none, and both modes should read the same.
+disable_created_metrics()
+
+# Created once per process, registered nowhere: the exposition registry of each app picks
+# them up (in-process), or reads their files (multiprocess).
+REQUESTS = Counter("router_requests", "Prediction requests answered, by variant and HTTP "
+                   "status code (variant none: refused before one was chosen).",
+                   ["variant", "code"], registry=None)
+LATENCY = Histogram("router_request_duration_seconds", "Time from the prediction request's "
+                    "arrival in the handler to its answer, by variant.", ["variant"],
+                    buckets=LATENCY_BUCKETS, registry=None)
+MODEL_ERRORS = Counter("router_model_errors", "Model calls that raised, by variant.",
+                       ["variant"], registry=None)
+FALLBACKS = Counter("router_challenger_fallbacks", "Requests the challenger failed that the "
+                    "champion then answered (ab mode).", registry=None)
+SHADOW_OFFERED = Counter("router_shadow_offered", "Rows offered to the shadow challenger "
+                         "(after sampling).", registry=None)
+SHADOW_DONE = Counter("router_shadow_done", "Shadow rows the challenger scored.", registry=None)
+SHADOW_DROPPED = Counter("router_shadow_dropped", "Shadow rows dropped: queue full, or not "
+                         "scored within shadow.drain_s at shutdown.", registry=None)
+SHADOW_FAILED = Counter("router_shadow_failed", "Shadow rows whose challenger call raised.",
+                        registry=None)
+SHADOW_TIMED_OUT = Counter("router_shadow_timed_out", "Shadow rows whose challenger call took "
+                           "longer than shadow.timeout_ms.", registry=None)
+SHADOW_QUEUE = Gauge("router_shadow_queue_depth", "Shadow rows queued or being scored.",
+                     registry=None, multiprocess_mode="livesum")
+LOG_BACKLOG = Gauge("router_outcome_log_backlog", "Outcome records (predictions and feedback) "
+                    "accepted and not yet written to the store.", registry=None,
+                    multiprocess_mode="livesum")
+LOG_LAG = Gauge("router_outcome_log_lag_seconds", "Age of the oldest outcome record not yet "
+                "written to the store (0 when none waits).", registry=None,
+                multiprocess_mode="livemax")
+LOG_WRITTEN = Counter("router_outcome_log_written", "Outcome records written to the store.",
+                      registry=None)
+LOG_WRITE_ERRORS = Counter("router_outcome_log_write_errors", "Store writes that failed (each "
+                           "is retried until it succeeds).", registry=None)
+RELOADS = Counter("router_config_reloads", "Config changes applied while running (per worker "
+                  "process: each one applies the file).", registry=None)
+RELOAD_ERRORS = Counter("router_config_reload_errors", "Config files that failed to apply, the "
+                        "running configuration kept (per worker process).", registry=None)
+
+_PROCESS_METRICS: tuple[Collector, ...] = (
+    REQUESTS, LATENCY, MODEL_ERRORS, FALLBACKS, SHADOW_OFFERED, SHADOW_DONE, SHADOW_DROPPED,
+    SHADOW_FAILED, SHADOW_TIMED_OUT, SHADOW_QUEUE, LOG_BACKLOG, LOG_LAG, LOG_WRITTEN,
+    LOG_WRITE_ERRORS, RELOADS, RELOAD_ERRORS)
+
+
+def multiprocess_dir() -> str | None:
+    """The directory of multiprocess mode, or None in a single process."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+# -- the request path -------------------------------------------------------------------------
+
+_Children = tuple[Any, Any]  # (requests counter child, latency histogram child)
+_children: dict[tuple[str, int], _Children] = {}
+
+
+def _child(variant: str, code: int) -> _Children:
+    # .labels() validates and hashes its arguments each call; this cache is one dict lookup.
+    bound = _children.get((variant, code))
+    if bound is None:
+        bound = _children[(variant, code)] = (REQUESTS.labels(variant, str(code)),
+                                              LATENCY.labels(variant))
+    return bound
+
+
+for _variant in (CHAMPION, CHALLENGER):
+    # Series that exist from the start read 0 instead of missing, so rate() sees the first one.
+    _child(_variant, 200)
+    MODEL_ERRORS.labels(_variant)
+
+
+def _status_of(exc: BaseException) -> int:
+    if isinstance(exc, RequestError):
+        return exc.status
+    if isinstance(exc, HTTPException):
+        return exc.status_code
+    return 500  # the error renderer answers any other exception with a 500
+
+
+def counted(endpoint: Callable[[Request], Awaitable[Response]]
+            ) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap a prediction endpoint to count its requests and time them, by variant and status."""
+
+    @functools.wraps(endpoint)
+    async def wrapper(request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            response = await endpoint(request)
+        except Exception as exc:
+            # A failed model call is the champion's answer (the challenger falls back to it).
+            variant = CHAMPION if isinstance(exc, ModelFailedError) else NO_VARIANT
+            requests, latency = _child(variant, _status_of(exc))
+            requests.inc()
+            latency.observe(time.perf_counter() - started)
+            raise
+        requests, latency = _child(response.headers.get("x-variant", NO_VARIANT),
+                                   response.status_code)
+        requests.inc()
+        latency.observe(time.perf_counter() - started)
+        return response
+
+    return wrapper
+
+
+# -- values that live elsewhere -----------------------------------------------------------------
+
+
+class _SnapshotCollector(Collector):
+    """The scraped process's config revision and loaded models, read when scraped."""
+
+    def __init__(self, state: GatewayState) -> None:
+        self._state = state
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self._state.snapshots.current
+        revision = GaugeMetricFamily("router_config_revision",
+                                     "Revision of the configuration being served.")
+        revision.add_metric([], snapshot.revision)
+        yield revision
+        models = sorted(snapshot.models.items())
+        # ServedModel.engine ("scikit-learn", "onnxruntime"); read with getattr so that a model
+        # object without one (a test double, an older registry) still gets its info series.
+        engines = {role: getattr(model, "engine", None) for role, model in models}
+        with_engine = any(engine is not None for engine in engines.values())
+        info = GaugeMetricFamily(
+            "router_model_info", "Each loaded model (value 1), by role (champion, challenger, "
+            "previous).", labels=["role", "model", "version", "sha256",
+                                  *(["engine"] if with_engine else [])])
+        for role, model in models:
+            values = [role, snapshot.names[role], model.version, model.sha256]
+            if with_engine:
+                engine = engines[role]
+                values.append("" if engine is None else str(getattr(engine, "name", engine)))
+            info.add_metric(values, 1.0)
+        yield info
+
+
+class Telemetry:
+    """One gateway's metrics: copies its counts into the process metrics, and renders them."""
+
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+        self._seen: dict[Any, float] = {}
+        self.registry = CollectorRegistry(auto_describe=False)
+        directory = multiprocess_dir()
+        if directory is not None:
+            multiprocess.MultiProcessCollector(self.registry, path=directory)
+        else:
+            for collector in _PROCESS_METRICS:
+                self.registry.register(collector)
+        self.registry.register(_SnapshotCollector(state))
+
+    def _advance(self, counter: Any, total: float) -> None:
+        """Move ``counter`` up to ``total``, a count kept elsewhere that only grows."""
+        delta = total - self._seen.get(counter, 0)
+        if delta > 0:
+            counter.inc(delta)
+            self._seen[counter] = total
+
+    def refresh(self) -> None:
+        """Copy the counts kept by the service, shadow mirror, writer and reloader.
+
+        Runs on the event loop only (scrape and the periodic task), so two runs never race.
+        """
+        state = self.state
+        counts = state.service.counts
+        for variant in (CHAMPION, CHALLENGER):
+            self._advance(MODEL_ERRORS.labels(variant), counts[(variant, "errors")])
+        self._advance(FALLBACKS, counts[(CHALLENGER, "fallbacks")])
+        writer = state.writer
+        LOG_BACKLOG.set(writer.backlog)
+        LOG_LAG.set(writer.lag_seconds)
+        self._advance(LOG_WRITTEN, writer.written)
+        self._advance(LOG_WRITE_ERRORS, writer.write_errors)
+        self._advance(RELOADS, state.reloader.reloads)
+        self._advance(RELOAD_ERRORS, state.reloader.failures)
+        if state.shadow is not None:
+            shadow = state.shadow.counts()
+            self._advance(SHADOW_OFFERED, shadow["offered"])
+            self._advance(SHADOW_DONE, shadow["done"])
+            self._advance(SHADOW_DROPPED, shadow["dropped"])
+            self._advance(SHADOW_FAILED, shadow["failed"])
+            self._advance(SHADOW_TIMED_OUT, shadow["timed_out"])
+            SHADOW_QUEUE.set(shadow["queue_depth"])
+
+    def render(self, accept: str | None) -> tuple[bytes, str]:
+        """The exposition (OpenMetrics when the scraper asks for it) and its content type."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
+
+    async def publish(self) -> None:
+        """Multiprocess mode: keep this worker's gauges fresh for scrapes other workers answer;
+        on cancellation (shutdown), remove them so a stopped worker stops counting."""
+        try:
+            while True:
+                self.refresh()
+                await asyncio.sleep(REFRESH_SECONDS)
+        finally:
+            directory = multiprocess_dir()
+            if directory is not None:
+                with contextlib.suppress(OSError):
+                    multiprocess.mark_process_dead(os.getpid(), directory)
+
+
+def start(app: Starlette, state: GatewayState) -> None:
+    """Give ``app`` its telemetry; with several workers, start this one's publishing task."""
+    telemetry = Telemetry(state)
+    app.state.telemetry = telemetry
+    if multiprocess_dir() is not None:
+        state.background.append(asyncio.create_task(telemetry.publish()))
+
+
+async def metrics(request: Request) -> Response:
+    telemetry: Telemetry = request.app.state.telemetry
+    telemetry.refresh()
+    # Merging the workers' files is file I/O: off the event loop.
+    body, content_type = await asyncio.to_thread(telemetry.render, request.headers.get("accept"))
+    return Response(body, media_type=content_type)

@@ -1,0 +1,519 @@
+"""``analysis_columns``: the outcome log of one experiment as numpy columns, for the statistics.
+
+Every store answers the same question the same way; this module holds the one definition and
+the query behind each store, so that ``/stats`` over a million rows never builds a record per
+row. The columns, one entry per logged prediction of the experiment (in the chosen revisions), in
+an order the stores do not promise but which is the same for every column:
+
+``ts`` (float, unix seconds, to the microsecond: the time the gateway stamped on the row, the
+same for every row of a batch request), ``revision`` (int), ``challenger``,
+``shadow``, ``fallback``, ``error`` (bool), ``latency_ms`` (float, to the nanosecond) and
+``feedback_id`` (int): the arrival rank of the latest feedback for the row's request id (ranks
+grow with arrival, so sorting on them puts the labelled outcomes in the order their labels
+came in), or -1 when none has arrived.
+
+With ``classes`` (a classifier's labels as ``str``): ``predicted`` and ``label``, the index in
+``classes`` of the predicted label and of the true label, -1 when there is none (an error, no
+feedback, feedback with a value instead of a label), and -2 for a true label that is no class.
+With ``true_probability`` also ``true_probability``: the probability the model gave the true
+label (0.0 for a label that is no class; NaN without a label or without probabilities).
+Without ``classes`` (a regressor): ``value`` and ``label_value``, NaN where absent.
+
+With ``units``: ``unit_key``, an int per row naming its sticky unit id (``hash`` of the id,
+so comparable within one process only; 0 where the row has none, as ``hash("") == 0``), and
+``ts`` only where the unit id is absent (NaN elsewhere): rows are then told apart by unit, and
+reading every timestamp would cost a tenth of the whole query. Integers rather than the ids
+themselves: the statistics only count distinct units, and a million strings cost more.
+With ``feature_rows = k``: ``features``, a ``(<= k, n_features)`` float array of the inputs of
+the latest ``k`` answered requests (shadow copies and fallback answers left out, since they
+repeat a request's inputs). Always: ``unknown_feedback_ids``, a 0-d int array counting the
+request ids that feedback names and no prediction of any experiment has.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from router.outcomes.records import FeedbackRecord, PredictionRecord
+
+__all__ = ["memory_columns", "postgres_columns", "sqlite_columns"]
+
+Columns = dict[str, np.ndarray]
+
+# Bits of the flags column: one small integer per row instead of four columns to transfer.
+_CHALLENGER, _SHADOW, _FALLBACK, _ERROR = 1, 2, 4, 8
+
+
+def _flags_columns(flags: np.ndarray) -> Columns:
+    return {
+        "challenger": (flags & _CHALLENGER) > 0,
+        "shadow": (flags & _SHADOW) > 0,
+        "fallback": (flags & _FALLBACK) > 0,
+        "error": (flags & _ERROR) > 0,
+    }
+
+
+def _empty(classes: Sequence[str] | None, units: bool, true_probability: bool) -> Columns:
+    columns: Columns = {
+        "ts": np.zeros(0), "revision": np.zeros(0, np.int64),
+        **_flags_columns(np.zeros(0, np.int64)),
+        "latency_ms": np.zeros(0), "feedback_id": np.zeros(0, np.int64),
+    }
+    if classes is not None:
+        columns["predicted"] = np.zeros(0, np.int64)
+        columns["label"] = np.zeros(0, np.int64)
+        if true_probability:
+            columns["true_probability"] = np.zeros(0)
+    else:
+        columns["value"] = np.zeros(0)
+        columns["label_value"] = np.zeros(0)
+    if units:
+        columns["unit_key"] = np.zeros(0, dtype=np.int64)
+    return columns
+
+
+def _unit_keys(ids: Sequence[str | None]) -> np.ndarray:
+    """``hash`` of each unit id, 0 for none (a clash of two 64-bit hashes among a million ids
+    has a chance near 1e-7, and only miscounts one unit)."""
+    return np.fromiter(map(hash, (i or "" for i in ids)), dtype=np.int64, count=len(ids))
+
+
+def _features_array(rows: list[Any], width: int | None = None) -> np.ndarray:
+    """Rows of feature lists as a float array; JSON's null (a NaN that was logged) is NaN."""
+    if not rows:
+        return np.zeros((0, width or 0))
+    return np.array(rows, dtype=float)
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+
+def memory_columns(
+    predictions: Sequence[PredictionRecord],
+    feedback: Sequence[FeedbackRecord],
+    experiment: str,
+    revisions: Sequence[int] | None = None,
+    *,
+    classes: Sequence[str] | None = None,
+    units: bool = False,
+    true_probability: bool = False,
+    feature_rows: int = 0,
+) -> Columns:
+    """The columns of records held in memory (a loop per record: for tests and small logs)."""
+    latest: dict[str, tuple[int, FeedbackRecord]] = {}
+    for rank, record in enumerate(feedback):
+        latest[record.request_id] = (rank, record)
+    predicted_ids = {r.request_id for r in predictions}
+    unknown = sum(1 for request_id in latest if request_id not in predicted_ids)
+    wanted = None if revisions is None else set(revisions)
+    rows = sorted(
+        (r for r in predictions
+         if r.experiment == experiment and (wanted is None or r.revision in wanted)),
+        key=lambda r: r.revision)  # stable: insertion order within a revision
+    if not rows:
+        columns = _empty(classes, units, true_probability)
+        if feature_rows:
+            columns["features"] = np.zeros((0, 0))
+        columns["unknown_feedback_ids"] = np.array(unknown)
+        return columns
+
+    index = {c: i for i, c in enumerate(classes or ())}
+    joined = [latest.get(r.request_id) for r in rows]
+    columns = {
+        "ts": np.array([r.ts for r in rows], dtype=float),
+        "revision": np.array([r.revision for r in rows], dtype=np.int64),
+        **_flags_columns(np.array(
+            [_CHALLENGER * (r.variant == "challenger") + _SHADOW * r.shadow
+             + _FALLBACK * r.fallback + _ERROR * (r.error is not None) for r in rows],
+            dtype=np.int64)),
+        "latency_ms": np.array([r.latency_ms for r in rows], dtype=float),
+        "feedback_id": np.array([-1 if j is None else j[0] for j in joined], dtype=np.int64),
+    }
+    if classes is not None:
+        labels = [None if j is None else j[1].label for j in joined]
+        columns["predicted"] = np.array(
+            [-1 if r.prediction is None else index.get(str(r.prediction), -1) for r in rows],
+            dtype=np.int64)
+        columns["label"] = np.array(
+            [-1 if label is None else index.get(label, -2) for label in labels], dtype=np.int64)
+        if true_probability:
+            columns["true_probability"] = np.array(
+                [math.nan if label is None or r.probabilities is None
+                 else float(r.probabilities.get(label, 0.0))
+                 for r, label in zip(rows, labels, strict=True)], dtype=float)
+    else:
+        columns["value"] = np.array(
+            [_number(r.prediction) for r in rows], dtype=float)
+        columns["label_value"] = np.array(
+            [math.nan if j is None or j[1].value is None else j[1].value for j in joined],
+            dtype=float)
+    if units:
+        columns["unit_key"] = _unit_keys([r.unit_id for r in rows])
+        columns["ts"][columns["unit_key"] != 0] = math.nan
+    if feature_rows:
+        served = [r for r in predictions if r.experiment == experiment
+                  and (wanted is None or r.revision in wanted)
+                  and not r.shadow and not r.fallback]
+        columns["features"] = _features_array(
+            [list(r.features) for r in served[-feature_rows:]])
+    columns["unknown_feedback_ids"] = np.array(unknown)
+    return columns
+
+
+def _number(prediction: Any) -> float:
+    if isinstance(prediction, bool) or not isinstance(prediction, int | float):
+        return math.nan
+    return float(prediction)
+
+
+# -- SQLite ------------------------------------------------------------------------------------
+
+# Above this many rows the query is split by rowid range over several connections at once:
+# sqlite3 lets go of the GIL while a statement runs, so each range gets its own core.
+_PARALLEL_ROWS = 200_000
+_WORKERS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                        else os.cpu_count() or 1))
+_MMAP_BYTES = 1 << 30
+_UNIT_SEPARATOR = "\x1f"
+# Unknown ids by difference: feedback's distinct request ids, less those some prediction
+# matched, named by their latest feedback row. The phase's predictions bring their matches in
+# the main query; this one finds the others' (cheaply: the index covers its WHERE).
+_FEEDBACK_IDS_SQL = "SELECT count(DISTINCT request_id) FROM feedback"
+_OUTSIDE_MATCHES_SQL = (
+    "SELECT count(*), group_concat((SELECT max(g.id) FROM feedback AS g "
+    "WHERE g.request_id = p.request_id)) FROM predictions AS p WHERE {}")
+
+
+def _class_case(column: str, n_classes: int, otherwise: int) -> str:
+    """SQL giving the index of ``column`` among ``n_classes`` bound parameters."""
+    whens = " ".join(f"WHEN ? THEN {i}" for i in range(n_classes))
+    return f"CASE {column} {whens} ELSE {otherwise} END"
+
+
+def _revision_filter(revisions: Sequence[int] | None, placeholder: str) -> tuple[str, list[int]]:
+    if revisions is None:
+        return "", []
+    if not revisions:
+        return " AND 1 = 0", []
+    marks = ", ".join(placeholder for _ in revisions)
+    return f" AND p.revision IN ({marks})", [int(r) for r in revisions]
+
+
+class _SQLiteQuery:
+    """The one statement behind the columns, for any rowid range of the predictions table.
+
+    Every column travels as one ``group_concat`` text that numpy parses at C speed, and as an
+    integer where possible: SQLite writes integers as text much faster than REALs. The flags,
+    the predicted class and the true class share one integer (``code``).
+    """
+
+    def __init__(self, experiment: str, revisions: Sequence[int] | None,
+                 classes: Sequence[str] | None, units: bool, true_probability: bool) -> None:
+        self.classes = None if classes is None else list(classes)
+        self.units = units
+        self.true_probability = true_probability and classes is not None
+        self.experiment = experiment
+        self.revisions = revisions
+        self.fixed_revision = int(revisions[0]) if revisions is not None \
+            and len(set(revisions)) == 1 else None
+        code = (f"(p.variant = 'challenger') * {_CHALLENGER} + p.shadow * {_SHADOW} "
+                f"+ p.fallback * {_FALLBACK} + (p.error IS NOT NULL) * {_ERROR}")
+        params: list[Any] = []
+        if self.classes is not None:
+            k = len(self.classes) + 1
+            code += (f" + 16 * (({_class_case('p.label', k - 1, -1)}) + 1) + {16 * k} * ("
+                     f"(CASE WHEN f.label IS NULL THEN -1 ELSE "
+                     f"{_class_case('f.label', k - 1, -2)} END) + 2)")
+            params += [*self.classes, *self.classes]
+        # (name, SQL); NULLs are skipped by group_concat, which ts uses on purpose below.
+        self.columns: list[tuple[str, str]] = [
+            ("pid", "p.id"),
+            ("code", code),
+            ("latency_ns", "CAST(p.latency_ms * 1000000 AS INTEGER)"),
+            ("feedback_id", "ifnull(f.id, -1)"),
+        ]
+        if self.fixed_revision is None:
+            self.columns.append(("revision", "p.revision"))
+        # The statistics need a row's time only to tell requests apart where it has no unit id.
+        ts = "CAST(round(p.ts * 1000000) AS INTEGER)"
+        self.columns.append(("ts_us", f"CASE WHEN p.unit_id IS NULL THEN {ts} END"
+                             if units else ts))
+        if self.true_probability:
+            # The predicted label's probability is at hand when the prediction was right; only
+            # wrong ones need the JSON. A label holding '"' cannot be written as a JSON path.
+            self.columns.append(("true_probability", """ifnull(CASE
+                WHEN f.label IS NULL OR p.probabilities IS NULL THEN NULL
+                WHEN p.label = f.label THEN p.probability
+                WHEN instr(f.label, '"') > 0 THEN NULL
+                ELSE ifnull(json_extract(p.probabilities, '$."' || f.label || '"'), 0.0)
+                END, 'nan')"""))
+        if self.classes is None:
+            self.columns.append(("value", "ifnull(p.value, 'nan')"))
+            self.columns.append(("label_value", "ifnull(f.value, 'nan')"))
+        if units:
+            self.columns.append(("unit_key",
+                                 f"ifnull(p.unit_id, ''), char({ord(_UNIT_SEPARATOR)})"))
+        revision_sql, revision_params = _revision_filter(revisions, "?")
+        self.where = f"p.experiment = ?{revision_sql} AND p.id BETWEEN ? AND ?"
+        self.params = params
+        self.where_params: list[Any] = [experiment, *revision_params]
+        # A plain join, one row per feedback record of the request id: _latest_feedback keeps
+        # the latest. Cheaper than a subquery for the latest on every row.
+        self.source = ("FROM predictions AS p LEFT JOIN feedback AS f "
+                       f"ON f.request_id = p.request_id WHERE {self.where}")
+        self.sql = (f"SELECT count(*), "
+                    f"{', '.join(f'group_concat({sql})' for _, sql in self.columns)} "
+                    f"{self.source}")
+
+    def run(self, conn: sqlite3.Connection, low: int, high: int) -> Columns:
+        """The columns of the rows with ``low <= id <= high``."""
+        row = conn.execute(self.sql, [*self.params, *self.where_params, low, high]).fetchone()
+        n = int(row[0])
+        texts = dict(zip((name for name, _ in self.columns), row[1:], strict=True))
+        out: Columns = {}
+        for name, text in texts.items():
+            if name == "unit_key":
+                ids: list[str] = (text or "").split(_UNIT_SEPARATOR) if n else []
+                if len(ids) != n:  # a unit id holding the separator: fetch them one by one
+                    ids = [r[0] for r in conn.execute(
+                        f"SELECT p.unit_id {self.source}", [*self.where_params, low, high])]
+                out[name] = _unit_keys(ids)
+            elif name in ("true_probability", "value", "label_value"):
+                out[name] = _parse(text, float, n, name)
+            elif name == "ts_us" and self.units:
+                out[name] = text  # parsed once the unit ids say where the values go
+            else:
+                out[name] = _parse(text, np.int64, n, name)
+        if self.units:
+            missing = out["unit_key"] == 0
+            ts = np.full(n, math.nan)
+            ts[missing] = _parse(out.pop("ts_us"), np.int64, int(missing.sum()), "ts") / 1e6
+            out["ts"] = ts
+        else:
+            out["ts"] = out.pop("ts_us") / 1e6
+        return _latest_feedback(out)
+
+    def unknown_ids(self, conn: sqlite3.Connection) -> tuple[int, np.ndarray]:
+        """Feedback's distinct request ids, and the latest feedback rows that predictions
+        outside these revisions matched."""
+        (distinct,) = conn.execute(_FEEDBACK_IDS_SQL).fetchone()
+        revisions = sorted(set(self.revisions or ()))
+        if revisions and revisions == list(range(revisions[0], revisions[-1] + 1)):
+            # A phase is a run of consecutive revisions: ranges the index seeks to directly,
+            # where NOT (...) would walk every index entry of the experiment.
+            where = ("p.experiment < ? OR p.experiment > ? OR (p.experiment = ? "
+                     "AND (p.revision < ? OR p.revision > ?))")
+            params: list[Any] = [self.experiment] * 3 + [revisions[0], revisions[-1]]
+        else:
+            revision_sql, revision_params = _revision_filter(self.revisions, "?")
+            where, params = f"NOT (p.experiment = ?{revision_sql})", [self.experiment,
+                                                                       *revision_params]
+        n, text = conn.execute(_OUTSIDE_MATCHES_SQL.format(where), params).fetchone()
+        matched = np.fromstring(text or "", dtype=np.int64, sep=",") if n else np.zeros(0)
+        return int(distinct), matched
+
+    def finish(self, parts: list[Columns], unknown: tuple[int, np.ndarray]) -> Columns:
+        raw = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        raw.pop("pid")
+        code = raw.pop("code")
+        n = code.size
+        columns: Columns = {
+            "ts": raw.pop("ts"),
+            "revision": raw.pop("revision") if self.fixed_revision is None
+            else np.full(n, self.fixed_revision, dtype=np.int64),
+            **_flags_columns(code & 15),
+            "latency_ms": raw.pop("latency_ns") / 1e6,
+            "feedback_id": raw.pop("feedback_id"),
+        }
+        if self.classes is not None:
+            k = len(self.classes) + 1
+            columns["predicted"] = (code >> 4) % k - 1
+            columns["label"] = (code >> 4) // k - 2
+        columns.update(raw)
+        distinct, outside = unknown
+        # Distinct by sorting: np.unique hashes, many times slower on a million values.
+        matched = np.sort(np.concatenate([columns["feedback_id"], outside.astype(np.int64)]))
+        matched = matched[matched >= 0]
+        n_matched = int(np.count_nonzero(matched[1:] != matched[:-1])) + 1 if matched.size else 0
+        columns["unknown_feedback_ids"] = np.array(distinct - n_matched)
+        return columns
+
+
+def _latest_feedback(out: Columns) -> Columns:
+    """Keep, of the rows a prediction got from a plain join (one per feedback record for its
+    request id), the one with the latest feedback.
+
+    A LEFT JOIN keeps its left table as SQLite's outer loop, so the rows of one prediction
+    come together: a run of equal ``pid``. A plain join and this pass cost less than asking
+    SQLite for the latest feedback of every row in a subquery.
+    """
+    pid = out["pid"]
+    if pid.size < 2:
+        return out
+    starts = np.flatnonzero(np.r_[True, pid[1:] != pid[:-1]])
+    if starts.size == pid.size:
+        return out
+    run = np.repeat(np.arange(starts.size), np.diff(np.r_[starts, pid.size]))
+    fid = out["feedback_id"]
+    keep = fid == np.maximum.reduceat(fid, starts)[run]
+    return {name: values[keep] for name, values in out.items()}
+
+
+def _parse(text: str | None, dtype: Any, n: int, name: str) -> np.ndarray:
+    if n == 0:
+        return np.zeros(0, dtype=dtype)
+    values = np.fromstring(text or "", dtype=dtype, sep=",")
+    if values.size != n:
+        raise ValueError(f"analysis column {name}: {values.size} values for {n} rows")
+    return values
+
+
+def _ranges(low: int, high: int, parts: int) -> list[tuple[int, int]]:
+    edges = np.linspace(low, high + 1, parts + 1).astype(np.int64)
+    return [(int(a), int(b) - 1) for a, b in itertools.pairwise(edges.tolist()) if b > a]
+
+
+def sqlite_columns(
+    conn: sqlite3.Connection,
+    path: Path,
+    experiment: str,
+    revisions: Sequence[int] | None = None,
+    *,
+    classes: Sequence[str] | None = None,
+    units: bool = False,
+    true_probability: bool = False,
+    feature_rows: int = 0,
+    timeout_s: float = 10.0,
+) -> Columns:
+    """The columns from a SQLite file: one pass joined with the latest feedback per request.
+
+    A large table is read in rowid ranges on several connections of its own at once, while
+    another one counts the unknown feedback ids; ``conn`` (the caller's) reads the bounds and
+    the latest features.
+    """
+    query = _SQLiteQuery(experiment, revisions, classes, units, true_probability)
+    low, high = conn.execute("SELECT ifnull(min(id), 1), ifnull(max(id), 0) FROM predictions"
+                             ).fetchone()
+    ranges = _ranges(low, high, _WORKERS if high - low + 1 >= _PARALLEL_ROWS else 1) \
+        or [(low, high)]
+
+    def on_own_connection(task: Callable[[sqlite3.Connection], Any]) -> Any:
+        side = sqlite3.connect(path, timeout=timeout_s)
+        try:
+            # Read through a memory map, not a read() per page: a tenth less time over a large
+            # log. Only these short-lived reading connections use it.
+            side.execute(f"PRAGMA mmap_size = {_MMAP_BYTES}")
+            return task(side)
+        finally:
+            side.close()
+
+    with ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="stats") as pool:
+        unknown = pool.submit(on_own_connection, query.unknown_ids)
+        others = [pool.submit(on_own_connection, lambda c, r=r: query.run(c, *r))
+                  for r in ranges[1:]]
+        first = on_own_connection(lambda c: query.run(c, *ranges[0]))
+        parts = [first, *(f.result() for f in others)]
+        columns = query.finish(parts, unknown.result())
+    if feature_rows:
+        columns["features"] = _sqlite_features(conn, experiment, revisions, feature_rows)
+    return columns
+
+
+def _sqlite_features(conn: sqlite3.Connection, experiment: str,
+                     revisions: Sequence[int] | None, limit: int) -> np.ndarray:
+    revision_sql, revision_params = _revision_filter(revisions, "?")
+    # One JSON text for all rows: one parse instead of one per row. The unary + keeps SQLite
+    # on the rowid order (newest first, stopping after ``limit``) rather than the index.
+    (text,) = conn.execute(
+        "SELECT '[' || group_concat(features) || ']' FROM (SELECT p.features FROM predictions "
+        f"AS p WHERE +p.experiment = ?{revision_sql} AND p.shadow = 0 AND p.fallback = 0 "
+        "ORDER BY p.id DESC LIMIT ?)", [experiment, *revision_params, int(limit)]).fetchone()
+    return _features_array(orjson.loads(text) if text else [])
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------
+
+
+def postgres_columns(
+    execute: Callable[[str, Sequence[Any]], list[tuple[Any, ...]]],
+    experiment: str,
+    revisions: Sequence[int] | None = None,
+    *,
+    classes: Sequence[str] | None = None,
+    units: bool = False,
+    true_probability: bool = False,
+    feature_rows: int = 0,
+) -> Columns:
+    """The columns from PostgreSQL through ``execute(sql, params) -> rows``: the join and the
+    class lookups run in the server, typed columns come back and become arrays."""
+    revision_sql, revision_params = _revision_filter(revisions, "%s")
+    select = [
+        "p.ts", "p.revision",
+        f"(p.variant = 'challenger')::int * {_CHALLENGER} + p.shadow * {_SHADOW} "
+        f"+ p.fallback * {_FALLBACK} + (p.error IS NOT NULL)::int * {_ERROR}",
+        "p.latency_ms", "coalesce(f.id, -1)",
+    ]
+    params: list[Any] = []
+    if classes is not None:
+        select += ["coalesce(array_position(%s::text[], p.label) - 1, -1)",
+                   "CASE WHEN f.label IS NULL THEN -1 "
+                   "ELSE coalesce(array_position(%s::text[], f.label) - 1, -2) END"]
+        params += [list(classes), list(classes)]
+        if true_probability:
+            select.append("CASE WHEN f.label IS NULL OR p.probabilities IS NULL THEN 'NaN' "
+                          "ELSE coalesce((p.probabilities::jsonb ->> f.label)::float8, 0.0) END")
+    else:
+        select += ["coalesce(p.value, 'NaN')", "coalesce(f.value, 'NaN')"]
+    if units:
+        select.append("p.unit_id")
+    sql = (
+        f"SELECT {', '.join(select)} FROM predictions AS p LEFT JOIN ("
+        "SELECT DISTINCT ON (request_id) id, request_id, label, value FROM feedback "
+        "ORDER BY request_id, id DESC) AS f ON f.request_id = p.request_id "
+        f"WHERE p.experiment = %s{revision_sql} ORDER BY p.revision, p.id")
+    rows = execute(sql, [*params, experiment, *revision_params])
+    if not rows:
+        columns = _empty(classes, units, true_probability)
+    else:
+        values = list(zip(*rows, strict=True))
+        columns = {
+            "ts": np.array(values[0], dtype=float),
+            "revision": np.array(values[1], dtype=np.int64),
+            **_flags_columns(np.array(values[2], dtype=np.int64)),
+            "latency_ms": np.array(values[3], dtype=float),
+            "feedback_id": np.array(values[4], dtype=np.int64),
+        }
+        rest = iter(values[5:])
+        if classes is not None:
+            columns["predicted"] = np.array(next(rest), dtype=np.int64)
+            columns["label"] = np.array(next(rest), dtype=np.int64)
+            if true_probability:
+                columns["true_probability"] = np.array(next(rest), dtype=float)
+        else:
+            columns["value"] = np.array(next(rest), dtype=float)
+            columns["label_value"] = np.array(next(rest), dtype=float)
+        if units:
+            columns["unit_key"] = _unit_keys(next(rest))
+            columns["ts"][columns["unit_key"] != 0] = math.nan
+    if feature_rows:
+        found = execute(
+            f"SELECT p.features FROM predictions AS p WHERE p.experiment = %s{revision_sql} "
+            "AND p.shadow = 0 AND p.fallback = 0 ORDER BY p.id DESC LIMIT %s",
+            [experiment, *revision_params, int(feature_rows)])
+        columns["features"] = _features_array([orjson.loads(r[0]) for r in found])
+    (unknown,) = execute(
+        "SELECT count(*) FROM (SELECT DISTINCT request_id FROM feedback) AS g "
+        "WHERE NOT EXISTS (SELECT 1 FROM predictions AS p WHERE p.request_id = g.request_id)",
+        [])[0]
+    columns["unknown_feedback_ids"] = np.array(int(unknown))
+    return columns

@@ -1,0 +1,403 @@
+"""Simulated traffic for a gateway: held-out rows as requests, their true labels as late feedback.
+
+Each request is one held-out row (named features), sent as a user drawn from a large pool with
+the gateway's sticky key, so a user keeps its variant. The true label of a request is held back
+until ``feedback_delay`` more requests have been answered, then sent with others in one
+``POST /feedback`` of ``feedback_batch`` items: ground truth that arrives later, in bulk, as a
+labelling job would send it. Only the standard library speaks HTTP here (``http.client``, one
+keep-alive connection per thread of a small pool), so the simulator adds no dependency.
+"""
+
+from __future__ import annotations
+
+import http.client
+import random
+import sys
+import threading
+import time
+import urllib.parse
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import orjson
+
+__all__ = [
+    "GatewayInfo",
+    "ProgressBar",
+    "SimulationError",
+    "SimulationResult",
+    "Simulator",
+    "gateway_info",
+    "get_json",
+    "holdout_rows",
+]
+
+# Large against the requests of a demo, so that few users repeat: the gateway's sample-ratio
+# check counts requests, and many requests per user would cluster them and widen its spread.
+DEFAULT_USERS = 100_000
+DEFAULT_CONCURRENCY = 8
+DEFAULT_FEEDBACK_DELAY = 200
+DEFAULT_FEEDBACK_BATCH = 100
+REQUEST_TIMEOUT_S = 30.0
+
+
+class SimulationError(Exception):
+    """The gateway cannot be reached, or does not take the held-out rows."""
+
+
+@dataclass(frozen=True)
+class GatewayInfo:
+    """What the simulator needs to know of a gateway: its features and its sticky key."""
+
+    features: tuple[str, ...]
+    sticky_key: str | None  # "header:<name>" or "body:<field>", as in the YAML
+    experiment: str
+
+
+@dataclass
+class SimulationResult:
+    """Running totals of a simulation; ``failed`` maps an HTTP status or error name to a count."""
+
+    sent: int = 0
+    answered: int = 0
+    variants: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)
+    labels_sent: int = 0
+    feedback_batches: int = 0
+    feedback_failed: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        """Answered requests per second."""
+        return self.answered / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        """One line: what was sent, answered per variant, failed, and labelled."""
+        variants = ", ".join(f"{name} {count}" for name, count in sorted(self.variants.items()))
+        failed = sum(self.failed.values())
+        failures = ""
+        if failed:
+            failures = " (" + ", ".join(f"{k}: {v}" for k, v in sorted(self.failed.items())) + ")"
+        return (f"{self.answered}/{self.sent} requests answered ({variants or 'none'}) in "
+                f"{self.seconds:.1f} s, {self.rate:.0f}/s; {failed} failed{failures}; "
+                f"{self.labels_sent} labels sent as feedback in {self.feedback_batches} batches"
+                + (f", {self.feedback_failed} not accepted" if self.feedback_failed else ""))
+
+
+def holdout_rows(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``(X, y, feature_names)`` from a held-out file written by ``router train-demo``."""
+    path = Path(path)
+    if not path.is_file():
+        raise SimulationError(f"no held-out rows at {path}; run `router train-demo` first, "
+                              "or pass --holdout")
+    with np.load(path, allow_pickle=False) as data:
+        return data["X"], data["y"], data["feature_names"].tolist()
+
+
+class _Connection:
+    """One keep-alive HTTP/1.1 connection to the gateway, reopened after a failure."""
+
+    def __init__(self, url: str) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SimulationError(f"not an http(s) URL: {url}")
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port
+        self._prefix = parts.path.rstrip("/")
+        self._conn: http.client.HTTPConnection | None = None
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        if self._conn is None:
+            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            self._conn = cls(self._host, self._port, timeout=REQUEST_TIMEOUT_S)
+        all_headers = {"Content-Type": "application/json", **(headers or {})}
+        try:
+            self._conn.request(method, self._prefix + path, body=body, headers=all_headers)
+            response = self._conn.getresponse()
+            return response.status, response.read()
+        except BaseException:
+            self.close()  # the connection is in an unknown state: the next call opens a new one
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def get_json(url: str, path: str) -> tuple[int, Any]:
+    """``GET url + path``: the status and the decoded JSON body (None when it is not JSON).
+
+    Raises :class:`SimulationError` when the gateway cannot be reached.
+    """
+    connection = _Connection(url)
+    try:
+        status, body = connection.request("GET", path)
+    except OSError as exc:
+        raise SimulationError(f"cannot reach the gateway at {url}: {exc}") from None
+    finally:
+        connection.close()
+    try:
+        return status, orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return status, None
+
+
+def gateway_info(url: str) -> GatewayInfo:
+    """Read ``GET /config`` of the gateway at ``url``."""
+    status, payload = get_json(url, "/config")
+    if status != 200 or not isinstance(payload, dict):
+        raise SimulationError(f"GET {url}/config answered {status}")
+    return GatewayInfo(features=tuple(payload["models"]["champion"]["features"]),
+                       sticky_key=payload["config"]["traffic"].get("sticky_key"),
+                       experiment=str(payload["config"]["experiment"]))
+
+
+@dataclass(frozen=True, slots=True)
+class _Label:
+    answered_at: int  # the simulation's answered count when this request was answered
+    request_id: str
+    label: str
+
+
+class Simulator:
+    """Sends held-out rows to a gateway from a small thread pool, and their labels later.
+
+    Feedback not yet due at the end of :meth:`run` stays pending into the next call (the
+    demo runs in rounds); :meth:`flush_feedback` sends all of it.
+
+    Args:
+        url: the gateway's base URL.
+        X, y: held-out rows (in ``feature_names`` order) and their true labels.
+        feature_names: the names of ``X``'s columns; must be the gateway's features.
+        info: the gateway's settings (:func:`gateway_info`); read from ``url`` when omitted.
+        users: size of the pool user ids are drawn from.
+        concurrency: threads, each with its own keep-alive connection.
+        feedback_delay: answered requests to wait before a label is due.
+        feedback_batch: labels per ``POST /feedback``.
+        seed: for the choice of rows and users.
+    """
+
+    def __init__(self, url: str, X: np.ndarray, y: np.ndarray, feature_names: list[str], *,
+                 info: GatewayInfo | None = None, users: int = DEFAULT_USERS,
+                 concurrency: int = DEFAULT_CONCURRENCY,
+                 feedback_delay: int = DEFAULT_FEEDBACK_DELAY,
+                 feedback_batch: int = DEFAULT_FEEDBACK_BATCH, seed: int | None = None) -> None:
+        if users < 1 or concurrency < 1 or feedback_delay < 0 or feedback_batch < 1:
+            raise ValueError("users, concurrency and feedback_batch must be >= 1, "
+                             "feedback_delay >= 0")
+        self.url = url.rstrip("/")
+        self.info = info if info is not None else gateway_info(self.url)
+        missing = sorted(set(self.info.features) - set(feature_names))
+        if missing:
+            raise SimulationError(
+                f"the gateway's model takes features the held-out rows lack: "
+                f"{', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
+        columns = [feature_names.index(name) for name in self.info.features]
+        # Encoded once: a row's features never change, only its user does.
+        self._rows = [orjson.dumps(dict(zip(self.info.features, row, strict=True)))
+                      for row in np.asarray(X, dtype=np.float64)[:, columns].tolist()]
+        self._labels = [str(label) for label in np.asarray(y).tolist()]
+        self._users = users
+        self._concurrency = concurrency
+        self._delay = feedback_delay
+        self._batch = feedback_batch
+        self._rng = random.Random(seed)
+        key = self.info.sticky_key
+        source, _, name = (key or "").partition(":")
+        self._header = name if source == "header" else None
+        self._body_field = name if source == "body" else None
+        self.result = SimulationResult()
+        self._lock = threading.Lock()
+        self._pending: deque[_Label] = deque()
+        self._stop = threading.Event()
+        self._quota = 0  # requests of the current run not yet drawn
+
+    # -- sending --------------------------------------------------------------------------
+
+    def _draw(self) -> tuple[int, str] | None:
+        """The next request's row and user, or None when the quota is used up or stopping."""
+        with self._lock:
+            if self._stop.is_set() or self._quota <= 0:
+                return None
+            self._quota -= 1
+            self.result.sent += 1
+            return self._rng.randrange(len(self._rows)), f"user-{self._rng.randrange(self._users)}"
+
+    def _predict(self, connection: _Connection, row: int, user: str) -> None:
+        headers = {self._header: user} if self._header else None
+        body = self._rows[row]
+        if self._body_field is not None:
+            body = b'{"features":' + body + b',' + orjson.dumps(self._body_field) + b':' \
+                + orjson.dumps(user) + b'}'
+        else:
+            body = b'{"features":' + body + b'}'
+        try:
+            status, payload = connection.request("POST", "/predict", body, headers)
+        except ConnectionRefusedError:
+            # The gateway is gone: stop everyone rather than count thousands of failures.
+            with self._lock:
+                self.result.failed["connection refused"] += 1
+            self._stop.set()
+            return
+        except OSError as exc:
+            with self._lock:
+                self.result.failed[type(exc).__name__] += 1
+            return
+        if status != 200:
+            with self._lock:
+                self.result.failed[str(status)] += 1
+            return
+        answer = orjson.loads(payload)
+        with self._lock:
+            self.result.answered += 1
+            self.result.variants[answer["variant"]] += 1
+            self._pending.append(_Label(self.result.answered, answer["request_id"],
+                                        self._labels[row]))
+
+    def _due(self, everything: bool) -> list[_Label]:
+        """Pop a batch of labels that are due (all pending ones with ``everything``)."""
+        with self._lock:
+            if everything:
+                ready = len(self._pending)
+            else:
+                horizon = self.result.answered - self._delay
+                ready = 0
+                for item in self._pending:
+                    if item.answered_at > horizon or ready == self._batch:
+                        break
+                    ready += 1
+                if ready < self._batch:
+                    return []
+            return [self._pending.popleft() for _ in range(min(ready, self._batch))]
+
+    def _send_feedback(self, connection: _Connection, batch: list[_Label]) -> None:
+        body = orjson.dumps({"feedback": [{"request_id": item.request_id, "label": item.label}
+                                          for item in batch]})
+        try:
+            status, _ = connection.request("POST", "/feedback", body)
+        except OSError:
+            status = 0
+        with self._lock:
+            if status == 202:
+                self.result.labels_sent += len(batch)
+                self.result.feedback_batches += 1
+            else:
+                self.result.feedback_failed += len(batch)
+
+    def _work(self) -> None:
+        connection = _Connection(self.url)
+        try:
+            while (draw := self._draw()) is not None:
+                self._predict(connection, *draw)
+                batch = self._due(everything=False)
+                if batch:
+                    self._send_feedback(connection, batch)
+        finally:
+            connection.close()
+
+    # -- running --------------------------------------------------------------------------
+
+    def run(self, requests: int, progress: Callable[[SimulationResult], None] | None = None,
+            ) -> SimulationResult:
+        """Send ``requests`` requests and every label that falls due meanwhile.
+
+        Blocks until they are answered; ``progress`` is called about ten times a second with
+        the running totals. Ctrl-C (``KeyboardInterrupt``) stops sending, waits for the
+        requests in flight to be answered, and propagates.
+        """
+        self._quota = requests
+        self._stop.clear()
+        started = time.perf_counter()
+        elapsed_before = self.result.seconds
+        threads = [threading.Thread(target=self._work, name=f"simulate-{i}", daemon=True)
+                   for i in range(min(self._concurrency, max(1, requests)))]
+        for thread in threads:
+            thread.start()
+        try:
+            while alive := [thread for thread in threads if thread.is_alive()]:
+                alive[0].join(0.1)
+                self.result.seconds = elapsed_before + time.perf_counter() - started
+                if progress is not None:
+                    progress(self.result)
+        except KeyboardInterrupt:
+            self.stop()
+            for thread in threads:
+                thread.join()
+            raise
+        finally:
+            self.result.seconds = elapsed_before + time.perf_counter() - started
+        if self.result.failed["connection refused"]:
+            raise SimulationError(f"the gateway at {self.url} refused connections")
+        return self.result
+
+    def stop(self) -> None:
+        """Ask the threads of :meth:`run` to send nothing more (requests in flight finish)."""
+        self._stop.set()
+
+    @property
+    def pending_labels(self) -> int:
+        """Labels held back, not yet sent."""
+        with self._lock:
+            return len(self._pending)
+
+    def flush_feedback(self) -> None:
+        """Send every label still held back, in batches."""
+        connection = _Connection(self.url)
+        try:
+            while batch := self._due(everything=True):
+                self._send_feedback(connection, batch)
+        finally:
+            connection.close()
+
+
+class ProgressBar:
+    """A one-line progress bar on a terminal (``\\r``, redrawn ten times a second at most).
+
+    On anything else (a pipe, a file, CI's log) it writes nothing: the caller prints one plain
+    summary line at the end instead.
+    """
+
+    WIDTH = 24
+
+    def __init__(self, total: int, stream: TextIO | None = None) -> None:
+        self.total = total
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.note = ""
+        self._drawn = 0.0
+
+    def line(self, result: SimulationResult) -> str:
+        done = min(result.sent, self.total)
+        filled = int(self.WIDTH * done / self.total) if self.total else self.WIDTH
+        variants = " ".join(f"{k} {v}" for k, v in sorted(result.variants.items()))
+        failed = sum(result.failed.values())
+        text = (f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{self.total} "
+                f"{result.rate:4.0f}/s  {variants}  labels {result.labels_sent}"
+                + (f"  failed {failed}" if failed else ""))
+        return f"{text}  {self.note}" if self.note else text
+
+    def update(self, result: SimulationResult, *, force: bool = False) -> None:
+        if not self.tty:
+            return
+        now = time.monotonic()
+        if not force and now - self._drawn < 0.1:
+            return
+        self._drawn = now
+        # Clear to the end of the line: the previous text may have been longer.
+        self.stream.write("\r" + self.line(result) + "\x1b[K")
+        self.stream.flush()
+
+    def close(self, result: SimulationResult) -> None:
+        """Draw the final state and end the line (on a terminal)."""
+        if self.tty:
+            self.update(result, force=True)
+            self.stream.write("\n")
+            self.stream.flush()

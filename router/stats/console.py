@@ -1,0 +1,238 @@
+"""``router stats``: the report fetched from a gateway or computed from a store, as a table.
+
+The table fits an 80-column terminal. Live (``--url``) it is the gateway's own ``/stats``;
+offline (``--store``, ``--config``) the same :func:`router.stats.loader.compute_report` runs
+here on the logged outcomes, so ``--alpha`` and ``--metric`` replay the verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["FetchError", "fetch_report", "offline_report", "render_report"]
+
+WIDTH = 80
+_LABEL = 22  # width of the first column
+_COLUMN = 28  # width of each variant's column
+
+
+class FetchError(Exception):
+    """The gateway could not be reached or did not answer with a report."""
+
+
+def fetch_report(url: str, *, alpha: float | None = None, metric: str | None = None,
+                 timeout_s: float = 30.0) -> dict[str, Any]:
+    """``GET {url}/stats`` with the overrides as query parameters."""
+    query = {k: str(v) for k, v in (("alpha", alpha), ("metric", metric)) if v is not None}
+    address = url.rstrip("/") + "/stats" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+    if not address.startswith(("http://", "https://")):
+        raise FetchError(f"--url must start with http:// or https://, got {url!r}")
+    try:
+        with urllib.request.urlopen(address, timeout=timeout_s) as response:
+            body = response.read()
+    except urllib.error.HTTPError as exc:
+        raise FetchError(f"{address}: HTTP {exc.code}: {_error_message(exc.read())}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise FetchError(f"cannot reach {address}: {reason}") from None
+    try:
+        report = json.loads(body)
+    except ValueError:
+        raise FetchError(f"{address}: the answer is not JSON") from None
+    if not isinstance(report, dict) or "variants" not in report:
+        raise FetchError(f"{address}: the answer is not a /stats report")
+    return report
+
+
+def _error_message(body: bytes) -> str:
+    try:
+        return str(json.loads(body)["message"])
+    except (ValueError, KeyError, TypeError):
+        return body.decode(errors="replace")[:200] or "no message"
+
+
+def offline_report(config_file: str, store_url: str | None, *, alpha: float | None = None,
+                   metric: str | None = None) -> dict[str, Any]:
+    """The report computed here from a store (the config's own when ``store_url`` is None)."""
+    from router.config import load_config
+    from router.outcomes import open_store
+    from router.registry import ModelRegistry
+    from router.snapshot import load_models
+    from router.stats.loader import compute_report
+
+    base = Path.cwd()
+    config = load_config(config_file, base_dir=base)
+    models = load_models(config, ModelRegistry())
+    store = open_store(store_url or config.store, base)
+    try:
+        return compute_report(store, config, models, alpha=alpha, metric=metric)
+    finally:
+        store.close()
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def _p(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2e}" if value < 1e-4 else f"{value:.4f}"
+
+
+def _interval(pair: list[float] | None, signed: bool = False) -> str:
+    if not pair or pair[0] is None or pair[1] is None:
+        return "-"
+    spec = "+.4f" if signed else ".4f"
+    return f"[{pair[0]:{spec}}, {pair[1]:{spec}}]"
+
+
+def _row(label: str, *cells: str) -> str:
+    return (label.ljust(_LABEL) + "".join(c.ljust(_COLUMN) for c in cells)).rstrip()
+
+
+def _wrap(text: str, indent: str = "  ") -> list[str]:
+    return textwrap.wrap(text, WIDTH, initial_indent=indent + "- ",
+                         subsequent_indent=indent + "  ") or [indent + "-"]
+
+
+def _variants(report: Mapping[str, Any], metric: str) -> list[str]:
+    variants = report["variants"]
+    roles = [r for r in ("champion", "challenger") if r in variants]
+    v = [variants[r] for r in roles]
+
+    def latency(x: Mapping[str, Any]) -> str:
+        ms = x["latency_ms"]
+        if ms["p50"] is None:
+            return "-"
+        return "/".join(f"{ms[k]:.2f}" for k in ("p50", "p95", "p99")) + " ms"
+
+    def errors(x: Mapping[str, Any]) -> str:
+        rate = x["error_rate"]
+        return f"{x['errors']:,}" + ("" if rate is None else f" ({rate * 100:.2f}%)")
+
+    lines = [
+        _row("", *[r.upper() + (" (shadow)" if x.get("shadow") else "") for r, x in
+                   zip(roles, v, strict=True)]),
+        _row("model", *[f"{x['model']}:{x['version']}" for x in v]),
+        _row("requests", *[_fmt(x["requests"]) for x in v]),
+        _row("errors", *[errors(x) for x in v]),
+        _row("latency p50/p95/p99", *[latency(x) for x in v]),
+        _row("labelled", *[_fmt(x["labelled"]) for x in v]),
+        _row(metric, *[_fmt(x["metric"]) for x in v]),
+        _row("  95% interval", *[_interval(x["metric_ci95"]) for x in v]),
+    ]
+    if len(v) > 1 and "fallbacks" in v[1]:
+        lines.append(_row("answered by champion", "", f"{v[1]['fallbacks']:,} (fallbacks)"))
+    calls = v[-1].get("shadow_calls") if len(v) > 1 else None
+    if calls:
+        lines.append(_row("shadow calls", "", f"{calls.get('done', 0):,} done, "
+                          f"{calls.get('dropped', 0):,} dropped"))
+        lines.append(_row("", "", f"{calls.get('failed', 0):,} failed, "
+                          f"{calls.get('timed_out', 0):,} timed out"))
+    names = list(dict.fromkeys(k for x in v for k in x["prediction_distribution"]))
+    for i, name in enumerate(names[:8]):
+        lines.append(_row("predictions" if i == 0 else "", *[
+            f"{name[:14]} {_share(x['prediction_distribution'].get(name), name)}" for x in v]))
+    if len(names) > 8:
+        lines.append(_row("", f"(+{len(names) - 8} more)"))
+    return lines
+
+
+def _share(value: float | None, name: str) -> str:
+    if value is None:
+        return "-"
+    # Regression summaries (mean, p50, ...) are values, class shares are percentages.
+    if name in ("mean", "std", "p5", "p50", "p95"):
+        return f"{value:.4g}"
+    return f"{value * 100:.1f}%"
+
+
+def _comparison(c: Mapping[str, Any]) -> list[str]:
+    lines = [
+        f"COMPARISON  {c['metric']}, {c['test']} (alpha {c['alpha']:g})",
+        f"  difference (challenger - champion)  {_fmt_signed(c['difference'])}"
+        f"  95% {_interval(c['difference_ci95'], signed=True)}",
+        f"  p-value {_p(c['p_value'])}   sequential p-value {_p(c['sequential_p_value'])}"
+        f"   significant: {_fmt(c['significant'])}",
+        f"  samples needed per variant: {_fmt(c['samples_needed_per_variant'])}"
+        f" (min effect {c['min_effect']:g}, tau2 {c['tau2']:.3g})",
+    ]
+    srm = c.get("srm")
+    if srm:
+        observed = "-" if srm["observed_percent"] is None else f"{srm['observed_percent']:.2f}%"
+        verdict = "MISMATCH" if srm["mismatch"] else "ok"
+        lines.append(f"  sample ratio ({srm['unit']}): expected {srm['expected_percent']:.2f}%"
+                     f", observed {observed}, p {_p(srm['p_value'])}: {verdict}")
+    paired = c.get("paired")
+    if paired:
+        agreement = "-" if paired["agreement"] is None else f"{paired['agreement'] * 100:.1f}%"
+        lines.append(f"  paired: {paired['n']:,} requests, agreement {agreement}")
+        if paired["mcnemar_p_value"] is not None:
+            lines.append(f"    only champion right {paired['champion_only_correct']:,}, "
+                         f"only challenger right {paired['challenger_only_correct']:,}, "
+                         f"McNemar p {_p(paired['mcnemar_p_value'])}")
+        if paired["wilcoxon_p_value"] is not None:
+            lines.append(f"    Wilcoxon signed-rank p {_p(paired['wilcoxon_p_value'])}")
+    return lines
+
+
+def _fmt_signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.4f}"
+
+
+def _drift(d: Mapping[str, Any]) -> list[str]:
+    lines = [f"DRIFT  latest {d['rows']:,} requests against {d['reference']}'s training data",
+             f"  {'feature':<26}{'PSI':>10}{'KS p':>12}  status"]
+    for name, f in d["features"].items():
+        psi = "-" if f["psi"] is None else f"{f['psi']:.4f}"
+        lines.append(f"  {name[:26]:<26}{psi:>10}{_p(f['ks_p_value']):>12}  "
+                     f"{f['status'] or '-'}")
+    for label, key in (("predictions (champion)", "prediction_psi"),
+                       ("predictions (challenger)", "challenger_prediction_psi")):
+        if d.get(key) is not None:
+            lines.append(f"  {label:<26}{d[key]:>10.4f}")
+    return lines
+
+
+def render_report(report: Mapping[str, Any]) -> str:
+    """The report as lines of at most 80 characters."""
+    phase = report.get("phase") or {}
+    revisions = phase.get("revisions")
+    head = (f"{report['experiment']}  mode {report['mode']}  revision "
+            f"{_fmt(report['config_revision'])}")
+    lines = [head]
+    if revisions:
+        lines.append(f"phase: revisions {revisions[0]}-{revisions[-1]} since {phase['since']} "
+                     "(earlier splits are left out)")
+    metric = report.get("metric") or (report.get("comparison") or {}).get("metric", "metric")
+    lines += ["", *_variants(report, metric)]
+    if report.get("comparison"):
+        lines += ["", *_comparison(report["comparison"])]
+    if report.get("drift", {}).get("features"):
+        lines += ["", *_drift(report["drift"])]
+    if report.get("unknown_feedback_ids"):
+        lines += ["", f"feedback for {report['unknown_feedback_ids']:,} unknown request ids"]
+    decision = report["decision"]
+    lines += ["", f"DECISION  {decision['action'].upper()}"]
+    for reason in decision["reasons"]:
+        lines += _wrap(reason)
+    return "\n".join(line[:WIDTH] for line in lines)

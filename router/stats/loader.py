@@ -1,0 +1,154 @@
+"""From a store to a report: the current phase, the analysis columns, then ``build_report``.
+
+A *phase* is the latest run of consecutive configuration revisions that serve the same split:
+the same mode, the same ``challenger_percent`` (in ``ab`` mode) and the same champion and
+challenger. Changing the split changes who lands in each group from then on, so pooling
+outcomes across phases would mix populations; the comparison covers the current phase only.
+The ``/stats`` route and ``router stats`` both call :func:`compute_report`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from router.config import RouterConfig
+from router.errors import InputValidationError
+from router.outcomes.records import RevisionRecord
+from router.outcomes.store import OutcomeStore
+from router.registry import ServedModel
+
+__all__ = ["DRIFT_ROWS", "Phase", "Settings", "compute_report", "current_phase",
+           "resolve_settings"]
+
+# Feature drift looks at the latest requests only: more rows add no information to a PSI,
+# and would make a KS test flag shifts far too small to matter.
+DRIFT_ROWS = 10_000
+
+_METRICS = ("accuracy", "log_loss", "mae", "rmse")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """The revisions analysed together, with what each one configured.
+
+    ``revisions`` is ``None`` when the store recorded no revision for the experiment; then every
+    logged row is analysed, under the running configuration's split.
+    """
+
+    revisions: tuple[int, ...] | None
+    since: float | None = None
+    challenger_percent: Mapping[int, float] = field(default_factory=dict)
+    sticky: Mapping[int, bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The analysis settings in force: the config's, or the ``alpha``/``metric`` asked for."""
+
+    metric: str
+    alpha: float
+    min_effect: float
+    classes: tuple[str, ...] | None  # the labels of champion and challenger, as str
+
+
+def _ref(value: Any) -> tuple[str, str] | None:
+    if not isinstance(value, Mapping):
+        return None
+    return str(value.get("name")), str(value.get("path"))
+
+
+def _split(config: Mapping[str, Any]) -> tuple[Any, ...]:
+    mode = config.get("mode")
+    traffic = config.get("traffic") or {}
+    percent = float(traffic.get("challenger_percent") or 0.0) if mode == "ab" else None
+    challenger = _ref(config.get("challenger")) if mode != "single" else None
+    return mode, percent, _ref(config.get("champion")), challenger
+
+
+def current_phase(revisions: Sequence[RevisionRecord]) -> Phase:
+    """The latest run of revisions with the latest revision's split (see the module doc)."""
+    if not revisions:
+        return Phase(revisions=None)
+    ordered = sorted(revisions, key=lambda r: r.revision)
+    split = _split(ordered[-1].config)
+    start = len(ordered) - 1
+    while start > 0 and _split(ordered[start - 1].config) == split:
+        start -= 1
+    phase = ordered[start:]
+    return Phase(
+        revisions=tuple(r.revision for r in phase),
+        since=phase[0].ts,
+        challenger_percent={r.revision: float((r.config.get("traffic") or {})
+                                              .get("challenger_percent") or 0.0)
+                            for r in phase},
+        sticky={r.revision: bool((r.config.get("traffic") or {}).get("sticky_key"))
+                for r in phase},
+    )
+
+
+def _classes(models: Mapping[str, ServedModel]) -> tuple[str, ...] | None:
+    champion = models["champion"]
+    if champion.classes is None:
+        return None
+    seen: dict[str, None] = {}
+    for model in (champion, models.get("challenger")):
+        if model is not None and model.classes is not None:
+            seen.update((str(c), None) for c in model.classes)
+    return tuple(seen)
+
+
+def resolve_settings(config: RouterConfig, models: Mapping[str, ServedModel], *,
+                     alpha: float | None = None, metric: str | None = None) -> Settings:
+    """The settings for one report; an ``alpha`` or ``metric`` that cannot apply is refused
+    with ``InputValidationError`` naming the parameter."""
+    chosen = metric if metric is not None else config.analysis.metric
+    level = alpha if alpha is not None else config.analysis.alpha
+    if chosen not in _METRICS:
+        raise InputValidationError(
+            f"metric must be one of {', '.join(_METRICS)}, got {chosen!r}",
+            [{"field": "metric", "message": f"one of {', '.join(_METRICS)}"}])
+    if not 0.0 < level < 1.0:
+        raise InputValidationError(f"alpha must lie strictly between 0 and 1, got {level}",
+                                   [{"field": "alpha", "message": "between 0 and 1"}])
+    classes = _classes(models)
+    served = [m for role, m in models.items() if role in ("champion", "challenger")]
+    if classes is None and chosen in ("accuracy", "log_loss"):
+        raise InputValidationError(
+            f"metric {chosen} needs classifiers; these models are regressors (use mae or rmse)",
+            [{"field": "metric", "message": "mae or rmse for regression"}])
+    if classes is not None and chosen in ("mae", "rmse"):
+        raise InputValidationError(
+            f"metric {chosen} needs regressors; these models are classifiers "
+            "(use accuracy or log_loss)",
+            [{"field": "metric", "message": "accuracy or log_loss for classification"}])
+    if chosen == "log_loss":
+        missing = [m.name for m in served if not m.has_probabilities]
+        if missing:
+            raise InputValidationError(
+                f"metric log_loss needs probabilities; {', '.join(missing)} has no "
+                "predict_proba (use accuracy)",
+                [{"field": "metric", "message": "accuracy for models without probabilities"}])
+    return Settings(metric=chosen, alpha=float(level), min_effect=config.analysis.min_effect,
+                    classes=classes)
+
+
+def compute_report(store: OutcomeStore, config: RouterConfig,
+                   models: Mapping[str, ServedModel], *, config_revision: int | None = None,
+                   alpha: float | None = None, metric: str | None = None,
+                   shadow_calls: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """The ``/stats`` report of ``config``'s experiment, read from ``store`` (blocking I/O)."""
+    from router.stats.report import build_report
+
+    settings = resolve_settings(config, models, alpha=alpha, metric=metric)
+    phase = current_phase(store.revisions(config.experiment))
+    columns = store.analysis_columns(
+        config.experiment, phase.revisions, classes=settings.classes,
+        units=any(phase.sticky.values()) or (phase.revisions is None
+                                             and config.traffic.sticky_key is not None),
+        true_probability=settings.metric == "log_loss", feature_rows=DRIFT_ROWS)
+    if config_revision is None and phase.revisions:
+        config_revision = phase.revisions[-1]
+    return build_report(columns, config=config, models=models, phase=phase, settings=settings,
+                        config_revision=config_revision, shadow_calls=shadow_calls)

@@ -1,0 +1,208 @@
+"""``analysis_columns``: the same numpy columns from the memory, SQLite and PostgreSQL stores."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from router.outcomes import (
+    FeedbackRecord,
+    MemoryStore,
+    OutcomeStore,
+    PredictionRecord,
+    SQLiteStore,
+    open_store,
+)
+from router.outcomes import columns as columns_module
+
+CLASSES = ("setosa", "versicolor", "virginica")
+T0 = 1_700_000_000.0
+
+
+def prediction(request_id: str, ts: float, **changes: Any) -> PredictionRecord:
+    fields: dict[str, Any] = {
+        "request_id": request_id, "ts": ts, "experiment": "iris", "revision": 1,
+        "variant": "champion", "model": "rf", "version": "1", "features": (5.1, 3.5, 1.4, 0.2),
+        "prediction": "setosa", "probability": 0.7, "latency_ms": 0.25,
+        "probabilities": {"setosa": 0.7, "versicolor": 0.2, "virginica": 0.1},
+    }
+    fields.update(changes)
+    return PredictionRecord(**fields)
+
+
+def feedback(request_id: str, label: str | None = None, value: float | None = None
+             ) -> FeedbackRecord:
+    return FeedbackRecord(request_id=request_id, ts=T0 + 100, label=label, value=value)
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OutcomeStore]:
+    """One empty store of each kind."""
+    made: OutcomeStore
+    if request.param == "memory":
+        made = MemoryStore()
+    elif request.param == "postgres":
+        made = open_store(request.getfixturevalue("postgres_url"), tmp_path)
+    else:
+        made = SQLiteStore(tmp_path / "outcomes.db")
+    yield made
+    made.close()
+
+
+def by_time(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The per-row columns in timestamp order (the stores promise no order of their own)."""
+    order = np.argsort(columns["ts"], kind="stable")
+    return {k: v[order] if v.ndim == 1 else v for k, v in columns.items()}
+
+
+@pytest.fixture
+def classified(store: OutcomeStore) -> OutcomeStore:
+    """A small ab log of two revisions, another experiment, and feedback of every kind."""
+    store.write_predictions([
+        prediction("a", T0 + 1, unit_id="u1", latency_ms=0.5),
+        prediction("b", T0 + 2, variant="challenger", prediction="versicolor", probability=0.6,
+                   probabilities={"setosa": 0.1, "versicolor": 0.6, "virginica": 0.3},
+                   unit_id="u2"),
+        prediction("c", T0 + 3, variant="challenger", prediction=None, probability=None,
+                   probabilities=None, error="RuntimeError: boom", unit_id="u3"),
+        prediction("c", T0 + 3.5, fallback=True, unit_id="u3"),
+        prediction("d", T0 + 4, revision=2, features=(6.0, 3.0, 4.5, 1.5)),
+        prediction("x", T0 + 5, experiment="other"),
+    ])
+    store.write_feedback([
+        feedback("a", "virginica"),
+        feedback("b", "versicolor"),
+        feedback("a", "setosa"),        # a correction: the latest label wins
+        feedback("d", "not-a-class"),
+        feedback("ghost", "setosa"),    # names no prediction
+        feedback("ghost", "setosa"),    # twice, still one unknown id
+        feedback("x", "setosa"),        # known, though in another experiment
+    ])
+    return store
+
+
+def test_rows_flags_and_latest_feedback(classified: OutcomeStore) -> None:
+    """Each logged row of the experiment is one entry; the latest feedback per id is joined."""
+    c = by_time(classified.analysis_columns("iris", classes=CLASSES))
+    assert c["ts"].tolist() == [T0 + 1, T0 + 2, T0 + 3, T0 + 3.5, T0 + 4]
+    assert c["revision"].tolist() == [1, 1, 1, 1, 2]
+    assert c["challenger"].tolist() == [False, True, True, False, False]
+    assert c["fallback"].tolist() == [False, False, False, True, False]
+    assert c["error"].tolist() == [False, False, True, False, False]
+    assert not c["shadow"].any()
+    assert c["latency_ms"][0] == pytest.approx(0.5)
+    assert c["predicted"].tolist() == [0, 1, -1, 0, 0]
+    # a: corrected to setosa; b: versicolor; c (both rows): none; d: a label that is no class.
+    assert c["label"].tolist() == [0, 1, -1, -1, -2]
+    fid = c["feedback_id"]
+    assert (fid[2:4] == -1).all() and (fid[[0, 1, 4]] >= 0).all()
+    assert fid[1] < fid[0] < fid[4]  # ranks follow arrival: "a" was corrected after "b"
+    assert int(c["unknown_feedback_ids"]) == 1
+
+
+def test_revisions_select_rows(classified: OutcomeStore) -> None:
+    """Only the rows of the revisions asked for; an empty list gives empty columns."""
+    one = classified.analysis_columns("iris", [2], classes=CLASSES)
+    assert one["revision"].tolist() == [2]
+    # Feedback matched by the rows left out is still known feedback.
+    assert int(one["unknown_feedback_ids"]) == 1
+    assert by_time(classified.analysis_columns("iris", [1, 2], classes=CLASSES)
+                   )["revision"].tolist() == [1, 1, 1, 1, 2]
+    empty = classified.analysis_columns("iris", [], classes=CLASSES, units=True)
+    assert all(v.size == 0 for k, v in empty.items() if k != "unknown_feedback_ids")
+    assert {"ts", "challenger", "predicted", "label", "unit_key"} <= set(empty)
+
+
+def test_true_probability_of_the_label(classified: OutcomeStore) -> None:
+    """The probability the model gave the true label: 0 for no class, NaN without one."""
+    c = by_time(classified.analysis_columns("iris", classes=CLASSES, true_probability=True))
+    p = c["true_probability"]
+    assert p[0] == pytest.approx(0.7) and p[1] == pytest.approx(0.6)
+    assert math.isnan(p[2]) and math.isnan(p[3]) and p[4] == 0.0
+
+
+def test_units_and_features(classified: OutcomeStore) -> None:
+    """Unit ids come back as their hashes (0 where absent), with the time only where there is
+    none; features of the latest served rows."""
+    c = classified.analysis_columns("iris", classes=CLASSES, units=True, feature_rows=2)
+    names = {hash(u): u for u in ("u1", "u2", "u3")} | {0: None}
+    rows = sorted(((names[k], t) for k, t in zip(c["unit_key"].tolist(), c["ts"].tolist(),
+                                                  strict=True)),
+                  key=lambda r: (r[0] is None, r[0] or ""))
+    assert [r[0] for r in rows] == ["u1", "u2", "u3", "u3", None]
+    assert all(math.isnan(r[1]) for r in rows[:4]) and rows[4][1] == T0 + 4
+    features = c["features"]
+    assert features.shape == (2, 4)
+    # The latest two answered rows: d, then c's error row (the fallback repeats its inputs).
+    assert sorted(features[:, 2].tolist()) == [1.4, 4.5]
+
+
+def test_regression_values(store: OutcomeStore) -> None:
+    """Without classes: predicted values and the values feedback gave, NaN where absent."""
+    store.write_predictions([prediction("r1", T0 + 1, prediction=3.5, probability=None,
+                                         probabilities=None),
+                             prediction("r2", T0 + 2, prediction=1.25, probability=None,
+                                        probabilities=None)])
+    store.write_feedback([feedback("r1", value=4.0)])
+    c = by_time(store.analysis_columns("iris"))
+    assert c["value"].tolist() == [3.5, 1.25]
+    assert c["label_value"][0] == 4.0 and math.isnan(c["label_value"][1])
+    assert "predicted" not in c and "label" not in c
+
+
+def test_sqlite_unit_ids_holding_the_separator(tmp_path: Path) -> None:
+    """SQLite sends unit ids joined by \\x1f; an id holding it is still read back whole."""
+    store = SQLiteStore(tmp_path / "outcomes.db")
+    try:
+        store.write_predictions([prediction("a", T0, unit_id="odd\x1fid"),
+                                 prediction("b", T0 + 1, unit_id="plain")])
+        store.write_feedback([feedback("a", "setosa"), feedback("a", "virginica")])
+        c = store.analysis_columns("iris", classes=CLASSES, units=True)
+        assert sorted(zip(c["unit_key"].tolist(), c["label"].tolist(), strict=True)) == sorted(
+            [(hash("odd\x1fid"), 2), (hash("plain"), -1)])
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("ranges", [1, 3])
+def test_many_rows_match_the_memory_store(tmp_path: Path, ranges: int,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """On 5,000 random rows, SQLite's columns equal the memory store's (the reference), read
+    in one pass or in rowid ranges on several connections at once."""
+    monkeypatch.setattr(columns_module, "_WORKERS", ranges)
+    monkeypatch.setattr(columns_module, "_PARALLEL_ROWS", 1000)
+    rng = np.random.default_rng(7)
+    records = [
+        prediction(f"r{i}", T0 + i * 0.001, revision=int(rng.integers(1, 3)),
+                   variant="challenger" if rng.random() < 0.3 else "champion",
+                   prediction=CLASSES[int(rng.integers(0, 3))],
+                   latency_ms=float(rng.gamma(2.0, 0.4)), unit_id=f"u{rng.integers(0, 900)}")
+        for i in range(5000)
+    ]
+    labels = [feedback(f"r{i}", CLASSES[int(rng.integers(0, 3))])
+              for i in rng.permutation(5000)[:4000]]
+    columns, units = [], []
+    for store in (MemoryStore(), SQLiteStore(tmp_path / "many.db")):
+        store.write_predictions(records)
+        store.write_feedback(labels)
+        columns.append(by_time(store.analysis_columns("iris", [1, 2], classes=CLASSES)))
+        with_units = store.analysis_columns("iris", [1, 2], classes=CLASSES, units=True)
+        units.append(sorted(zip(*(with_units[k].tolist() for k in (
+            "unit_key", "revision", "challenger", "predicted", "label")), strict=True)))
+        store.close()
+    memory, sqlite = columns
+    assert units[0] == units[1]
+    for name in ("revision", "challenger", "predicted", "label"):
+        assert memory[name].tolist() == sqlite[name].tolist(), name
+    np.testing.assert_allclose(memory["latency_ms"], sqlite["latency_ms"], atol=1e-6)
+    np.testing.assert_allclose(memory["ts"], sqlite["ts"], atol=1e-6)
+    # The arrival ranks differ in origin (0 or 1) but agree in order.
+    labelled = memory["feedback_id"] >= 0
+    assert (labelled == (sqlite["feedback_id"] >= 0)).all()
+    assert (np.argsort(memory["feedback_id"][labelled])
+            == np.argsort(sqlite["feedback_id"][labelled])).all()

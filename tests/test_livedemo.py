@@ -1,0 +1,146 @@
+"""`router demo` as a user runs it: trains, serves, simulates, and stops cleanly on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from router.demo import train_demo
+from router.outcomes import open_store
+from tests.e2e.server import REPO_ROOT, free_port
+
+pytestmark = pytest.mark.e2e
+
+DEADLINE_S = 120.0  # only guards against a hang: training and starting take a few seconds
+
+
+class Demo:
+    """A `router demo` process whose output lines are read as they come."""
+
+    def __init__(self, root: Path, *args: str) -> None:
+        command = [sys.executable, "-m", "router.cli", "demo", "--dir", str(root),
+                   "--port", str(free_port()), "--seed", "1", *args]
+        self.process = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True,
+                                        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for(self, pattern: str) -> str:
+        deadline = time.monotonic() + DEADLINE_S
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=1)
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            self.lines.append(line)
+            if re.search(pattern, line):
+                return line
+        raise AssertionError(f"no line matching {pattern!r}:\n" + "\n".join(self.lines))
+
+    def interrupt(self) -> int:
+        """Ctrl-C, as a terminal sends it; the rest of the output is read."""
+        self.process.send_signal(signal.SIGINT)
+        code = self.process.wait(DEADLINE_S)
+        while (line := self._queue.get(timeout=DEADLINE_S)) is not None:
+            self.lines.append(line)
+        self.close()
+        return code
+
+    def close(self) -> None:
+        """End the process if a failed test left it running, and close its pipe."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+
+
+def stored(root: Path) -> tuple[int, int]:
+    """Predictions and feedback in the demo's SQLite file."""
+    store = open_store("sqlite:///var/outcomes.db", root)
+    try:
+        return len(store.prediction_records()), len(store.feedback_records())
+    finally:
+        store.close()
+
+
+def answered_at_stop(demo: Demo) -> int:
+    found = re.search(r"stopped cleanly: (\d+) answered predictions, (\d+) new",
+                      "\n".join(demo.lines))
+    assert found, "\n".join(demo.lines)
+    assert found.group(1) == found.group(2)
+    return int(found.group(1))
+
+
+@pytest.fixture
+def start_demo() -> Iterator[Callable[..., Demo]]:
+    demos: list[Demo] = []
+
+    def start(root: Path, *args: str) -> Demo:
+        demos.append(Demo(root, *args))
+        return demos[-1]
+
+    yield start
+    for demo in demos:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A demo directory with its models trained once, to copy."""
+    root = tmp_path_factory.mktemp("trained")
+    train_demo(root)
+    return root
+
+
+def test_demo_trains_serves_and_stops_on_ctrl_c(start_demo: Callable[..., Demo],
+                                                tmp_path: Path) -> None:
+    """From an empty directory: trains, answers every request, serves on; Ctrl-C loses nothing."""
+    demo = start_demo(tmp_path, "--max-requests", "300", "--round", "150")
+    demo.wait_for(r"^training the demo models")
+    demo.wait_for(r"until Ctrl-C$")
+    text = "\n".join(demo.lines)
+    assert "300/300 requests answered" in text and "300 labels sent" in text
+    assert "/dashboard" in text
+    assert demo.interrupt() == 0, "\n".join(demo.lines)
+    assert answered_at_stop(demo) == 300
+    assert stored(tmp_path) == (300, 300)
+    assert "Traceback" not in "\n".join(demo.lines)
+    log = (tmp_path / "var" / "demo-server.log").read_text()
+    assert "Application shutdown complete" in log and "Traceback" not in log
+
+
+def test_ctrl_c_during_the_traffic_logs_every_answer(start_demo: Callable[..., Demo],
+                                                     trained: Path, tmp_path: Path) -> None:
+    """Interrupted mid-traffic: the store holds every answered request and each one's label."""
+    root = tmp_path / "demo"
+    shutil.copytree(trained, root)
+    demo = start_demo(root, "--max-requests", "100000", "--round", "100")
+    demo.wait_for(r"^using the demo models")  # already trained: not again
+    demo.wait_for(r"^\d+ answered, \d+ labelled")
+    assert demo.interrupt() == 0, "\n".join(demo.lines)
+    answered = answered_at_stop(demo)
+    assert 100 <= answered < 100_000
+    assert stored(root) == (answered, answered)
+    assert "Traceback" not in "\n".join(demo.lines)
