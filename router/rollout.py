@@ -46,6 +46,24 @@ class Move:
     percent: float | None = None
 
 
+def view_of_report(report: dict[str, Any]) -> RolloutView:
+    """What the controller reads of a ``/stats`` report (the current phase's figures)."""
+    variants = report.get("variants", {})
+    comparison = report.get("comparison") or {}
+    figures = {key: comparison.get(key) for key in (
+        "metric", "difference", "difference_ci95", "p_value", "sequential_p_value")}
+    for role, numbers in variants.items():
+        figures[f"{role}_metric"] = numbers.get("metric")
+        figures[f"{role}_requests"] = numbers.get("requests")
+        figures[f"{role}_error_rate"] = numbers.get("error_rate")
+    decision = report.get("decision", {})
+    return RolloutView(action=decision.get("action", "continue"),
+                       reasons=tuple(decision.get("reasons", ())),
+                       labelled={role: int(numbers.get("labelled") or 0)
+                                 for role, numbers in variants.items()},
+                       figures=figures)
+
+
 def plan(config: RouterConfig, view: RolloutView) -> Move | None:
     """The next move, or None to hold; pure, so every rule is tested without a server."""
     rollout = config.rollout

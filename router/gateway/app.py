@@ -50,6 +50,7 @@ def create_app(config_path: str | Path, *, base_dir: str | Path | None = None,
         if tune_gc:
             settle_heap()
         state.background.append(asyncio.create_task(state.reloader.watch()))
+        state.background.append(asyncio.create_task(state.rollout.run()))
         metrics.start(app, state)
         try:
             yield

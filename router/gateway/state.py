@@ -14,9 +14,11 @@ from router.config import RouterConfig, load_config
 from router.outcomes import OutcomeStore, OutcomeWriter, open_store
 from router.registry import ModelRegistry
 from router.reload import Reloader
+from router.rollout import RolloutController, RolloutView, lease_for, view_of_report
 from router.service import PredictionService
 from router.shadow import ShadowMirror
 from router.snapshot import Snapshot, SnapshotHolder
+from router.stats.loader import compute_report
 
 log = logging.getLogger("router.gateway")
 
@@ -35,6 +37,7 @@ class GatewayState:
     snapshots: SnapshotHolder
     service: PredictionService
     reloader: Reloader
+    rollout: RolloutController
     background: list[asyncio.Task[None]] = field(default_factory=list)
     shadow: ShadowMirror | None = None
 
@@ -77,9 +80,20 @@ class GatewayState:
         shadow = ShadowMirror(writer)
         shadow.start(snapshots.current)
         service = PredictionService(predictor, writer, mirror=shadow)
+
+        def evaluate() -> RolloutView:
+            snapshot = snapshots.current
+            return view_of_report(compute_report(store, snapshot.config, snapshot.models,
+                                                 config_revision=snapshot.revision))
+
+        # Idle unless the file has a rollout section; one process of all holds the lease.
+        rollout = RolloutController(
+            config_path, base_dir, store, current_config=lambda: snapshots.current.config,
+            evaluate=evaluate, apply=reloader.reload,
+            lease=lease_for(config.store, config_path, config.experiment))
         return cls(config_path=config_path, base_dir=base_dir, store=store, writer=writer,
                    registry=registry, executor=executor, snapshots=snapshots, service=service,
-                   reloader=reloader, shadow=shadow)
+                   reloader=reloader, shadow=shadow, rollout=rollout)
 
     @property
     def config(self) -> RouterConfig:
