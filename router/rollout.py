@@ -15,6 +15,8 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -192,6 +194,8 @@ class RolloutController:
         self.lease = lease or FileLease(config_path.parent / f".{config_path.name}.rollout")
         self.moves = 0
         self._last_look = 0.0
+        # Which gateway moved it: the history then shows when leadership changed hands.
+        self.actor = f"rollout@{socket.gethostname()}:{os.getpid()}"
 
     def tick(self) -> Move | None:
         """One look: plan and carry out a move if due (blocking; run in a thread)."""
@@ -213,10 +217,10 @@ class RolloutController:
         if move.kind == "step":
             assert move.percent is not None
             move_traffic(move.percent, self.config_path, self.base_dir, self.store,
-                         reason=move.reason, actor="rollout", details=details)
+                         reason=move.reason, actor=self.actor, details=details)
         else:
             switch(move.kind, self.config_path, self.base_dir, self.store, reason=move.reason,
-                   actor="rollout", details=details)
+                   actor=self.actor, details=details)
         self.moves += 1
         log.info("rollout: %s (%s)", move.kind, move.reason)
         self.apply()

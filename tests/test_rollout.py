@@ -90,8 +90,9 @@ def test_controller_steps_rewrites_and_records(tmp_path: Path) -> None:
     assert moves == [25, 50] and applied == [25, 50]
     assert "# the rollout moves the percent below" in path.read_text()
     history = store.history()
-    assert [(h.action, h.from_model, h.to_model, h.actor) for h in history] == [
-        ("step", "5%", "25%", "rollout"), ("step", "25%", "50%", "rollout")]
+    assert [(h.action, h.from_model, h.to_model) for h in history] == [
+        ("step", "5%", "25%"), ("step", "25%", "50%")]
+    assert all(h.actor == controller.actor and h.actor.startswith("rollout@") for h in history)
     assert history[0].details["difference"] == 0.01 and history[0].details["reasons"] == ["ok"]
     controller.lease.release()
 

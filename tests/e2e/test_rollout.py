@@ -72,7 +72,7 @@ def test_healthy_challenger_steps_through_5_25_50(tmp_path: Path, champion_dir: 
     assert config["config"]["traffic"]["challenger_percent"] == 50, history
     steps = [(h["from"], h["to"]) for h in history if h["action"] == "step"]
     assert steps == [("0%", "5%"), ("5%", "25%"), ("25%", "50%")]
-    assert all(h["actor"] == "rollout" for h in history)
+    assert all(h["actor"].startswith("rollout@") for h in history)
 
 
 def test_failing_challenger_is_rolled_back_with_the_reason(
@@ -84,5 +84,5 @@ def test_failing_challenger_is_rolled_back_with_the_reason(
     assert config["config"]["mode"] == "single", history
     assert config["config"]["traffic"]["challenger_percent"] == 0
     rollback = [h for h in history if h["action"] == "rollback"]
-    assert len(rollback) == 1 and rollback[0]["actor"] == "rollout"
+    assert len(rollback) == 1 and rollback[0]["actor"].startswith("rollout@")
     assert "error rate" in rollback[0]["reason"]
