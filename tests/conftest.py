@@ -149,3 +149,25 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
     yield f"{base}/{name}"
     with psycopg.connect(postgres_server, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def make_client(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Builds in-process gateways (TestClient runs the lifespan) from config keywords."""
+    from starlette.testclient import TestClient
+
+    from router.gateway import create_app
+    from tests.configs import write_config
+
+    clients: list[TestClient] = []
+
+    def make(**kwargs: Any) -> TestClient:
+        path = write_config(tmp_path, **kwargs)
+        client = TestClient(create_app(path, base_dir=tmp_path), raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,26 +10,8 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from router.gateway import create_app
 from router.gateway.state import GatewayState
 from router.registry import ModelRegistry
-from tests.configs import write_config
-
-
-@pytest.fixture
-def make_client(tmp_path: Path) -> Iterator[Any]:
-    clients: list[TestClient] = []
-
-    def make(**kwargs: Any) -> TestClient:
-        path = write_config(tmp_path, **kwargs)
-        client = TestClient(create_app(path, base_dir=tmp_path), raise_server_exceptions=False)
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
 
 
 def state(client: TestClient) -> GatewayState:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from router.errors import ConfigError
-from router.gateway import create_app
 from router.gateway.state import GatewayState
 from router.registry import ModelRegistry
-from tests.configs import write_config
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 DEADLINE_S = 20.0  # only guards against a hang
@@ -23,20 +20,6 @@ DEADLINE_S = 20.0  # only guards against a hang
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-@pytest.fixture
-def make_client(tmp_path: Path) -> Iterator[Any]:
-    clients: list[TestClient] = []
-
-    def make(**kwargs: Any) -> TestClient:
-        path = write_config(tmp_path, **kwargs)
-        client = TestClient(create_app(path, base_dir=tmp_path), raise_server_exceptions=False)
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
 
 
 def state(client: TestClient) -> GatewayState:

@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from starlette.testclient import TestClient
 
-from router.gateway import create_app
 from router.gateway.state import GatewayState
-from tests.configs import write_config
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
 
-@pytest.fixture
-def make_client(tmp_path: Path) -> Iterator[Any]:
-    clients: list[TestClient] = []
-
-    def make(**kwargs: Any) -> TestClient:
-        client = TestClient(create_app(write_config(tmp_path, **kwargs), base_dir=tmp_path),
-                            raise_server_exceptions=False)
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
 
 
 def gateway(client: TestClient) -> GatewayState:
