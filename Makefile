@@ -1,4 +1,4 @@
-# Two entry points: `make demo` (train the demo models, serve them on SQLite) and `make test`.
+# Two entry points: `make demo` (train, serve on SQLite, simulate traffic) and `make test`.
 # Both build the virtualenv first, so they work on a fresh clone with only python3 and make.
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -16,8 +16,7 @@ $(BIN)/router: pyproject.toml
 install: $(BIN)/router
 
 demo: install
-	test -f configs/router.yaml || $(BIN)/router train-demo
-	$(BIN)/router serve --config configs/router.yaml --host $(HOST) --port $(PORT)
+	$(BIN)/router demo --host $(HOST) --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check router tests

@@ -122,7 +122,7 @@ def test_demo_trains_serves_and_stops_on_ctrl_c(start_demo: Callable[..., Demo],
     demo.wait_for(r"until Ctrl-C$")
     text = "\n".join(demo.lines)
     assert "300/300 requests answered" in text and "300 labels sent" in text
-    assert "/dashboard" in text
+    assert "/stats" in text and "/metrics" in text
     assert demo.interrupt() == 0, "\n".join(demo.lines)
     assert answered_at_stop(demo) == 300
     assert stored(tmp_path) == (300, 300)
