@@ -271,8 +271,9 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
     logged = _count_predictions(options.root) - before
     if code not in (0, -signal.SIGTERM):
         raise DemoError(f"the gateway exited with {code}; see {gateway.log}")
+    labels = simulator.result.labels_sent if simulator is not None else 0
     print(f"stopped cleanly: {answered} answered predictions, {logged} new in the outcome "
-          f"store {_store_url(options.root)}", file=out, flush=True)
+          f"store {_store_url(options.root)} ({labels} labels sent)", file=out, flush=True)
     if logged < answered:
         raise DemoError(f"{answered - logged} answered predictions are missing from the store")
     return 0

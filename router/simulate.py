@@ -217,6 +217,7 @@ class Simulator:
         self.result = SimulationResult()
         self._lock = threading.Lock()
         self._pending: deque[_Label] = deque()
+        self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._quota = 0  # requests of the current run not yet drawn
 
@@ -281,10 +282,17 @@ class Simulator:
     def _send_feedback(self, connection: _Connection, batch: list[_Label]) -> None:
         body = orjson.dumps({"feedback": [{"request_id": item.request_id, "label": item.label}
                                           for item in batch]})
-        try:
-            status, _ = connection.request("POST", "/feedback", body)
-        except OSError:
-            status = 0
+        status = 0
+        # A keep-alive connection the server just closed, or a busy gateway, is worth another
+        # try: a label sent twice is harmless (the latest per request id counts).
+        for attempt in range(3):
+            try:
+                status, _ = connection.request("POST", "/feedback", body)
+            except OSError:
+                status = 0
+            if status == 202:
+                break
+            time.sleep(0.1 * (attempt + 1))
         with self._lock:
             if status == 202:
                 self.result.labels_sent += len(batch)
@@ -317,20 +325,18 @@ class Simulator:
         self._stop.clear()
         started = time.perf_counter()
         elapsed_before = self.result.seconds
-        threads = [threading.Thread(target=self._work, name=f"simulate-{i}", daemon=True)
-                   for i in range(min(self._concurrency, max(1, requests)))]
-        for thread in threads:
-            thread.start()
+        self._threads = [threading.Thread(target=self._work, name=f"simulate-{i}", daemon=True)
+                         for i in range(min(self._concurrency, max(1, requests)))]
         try:
-            while alive := [thread for thread in threads if thread.is_alive()]:
+            for thread in self._threads:
+                thread.start()
+            while alive := [thread for thread in self._threads if thread.is_alive()]:
                 alive[0].join(0.1)
                 self.result.seconds = elapsed_before + time.perf_counter() - started
                 if progress is not None:
                     progress(self.result)
         except KeyboardInterrupt:
             self.stop()
-            for thread in threads:
-                thread.join()
             raise
         finally:
             self.result.seconds = elapsed_before + time.perf_counter() - started
@@ -339,8 +345,14 @@ class Simulator:
         return self.result
 
     def stop(self) -> None:
-        """Ask the threads of :meth:`run` to send nothing more (requests in flight finish)."""
+        """Send nothing more, and wait for the requests in flight (their labels are kept).
+
+        Waiting matters: an answer that arrived after a flush of the labels would lose its own.
+        """
         self._stop.set()
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join()
 
     @property
     def pending_labels(self) -> int:

@@ -142,5 +142,5 @@ def test_ctrl_c_during_the_traffic_logs_every_answer(start_demo: Callable[..., D
     assert demo.interrupt() == 0, "\n".join(demo.lines)
     answered = answered_at_stop(demo)
     assert 100 <= answered < 100_000
-    assert stored(root) == (answered, answered)
+    assert stored(root) == (answered, answered), "\n".join(demo.lines)
     assert "Traceback" not in "\n".join(demo.lines)
