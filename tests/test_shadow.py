@@ -7,7 +7,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,6 @@ import pytest
 from starlette.testclient import TestClient
 
 from router.config import load_config
-from router.gateway import create_app
 from router.gateway.state import GatewayState
 from router.outcomes.records import PredictionRecord
 from router.registry import ModelRegistry, Prediction, ServedModel
@@ -325,19 +324,9 @@ def test_worker_refuses_a_model_file_that_changed_on_disk(challenger_dir: Path) 
 
 
 @pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
-    clients: list[TestClient] = []
-
-    def make(**kwargs: Any) -> TestClient:
-        path = write_config(tmp_path, **kwargs)
-        client = TestClient(create_app(path, base_dir=tmp_path), raise_server_exceptions=False)
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
+def gateway(make_client: Callable[..., TestClient]) -> Callable[..., TestClient]:
+    """In-process gateways, built by the shared make_client fixture."""
+    return make_client
 
 
 def state(client: TestClient) -> GatewayState:
