@@ -10,7 +10,7 @@ PORT ?= 8000
 $(BIN)/router: pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,postgres]'
+	$(BIN)/pip install --quiet -e '.[dev,postgres,fast]'
 	touch $@
 
 install: $(BIN)/router
@@ -19,10 +19,13 @@ demo: install
 	$(BIN)/router demo --host $(HOST) --port $(PORT)
 
 lint: install
-	$(BIN)/ruff check router tests
+	$(BIN)/ruff check router tests bench
 
 test: lint
 	$(BIN)/pytest
+
+bench: install
+	$(BIN)/python -m bench.serving
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache var

@@ -645,8 +645,8 @@ def write_report(points: list[Point], notes: dict[str, Any], info: dict[str, Any
     engines = []
     for key, note in notes.items():
         for role, engine in note.get("engines", {}).items():
-            engines.append(f"| {BY_KEY[key].label} | {role} | {engine['engine']} "
-                           f"| {engine['reason']} |")
+            reason = str(engine["reason"]).replace("|", "\\|")  # |Δp| inside a table cell
+            engines.append(f"| {BY_KEY[key].label} | {role} | {engine['engine']} | {reason} |")
     logged = [f"| {BY_KEY[k].label} | {n['answered_in_points']:,} | {n['logged_rows']:,} |"
               for k, n in notes.items() if n.get("logged_rows") is not None]
     text = f"""# Serving benchmark
