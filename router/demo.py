@@ -76,7 +76,7 @@ analysis:  # how the variants are compared
   guardrails: {{p99_latency_ms: 100, error_rate: 0.01}}  # breach either: roll the challenger back
 store: sqlite:///var/outcomes.db  # outcome log; relative SQLite path, or postgresql://user@host/db
 limits: {{max_body_bytes: 1048576, max_batch: 1000}}  # largest request body, rows per request
-batching: {{max_batch: 64, max_wait_ms: 1}}  # per-model micro-batch: rows per call, wait for more
+batching: {{max_batch: 64, max_wait_ms: 2}}  # per-model micro-batch: rows per call, wait for more
 """
 
 
