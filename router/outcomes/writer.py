@@ -130,16 +130,16 @@ class OutcomeWriter:
 
         Raises ``StoreError`` after ``close()``.
         """
-        self._submit(self._pending_predictions, records)
+        self._submit("predictions", records)
 
     def submit_feedback(self, records: Sequence[FeedbackRecord]) -> None:
         """Hand feedback records to the writer; never waits on I/O.
 
         Raises ``StoreError`` after ``close()``.
         """
-        self._submit(self._pending_feedback, records)
+        self._submit("feedback", records)
 
-    def _submit(self, pending: list[_Chunk], records: Sequence[Any]) -> None:
+    def _submit(self, kind: str, records: Sequence[Any]) -> None:
         # tuple() is free for a tuple and a C-level copy otherwise: the caller may reuse its list.
         chunk = tuple(records)
         now = time.monotonic()
@@ -148,6 +148,10 @@ class OutcomeWriter:
                 raise StoreError("outcome writer is closed; records not accepted")
             if not chunk:
                 return
+            # The list is looked up under the lock: the writer thread swaps in a new one, and
+            # an append to the list it already took would be lost.
+            pending = self._pending_predictions if kind == "predictions" \
+                else self._pending_feedback
             pending.append((now, chunk))
             if self._pending_oldest is None:
                 self._pending_oldest = now
