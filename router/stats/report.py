@@ -231,6 +231,22 @@ def _rmse_difference_interval(sq_a: np.ndarray, sq_b: np.ndarray, *, paired: boo
     return difference - half, difference + half
 
 
+def arrival_order(columns: Columns, rows: np.ndarray) -> np.ndarray:
+    """Indices of the ``rows`` mask in the order their labels arrived (the sequential order)."""
+    found = np.flatnonzero(rows)
+    return found[np.argsort(columns["feedback_id"][found], kind="stable")]
+
+
+def independent_sequential(y: np.ndarray, is_b: np.ndarray, metric: str, tau2: float
+                           ) -> np.ndarray:
+    """The always-valid p-value after each outcome of ``y`` (in arrival order), ab mode."""
+    n_a, n_b = np.cumsum(~is_b), np.cumsum(is_b)
+    if metric == "accuracy":
+        return always_valid_p_values(np.cumsum(y * ~is_b), n_a, np.cumsum(y * is_b), n_b, tau2)
+    return always_valid_p_values_means(np.cumsum(y * ~is_b), np.cumsum(y * y * ~is_b), n_a,
+                                       np.cumsum(y * is_b), np.cumsum(y * y * is_b), n_b, tau2)
+
+
 def _independent(columns: Columns, masks: dict[str, np.ndarray], outcomes: _Outcomes,
                  settings: Settings) -> dict[str, Any]:
     """ab mode: two groups of different requests."""
@@ -240,11 +256,7 @@ def _independent(columns: Columns, masks: dict[str, np.ndarray], outcomes: _Outc
     metric_a, metric_b = outcomes.value(y_a), outcomes.value(y_b)
     difference = None if metric_a is None or metric_b is None else metric_b - metric_a
 
-    # The always-valid p-value follows the outcomes in the order their labels arrived.
-    rows = np.flatnonzero(in_a | in_b)
-    rows = rows[np.argsort(columns["feedback_id"][rows], kind="stable")]
-    is_b, y = masks["challenger"][rows], outcomes.y[rows]
-    n_a, n_b = np.cumsum(~is_b), np.cumsum(is_b)
+    rows = arrival_order(columns, in_a | in_b)
     tau2 = _tau2(settings, metric_a)
 
     interval: tuple[float, float] | None
@@ -253,8 +265,8 @@ def _independent(columns: Columns, masks: dict[str, np.ndarray], outcomes: _Outc
         _, p_value = two_proportion_test(x_a, y_a.size, x_b, y_b.size)
         interval = (difference_interval(x_a, y_a.size, x_b, y_b.size, CONFIDENCE)
                     if difference is not None else None)
-        sequential = always_valid_p_values(np.cumsum(y * ~is_b), n_a, np.cumsum(y * is_b), n_b,
-                                           tau2) if rows.size else None
+        sequential = independent_sequential(outcomes.y[rows], masks["challenger"][rows],
+                                            settings.metric, tau2) if rows.size else None
     else:
         _, p_value = welch_test(y_a, y_b)
         if settings.metric == "rmse":
@@ -262,9 +274,8 @@ def _independent(columns: Columns, masks: dict[str, np.ndarray], outcomes: _Outc
         else:
             interval = (mean_difference_interval(y_a, y_b, CONFIDENCE)
                         if y_a.size >= 2 and y_b.size >= 2 else None)
-        sequential = always_valid_p_values_means(
-            np.cumsum(y * ~is_b), np.cumsum(y * y * ~is_b), n_a,
-            np.cumsum(y * is_b), np.cumsum(y * y * is_b), n_b, tau2) if rows.size else None
+        sequential = independent_sequential(outcomes.y[rows], masks["challenger"][rows],
+                                            settings.metric, tau2) if rows.size else None
     return {
         "test": _TESTS[("ab", "accuracy" if settings.metric == "accuracy" else "loss")],
         "difference": _num(difference),
