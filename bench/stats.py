@@ -1,7 +1,11 @@
-"""Benchmark of ``/stats``: the report computed from a SQLite store of 10k, 100k and 1M outcomes.
+"""Benchmark of ``/stats``: the report computed from a store of 10k, 100k and 1M outcomes, on
+SQLite and on PostgreSQL.
 
 Run from the repository root: ``.venv/bin/python bench/stats.py`` (a few minutes the first
-time, most of it writing the stores; ``--dir`` keeps them for the next run).
+time, most of it writing the stores; ``--dir`` keeps the SQLite files for the next run and
+``--keep`` the PostgreSQL databases). ``--postgres ADMIN_URL`` names the server (default: the
+local one, ``postgresql://postgres@127.0.0.1:5432/postgres``); each size gets a database of its
+own, ``router_bench_stats_<N>``; ``--stores sqlite`` leaves PostgreSQL out.
 
 Each store holds an ``ab`` experiment at 50 % with a sticky key: N logged predictions from
 N/5 users (latencies drawn from a gamma distribution), 95 % of them labelled, 1 % of those
@@ -38,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from router.artifacts import save_model
 from router.config import load_config
-from router.outcomes import FeedbackRecord, PredictionRecord, SQLiteStore
+from router.outcomes import FeedbackRecord, OutcomeStore, PredictionRecord, open_store
 from router.registry import ModelRegistry
 from router.snapshot import config_digest, load_models
 from router.stats.loader import compute_report
@@ -47,6 +51,7 @@ FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 CLASSES = ("setosa", "versicolor", "virginica")
 RESULTS = Path(__file__).with_name("stats-results.md")
 CHUNK = 50_000
+POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def models(root: Path) -> tuple[Path, Path]:
@@ -65,18 +70,41 @@ def models(root: Path) -> tuple[Path, Path]:
     return dirs[0], dirs[1]
 
 
-def write_config(root: Path, n: int, champion: Path, challenger: Path) -> Path:
-    path = root / f"router-{n}.yaml"
+def store_url(root: Path, backend: str, n: int, admin_url: str) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{root / f'stats-{n}.db'}"
+    return f"{admin_url.rsplit('/', 1)[0]}/router_bench_stats_{n}"
+
+
+def create_database(admin_url: str, url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        name = url.rsplit("/", 1)[1]
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def drop_database(admin_url: str, url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
+def write_config(root: Path, n: int, champion: Path, challenger: Path, url: str,
+                 backend: str) -> Path:
+    path = root / f"router-{backend}-{n}.yaml"
     path.write_text(
         f"experiment: bench\nmode: ab\n"
         f"champion: {{name: iris-rf, path: {champion}}}\n"
         f"challenger: {{name: iris-gb, path: {challenger}}}\n"
         "traffic: {challenger_percent: 50, sticky_key: header:x-user-id}\n"
-        f"store: sqlite:///{root / f'stats-{n}.db'}\n")
+        f"store: {url}\n")
     return path
 
 
-def fill(store: SQLiteStore, n: int, revision: int, seed: int = 0) -> None:
+def fill(store: OutcomeStore, n: int, revision: int, seed: int = 0) -> None:
     """n predictions of 3 classes from n/5 users, 95 % labelled; written in chunks."""
     rng = np.random.default_rng(seed)
     data = load_iris()
@@ -114,20 +142,27 @@ def fill(store: SQLiteStore, n: int, revision: int, seed: int = 0) -> None:
             + [FeedbackRecord(f"ghost-{start}-{k}", t0, label="setosa") for k in range(3)])
 
 
-def prepare(root: Path, n: int, champion: Path, challenger: Path) -> Path:
-    config_path = write_config(root, n, champion, challenger)
-    db = root / f"stats-{n}.db"
+def prepare(root: Path, n: int, champion: Path, challenger: Path, backend: str,
+            admin_url: str) -> Path:
+    """The config of a store holding ``n`` predictions, written unless a kept one has them."""
+    url = store_url(root, backend, n, admin_url)
+    config_path = write_config(root, n, champion, challenger, url, backend)
     config = load_config(config_path, base_dir=root)
-    if db.exists():
-        store = SQLiteStore(db)
-        ready = store.count_predictions() == n
-        store.close()
-        if ready:
-            return config_path
+    if backend == "postgres":
+        create_database(admin_url, url)
+    store = open_store(url, root)
+    ready = store.count_predictions() == n
+    store.close()
+    if ready:
+        return config_path
+    if backend == "sqlite":
         for suffix in ("", "-wal", "-shm"):
-            Path(f"{db}{suffix}").unlink(missing_ok=True)
+            Path(f"{root / f'stats-{n}.db'}{suffix}").unlink(missing_ok=True)
+    else:
+        drop_database(admin_url, url)
+        create_database(admin_url, url)
     started = time.perf_counter()
-    store = SQLiteStore(db)
+    store = open_store(url, root)
     revision = store.register_revision("bench", config_digest(
         config, load_models(config, ModelRegistry())), config.to_dict(), time.time())
     fill(store, n, revision)
@@ -140,7 +175,7 @@ def time_report(config_path: Path, root: Path, repeat: int, metric: str | None
                 ) -> tuple[list[float], list[float], list[float], dict[str, object]]:
     config = load_config(config_path, base_dir=root)
     served = load_models(config, ModelRegistry())
-    store = SQLiteStore(root / f"stats-{config_path.stem.split('-')[1]}.db")
+    store = open_store(config.store, root)
     try:
         compute_report(store, config, served, metric=metric)  # warm-up: page cache, imports
         walls, cpus, mains = [], [], []
@@ -161,33 +196,55 @@ def main() -> int:
     parser.add_argument("--sizes", default="10000,100000,1000000",
                         help="logged predictions per store, comma-separated")
     parser.add_argument("--repeat", type=int, default=5, help="timed calls per size")
-    parser.add_argument("--dir", help="keep the stores here (default: a temporary directory)")
+    parser.add_argument("--dir", help="keep the SQLite stores here (default: a temporary "
+                        "directory)")
+    parser.add_argument("--stores", default="sqlite,postgres",
+                        help="the stores to time, comma-separated (sqlite, postgres)")
+    parser.add_argument("--postgres", default=POSTGRES_ADMIN, metavar="ADMIN_URL",
+                        help="a PostgreSQL database to create the bench databases from")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the PostgreSQL databases for the next run")
     parser.add_argument("--metric", action="append", default=None,
                         help="analysis metric(s) to time (default accuracy and log_loss)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    backends = [b.strip() for b in args.stores.split(",") if b.strip()]
+    unknown = set(backends) - {"sqlite", "postgres"}
+    if unknown:
+        parser.error(f"--stores: unknown store {', '.join(sorted(unknown))}")
     metrics = args.metric or ["accuracy", "log_loss"]
+    rows = []
     with tempfile.TemporaryDirectory(prefix="router-bench-stats-") as scratch:
         root = Path(args.dir or scratch)
         root.mkdir(parents=True, exist_ok=True)
         champion, challenger = models(root)
-        rows = []
-        for n in sizes:
-            print(f"{n:,} predictions", flush=True)
-            config_path = prepare(root, n, champion, challenger)
-            for metric in metrics:
-                walls, cpus, mains, report = time_report(config_path, root, args.repeat,
-                                                         metric)
-                median = statistics.median(walls)
-                rows.append((n, metric, median, min(walls), statistics.median(cpus),
-                             statistics.median(mains)))
-                variants = report["variants"]  # type: ignore[index]
-                print(f"  {metric:<9} median {median:.3f} s, best {min(walls):.3f} s, "
-                      f"cpu {statistics.median(cpus):.3f} s (calling thread "
-                      f"{statistics.median(mains):.3f} s); labelled "
-                      f"{sum(v['labelled'] for v in variants.values()):,}", flush=True)
+        try:
+            for backend in backends:
+                for n in sizes:
+                    print(f"{backend}, {n:,} predictions", flush=True)
+                    config_path = prepare(root, n, champion, challenger, backend,
+                                          args.postgres)
+                    for metric in metrics:
+                        rows.append(timed(backend, n, metric, config_path, root, args.repeat))
+        finally:
+            if "postgres" in backends and not args.keep:
+                for n in sizes:
+                    drop_database(args.postgres, store_url(root, "postgres", n, args.postgres))
     write_results(rows, args.repeat)
     return 0
+
+
+def timed(backend: str, n: int, metric: str, config_path: Path, root: Path, repeat: int
+          ) -> tuple[str, int, str, float, float, float, float]:
+    walls, cpus, mains, report = time_report(config_path, root, repeat, metric)
+    median = statistics.median(walls)
+    variants = report["variants"]  # type: ignore[index]
+    print(f"  {metric:<9} median {median:.3f} s, best {min(walls):.3f} s, "
+          f"cpu {statistics.median(cpus):.3f} s (calling thread "
+          f"{statistics.median(mains):.3f} s); labelled "
+          f"{sum(v['labelled'] for v in variants.values()):,}", flush=True)
+    return (backend, n, metric, median, min(walls), statistics.median(cpus),
+            statistics.median(mains))
 
 
 def cpu_pressure() -> str:
@@ -201,7 +258,8 @@ def cpu_pressure() -> str:
     return f"{float(fields.get('avg60', 'nan')):.0f} %"
 
 
-def write_results(rows: list[tuple[int, str, float, float, float, float]], repeat: int) -> None:
+def write_results(rows: list[tuple[str, int, str, float, float, float, float]], repeat: int
+                  ) -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
         "# `/stats` computation time (bench/stats.py)",
@@ -224,11 +282,12 @@ def write_results(rows: list[tuple[int, str, float, float, float, float]], repea
         "call takes when each thread has a core to itself. Wall time adds any wait for a core "
         "held by other work on the machine.",
         "",
-        "| predictions | metric | wall, median (s) | wall, best (s) | CPU, all threads (s) "
-        "| CPU, calling thread (s) | CPU µs per row |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
-        *[f"| {n:,} | {metric} | {median:.3f} | {best:.3f} | {cpu:.3f} | {main:.3f} "
-          f"| {cpu / n * 1e6:.2f} |" for n, metric, median, best, cpu, main in rows],
+        "| store | predictions | metric | wall, median (s) | wall, best (s) "
+        "| CPU, all threads (s) | CPU, calling thread (s) | CPU µs per row |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        *[f"| {backend} | {n:,} | {metric} | {median:.3f} | {best:.3f} | {cpu:.3f} "
+          f"| {main:.3f} | {cpu / n * 1e6:.2f} |"
+          for backend, n, metric, median, best, cpu, main in rows],
         "",
     ]
     RESULTS.write_text("\n".join(lines))

@@ -19,8 +19,9 @@ With ``true_probability`` also ``true_probability``: the probability the model g
 label (0.0 for a label that is no class; NaN without a label or without probabilities).
 Without ``classes`` (a regressor): ``value`` and ``label_value``, NaN where absent.
 
-With ``units``: ``unit_key``, an int per row naming its sticky unit id (``hash`` of the id,
-so comparable within one process only; 0 where the row has none, as ``hash("") == 0``), and
+With ``units``: ``unit_key``, an int per row naming its sticky unit id (a 64-bit hash of the
+id: Python's ``hash`` on SQLite and in memory, the server's ``hashtextextended`` on
+PostgreSQL, so comparable within one call only; 0 where the row has none), and
 ``ts`` only where the unit id is absent (NaN elsewhere): rows are then told apart by unit, and
 reading every timestamp would cost a tenth of the whole query. Integers rather than the ids
 themselves: the statistics only count distinct units, and a million strings cost more.
@@ -444,8 +445,26 @@ def _sqlite_features(conn: sqlite3.Connection, experiment: str,
 # -- PostgreSQL --------------------------------------------------------------------------------
 
 
+def _packed_columns(conn: Any, select: Sequence[tuple[str, str, str]], source: str,
+                    params: Sequence[Any]) -> Columns:
+    """The ``(name, kind, expression)`` columns of ``SELECT ... source`` as numpy arrays.
+
+    The server packs every row into bytes (each value big-endian, 8 bytes: ``int8send`` for
+    kind ``i``, ``float8send`` for ``f``) and all rows into one ``bytea``, which numpy reads
+    in one call. A million rows as Python tuples, or as COPY messages read one per row, cost
+    the client several times what the query itself costs.
+    """
+    send = {"i": "int8send", "f": "float8send"}
+    row = " || ".join(f"{send[kind]}({expression})" for _, kind, expression in select)
+    (packed,) = conn.execute(f"SELECT string_agg({row}, ''::bytea) {source}",
+                             params).fetchone()
+    dtype = np.dtype([(name, f">{kind}8") for name, kind, _ in select])
+    rows = np.frombuffer(packed or b"", dtype=dtype)
+    return {name: rows[name].astype(rows[name].dtype.newbyteorder("=")) for name in dtype.names}
+
+
 def postgres_columns(
-    execute: Callable[[str, Sequence[Any]], list[tuple[Any, ...]]],
+    conn: Any,
     experiment: str,
     revisions: Sequence[int] | None = None,
     *,
@@ -453,67 +472,76 @@ def postgres_columns(
     units: bool = False,
     true_probability: bool = False,
     feature_rows: int = 0,
+    unknown_ids: Callable[[], int] | None = None,
 ) -> Columns:
-    """The columns from PostgreSQL through ``execute(sql, params) -> rows``: the join and the
-    class lookups run in the server, typed columns come back and become arrays."""
+    """The columns from PostgreSQL over the psycopg connection ``conn``: the join and the class
+    lookups run in the server and the rows come back packed in one binary value.
+
+    As on SQLite, the join keeps every feedback record of a request id (a hash join, where the
+    latest per id would need a sort of the whole feedback table) and numpy keeps the latest.
+    ``unknown_ids`` counts feedback naming no prediction, on another connection meanwhile
+    (it is the slower half); without it, it runs on ``conn`` after the rest.
+    """
     revision_sql, revision_params = _revision_filter(revisions, "%s")
     select = [
-        "p.ts", "p.revision",
-        f"(p.variant = 'challenger')::int * {_CHALLENGER} + p.shadow * {_SHADOW} "
-        f"+ p.fallback * {_FALLBACK} + (p.error IS NOT NULL)::int * {_ERROR}",
-        "p.latency_ms", "coalesce(f.id, -1)",
+        ("pid", "i", "p.id"),
+        ("ts", "f", "p.ts"),
+        ("revision", "i", "p.revision::int8"),
+        ("flags", "i", f"((p.variant = 'challenger')::int * {_CHALLENGER} + p.shadow * "
+                       f"{_SHADOW} + p.fallback * {_FALLBACK} + (p.error IS NOT NULL)::int * "
+                       f"{_ERROR})::int8"),
+        ("latency_ms", "f", "p.latency_ms"),
+        ("feedback_id", "i", "coalesce(f.id, -1)"),
     ]
     params: list[Any] = []
     if classes is not None:
-        select += ["coalesce(array_position(%s::text[], p.label) - 1, -1)",
-                   "CASE WHEN f.label IS NULL THEN -1 "
-                   "ELSE coalesce(array_position(%s::text[], f.label) - 1, -2) END"]
+        select += [("predicted", "i",
+                    "coalesce(array_position(%s::text[], p.label) - 1, -1)::int8"),
+                   ("label", "i", "(CASE WHEN f.label IS NULL THEN -1 "
+                    "ELSE coalesce(array_position(%s::text[], f.label) - 1, -2) END)::int8")]
         params += [list(classes), list(classes)]
         if true_probability:
-            select.append("CASE WHEN f.label IS NULL OR p.probabilities IS NULL THEN 'NaN' "
-                          "ELSE coalesce((p.probabilities::jsonb ->> f.label)::float8, 0.0) END")
+            select.append((
+                "true_probability", "f",
+                "CASE WHEN f.label IS NULL OR p.probabilities IS NULL THEN 'NaN'::float8 "
+                "WHEN p.label = f.label THEN p.probability "
+                "ELSE coalesce((p.probabilities::jsonb ->> f.label)::float8, 0.0) END"))
     else:
-        select += ["coalesce(p.value, 'NaN')", "coalesce(f.value, 'NaN')"]
+        select += [("value", "f", "coalesce(p.value, 'NaN')"),
+                   ("label_value", "f", "coalesce(f.value, 'NaN')")]
     if units:
-        select.append("p.unit_id")
-    sql = (
-        f"SELECT {', '.join(select)} FROM predictions AS p LEFT JOIN ("
-        "SELECT DISTINCT ON (request_id) id, request_id, label, value FROM feedback "
-        "ORDER BY request_id, id DESC) AS f ON f.request_id = p.request_id "
-        f"WHERE p.experiment = %s{revision_sql} ORDER BY p.revision, p.id")
-    rows = execute(sql, [*params, experiment, *revision_params])
-    if not rows:
-        columns = _empty(classes, units, true_probability)
-    else:
-        values = list(zip(*rows, strict=True))
-        columns = {
-            "ts": np.array(values[0], dtype=float),
-            "revision": np.array(values[1], dtype=np.int64),
-            **_flags_columns(np.array(values[2], dtype=np.int64)),
-            "latency_ms": np.array(values[3], dtype=float),
-            "feedback_id": np.array(values[4], dtype=np.int64),
-        }
-        rest = iter(values[5:])
-        if classes is not None:
-            columns["predicted"] = np.array(next(rest), dtype=np.int64)
-            columns["label"] = np.array(next(rest), dtype=np.int64)
-            if true_probability:
-                columns["true_probability"] = np.array(next(rest), dtype=float)
-        else:
-            columns["value"] = np.array(next(rest), dtype=float)
-            columns["label_value"] = np.array(next(rest), dtype=float)
-        if units:
-            columns["unit_key"] = _unit_keys(next(rest))
-            columns["ts"][columns["unit_key"] != 0] = math.nan
+        # A 64-bit hash of the id in the server: the statistics only count distinct units.
+        select.append(("unit_key", "i", "coalesce(hashtextextended(p.unit_id, 0), 0)"))
+    source = ("FROM predictions AS p LEFT JOIN feedback AS f ON f.request_id = p.request_id "
+              f"WHERE p.experiment = %s{revision_sql}")
+    with conn.transaction():
+        # The join hashes the feedback table: in memory, not in batches on disk.
+        conn.execute("SET LOCAL work_mem = '256MB'")
+        raw = _packed_columns(conn, select, source, [*params, experiment, *revision_params])
+    order = np.argsort(raw["pid"], kind="stable")  # the rows of a prediction together
+    raw = _latest_feedback({name: values[order] for name, values in raw.items()})
+    raw.pop("pid")
+    columns = {"ts": raw.pop("ts"), "revision": raw.pop("revision"),
+               **_flags_columns(raw.pop("flags")), **raw}
+    if units and columns["ts"].size:
+        columns["ts"][columns["unit_key"] != 0] = math.nan
     if feature_rows:
-        found = execute(
+        found = conn.execute(
             f"SELECT p.features FROM predictions AS p WHERE p.experiment = %s{revision_sql} "
             "AND p.shadow = 0 AND p.fallback = 0 ORDER BY p.id DESC LIMIT %s",
-            [experiment, *revision_params, int(feature_rows)])
+            [experiment, *revision_params, int(feature_rows)]).fetchall()
         columns["features"] = _features_array([orjson.loads(r[0]) for r in found])
-    (unknown,) = execute(
-        "SELECT count(*) FROM (SELECT DISTINCT request_id FROM feedback) AS g "
-        "WHERE NOT EXISTS (SELECT 1 FROM predictions AS p WHERE p.request_id = g.request_id)",
-        [])[0]
-    columns["unknown_feedback_ids"] = np.array(int(unknown))
+    columns["unknown_feedback_ids"] = np.array(
+        unknown_ids() if unknown_ids is not None else postgres_unknown_ids(conn))
     return columns
+
+
+def postgres_unknown_ids(conn: Any) -> int:
+    """The request ids that feedback names and no prediction of any experiment has."""
+    with conn.transaction():
+        conn.execute("SET LOCAL work_mem = '256MB'")
+        (unknown,) = conn.execute(
+            "SELECT count(*) FROM (SELECT DISTINCT request_id FROM feedback) AS g "
+            "WHERE NOT EXISTS (SELECT 1 FROM predictions AS p "
+            "WHERE p.request_id = g.request_id)").fetchone()
+    return int(unknown)

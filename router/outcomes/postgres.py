@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -286,13 +287,20 @@ class PostgresStore:
                          true_probability: bool = False, feature_rows: int = 0
                          ) -> dict[str, Any]:
         """The statistics' numpy columns (see ``router.outcomes.columns``), joined in SQL."""
-        from router.outcomes.columns import postgres_columns
+        from router.outcomes.columns import postgres_columns, postgres_unknown_ids
 
-        with self._connection() as conn:
-            return postgres_columns(lambda sql, params: conn.execute(sql, params).fetchall(),
-                                    experiment, revisions, classes=classes, units=units,
-                                    true_probability=true_probability,
-                                    feature_rows=feature_rows)
+        def unknown_ids() -> int:
+            with self._connection() as conn:
+                return postgres_unknown_ids(conn)
+
+        # The count of unknown feedback ids is an anti-join as costly as the main query: it
+        # runs on a second pooled connection, so the server works on both at once.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stats") as pool:
+            unknown = pool.submit(unknown_ids)
+            with self._connection() as conn:
+                return postgres_columns(conn, experiment, revisions, classes=classes,
+                                        units=units, true_probability=true_probability,
+                                        feature_rows=feature_rows, unknown_ids=unknown.result)
 
     def ping(self) -> bool:
         """True when a pooled connection answers within 2 s; never raises."""

@@ -127,15 +127,19 @@ def test_true_probability_of_the_label(classified: OutcomeStore) -> None:
 
 
 def test_units_and_features(classified: OutcomeStore) -> None:
-    """Unit ids come back as their hashes (0 where absent), with the time only where there is
-    none; features of the latest served rows."""
+    """Unit ids come back as 64-bit keys (0 where absent; equal ids, equal keys), with the time
+    only where there is none; features of the latest served rows."""
     c = classified.analysis_columns("iris", classes=CLASSES, units=True, feature_rows=2)
-    names = {hash(u): u for u in ("u1", "u2", "u3")} | {0: None}
-    rows = sorted(((names[k], t) for k, t in zip(c["unit_key"].tolist(), c["ts"].tolist(),
-                                                  strict=True)),
-                  key=lambda r: (r[0] is None, r[0] or ""))
-    assert [r[0] for r in rows] == ["u1", "u2", "u3", "u3", None]
-    assert all(math.isnan(r[1]) for r in rows[:4]) and rows[4][1] == T0 + 4
+    # The time is gone where there is a unit, so the rows are told apart by their flags.
+    row = {"a": ~c["challenger"] & ~c["fallback"] & (c["revision"] == 1),
+           "b": c["challenger"] & ~c["error"], "c-error": c["error"], "c-fallback": c["fallback"],
+           "d": c["revision"] == 2}
+    assert all(int(mask.sum()) == 1 for mask in row.values())
+    key = {name: int(c["unit_key"][mask][0]) for name, mask in row.items()}
+    assert key["c-error"] == key["c-fallback"]
+    assert len({key["a"], key["b"], key["c-error"]}) == 3
+    assert 0 not in (key["a"], key["b"], key["c-error"]) and key["d"] == 0 and c["ts"][row["d"]][0] == T0 + 4
+    assert np.isnan(c["ts"][~row["d"]]).all()
     features = c["features"]
     assert features.shape == (2, 4)
     # The latest two answered rows: d, then c's error row (the fallback repeats its inputs).
