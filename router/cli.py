@@ -223,6 +223,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     import time
 
     from router.outcomes import open_store
+    from router.switch import history_json
 
     if args.store:
         store = open_store(args.store, Path.cwd())
@@ -233,9 +234,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.json:
-        print(json.dumps([{"ts": e.ts, "action": e.action, "from": e.from_model,
-                           "to": e.to_model, "reason": e.reason, "actor": e.actor,
-                           "details": e.details} for e in entries], indent=2))
+        print(json.dumps([history_json(e) for e in entries], indent=2))
         return 0
     if not entries:
         print("no switches recorded yet")

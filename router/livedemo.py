@@ -246,6 +246,7 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
             _simulate(simulator, options, out)
             time.sleep(0.5)  # the gateway's writer flushes every 0.2 s: the table sees it all
             _print_stats(gateway.url, out)
+            print(f"dashboard: {gateway.url}/dashboard", file=out)
             print(f"results: {gateway.url}/stats (JSON), `router stats --url {gateway.url}`; "
                   f"metrics: {gateway.url}/metrics", file=out)
             print(f"serving on {gateway.url} until Ctrl-C", file=out, flush=True)

@@ -54,6 +54,13 @@ def apply_edit(edit: Callable[[CommentedMap], T], config_path: Path, base_dir: P
     return result
 
 
+def history_json(entry: HistoryEntry) -> dict[str, Any]:
+    """One switch as JSON, as ``router history --json`` prints it and ``GET /history`` answers."""
+    return {"ts": entry.ts, "action": entry.action, "from": entry.from_model,
+            "to": entry.to_model, "reason": entry.reason, "actor": entry.actor,
+            "details": entry.details}
+
+
 def switch(action: str, config_path: Path, base_dir: Path, store: OutcomeStore, *,
            reason: str, actor: str, details: dict[str, Any] | None = None) -> HistoryEntry:
     """Promote or roll back, then record it in the store's history."""

@@ -123,6 +123,7 @@ def test_demo_trains_serves_and_stops_on_ctrl_c(start_demo: Callable[..., Demo],
     text = "\n".join(demo.lines)
     assert "300/300 requests answered" in text and "300 labels sent" in text
     assert "/stats" in text and "/metrics" in text
+    assert re.search(r"^dashboard: http://127\.0\.0\.1:\d+/dashboard$", text, re.MULTILINE)
     assert demo.interrupt() == 0, "\n".join(demo.lines)
     assert answered_at_stop(demo) == 300
     assert stored(tmp_path) == (300, 300)

@@ -12,7 +12,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from router.gateway import admin, endpoints, kserve, metrics, stats_route
+from router.gateway import admin, dashboard, endpoints, kserve, metrics, stats_route
 from router.gateway.errors import EXCEPTION_HANDLERS
 from router.gateway.state import GatewayState
 
@@ -64,6 +64,10 @@ def create_app(config_path: str | Path, *, base_dir: str | Path | None = None,
         Route("/feedback", endpoints.feedback, methods=["POST"]),
         Route("/config", endpoints.config, methods=["GET"]),
         Route("/stats", stats_route.stats, methods=["GET"]),
+        Route("/stats/timeline", stats_route.timeline, methods=["GET"]),
+        Route("/history", stats_route.history, methods=["GET"]),
+        Route("/dashboard", dashboard.page, methods=["GET"]),
+        Route("/dashboard/static/{name}", dashboard.static, methods=["GET"]),
         Route("/health", endpoints.health, methods=["GET"]),
         Route("/ready", endpoints.ready, methods=["GET"]),
         Route("/metrics", metrics.metrics, methods=["GET"]),

@@ -1,8 +1,9 @@
-"""``GET /stats``: the experiment's report, computed from the store off the event loop.
+"""``GET /stats``, ``/stats/timeline`` and ``/history``: the experiment read from the store.
 
-The report reads the outcome log as it is: the background writer keeps it at most about a
-second behind the answers, so the route does not wait for a flush. ``?alpha=`` and
-``?metric=`` replay the verdict under other settings, like ``router stats --alpha --metric``.
+Each is computed off the event loop. The report reads the outcome log as it is: the background
+writer keeps it at most about a second behind the answers, so the routes do not wait for a
+flush. ``?alpha=`` and ``?metric=`` replay the verdict under other settings, like
+``router stats --alpha --metric``; the timeline takes the same parameters.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from starlette.responses import Response
 from router.errors import InputValidationError
 from router.gateway.endpoints import json_response, state_of
 from router.stats.loader import compute_report
+from router.stats.timeline import compute_timeline
+from router.switch import history_json
+
+HISTORY_LIMIT = 100  # switches answered by default: the latest ones
 
 
 def _alpha(raw: str | None) -> float | None:
@@ -41,3 +46,30 @@ async def stats(request: Request) -> Response:
         config_revision=snapshot.revision, alpha=alpha, metric=metric,
         shadow_calls=shadow_calls)
     return json_response(report)
+
+
+async def timeline(request: Request) -> Response:
+    """The report's figures at up to 50 checkpoints of the labels (``router.stats.timeline``)."""
+    state = state_of(request)
+    snapshot = state.snapshots.current
+    payload = await asyncio.to_thread(
+        compute_timeline, state.store, snapshot.config, snapshot.models,
+        alpha=_alpha(request.query_params.get("alpha")),
+        metric=request.query_params.get("metric") or None)
+    return json_response(payload)
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return HISTORY_LIMIT
+    if not raw.isdigit() or int(raw) < 1:
+        raise InputValidationError(f"limit must be a positive integer, got {raw!r}",
+                                   [{"field": "limit", "message": "a positive integer"}])
+    return int(raw)
+
+
+async def history(request: Request) -> Response:
+    """The latest switches (promote, rollback, rollout steps), oldest first."""
+    store = state_of(request).store
+    entries = await asyncio.to_thread(store.history, _limit(request.query_params.get("limit")))
+    return json_response({"history": [history_json(e) for e in entries]})

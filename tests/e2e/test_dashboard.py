@@ -1,0 +1,145 @@
+"""End to end: /dashboard of a real `router serve` in headless Chromium, against /stats."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+
+from tests.configs import write_config
+from tests.e2e.browser import (
+    LAPTOP,
+    PHONE,
+    chromium,
+    console_errors,
+    full_page_png,
+    require_chromium,
+    set_viewport,
+    wait_rendered,
+)
+from tests.e2e.server import Server, serve
+from tests.e2e.test_stats import labelled, send_feedback, send_users, stats_when, traffic
+
+pytestmark = pytest.mark.e2e
+
+# Screenshots are kept here for a person (or CI's artifacts) to look at.
+ARTIFACTS = Path(os.environ.get("ROUTER_TEST_ARTIFACTS",
+                                Path(__file__).resolve().parents[1] / "artifacts"))
+CHARTS = ("metric-chart", "difference-chart", "pvalue-chart", "split-chart", "latency-chart",
+          "errors-chart")
+
+
+def wait_config(server: Server, percent: float, timeout: float = 30.0) -> None:
+    """Until the rollout has moved the challenger's share to ``percent``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = httpx.get(f"{server.url}/config").json()["config"]["traffic"]
+        if current["challenger_percent"] == percent:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"challenger_percent never reached {percent}")
+
+
+def page_state(driver: Any) -> dict[str, Any]:
+    """What the page shows that the test checks, read in one script."""
+    return driver.execute_script("""
+        const text = id => document.getElementById(id).textContent.trim();
+        const charts = {};
+        for (const id of arguments[0]) {
+            const box = document.getElementById(id);
+            charts[id] = {svg: box.querySelectorAll('svg').length,
+                          marks: box.querySelectorAll('path.line, rect.bar').length,
+                          empty: box.querySelectorAll('.empty').length};
+        }
+        return {action: text('decision-action'),
+                decisionAttr: document.getElementById('decision').dataset.action,
+                reasons: [...document.querySelectorAll('#decision-reasons li')]
+                    .map(li => li.textContent),
+                charts: charts,
+                alertHidden: document.getElementById('alert').hidden,
+                state: document.body.dataset.state,
+                updated: text('updated'),
+                history: document.querySelectorAll('#history-list li').length,
+                drift: document.querySelectorAll('#drift-table tbody tr').length,
+                scrollWidth: document.documentElement.scrollWidth,
+                innerWidth: window.innerWidth};
+    """, list(CHARTS))
+
+
+def test_dashboard_draws_the_experiment_and_agrees_with_stats(
+        tmp_path: Path, champion_dir: Path, challenger_dir: Path) -> None:
+    """Charts drawn, no console error, the decision of /stats, fits a phone; screenshots."""
+    require_chromium()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    # The rollout moves the split from 0 to 50 % at once: a real switch for the history.
+    config = write_config(
+        tmp_path, champion=champion_dir, challenger=challenger_dir, experiment="iris-rf-vs-gb",
+        store="sqlite:///outcomes.db",
+        traffic={"challenger_percent": 0, "sticky_key": "header:x-user-id"},
+        analysis={"min_samples": 100, "guardrails": {"p99_latency_ms": 250,
+                                                     "error_rate": 0.02}},
+        rollout={"steps": [50], "interval_s": 1, "auto_rollback": False})
+    with serve(config, tmp_path) as server:
+        wait_config(server, 50)
+        sent = send_users(server, traffic(1200, seed=7))
+        send_feedback(server, [{"request_id": s.request_id, "label": s.label} for s in sent])
+        stats = stats_when(server, lambda b: labelled(b) == 1200)
+        assert labelled(stats) == 1200
+
+        with chromium(tmp_path / "profile") as driver:
+            set_viewport(driver, *LAPTOP)
+            driver.get(f"{server.url}/dashboard")
+            wait_rendered(driver)
+            state = page_state(driver)
+            (ARTIFACTS / "dashboard.png").write_bytes(full_page_png(driver))
+            laptop_errors = console_errors(driver)
+
+            set_viewport(driver, *PHONE, mobile=True)
+            driver.refresh()
+            wait_rendered(driver)
+            phone = page_state(driver)
+            (ARTIFACTS / "dashboard-phone.png").write_bytes(full_page_png(driver))
+            phone_errors = console_errors(driver)
+        after = httpx.get(f"{server.url}/stats").json()
+
+    assert laptop_errors == [] and phone_errors == [], laptop_errors + phone_errors
+    assert state["state"] == "ready" and state["alertHidden"], state
+    assert state["updated"].startswith("updated")
+    # No traffic between the two reads of /stats: the page shows the decision /stats gives.
+    assert after["decision"] == stats["decision"]
+    assert state["action"].lower() == state["decisionAttr"] == stats["decision"]["action"]
+    assert state["reasons"] == stats["decision"]["reasons"]
+    for chart, drawn in state["charts"].items():
+        assert drawn["svg"] == 1 and drawn["marks"] >= 1 and drawn["empty"] == 0, (chart, drawn)
+    assert state["history"] == 1  # the rollout's step from 0 % to 50 %
+    assert state["drift"] == 4 + 2  # the iris features, then each model's predictions
+    assert phone["scrollWidth"] <= phone["innerWidth"] == PHONE[0], phone
+    assert phone["action"] == state["action"]
+
+
+def test_dashboard_before_any_label_shows_an_empty_state(tmp_path: Path, champion_dir: Path,
+                                                         challenger_dir: Path) -> None:
+    """Requests but no feedback yet: a message instead of charts, and still no console error."""
+    require_chromium()
+    config = write_config(tmp_path, champion=champion_dir, challenger=challenger_dir,
+                          store="sqlite:///outcomes.db",
+                          traffic={"challenger_percent": 50, "sticky_key": "header:x-user-id"})
+    with serve(config, tmp_path) as server:
+        send_users(server, traffic(20, seed=8))
+        stats = stats_when(server, lambda b: sum(v["requests"]
+                                                 for v in b["variants"].values()) == 20)
+        with chromium(tmp_path / "profile") as driver:
+            driver.get(f"{server.url}/dashboard")
+            wait_rendered(driver)
+            state = page_state(driver)
+            errors = console_errors(driver)
+    assert errors == []
+    assert state["action"].lower() == stats["decision"]["action"] == "continue"
+    for chart in ("metric-chart", "difference-chart", "pvalue-chart"):
+        assert state["charts"][chart]["empty"] == 1, state["charts"]
+    assert state["charts"]["latency-chart"]["marks"] >= 1
+    assert state["history"] == 0
