@@ -51,6 +51,8 @@ __all__ = [
     "OnnxRunner",
     "choose_engine",
     "fast_extra_installed",
+    "split_pipeline",
+    "transform_steps",
 ]
 
 log = logging.getLogger("router.engines")
@@ -124,7 +126,7 @@ class OnnxRunner:
         """The preprocessing's output for ``X`` (float64 rows in feature order)."""
         if self._pre is not None:
             return self._pre.run(None, {self._pre_input: X})[0]  # type: ignore[no-any-return]
-        return _transform(self._transformers, X, self._quiet)
+        return transform_steps(self._transformers, X, self._quiet)
 
     def raw_probabilities(self, X: np.ndarray) -> np.ndarray:
         """ONNX Runtime's probabilities for ``X``, without the near-tie guard."""
@@ -158,7 +160,7 @@ def _near_ties(probabilities: np.ndarray, margin: float) -> np.ndarray | None:
     return near if near.any() else None
 
 
-def _transform(transformers: list[Any], X: np.ndarray, quiet: bool) -> Any:
+def transform_steps(transformers: list[Any], X: np.ndarray, quiet: bool) -> Any:
     from router.artifacts import predict_quietly
 
     for step in transformers:
@@ -172,7 +174,7 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def _split(model: Any) -> tuple[list[Any], Any]:
+def split_pipeline(model: Any) -> tuple[list[Any], Any]:
     """The preprocessing steps (flattened through nested pipelines) and the final estimator."""
     steps: list[Any] = []
     while isinstance(model, Pipeline):
@@ -348,8 +350,8 @@ def _runner(transformers: list[Any], pre: Any, estimator: Any, precision: str, q
 def _try_onnx(model: Any, sample: np.ndarray, classes: np.ndarray, quiet: bool,
               sklearn_proba: Probabilities, sklearn_labels: Callable[[np.ndarray], list[Any]]
               ) -> EngineChoice:
-    transformers, final = _split(model)
-    transformed = _transform(transformers, sample, quiet)
+    transformers, final = split_pipeline(model)
+    transformed = transform_steps(transformers, sample, quiet)
     if not isinstance(transformed, np.ndarray) or transformed.ndim != 2:
         return EngineChoice(SKLEARN, "the preprocessing does not give a dense 2-D array")
     pre, pre_note = _preprocessing(transformers, sample, transformed) if transformers \

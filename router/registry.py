@@ -22,6 +22,7 @@ from router.artifacts import (
     to_native,
 )
 from router.engines import SKLEARN, OnnxRunner, choose_engine
+from router.forest import DirectForest, direct_forest
 
 __all__ = ["ModelRegistry", "Prediction", "ServedModel"]
 
@@ -87,6 +88,10 @@ class ServedModel:
         # Fitted on a DataFrame: every array call would warn that X has no feature names.
         self._quiet: bool = hasattr(self.model, "feature_names_in_")
         self._class_array = np.array(self.classes or (), dtype=object)
+        # A forest's trees called without joblib, when that is bitwise scikit-learn's answer.
+        self._direct: DirectForest | None = direct_forest(
+            self.model, self.reference_sample, self._quiet,
+            lambda X: self._call("predict_proba", X)) if self.has_probabilities else None
         self.label_source: str = self._choose_label_source()
         # Chosen after label_source: the fast engine must reproduce labels from probabilities.
         self.engine: str = SKLEARN  # "scikit-learn" or "onnxruntime"; /config and /metrics
@@ -100,6 +105,11 @@ class ServedModel:
             sklearn_labels=lambda X: _labels(self._call("predict", X)))
         self.engine, self.engine_reason, self._runner = choice.engine, choice.reason, \
             choice.runner
+        if self.engine == SKLEARN and self._direct is not None:
+            self.engine_reason += (
+                f"; its {self._direct.n_trees} trees are called one by one, without joblib's "
+                "dispatch (probabilities identical to predict_proba on the "
+                f"{self._direct.checked_rows} reference rows)")
 
     def __repr__(self) -> str:
         return (
@@ -117,7 +127,9 @@ class ServedModel:
         return self._sklearn_probabilities(X)
 
     def _sklearn_probabilities(self, X: np.ndarray) -> np.ndarray:
-        probabilities = np.asarray(self._call("predict_proba", X), dtype=np.float64)
+        direct = self._direct.predict_proba(X) if self._direct is not None else None
+        probabilities = direct if direct is not None else np.asarray(
+            self._call("predict_proba", X), dtype=np.float64)
         if probabilities.shape != (X.shape[0], len(self._class_array)):
             raise ValueError(
                 f"{self.name}: predict_proba gave shape {probabilities.shape}, expected "
