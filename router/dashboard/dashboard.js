@@ -517,18 +517,23 @@
       return;
     }
     if (stats.mode === "shadow") {
+      // Observed from the log (every gateway, across restarts); the mirror's own counters
+      // (this process since it started) say what was dropped.
       var calls = stats.variants.challenger.shadow_calls || {};
       var sample = c.shadow ? c.shadow.sample_percent / 100 : null;
-      var scored = isNum(calls.offered) && calls.offered > 0 ? (calls.done || 0) / calls.offered : null;
+      var answered = stats.variants.champion.requests;
+      var scored = answered > 0 ? stats.variants.challenger.requests / answered : null;
       $("split-sub").textContent = "shadow mode: the champion answers; requests are mirrored to the challenger";
       stackedBars(box, [
         { label: "answers", parts: [{ cls: "champion", value: 1, text: "champion 100 %" }] },
         { label: "mirrored", parts: [{ cls: "challenger", value: sample, text: pct(sample, 0) }] },
         { label: "scored", parts: [{ cls: "challenger", value: scored, text: pct(scored, 1) }] }
-      ], "shadow sampling");
+      ], "shadow sampling, configured and observed");
       verdict.appendChild(document.createTextNode(isNum(scored)
-        ? count(calls.done) + " of " + count(calls.offered) + " mirrored rows scored; " + count(calls.dropped) + " dropped"
-        : "no mirrored request yet"));
+        ? count(stats.variants.challenger.requests) + " shadow predictions logged for " + count(answered) +
+          " champion answers" + (isNum(calls.dropped) && calls.dropped > 0 ? "; " + count(calls.dropped) +
+          " dropped by this gateway since it started" : "")
+        : "no request yet"));
       return;
     }
     var srm = stats.comparison && stats.comparison.srm;
@@ -622,8 +627,8 @@
     else empty($("shadow-chart"), "Agreement applies to classifiers; see the difference chart.");
     function fact(name, value) { facts.appendChild(el("dt", { text: name })); facts.appendChild(el("dd", { text: value })); }
     if (paired.agreement_ci95) fact("agreement, 95 % CI", pct(paired.agreement_ci95[0]) + " – " + pct(paired.agreement_ci95[1]));
-    if (isNum(paired.champion_only_correct)) fact("only the champion right", count(paired.champion_only_correct));
-    if (isNum(paired.challenger_only_correct)) fact("only the challenger right", count(paired.challenger_only_correct));
+    if (isNum(paired.champion_only_correct)) fact("only champion right", count(paired.champion_only_correct));
+    if (isNum(paired.challenger_only_correct)) fact("only challenger right", count(paired.challenger_only_correct));
     if (isNum(paired.mcnemar_p_value)) fact("McNemar exact p", pValue(paired.mcnemar_p_value));
     if (isNum(paired.wilcoxon_p_value)) fact("Wilcoxon p", pValue(paired.wilcoxon_p_value));
   }

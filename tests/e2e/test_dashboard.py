@@ -143,3 +143,48 @@ def test_dashboard_before_any_label_shows_an_empty_state(tmp_path: Path, champio
         assert state["charts"][chart]["empty"] == 1, state["charts"]
     assert state["charts"]["latency-chart"]["marks"] >= 1
     assert state["history"] == 0
+
+
+def test_dashboard_in_shadow_mode_shows_the_paired_section(
+        tmp_path: Path, champion_dir: Path, challenger_dir: Path) -> None:
+    """Shadow mode: agreement drawn from the paired section, the decision of /stats, no error."""
+    require_chromium()
+    config = write_config(tmp_path, champion=champion_dir, challenger=challenger_dir,
+                          mode="shadow", store="sqlite:///outcomes.db")
+    with serve(config, tmp_path) as server:
+        sent = send_users(server, traffic(400, seed=9))
+        send_feedback(server, [{"request_id": s.request_id, "label": s.label} for s in sent])
+        stats = stats_when(server, lambda b: b["comparison"]["paired"]["n"] == 400)
+        with chromium(tmp_path / "profile") as driver:
+            driver.get(f"{server.url}/dashboard")
+            wait_rendered(driver)
+            state = page_state(driver)
+            shadow = driver.execute_script("""
+                const card = document.getElementById('shadow-card');
+                return {hidden: card.hidden,
+                        bars: card.querySelectorAll('rect.bar.agree').length,
+                        facts: [...card.querySelectorAll('dt')].map(dt => dt.textContent)};
+            """)
+            errors = console_errors(driver)
+    assert errors == []
+    assert stats["comparison"]["paired"]["n"] == 400
+    assert state["action"].lower() == stats["decision"]["action"]
+    assert state["reasons"] == stats["decision"]["reasons"]
+    assert not shadow["hidden"] and shadow["bars"] == 1
+    assert "McNemar exact p" in shadow["facts"]
+    for chart in ("metric-chart", "difference-chart", "pvalue-chart"):
+        assert state["charts"][chart]["marks"] >= 1, state["charts"]
+
+
+def test_a_missing_browser_fails_in_ci_and_skips_locally(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """Without chromium the browser tests skip on a developer's machine, and fail in CI."""
+    from tests.e2e import browser
+
+    monkeypatch.setattr(browser, "CHROMIUM", "/nonexistent/chromium")
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="chromium"):
+        browser.require_chromium()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="chromium"):
+        browser.require_chromium()
