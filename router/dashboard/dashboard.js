@@ -358,7 +358,8 @@
     var H = top + groups.length * (groupH + groupGap) + 18;
     var most = (extent(rows.map(function (r) { return r.value; })) || [0, 0])[1];
     var offScale = limit && most > 0 && limit.value > 4 * most;
-    var max = (limit && !offScale ? Math.max(most, limit.value) : most) || (limit ? limit.value : 1);
+    var max = (limit && !offScale ? Math.max(most, limit.value) : most) ||
+      (limit ? limit.value : opts.floor || 1);
     var sx = linear(0, max * 1.08, labelW, W - right);
     var root = svg("svg", { viewBox: "0 0 " + W + " " + H, width: W, height: H, role: "img",
                             "aria-label": opts.label, "class": "bar-chart" });
@@ -595,7 +596,7 @@
       (isNum(fallbacks) && fallbacks > 0 ? "; " + count(fallbacks) + " answered by the champion instead" : "");
     if (!rows.some(function (r) { return isNum(r.value); })) { empty($("errors-chart"), "No requests yet."); return; }
     barChart($("errors-chart"), rows, {
-      label: "error rate per variant", labelWidth: 74, format: function (v) { return pct(v, 2); },
+      label: "error rate per variant", labelWidth: 74, floor: 0.01, format: function (v) { return pct(v, 2); },
       tick: function (t, step) { return (t * 100).toFixed(decimalsFor(step * 100)) + " %"; },
       limit: isNum(limit) ? { value: limit, label: "guardrail " + pct(limit, 2) } : null
     });

@@ -12,28 +12,21 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from router.gateway.state import GatewayState
 from router.outcomes import HistoryEntry
+from tests.gateway.test_stats_route import ROW, gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSETS = ROOT / "router" / "dashboard"
-ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 # The one absolute URL the page may hold: SVG's namespace name, which is never fetched.
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"
 
 
-def gateway(client: TestClient) -> GatewayState:
-    return client.app.state.gateway  # type: ignore[attr-defined, no-any-return]
-
-
 def labelled_traffic(client: TestClient, n: int) -> None:
     """n users' requests, every other one labelled with a class the model did not answer."""
-    labels = []
-    for i in range(n):
-        body = client.post("/predict", json={"features": ROW},
-                           headers={"x-user-id": f"user-{i}"}).json()
-        label = body["prediction"] if i % 2 else "virginica"
-        labels.append({"request_id": body["request_id"], "label": label})
+    answers = [client.post("/predict", json={"features": ROW},
+                           headers={"x-user-id": f"user-{i}"}).json() for i in range(n)]
+    labels = [{"request_id": a["request_id"], "label": a["prediction"] if i % 2 else "virginica"}
+              for i, a in enumerate(answers)]
     assert client.post("/feedback", json={"feedback": labels}).status_code == 202
     gateway(client).writer.flush()
 
