@@ -40,10 +40,11 @@ class JSONAnswer(Response):
     media_type = "application/json"
 
     def __init__(self, body: bytes, raw_headers: list[tuple[bytes, bytes]],
-                 status_code: int = 200) -> None:
+                 status_code: int = 200, *, variant: str | None = None) -> None:
         self.status_code = status_code
         self.body = body
         self.background = None
+        self.variant = variant  # for the metrics, which would otherwise parse the headers
         self.raw_headers = [(b"content-length", str(len(body)).encode()),
                             (b"content-type", b"application/json"), *raw_headers]
 
@@ -163,7 +164,7 @@ async def predict(request: Request) -> Response:
         unit_id=unit_id_of(snapshot, request, parsed.body))
     return JSONAnswer(orjson.dumps(render_answer(answer, parsed.batch),
                                    option=orjson.OPT_SERIALIZE_NUMPY),
-                      raw_answer_headers(answer))
+                      raw_answer_headers(answer), variant=answer.variant)
 
 
 async def feedback(request: Request) -> Response:

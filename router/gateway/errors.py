@@ -53,3 +53,12 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
 
 EXCEPTION_HANDLERS = {RouterError: router_error, HTTPException: http_error,
                       Exception: unexpected_error}
+
+
+async def render_error(request: Request, exc: Exception) -> Response:
+    """The answer the handlers above give ``exc``, for a route served outside Starlette's
+    exception middleware (the first handler whose class matches, as Starlette picks it)."""
+    for kind, handler in EXCEPTION_HANDLERS.items():
+        if isinstance(exc, kind):
+            return await handler(request, exc)
+    raise exc  # not an Exception: cancellation and the like pass through

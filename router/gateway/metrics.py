@@ -157,8 +157,9 @@ def counted(endpoint: Callable[[Request], Awaitable[Response]]
             requests.inc()
             latency.observe(time.perf_counter() - started)
             raise
-        requests, latency = _child(response.headers.get("x-variant", NO_VARIANT),
-                                   response.status_code)
+        variant = getattr(response, "variant", None) or response.headers.get("x-variant",
+                                                                              NO_VARIANT)
+        requests, latency = _child(variant, response.status_code)
         requests.inc()
         latency.observe(time.perf_counter() - started)
         return response

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class PredictionRecord:
+class PredictionRecord(NamedTuple):
     """One answered (or shadow-scored) row.
 
     ``request_id`` is the id feedback names: the request's id for a single prediction, or
@@ -18,6 +17,10 @@ class PredictionRecord:
     (then ``prediction`` is ``None``). ``fallback`` marks the champion's answer to a request that
     was assigned to the challenger whose call failed: the client got it, so it is logged, but the
     statistics leave it out of the champion's group (the failure is counted on the challenger).
+
+    A named tuple rather than a frozen dataclass: one is built per answered row on the
+    request path, and a frozen dataclass's ``__init__`` (a ``object.__setattr__`` per field)
+    costs four times as much.
     """
 
     request_id: str

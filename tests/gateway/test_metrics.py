@@ -184,3 +184,27 @@ def test_openmetrics_when_the_scraper_asks(make_client: Any, champion_dir: Path)
     assert response.text.endswith("# EOF\n")
     plain = client.get("/metrics")
     assert plain.headers["content-type"].startswith("text/plain; version=0.0.4")
+
+
+def test_an_unexpected_failure_on_predict_is_a_counted_json_500(
+        make_client: Any, champion_dir: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A bug reached on /predict (served ahead of Starlette's middleware) still answers the
+    error shape with the request id, is logged with its traceback and is counted."""
+    client = make_client(champion=champion_dir, mode="single")
+    before, _ = scrape(client)
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(state(client).service, "predict", broken)
+    response = client.post("/predict", json={"features": ROW},
+                           headers={"x-request-id": "req-bug"})
+    assert response.status_code == 500
+    assert response.json()["error"] == "internal_error"
+    assert "ZeroDivisionError" in response.json()["message"]
+    assert response.headers["content-type"] == "application/json"
+    assert any("req-bug" in r.getMessage() and r.exc_info for r in caplog.records)
+    after, _ = scrape(client)
+    assert (value(after, "router_requests_total", variant="none", code="500")
+            - value(before, "router_requests_total", variant="none", code="500")) == 1

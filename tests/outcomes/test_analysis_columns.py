@@ -138,7 +138,8 @@ def test_units_and_features(classified: OutcomeStore) -> None:
     key = {name: int(c["unit_key"][mask][0]) for name, mask in row.items()}
     assert key["c-error"] == key["c-fallback"]
     assert len({key["a"], key["b"], key["c-error"]}) == 3
-    assert 0 not in (key["a"], key["b"], key["c-error"]) and key["d"] == 0 and c["ts"][row["d"]][0] == T0 + 4
+    assert 0 not in (key["a"], key["b"], key["c-error"]) and key["d"] == 0
+    assert c["ts"][row["d"]][0] == T0 + 4
     assert np.isnan(c["ts"][~row["d"]]).all()
     features = c["features"]
     assert features.shape == (2, 4)
