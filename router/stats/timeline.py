@@ -36,6 +36,7 @@ from router.stats.report import (
     CONFIDENCE,
     _iso,
     _masks,
+    _num,
     _Outcomes,
     _pairs,
     _tau2,
@@ -93,10 +94,6 @@ def _t_half(var: np.ndarray, n: np.ndarray, df: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         half = student_t.ppf(0.5 + CONFIDENCE / 2, np.where(df > 0, df, 1.0)) * np.sqrt(var / n)
     return np.where(var > 0, half, 0.0)
-
-
-def _num(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
 
 
 def _values(values: np.ndarray, valid: np.ndarray) -> list[float | None]:
@@ -168,7 +165,7 @@ def _independent_series(y: np.ndarray, is_b: np.ndarray, at: np.ndarray, metric:
         se2 = va + vb
         with np.errstate(divide="ignore", invalid="ignore"):
             df = se2**2 / (va**2 / (a.n - 1) + vb**2 / (b.n - 1))
-        half = _t_half(se2, np.ones_like(se2), df)
+        half = _t_half(se2, np.ones_like(se2), df)  # se2 is already the variance of the mean
         intervals = _intervals(difference - half, difference + half, (a.n > 1) & (b.n > 1))
     return {"pairs": None,
             "difference": _values(difference, both),
@@ -241,20 +238,17 @@ def build_timeline(columns: Columns, *, config: RouterConfig,
 
     comparison: dict[str, Any] | None = None
     if mode == "ab":
-        champion = outcomes.y[in_role["champion"]]
-        tau2 = _tau2(settings, outcomes.value(champion))
-        comparison = _independent_series(y, masks["challenger"][rows], at, settings.metric,
-                                         tau2)
+        tau2 = _tau2(settings, outcomes.value(outcomes.y[in_role["champion"]]))
+        comparison = {"tau2": tau2, **_independent_series(
+            y, masks["challenger"][rows], at, settings.metric, tau2)}
     elif mode == "shadow":
         a, b = _pairs(columns["feedback_id"], np.flatnonzero(in_role["champion"]),
                       np.flatnonzero(in_role["challenger"]))
         y_a, y_b = outcomes.y[a], outcomes.y[b]
         tau2 = _tau2(settings, outcomes.value(y_a))
         # Pairs come in arrival order: those labelled by a checkpoint are a prefix.
-        count = np.searchsorted(columns["feedback_id"][a], keys[at], side="right")
-        comparison = _paired_series(y_a, y_b, count, settings.metric, tau2)
-    if comparison is not None:
-        comparison = {"tau2": tau2, **comparison}
+        pairs = np.searchsorted(columns["feedback_id"][a], keys[at], side="right")
+        comparison = {"tau2": tau2, **_paired_series(y_a, y_b, pairs, settings.metric, tau2)}
 
     generated = time.time() if now is None else now
     return {
