@@ -7,6 +7,13 @@ from numpy.typing import ArrayLike, NDArray
 
 Floats = NDArray[np.float64]
 
+# Outcomes per arm (pairs in the paired test) before the tests on per-request values count any
+# evidence. Their plug-in variance comes from the data: after two or three losses that happen
+# to be alike it is near zero, and the mixture ratio would call any difference decisive, and
+# the running minimum keeps that p-value for good. Thirty is the usual floor for a normal
+# approximation of a mean; counts of successes need no floor, their variance is p(1 - p)/n.
+MIN_OUTCOMES = 30
+
 
 def _msprt(estimate: Floats, variance: Floats, tau2: float) -> Floats:
     """Running minimum of ``min(1, 1/Λ)`` along the last axis.
@@ -86,17 +93,20 @@ def always_valid_p_values_means(
     sumsq_b: ArrayLike,
     n_b: ArrayLike,
     tau2: float = 1e-4,
+    min_outcomes: int = MIN_OUTCOMES,
 ) -> Floats:
     """Always-valid p-values for ``mean(b) - mean(a)`` of per-request values (losses).
 
     The same mSPRT as ``always_valid_p_values`` with the plug-in variance
     ``V = s_a²/n_a + s_b²/n_b``, where ``s²`` is the running variance with divisor ``n``
-    (``sumsq/n - mean²``): for 0/1 values it is exactly the Bernoulli case.
+    (``sumsq/n - mean²``): for 0/1 values it is exactly the Bernoulli case. ``Λ = 1`` until
+    both arms have ``min_outcomes`` values (see :data:`MIN_OUTCOMES`).
 
     Args:
         sum_a, sumsq_a, n_a: the champion's cumulative sum, sum of squares and count.
         sum_b, sumsq_b, n_b: the challenger's, aligned element by element.
         tau2: variance of the mixing distribution, ``min_effect ** 2`` on the loss's scale.
+        min_outcomes: values each arm needs before the test counts any evidence.
     """
     _check_tau2(tau2)
     sa, qa, na, sb, qb, nb = _arrays(sum_a, sumsq_a, n_a, sum_b, sumsq_b, n_b)
@@ -104,24 +114,29 @@ def always_valid_p_values_means(
     # Rounding can leave sumsq/n - mean² a hair below zero for constant values.
     var_a = np.maximum(_ratio(qa, na) - ma**2, 0.0)
     var_b = np.maximum(_ratio(qb, nb) - mb**2, 0.0)
-    variance = np.where((na > 0) & (nb > 0), _ratio(var_a, na) + _ratio(var_b, nb), 0.0)
+    enough = (na >= max(1, min_outcomes)) & (nb >= max(1, min_outcomes))
+    variance = np.where(enough, _ratio(var_a, na) + _ratio(var_b, nb), 0.0)
     return _msprt(mb - ma, variance, tau2)
 
 
-def paired_always_valid_p_values(differences: ArrayLike, tau2: float = 1e-4) -> Floats:
+def paired_always_valid_p_values(differences: ArrayLike, tau2: float = 1e-4,
+                                 min_outcomes: int = MIN_OUTCOMES) -> Floats:
     """Always-valid p-values for the mean of paired differences ``b - a`` (shadow mode).
 
     Element ``i`` uses the first ``i + 1`` differences: ``θ`` is their mean and ``V`` their
-    running variance (divisor ``n``) over ``n``. For accuracy the differences are
+    running variance (divisor ``n``) over ``n``, and ``Λ = 1`` for the first
+    ``min_outcomes - 1`` elements (see :data:`MIN_OUTCOMES`). For accuracy the differences are
     ``correct_b - correct_a`` in ``{-1, 0, 1}``; for losses, ``loss_b - loss_a``.
 
     Args:
         differences: per-request differences in time order (time along the last axis).
         tau2: variance of the mixing distribution, ``min_effect ** 2``.
+        min_outcomes: pairs needed before the test counts any evidence.
     """
     _check_tau2(tau2)
     (d,) = _arrays(differences)
     n = np.arange(1, d.shape[-1] + 1, dtype=float)
     mean = np.cumsum(d, axis=-1) / n
     var = np.maximum(np.cumsum(d * d, axis=-1) / n - mean**2, 0.0)
+    var = np.where(n >= min_outcomes, var, 0.0)
     return _msprt(mean, var / n, tau2)

@@ -14,6 +14,7 @@ from router.stats import (
     always_valid_p_values_means,
     paired_always_valid_p_values,
 )
+from router.stats.sequential import MIN_OUTCOMES
 
 ALPHA = 0.05
 EXPERIMENTS = 500
@@ -172,7 +173,29 @@ def test_paired_version_follows_the_formula() -> None:
             lam = math.sqrt(v / (v + tau2)) * math.exp(theta**2 * tau2 / (2 * v * (v + tau2)))
         running = min(running, 1.0 / lam)
         expected.append(running)
-    assert paired_always_valid_p_values(d, tau2) == pytest.approx(expected, rel=1e-12)
+    assert paired_always_valid_p_values(d, tau2, min_outcomes=1) == pytest.approx(
+        expected, rel=1e-12)
+
+
+def test_tests_on_values_count_no_evidence_before_enough_outcomes() -> None:
+    """A few alike losses have a plug-in variance near zero: without a floor the mixture ratio
+    would call their difference decisive after four outcomes, and keep that p-value for good."""
+    tau2 = 4.0  # min_effect 2 on the loss's scale
+    d = np.array([2.0, 2.01, 2.0, 2.01] + [0.0] * 40)
+    assert paired_always_valid_p_values(d, tau2, min_outcomes=1)[3] < 1e-6
+    floored = paired_always_valid_p_values(d, tau2)
+    assert (floored[:MIN_OUTCOMES - 1] == 1.0).all()
+    assert floored[-1] > ALPHA  # and the zeros after them leave no real evidence
+    n = np.arange(1, 41)
+    a = np.full(40, 1.0)  # the champion's losses: all 1.0 but the first one 1.01
+    a[0] = 1.01
+    b = np.full(40, 3.0)
+    sums = [np.cumsum(x) for x in (a, a**2, b, b**2)]
+    means = always_valid_p_values_means(sums[0], sums[1], n, sums[2], sums[3], n, tau2)
+    assert (means[:MIN_OUTCOMES - 1] == 1.0).all()
+    unfloored = always_valid_p_values_means(sums[0], sums[1], n, sums[2], sums[3], n, tau2,
+                                            min_outcomes=1)
+    assert unfloored[1] < 1e-6
 
 
 def test_paired_version_aa_rate_and_power(false_positive_bound: Bound) -> None:
