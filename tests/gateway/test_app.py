@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,23 @@ def test_client_request_id_is_kept_and_batch_rows_get_their_own(make_client: Any
     assert [p["id"] for p in body["predictions"]] == ["abc-123:0", "abc-123:1"]
     assert body["predictions"][0]["prediction"] == body["predictions"][1]["prediction"]
     assert [r.request_id for r in records(client)] == ["abc-123:0", "abc-123:1"]
+
+
+def test_generated_request_ids_are_time_ordered_uuid7s(make_client: Any,
+                                                       champion_dir: Path) -> None:
+    """Without X-Request-Id the gateway issues UUIDv7s (hex): unique, in time order."""
+    client = make_client(champion=champion_dir, mode="single")
+    ids = []
+    for _ in range(30):
+        ids.append(client.post("/predict", json={"features": named_row(champion_dir)}
+                               ).json()["request_id"])
+        time.sleep(0.001)  # one millisecond apart: the order is the time's, not the chance's
+    parsed = [uuid.UUID(hex=i) for i in ids]
+    assert all(len(i) == 32 and u.version == 7 and u.variant == uuid.RFC_4122
+               for i, u in zip(ids, parsed, strict=True))
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    now_ms = time.time() * 1000
+    assert all(abs((u.int >> 80) - now_ms) < 60_000 for u in parsed)
 
 
 def test_every_answered_row_is_logged_with_its_context(make_client: Any, champion_dir: Path,
