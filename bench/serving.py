@@ -712,6 +712,10 @@ answered in the measured points (the warm-up adds a few more):
             "stacks: `profile-ab-fast.txt`.\n\n| part | share of samples |\n| --- | ---: |\n"
             + "".join(f"| {name} | {share * 100:.1f} % |\n"
                       for name, share in profile_breakdown(profile_path)))
+    # The reading of a run's misses is a person's: kept in its own file, shown with the figures.
+    gaps = Path(__file__).with_name("gaps.md")
+    if gaps.exists():
+        text += "\n" + gaps.read_text()
     previous = out / "results.md"
     soak = ""
     if previous.exists():

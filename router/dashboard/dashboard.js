@@ -761,11 +761,17 @@
     var alert = $("alert");
     alert.hidden = problems.length === 0;
     alert.textContent = problems.length ? "Could not refresh everything (showing the last figures): " +
-      problems.join("; ") + ". Retrying every " + REFRESH_MS / 1000 + " s." : "";
+      problems.join("; ") + ". Retrying in " + Math.round(delayMs / 1000) + " s." : "";
     return problems.length === 0;
   }
 
+  // The gateway computes these figures from the whole phase's log: over a large log that takes
+  // a while, and a page left open should not keep a core busy. The next refresh waits ten
+  // times as long as this one took, and never less than REFRESH_MS.
+  var delayMs = REFRESH_MS;
+
   function refresh() {
+    var started = Date.now();
     Promise.all(["stats", "stats/timeline", "config", "history"].map(function (p) { return settle(getJSON(p)); }))
       .then(function (results) {
         var data = { stats: null, timeline: null, config: null, history: null, problems: [] };
@@ -777,6 +783,7 @@
           }
         });
         last = data;
+        delayMs = Math.max(REFRESH_MS, 10 * (Date.now() - started));
         var ok = draw(data);
         renders += 1;
         document.body.setAttribute("data-renders", String(renders));
@@ -786,7 +793,7 @@
       .then(schedule, schedule);
   }
 
-  function schedule() { window.setTimeout(refresh, REFRESH_MS); }
+  function schedule() { window.setTimeout(refresh, delayMs); }
 
   var resizeTimer = null;
   window.addEventListener("resize", function () {

@@ -92,6 +92,12 @@ LOG_BACKLOG = Gauge("router_outcome_log_backlog", "Outcome records (predictions 
 LOG_LAG = Gauge("router_outcome_log_lag_seconds", "Age of the oldest outcome record not yet "
                 "written to the store (0 when none waits).", registry=None,
                 multiprocess_mode="livemax")
+LOG_SPILLED = Gauge("router_outcome_log_spilled", "Outcome records kept on local disk while the "
+                    "store is unreachable, written back when it answers.", registry=None,
+                    multiprocess_mode="livesum")
+STORE_FAILING = Gauge("router_outcome_store_failing", "1 while the outcome store refuses writes "
+                      "(records wait in memory, then on local disk), else 0.", registry=None,
+                      multiprocess_mode="livemax")
 LOG_WRITTEN = Counter("router_outcome_log_written", "Outcome records written to the store.",
                       registry=None)
 LOG_WRITE_ERRORS = Counter("router_outcome_log_write_errors", "Store writes that failed (each "
@@ -103,8 +109,8 @@ RELOAD_ERRORS = Counter("router_config_reload_errors", "Config files that failed
 
 _PROCESS_METRICS: tuple[Collector, ...] = (
     REQUESTS, LATENCY, MODEL_ERRORS, FALLBACKS, SHADOW_OFFERED, SHADOW_DONE, SHADOW_DROPPED,
-    SHADOW_FAILED, SHADOW_TIMED_OUT, SHADOW_QUEUE, LOG_BACKLOG, LOG_LAG, LOG_WRITTEN,
-    LOG_WRITE_ERRORS, RELOADS, RELOAD_ERRORS)
+    SHADOW_FAILED, SHADOW_TIMED_OUT, SHADOW_QUEUE, LOG_BACKLOG, LOG_LAG, LOG_SPILLED,
+    STORE_FAILING, LOG_WRITTEN, LOG_WRITE_ERRORS, RELOADS, RELOAD_ERRORS)
 
 
 def multiprocess_dir() -> str | None:
@@ -235,6 +241,8 @@ class Telemetry:
         writer = state.writer
         LOG_BACKLOG.set(writer.backlog)
         LOG_LAG.set(writer.lag_seconds)
+        LOG_SPILLED.set(writer.spilled)
+        STORE_FAILING.set(1 if writer.failing else 0)
         self._advance(LOG_WRITTEN, writer.written)
         self._advance(LOG_WRITE_ERRORS, writer.write_errors)
         self._advance(RELOADS, state.reloader.reloads)

@@ -19,6 +19,7 @@ from router.service import PredictionService
 from router.shadow import ShadowMirror
 from router.snapshot import Snapshot, SnapshotHolder
 from router.stats.loader import compute_report
+from router.stats.reader import SharedColumns
 
 log = logging.getLogger("router.gateway")
 
@@ -38,6 +39,7 @@ class GatewayState:
     service: PredictionService
     reloader: Reloader
     rollout: RolloutController
+    columns: SharedColumns  # what /stats, /stats/timeline and the rollout read, shared
     background: list[asyncio.Task[None]] = field(default_factory=list)
     shadow: ShadowMirror | None = None
 
@@ -80,10 +82,11 @@ class GatewayState:
         shadow = ShadowMirror(writer)
         shadow.start(snapshots.current)
         service = PredictionService(predictor, writer, mirror=shadow)
+        columns = SharedColumns(store)
 
         def evaluate() -> RolloutView:
             snapshot = snapshots.current
-            return view_of_report(compute_report(store, snapshot.config, snapshot.models,
+            return view_of_report(compute_report(columns, snapshot.config, snapshot.models,
                                                  config_revision=snapshot.revision))
 
         # Idle unless the file has a rollout section; one process of all holds the lease.
@@ -93,7 +96,7 @@ class GatewayState:
             lease=lease_for(config.store, config_path, config.experiment))
         return cls(config_path=config_path, base_dir=base_dir, store=store, writer=writer,
                    registry=registry, executor=executor, snapshots=snapshots, service=service,
-                   reloader=reloader, shadow=shadow, rollout=rollout)
+                   reloader=reloader, shadow=shadow, rollout=rollout, columns=columns)
 
     @property
     def config(self) -> RouterConfig:

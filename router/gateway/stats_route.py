@@ -42,7 +42,7 @@ async def stats(request: Request) -> Response:
     shadow_calls = shadow.counts() if shadow is not None and snapshot.config.mode == "shadow" \
         else None
     report = await asyncio.to_thread(
-        compute_report, state.store, snapshot.config, snapshot.models,
+        compute_report, state.columns, snapshot.config, snapshot.models,
         config_revision=snapshot.revision, alpha=alpha, metric=metric,
         shadow_calls=shadow_calls)
     return json_response(report)
@@ -53,7 +53,7 @@ async def timeline(request: Request) -> Response:
     state = state_of(request)
     snapshot = state.snapshots.current
     payload = await asyncio.to_thread(
-        compute_timeline, state.store, snapshot.config, snapshot.models,
+        compute_timeline, state.columns, snapshot.config, snapshot.models,
         alpha=_alpha(request.query_params.get("alpha")),
         metric=request.query_params.get("metric") or None)
     return json_response(payload)

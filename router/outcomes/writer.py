@@ -104,6 +104,7 @@ class OutcomeWriter:
         self._written = 0
         self._write_errors = 0
         self._last_error: str | None = None
+        self._failing = False  # the latest pass could not write everything it had
         self._closed = False
 
         # Owned by the writer thread once it runs.
@@ -176,6 +177,11 @@ class OutcomeWriter:
     def spilled(self) -> int:
         """Records on local disk waiting for the store to come back."""
         return self._spilled
+
+    @property
+    def failing(self) -> bool:
+        """True while the store refuses writes (the latest pass left records unwritten)."""
+        return self._failing
 
     @property
     def written(self) -> int:
@@ -283,6 +289,7 @@ class OutcomeWriter:
             if not done and self._spill is not None and self._queued() >= self._spill_after:
                 self._spill_queued()
             failures = 0 if done else failures + 1
+            self._failing = not done
             if stopping and done:
                 return
 

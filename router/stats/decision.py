@@ -77,7 +77,8 @@ def _pct(rate: float) -> str:
 
 
 def _ms(value: float) -> str:
-    return f"{value:g} ms"
+    # Three significant digits: a reason is read by a person, and 9.46685 ms says no more.
+    return f"{value:.3g} ms"
 
 
 def _guardrails(inputs: DecisionInputs) -> tuple[list[str], list[str], bool]:

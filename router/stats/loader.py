@@ -16,11 +16,11 @@ from typing import Any
 from router.config import RouterConfig
 from router.errors import InputValidationError
 from router.outcomes.records import RevisionRecord
-from router.outcomes.store import OutcomeStore
 from router.registry import ServedModel
+from router.stats.reader import ColumnSource
 
 __all__ = ["DRIFT_ROWS", "Phase", "Settings", "compute_report", "current_phase",
-           "resolve_settings"]
+           "read_columns", "resolve_settings"]
 
 # Feature drift looks at the latest requests only: more rows add no information to a PSI,
 # and would make a KS test flag shifts far too small to matter.
@@ -134,7 +134,18 @@ def resolve_settings(config: RouterConfig, models: Mapping[str, ServedModel], *,
                     classes=classes)
 
 
-def compute_report(store: OutcomeStore, config: RouterConfig,
+def read_columns(store: ColumnSource, config: RouterConfig, settings: Settings, phase: Phase
+                 ) -> dict[str, Any]:
+    """The phase's analysis columns with everything the report needs (the timeline asks the
+    same question, so a :class:`~router.stats.reader.SharedColumns` read serves both)."""
+    return store.analysis_columns(
+        config.experiment, phase.revisions, classes=settings.classes,
+        units=any(phase.sticky.values()) or (phase.revisions is None
+                                             and config.traffic.sticky_key is not None),
+        true_probability=settings.metric == "log_loss", feature_rows=DRIFT_ROWS)
+
+
+def compute_report(store: ColumnSource, config: RouterConfig,
                    models: Mapping[str, ServedModel], *, config_revision: int | None = None,
                    alpha: float | None = None, metric: str | None = None,
                    shadow_calls: Mapping[str, int] | None = None) -> dict[str, Any]:
@@ -143,11 +154,7 @@ def compute_report(store: OutcomeStore, config: RouterConfig,
 
     settings = resolve_settings(config, models, alpha=alpha, metric=metric)
     phase = current_phase(store.revisions(config.experiment))
-    columns = store.analysis_columns(
-        config.experiment, phase.revisions, classes=settings.classes,
-        units=any(phase.sticky.values()) or (phase.revisions is None
-                                             and config.traffic.sticky_key is not None),
-        true_probability=settings.metric == "log_loss", feature_rows=DRIFT_ROWS)
+    columns = read_columns(store, config, settings, phase)
     if config_revision is None and phase.revisions:
         config_revision = phase.revisions[-1]
     return build_report(columns, config=config, models=models, phase=phase, settings=settings,

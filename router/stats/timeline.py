@@ -28,10 +28,10 @@ from scipy.stats import norm
 from scipy.stats import t as student_t
 
 from router.config import RouterConfig
-from router.outcomes.store import OutcomeStore
 from router.registry import ServedModel
-from router.stats.loader import Phase, Settings, current_phase, resolve_settings
+from router.stats.loader import Phase, Settings, current_phase, read_columns, resolve_settings
 from router.stats.proportions import difference_interval, wilson_interval
+from router.stats.reader import ColumnSource
 from router.stats.report import (
     CONFIDENCE,
     _iso,
@@ -268,14 +268,12 @@ def build_timeline(columns: Columns, *, config: RouterConfig,
     }
 
 
-def compute_timeline(store: OutcomeStore, config: RouterConfig,
+def compute_timeline(store: ColumnSource, config: RouterConfig,
                      models: Mapping[str, ServedModel], *, alpha: float | None = None,
                      metric: str | None = None, count: int = CHECKPOINTS) -> dict[str, Any]:
     """The timeline of ``config``'s experiment, read from ``store`` (blocking I/O)."""
     settings = resolve_settings(config, models, alpha=alpha, metric=metric)
     phase = current_phase(store.revisions(config.experiment))
-    columns = store.analysis_columns(config.experiment, phase.revisions,
-                                     classes=settings.classes,
-                                     true_probability=settings.metric == "log_loss")
+    columns = read_columns(store, config, settings, phase)
     return build_timeline(columns, config=config, models=models, phase=phase,
                           settings=settings, count=count)
