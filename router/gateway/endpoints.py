@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import time
 from typing import Any
 
@@ -95,6 +96,12 @@ def _too_large(size: int, limit: int) -> PayloadTooLargeError:
         [{"limit_bytes": limit}])
 
 
+# Seeded from os.urandom, and again in a forked child, so two workers never share a sequence;
+# a system call per id (os.urandom) was about 1 % of the gateway's time under load.
+_id_bits = random.Random()
+os.register_at_fork(after_in_child=_id_bits.seed)
+
+
 def new_request_id() -> str:
     """A UUIDv7 (RFC 9562) as 32 hex digits: the time in milliseconds, then 74 random bits.
 
@@ -102,8 +109,8 @@ def new_request_id() -> str:
     right edge instead of at random pages, which kept a SQLite insert at about 7 µs where
     random ids made it 10 µs at first and 24 µs by 400,000 rows.
     """
-    random_bits = int.from_bytes(os.urandom(10), "big")
-    value = ((time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | (random_bits >> 68) << 64
+    random_bits = _id_bits.getrandbits(74)
+    value = ((time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | (random_bits >> 62) << 64
              | 0b10 << 62 | random_bits & ((1 << 62) - 1))
     return f"{value:032x}"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 import uuid
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
+from router.gateway.endpoints import new_request_id
 from router.gateway.state import GatewayState
 from router.registry import ModelRegistry
 
@@ -85,6 +87,21 @@ def test_generated_request_ids_are_time_ordered_uuid7s(make_client: Any,
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     now_ms = time.time() * 1000
     assert all(abs((u.int >> 80) - now_ms) < 60_000 for u in parsed)
+
+
+def test_a_forked_worker_draws_other_request_ids() -> None:
+    """Ids come from a generator seeded per process: a forked child (a worker) and its parent
+    never issue the same random part."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: one id to the parent, then out without running pytest's exit
+        os.write(write_end, new_request_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read_end, 64).decode()
+    os.close(read_end)
+    os.close(write_end)
+    assert child[12:] != new_request_id()[12:]
 
 
 def test_every_answered_row_is_logged_with_its_context(make_client: Any, champion_dir: Path,
