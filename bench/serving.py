@@ -708,8 +708,9 @@ answered in the measured points (the warm-up adds a few more):
             f"`python -m bench.serving --profile ab-fast` ({taken:%Y-%m-%d %H:%M} UTC): py-spy "
             "sampling the gateway's GIL holder (`--gil`) at 64 connections, `ab`, ONNX Runtime, "
             "log on; each sample counted once, for the innermost frame of a known part. ONNX "
-            "Runtime releases the GIL while it computes, so its share is understated. Raw "
-            "stacks: `profile-ab-fast.txt`.\n\n| part | share of samples |\n| --- | ---: |\n"
+            "Runtime releases the GIL while it computes, so its share is understated. The raw "
+            "stacks go to `bench/profile-ab-fast.txt` (not kept in the repository)."
+            "\n\n| part | share of samples |\n| --- | ---: |\n"
             + "".join(f"| {name} | {share * 100:.1f} % |\n"
                       for name, share in profile_breakdown(profile_path)))
     # The reading of a run's misses is a person's: kept in its own file, shown with the figures.

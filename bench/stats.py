@@ -12,11 +12,12 @@ N/5 users (latencies drawn from a gamma distribution), 95 % of them labelled, 1 
 labelled twice (the correction is the one joined), and a few labels for unknown request ids.
 What is timed is what ``GET /stats`` runs off the event loop, ``compute_report``: the phase
 from the revisions, ``analysis_columns`` (the SQL join and the transfer to numpy), every
-statistic, drift and the decision. Each size is timed ``--repeat`` times after one warm-up
-call (the file in the page cache, as on a gateway that answers ``/stats`` repeatedly); the
-table gives the wall time (median and fastest), the CPU time of the process (every thread) and
-the CPU time per row, which stays flat when the cost grows linearly. Results go to
-``bench/stats-results.md``.
+statistic, drift and the decision. Each size is timed ``--repeat`` times each way after one
+warm-up call (the file in the page cache, as on a gateway that answers ``/stats`` repeatedly):
+cold, on a store opened for the call, and live, on one store after each of ``--repeat``
+batches of 1,000 more logged predictions (removed again at the end). The table gives wall
+times (median and fastest), the CPU time of the process (every thread) and the CPU time per
+row, which stays flat when the cost grows linearly. Results go to ``bench/stats-results.md``.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sqlite3
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +54,7 @@ FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 CLASSES = ("setosa", "versicolor", "virginica")
 RESULTS = Path(__file__).with_name("stats-results.md")
 CHUNK = 50_000
+NEW_ROWS = 1_000  # logged between two live calls
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
@@ -104,14 +108,17 @@ def write_config(root: Path, n: int, champion: Path, challenger: Path, url: str,
     return path
 
 
-def fill(store: OutcomeStore, n: int, revision: int, seed: int = 0) -> None:
-    """n predictions of 3 classes from n/5 users, 95 % labelled; written in chunks."""
+def fill(store: OutcomeStore, n: int, revision: int, *, seed: int = 0, first: int = 0,
+         prefix: str = "r", users_of: int | None = None) -> None:
+    """n predictions of 3 classes from n/5 users (of ``users_of``/5 when given), 95 %
+    labelled, with request ids ``<prefix><first>`` onwards; written in chunks."""
     rng = np.random.default_rng(seed)
     data = load_iris()
     t0 = 1_700_000_000.0
-    for start in range(0, n, CHUNK):
-        m = min(CHUNK, n - start)
-        users = rng.integers(0, max(1, n // 5), m)
+    population = max(1, (users_of or n) // 5)
+    for start in range(first, first + n, CHUNK):
+        m = min(CHUNK, first + n - start)
+        users = rng.integers(0, population, m)
         challenger = users % 2 == 1
         picks = rng.integers(0, len(data.data), m)
         rows = (data.data[picks] + rng.normal(0, 0.2, (m, 4))).round(2)
@@ -124,7 +131,8 @@ def fill(store: OutcomeStore, n: int, revision: int, seed: int = 0) -> None:
         latency = rng.gamma(2.0, 0.3, m)
         store.write_predictions([
             PredictionRecord(
-                request_id=f"r{start + i}", ts=t0 + (start + i) * 0.01, experiment="bench",
+                request_id=f"{prefix}{start + i}", ts=t0 + (start + i) * 0.01,
+                experiment="bench",
                 revision=revision, variant="challenger" if challenger[i] else "champion",
                 model="iris-gb" if challenger[i] else "iris-rf", version="1",
                 features=tuple(rows[i].tolist()), prediction=CLASSES[predicted[i]],
@@ -135,11 +143,12 @@ def fill(store: OutcomeStore, n: int, revision: int, seed: int = 0) -> None:
         labelled = np.flatnonzero(rng.random(m) < 0.95)
         twice = labelled[rng.random(labelled.size) < 0.01]
         store.write_feedback(
-            [FeedbackRecord(f"r{start + i}", t0 + (start + i) * 0.01 + 60,
+            [FeedbackRecord(f"{prefix}{start + i}", t0 + (start + i) * 0.01 + 60,
                             label=CLASSES[(truth[i] + 2) % 3]) for i in twice]
-            + [FeedbackRecord(f"r{start + i}", t0 + (start + i) * 0.01 + 90,
+            + [FeedbackRecord(f"{prefix}{start + i}", t0 + (start + i) * 0.01 + 90,
                               label=CLASSES[truth[i]]) for i in labelled]
-            + [FeedbackRecord(f"ghost-{start}-{k}", t0, label="setosa") for k in range(3)])
+            + [FeedbackRecord(f"{prefix}ghost-{start}-{k}", t0, label="setosa")
+               for k in range(3)])
 
 
 def prepare(root: Path, n: int, champion: Path, challenger: Path, backend: str,
@@ -171,24 +180,70 @@ def prepare(root: Path, n: int, champion: Path, challenger: Path, backend: str,
     return config_path
 
 
-def time_report(config_path: Path, root: Path, repeat: int, metric: str | None
-                ) -> tuple[list[float], list[float], list[float], dict[str, object]]:
+Timings = tuple[list[float], list[float], list[float]]  # wall, CPU, calling thread's CPU
+
+
+def _timed_call(call: Callable[[], dict[str, object]], into: Timings) -> dict[str, object]:
+    wall, cpu, main = time.perf_counter(), time.process_time(), time.thread_time()
+    report = call()
+    into[0].append(time.perf_counter() - wall)
+    into[1].append(time.process_time() - cpu)
+    into[2].append(time.thread_time() - main)
+    return report
+
+
+def trim(url: str, root: Path) -> None:
+    """Delete what ``time_report`` added (request ids starting with ``x``)."""
+    statements = ("DELETE FROM predictions WHERE request_id LIKE 'x%'",
+                  "DELETE FROM feedback WHERE request_id LIKE 'x%'")
+    if url.startswith("sqlite:///"):
+        with sqlite3.connect(root / url[len("sqlite:///"):]) as conn:
+            for statement in statements:
+                conn.execute(statement)
+        return
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def time_report(config_path: Path, root: Path, repeat: int, metric: str | None, n: int
+                ) -> tuple[Timings, Timings, dict[str, object]]:
+    """``compute_report`` timed ``repeat`` times each way:
+
+    - *cold*: on a store opened for the call, which reads the whole phase;
+    - *live*: on one store that has answered before, after another ``NEW_ROWS`` predictions
+      (with their feedback, as a few seconds of traffic bring) were logged, which is what a
+      gateway answering ``/stats`` again and again does.
+    """
     config = load_config(config_path, base_dir=root)
     served = load_models(config, ModelRegistry())
+    cold: Timings = ([], [], [])
+    live: Timings = ([], [], [])
+    warm_up = open_store(config.store, root)
+    compute_report(warm_up, config, served, metric=metric)  # page cache, imports
+    warm_up.close()
+    for _ in range(repeat):
+        store = open_store(config.store, root)
+        try:
+            report = _timed_call(lambda s=store: compute_report(s, config, served,
+                                                                metric=metric), cold)
+        finally:
+            store.close()
     store = open_store(config.store, root)
+    (revision,) = {r.revision for r in store.revisions("bench")}
     try:
-        compute_report(store, config, served, metric=metric)  # warm-up: page cache, imports
-        walls, cpus, mains = [], [], []
-        report: dict[str, object] = {}
-        for _ in range(repeat):
-            wall, cpu, main = time.perf_counter(), time.process_time(), time.thread_time()
-            report = compute_report(store, config, served, metric=metric)
-            walls.append(time.perf_counter() - wall)
-            cpus.append(time.process_time() - cpu)
-            mains.append(time.thread_time() - main)
+        compute_report(store, config, served, metric=metric)
+        for k in range(repeat):
+            fill(store, NEW_ROWS, revision, seed=k + 1, first=k * NEW_ROWS, prefix="x",
+                 users_of=n)
+            report = _timed_call(lambda: compute_report(store, config, served, metric=metric),
+                                 live)
     finally:
         store.close()
-    return walls, cpus, mains, report
+        trim(config.store, root)
+    return cold, live, report
 
 
 def main() -> int:
@@ -234,17 +289,20 @@ def main() -> int:
     return 0
 
 
-def timed(backend: str, n: int, metric: str, config_path: Path, root: Path, repeat: int
-          ) -> tuple[str, int, str, float, float, float, float]:
-    walls, cpus, mains, report = time_report(config_path, root, repeat, metric)
-    median = statistics.median(walls)
+Row = tuple[str, int, str, float, float, float, float, float, float]
+
+
+def timed(backend: str, n: int, metric: str, config_path: Path, root: Path, repeat: int) -> Row:
+    cold, live, report = time_report(config_path, root, repeat, metric, n)
     variants = report["variants"]  # type: ignore[index]
-    print(f"  {metric:<9} median {median:.3f} s, best {min(walls):.3f} s, "
-          f"cpu {statistics.median(cpus):.3f} s (calling thread "
-          f"{statistics.median(mains):.3f} s); labelled "
-          f"{sum(v['labelled'] for v in variants.values()):,}", flush=True)
-    return (backend, n, metric, median, min(walls), statistics.median(cpus),
-            statistics.median(mains))
+    row = (backend, n, metric, statistics.median(cold[0]), min(cold[0]),
+           statistics.median(cold[1]), statistics.median(cold[2]), statistics.median(live[0]),
+           min(live[0]))
+    print(f"  {metric:<9} cold: median {row[3]:.3f} s, best {row[4]:.3f} s, cpu {row[5]:.3f} s "
+          f"(calling thread {row[6]:.3f} s); after {NEW_ROWS:,} more: median {row[7]:.3f} s, "
+          f"best {row[8]:.3f} s; labelled {sum(v['labelled'] for v in variants.values()):,}",
+          flush=True)
+    return row
 
 
 def cpu_pressure() -> str:
@@ -258,36 +316,43 @@ def cpu_pressure() -> str:
     return f"{float(fields.get('avg60', 'nan')):.0f} %"
 
 
-def write_results(rows: list[tuple[str, int, str, float, float, float, float]], repeat: int
-                  ) -> None:
+def write_results(rows: list[Row], repeat: int) -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
         "# `/stats` computation time (bench/stats.py)",
         "",
-        "What `GET /stats` runs off the event loop (`compute_report`: the SQL join of "
-        "predictions with their latest feedback, the transfer to numpy, every statistic, "
-        "drift and the decision) over a SQLite store of an `ab` experiment with a sticky key, "
-        f"95 % of predictions labelled. Median and best of {repeat} calls after a warm-up; "
-        "CPU is this process's (both threads).",
+        "What `GET /stats` runs off the event loop (`compute_report`: the join of predictions "
+        "with their latest feedback, the transfer to numpy, every statistic, drift and the "
+        "decision) over a SQLite file and a PostgreSQL database holding the same `ab` "
+        "experiment with a sticky key, 95 % of predictions labelled. Median and best of "
+        f"{repeat} calls each way, after a warm-up:",
+        "",
+        "- *cold*: a store opened for the call, which reads the whole phase (the first "
+        "`/stats` of a gateway, or `router stats --store`);",
+        f"- *live*: one store that has answered before, after another {NEW_ROWS:,} "
+        "predictions with their feedback were logged (a few seconds of traffic): what a "
+        "gateway answering `/stats` again and again does. SQLite reads only the rows and the "
+        "feedback logged since its last read; PostgreSQL reads the phase again.",
+        "",
+        "CPU is this process's, every thread's (for PostgreSQL, the server's own work is not "
+        "in it), and the calling thread's alone.",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
-        f"{platform.python_version()}, SQLite {__import__('sqlite3').sqlite_version}; "
+        f"{platform.python_version()}, SQLite {sqlite3.sqlite_version}; "
         f"at the end of the run, load average {load:.1f} and CPU pressure {cpu_pressure()} "
         "(the share of the last minute in which some task waited for a core).",
         "",
-        "CPU is the work itself, every thread's, and it grows linearly (CPU per row stays "
-        "flat above the fixed cost of a call). The log is read in rowid ranges on two "
-        "connections at once while a third counts the unknown feedback ids; the calling "
-        "thread reads one range, then runs the statistics, so its own CPU time is what the "
-        "call takes when each thread has a core to itself. Wall time adds any wait for a core "
-        "held by other work on the machine.",
+        "The SQLite log is read in rowid ranges on two connections at once while a third "
+        "counts the unknown feedback ids; the calling thread reads one range, then runs the "
+        "statistics. Wall time adds any wait for a core held by other work on the machine.",
         "",
-        "| store | predictions | metric | wall, median (s) | wall, best (s) "
-        "| CPU, all threads (s) | CPU, calling thread (s) | CPU µs per row |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| store | predictions | metric | cold, median (s) | cold, best (s) "
+        "| cold CPU, all threads (s) | cold CPU, calling thread (s) | cold CPU µs per row "
+        "| live, median (s) | live, best (s) |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         *[f"| {backend} | {n:,} | {metric} | {median:.3f} | {best:.3f} | {cpu:.3f} "
-          f"| {main:.3f} | {cpu / n * 1e6:.2f} |"
-          for backend, n, metric, median, best, cpu, main in rows],
+          f"| {main:.3f} | {cpu / n * 1e6:.2f} | {live:.3f} | {live_best:.3f} |"
+          for backend, n, metric, median, best, cpu, main, live, live_best in rows],
         "",
     ]
     RESULTS.write_text("\n".join(lines))

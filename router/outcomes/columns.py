@@ -33,10 +33,12 @@ request ids that feedback names and no prediction of any experiment has.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -47,7 +49,7 @@ import orjson
 
 from router.outcomes.records import FeedbackRecord, PredictionRecord
 
-__all__ = ["memory_columns", "postgres_columns", "sqlite_columns"]
+__all__ = ["SQLiteColumnCache", "memory_columns", "postgres_columns", "sqlite_columns"]
 
 Columns = dict[str, np.ndarray]
 
@@ -185,6 +187,9 @@ _PARALLEL_ROWS = 200_000
 _WORKERS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                         else os.cpu_count() or 1))
 _MMAP_BYTES = 1 << 30
+# Above this much new feedback since the kept read, reading everything again is cheaper than
+# fetching the updates one row at a time.
+_MAX_UPDATES = 100_000
 _UNIT_SEPARATOR = "\x1f"
 # Unknown ids by difference: feedback's distinct request ids, less those some prediction
 # matched, named by their latest feedback row. The phase's predictions bring their matches in
@@ -230,11 +235,15 @@ class _SQLiteQuery:
         code = (f"(p.variant = 'challenger') * {_CHALLENGER} + p.shadow * {_SHADOW} "
                 f"+ p.fallback * {_FALLBACK} + (p.error IS NOT NULL) * {_ERROR}")
         params: list[Any] = []
+        # The true label's index (-1 without feedback, -2 for no class): in the code here, and
+        # alone in the query that brings rows read earlier up to date (``updates``).
+        self.label_sql = ""
         if self.classes is not None:
             k = len(self.classes) + 1
+            self.label_sql = (f"(CASE WHEN f.label IS NULL THEN -1 ELSE "
+                              f"{_class_case('f.label', k - 1, -2)} END)")
             code += (f" + 16 * (({_class_case('p.label', k - 1, -1)}) + 1) + {16 * k} * ("
-                     f"(CASE WHEN f.label IS NULL THEN -1 ELSE "
-                     f"{_class_case('f.label', k - 1, -2)} END) + 2)")
+                     f"{self.label_sql} + 2)")
             params += [*self.classes, *self.classes]
         # (name, SQL); NULLs are skipped by group_concat, which ts uses on purpose below.
         self.columns: list[tuple[str, str]] = [
@@ -249,15 +258,16 @@ class _SQLiteQuery:
         ts = "CAST(round(p.ts * 1000000) AS INTEGER)"
         self.columns.append(("ts_us", f"CASE WHEN p.unit_id IS NULL THEN {ts} END"
                              if units else ts))
+        # The predicted label's probability is at hand when the prediction was right; only
+        # wrong ones need the JSON. A label holding '"' cannot be written as a JSON path.
+        self.true_probability_sql = """ifnull(CASE
+            WHEN f.label IS NULL OR p.probabilities IS NULL THEN NULL
+            WHEN p.label = f.label THEN p.probability
+            WHEN instr(f.label, '"') > 0 THEN NULL
+            ELSE ifnull(json_extract(p.probabilities, '$."' || f.label || '"'), 0.0)
+            END, 'nan')"""
         if self.true_probability:
-            # The predicted label's probability is at hand when the prediction was right; only
-            # wrong ones need the JSON. A label holding '"' cannot be written as a JSON path.
-            self.columns.append(("true_probability", """ifnull(CASE
-                WHEN f.label IS NULL OR p.probabilities IS NULL THEN NULL
-                WHEN p.label = f.label THEN p.probability
-                WHEN instr(f.label, '"') > 0 THEN NULL
-                ELSE ifnull(json_extract(p.probabilities, '$."' || f.label || '"'), 0.0)
-                END, 'nan')"""))
+            self.columns.append(("true_probability", self.true_probability_sql))
         if self.classes is None:
             self.columns.append(("value", "ifnull(p.value, 'nan')"))
             self.columns.append(("label_value", "ifnull(f.value, 'nan')"))
@@ -269,16 +279,27 @@ class _SQLiteQuery:
         self.params = params
         self.where_params: list[Any] = [experiment, *revision_params]
         # A plain join, one row per feedback record of the request id: _latest_feedback keeps
-        # the latest. Cheaper than a subquery for the latest on every row.
+        # the latest. Cheaper than a subquery for the latest on every row. Feedback is read up
+        # to an id fixed at the start, so that later feedback is all left to the next read.
         self.source = ("FROM predictions AS p LEFT JOIN feedback AS f "
-                       f"ON f.request_id = p.request_id WHERE {self.where}")
+                       f"ON f.request_id = p.request_id AND f.id <= ? WHERE {self.where}")
         self.sql = (f"SELECT count(*), "
                     f"{', '.join(f'group_concat({sql})' for _, sql in self.columns)} "
                     f"{self.source}")
 
-    def run(self, conn: sqlite3.Connection, low: int, high: int) -> Columns:
-        """The columns of the rows with ``low <= id <= high``."""
-        row = conn.execute(self.sql, [*self.params, *self.where_params, low, high]).fetchone()
+    @property
+    def question(self) -> tuple[Any, ...]:
+        """What these columns answer: reads of equal questions can be combined."""
+        return (self.experiment, None if self.revisions is None else tuple(self.revisions),
+                None if self.classes is None else tuple(self.classes), self.units,
+                self.true_probability)
+
+    def run(self, conn: sqlite3.Connection, low: int, high: int, max_feedback_id: int
+            ) -> Columns:
+        """The columns of the rows with ``low <= id <= high``, joined with the feedback of id
+        up to ``max_feedback_id``."""
+        row = conn.execute(self.sql, [*self.params, max_feedback_id, *self.where_params, low,
+                                      high]).fetchone()
         n = int(row[0])
         texts = dict(zip((name for name, _ in self.columns), row[1:], strict=True))
         out: Columns = {}
@@ -287,7 +308,8 @@ class _SQLiteQuery:
                 ids: list[str] = (text or "").split(_UNIT_SEPARATOR) if n else []
                 if len(ids) != n:  # a unit id holding the separator: fetch them one by one
                     ids = [r[0] for r in conn.execute(
-                        f"SELECT p.unit_id {self.source}", [*self.where_params, low, high])]
+                        f"SELECT p.unit_id {self.source}",
+                        [max_feedback_id, *self.where_params, low, high])]
                 out[name] = _unit_keys(ids)
             elif name in ("true_probability", "value", "label_value"):
                 out[name] = _parse(text, float, n, name)
@@ -322,6 +344,64 @@ class _SQLiteQuery:
         n, text = conn.execute(_OUTSIDE_MATCHES_SQL.format(where), params).fetchone()
         matched = np.fromstring(text or "", dtype=np.int64, sep=",") if n else np.zeros(0)
         return int(distinct), matched
+
+    def updates(self, conn: sqlite3.Connection, after_feedback_id: int, max_feedback_id: int,
+                max_prediction_id: int) -> Columns:
+        """What feedback of id in ``(after_feedback_id, max_feedback_id]`` says about the rows of
+        id up to ``max_prediction_id`` (read before): per matched row its ``pid``, the new
+        ``feedback_id`` and the true label's index, probability or value. The latest feedback
+        of a row comes last. Few rows (what arrived since the last read), so plain fetches."""
+        select = ["p.id", "f.id"]
+        params: list[Any] = []
+        # Numbers as text, as group_concat hands them to run(): the same digits either way.
+        if self.classes is not None:
+            select.append(self.label_sql)
+            params += self.classes
+            if self.true_probability:
+                select.append(f"CAST({self.true_probability_sql} AS TEXT)")
+        else:
+            select.append("CAST(ifnull(f.value, 'nan') AS TEXT)")
+        revision_sql, revision_params = _revision_filter(self.revisions, "?")
+        rows = conn.execute(
+            f"SELECT {', '.join(select)} FROM feedback AS f JOIN predictions AS p "
+            "ON p.request_id = f.request_id WHERE f.id > ? AND f.id <= ? AND p.id <= ? "
+            f"AND p.experiment = ?{revision_sql} ORDER BY f.id",
+            [*params, after_feedback_id, max_feedback_id, max_prediction_id, self.experiment,
+             *revision_params]).fetchall()
+        values = list(zip(*rows, strict=True)) if rows else [()] * len(select)
+        out: Columns = {"pid": np.array(values[0], dtype=np.int64),
+                        "feedback_id": np.array(values[1], dtype=np.int64)}
+        if self.classes is not None:
+            out["label"] = np.array(values[2], dtype=np.int64)
+            if self.true_probability:
+                out["true_probability"] = np.array(values[3], dtype=float)
+        else:
+            out["label_value"] = np.array(values[2], dtype=float)
+        return out
+
+    def apply(self, raw: Columns, updates: Columns) -> Columns:
+        """``raw`` (sorted by ``pid``) with each updated row's latest feedback in place."""
+        if not updates["pid"].size:
+            return raw
+        # The last update of each row wins: updates come in feedback order.
+        pid = updates["pid"]
+        order = np.lexsort((updates["feedback_id"], pid))
+        last = order[np.r_[pid[order][1:] != pid[order][:-1], True]]
+        at = np.searchsorted(raw["pid"], pid[last])
+        out = dict(raw)
+        out["feedback_id"] = raw["feedback_id"].copy()
+        out["feedback_id"][at] = updates["feedback_id"][last]
+        if self.classes is not None:
+            k = len(self.classes) + 1
+            code = raw["code"]
+            out["code"] = code.copy()
+            out["code"][at] = (code[at] & 15) + 16 * ((code[at] >> 4) % k
+                                                      + k * (updates["label"][last] + 2))
+        for name in ("true_probability", "label_value"):
+            if name in updates:
+                out[name] = raw[name].copy()
+                out[name][at] = updates[name][last]
+        return out
 
     def finish(self, parts: list[Columns], unknown: tuple[int, np.ndarray]) -> Columns:
         raw = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
@@ -384,6 +464,48 @@ def _ranges(low: int, high: int, parts: int) -> list[tuple[int, int]]:
     return [(int(a), int(b) - 1) for a, b in itertools.pairwise(edges.tolist()) if b > a]
 
 
+class SQLiteColumnCache:
+    """The raw columns of the latest question asked of one SQLite file, kept so that the next
+    read of the same question reads only what was logged since.
+
+    Predictions and feedback are only ever appended, with growing ids: rows read before keep
+    their values except for the feedback joined to them, and feedback newer than the last read
+    is matched to them by one small query (``_SQLiteQuery.updates``). Over a million logged
+    predictions a read then costs what the new rows and the statistics cost, not the whole
+    log again. One question is kept (what ``/stats`` asks), about 60 bytes per row.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.question: tuple[Any, ...] | None = None
+        self.raw: Columns | None = None
+        self.max_prediction_id = 0
+        self.max_feedback_id = 0
+
+    def keep(self, question: tuple[Any, ...], raw: Columns, max_prediction_id: int,
+             max_feedback_id: int) -> None:
+        self.question, self.raw = question, raw
+        self.max_prediction_id, self.max_feedback_id = max_prediction_id, max_feedback_id
+
+    def answers(self, question: tuple[Any, ...], max_prediction_id: int,
+                max_feedback_id: int) -> bool:
+        """True when the kept read is of ``question``, the log has only grown since, and not
+        by so much that reading it all again would cost less (feedback since then is fetched
+        row by row)."""
+        return (self.raw is not None and self.question == question
+                and self.max_prediction_id <= max_prediction_id
+                and self.max_feedback_id <= max_feedback_id
+                and max_feedback_id - self.max_feedback_id <= _MAX_UPDATES)
+
+
+def _by_pid(raw: Columns) -> Columns:
+    pid = raw["pid"]
+    if pid.size < 2 or bool((pid[1:] > pid[:-1]).all()):
+        return raw
+    order = np.argsort(pid, kind="stable")
+    return {name: values[order] for name, values in raw.items()}
+
+
 def sqlite_columns(
     conn: sqlite3.Connection,
     path: Path,
@@ -395,18 +517,16 @@ def sqlite_columns(
     true_probability: bool = False,
     feature_rows: int = 0,
     timeout_s: float = 10.0,
+    cache: SQLiteColumnCache | None = None,
 ) -> Columns:
     """The columns from a SQLite file: one pass joined with the latest feedback per request.
 
     A large table is read in rowid ranges on several connections of its own at once, while
     another one counts the unknown feedback ids; ``conn`` (the caller's) reads the bounds and
-    the latest features.
+    the latest features. With a ``cache`` that holds an earlier read of the same question, only
+    the rows and the feedback logged since are read (see :class:`SQLiteColumnCache`).
     """
     query = _SQLiteQuery(experiment, revisions, classes, units, true_probability)
-    low, high = conn.execute("SELECT ifnull(min(id), 1), ifnull(max(id), 0) FROM predictions"
-                             ).fetchone()
-    ranges = _ranges(low, high, _WORKERS if high - low + 1 >= _PARALLEL_ROWS else 1) \
-        or [(low, high)]
 
     def on_own_connection(task: Callable[[sqlite3.Connection], Any]) -> Any:
         side = sqlite3.connect(path, timeout=timeout_s)
@@ -418,13 +538,37 @@ def sqlite_columns(
         finally:
             side.close()
 
-    with ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="stats") as pool:
-        unknown = pool.submit(on_own_connection, query.unknown_ids)
-        others = [pool.submit(on_own_connection, lambda c, r=r: query.run(c, *r))
-                  for r in ranges[1:]]
-        first = on_own_connection(lambda c: query.run(c, *ranges[0]))
-        parts = [first, *(f.result() for f in others)]
-        columns = query.finish(parts, unknown.result())
+    with cache.lock if cache is not None else contextlib.nullcontext():
+        # The bounds first: rows and feedback committed later are left to the next read.
+        low, high, max_feedback = conn.execute(
+            "SELECT ifnull(min(id), 1), ifnull(max(id), 0), "
+            "(SELECT ifnull(max(id), 0) FROM feedback) FROM predictions").fetchone()
+        if cache is not None and cache.answers(query.question, high, max_feedback):
+            assert cache.raw is not None
+            before = cache.raw
+            raw = query.apply(before, on_own_connection(lambda c: query.updates(
+                c, cache.max_feedback_id, max_feedback, cache.max_prediction_id)))
+            if high > cache.max_prediction_id:
+                new = on_own_connection(
+                    lambda c: query.run(c, cache.max_prediction_id + 1, high, max_feedback))
+                raw = {name: np.concatenate([raw[name], values])
+                       for name, values in _by_pid(new).items()}
+            unknown = on_own_connection(query.unknown_ids)
+        else:
+            ranges = _ranges(low, high, _WORKERS if high - low + 1 >= _PARALLEL_ROWS else 1) \
+                or [(low, high)]
+            with ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="stats") as pool:
+                unknown_future = pool.submit(on_own_connection, query.unknown_ids)
+                others = [pool.submit(on_own_connection,
+                                      lambda c, r=r: query.run(c, *r, max_feedback))
+                          for r in ranges[1:]]
+                first = on_own_connection(lambda c: query.run(c, *ranges[0], max_feedback))
+                parts = [first, *(f.result() for f in others)]
+                unknown = unknown_future.result()
+            raw = _by_pid({name: np.concatenate([p[name] for p in parts]) for name in parts[0]})
+        if cache is not None:
+            cache.keep(query.question, raw, high, max_feedback)
+    columns = query.finish([raw], unknown)
     if feature_rows:
         columns["features"] = _sqlite_features(conn, experiment, revisions, feature_rows)
     return columns

@@ -134,6 +134,9 @@ class SQLiteStore:
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._closed = False
+        # The statistics' latest read, extended by what is logged after it (columns.py; made
+        # on first use, so that a store that only writes never imports numpy).
+        self._column_cache: Any = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._init_schema()
@@ -363,13 +366,17 @@ class SQLiteStore:
                          true_probability: bool = False, feature_rows: int = 0
                          ) -> dict[str, Any]:
         """The statistics' numpy columns (see ``router.outcomes.columns``), aggregated in SQL."""
-        from router.outcomes.columns import sqlite_columns
+        from router.outcomes.columns import SQLiteColumnCache, sqlite_columns
 
+        with self._lock:
+            if self._column_cache is None:
+                self._column_cache = SQLiteColumnCache()
         with self._errors():
             return sqlite_columns(self._conn(), self.path, experiment, revisions,
                                   classes=classes, units=units,
                                   true_probability=true_probability,
-                                  feature_rows=feature_rows, timeout_s=self._busy_timeout_s)
+                                  feature_rows=feature_rows, timeout_s=self._busy_timeout_s,
+                                  cache=self._column_cache)
 
     def ping(self) -> bool:
         """True when the file answers a query on this thread's connection; never raises."""
