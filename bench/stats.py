@@ -176,6 +176,13 @@ def prepare(root: Path, n: int, champion: Path, challenger: Path, backend: str,
         config, load_models(config, ModelRegistry())), config.to_dict(), time.time())
     fill(store, n, revision)
     store.close()
+    if backend == "postgres":
+        # The planner's statistics, as autovacuum gathers them on a live database soon after
+        # a load like this one; without them it plans the join for an empty table.
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("ANALYZE")
     print(f"  wrote {n:,} predictions in {time.perf_counter() - started:.0f} s", flush=True)
     return config_path
 

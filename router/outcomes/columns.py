@@ -362,10 +362,14 @@ class _SQLiteQuery:
         else:
             select.append("CAST(ifnull(f.value, 'nan') AS TEXT)")
         revision_sql, revision_params = _revision_filter(self.revisions, "?")
+        # The new feedback drives (CROSS JOIN keeps it the outer loop) and each of its rows
+        # finds its predictions by request id; the unary + keeps SQLite off the experiment
+        # index, which would walk every prediction of the experiment per feedback row.
         rows = conn.execute(
-            f"SELECT {', '.join(select)} FROM feedback AS f JOIN predictions AS p "
-            "ON p.request_id = f.request_id WHERE f.id > ? AND f.id <= ? AND p.id <= ? "
-            f"AND p.experiment = ?{revision_sql} ORDER BY f.id",
+            f"SELECT {', '.join(select)} FROM feedback AS f CROSS JOIN predictions AS p "
+            "ON p.request_id = f.request_id WHERE f.id > ? AND f.id <= ? AND +p.id <= ? "
+            f"AND +p.experiment = ?{revision_sql.replace('p.revision', '+p.revision')} "
+            "ORDER BY f.id",
             [*params, after_feedback_id, max_feedback_id, max_prediction_id, self.experiment,
              *revision_params]).fetchall()
         values = list(zip(*rows, strict=True)) if rows else [()] * len(select)
