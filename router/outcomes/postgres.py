@@ -287,7 +287,7 @@ class PostgresStore:
                          true_probability: bool = False, feature_rows: int = 0
                          ) -> dict[str, Any]:
         """The statistics' numpy columns (see ``router.outcomes.columns``), joined in SQL."""
-        from router.outcomes.columns import postgres_columns, postgres_unknown_ids
+        from router.outcomes.postgres_columns import postgres_columns, postgres_unknown_ids
 
         def unknown_ids() -> int:
             with self._connection() as conn:

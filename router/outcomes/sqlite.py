@@ -134,8 +134,8 @@ class SQLiteStore:
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._closed = False
-        # The statistics' latest read, extended by what is logged after it (columns.py; made
-        # on first use, so that a store that only writes never imports numpy).
+        # The statistics' latest read, extended by what is logged after it (sqlite_columns.py;
+        # made on first use, so that a store that only writes never imports numpy).
         self._column_cache: Any = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -366,7 +366,7 @@ class SQLiteStore:
                          true_probability: bool = False, feature_rows: int = 0
                          ) -> dict[str, Any]:
         """The statistics' numpy columns (see ``router.outcomes.columns``), aggregated in SQL."""
-        from router.outcomes.columns import SQLiteColumnCache, sqlite_columns
+        from router.outcomes.sqlite_columns import SQLiteColumnCache, sqlite_columns
 
         with self._lock:
             if self._column_cache is None:

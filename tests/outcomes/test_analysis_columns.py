@@ -18,7 +18,7 @@ from router.outcomes import (
     SQLiteStore,
     open_store,
 )
-from router.outcomes import columns as columns_module
+from router.outcomes import sqlite_columns as columns_module
 
 CLASSES = ("setosa", "versicolor", "virginica")
 T0 = 1_700_000_000.0

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from router.outcomes import FeedbackRecord, PredictionRecord, SQLiteStore
-from router.outcomes import columns as columns_module
+from router.outcomes import sqlite_columns as columns_module
 
 CLASSES = ("setosa", "versicolor", "virginica")
 T0 = 1_700_000_000.0
