@@ -31,7 +31,7 @@ from router.outcomes.columns import (
     unit_keys,
 )
 
-__all__ = ["SQLiteColumnCache", "sqlite_columns"]
+__all__ = ["MAX_KEPT_ROWS", "SQLiteColumnCache", "sqlite_columns"]
 
 # Above this many rows the query is split by rowid range over several connections at once:
 # sqlite3 lets go of the GIL while a statement runs, so each range gets its own core.
@@ -42,6 +42,8 @@ _MMAP_BYTES = 1 << 30
 # Above this much new feedback since the kept read, reading everything again is cheaper than
 # fetching the updates one row at a time.
 _MAX_UPDATES = 100_000
+# The kept read's bound, so that its memory stays bounded per gateway process (about 300 MB).
+MAX_KEPT_ROWS = 5_000_000
 _UNIT_SEPARATOR = "\x1f"
 # Unknown ids by difference: feedback's distinct request ids, less those some prediction
 # matched, named by their latest feedback row. The phase's predictions bring their matches in
@@ -300,7 +302,8 @@ class SQLiteColumnCache:
     their values except for the feedback joined to them, and feedback newer than the last read
     is matched to them by one small query (``_SQLiteQuery.updates``). Over a million logged
     predictions a read then costs what the new rows and the statistics cost, not the whole
-    log again. One question is kept (what ``/stats`` asks), about 60 bytes per row.
+    log again. One question is kept (what ``/stats`` asks), about 60 bytes per row, and only
+    up to :data:`MAX_KEPT_ROWS` rows: past that, each read is a full one again.
     """
 
     def __init__(self) -> None:
@@ -312,7 +315,9 @@ class SQLiteColumnCache:
 
     def keep(self, question: tuple[Any, ...], raw: Columns, max_prediction_id: int,
              max_feedback_id: int) -> None:
-        self.question, self.raw = question, raw
+        # Past the bound nothing is kept, so memory stays bounded: the next read is a full one.
+        self.raw = raw if raw["pid"].size <= MAX_KEPT_ROWS else None
+        self.question = question
         self.max_prediction_id, self.max_feedback_id = max_prediction_id, max_feedback_id
 
     def answers(self, question: tuple[Any, ...], max_prediction_id: int,

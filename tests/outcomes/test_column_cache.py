@@ -134,3 +134,25 @@ def test_regression_values_after_more_logging_equal_a_full_read(tmp_path: Path) 
         finally:
             fresh.close()
     store.close()
+
+
+def test_a_phase_over_the_bound_is_read_in_full_each_time(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kept read's memory is bounded: past MAX_KEPT_ROWS rows nothing is kept."""
+    monkeypatch.setattr(columns_module, "MAX_KEPT_ROWS", 20)
+    store = SQLiteStore(tmp_path / "log.db")
+    predictions, feedback = random_round(np.random.default_rng(2), 0, 50, [])
+    store.write_predictions(predictions)
+    store.write_feedback(feedback)
+    lows: list[int] = []
+    run = columns_module._SQLiteQuery.run
+
+    def recording(self: Any, conn: Any, low: int, high: int, max_feedback_id: int) -> Any:
+        lows.append(low)
+        return run(self, conn, low, high, max_feedback_id)
+
+    monkeypatch.setattr(columns_module._SQLiteQuery, "run", recording)
+    first = store.analysis_columns("iris", classes=CLASSES)
+    again = store.analysis_columns("iris", classes=CLASSES)
+    assert lows == [1, 1] and canonical(first) == canonical(again)
+    store.close()
