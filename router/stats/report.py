@@ -276,16 +276,26 @@ def _independent(columns: Columns, masks: dict[str, np.ndarray], outcomes: _Outc
                         if y_a.size >= 2 and y_b.size >= 2 else None)
         sequential = independent_sequential(outcomes.y[rows], masks["challenger"][rows],
                                             settings.metric, tau2) if rows.size else None
+    return _comparison("ab", settings, difference, interval, p_value, tau2, sequential,
+                       _samples_needed(settings, y_a, metric_a), (int(y_a.size), int(y_b.size)),
+                       None)
+
+
+def _comparison(mode: str, settings: Settings, difference: float | None,
+                interval: tuple[float, float] | None, p_value: float | None, tau2: float,
+                sequential: np.ndarray | None, samples_needed: int | None,
+                labelled: tuple[int, int], paired: dict[str, Any] | None) -> dict[str, Any]:
+    """``/stats``'s ``comparison``, the same fields in both modes."""
     return {
-        "test": _TESTS[("ab", "accuracy" if settings.metric == "accuracy" else "loss")],
+        "test": _TESTS[(mode, "accuracy" if settings.metric == "accuracy" else "loss")],
         "difference": _num(difference),
         "difference_ci95": _pair(interval),
         "p_value": _num(p_value),
         "tau2": tau2,
         "sequential_p_value": 1.0 if sequential is None else float(sequential[-1]),
-        "samples_needed_per_variant": _samples_needed(settings, y_a, metric_a),
-        "labelled": (int(y_a.size), int(y_b.size)),
-        "paired": None,
+        "samples_needed_per_variant": samples_needed,
+        "labelled": labelled,
+        "paired": paired,
     }
 
 
@@ -359,18 +369,9 @@ def _paired(columns: Columns, masks: dict[str, np.ndarray], outcomes: _Outcomes,
         interval = mean_interval(d, CONFIDENCE)
     paired_sd = float(np.std(d, ddof=1)) if n >= 2 else None
     sequential = paired_always_valid_p_values(d, tau2) if n else None
-    return {
-        "test": _TESTS[("shadow", "accuracy" if settings.metric == "accuracy" else "loss")],
-        "difference": _num(difference),
-        "difference_ci95": _pair(interval),
-        "p_value": _num(p_value),
-        "tau2": tau2,
-        "sequential_p_value": 1.0 if sequential is None else float(sequential[-1]),
-        "samples_needed_per_variant": _samples_needed(settings, y_a, metric_a,
-                                                      paired_sd=paired_sd),
-        "labelled": (n, n),
-        "paired": paired,
-    }
+    return _comparison("shadow", settings, difference, interval, p_value, tau2, sequential,
+                       _samples_needed(settings, y_a, metric_a, paired_sd=paired_sd), (n, n),
+                       paired)
 
 
 # -- sample ratio mismatch ---------------------------------------------------------------------

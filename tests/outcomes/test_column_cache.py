@@ -51,15 +51,9 @@ def random_round(rng: np.random.Generator, start: int, count: int, known: list[s
     return predictions, feedback
 
 
-@pytest.mark.parametrize("question", [
-    {"classes": CLASSES, "units": True},
-    {"classes": CLASSES, "true_probability": True},
-    {"revisions": [2], "classes": CLASSES, "units": True, "true_probability": True},
-])
-def test_reads_after_more_logging_equal_a_full_read(tmp_path: Path, question: dict[str, Any],
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "log.db"
-    store = SQLiteStore(path)
+@pytest.fixture
+def read_ranges(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """The rowid ranges the SQLite reader reads the log in, as they are read."""
     ranges: list[tuple[int, int]] = []
     run = columns_module._SQLiteQuery.run
 
@@ -68,6 +62,18 @@ def test_reads_after_more_logging_equal_a_full_read(tmp_path: Path, question: di
         return run(self, conn, low, high, max_feedback_id)
 
     monkeypatch.setattr(columns_module._SQLiteQuery, "run", recording)
+    return ranges
+
+
+@pytest.mark.parametrize("question", [
+    {"classes": CLASSES, "units": True},
+    {"classes": CLASSES, "true_probability": True},
+    {"revisions": [2], "classes": CLASSES, "units": True, "true_probability": True},
+])
+def test_reads_after_more_logging_equal_a_full_read(tmp_path: Path, question: dict[str, Any],
+                                                    read_ranges: list[tuple[int, int]]) -> None:
+    path = tmp_path / "log.db"
+    store = SQLiteStore(path)
     rng = np.random.default_rng(3)
     known: list[str] = []
     revisions = question.pop("revisions", None)
@@ -77,9 +83,9 @@ def test_reads_after_more_logging_equal_a_full_read(tmp_path: Path, question: di
         store.write_predictions(predictions)
         store.write_feedback(feedback)
         written += round_size
-        ranges.clear()
+        read_ranges.clear()
         kept = store.analysis_columns("iris", revisions, **question)
-        read_again = list(ranges)
+        read_again = list(read_ranges)
         fresh = SQLiteStore(path)  # no earlier read: everything from the file
         try:
             full = fresh.analysis_columns("iris", revisions, **question)
@@ -92,26 +98,18 @@ def test_reads_after_more_logging_equal_a_full_read(tmp_path: Path, question: di
     store.close()
 
 
-def test_another_question_or_a_shrunk_log_reads_everything(tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch
-                                                            ) -> None:
+def test_another_question_reads_everything(tmp_path: Path,
+                                           read_ranges: list[tuple[int, int]]) -> None:
     store = SQLiteStore(tmp_path / "log.db")
     rng = np.random.default_rng(5)
     predictions, feedback = random_round(rng, 0, 50, [])
     store.write_predictions(predictions)
     store.write_feedback(feedback)
-    lows: list[int] = []
-    run = columns_module._SQLiteQuery.run
-
-    def recording(self: Any, conn: Any, low: int, high: int, max_feedback_id: int) -> Any:
-        lows.append(low)
-        return run(self, conn, low, high, max_feedback_id)
-
-    monkeypatch.setattr(columns_module._SQLiteQuery, "run", recording)
+    read_ranges.clear()
     store.analysis_columns("iris", classes=CLASSES)
     store.analysis_columns("iris", classes=CLASSES, true_probability=True)  # another question
     store.analysis_columns("iris", classes=CLASSES, true_probability=True)  # nothing new
-    assert lows == [1, 1]
+    assert [low for low, _ in read_ranges] == [1, 1]
     store.close()
 
 
@@ -136,23 +134,17 @@ def test_regression_values_after_more_logging_equal_a_full_read(tmp_path: Path) 
     store.close()
 
 
-def test_a_phase_over_the_bound_is_read_in_full_each_time(tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_phase_over_the_bound_is_read_in_full_each_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        read_ranges: list[tuple[int, int]]) -> None:
     """The kept read's memory is bounded: past MAX_KEPT_ROWS rows nothing is kept."""
     monkeypatch.setattr(columns_module, "MAX_KEPT_ROWS", 20)
     store = SQLiteStore(tmp_path / "log.db")
     predictions, feedback = random_round(np.random.default_rng(2), 0, 50, [])
     store.write_predictions(predictions)
     store.write_feedback(feedback)
-    lows: list[int] = []
-    run = columns_module._SQLiteQuery.run
-
-    def recording(self: Any, conn: Any, low: int, high: int, max_feedback_id: int) -> Any:
-        lows.append(low)
-        return run(self, conn, low, high, max_feedback_id)
-
-    monkeypatch.setattr(columns_module._SQLiteQuery, "run", recording)
+    read_ranges.clear()
     first = store.analysis_columns("iris", classes=CLASSES)
     again = store.analysis_columns("iris", classes=CLASSES)
-    assert lows == [1, 1] and canonical(first) == canonical(again)
+    assert [low for low, _ in read_ranges] == [1, 1] and canonical(first) == canonical(again)
     store.close()
