@@ -10,7 +10,7 @@ PORT ?= 8000
 $(BIN)/router: pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,postgres,fast]'
+	$(BIN)/pip install --quiet -e '.[dev,postgres,fast,docs]'
 	touch $@
 
 install: $(BIN)/router

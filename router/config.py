@@ -84,7 +84,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class Batching:
-    # Measured (bench/serving.py, README "Performance"): at 64 connections a 2 ms cap on the
+    # Measured (bench/serving.py, docs/performance.md): at 64 connections a 2 ms cap on the
     # wait after a call cut the router's CPU per request by a fifth against 1 ms (ONNX
     # Runtime); 4 and 8 ms did no better.
     max_batch: int = 64

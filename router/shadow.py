@@ -58,7 +58,7 @@ PROCESS, THREAD = "process", "thread"
 # The worker's priority: a niceness, 0 to 19, or "idle" for Linux's SCHED_IDLE. At niceness 10
 # the worker weighs 110 against the gateway's 1024: the champion's figures stayed within the
 # noise of single mode, while the shadow still got work done on a busy machine, where under
-# SCHED_IDLE it got next to no CPU at all. README "Shadow mode" has the figures.
+# SCHED_IDLE it got next to no CPU at all. docs/shadow-mode.md has the figures.
 WORKER_PRIORITY = "10"
 # Spawning Python, importing scikit-learn (about 0.8 s) and loading a pipeline (with the ONNX
 # engine, converting and checking it: seconds for a large forest, more at low priority on a

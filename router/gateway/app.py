@@ -25,7 +25,7 @@ BASE_DIR_ENV = "ROUTER_BASE_DIR"
 def settle_heap() -> None:
     """Put what start-up allocated (libraries, models) out of the cyclic collector's reach.
 
-    Measured on the prediction path (README "Performance"): with scikit-learn, ONNX and the
+    Measured on the prediction path (docs/performance.md): with scikit-learn, ONNX and the
     models loaded, each full collection walked the whole heap for about 120 ms, a third of the
     gateway's time under load and its p99; frozen, it takes a few milliseconds. A larger first
     threshold also makes collections rarer on a path that allocates per request.
@@ -43,7 +43,7 @@ class Gateway(Starlette):
 
     The prediction route is the one every client calls many times a second; Starlette's
     middleware stack, route matching and send wrappers took about a fifth of the gateway's
-    time per prediction (README "Performance"). The same endpoint, the same error renderer
+    time per prediction (docs/performance.md). The same endpoint, the same error renderer
     and the same metrics serve it here; every other request, and ``/predict`` under a root
     path, goes through Starlette as usual.
     """

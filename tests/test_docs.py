@@ -1,0 +1,47 @@
+"""The documentation: the MkDocs site builds strictly and the README stays one page whose links
+land on real files."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+README_LIMIT_BYTES = 12 * 1024
+
+
+def test_the_site_builds_with_no_warning(tmp_path: Path) -> None:
+    """`mkdocs build --strict`: every page in the nav, no link to a missing page or anchor."""
+    if importlib.util.find_spec("mkdocs") is None:
+        pytest.fail("mkdocs is missing: `make install` (or pip install -e '.[docs]') installs it")
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    report = result.stdout + result.stderr
+    assert result.returncode == 0, f"mkdocs build --strict failed (a new page under docs/ " \
+        f"belongs in mkdocs.yml's nav):\n{report}"
+    assert (tmp_path / "index.html").is_file()
+    assert (tmp_path / "architecture" / "index.html").is_file()
+
+
+def test_readme_is_one_page() -> None:
+    """The README stays under 12 KB: the manual lives in docs/."""
+    size = len(README.read_bytes())
+    assert size < README_LIMIT_BYTES, f"README.md is {size} bytes; move detail to docs/"
+
+
+def test_readme_links_point_at_files_that_exist() -> None:
+    """Every relative link and image in the README names a file of the repository."""
+    targets = re.findall(r"\]\(([^)\s]+)\)", README.read_text())
+    relative = [t.split("#", 1)[0] for t in targets if "://" not in t and not t.startswith("#")]
+    assert relative
+    missing = [t for t in relative if not (ROOT / t).exists()]
+    assert not missing, f"README.md links to missing files: {missing}"
