@@ -9,7 +9,8 @@ column:
 
 ``ts`` (float, unix seconds, to the microsecond: the time the gateway stamped on the row, the
 same for every row of a batch request), ``revision`` (int), ``challenger``,
-``shadow``, ``fallback``, ``error`` (bool), ``latency_ms`` (float, to the nanosecond) and
+``shadow``, ``fallback``, ``error``, ``forced`` (bool), ``latency_ms`` (float, to the
+nanosecond) and
 ``feedback_id`` (int): the arrival rank of the latest feedback for the row's request id (ranks
 grow with arrival, so sorting on them puts the labelled outcomes in the order their labels
 came in), or -1 when none has arrived.
@@ -29,8 +30,9 @@ reading every timestamp would cost a tenth of the whole query. Integers rather t
 themselves: the statistics only count distinct units, and a million strings cost more.
 With ``feature_rows = k``: ``features``, a ``(<= k, n_features)`` float array of the inputs of
 the latest ``k`` answered requests (shadow copies and fallback answers left out, since they
-repeat a request's inputs). Always: ``unknown_feedback_ids``, a 0-d int array counting the
-request ids that feedback names and no prediction of any experiment has.
+repeat a request's inputs, and forced requests, which are test traffic). Always:
+``unknown_feedback_ids``, a 0-d int array counting the request ids that feedback names and
+no prediction of any experiment has.
 """
 
 from __future__ import annotations
@@ -44,14 +46,17 @@ import numpy as np
 from router.outcomes.records import FeedbackRecord, PredictionRecord
 
 __all__ = [
-    "FLAG_CHALLENGER", "FLAG_ERROR", "FLAG_FALLBACK", "FLAG_SHADOW", "Columns", "features_array",
+    "FLAG_BITS", "FLAG_CHALLENGER", "FLAG_ERROR", "FLAG_FALLBACK", "FLAG_FORCED", "FLAG_MASK",
+    "FLAG_SHADOW", "Columns", "features_array",
     "flags_columns", "latest_feedback", "memory_columns", "revision_filter", "unit_keys",
 ]
 
 Columns = dict[str, np.ndarray]
 
-# Bits of the flags column: one small integer per row instead of four columns to transfer.
-FLAG_CHALLENGER, FLAG_SHADOW, FLAG_FALLBACK, FLAG_ERROR = 1, 2, 4, 8
+# Bits of the flags column: one small integer per row instead of five columns to transfer.
+FLAG_CHALLENGER, FLAG_SHADOW, FLAG_FALLBACK, FLAG_ERROR, FLAG_FORCED = 1, 2, 4, 8, 16
+FLAG_BITS = 5
+FLAG_MASK = (1 << FLAG_BITS) - 1
 
 
 def flags_columns(flags: np.ndarray) -> Columns:
@@ -60,6 +65,7 @@ def flags_columns(flags: np.ndarray) -> Columns:
         "shadow": (flags & FLAG_SHADOW) > 0,
         "fallback": (flags & FLAG_FALLBACK) > 0,
         "error": (flags & FLAG_ERROR) > 0,
+        "forced": (flags & FLAG_FORCED) > 0,
     }
 
 
@@ -134,7 +140,8 @@ def memory_columns(
         "revision": np.array([r.revision for r in rows], dtype=np.int64),
         **flags_columns(np.array(
             [FLAG_CHALLENGER * (r.variant == "challenger") + FLAG_SHADOW * r.shadow
-             + FLAG_FALLBACK * r.fallback + FLAG_ERROR * (r.error is not None) for r in rows],
+             + FLAG_FALLBACK * r.fallback + FLAG_ERROR * (r.error is not None)
+             + FLAG_FORCED * r.forced for r in rows],
             dtype=np.int64)),
         "latency_ms": np.array([r.latency_ms for r in rows], dtype=float),
         "feedback_id": np.array([-1 if j is None else j[0] for j in joined], dtype=np.int64),
@@ -163,7 +170,7 @@ def memory_columns(
     if feature_rows:
         served = [r for r in predictions if r.experiment == experiment
                   and (wanted is None or r.revision in wanted)
-                  and not r.shadow and not r.fallback]
+                  and not r.shadow and not r.fallback and not r.forced]
         columns["features"] = features_array(
             [list(r.features) for r in served[-feature_rows:]])
     columns["unknown_feedback_ids"] = np.array(unknown)

@@ -106,6 +106,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             state      TEXT             NOT NULL
         )""",
     ),
+    # Rows whose variant the client chose (override header, a model named directly).
+    ("ALTER TABLE predictions ADD COLUMN forced SMALLINT NOT NULL DEFAULT 0",),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

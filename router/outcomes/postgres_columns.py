@@ -14,6 +14,7 @@ from router.outcomes.columns import (
     FLAG_CHALLENGER,
     FLAG_ERROR,
     FLAG_FALLBACK,
+    FLAG_FORCED,
     FLAG_SHADOW,
     Columns,
     features_array,
@@ -68,7 +69,8 @@ def postgres_columns(
         ("revision", "i", "p.revision::int8"),
         ("flags", "i", f"((p.variant = 'challenger')::int * {FLAG_CHALLENGER} "
                        f"+ p.shadow * {FLAG_SHADOW} + p.fallback * {FLAG_FALLBACK} "
-                       f"+ (p.error IS NOT NULL)::int * {FLAG_ERROR})::int8"),
+                       f"+ (p.error IS NOT NULL)::int * {FLAG_ERROR} "
+                       f"+ p.forced * {FLAG_FORCED})::int8"),
         ("latency_ms", "f", "p.latency_ms"),
         ("feedback_id", "i", "coalesce(f.id, -1)"),
     ]
@@ -107,7 +109,7 @@ def postgres_columns(
     if feature_rows:
         found = conn.execute(
             f"SELECT p.features FROM predictions AS p WHERE p.experiment = %s{revision_sql} "
-            "AND p.shadow = 0 AND p.fallback = 0 ORDER BY p.id DESC LIMIT %s",
+            "AND p.shadow = 0 AND p.fallback = 0 AND p.forced = 0 ORDER BY p.id DESC LIMIT %s",
             [experiment, *revision_params, int(feature_rows)]).fetchall()
         columns["features"] = features_array([orjson.loads(r[0]) for r in found])
     columns["unknown_feedback_ids"] = np.array(

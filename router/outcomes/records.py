@@ -17,6 +17,9 @@ class PredictionRecord(NamedTuple):
     (then ``prediction`` is ``None``). ``fallback`` marks the champion's answer to a request that
     was assigned to the challenger whose call failed: the client got it, so it is logged, but the
     statistics leave it out of the champion's group (the failure is counted on the challenger).
+    ``forced`` marks a row whose variant the client chose (the override header, or an Open
+    Inference Protocol request naming one model): logged and answered, but kept out of every
+    statistic, since it was not assigned at random.
 
     A named tuple rather than a frozen dataclass: one is built per answered row on the
     request path, and a frozen dataclass's ``__init__`` (a ``object.__setattr__`` per field)
@@ -39,6 +42,7 @@ class PredictionRecord(NamedTuple):
     probabilities: dict[str, float] | None = None
     error: str | None = None
     fallback: bool = False
+    forced: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,11 +21,12 @@ __all__ = [
 # The order of prediction_row's values, and of the columns prediction_from_row reads.
 PREDICTION_COLUMNS = (
     "request_id, ts, experiment, revision, variant, shadow, model, version, unit_id, "
-    "features, prediction, label, value, probability, probabilities, latency_ms, error, fallback"
+    "features, prediction, label, value, probability, probabilities, latency_ms, error, fallback, "
+    "forced"
 )
 SELECTED_PREDICTION_COLUMNS = (
     "request_id, ts, experiment, revision, variant, shadow, model, version, unit_id, "
-    "features, prediction, probability, probabilities, latency_ms, error, fallback"
+    "features, prediction, probability, probabilities, latency_ms, error, fallback, forced"
 )
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
@@ -70,6 +71,7 @@ def prediction_row(r: PredictionRecord) -> tuple[Any, ...]:
         float(r.latency_ms),
         None if r.error is None else str(r.error),
         1 if r.fallback else 0,
+        1 if r.forced else 0,
     )
 
 
@@ -92,6 +94,7 @@ def prediction_from_row(row: tuple[Any, ...]) -> PredictionRecord:
         latency_ms=row[13],
         error=row[14],
         fallback=bool(row[15]),
+        forced=bool(row[16]),
     )
 
 

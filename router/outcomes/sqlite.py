@@ -35,7 +35,7 @@ __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Typed columns rather than one JSON blob, so that statistics can aggregate in SQL over a
 # million rows. JSON text only where the shape varies (features, probabilities, details) or
@@ -66,7 +66,8 @@ _SCHEMA: tuple[str, ...] = (
         probabilities TEXT,                 -- JSON object {class: p}
         latency_ms    REAL    NOT NULL,
         error         TEXT,
-        fallback      INTEGER NOT NULL      -- 1: champion answered for a failed challenger
+        fallback      INTEGER NOT NULL,     -- 1: champion answered for a failed challenger
+        forced        INTEGER NOT NULL DEFAULT 0  -- 1: the client chose the variant
     )""",
     "CREATE INDEX IF NOT EXISTS predictions_request_id ON predictions (request_id)",
     "CREATE INDEX IF NOT EXISTS predictions_experiment_revision "
@@ -107,8 +108,12 @@ _SCHEMA: tuple[str, ...] = (
 
 _INSERT_PREDICTION = (
     f"INSERT INTO predictions ({PREDICTION_COLUMNS}) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# Each entry brings a file from version i to i + 1 (the key); run in the schema's transaction.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE predictions ADD COLUMN forced INTEGER NOT NULL DEFAULT 0",),
+}
 _SELECT_PREDICTION = f"SELECT {SELECTED_PREDICTION_COLUMNS} FROM predictions"
 
 
@@ -194,6 +199,14 @@ class SQLiteStore:
             for statement in _SCHEMA:
                 tx.execute(statement)
             row = tx.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is not None and row[0].isdigit() and int(row[0]) < SCHEMA_VERSION:
+                # A file an older router wrote: brought up to date in the same transaction.
+                for version in range(int(row[0]), SCHEMA_VERSION):
+                    for statement in _MIGRATIONS[version]:
+                        tx.execute(statement)
+                tx.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                           (str(SCHEMA_VERSION),))
+                row = (str(SCHEMA_VERSION),)
         if row is None or row[0] != str(SCHEMA_VERSION):
             raise StoreError(
                 f"store {self.url!r}: schema version {row[0] if row else None}, "

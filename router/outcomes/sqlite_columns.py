@@ -19,9 +19,12 @@ import numpy as np
 import orjson
 
 from router.outcomes.columns import (
+    FLAG_BITS,
     FLAG_CHALLENGER,
     FLAG_ERROR,
     FLAG_FALLBACK,
+    FLAG_FORCED,
+    FLAG_MASK,
     FLAG_SHADOW,
     Columns,
     features_array,
@@ -45,6 +48,8 @@ _MAX_UPDATES = 100_000
 # The kept read's bound, so that its memory stays bounded per gateway process (about 300 MB).
 MAX_KEPT_ROWS = 5_000_000
 _UNIT_SEPARATOR = "\x1f"
+# The flags take the code's low bits; the predicted and the true class ride above them.
+_FLAG_SPAN = 1 << FLAG_BITS
 # Unknown ids by difference: feedback's distinct request ids, less those some prediction
 # matched, named by their latest feedback row. The phase's predictions bring their matches in
 # the main query; this one finds the others' (cheaply: the index covers its WHERE).
@@ -79,7 +84,8 @@ class _SQLiteQuery:
         self.fixed_revision = int(revisions[0]) if revisions is not None \
             and len(set(revisions)) == 1 else None
         code = (f"(p.variant = 'challenger') * {FLAG_CHALLENGER} + p.shadow * {FLAG_SHADOW} "
-                f"+ p.fallback * {FLAG_FALLBACK} + (p.error IS NOT NULL) * {FLAG_ERROR}")
+                f"+ p.fallback * {FLAG_FALLBACK} + (p.error IS NOT NULL) * {FLAG_ERROR} "
+                f"+ p.forced * {FLAG_FORCED}")
         params: list[Any] = []
         # The true label's index (-1 without feedback, -2 for no class): in the code here, and
         # alone in the query that brings rows read earlier up to date (``updates``).
@@ -88,8 +94,8 @@ class _SQLiteQuery:
             k = len(self.classes) + 1
             self.label_sql = (f"(CASE WHEN f.label IS NULL THEN -1 ELSE "
                               f"{_class_case('f.label', k - 1, -2)} END)")
-            code += (f" + 16 * (({_class_case('p.label', k - 1, -1)}) + 1) + {16 * k} * ("
-                     f"{self.label_sql} + 2)")
+            code += (f" + {_FLAG_SPAN} * (({_class_case('p.label', k - 1, -1)}) + 1) "
+                     f"+ {_FLAG_SPAN * k} * ({self.label_sql} + 2)")
             params += [*self.classes, *self.classes]
         # (name, SQL); NULLs are skipped by group_concat, which ts uses on purpose below.
         self.columns: list[tuple[str, str]] = [
@@ -245,8 +251,8 @@ class _SQLiteQuery:
             k = len(self.classes) + 1
             code = raw["code"]
             out["code"] = code.copy()
-            out["code"][at] = (code[at] & 15) + 16 * ((code[at] >> 4) % k
-                                                      + k * (updates["label"][last] + 2))
+            out["code"][at] = (code[at] & FLAG_MASK) + _FLAG_SPAN * (
+                (code[at] >> FLAG_BITS) % k + k * (updates["label"][last] + 2))
         for name in ("true_probability", "label_value"):
             if name in updates:
                 out[name] = raw[name].copy()
@@ -262,14 +268,14 @@ class _SQLiteQuery:
             "ts": raw.pop("ts"),
             "revision": raw.pop("revision") if self.fixed_revision is None
             else np.full(n, self.fixed_revision, dtype=np.int64),
-            **flags_columns(code & 15),
+            **flags_columns(code & FLAG_MASK),
             "latency_ms": raw.pop("latency_ns") / 1e6,
             "feedback_id": raw.pop("feedback_id"),
         }
         if self.classes is not None:
             k = len(self.classes) + 1
-            columns["predicted"] = (code >> 4) % k - 1
-            columns["label"] = (code >> 4) // k - 2
+            columns["predicted"] = (code >> FLAG_BITS) % k - 1
+            columns["label"] = (code >> FLAG_BITS) // k - 2
         columns.update(raw)
         distinct, outside = unknown
         # Distinct by sorting: np.unique hashes, many times slower on a million values.
@@ -415,5 +421,6 @@ def _sqlite_features(conn: sqlite3.Connection, experiment: str,
     (text,) = conn.execute(
         "SELECT '[' || group_concat(features) || ']' FROM (SELECT p.features FROM predictions "
         f"AS p WHERE +p.experiment = ?{revision_sql} AND p.shadow = 0 AND p.fallback = 0 "
+        "AND p.forced = 0 "
         "ORDER BY p.id DESC LIMIT ?)", [experiment, *revision_params, int(limit)]).fetchone()
     return features_array(orjson.loads(text) if text else [])

@@ -147,6 +147,24 @@ def test_units_and_features(classified: OutcomeStore) -> None:
     assert sorted(features[:, 2].tolist()) == [1.4, 4.5]
 
 
+def test_forced_rows_are_flagged_and_left_out_of_the_features(store: OutcomeStore) -> None:
+    """A row whose variant the client chose carries the forced flag (with its class codes
+    intact) and never stands for live inputs in the drift features."""
+    store.write_predictions([
+        prediction("a", T0 + 1, features=(1.0, 1.0, 1.0, 1.0)),
+        prediction("b", T0 + 2, variant="challenger", prediction="virginica", forced=True,
+                   features=(9.0, 9.0, 9.0, 9.0)),
+    ])
+    store.write_feedback([feedback("b", "versicolor")])
+    c = by_time(store.analysis_columns("iris", classes=CLASSES, feature_rows=5))
+    assert c["forced"].tolist() == [False, True]
+    assert c["challenger"].tolist() == [False, True]
+    assert not c["shadow"].any() and not c["fallback"].any() and not c["error"].any()
+    assert c["predicted"].tolist() == [0, 2]
+    assert c["label"].tolist() == [-1, 1]
+    assert c["features"].tolist() == [[1.0, 1.0, 1.0, 1.0]]
+
+
 def test_regression_values(store: OutcomeStore) -> None:
     """Without classes: predicted values and the values feedback gave, NaN where absent."""
     store.write_predictions([prediction("r1", T0 + 1, prediction=3.5, probability=None,

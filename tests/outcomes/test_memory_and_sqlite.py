@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +101,7 @@ def test_prediction_records_round_trip_every_field(store: OutcomeStore) -> None:
         ),
         prediction("r5", variant="challenger", model="iris-gb", shadow=True, revision=3),
         prediction("r6", prediction="1", fallback=True, latency_ms=12.5),
+        prediction("r7", variant="challenger", model="iris-gb", forced=True),
     ]
     store.write_predictions(records)
 
@@ -208,6 +211,41 @@ def test_records_survive_reopening(store_factory: StoreFactory) -> None:
     else:
         assert second.count_predictions() == 1
         assert [e.action for e in second.history()] == ["promote"]
+
+
+def _as_before_forced(store: OutcomeStore) -> None:
+    """Turn the store's log back into schema version 1: no forced column, as an older router
+    left it."""
+    statements = ("ALTER TABLE predictions DROP COLUMN forced",
+                  "UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    if isinstance(store, SQLiteStore):
+        with closing(sqlite3.connect(store.path)) as conn, conn:
+            for statement in statements:
+                conn.execute(statement)
+    else:
+        import psycopg
+
+        with psycopg.connect(store.url, autocommit=True) as conn:  # type: ignore[attr-defined]
+            for statement in statements:
+                conn.execute(statement)
+
+
+def test_a_log_from_before_forced_rows_is_migrated(store_factory: StoreFactory) -> None:
+    """An existing SQLite file or PostgreSQL database without the forced column gains it on
+    open: the old rows read as not forced, and forced rows are written and read back."""
+    first = store_factory()
+    if isinstance(first, MemoryStore):
+        pytest.skip("a memory store has no file to migrate")
+    first.write_predictions([prediction("old")])
+    first.close()
+    _as_before_forced(first)
+
+    second = store_factory()
+    second.write_predictions([prediction("new", variant="challenger", forced=True)])
+
+    assert [(r.request_id, r.forced) for r in second.prediction_records()] == [
+        ("old", False), ("new", True)]
+    assert second.analysis_columns("iris")["forced"].tolist() == [False, True]
 
 
 def test_concurrent_writers_and_readers_in_threads(store: OutcomeStore) -> None:
