@@ -7,6 +7,7 @@ The tree::
     ├── ModelLoadError               model_load_failed (names the directory)
     │   └── DigestMismatchError      digest_mismatch  (names the file and both digests)
     ├── StoreError                   store_unavailable
+    │   └── RecordError              record_unstorable (one record the store cannot encode)
     └── RequestError                 (turned into an HTTP answer by router.gateway.errors)
         ├── BadJSONError             bad_json           400
         ├── UnsupportedMediaError    unsupported_media_type 415
@@ -85,6 +86,13 @@ class StoreError(RouterError):
     """The outcome store cannot be opened or written."""
 
     code = "store_unavailable"
+
+
+class RecordError(StoreError):
+    """The store cannot take a record's content (a lone surrogate, a NUL byte, a number out of
+    its range); the store itself is fine, and the other records of the batch may be."""
+
+    code = "record_unstorable"
 
 
 class RequestError(RouterError):

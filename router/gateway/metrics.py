@@ -102,6 +102,9 @@ LOG_WRITTEN = Counter("router_outcome_log_written", "Outcome records written to 
                       registry=None)
 LOG_WRITE_ERRORS = Counter("router_outcome_log_write_errors", "Store writes that failed (each "
                            "is retried until it succeeds).", registry=None)
+LOG_DEAD_LETTERS = Counter("router_outcome_log_dead_letters", "Outcome records the store "
+                           "refused one by one, set aside in the dead-letter file beside the "
+                           "spill so that the others are written.", registry=None)
 RELOADS = Counter("router_config_reloads", "Config changes applied while running (per worker "
                   "process: each one applies the file).", registry=None)
 RELOAD_ERRORS = Counter("router_config_reload_errors", "Config files that failed to apply, the "
@@ -110,7 +113,7 @@ RELOAD_ERRORS = Counter("router_config_reload_errors", "Config files that failed
 _PROCESS_METRICS: tuple[Collector, ...] = (
     REQUESTS, LATENCY, MODEL_ERRORS, FALLBACKS, SHADOW_OFFERED, SHADOW_DONE, SHADOW_DROPPED,
     SHADOW_FAILED, SHADOW_TIMED_OUT, SHADOW_QUEUE, LOG_BACKLOG, LOG_LAG, LOG_SPILLED,
-    STORE_FAILING, LOG_WRITTEN, LOG_WRITE_ERRORS, RELOADS, RELOAD_ERRORS)
+    STORE_FAILING, LOG_WRITTEN, LOG_WRITE_ERRORS, LOG_DEAD_LETTERS, RELOADS, RELOAD_ERRORS)
 
 
 def multiprocess_dir() -> str | None:
@@ -245,6 +248,7 @@ class Telemetry:
         STORE_FAILING.set(1 if writer.failing else 0)
         self._advance(LOG_WRITTEN, writer.written)
         self._advance(LOG_WRITE_ERRORS, writer.write_errors)
+        self._advance(LOG_DEAD_LETTERS, writer.dead_letters)
         self._advance(RELOADS, state.reloader.reloads)
         self._advance(RELOAD_ERRORS, state.reloader.failures)
         if state.shadow is not None:

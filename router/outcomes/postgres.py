@@ -8,14 +8,14 @@ Predictions are written with ``COPY``, the fastest bulk path PostgreSQL has.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
 import orjson
 
-from router.errors import StoreError
+from router.errors import RecordError, StoreError
 from router.outcomes.records import (
     FeedbackRecord,
     HistoryEntry,
@@ -111,6 +111,9 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
+# Failures caused by a record's content rather than by the server or the connection.
+_RECORD_FAULTS = (UnicodeEncodeError, OverflowError, ValueError, TypeError, psycopg.DataError)
+
 
 class PostgresStore:
     """The ``OutcomeStore`` protocol over a psycopg connection pool."""
@@ -139,12 +142,27 @@ class PostgresStore:
         try:
             with self._pool.connection() as conn:
                 yield conn
+        except _RECORD_FAULTS as exc:
+            # About what was written (a NUL byte in text, a lone surrogate, a number out of
+            # range), not about the server: the writer sets such a record aside.
+            raise self._record_error(exc) from exc
         except psycopg.Error as exc:
             raise StoreError(f"store {_safe(self.url)!r}: {exc}") from exc
         except Exception as exc:  # the pool's own timeouts and closed-pool errors
             if isinstance(exc, StoreError):
                 raise
             raise StoreError(f"store {_safe(self.url)!r}: {exc}") from exc
+
+    def _record_error(self, exc: Exception) -> RecordError:
+        return RecordError(f"store {_safe(self.url)!r} cannot take a record: "
+                           f"{type(exc).__name__}: {exc}")
+
+    def _rows(self, convert: Callable[[Any], tuple[Any, ...]],
+              records: Sequence[Any]) -> list[tuple[Any, ...]]:
+        try:
+            return [convert(r) for r in records]
+        except _RECORD_FAULTS as exc:
+            raise self._record_error(exc) from exc
 
     def _migrate(self) -> None:
         with self._pool.connection() as conn, conn.transaction():
@@ -171,7 +189,7 @@ class PostgresStore:
         """Append ``records`` in one transaction, with ``COPY``."""
         if not records:
             return
-        rows = [prediction_row(r) for r in records]
+        rows = self._rows(prediction_row, records)
         with self._connection() as conn, conn.transaction(), conn.cursor() as cursor, \
                 cursor.copy(f"COPY predictions ({PREDICTION_COLUMNS}) FROM STDIN") as copy:
             for row in rows:
@@ -181,7 +199,7 @@ class PostgresStore:
         """Append ground truth in one transaction; ids not (yet) predicted are kept."""
         if not records:
             return
-        rows = [feedback_row(r) for r in records]
+        rows = self._rows(feedback_row, records)
         with self._connection() as conn, conn.transaction(), conn.cursor() as cursor, \
                 cursor.copy("COPY feedback (request_id, ts, label, value) FROM STDIN") as copy:
             for row in rows:

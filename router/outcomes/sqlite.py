@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from router.errors import StoreError
+from router.errors import RecordError, StoreError
 from router.outcomes.records import (
     FeedbackRecord,
     HistoryEntry,
@@ -243,20 +243,32 @@ class SQLiteStore:
 
     # -- the OutcomeStore protocol -----------------------------------------------------------
 
+    @contextmanager
+    def _record_errors(self) -> Iterator[None]:
+        """Errors about what is written (not about the file) as ``RecordError``."""
+        try:
+            yield
+        except (UnicodeEncodeError, OverflowError, ValueError, TypeError,
+                sqlite3.InterfaceError, sqlite3.DataError) as exc:
+            raise RecordError(f"store {self.url!r} cannot take a record: "
+                              f"{type(exc).__name__}: {exc}") from exc
+
     def write_predictions(self, records: Sequence[PredictionRecord]) -> None:
         """Append ``records`` in one transaction (serialized here, in the caller's thread)."""
-        rows = [prediction_row(r) for r in records]
+        with self._record_errors():
+            rows = [prediction_row(r) for r in records]
         if not rows:
             return
-        with self._errors(), self._transaction() as conn:
+        with self._errors(), self._record_errors(), self._transaction() as conn:
             conn.executemany(_INSERT_PREDICTION, rows)
 
     def write_feedback(self, records: Sequence[FeedbackRecord]) -> None:
         """Append ground truth in one transaction; ids not (yet) predicted are kept."""
-        rows = [feedback_row(r) for r in records]
+        with self._record_errors():
+            rows = [feedback_row(r) for r in records]
         if not rows:
             return
-        with self._errors(), self._transaction() as conn:
+        with self._errors(), self._record_errors(), self._transaction() as conn:
             conn.executemany(
                 "INSERT INTO feedback (request_id, ts, label, value) VALUES (?, ?, ?, ?)", rows
             )

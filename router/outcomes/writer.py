@@ -1,5 +1,7 @@
 """``OutcomeWriter``: takes records from the request path without waiting and writes them to the
-store from one background thread, retrying failures so that no accepted record is dropped."""
+store from one background thread, retrying failures so that no accepted record is dropped, and
+setting aside (as dead letters) the rare record the store cannot take, so that it never blocks
+the ones behind it."""
 
 from __future__ import annotations
 
@@ -7,11 +9,12 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from router.errors import StoreError
+from router.errors import RecordError, StoreError
+from router.outcomes.dead_letters import DeadLetters
 from router.outcomes.records import FeedbackRecord, PredictionRecord
 from router.outcomes.spill import SpillDirectory
 from router.outcomes.store import OutcomeStore
@@ -65,16 +68,24 @@ class OutcomeWriter:
     ``submit_predictions`` and ``submit_feedback`` only take a lock and append a reference, so
     they are safe on the event loop; serialization and I/O happen in the thread, which wakes
     every ``flush_interval_s`` (sooner once ``batch_size`` records wait) and writes everything
-    waiting in store calls of at most ``batch_size`` records. A failed call is retried with a
-    capped backoff, in order, until it succeeds. ``max_pending`` is a soft bound: ``submit``
-    always accepts (the answer was already given), and ``accepting`` turns False so that the
-    gateway can refuse new requests until the backlog drains.
+    waiting in store calls of at most ``batch_size`` records. A call that fails because the
+    store is unavailable is retried with a capped backoff, in order, until it succeeds. A call
+    that fails on the records' content (``RecordError``, or any error that is not a
+    ``StoreError``) while the store still answers is split in halves until the records the
+    store refuses are found alone; those are set aside in ``dead_letter_dir`` (the spill
+    directory unless given), counted and logged, and the rest are written. ``max_pending`` is
+    a soft bound: ``submit`` always accepts (the answer was already given), and ``accepting``
+    turns False so that the gateway can refuse new requests until the backlog drains.
 
     Args:
         store: where the records go; closed by ``close()``.
         max_pending: backlog at which ``accepting`` turns False.
         flush_interval_s: longest time a record waits before a write is attempted.
         batch_size: most records per store call, and the backlog that wakes the thread early.
+        spill_dir: where records wait on local disk while the store is down.
+        spill_after: records queued in memory before the rest goes to ``spill_dir``.
+        dead_letter_dir: where refused records are set aside (default ``spill_dir``; without
+            either, only the log keeps them).
     """
 
     def __init__(
@@ -86,6 +97,7 @@ class OutcomeWriter:
         batch_size: int = 5_000,
         spill_dir: Path | None = None,
         spill_after: int | None = None,
+        dead_letter_dir: Path | None = None,
     ) -> None:
         if max_pending < 1 or batch_size < 1 or flush_interval_s <= 0:
             raise ValueError("max_pending and batch_size must be >= 1, flush_interval_s > 0")
@@ -113,7 +125,12 @@ class OutcomeWriter:
 
         # While the store is down, records past ``spill_after`` go to local disk (so memory
         # stays bounded and new requests are still accepted) and come back once it answers.
-        self._spill = SpillDirectory(spill_dir) if spill_dir is not None else None
+        dead_letter_dir = dead_letter_dir if dead_letter_dir is not None else spill_dir
+        self._dead_letters = DeadLetters(dead_letter_dir) if dead_letter_dir is not None \
+            else None
+        self._dead_lettered_in_log = 0
+        self._spill = SpillDirectory(spill_dir, self._dead_letters) \
+            if spill_dir is not None else None
         self._spill_after = spill_after if spill_after is not None else max(1, max_pending // 2)
         self._spilled = 0
         self._replay_due = self._spill is not None  # files a crash or an outage left behind
@@ -177,6 +194,12 @@ class OutcomeWriter:
     def spilled(self) -> int:
         """Records on local disk waiting for the store to come back."""
         return self._spilled
+
+    @property
+    def dead_letters(self) -> int:
+        """Records the store refused one by one, set aside so that the rest get written."""
+        in_file = self._dead_letters.count if self._dead_letters is not None else 0
+        return in_file + self._dead_lettered_in_log
 
     @property
     def failing(self) -> bool:
@@ -355,33 +378,72 @@ class OutcomeWriter:
         return min(times) if times else None
 
     def _write_all(self) -> bool:
-        """Write every waiting record; False when a store call failed (the rest stays queued)."""
+        """Write every waiting record; False when the store failed (the rest stays queued)."""
         self._take_pending()
-        for queue, write in (
-            (self._predictions, self._store.write_predictions),
-            (self._feedback, self._store.write_feedback),
+        for kind, queue, write in (
+            ("predictions", self._predictions, self._store.write_predictions),
+            ("feedback", self._feedback, self._store.write_feedback),
         ):
             while queue.chunks:
                 batch = queue.take(self._batch_size)
-                try:
-                    write(batch)
-                except Exception as exc:
-                    # One transaction per call: nothing of this batch was written, retry it all.
-                    self._note_error(exc)
+                handled, written = self._write_isolating(kind, write, batch)
+                if handled:
+                    queue.drop(handled)
+                    oldest = self._oldest_inflight()
+                    with self._lock:
+                        self._inflight_oldest = oldest
+                        self._backlog -= handled
+                        self._written += written
+                if handled < len(batch):
                     logger.warning(
                         "outcome writer: writing %d records failed (%d waiting), will retry: %s",
-                        len(batch),
-                        self._backlog,
-                        self._last_error,
-                    )
+                        len(batch) - handled, self._backlog, self._last_error)
                     return False
-                queue.drop(len(batch))
-                oldest = self._oldest_inflight()
-                with self._lock:
-                    self._inflight_oldest = oldest
-                    self._backlog -= len(batch)
-                    self._written += len(batch)
         return True
+
+    def _write_isolating(self, kind: str, write: Callable[[Sequence[Any]], None],
+                         records: Sequence[Any]) -> tuple[int, int]:
+        """Write ``records`` in order, setting aside those the store refuses one by one.
+
+        Returns (records handled, of which written): handled short of ``len(records)`` means
+        the store failed, and the records from there on are still to be written.
+        """
+        try:
+            write(records)
+            return len(records), len(records)
+        except Exception as exc:
+            # One transaction per call: nothing of this call was written.
+            self._note_error(exc)
+            if not self._about_records(exc):
+                return 0, 0
+            if len(records) == 1:
+                self._set_aside(kind, records, exc)
+                return 1, 0
+        middle = len(records) // 2
+        first, first_written = self._write_isolating(kind, write, records[:middle])
+        if first < middle:
+            return first, first_written
+        second, second_written = self._write_isolating(kind, write, records[middle:])
+        return middle + second, first_written + second_written
+
+    def _about_records(self, exc: Exception) -> bool:
+        """True when a failed call is to be blamed on its records, not on the store.
+
+        A ``StoreError`` other than ``RecordError`` is the store being unavailable (wait and
+        retry); anything else is about what was written, provided the store still answers.
+        """
+        if isinstance(exc, StoreError) and not isinstance(exc, RecordError):
+            return False
+        return self._store.ping()
+
+    def _set_aside(self, kind: str, records: Sequence[Any], exc: Exception) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        if self._dead_letters is not None:
+            self._dead_letters.add_records(kind, records, error)
+            return
+        self._dead_lettered_in_log += len(records)
+        logger.error("outcome writer: %d record(s) the store cannot take dropped (no dead-letter "
+                     "directory): %s: %r", len(records), error, list(records))
 
     def _note_error(self, exc: BaseException) -> None:
         with self._lock:

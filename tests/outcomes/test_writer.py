@@ -338,7 +338,7 @@ def test_an_outage_spills_to_disk_and_replays_when_the_store_returns(
     assert writer.accepting
     store.down = False
     eventually(lambda: store.count_predictions() == 500, "all 500 written after the outage")
-    assert writer.spilled == 0 and not list((tmp_path / "spill").glob("*.pkl"))
+    assert writer.spilled == 0 and not list((tmp_path / "spill").glob("spill-*"))
     ids = [r.request_id for r in store.prediction_records()]
     assert sorted(ids) == sorted({f"r{i}-{j}" for i in range(50) for j in range(10)})
 
@@ -351,7 +351,7 @@ def test_closing_during_an_outage_leaves_records_for_the_next_start(
     writer.start()
     writer.submit_predictions([prediction(f"r{i}") for i in range(300)])
     writer.close(timeout=0.5)
-    assert down.count_predictions() == 0 and list((tmp_path / "spill").glob("spill-*.pkl"))
+    assert down.count_predictions() == 0 and list((tmp_path / "spill").glob("spill-*.jsonl"))
     up = KeptStore()
     again = make_writer(up, spill_dir=tmp_path / "spill", flush_interval_s=0.01)
     again.start()
