@@ -10,6 +10,7 @@ The tree::
     │   └── RecordError              record_unstorable (one record the store cannot encode)
     └── RequestError                 (turned into an HTTP answer by router.gateway.errors)
         ├── BadJSONError             bad_json           400
+        ├── InvalidHeaderError       invalid_header     400
         ├── UnsupportedMediaError    unsupported_media_type 415
         ├── PayloadTooLargeError     payload_too_large  413
         ├── InputValidationError     invalid_input      422 (detail: one entry per field)
@@ -103,6 +104,10 @@ class RequestError(RouterError):
 
 class BadJSONError(RequestError):
     code, status = "bad_json", 400
+
+
+class InvalidHeaderError(RequestError):
+    code, status = "invalid_header", 400
 
 
 class UnsupportedMediaError(RequestError):

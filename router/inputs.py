@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from router.errors import BadJSONError, InputValidationError, PayloadTooLargeErr
 
 # Top-level body keys besides the feature payload; a body sticky key is added per config.
 _ALWAYS_ALLOWED = frozenset({"user_id"})
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,16 +33,50 @@ class ParsedRequest:
 
 
 def decode_json(raw: bytes) -> Any:
-    """Decode a body; NaN and Infinity literals are let through so validation names the field."""
+    """Decode a body; NaN and Infinity literals are let through so validation names the field.
+
+    orjson is strict: nesting past 1,024 levels, an integer past 64 bits that no float holds,
+    a lone surrogate or invalid UTF-8 all fail. Only then is the standard library tried, for
+    the NaN/Infinity literals that ``json.dumps`` writes; it is held to the same rules, so that
+    whatever either decoder returns can be stored and rendered.
+    """
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        try:
-            # The standard library accepts NaN/Infinity (what json.dumps writes for them);
-            # decoding them lets the 422 name the field instead of a vague 400.
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise BadJSONError(f"body is not valid JSON: {exc}") from None
+        strict_error = exc
+    try:
+        # Integers past what a float holds become infinity, which validation names as not
+        # finite; the standard library would build a 400-digit int that fails later instead.
+        value = json.loads(raw, parse_int=_parse_int)
+    except RecursionError:
+        raise BadJSONError("body is not valid JSON: nested too deep",
+                           [{"field": "(body)", "message": "nested too deep"}]) from None
+    except (ValueError, UnicodeDecodeError):
+        raise BadJSONError(f"body is not valid JSON: {strict_error}") from None
+    if _holds_surrogate(value):
+        raise BadJSONError(f"body is not valid JSON: {strict_error}")
+    return value
+
+
+def _parse_int(digits: str) -> int | float:
+    # Up to 19 digits always fit in 64 bits, as orjson decodes them.
+    return int(digits) if len(digits.lstrip("-")) <= 19 else float(digits)
+
+
+def _holds_surrogate(value: Any) -> bool:
+    """Whether any key or string in the decoded document holds a lone surrogate."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if not item.isascii() and _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 def parse_predict_body(body: Any, feature_names: Sequence[str], *, max_batch: int,

@@ -22,6 +22,7 @@ from router.errors import (
     UnauthorizedError,
 )
 from router.gateway.endpoints import json_response, read_json, state_of
+from router.strings import MAX_REASON_LENGTH, text_problem
 from router.switch import switch
 from router.yamledit import EditRefused
 
@@ -29,7 +30,8 @@ TOKEN_ENV = "ROUTER_ADMIN_TOKEN"
 
 
 def check_token(request: Request) -> None:
-    token = os.environ.get(TOKEN_ENV, "")
+    # A blank or whitespace-only token is no token: no request could present it.
+    token = os.environ.get(TOKEN_ENV, "").strip()
     if not token:
         raise AdminDisabledError(f"admin routes are disabled: set {TOKEN_ENV} to enable them")
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
@@ -48,6 +50,9 @@ async def _reason(request: Request, default: str) -> str:
     if not isinstance(reason, str):
         raise InputValidationError('body must be {"reason": "..."} (optional)',
                                    [{"field": "reason", "message": "must be a string"}])
+    problem = text_problem(reason, max_length=MAX_REASON_LENGTH, prose=True)
+    if problem is not None:
+        raise InputValidationError(f"reason {problem}", [{"field": "reason", "message": problem}])
     return reason
 
 

@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from router.errors import (
     InputValidationError,
+    InvalidHeaderError,
     NotReadyError,
     PayloadTooLargeError,
     UnsupportedMediaError,
@@ -23,6 +24,7 @@ from router.inputs import decode_json, parse_predict_body
 from router.outcomes.records import FeedbackRecord
 from router.service import Answer
 from router.snapshot import Snapshot
+from router.strings import MAX_ID_LENGTH, MAX_LABEL_LENGTH, printable, text_problem
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None
@@ -116,9 +118,17 @@ def new_request_id() -> str:
 
 
 def request_id_of(request: Request) -> str:
-    """The client's X-Request-Id when it sent a usable one, else a fresh id."""
+    """The client's X-Request-Id when it sent one (refused if it could not be stored), else a
+    fresh id."""
     given = header_map(request).get(b"x-request-id")
-    request_id = given.decode("latin-1") if given and len(given) <= 200 else new_request_id()
+    if not given:
+        request_id = new_request_id()
+    else:
+        request_id = given.decode("latin-1")
+        problem = text_problem(request_id, max_length=MAX_ID_LENGTH)
+        if problem is not None:
+            raise InvalidHeaderError(f"X-Request-Id {problem}",
+                                     [{"header": "x-request-id", "message": problem}])
     request.scope["router.request_id"] = request_id
     return request_id
 
@@ -128,7 +138,7 @@ def unit_id_of(snapshot: Snapshot, request: Request, body: dict[str, Any]) -> st
     if key is None:
         return None
     if key.source == "header":
-        raw = header_map(request).get(key.name.lower().encode("latin-1"))
+        raw = header_map(request).get(key.name.encode("ascii"))
         value: Any = None if raw is None else raw.decode("latin-1")
     else:
         value = body.get(key.name)
@@ -138,6 +148,8 @@ def unit_id_of(snapshot: Snapshot, request: Request, body: dict[str, Any]) -> st
         raise InputValidationError(
             f"{key} must be a string or an integer",
             [{"field": key.name, "message": "must be a string or an integer"}])
+    if isinstance(value, str) and (problem := text_problem(value, max_length=MAX_ID_LENGTH)):
+        raise InputValidationError(f"{key} {problem}", [{"field": key.name, "message": problem}])
     return str(value)
 
 
@@ -230,25 +242,45 @@ def _feedback_item(item: Any, prefix: str, now: float, problems: list[dict[str, 
         return None
     before = len(problems)
     request_id = item.get("request_id")
-    if not isinstance(request_id, str) or not request_id:
+    if not isinstance(request_id, str):
         problems.append({"field": f"{prefix}request_id", "message": "must be a non-empty string"})
+    elif (problem := text_problem(request_id, max_length=MAX_FEEDBACK_ID_LENGTH)) is not None:
+        problems.append({"field": f"{prefix}request_id", "message": problem})
     unknown = [k for k in item if k not in ("request_id", "label", "value")]
-    problems.extend({"field": f"{prefix}{k}", "message": "unknown field"} for k in unknown)
+    problems.extend({"field": f"{prefix}{printable(k)}", "message": "unknown field"}
+                    for k in unknown)
     has_label, has_value = "label" in item, "value" in item
     label, value = item.get("label"), item.get("value")
     if has_label == has_value:
         problems.append({"field": f"{prefix}label",
                          "message": 'give exactly one of "label" (classes) or "value" (numbers)'})
-    elif has_label and (isinstance(label, bool) or not isinstance(label, str | int | float)):
-        problems.append({"field": f"{prefix}label", "message": "must be a string or a number"})
-    elif has_value and (isinstance(value, bool) or not isinstance(value, int | float)
-                        or not math.isfinite(value)):
+    elif has_label and (problem := _label_problem(label)) is not None:
+        problems.append({"field": f"{prefix}label", "message": problem})
+    elif has_value and not _finite_number(value):
         problems.append({"field": f"{prefix}value", "message": "must be a finite number"})
     if len(problems) > before:
         return None
     return FeedbackRecord(request_id=request_id, ts=now,
                           label=str(label) if has_label else None,
                           value=float(value) if has_value else None)
+
+
+# A batch row's id is the request id and ``:<index>``.
+MAX_FEEDBACK_ID_LENGTH = MAX_ID_LENGTH + 8
+
+
+def _finite_number(value: Any) -> bool:
+    if type(value) is int:
+        return abs(value) < 1e308  # float() of a larger one overflows
+    return type(value) is float and math.isfinite(value)
+
+
+def _label_problem(label: Any) -> str | None:
+    if isinstance(label, str):
+        return text_problem(label, max_length=MAX_LABEL_LENGTH)
+    if not _finite_number(label):
+        return "must be a string or a finite number"
+    return None
 
 
 async def config(request: Request) -> Response:

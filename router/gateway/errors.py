@@ -11,14 +11,44 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from router.errors import BackpressureError, RequestError, RouterError
+from router.strings import printable
 
 log = logging.getLogger("router.gateway")
 
 
 def error_response(status: int, code: str, message: str, detail: list[Any] | None = None,
                    headers: dict[str, str] | None = None) -> Response:
-    body = orjson.dumps({"error": code, "message": message, "detail": detail or []})
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
+    """The JSON error; it cannot fail itself, whatever text the message and detail carry."""
+    payload = {"error": code, "message": message, "detail": detail or []}
+    try:
+        body = orjson.dumps(payload)
+    except TypeError:
+        # Text UTF-8 cannot encode (a lone surrogate echoed from a request) or a value JSON
+        # has no form for: the same answer, with such text escaped and such values as text.
+        try:
+            body = orjson.dumps(_encodable(payload))
+        except TypeError:
+            body = orjson.dumps({"error": code, "message": printable(str(message)),
+                                 "detail": []})
+    try:
+        return Response(body, status_code=status, media_type="application/json",
+                        headers=headers)
+    except UnicodeEncodeError:  # a header value latin-1 cannot carry
+        return Response(body, status_code=status, media_type="application/json")
+
+
+def _encodable(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return printable(value)
+    if depth > 8:  # error details are shallow; anything deeper is shown as text
+        return printable(repr(value))
+    if isinstance(value, dict):
+        return {printable(str(k)): _encodable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_encodable(v, depth + 1) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return printable(repr(value))
 
 
 async def router_error(request: Request, exc: Exception) -> Response:

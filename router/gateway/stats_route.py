@@ -18,9 +18,11 @@ from router.errors import InputValidationError
 from router.gateway.endpoints import json_response, state_of
 from router.stats.loader import compute_report
 from router.stats.timeline import compute_timeline
+from router.strings import printable
 from router.switch import history_json
 
 HISTORY_LIMIT = 100  # switches answered by default: the latest ones
+MAX_HISTORY_LIMIT = 10_000
 
 
 def _alpha(raw: str | None) -> float | None:
@@ -62,9 +64,13 @@ async def timeline(request: Request) -> Response:
 def _limit(raw: str | None) -> int:
     if raw is None or raw == "":
         return HISTORY_LIMIT
-    if not raw.isdigit() or int(raw) < 1:
-        raise InputValidationError(f"limit must be a positive integer, got {raw!r}",
-                                   [{"field": "limit", "message": "a positive integer"}])
+    # isdecimal alone would let other scripts' digits through ("٣"), and int() of a huge one
+    # would reach the store as an integer it cannot bind.
+    if not (raw.isascii() and raw.isdecimal() and len(raw) <= 6) \
+            or not 1 <= int(raw) <= MAX_HISTORY_LIMIT:
+        message = f"a whole number from 1 to {MAX_HISTORY_LIMIT:,}"
+        raise InputValidationError(f"limit must be {message}, got {printable(raw)[:40]!r}",
+                                   [{"field": "limit", "message": message}])
     return int(raw)
 
 

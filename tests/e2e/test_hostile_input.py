@@ -1,0 +1,166 @@
+"""End to end: hostile and malformed requests against `router serve`, over real HTTP.
+
+Every answer to bad input is a 4xx JSON error naming what is wrong, and the keep-alive
+connection it came on serves the next request.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.configs import write_config
+from tests.e2e.server import Server, serve
+
+pytestmark = pytest.mark.e2e
+
+ROW = [5.1, 3.5, 1.4, 0.2]
+ADMIN_TOKEN = "s3cret"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, champion_dir: Path,
+           challenger_dir: Path) -> Iterator[Server]:
+    """A gateway in ab mode, units by ``body:user_id``, a real SQLite file, admin enabled."""
+    directory = tmp_path_factory.mktemp("hostile")
+    config = write_config(directory, champion=champion_dir, challenger=challenger_dir,
+                          experiment="hostile", store="sqlite:///outcomes.db",
+                          traffic={"challenger_percent": 50, "sticky_key": "body:user_id"})
+    with serve(config, directory, extra_env={"ROUTER_ADMIN_TOKEN": ADMIN_TOKEN}) as running:
+        yield running
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection that must stay open from request to request."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.http = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
+        self.http.connect()
+        self.socket = self.http.sock
+
+    def send(self, method: str, path: str, body: bytes | None = None,
+             headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any], Any]:
+        sent = {"Content-Type": "application/json", **(headers or {})}
+        self.http.request(method, path, body=body, headers=sent)
+        response = self.http.getresponse()
+        raw = response.read()
+        assert response.getheader("content-type", "").startswith("application/json"), raw
+        assert response.getheader("connection", "").lower() != "close", "connection closed"
+        assert self.http.sock is self.socket, "the connection was not kept alive"
+        return response.status, dict(response.getheaders()), json.loads(raw)
+
+    def close(self) -> None:
+        self.http.close()
+
+
+@pytest.fixture
+def connection(server: Server) -> Iterator[Connection]:
+    opened = Connection(server.url)
+    yield opened
+    opened.close()
+
+
+def good_predict(connection: Connection) -> None:
+    status, _, body = connection.send("POST", "/predict",
+                                      json.dumps({"features": ROW}).encode())
+    assert status == 200, body
+
+
+def deep(levels: int) -> bytes:
+    return b"[" * levels + b"]" * levels
+
+
+@pytest.mark.parametrize("path", ["/predict", "/feedback", "/v1/models/hostile:predict"])
+def test_deeply_nested_json_is_a_400_and_the_connection_stays(
+        connection: Connection, path: str) -> None:
+    """JSON nested 2,000 deep (4 KB) is refused as bad JSON on every POST route, never a 5xx."""
+    for body in (deep(2000), b'{"features": ' + deep(2000) + b', "x": NaN}'):
+        status, _, answer = connection.send("POST", path, body)
+        assert status == 400, answer
+        assert answer["error"] == "bad_json" and "deep" in answer["message"]
+    good_predict(connection)
+
+
+def test_a_400_digit_integer_in_feedback_is_a_422(connection: Connection) -> None:
+    """An integer no float can hold, as a value or a label, is named; the next request works."""
+    huge = "9" * 400
+    for field in ("value", "label"):
+        body = f'{{"request_id": "r-1", "{field}": {huge}}}'.encode()
+        status, _, answer = connection.send("POST", "/feedback", body)
+        assert status == 422, answer
+        assert answer["detail"][0]["field"] == field
+    status, _, answer = connection.send("POST", "/feedback",
+                                        b'{"request_id": "r-1", "label": "setosa"}')
+    assert status == 202, answer
+
+
+@pytest.mark.parametrize("body", [
+    b'{"features": {"\\udc00": 1.0}}',
+    b'{"features": [5.1, 3.5, 1.4, 0.2], "user_id": "\\udc00x"}',
+    b'{"features": [5.1, 3.5, 1.4, 0.2], "user_id": "a\\u0000b"}',
+])
+def test_unstorable_strings_in_a_prediction_are_refused(connection: Connection,
+                                                        body: bytes) -> None:
+    """A lone surrogate or a control character in a feature name or a user id: a JSON 4xx."""
+    status, _, answer = connection.send("POST", "/predict", body)
+    assert 400 <= status < 500, answer
+    assert answer["error"] in ("bad_json", "invalid_input")
+    good_predict(connection)
+
+
+@pytest.mark.parametrize("item", [
+    {"request_id": "\udc00x", "label": "benign"},
+    {"request_id": "r-2", "label": "\ud800"},
+    {"request_id": "r-2", "label": "a\x00b"},
+    {"request_id": "a\x1b[31mred", "label": "benign"},
+])
+def test_unstorable_strings_in_feedback_are_refused(connection: Connection,
+                                                    item: dict[str, str]) -> None:
+    """Feedback the store could not keep is refused at the door with a 4xx, not queued."""
+    status, _, answer = connection.send("POST", "/feedback", json.dumps(item).encode())
+    assert 400 <= status < 500, answer
+    status, _, _ = connection.send("POST", "/feedback",
+                                   b'{"request_id": "r-3", "label": "setosa"}')
+    assert status == 202
+
+
+@pytest.mark.parametrize("limit", ["99999999999999999999", "%C2%B2", "0", "-1", "abc", "1e3"])
+def test_history_limit_is_validated(connection: Connection, limit: str) -> None:
+    """``/history?limit=`` takes a whole number from 1 to 10,000; anything else is a 422."""
+    status, _, answer = connection.send("GET", f"/history?limit={limit}")
+    assert status == 422, answer
+    assert answer["detail"][0]["field"] == "limit"
+    status, _, answer = connection.send("GET", "/history?limit=10000")
+    assert status == 200 and answer == {"history": []}
+
+
+def test_bad_content_type_and_missing_route_keep_the_connection(
+        connection: Connection) -> None:
+    """415 and 404 answers leave the connection usable too."""
+    status, _, _ = connection.send("POST", "/predict", b"{}", {"Content-Type": "text/plain"})
+    assert status == 415
+    status, _, _ = connection.send("GET", "/nowhere")
+    assert status == 404
+    good_predict(connection)
+
+
+def test_whitespace_admin_token_means_disabled(tmp_path: Path, champion_dir: Path,
+                                               challenger_dir: Path) -> None:
+    """``ROUTER_ADMIN_TOKEN="   "`` no request could match: the routes are disabled (403)."""
+    config = write_config(tmp_path, champion=champion_dir, challenger=challenger_dir,
+                          store="sqlite:///outcomes.db")
+    with serve(config, tmp_path, extra_env={"ROUTER_ADMIN_TOKEN": "  \t "}) as running:
+        connection = Connection(running.url)
+        for authorization in ("Bearer   ", "Bearer", ""):
+            status, _, answer = connection.send("POST", "/admin/promote", b"",
+                                                {"Authorization": authorization})
+            assert status == 403, answer
+            assert answer["error"] == "admin_disabled"
+        connection.close()

@@ -1,0 +1,59 @@
+"""Bad input at the HTTP edge, in-process: the decoder, the error renderer, feedback checks."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from router.errors import BadJSONError, InputValidationError
+from router.gateway.endpoints import parse_feedback
+from router.gateway.errors import error_response
+from router.inputs import decode_json
+
+
+@pytest.mark.parametrize("raw", [
+    b"[" * 2000 + b"]" * 2000,
+    b'{"a": ' + b"[" * 2000 + b"]" * 2000 + b', "b": NaN}',
+    b'{"a": "\\udc00x"}',
+    b'{"a": NaN, "\\ud800": 1}',
+    b"\xff\xfe",
+])
+def test_decoder_refuses_what_it_cannot_give_back_safely(raw: bytes) -> None:
+    """Deep nesting, lone surrogates and invalid UTF-8 are bad JSON, with or without NaN."""
+    with pytest.raises(BadJSONError):
+        decode_json(raw)
+
+
+def test_decoder_keeps_nan_for_validation_and_turns_huge_integers_to_infinity() -> None:
+    """NaN still reaches validation (which names the field); a 400-digit integer is infinite."""
+    decoded = decode_json(b'{"a": NaN, "b": ' + b"9" * 400 + b', "c": 12}')
+    assert decoded["a"] != decoded["a"] and decoded["b"] == float("inf") and decoded["c"] == 12
+
+
+@pytest.mark.parametrize(("item", "field"), [
+    ({"request_id": "r", "value": 10**400}, "value"),
+    ({"request_id": "r", "label": 10**400}, "label"),
+    ({"request_id": "r", "label": float("nan")}, "label"),
+    ({"request_id": "\udc00x", "label": "benign"}, "request_id"),
+    ({"request_id": "r", "label": "a\x00b"}, "label"),
+    ({"request_id": "r" * 300, "label": "a"}, "request_id"),
+    ({"request_id": "r", "label": "a", "\udc00": 1}, "\\udc00"),
+])
+def test_feedback_the_store_could_not_keep_is_named(item: dict[str, object],
+                                                    field: str) -> None:
+    """Each unstorable feedback field is a 422 naming it, never a later failure in the writer."""
+    with pytest.raises(InputValidationError) as raised:
+        parse_feedback(item, max_batch=10)
+    assert field in [p["field"] for p in raised.value.detail]
+    orjson.dumps(raised.value.detail)  # the detail itself can be rendered
+
+
+def test_error_renderer_cannot_fail() -> None:
+    """A message, detail or header UTF-8 or latin-1 cannot carry still gives the JSON error."""
+    response = error_response(422, "invalid_input", "unknown feature \udc00",
+                              [{"field": "features.\udc00", "value": object()}],
+                              headers={"X-Request-Id": "日本"})
+    body = orjson.loads(response.body)
+    assert response.status_code == 422 and body["error"] == "invalid_input"
+    assert body["message"] == "unknown feature \\udc00"
+    assert body["detail"][0]["field"] == "features.\\udc00"
