@@ -647,44 +647,43 @@
     return parts;
   }
 
-  function driftStatus(psi) {
-    return !isNum(psi) ? null : psi >= 0.25 ? "major" : psi >= 0.1 ? "moderate" : "stable";
-  }
-
   function renderDrift(stats) {
     var drift = stats.drift || {};
     var features = drift.features || {};
+    var predictions = drift.predictions || {};
     var names = Object.keys(features).sort(function (a, b) {
       return (features[b].psi || 0) - (features[a].psi || 0);
     });
     var box = clear($("drift-table"));
     var flagged = names.filter(function (n) { return features[n].status && features[n].status !== "stable"; });
     $("drift-sub").textContent = "live inputs (latest " + count(drift.rows) + " requests) against " +
-      (drift.reference || "the champion") + "'s training data; PSI ≥ 0.1 moderate, ≥ 0.25 major" +
+      (drift.reference || "the champion") + "'s training data; a feature drifts when its PSI is ≥ 0.1 " +
+      "(moderate) or ≥ 0.25 (major) and more than noise (adjusted p < " + ((drift.thresholds || {}).alpha || 0.01) + ")" +
       (names.length ? " · " + flagged.length + " of " + names.length + " features drifted" : "");
     if (!names.length && !isNum(drift.prediction_psi)) { empty(box, "No requests yet."); return; }
     var scale = Math.max(0.3, Math.max.apply(null, names.map(function (n) { return features[n].psi || 0; })));
-    function row(name, psi, ks, status) {
+    function row(name, f) {
+      var status = f.status;
       var bar = el("span", { "class": "psi-bar " + (status || "") });
-      bar.style.width = (isNum(psi) ? Math.max(2, Math.round(48 * Math.min(psi, scale) / scale)) : 0) + "px";
+      bar.style.width = (isNum(f.psi) ? Math.max(2, Math.round(48 * Math.min(f.psi, scale) / scale)) : 0) + "px";
       return el("tr", null, [
         el("td", { "class": "name" }, breakable(name)),
-        el("td", { "class": "num" }, [sig(psi, 2), bar]),
-        el("td", { "class": "num", text: isNum(ks) ? pValue(ks) : "–" }),
+        el("td", { "class": "num" }, [sig(f.psi, 2), bar]),
+        el("td", { "class": "num", text: isNum(f.expected_psi) ? sig(f.expected_psi, 2) : "–" }),
+        el("td", { "class": "num", text: isNum(f.adjusted_p_value) ? pValue(f.adjusted_p_value) : "–" }),
         el("td", null, status ? el("span", { "class": "badge " + status, text: status }) : "–")
       ]);
     }
     var body = el("tbody");
     var shown = driftAll ? names : names.slice(0, DRIFT_ROWS);
-    shown.forEach(function (n) { body.appendChild(row(n, features[n].psi, features[n].ks_p_value, features[n].status)); });
-    body.appendChild(row("predictions (champion)", drift.prediction_psi, null, driftStatus(drift.prediction_psi)));
-    if (stats.variants.challenger) {
-      body.appendChild(row("predictions (challenger)", drift.challenger_prediction_psi, null,
-                           driftStatus(drift.challenger_prediction_psi)));
-    }
+    shown.forEach(function (n) { body.appendChild(row(n, features[n])); });
+    ["champion", "challenger"].forEach(function (role) {
+      if (predictions[role] && stats.variants[role]) body.appendChild(row("predictions (" + role + ")", predictions[role]));
+    });
     box.appendChild(el("table", null, [
       el("thead", null, el("tr", null, [el("th", { text: "feature" }), el("th", { "class": "num", text: "PSI" }),
-                                         el("th", { "class": "num", text: "KS p" }), el("th", { text: "status" })])),
+                                         el("th", { "class": "num", text: "noise", title: "the PSI expected from sampling noise alone at these sizes" }),
+                                         el("th", { "class": "num", text: "adj. p" }), el("th", { text: "status" })])),
       body
     ]));
     if (names.length > DRIFT_ROWS) {

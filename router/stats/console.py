@@ -201,15 +201,18 @@ def _fmt_signed(value: float | None) -> str:
 
 def _drift(d: Mapping[str, Any]) -> list[str]:
     lines = [f"DRIFT  latest {d['rows']:,} requests against {d['reference']}'s training data",
-             f"  {'feature':<26}{'PSI':>10}{'KS p':>12}  status"]
-    for name, f in d["features"].items():
-        psi = "-" if f["psi"] is None else f"{f['psi']:.4f}"
-        lines.append(f"  {name[:26]:<26}{psi:>10}{_p(f['ks_p_value']):>12}  "
-                     f"{f['status'] or '-'}")
-    for label, key in (("predictions (champion)", "prediction_psi"),
-                       ("predictions (challenger)", "challenger_prediction_psi")):
-        if d.get(key) is not None:
-            lines.append(f"  {label:<26}{d[key]:>10.4f}")
+             f"  {'feature':<26}{'PSI':>9}{'noise':>9}{'adj. p':>12}  status"]
+
+    def line(name: str, f: Mapping[str, Any]) -> str:
+        psi = "-" if f.get("psi") is None else f"{f['psi']:.4f}"
+        noise = "-" if f.get("expected_psi") is None else f"{f['expected_psi']:.4f}"
+        return (f"  {name[:26]:<26}{psi:>9}{noise:>9}{_p(f.get('adjusted_p_value')):>12}  "
+                f"{f.get('status') or '-'}")
+
+    lines += [line(name, f) for name, f in d["features"].items()]
+    for role, f in (d.get("predictions") or {}).items():
+        if f.get("psi") is not None:
+            lines.append(line(f"predictions ({role})", f))
     return lines
 
 

@@ -1,4 +1,5 @@
-"""PSI over saved reference histograms, re-binning live values, and the KS p-value."""
+"""PSI over saved reference histograms, re-binning live values, the KS p-value, and whether
+a PSI is more than the noise of its sample sizes."""
 
 from __future__ import annotations
 
@@ -6,9 +7,17 @@ import math
 
 import numpy as np
 import pytest
-from scipy.stats import ks_2samp
+from scipy.stats import chi2_contingency, ks_2samp
+from statsmodels.stats.multitest import multipletests
 
 from router.stats import bin_counts, ks_p_value, psi, sample_from_histogram
+from router.stats.drift import (
+    PSI_MODERATE,
+    adjusted_p_values,
+    drift_status,
+    expected_psi,
+    shift_test,
+)
 
 
 def test_psi_by_hand() -> None:
@@ -115,3 +124,114 @@ def test_sample_from_histogram_rejects_bad_counts(counts: list[float]) -> None:
     """Counts must be one whole non-negative number per bin."""
     with pytest.raises(ValueError):
         sample_from_histogram([0.0, 1.0, 2.0, 3.0], counts)
+
+
+# -- whether a PSI is more than noise -----------------------------------------------------------
+
+
+def _features(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Eight features of unlike shapes: normal, skewed, bounded, heavy-tailed and lumpy."""
+    return np.column_stack([
+        rng.normal(size=n), rng.normal(3.0, 2.0, size=n), rng.lognormal(size=n),
+        rng.exponential(size=n), rng.uniform(size=n), rng.standard_t(4, size=n),
+        rng.poisson(3.0, size=n).astype(float), rng.gamma(2.0, size=n),
+    ])
+
+
+def _statuses(training: np.ndarray, live: np.ndarray) -> list[str | None]:
+    tests = []
+    for j in range(training.shape[1]):
+        counts, edges = np.histogram(training[:, j], bins=10)
+        tests.append(shift_test(counts, bin_counts(live[:, j], edges)))
+    adjusted = adjusted_p_values([t.p_value for t in tests])
+    return [drift_status(t.psi, q) for t, q in zip(tests, adjusted, strict=True)]
+
+
+def test_same_distribution_is_stable_over_twenty_seeds() -> None:
+    """300 training rows and 1,000 live rows of the same distribution: over 20 seeds of eight
+    features at most one feature is flagged in total (PSI alone flags far more)."""
+    flagged = psi_alone = 0
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        training, live = _features(rng, 300), _features(rng, 1000)
+        flagged += sum(s != "stable" for s in _statuses(training, live))
+        for j in range(training.shape[1]):
+            counts, edges = np.histogram(training[:, j], bins=10)
+            psi_alone += psi(counts, bin_counts(live[:, j], edges)) >= PSI_MODERATE
+    assert flagged <= 1
+    assert psi_alone > flagged
+
+
+def test_half_a_standard_deviation_on_one_feature_is_flagged_and_no_other() -> None:
+    """A 0.5-sd shift of the first feature is flagged in each of 20 seeds; the others are
+    flagged at most once in total."""
+    others = 0
+    for seed in range(20):
+        rng = np.random.default_rng(100 + seed)
+        training, live = _features(rng, 300), _features(rng, 1000)
+        live[:, 0] += 0.5
+        statuses = _statuses(training, live)
+        assert statuses[0] in ("moderate", "major"), seed
+        others += sum(s != "stable" for s in statuses[1:])
+    assert others <= 1
+
+
+def test_shift_test_p_value_is_scipys_chi_square_on_the_table() -> None:
+    """Without sparse bins the p-value is chi2_contingency's on the 2 x k table as given."""
+    reference, current = [40, 60, 80, 70, 50], [100, 150, 260, 240, 250]
+    got = shift_test(reference, current)
+    expected = chi2_contingency(np.array([reference, current]), correction=False)
+    assert got.p_value == pytest.approx(expected.pvalue, rel=1e-12)
+    assert got.bins_tested == 5
+    assert got.psi == pytest.approx(psi(reference, current))
+
+
+def test_shift_test_merges_sparse_bins_before_testing() -> None:
+    """Adjacent bins expecting fewer than 5 observations are pooled for the test, never the PSI:
+    here the two sparse tail bins join their neighbours."""
+    reference, current = [1, 30, 40, 29, 0], [3, 95, 130, 100, 4]
+    got = shift_test(reference, current)
+    merged = np.array([[31, 40, 29], [98, 130, 104]])
+    assert got.bins_tested == 3
+    assert got.p_value == pytest.approx(chi2_contingency(merged, correction=False).pvalue)
+
+
+def test_shift_test_with_too_few_observations_tests_nothing() -> None:
+    """Three reference rows cannot fill two bins of five expected each: p-value 1."""
+    got = shift_test([1, 1, 1], [300, 300, 300])
+    assert (got.bins_tested, got.p_value) == (1, 1.0)
+
+
+def test_expected_psi_is_the_mean_psi_of_same_distribution_samples() -> None:
+    """(k - 1)(1/n + 1/m) against the mean PSI of 4,000 pairs of multinomial draws."""
+    rng = np.random.default_rng(7)
+    shares = np.array([0.02, 0.05, 0.1, 0.15, 0.18, 0.18, 0.15, 0.1, 0.05, 0.02])
+    values = [psi(rng.multinomial(300, shares), rng.multinomial(1000, shares))
+              for _ in range(4000)]
+    assert expected_psi(10, 300, 1000) == pytest.approx(9 * (1 / 300 + 1 / 1000))
+    assert np.mean(values) == pytest.approx(expected_psi(10, 300, 1000), rel=0.1)
+    assert shift_test([6, 15, 30, 45, 54, 54, 45, 30, 15, 6],
+                      [20, 50, 100, 150, 180, 180, 150, 100, 50, 20]
+                      ).expected_psi == pytest.approx(expected_psi(10, 300, 1000))
+
+
+def test_adjusted_p_values_are_benjamini_hochberg_as_statsmodels_computes_them() -> None:
+    """The adjustment equals statsmodels' fdr_bh; untested entries stay None."""
+    raw = [0.001, 0.02, None, 0.04, 0.3, 0.0001]
+    got = adjusted_p_values(raw)
+    tested = [p for p in raw if p is not None]
+    expected = iter(multipletests(tested, method="fdr_bh")[1])
+    for value, p in zip(got, raw, strict=True):
+        if p is None:
+            assert value is None
+        else:
+            assert value == pytest.approx(next(expected), rel=1e-12)
+
+
+@pytest.mark.parametrize(("value", "adjusted", "status"), [
+    (0.3, 0.001, "major"), (0.15, 0.001, "moderate"), (0.05, 0.0, "stable"),
+    (0.3, 0.2, "stable"), (0.3, None, "stable"), (None, None, None)])
+def test_drift_status_needs_a_large_psi_and_significance(
+        value: float | None, adjusted: float | None, status: str | None) -> None:
+    """A shift is named only when PSI is over its threshold and the adjusted p under alpha."""
+    assert drift_status(value, adjusted) == status

@@ -1,0 +1,93 @@
+"""End to end: drift, rolling quality and output monitoring of a real `router serve`."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from router.artifacts import save_model
+from router.stats.drift import bin_counts, expected_psi, psi
+from tests.configs import write_config
+from tests.e2e.server import Server, serve
+from tests.e2e.test_stats import stats_when
+
+pytestmark = pytest.mark.e2e
+
+FEATURES = ("f0", "f1", "f2", "f3", "f4")
+
+
+def draw(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Five standard normal features; the label is "yes" when f0 + f1 + noise is positive."""
+    X = rng.normal(size=(n, len(FEATURES)))
+    y = np.where(X[:, 0] + X[:, 1] + rng.normal(0.0, 0.5, n) > 0, "yes", "no")
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def model_300(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """StandardScaler + LogisticRegression trained on 300 rows: the reference is 300 rows."""
+    X, y = draw(np.random.default_rng(0), 300)
+    model = Pipeline([("scale", StandardScaler()), ("model", LogisticRegression())]).fit(X, y)
+    return save_model(model, tmp_path_factory.mktemp("models") / "lr" / "1", name="lr",
+                      version="1", X_train=X, y_train=y, feature_names=FEATURES,
+                      metrics={"accuracy": float(model.score(X, y))})
+
+
+def send(server: Server, X: np.ndarray, threads: int = 8) -> list[dict[str, Any]]:
+    """One request per row, from ``threads`` threads at once; the answers in row order."""
+    with httpx.Client(base_url=server.url, timeout=30,
+                      limits=httpx.Limits(max_connections=threads)) as client:
+        def one(row: np.ndarray) -> dict[str, Any]:
+            response = client.post("/predict", json={"features": row.round(4).tolist()})
+            assert response.status_code == 200, response.text
+            return dict(response.json())
+
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(one, X))
+
+
+def drift_after(tmp_path: Path, model: Path, X: np.ndarray, store: str) -> dict[str, Any]:
+    config = write_config(tmp_path, champion=model, mode="single", store=store,
+                          name=f"{store.rsplit('/', 1)[-1]}.yaml")
+    with serve(config, tmp_path) as server:
+        send(server, X)
+        body = stats_when(server, lambda b: b["drift"]["rows"] == len(X))
+    assert body["drift"]["rows"] == len(X)
+    return dict(body["drift"])
+
+
+def test_drift_through_the_gateway_flags_a_half_sd_shift_and_nothing_else(
+        tmp_path: Path, model_300: Path) -> None:
+    """1,000 requests like the 300 training rows: every feature stable; the same with f2
+    shifted by half a standard deviation: f2 flagged, the others stable."""
+    rng = np.random.default_rng(1)
+    same, _ = draw(rng, 1000)
+    shifted = same.copy()
+    shifted[:, 2] += 0.5
+
+    drift = drift_after(tmp_path, model_300, same, "sqlite:///same.db")
+    reference = json.loads((model_300 / "metadata.json").read_text())["reference"]["features"]
+    for j, name in enumerate(FEATURES):
+        feature = drift["features"][name]
+        live = bin_counts(same[:, j].round(4), reference[name]["edges"])
+        assert feature["psi"] == pytest.approx(psi(reference[name]["counts"], live))
+        assert feature["expected_psi"] == pytest.approx(
+            expected_psi(int(np.count_nonzero(np.add(reference[name]["counts"], live))),
+                         300, 1000))
+        assert feature["status"] == "stable", (name, feature)
+    assert drift["predictions"]["champion"]["status"] == "stable"
+
+    drift = drift_after(tmp_path, model_300, shifted, "sqlite:///shifted.db")
+    statuses = {name: drift["features"][name]["status"] for name in FEATURES}
+    assert statuses.pop("f2") in ("moderate", "major"), drift["features"]["f2"]
+    assert set(statuses.values()) == {"stable"}, drift["features"]
+    assert drift["features"]["f2"]["adjusted_p_value"] < 0.01
