@@ -12,11 +12,13 @@ gateway and wait while it drains its outcome log into the store.
 from __future__ import annotations
 
 import contextlib
+import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -31,12 +33,25 @@ from router.simulate import (
     holdout_rows,
 )
 
-__all__ = ["DemoError", "DemoOptions", "run_demo"]
+__all__ = ["DemoError", "DemoOptions", "admin_token", "run_demo"]
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 60.0
 SERVER_LOG = Path("var/demo-server.log")
 VERDICTS = ("promote", "rollback")
+TOKEN_ENV = "ROUTER_ADMIN_TOKEN"  # as router.gateway.admin reads it; not imported: no Starlette
+
+
+def admin_token(environ: Mapping[str, str]) -> tuple[str, bool]:
+    """The token the demo's admin routes take, and whether it was made here.
+
+    A ``ROUTER_ADMIN_TOKEN`` already set is kept, so the user's own scripts keep working; else
+    a random one is made for this run (the gateway disables its admin routes without one).
+    """
+    given = environ.get(TOKEN_ENV, "").strip()
+    if given:
+        return given, False
+    return secrets.token_urlsafe(32), True
 
 
 class DemoError(Exception):
@@ -127,7 +142,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 class _Gateway:
     """A ``router serve`` child process in its own session, its output in a log file."""
 
-    def __init__(self, options: DemoOptions, config: Path) -> None:
+    def __init__(self, options: DemoOptions, config: Path, token: str) -> None:
         self.url = f"http://{options.host}:{options.port}"
         self.log = options.root / SERVER_LOG
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -136,7 +151,8 @@ class _Gateway:
         with self.log.open("wb") as sink:
             self.process = subprocess.Popen(command, cwd=options.root, stdout=sink,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
+                                            start_new_session=True,
+                                            env={**os.environ, TOKEN_ENV: token})
 
     def tail(self, lines: int = 15) -> str:
         text = self.log.read_text(errors="replace").splitlines()
@@ -233,7 +249,8 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
         config = _prepare(options, out)
         X, y, names = holdout_rows(options.root / HOLDOUT_PATH)
         before = _count_predictions(options.root)
-        gateway = _Gateway(options, config)
+        token, generated = admin_token(os.environ)
+        gateway = _Gateway(options, config, token)
         simulator: Simulator | None = None
         try:
             print(f"starting the gateway on {gateway.url} (log: {gateway.log})", file=out,
@@ -249,6 +266,12 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
             print(f"dashboard: {gateway.url}/dashboard", file=out)
             print(f"results: {gateway.url}/stats (JSON), `router stats --url {gateway.url}`; "
                   f"metrics: {gateway.url}/metrics", file=out)
+            if generated:
+                # Printed last, beside the address: the README's admin examples read it.
+                print("admin routes (POST /admin/promote, /admin/rollback) take a token made "
+                      f"for this run; in another shell: export {TOKEN_ENV}={token}", file=out)
+            else:
+                print(f"admin routes take the {TOKEN_ENV} set in this shell", file=out)
             print(f"serving on {gateway.url} until Ctrl-C", file=out, flush=True)
             while gateway.alive():
                 time.sleep(0.2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -11,12 +12,16 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from router.demo import train_demo
+from router.livedemo import admin_token
 from router.outcomes import open_store
 from tests.e2e.server import REPO_ROOT, free_port
 
@@ -28,12 +33,13 @@ DEADLINE_S = 120.0  # only guards against a hang: training and starting take a f
 class Demo:
     """A `router demo` process whose output lines are read as they come."""
 
-    def __init__(self, root: Path, *args: str) -> None:
+    def __init__(self, root: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
         command = [sys.executable, "-m", "router.cli", "demo", "--dir", str(root),
-                   "--port", str(free_port()), "--seed", "1", *args]
+                   "--port", str(self.port), "--seed", "1", *args]
+        environ = {**(os.environ if env is None else env), "PYTHONPATH": str(REPO_ROOT)}
         self.process = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True,
-                                        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+                                        stderr=subprocess.STDOUT, text=True, env=environ)
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -97,8 +103,8 @@ def answered_at_stop(demo: Demo) -> int:
 def start_demo() -> Iterator[Callable[..., Demo]]:
     demos: list[Demo] = []
 
-    def start(root: Path, *args: str) -> Demo:
-        demos.append(Demo(root, *args))
+    def start(root: Path, *args: str, env: dict[str, str] | None = None) -> Demo:
+        demos.append(Demo(root, *args, env=env))
         return demos[-1]
 
     yield start
@@ -145,3 +151,45 @@ def test_ctrl_c_during_the_traffic_logs_every_answer(start_demo: Callable[..., D
     assert 100 <= answered < 100_000
     assert stored(root) == (answered, answered), "\n".join(demo.lines)
     assert "Traceback" not in "\n".join(demo.lines)
+
+
+def admin_post(port: int, route: str, token: str | None) -> tuple[int, dict[str, Any]]:
+    """POST to the demo's gateway with an optional bearer token: (status, JSON body)."""
+    headers = {"content-type": "application/json"}
+    if token is not None:
+        headers["authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{route}", data=b"{}",
+                                     headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_demo_prints_the_admin_token_its_gateway_takes(start_demo: Callable[..., Demo],
+                                                       trained: Path, tmp_path: Path) -> None:
+    """Without ROUTER_ADMIN_TOKEN the demo makes one, gives it to its gateway and prints it, so
+    the README's admin examples work as written."""
+    root = tmp_path / "demo"
+    shutil.copytree(trained, root)
+    env = {k: v for k, v in os.environ.items() if k != "ROUTER_ADMIN_TOKEN"}
+    demo = start_demo(root, "--max-requests", "200", "--round", "200", env=env)
+    line = demo.wait_for(r"ROUTER_ADMIN_TOKEN=")
+    demo.wait_for(r"until Ctrl-C$")
+    token = re.search(r"export ROUTER_ADMIN_TOKEN=(\S+)", line)
+    assert token, line
+    assert len(token.group(1)) >= 32
+    assert admin_post(demo.port, "/admin/rollback", "not-the-token")[0] == 401
+    status, body = admin_post(demo.port, "/admin/promote", token.group(1))
+    assert status == 200, body
+    assert body["action"] == "promote" and body["to"] == "breast-cancer-rf"
+    assert demo.interrupt() == 0, "\n".join(demo.lines)
+
+
+def test_a_token_already_in_the_environment_is_the_one_used() -> None:
+    """A ROUTER_ADMIN_TOKEN the user set is kept; a blank one is replaced by a random one."""
+    assert admin_token({"ROUTER_ADMIN_TOKEN": "mine"}) == ("mine", False)
+    generated, made = admin_token({"ROUTER_ADMIN_TOKEN": "  "})
+    assert made and generated.strip() == generated and len(generated) >= 32
+    assert admin_token({})[0] != admin_token({})[0]
