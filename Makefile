@@ -10,7 +10,7 @@ PORT ?= 8000
 $(BIN)/router: pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,postgres,fast,docs]'
+	$(BIN)/pip install --quiet -e '.[dev,postgres,fast,docs,skops,sign]'
 	touch $@
 
 install: $(BIN)/router

@@ -5,7 +5,8 @@ The tree::
     RouterError                      code
     ├── ConfigError                  invalid_config   (problems: key path + line each)
     ├── ModelLoadError               model_load_failed (names the directory)
-    │   └── DigestMismatchError      digest_mismatch  (names the file and both digests)
+    │   ├── DigestMismatchError      digest_mismatch  (names the file and both digests)
+    │   └── UntrustedModelError      untrusted_model  (outside model_roots, unsigned, bad signature)
     ├── StoreError                   store_unavailable
     │   └── RecordError              record_unstorable (one record the store cannot encode)
     └── RequestError                 (turned into an HTTP answer by router.gateway.errors)
@@ -81,6 +82,13 @@ class DigestMismatchError(ModelLoadError):
     """``model.joblib`` does not match the sha256 recorded in ``metadata.json``."""
 
     code = "digest_mismatch"
+
+
+class UntrustedModelError(ModelLoadError):
+    """A model directory outside ``model_roots``, or unsigned or wrongly signed when a public
+    key is required."""
+
+    code = "untrusted_model"
 
 
 class StoreError(RouterError):

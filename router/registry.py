@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from sklearn.svm import SVC, NuSVC
 from router.artifacts import (
     METADATA_FILE,
     MODEL_FILE,
+    SIGNATURE_FILE,
+    SKOPS_FILE,
     ModelArtifact,
     file_sha256,
     final_estimator,
@@ -21,6 +24,8 @@ from router.artifacts import (
     predict_quietly,
     to_native,
 )
+from router.artifacts.load import check_inside_roots
+from router.artifacts.trust import ModelTrust
 from router.engines import SKLEARN, OnnxRunner, choose_engine
 from router.forest import DirectForest, direct_forest
 
@@ -194,26 +199,39 @@ class ServedModel:
 class ModelRegistry:
     """Loads model directories into :class:`ServedModel` objects, once per file content.
 
-    The cache key is the resolved directory plus the sha256 of ``model.joblib`` and of
-    ``metadata.json`` as they are on disk now, so a changed file (or changed metadata) reloads
-    and an unchanged one returns the very same object. One entry is kept per directory: a
-    reload replaces it (callers still holding the old object keep using it). Loading is
-    thread-safe; concurrent loads of one directory load it once.
+    The cache key is the resolved directory plus the sha256 of each file a load reads or
+    checks (``metadata.json``, the model file, ``signature.json``) as they are on disk now, so a
+    changed file reloads and an unchanged one returns the very same object. One entry is kept
+    per directory: a reload replaces it (callers still holding the old object keep using it).
+    Loading is thread-safe; concurrent loads of one directory load it once.
+
+    ``trust`` (a public key that signatures must verify with, extra skops types) defaults to
+    :meth:`ModelTrust.from_env`, so every registry of a process, the shadow worker's too,
+    trusts what ``router serve`` was started with.
     """
 
-    def __init__(self) -> None:
+    _CHECKED_FILES = (METADATA_FILE, MODEL_FILE, SKOPS_FILE, SIGNATURE_FILE)
+
+    def __init__(self, trust: ModelTrust | None = None) -> None:
+        self.trust = trust if trust is not None else ModelTrust.from_env()
         self._lock = threading.Lock()
         self._directory_locks: dict[Path, threading.Lock] = {}
-        self._entries: dict[Path, tuple[tuple[str, str], ServedModel]] = {}
+        self._entries: dict[Path, tuple[tuple[str, ...], ServedModel]] = {}
 
-    def _digests(self, directory: Path) -> tuple[str, str] | None:
-        try:
-            return file_sha256(directory / MODEL_FILE), file_sha256(directory / METADATA_FILE)
-        except OSError:
-            return None
+    def _digests(self, directory: Path) -> tuple[str, ...] | None:
+        digests = []
+        for name in self._CHECKED_FILES:
+            try:
+                digests.append(file_sha256(directory / name))
+            except FileNotFoundError:
+                digests.append("")
+            except OSError:
+                return None
+        return tuple(digests) if digests[0] else None
 
-    def load(self, path: str | Path) -> ServedModel:
-        """The served model of the directory at ``path``.
+    def load(self, path: str | Path, model_roots: Sequence[Path] = ()) -> ServedModel:
+        """The served model of the directory at ``path``, which must lie inside
+        ``model_roots`` when any are given.
 
         Raises :class:`~router.errors.ModelLoadError` as :func:`~router.artifacts.load_model`.
         """
@@ -224,8 +242,13 @@ class ModelRegistry:
             digests = self._digests(directory)
             entry = self._entries.get(directory)
             if entry is not None and digests is not None and entry[0] == digests:
+                if model_roots:
+                    # Checked again on a cache hit: the roots are the config's, which changes.
+                    check_inside_roots(Path(path), model_roots)
                 return entry[1]
-            served = ServedModel(load_model(directory))
+            served = ServedModel(load_model(
+                Path(path), trusted_types=self.trust.trusted_types,
+                public_key=self.trust.public_key, model_roots=model_roots))
             # Files that appeared between hashing and loading: serve them, cache next time.
             if digests is not None:
                 self._entries[directory] = (digests, served)
