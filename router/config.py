@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,10 +15,17 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from router.errors import ConfigError, ConfigProblem
+from router.strings import text_problem
 
 MODES = ("ab", "shadow", "single")
 METRICS = ("accuracy", "log_loss", "mae", "rmse")
 DEFAULT_STORE = "sqlite:///var/outcomes.db"
+MAX_TEXT_LENGTH = 4_096  # a name, a path or a URL
+# ruamel.yaml parses in pure Python and recursively: a 1,000-deep flow sequence took it
+# seconds and then failed on Python's recursion limit, and a 280 KB file took over 20 s on a
+# busy machine. Configs are a few KB; these bounds keep a bad file from occupying the watcher.
+MAX_CONFIG_BYTES = 65_536
+MAX_CONFIG_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -263,7 +271,16 @@ def _integer(low: int) -> Callable[[Any], int]:
 def _text(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise _Invalid(f"must be a non-empty string, got {_kind(value)}")
+    # Names, paths and URLs reach the log, headers and the file system: a NUL byte in a path
+    # or a lone surrogate in a name would fail there, on every request, instead of here.
+    problem = text_problem(value, max_length=MAX_TEXT_LENGTH)
+    if problem is not None:
+        raise _Invalid(problem)
     return value
+
+
+# An HTTP header name (RFC 9110 "token"): what a request can carry and uvicorn can match.
+_HTTP_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 def _boolean(value: Any) -> bool:
@@ -284,6 +301,9 @@ def _sticky_key(value: Any) -> StickyKey:
     source, _, name = _text(value).partition(":")
     if source not in ("header", "body") or not name:
         raise _Invalid(f"must be header:<name> or body:<field>, got {value!r}")
+    if source == "header" and not _HTTP_TOKEN.fullmatch(name):
+        raise _Invalid(f"header name {name!r} is not an HTTP token (letters, digits and "
+                       "!#$%&'*+-.^_`|~ only), so no request could carry it")
     return StickyKey(source, name.lower() if source == "header" else name)
 
 
@@ -310,8 +330,12 @@ _TOP_KEYS = ("experiment", "mode", "champion", "challenger", "previous", "traffi
 def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None = None
                  ) -> RouterConfig:
     """Parse and validate YAML text; raise ``ConfigError`` listing every problem found."""
+    _check_bounds(text, source)
     try:
         root = YAML(typ="rt").load(text)
+    except RecursionError:
+        raise ConfigError(source, [ConfigProblem(
+            "(file)", None, f"nested deeper than {MAX_CONFIG_DEPTH} levels")]) from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -423,6 +447,43 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
         previous=previous, traffic=traffic, shadow=shadow, analysis=analysis, rollout=rollout,
         store=store, limits=limits, batching=batching, source=source, lines=r.lines,
     )
+
+
+# Brackets and braces, skipping quoted strings and comments, which may hold them as text.
+_FLOW_TOKEN = re.compile(
+    r"""[\[\]{}]|"(?:[^"\\\n]|\\.)*"|'(?:[^'\n]|'')*'|(?:^|(?<=\s))#[^\n]*""", re.MULTILINE)
+
+
+def _check_bounds(text: str, source: str) -> None:
+    """Refuse a file too large or too deeply nested before the YAML parser sees it."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(source, [ConfigProblem(
+            "(file)", None, f"is {size:,} bytes, over the limit of {MAX_CONFIG_BYTES:,}")])
+    flow = 0
+    indents: list[int] = []
+    for match in _FLOW_TOKEN.finditer(text):
+        token = match.group()
+        if token in "[{":
+            flow += 1
+            if flow > MAX_CONFIG_DEPTH:
+                line = text.count("\n", 0, match.start()) + 1
+                raise ConfigError(source, [ConfigProblem(
+                    "(file)", line, f"nested deeper than {MAX_CONFIG_DEPTH} levels")])
+        elif token in "]}":
+            flow = max(0, flow - 1)
+    # Block nesting: each line indented deeper than the one it belongs to opens a level.
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.lstrip(" ")
+        if not stripped or stripped.startswith("#"):
+            continue
+        indent = len(line) - len(stripped)
+        while indents and indents[-1] >= indent:
+            indents.pop()
+        indents.append(indent)
+        if len(indents) > MAX_CONFIG_DEPTH:
+            raise ConfigError(source, [ConfigProblem(
+                "(file)", number, f"nested deeper than {MAX_CONFIG_DEPTH} levels")])
 
 
 def load_config(path: str | Path, *, base_dir: Path | None = None) -> RouterConfig:

@@ -85,6 +85,13 @@ class Reloader:
                 self.last_error = exc.message
                 log.warning("config %s not applied: %s", self.path, exc.message)
                 raise
+            except Exception as exc:
+                # Not a fault the checks know yet (a bug, or a file system surprise): it is
+                # still this file that was not applied, and /config must say so.
+                self.failures += 1
+                self.last_error = f"{self.path}: not applied: {type(exc).__name__}: {exc}"
+                log.exception("config %s not applied", self.path)
+                raise
             self.last_error = None
             if snapshot.revision == current.revision \
                     and snapshot.config.experiment == current.config.experiment:
@@ -152,8 +159,7 @@ class Reloader:
                 continue
             try:
                 await asyncio.to_thread(self.reload)
-            except RouterError:
-                continue  # reported through last_error; the running snapshot stays
             except Exception:
-                # A bug must not end the watcher: later saves still need to apply.
-                log.exception("unexpected error while reloading %s", self.path)
+                # Reported through last_error (and logged); the running snapshot stays, and
+                # the watcher goes on: later saves still need to apply.
+                continue

@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx2 as httpx
 import pytest
 
 from tests.configs import write_config
-from tests.e2e.server import Server, serve
+from tests.e2e.server import REPO_ROOT, Server, serve
 
 pytestmark = pytest.mark.e2e
 
@@ -164,3 +169,55 @@ def test_whitespace_admin_token_means_disabled(tmp_path: Path, champion_dir: Pat
             assert status == 403, answer
             assert answer["error"] == "admin_disabled"
         connection.close()
+
+
+def wait_for_config(url: str, check: Any, timeout: float = 10.0) -> dict[str, Any]:
+    """Poll ``/config`` until ``check(payload)`` holds; the last payload either way."""
+    deadline = time.monotonic() + timeout
+    while True:
+        payload = httpx.get(f"{url}/config", timeout=5).json()
+        if check(payload) or time.monotonic() > deadline:
+            return payload  # type: ignore[no-any-return]
+        time.sleep(0.1)
+
+
+def test_reload_failures_are_reported_and_do_not_block_the_watcher(
+        tmp_path: Path, champion_dir: Path, challenger_dir: Path) -> None:
+    """A NUL byte in a model path and a 5,000-deep YAML each land in ``last_reload_error``;
+    a valid file saved right after the deep one is applied."""
+    config = write_config(tmp_path, champion=champion_dir, challenger=challenger_dir,
+                          store="sqlite:///outcomes.db", traffic={"challenger_percent": 10})
+    good = config.read_text()
+    with serve(config, tmp_path) as running:
+        config.write_text(good.replace(str(challenger_dir), f"{challenger_dir}\\u0000x"))
+        payload = wait_for_config(running.url, lambda p: p["last_reload_error"])
+        assert "challenger.path" in payload["last_reload_error"], payload
+        assert "NUL" in payload["last_reload_error"] or "control" in payload[
+            "last_reload_error"], payload
+
+        config.write_text("experiment: " + "[" * 5000 + "]" * 5000 + "\n")
+        payload = wait_for_config(running.url, lambda p: "deep" in (p["last_reload_error"]
+                                                                    or ""))
+        assert "nested" in payload["last_reload_error"], payload
+
+        config.write_text(good.replace('"challenger_percent": 10', '"challenger_percent": 30'))
+        payload = wait_for_config(
+            running.url, lambda p: p["config"]["traffic"]["challenger_percent"] == 30)
+        assert payload["config"]["traffic"]["challenger_percent"] == 30, payload
+        assert payload["last_reload_error"] is None
+
+
+def test_validate_refuses_a_header_name_that_is_not_an_http_token(
+        tmp_path: Path, champion_dir: Path, challenger_dir: Path) -> None:
+    """``sticky_key: header:日`` fails ``router validate`` naming the key and line, and the
+    gateway refuses to start on it rather than answering every request with a 500."""
+    config = write_config(tmp_path, champion=champion_dir, challenger=challenger_dir,
+                          traffic={"challenger_percent": 10, "sticky_key": "header:日"})
+    result = subprocess.run([sys.executable, "-m", "router.cli", "validate", str(config)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 1, result.stdout
+    line = next(n for n, text in enumerate(config.read_text().splitlines(), 1)
+                if "sticky_key" in text)
+    assert f":{line}: traffic.sticky_key:" in result.stderr, result.stderr
+    assert "token" in result.stderr and "Traceback" not in result.stderr

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import orjson
 import pytest
 
@@ -57,3 +60,23 @@ def test_error_renderer_cannot_fail() -> None:
     assert response.status_code == 422 and body["error"] == "invalid_input"
     assert body["message"] == "unknown feature \\udc00"
     assert body["detail"][0]["field"] == "features.\\udc00"
+
+
+def test_any_reload_failure_lands_in_last_reload_error(
+        make_client: Any, champion_dir: Path, challenger_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fault no check anticipated still leaves the running config and says why in /config."""
+    client = make_client(champion=champion_dir, challenger=challenger_dir,
+                         traffic={"challenger_percent": 10})
+    gateway = client.app.state.gateway
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("disk said no")
+
+    monkeypatch.setattr("router.reload.load_models", broken)
+    before = client.get("/config").json()["revision"]
+    with pytest.raises(OSError):
+        gateway.reloader.reload()
+    payload = client.get("/config").json()
+    assert payload["revision"] == before
+    assert "OSError: disk said no" in payload["last_reload_error"]
