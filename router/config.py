@@ -51,6 +51,9 @@ class StickyKey:
 class Traffic:
     challenger_percent: float = 0.0
     sticky_key: StickyKey | None = None
+    # A request header (lower case) naming the variant to serve, for testing; None: off.
+    override_header: str | None = None
+    override_requires_token: bool = False
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,8 @@ class RouterConfig:
                 "challenger_percent": self.traffic.challenger_percent,
                 "sticky_key": None if self.traffic.sticky_key is None
                 else str(self.traffic.sticky_key),
+                "override_header": self.traffic.override_header,
+                "override_requires_token": self.traffic.override_requires_token,
             },
             "shadow": vars_of(self.shadow),
             "analysis": {
@@ -307,6 +312,14 @@ def _sticky_key(value: Any) -> StickyKey:
     return StickyKey(source, name.lower() if source == "header" else name)
 
 
+def _header_name(value: Any) -> str:
+    name = _text(value)
+    # RFC 9110's token characters: anything else could never arrive as a header name.
+    if not all(c.isascii() and (c.isalnum() or c in "!#$%&'*+-.^_`|~") for c in name):
+        raise _Invalid(f"must be an HTTP header name, got {value!r}")
+    return name.lower()
+
+
 def _percent_steps(value: Any) -> tuple[float, ...]:
     if not isinstance(value, CommentedSeq) or not value:
         raise _Invalid(f"must be a non-empty list of percentages, got {_kind(value)}")
@@ -377,12 +390,20 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
                "is the same model as the champion")
 
     traffic = Traffic()
-    if (node := r.section(root, "", "traffic", ("challenger_percent", "sticky_key"))) is not None:
+    if (node := r.section(root, "", "traffic", tuple(Traffic.__dataclass_fields__))
+            ) is not None:
         traffic = Traffic(
             challenger_percent=r.value(node, "traffic", "challenger_percent", _number(0, 100),
                                        0.0),
             sticky_key=r.value(node, "traffic", "sticky_key", _sticky_key),
+            override_header=r.value(node, "traffic", "override_header", _header_name),
+            override_requires_token=r.value(node, "traffic", "override_requires_token",
+                                            _boolean, False),
         )
+        if traffic.override_requires_token and traffic.override_header is None:
+            r.fail("traffic.override_requires_token",
+                   _key_line(node, "override_requires_token"),
+                   "needs traffic.override_header: there is no header to guard")
 
     shadow = Shadow()
     if (node := r.section(root, "", "shadow", tuple(Shadow.__dataclass_fields__))) is not None:

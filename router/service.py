@@ -81,12 +81,19 @@ class PredictionService:
         return assign(config.experiment, unit_id, config.traffic.challenger_percent, self._rng)
 
     async def predict(self, snapshot: Snapshot, rows: np.ndarray, *, request_id: str,
-                      batch: bool, unit_id: str | None) -> Answer:
+                      batch: bool, unit_id: str | None, forced: str | None = None) -> Answer:
+        """Answer ``rows`` and log them; ``forced`` names the variant the client chose.
+
+        A forced request is served by that variant alone (no fallback, no shadow copy: a
+        tester who asked for the challenger must see its failure) and logged as forced, which
+        keeps it out of every statistic.
+        """
         if not self.sink.accepting:
             # Refusing new work keeps the promise that an answered prediction is logged.
             raise BackpressureError("the outcome log is behind; retry shortly")
         row_ids = row_ids_for(request_id, len(rows), batch)
-        variant = self.variant_for(snapshot, unit_id)
+        variant = forced or self.variant_for(snapshot, unit_id)
+        is_forced = forced is not None
         model = snapshot.models[variant]
         started = time.perf_counter()
         records: list[PredictionRecord] = []
@@ -95,7 +102,13 @@ class PredictionService:
         except Exception as exc:
             self.counts[(variant, "errors")] += 1
             records += self._records(snapshot, variant, model, rows, row_ids, None, started,
-                                     unit_id, error=_describe(exc))
+                                     unit_id, error=_describe(exc), forced=is_forced)
+            if is_forced:
+                self.sink.submit_predictions(records)
+                raise ModelFailedError(
+                    f"the {variant} model failed on forced request {request_id}: "
+                    f"{_describe(exc)}", [{"request_id": request_id, "variant": variant}]
+                ) from exc
             if variant == CHAMPION:
                 self.sink.submit_predictions(records)
                 raise ModelFailedError(
@@ -107,9 +120,9 @@ class PredictionService:
         self.counts[(variant, "requests")] += 1
         answer = self._answer(snapshot, request_id, row_ids, variant, prediction)
         records += self._records(snapshot, variant, model, rows, row_ids, answer, started,
-                                 unit_id)
+                                 unit_id, forced=is_forced)
         self.sink.submit_predictions(records)
-        if self.mirror is not None and snapshot.config.mode == "shadow":
+        if self.mirror is not None and snapshot.config.mode == "shadow" and not is_forced:
             self.mirror.offer(snapshot, rows, row_ids, unit_id)
         return answer
 
@@ -150,7 +163,7 @@ class PredictionService:
     def _records(snapshot: Snapshot, variant: str, model: ServedModel, rows: np.ndarray,
                  row_ids: list[str], answer: Answer | None, started: float,
                  unit_id: str | None, *, error: str | None = None, shadow: bool = False,
-                 fallback: bool = False) -> list[PredictionRecord]:
+                 fallback: bool = False, forced: bool = False) -> list[PredictionRecord]:
         now = time.time()
         latency_ms = (time.perf_counter() - started) * 1000
         config = snapshot.config
@@ -165,7 +178,7 @@ class PredictionService:
                 latency_ms=latency_ms, shadow=shadow, unit_id=unit_id,
                 probabilities=None if answer is None or answer.probabilities is None
                 else answer.probabilities[i],
-                error=error, fallback=fallback)
+                error=error, fallback=fallback, forced=forced)
             for i, row_id in enumerate(row_ids)
         ]
 

@@ -74,7 +74,17 @@ def test_minimal_single_mode_gets_defaults() -> None:
     assert config.store == DEFAULT_STORE
     assert config.limits.max_body_bytes == 1_048_576 and config.limits.max_batch == 1000
     assert config.shadow.timeout_ms == 1000 and config.shadow.drain_s == 10
-    assert config.to_dict()["traffic"] == {"challenger_percent": 0.0, "sticky_key": None}
+    assert config.to_dict()["traffic"] == {"challenger_percent": 0.0, "sticky_key": None,
+                                           "override_header": None,
+                                           "override_requires_token": False}
+
+
+def test_override_header_is_read_in_lower_case() -> None:
+    """traffic.override_header (off by default) names a header; its token guard is a bool."""
+    config = parse(BASE + "traffic:\n  override_header: X-Router-Variant\n"
+                          "  override_requires_token: true\n")
+    assert config.traffic.override_header == "x-router-variant"
+    assert config.traffic.override_requires_token is True
 
 
 BASE = "experiment: e\nmode: ab\nchampion: {name: a, path: /m/a}\n" \
@@ -88,6 +98,11 @@ BASE = "experiment: e\nmode: ab\nchampion: {name: a, path: /m/a}\n" \
     (BASE + "traffic:\n  sticky_key: cookie:id\n", [("traffic.sticky_key", 6)]),
     (BASE + "trafic:\n  challenger_percent: 10\n", [("trafic", 5)]),
     (BASE + "traffic:\n  percent: 10\n", [("traffic.percent", 6)]),
+    (BASE + "traffic:\n  override_header: x variant\n", [("traffic.override_header", 6)]),
+    (BASE + "traffic:\n  override_header: x\n  override_requires_token: 1\n",
+     [("traffic.override_requires_token", 7)]),
+    (BASE + "traffic:\n  override_requires_token: true\n",
+     [("traffic.override_requires_token", 6)]),
     (BASE + "mode2: x\n", [("mode2", 5)]),
     ("experiment: e\nmode: ab\nchampion: {name: a, path: /m/a}\n", [("challenger", 1)]),
     ("experiment: e\nmode: canary\nchampion: {name: a, path: /m/a}\n", [("mode", 2)]),

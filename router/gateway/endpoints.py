@@ -19,6 +19,7 @@ from router.errors import (
     PayloadTooLargeError,
     UnsupportedMediaError,
 )
+from router.gateway.override import forced_variant
 from router.gateway.state import GatewayState
 from router.inputs import decode_json, parse_predict_body
 from router.outcomes.records import FeedbackRecord
@@ -192,7 +193,8 @@ async def predict(request: Request) -> Response:
                                 extra_keys=sticky_body_keys(snapshot))
     answer = await state.service.predict(
         snapshot, parsed.rows, request_id=request_id, batch=parsed.batch,
-        unit_id=unit_id_of(snapshot, request, parsed.body))
+        unit_id=unit_id_of(snapshot, request, parsed.body),
+        forced=forced_variant(snapshot, header_map(request)))
     return JSONAnswer(orjson.dumps(render_answer(answer, parsed.batch),
                                    option=orjson.OPT_SERIALIZE_NUMPY),
                       raw_answer_headers(answer), variant=answer.variant)

@@ -8,12 +8,14 @@ from starlette.responses import Response
 from router.errors import InputValidationError, NotFoundError
 from router.gateway.endpoints import (
     answer_headers,
+    header_map,
     json_response,
     read_json,
     request_id_of,
     state_of,
     unit_id_of,
 )
+from router.gateway.override import forced_variant
 from router.inputs import rows_to_array
 from router.snapshot import Snapshot
 
@@ -47,5 +49,6 @@ async def predict(request: Request) -> Response:
                          [f"instances[{i}]" for i in range(len(instances))],
                          max_batch=snapshot.config.limits.max_batch)
     answer = await state.service.predict(snapshot, rows, request_id=request_id, batch=True,
-                                         unit_id=unit_id_of(snapshot, request, body))
+                                         unit_id=unit_id_of(snapshot, request, body),
+                                         forced=forced_variant(snapshot, header_map(request)))
     return json_response({"predictions": answer.labels}, headers=answer_headers(answer))

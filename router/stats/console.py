@@ -142,6 +142,8 @@ def _variants(report: Mapping[str, Any], metric: str) -> list[str]:
     ]
     if len(v) > 1 and "fallbacks" in v[1]:
         lines.append(_row("answered by champion", "", f"{v[1]['fallbacks']:,} (fallbacks)"))
+    if any(x.get("forced") for x in v):
+        lines.append(_row("forced (not analysed)", *[_fmt(x.get("forced", 0)) for x in v]))
     calls = v[-1].get("shadow_calls") if len(v) > 1 else None
     if calls:
         lines.append(_row("shadow calls", "", f"{calls.get('done', 0):,} done, "

@@ -132,8 +132,10 @@ class _Outcomes:
 
 
 def _masks(columns: Columns) -> dict[str, np.ndarray]:
-    challenger = columns["challenger"]
-    return {"champion": ~challenger & ~columns["fallback"] & ~columns["shadow"],
+    # Forced rows (the client chose the variant) were not assigned at random: in no statistic.
+    challenger = columns["challenger"] & ~columns["forced"]
+    return {"champion": ~columns["challenger"] & ~columns["fallback"] & ~columns["shadow"]
+            & ~columns["forced"],
             "challenger": challenger}
 
 
@@ -394,7 +396,7 @@ def _units(columns: Columns, rows: np.ndarray, sticky: bool) -> int:
 def _srm(columns: Columns, masks: dict[str, np.ndarray], phase: Phase, config: RouterConfig
          ) -> dict[str, Any]:
     """Observed units per variant against the shares each revision of the phase asked for."""
-    assigned = ~columns["shadow"] & ~columns["fallback"]
+    assigned = ~columns["shadow"] & ~columns["fallback"] & ~columns["forced"]
     revision = columns["revision"]
     revisions = phase.revisions if phase.revisions is not None \
         else tuple(int(r) for r in np.flatnonzero(np.bincount(revision)))
@@ -458,6 +460,9 @@ def build_report(columns: Columns, *, config: RouterConfig, models: Mapping[str,
                        classes=settings.classes)
         for role in roles
     }
+    for role in roles:  # served on request, counted apart from the experiment's requests
+        variants[role]["forced"] = int(
+            (columns["forced"] & (columns["challenger"] == (role == "challenger"))).sum())
     comparison: dict[str, Any] | None = None
     if mode == "ab":
         variants["challenger"]["fallbacks"] = int((columns["fallback"] & ~columns["shadow"]).sum())
