@@ -314,9 +314,9 @@ def _sticky_key(value: Any) -> StickyKey:
 
 def _header_name(value: Any) -> str:
     name = _text(value)
-    # RFC 9110's token characters: anything else could never arrive as a header name.
-    if not all(c.isascii() and (c.isalnum() or c in "!#$%&'*+-.^_`|~") for c in name):
-        raise _Invalid(f"must be an HTTP header name, got {value!r}")
+    if not _HTTP_TOKEN.fullmatch(name):
+        raise _Invalid(f"header name {name!r} is not an HTTP token (letters, digits and "
+                       "!#$%&'*+-.^_`|~ only), so no request could carry it")
     return name.lower()
 
 
