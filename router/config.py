@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from router.artifacts.roots import OutsideRootsError, confine
 from router.errors import ConfigError, ConfigProblem
 from router.strings import text_problem
 
@@ -118,6 +120,7 @@ class RouterConfig:
     store: str = DEFAULT_STORE
     limits: Limits = field(default_factory=Limits)
     batching: Batching = field(default_factory=Batching)
+    model_roots: tuple[Path, ...] = ()  # resolved; model paths must lie inside (when given)
     source: str = "<config>"
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
@@ -159,6 +162,7 @@ class RouterConfig:
             "store": self.store,
             "limits": vars_of(self.limits),
             "batching": vars_of(self.batching),
+            "model_roots": [str(root) for root in self.model_roots],
         }
 
 
@@ -337,7 +341,21 @@ def _store_url(value: Any) -> str:
 
 
 _TOP_KEYS = ("experiment", "mode", "champion", "challenger", "previous", "traffic", "shadow",
-             "analysis", "rollout", "store", "limits", "batching")
+             "analysis", "rollout", "store", "limits", "batching", "model_roots")
+
+
+def _model_roots(base: Path) -> Callable[[Any], tuple[Path, ...]]:
+    def convert(value: Any) -> tuple[Path, ...]:
+        if not isinstance(value, CommentedSeq) or not value:
+            raise _Invalid(f"must be a non-empty list of directories, got {_kind(value)}")
+        roots = []
+        for item in value:
+            root = Path(os.path.realpath(base / _text(item)))
+            if not root.is_dir():
+                raise _Invalid(f"{item!r} is not a directory")
+            roots.append(root)
+        return tuple(roots)
+    return convert
 
 
 def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None = None
@@ -370,6 +388,8 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
     experiment = r.value(root, "", "experiment", _text, "", required=True)
     mode = r.value(root, "", "mode", _choice(*MODES), "single", required=True)
 
+    model_roots = r.value(root, "", "model_roots", _model_roots(base), ())
+
     def model(key: str, required: bool) -> ModelRef | None:
         node = r.section(root, "", key, ("name", "path"), required=required)
         if node is None:
@@ -378,6 +398,12 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
         path = r.value(node, key, "path", _text, required=True)
         if name is None or path is None:
             return None
+        try:
+            confine(base / path, model_roots)
+        except OutsideRootsError as exc:
+            r.fail(f"{key}.path", _value_line(node, "path"), str(exc))
+        except ValueError:
+            pass  # not a path at all: loading the model reports it
         return ModelRef(name, (base / path).resolve() if not Path(path).is_absolute()
                         else Path(path))
 
@@ -466,7 +492,8 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
     return RouterConfig(
         experiment=experiment, mode=mode, champion=champion, challenger=challenger,
         previous=previous, traffic=traffic, shadow=shadow, analysis=analysis, rollout=rollout,
-        store=store, limits=limits, batching=batching, source=source, lines=r.lines,
+        store=store, limits=limits, batching=batching, model_roots=model_roots, source=source,
+        lines=r.lines,
     )
 
 

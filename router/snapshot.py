@@ -52,7 +52,7 @@ def load_models(config: RouterConfig, registry: ModelRegistry) -> dict[str, Serv
     for role, ref in config.model_refs().items():
         key = f"{role}.path"
         try:
-            models[role] = registry.load(ref.path)
+            models[role] = registry.load(ref.path, config.model_roots)
         except ModelLoadError as exc:
             problems.append(ConfigProblem(key, config.lines.get(key), exc.message))
     champion, challenger = models.get("champion"), models.get("challenger")
