@@ -105,6 +105,12 @@ class Batching:
 
 
 @dataclass(frozen=True)
+class Monitoring:
+    window: int = 1_000  # latest labelled outcomes (rolling quality) and predictions (outputs)
+    interval_s: float = 5.0  # how often the background task refreshes the monitoring gauges
+
+
+@dataclass(frozen=True)
 class RouterConfig:
     """One whole, valid configuration; ``lines`` maps key paths to their line for later errors."""
 
@@ -121,6 +127,7 @@ class RouterConfig:
     limits: Limits = field(default_factory=Limits)
     batching: Batching = field(default_factory=Batching)
     model_roots: tuple[Path, ...] = ()  # resolved; model paths must lie inside (when given)
+    monitoring: Monitoring = field(default_factory=Monitoring)
     source: str = "<config>"
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
@@ -163,6 +170,7 @@ class RouterConfig:
             "limits": vars_of(self.limits),
             "batching": vars_of(self.batching),
             "model_roots": [str(root) for root in self.model_roots],
+            "monitoring": vars_of(self.monitoring),
         }
 
 
@@ -341,7 +349,8 @@ def _store_url(value: Any) -> str:
 
 
 _TOP_KEYS = ("experiment", "mode", "champion", "challenger", "previous", "traffic", "shadow",
-             "analysis", "rollout", "store", "limits", "batching", "model_roots")
+             "analysis", "rollout", "store", "limits", "batching", "model_roots",
+             "monitoring")
 
 
 def _model_roots(base: Path) -> Callable[[Any], tuple[Path, ...]]:
@@ -487,12 +496,22 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
                                 Batching.max_wait_ms),
         )
 
+    monitoring = Monitoring()
+    if (node := r.section(root, "", "monitoring", tuple(Monitoring.__dataclass_fields__))
+            ) is not None:
+        monitoring = Monitoring(
+            window=r.value(node, "monitoring", "window", _integer(1), Monitoring.window),
+            interval_s=r.value(node, "monitoring", "interval_s", _number(0.1, 3600),
+                               Monitoring.interval_s),
+        )
+
     if r.problems or champion is None:
         raise ConfigError(source, r.problems)
     return RouterConfig(
         experiment=experiment, mode=mode, champion=champion, challenger=challenger,
         previous=previous, traffic=traffic, shadow=shadow, analysis=analysis, rollout=rollout,
-        store=store, limits=limits, batching=batching, model_roots=model_roots, source=source,
+        store=store, limits=limits, batching=batching, model_roots=model_roots,
+        monitoring=monitoring, source=source,
         lines=r.lines,
     )
 

@@ -119,6 +119,8 @@ BASE = "experiment: e\nmode: ab\nchampion: {name: a, path: /m/a}\n" \
     (BASE + "rollout:\n  steps: [5]\n  auto_promote: yes please\n", [("rollout.auto_promote", 7)]),
     (BASE + "store: mysql://x\n", [("store", 5)]),
     (BASE + "limits: {max_batch: true}\n", [("limits.max_batch", 5)]),
+    (BASE + "monitoring:\n  window: 0\n", [("monitoring.window", 6)]),
+    (BASE + "monitoring:\n  windows: 10\n", [("monitoring.windows", 6)]),
     (BASE + "traffic:\n  challenger_percent: 130\nstore: 5\n",
      [("traffic.challenger_percent", 6), ("store", 7)]),
 ])
@@ -152,3 +154,11 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     """A config path that does not exist is a ConfigError naming the path."""
     with pytest.raises(ConfigError, match="file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_monitoring_window_defaults_to_1000_and_is_read() -> None:
+    """monitoring.window (latest labelled outcomes and predictions) and interval_s."""
+    assert parse(BASE).monitoring.window == 1000
+    config = parse(BASE + "monitoring: {window: 250, interval_s: 2}\n")
+    assert (config.monitoring.window, config.monitoring.interval_s) == (250, 2.0)
+    assert config.to_dict()["monitoring"] == {"window": 250, "interval_s": 2.0}

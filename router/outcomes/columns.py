@@ -4,8 +4,9 @@ Every store answers the same question the same way; this module holds the one de
 the memory store's reference implementation and what the SQL stores share (their queries are in
 ``sqlite_columns`` and ``postgres_columns``), so that ``/stats`` over a million rows never
 builds a record per row. The columns, one entry per logged prediction of the experiment (in the
-chosen revisions), in an order the stores do not promise but which is the same for every
-column:
+chosen revisions), the same order for every column: the order the store logged them (by
+insertion id; the memory store groups by revision first), which output monitoring relies on
+to take the latest predictions:
 
 ``ts`` (float, unix seconds, to the microsecond: the time the gateway stamped on the row, the
 same for every row of a batch request), ``revision`` (int), ``challenger``,

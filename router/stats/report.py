@@ -31,6 +31,7 @@ import numpy as np
 from scipy.stats import norm
 
 from router.config import RouterConfig
+from router.monitoring import output_report, rolling_report
 from router.registry import ServedModel
 from router.stats.decision import DecisionInputs, decide
 from router.stats.drift_report import drift_report
@@ -500,6 +501,10 @@ def build_report(columns: Columns, *, config: RouterConfig, models: Mapping[str,
         "variants": variants,
         "comparison": comparison,
         "drift": drift_report(columns, masks, models, settings.classes),
+        "rolling": rolling_report(columns, {r: masks[r] for r in roles}, models,
+                                  settings.classes, config.monitoring.window),
+        "outputs": output_report(columns, {r: masks[r] for r in roles}, models,
+                                 settings.classes, config.monitoring.window),
         "decision": decision,
         "unknown_feedback_ids": int(columns["unknown_feedback_ids"]),
     }

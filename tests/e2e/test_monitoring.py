@@ -11,6 +11,7 @@ import httpx2 as httpx
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -18,7 +19,7 @@ from router.artifacts import save_model
 from router.stats.drift import bin_counts, expected_psi, psi
 from tests.configs import write_config
 from tests.e2e.server import Server, serve
-from tests.e2e.test_stats import stats_when
+from tests.e2e.test_stats import send_feedback, stats_when
 
 pytestmark = pytest.mark.e2e
 
@@ -91,3 +92,56 @@ def test_drift_through_the_gateway_flags_a_half_sd_shift_and_nothing_else(
     assert statuses.pop("f2") in ("moderate", "major"), drift["features"]["f2"]
     assert set(statuses.values()) == {"stable"}, drift["features"]
     assert drift["features"]["f2"]["adjusted_p_value"] < 0.01
+
+
+@pytest.fixture(scope="module")
+def challenger_300(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A weaker challenger: the same pipeline on f0 alone's signal (f1 scaled away)."""
+    X, y = draw(np.random.default_rng(10), 300)
+    X_fit = X.copy()
+    X_fit[:, 1] = 0.0
+    model = Pipeline([("scale", StandardScaler()), ("model", LogisticRegression())]).fit(X_fit, y)
+    return save_model(model, tmp_path_factory.mktemp("models") / "lr-f0" / "1", name="lr-f0",
+                      version="1", X_train=X, y_train=y, feature_names=FEATURES,
+                      metrics={"accuracy": float(model.score(X, y))})
+
+
+def test_rolling_quality_and_outputs_through_the_gateway(
+        tmp_path: Path, model_300: Path, challenger_300: Path) -> None:
+    """1,600 requests split 50/50, labels sent in a shuffled order: each variant's rolling
+    window (the latest 400 labels) matches sklearn.metrics on what was sent and answered, and
+    its output shares match the predictions it made."""
+    config = write_config(tmp_path, champion=model_300, challenger=challenger_300,
+                          store="sqlite:///rolling.db", monitoring={"window": 400},
+                          traffic={"challenger_percent": 50})
+    X, y = draw(np.random.default_rng(11), 1600)
+    with serve(config, tmp_path) as server:
+        answers = send(server, X, threads=1)  # one at a time: the log keeps the sending order
+        order = np.random.default_rng(12).permutation(len(X))
+        send_feedback(server, [{"request_id": answers[i]["request_id"], "label": str(y[i])}
+                               for i in order])
+        body = stats_when(server, lambda b: sum(v["labelled"] for v in b["variants"].values())
+                          == len(X))
+    rolling, outputs = body["rolling"], body["outputs"]
+    assert rolling["window"] == outputs["window"] == 400
+    for role in ("champion", "challenger"):
+        arrived = [i for i in order if answers[i]["variant"] == role][-400:]
+        truth = [str(y[i]) for i in arrived]
+        predicted = [answers[i]["prediction"] for i in arrived]
+        got = rolling["variants"][role]
+        assert got["labelled"] == 400
+        assert got["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
+        precision, recall, f1, _ = precision_recall_fscore_support(
+            truth, predicted, labels=["no", "yes"], zero_division=0)
+        for k, name in enumerate(("no", "yes")):
+            assert got["classes"][name]["precision"] == pytest.approx(precision[k])
+            assert got["classes"][name]["recall"] == pytest.approx(recall[k])
+            assert got["classes"][name]["f1"] == pytest.approx(f1[k])
+        made = [a["prediction"] for a in answers if a["variant"] == role]
+        shares = outputs["variants"][role]["shares"]
+        latest = made[-400:]
+        assert outputs["variants"][role]["predictions"] == 400
+        assert shares == pytest.approx({c: latest.count(c) / 400 for c in ("no", "yes")})
+        assert outputs["variants"][role]["constant_output"] is False
+    assert rolling["variants"]["challenger"]["accuracy"] < rolling["variants"]["champion"][
+        "accuracy"]
