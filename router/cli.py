@@ -100,7 +100,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             where = f"{exc.source}:{problem.line}" if problem.line else exc.source
-            print(f"{where}: {problem.path}: {problem.message}", file=sys.stderr)
+            key = f"{problem.path}: " if problem.path else ""
+            print(f"{where}: {key}{problem.message}", file=sys.stderr)
         return 1
     names = {role: ref.name for role, ref in config.model_refs().items()}
     served = ", ".join(f"{role} {names[role]}:{m.version}" for role, m in models.items())

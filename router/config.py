@@ -348,6 +348,11 @@ def _store_url(value: Any) -> str:
     return url
 
 
+def resolve_model_path(path: str, base_dir: Path) -> Path:
+    """A model path as the YAML writes it, made absolute against the base directory."""
+    return Path(path) if Path(path).is_absolute() else (base_dir / path).resolve()
+
+
 _TOP_KEYS = ("experiment", "mode", "champion", "challenger", "previous", "traffic", "shadow",
              "analysis", "rollout", "store", "limits", "batching", "model_roots",
              "monitoring")
@@ -380,13 +385,13 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         problem = " ".join(p for p in (exc.context, exc.problem) if p)
-        raise ConfigError(source, [ConfigProblem("(file)", line, f"not valid YAML: {problem}")]
+        raise ConfigError(source, [ConfigProblem("", line, f"not valid YAML: {problem}")]
                           ) from None
     except YAMLError as exc:
-        raise ConfigError(source, [ConfigProblem("(file)", None, f"not valid YAML: {exc}")]
+        raise ConfigError(source, [ConfigProblem("", None, f"not valid YAML: {exc}")]
                           ) from None
     if not isinstance(root, CommentedMap):
-        raise ConfigError(source, [ConfigProblem("(file)", 1, "must be a YAML mapping of keys")])
+        raise ConfigError(source, [ConfigProblem("", 1, "must be a YAML mapping of keys")])
 
     base = base_dir if base_dir is not None else Path.cwd()
     r = _Reader(source)
@@ -413,8 +418,7 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
             r.fail(f"{key}.path", _value_line(node, "path"), str(exc))
         except ValueError:
             pass  # not a path at all: loading the model reports it
-        return ModelRef(name, (base / path).resolve() if not Path(path).is_absolute()
-                        else Path(path))
+        return ModelRef(name, resolve_model_path(path, base))
 
     champion = model("champion", True)
     challenger = model("challenger", mode in ("ab", "shadow"))
@@ -559,8 +563,8 @@ def load_config(path: str | Path, *, base_dir: Path | None = None) -> RouterConf
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(source, [ConfigProblem("(file)", None, "file not found")]) from None
+        raise ConfigError(source, [ConfigProblem("", None, "file not found")]) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(source, [ConfigProblem("(file)", None, f"cannot read: {exc}")]
+        raise ConfigError(source, [ConfigProblem("", None, f"cannot read: {exc}")]
                           ) from None
     return parse_config(text, source=source, base_dir=base_dir)

@@ -46,7 +46,10 @@ class RouterError(Exception):
 
 @dataclass(frozen=True)
 class ConfigProblem:
-    """One thing wrong in a YAML file: where (key path, line) and what."""
+    """One thing wrong in a YAML file: where (key path, line) and what.
+
+    ``path`` is empty when no key is at fault (the file is missing, or not YAML at all).
+    """
 
     path: str
     line: int | None
@@ -54,20 +57,25 @@ class ConfigProblem:
 
     def __str__(self) -> str:
         where = f"line {self.line}: " if self.line else ""
-        return f"{where}{self.path}: {self.message}"
+        key = f"{self.path}: " if self.path else ""
+        return f"{where}{key}{self.message}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"key": self.path, "line": self.line, "message": self.message}
+        return {"key": self.path or None, "line": self.line, "message": self.message}
 
 
 class ConfigError(RouterError):
-    """The YAML file is unreadable or does not validate; ``problems`` lists each fault."""
+    """The YAML file is unreadable or does not validate; ``problems`` lists each fault.
+
+    Problems are kept in the order of their lines in the file (those without a line last), so
+    a reader fixes them top to bottom, whatever order the checks found them in.
+    """
 
     code = "invalid_config"
 
     def __init__(self, source: str, problems: list[ConfigProblem]) -> None:
         self.source = source
-        self.problems = problems
+        self.problems = sorted(problems, key=lambda p: (p.line is None, p.line or 0))
         lines = "; ".join(str(p) for p in problems)
         super().__init__(f"{source}: {lines}", [p.as_dict() for p in problems])
 

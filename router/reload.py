@@ -24,7 +24,7 @@ from router.errors import ConfigError, ConfigProblem, RouterError
 from router.outcomes import OutcomeStore
 from router.registry import ModelRegistry
 from router.snapshot import Snapshot, SnapshotHolder, config_digest, load_models
-from router.sync import Resolved, resolve, sync_document
+from router.sync import Resolved, resolve
 from router.yamledit import edit_file
 
 log = logging.getLogger("router.reload")
@@ -124,8 +124,8 @@ class Reloader:
     def _catch_up(self, resolved: Resolved) -> None:
         """Write a switch made elsewhere into this gateway's file, when the file can be written."""
         try:
-            edit_file(self.path, lambda doc: sync_document(doc, resolved.state.state),
-                      base_dir=self.base_dir)
+            edit_file(self.path, lambda state: None, base_dir=self.base_dir,
+                      start=resolved.state.state)
         except OSError as exc:
             self.overlay = True
             log.info("%s cannot be written (%s); serving the store's switch state over it",

@@ -16,12 +16,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ruamel.yaml.comments import CommentedMap
-
 from router.config import load_config, parse_config
 from router.outcomes import HistoryEntry, OutcomeStore
-from router.sync import resolve, switchable, sync_document
-from router.yamledit import edit_file, edit_text, promote, rollback, set_challenger_percent
+from router.sync import resolve, switchable
+from router.yamledit import (
+    SwitchKeys,
+    edit_file,
+    edit_text,
+    promote,
+    rollback,
+    set_challenger_percent,
+)
 
 log = logging.getLogger("router.switch")
 
@@ -29,26 +34,22 @@ ACTIONS = ("promote", "rollback")
 T = TypeVar("T")
 
 
-def apply_edit(edit: Callable[[CommentedMap], T], config_path: Path, base_dir: Path,
+def apply_edit(edit: Callable[[SwitchKeys], T], config_path: Path, base_dir: Path,
                store: OutcomeStore) -> T:
     """Apply ``edit`` to what is served, write the file if it can be, publish the result."""
     config = load_config(config_path, base_dir=base_dir)
+    # A stale file first catches up with the store: the edit starts from what is served.
     served = switchable(resolve(config, config_path.stat().st_mtime, store).config)
-
-    def from_served(document: CommentedMap) -> T:
-        sync_document(document, served)  # a stale file first catches up with the store
-        return edit(document)
-
     try:
-        result = edit_file(config_path, from_served, base_dir=base_dir)
+        result = edit_file(config_path, edit, base_dir=base_dir, start=served)
         new_config = load_config(config_path, base_dir=base_dir)
     except OSError as exc:
         if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise
         log.info("%s is read-only (%s): the switch is published to the store only",
                  config_path, exc)
-        text, result = edit_text(config_path.read_text(encoding="utf-8"), from_served,
-                                 source=str(config_path), base_dir=base_dir)
+        text, result = edit_text(config_path.read_text(encoding="utf-8"), edit,
+                                 source=str(config_path), base_dir=base_dir, start=served)
         new_config = parse_config(text, source=str(config_path), base_dir=base_dir)
     store.publish_switch_state(new_config.experiment, switchable(new_config), time.time())
     return result

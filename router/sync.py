@@ -21,12 +21,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml.comments import CommentedMap
-
 from router.config import ModelRef, RouterConfig
 from router.outcomes import OutcomeStore, SwitchState
-
-ROLES = ("champion", "challenger", "previous")
 
 
 def switchable(config: RouterConfig) -> dict[str, Any]:
@@ -51,33 +47,6 @@ def apply_state(config: RouterConfig, state: dict[str, Any]) -> RouterConfig:
     return dataclasses.replace(config, mode=state["mode"], champion=champion,
                                challenger=ref(state["challenger"]),
                                previous=ref(state["previous"]), traffic=traffic)
-
-
-def sync_document(document: CommentedMap, state: dict[str, Any]) -> None:
-    """Write a state's keys into a YAML document in place, keeping everything else."""
-    document["mode"] = state["mode"]
-    anchor = "mode"
-    for role in ROLES:
-        value = state[role]
-        if value is None:
-            document.pop(role, None)
-            continue
-        node = document.get(role)
-        if isinstance(node, CommentedMap):
-            node["name"], node["path"] = value["name"], value["path"]
-        else:
-            keys = list(document.keys())
-            node = CommentedMap(value)
-            node.fa.set_flow_style()
-            document.insert(keys.index(anchor) + 1 if anchor in keys else len(keys), role, node)
-        anchor = role
-    traffic = document.get("traffic")
-    percent = state["challenger_percent"]
-    percent = int(percent) if float(percent).is_integer() else percent
-    if isinstance(traffic, CommentedMap):
-        traffic["challenger_percent"] = percent
-    elif percent:
-        document["traffic"] = CommentedMap({"challenger_percent": percent})
 
 
 @dataclasses.dataclass(frozen=True)

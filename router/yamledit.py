@@ -1,6 +1,9 @@
-"""Rewrite the YAML file in place, keeping its comments and key order, atomically.
+"""Switch edits (promote, rollback, a rollout step) written into the YAML file, atomically.
 
-ruamel.yaml's round-trip mode keeps comments, key order and flow style. Every edit is checked
+An edit is a function over the file's *switch state* (``router.sync.switchable``: mode, the
+three model roles, the challenger's share). The new state is written into the text by
+``router.yamltext``, which changes only the characters the switch changes, so comments, key
+order, spacing and relative paths stay as their author wrote them. Every new text is checked
 by the same validation a reload uses before anything is written, and the file is replaced with
 a rename, so a gateway watching it never reads a half-written or invalid file.
 """
@@ -8,20 +11,20 @@ a rename, so a gateway watching it never reads a half-written or invalid file.
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
-import io
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
-
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap
+from typing import Any, TypeVar
 
 from router.config import parse_config
 from router.errors import ConfigError, ConfigProblem
+from router.sync import switchable
+from router.yamltext import write_state
 
+SwitchKeys = dict[str, Any]
 T = TypeVar("T")
 
 
@@ -29,13 +32,6 @@ class EditRefused(ConfigError):
     """The edit makes no sense for this file (nothing to promote, nothing to roll back)."""
 
     code = "switch_refused"
-
-
-def _yaml() -> YAML:
-    yaml = YAML(typ="rt")
-    yaml.preserve_quotes = True
-    yaml.width = 4096  # never re-wrap a user's long lines
-    return yaml
 
 
 @contextlib.contextmanager
@@ -51,35 +47,42 @@ def _edit_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def edit_file(path: Path, edit: Callable[[CommentedMap], T], *, base_dir: Path) -> T:
-    """Apply ``edit`` to the file's document, validate the result, and replace the file."""
+def edit_file(path: Path, edit: Callable[[SwitchKeys], T], *, base_dir: Path,
+              start: SwitchKeys | None = None) -> T:
+    """Apply ``edit`` to the file's switch state (or to ``start``), validate, replace the file."""
     with _edit_lock(path):
-        return _edit_locked(path, edit, base_dir)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(str(path), [ConfigProblem("", None, f"cannot read: {exc}")]
+                              ) from None
+        new_text, result = edit_text(text, edit, source=str(path), base_dir=base_dir,
+                                     start=start)
+        if new_text != text:
+            write_atomically(path, new_text)
+        return result
 
 
-def _edit_locked(path: Path, edit: Callable[[CommentedMap], T], base_dir: Path) -> T:
+def edit_text(text: str, edit: Callable[[SwitchKeys], T], *, source: str, base_dir: Path,
+              start: SwitchKeys | None = None) -> tuple[str, T]:
+    """Apply ``edit`` to a YAML text's switch state; the new text is validated first.
+
+    ``start`` is the state to edit when it is not the text's own (a switch made on another
+    gateway that this file has not caught up with yet): the text then takes it as well.
+    """
+    state = copy.deepcopy(start) if start is not None else switchable(
+        parse_config(text, source=source, base_dir=base_dir))
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(path), [ConfigProblem("(file)", None, f"cannot read: {exc}")]
-                          ) from None
-    new_text, result = edit_text(text, edit, source=str(path), base_dir=base_dir)
-    write_atomically(path, new_text)
-    return result
-
-
-def edit_text(text: str, edit: Callable[[CommentedMap], T], *, source: str,
-              base_dir: Path) -> tuple[str, T]:
-    """Apply ``edit`` to a YAML text; the new text is validated before it is returned."""
-    yaml = _yaml()
-    document = yaml.load(text)
-    if not isinstance(document, CommentedMap):
-        raise ConfigError(source, [ConfigProblem("(file)", 1, "must be a YAML mapping")])
-    result = edit(document)
-    buffer = io.StringIO()
-    yaml.dump(document, buffer)
-    new_text = buffer.getvalue()
-    parse_config(new_text, source=source, base_dir=base_dir)  # never write an invalid file
+        result = edit(state)
+    except EditRefused as exc:
+        raise EditRefused(source, exc.problems) from None
+    new_text = write_state(text, state, source=source, base_dir=base_dir)
+    written = switchable(parse_config(new_text, source=source, base_dir=base_dir))
+    if written != state:
+        # The text editor missed a shape of YAML it does not know: write nothing.
+        raise ConfigError(source, [ConfigProblem("", None, (
+            "the switch could not be written into this file's layout; edit the file by hand "
+            f"to {state}"))])
     return new_text, result
 
 
@@ -99,69 +102,47 @@ def write_atomically(path: Path, text: str) -> None:
         raise
 
 
-def _refuse(path: str, message: str) -> EditRefused:
-    return EditRefused(path, [ConfigProblem("(file)", None, message)])
+def _refuse(key: str, message: str) -> EditRefused:
+    return EditRefused("", [ConfigProblem(key, None, message)])
 
 
-def _name(node: object) -> str:
-    return str(node.get("name", "?")) if isinstance(node, CommentedMap) else "?"
-
-
-def _insert_after(document: CommentedMap, after: str, key: str, value: object) -> None:
-    keys = list(document.keys())
-    position = keys.index(after) + 1 if after in keys else len(keys)
-    document.insert(position, key, value)
-
-
-def promote(document: CommentedMap) -> tuple[str, str]:
+def promote(state: SwitchKeys) -> tuple[str, str]:
     """Challenger becomes champion, ``mode: single``, the old champion kept as ``previous``.
 
     Returns (from, to): the model names that served before and serve now.
     """
-    if not isinstance(document.get("challenger"), CommentedMap):
+    if state["challenger"] is None:
         raise _refuse("challenger", "nothing to promote: the file names no challenger")
-    old_champion = document["champion"]
-    new_champion = document.pop("challenger")
-    document["champion"] = new_champion
-    document.pop("previous", None)
-    _insert_after(document, "champion", "previous", old_champion)
-    document["mode"] = "single"
-    return _name(old_champion), _name(new_champion)
+    old, new = state["champion"], state["challenger"]
+    state.update(mode="single", champion=new, challenger=None, previous=old)
+    return old["name"], new["name"]
 
 
-def rollback(document: CommentedMap) -> tuple[str, str]:
-    """Undo a promotion (``previous`` serves again), or stop sending traffic to the challenger.
+def rollback(state: SwitchKeys) -> tuple[str, str]:
+    """Stop the challenger under test, or else undo a promotion.
 
-    After a promotion: ``previous`` becomes the champion again and the demoted model is kept as
-    the challenger with ``mode: single`` (loaded, serving nothing). During an experiment:
-    ``mode: single`` and ``challenger_percent: 0``. Returns (from, to).
+    During an experiment (``mode`` ab or shadow with a challenger): ``mode: single`` and
+    ``challenger_percent: 0``, whatever ``previous`` names, since the challenger is what is
+    being judged. Otherwise, after a promotion: ``previous`` serves again and the demoted
+    model is kept as the challenger with ``mode: single`` (loaded, serving nothing).
+    Returns (from, to).
     """
-    if isinstance(document.get("previous"), CommentedMap):
-        demoted = document["champion"]
-        document["champion"] = document.pop("previous")
-        document.pop("challenger", None)
-        _insert_after(document, "champion", "challenger", demoted)
-        document["mode"] = "single"
-        return _name(demoted), _name(document["champion"])
-    if document.get("mode") in ("ab", "shadow") and isinstance(document.get("challenger"),
-                                                                 CommentedMap):
-        document["mode"] = "single"
-        traffic = document.get("traffic")
-        if isinstance(traffic, CommentedMap):
-            traffic["challenger_percent"] = 0
-        return _name(document["challenger"]), _name(document["champion"])
+    if state["mode"] in ("ab", "shadow") and state["challenger"] is not None:
+        state.update(mode="single", challenger_percent=0.0)
+        return state["challenger"]["name"], state["champion"]["name"]
+    if state["previous"] is not None:
+        demoted = state["champion"]
+        state.update(mode="single", champion=state["previous"], challenger=demoted,
+                     previous=None)
+        return demoted["name"], state["champion"]["name"]
     raise _refuse("previous", "nothing to roll back: no previous champion and no experiment "
                               "running")
 
 
-def set_challenger_percent(percent: float) -> Callable[[CommentedMap], tuple[float, float]]:
+def set_challenger_percent(percent: float) -> Callable[[SwitchKeys], tuple[float, float]]:
     """An edit that moves ``traffic.challenger_percent``; returns (before, after)."""
-    def edit(document: CommentedMap) -> tuple[float, float]:
-        traffic = document.get("traffic")
-        if not isinstance(traffic, CommentedMap):
-            traffic = CommentedMap()
-            _insert_after(document, "challenger", "traffic", traffic)
-        before = float(traffic.get("challenger_percent", 0) or 0)
-        traffic["challenger_percent"] = int(percent) if float(percent).is_integer() else percent
+    def edit(state: SwitchKeys) -> tuple[float, float]:
+        before = float(state["challenger_percent"])
+        state["challenger_percent"] = float(percent)
         return before, float(percent)
     return edit

@@ -44,6 +44,20 @@ def test_validate_lists_each_problem_with_file_and_line(
     assert "Traceback" not in err
 
 
+def test_validate_lists_problems_in_line_order(capsys: pytest.CaptureFixture[str],
+                                              tmp_path: Path) -> None:
+    """Problems come top to bottom, whichever check found them; no key where none is at fault."""
+    path = tmp_path / "bad.yaml"
+    path.write_text("experiment: e\nmode: ab\ntraffic: {challenger_percent: 130}\n"
+                    "champion: {name: a, path: m/a}\nbogus: 1\n")
+    code, _, err = run(capsys, "validate", str(path))
+    assert code == 1
+    assert [line.split(":")[1] for line in err.splitlines()] == ["1", "3", "5"]
+    assert "bogus: unknown key" in err.splitlines()[2]
+    code, _, err = run(capsys, "validate", str(tmp_path / "none.yaml"))
+    assert code == 1 and err == f"{tmp_path / 'none.yaml'}: file not found\n"
+
+
 def test_missing_config_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """A missing file for a command that needs it: `router: error: …`, exit 1."""
     code, _, err = run(capsys, "promote", "--config", str(tmp_path / "none.yaml"))

@@ -137,7 +137,7 @@ def test_each_error_names_key_and_line(text: str, expected: list[tuple[str, int]
 def test_unreadable_yaml_names_the_line(text: str, line: int) -> None:
     """Bad YAML, a duplicate key or a non-mapping file is one problem with its line."""
     [(path, got_line)] = problems_of(text)
-    assert path == "(file)" and got_line == line
+    assert path == "" and got_line == line  # no key is at fault
 
 
 def test_error_message_is_one_line_naming_the_file() -> None:
@@ -151,9 +151,11 @@ def test_error_message_is_one_line_naming_the_file() -> None:
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
-    """A config path that does not exist is a ConfigError naming the path."""
-    with pytest.raises(ConfigError, match="file not found"):
+    """A config path that does not exist is a ConfigError naming the path, and no key."""
+    with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "nope.yaml")
+    assert info.value.message == f"{tmp_path / 'nope.yaml'}: file not found"
+    assert info.value.detail == [{"key": None, "line": None, "message": "file not found"}]
 
 
 def test_monitoring_window_defaults_to_1000_and_is_read() -> None:

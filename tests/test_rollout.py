@@ -10,6 +10,7 @@ import pytest
 from router.config import Analysis, ModelRef, Rollout, RouterConfig, Traffic, load_config
 from router.outcomes import MemoryStore
 from router.rollout import FileLease, Move, RolloutController, RolloutView, plan
+from router.switch import switch
 
 BASE = RouterConfig(
     experiment="e", mode="ab", champion=ModelRef("a", Path("/m/a")),
@@ -120,3 +121,40 @@ def test_postgres_lease_is_exclusive_and_freed_with_its_connection(postgres_url:
     finally:
         for lease in (first, second, other):
             lease.release()
+
+
+def test_automatic_rollback_after_a_promotion_stops_the_new_challenger(tmp_path: Path) -> None:
+    """Promote, start a new experiment by hand with previous: left in place, then a rollout
+    rollback: the new challenger stops, the champion stays, the history names both."""
+    path = tmp_path / "router.yaml"
+    path.write_text(YAML)
+    store = MemoryStore()
+    switch("promote", path, tmp_path, store, reason="b is better", actor="test")
+    text = path.read_text()
+    assert "previous: {name: a, path: /m/a}" in text
+    path.write_text(text.replace("mode: single", "mode: ab")
+                    .replace("challenger_percent: 5", "challenger_percent: 0")
+                    + "challenger: {name: c, path: /m/c}\n")
+    config = load_config(path, base_dir=tmp_path)
+    assert (config.champion.name, config.previous and config.previous.name) == ("b", "a")
+
+    controller = RolloutController(
+        path, tmp_path, store, lambda: load_config(path, base_dir=tmp_path),
+        evaluate=lambda: RolloutView("rollback", ("challenger is significantly worse",),
+                                     {"champion": 300, "challenger": 300}),
+        apply=lambda: None)
+    move = None
+    for _ in range(200):
+        move = controller.tick()
+        if move is not None:
+            break
+    controller.lease.release()
+    assert move is not None and move.kind == "rollback"
+    config = load_config(path, base_dir=tmp_path)
+    assert config.mode == "single" and config.traffic.challenger_percent == 0
+    assert config.champion.name == "b"
+    assert config.challenger is not None and config.challenger.name == "c"
+    assert config.previous is not None and config.previous.name == "a"
+    entry = store.history()[-1]
+    assert (entry.action, entry.from_model, entry.to_model) == ("rollback", "c", "b")
+    assert "significantly worse" in entry.reason

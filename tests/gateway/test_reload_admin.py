@@ -71,7 +71,7 @@ def test_saved_change_applies_within_two_seconds(client: TestClient, config_file
 
 
 @pytest.mark.parametrize(("broken", "key", "line"), [
-    ("percent: [", "(file)", None),
+    ("percent: [", "not valid YAML", None),
     ("percent", "traffic.challenger_percent", 7),
 ])
 def test_bad_file_keeps_the_running_config_and_shows_why(
