@@ -380,7 +380,7 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
         root = YAML(typ="rt").load(text)
     except RecursionError:
         raise ConfigError(source, [ConfigProblem(
-            "(file)", None, f"nested deeper than {MAX_CONFIG_DEPTH} levels")]) from None
+            "", None, f"nested deeper than {MAX_CONFIG_DEPTH} levels")]) from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -530,7 +530,7 @@ def _check_bounds(text: str, source: str) -> None:
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_CONFIG_BYTES:
         raise ConfigError(source, [ConfigProblem(
-            "(file)", None, f"is {size:,} bytes, over the limit of {MAX_CONFIG_BYTES:,}")])
+            "", None, f"is {size:,} bytes, over the limit of {MAX_CONFIG_BYTES:,}")])
     flow = 0
     indents: list[int] = []
     for match in _FLOW_TOKEN.finditer(text):
@@ -540,7 +540,7 @@ def _check_bounds(text: str, source: str) -> None:
             if flow > MAX_CONFIG_DEPTH:
                 line = text.count("\n", 0, match.start()) + 1
                 raise ConfigError(source, [ConfigProblem(
-                    "(file)", line, f"nested deeper than {MAX_CONFIG_DEPTH} levels")])
+                    "", line, f"nested deeper than {MAX_CONFIG_DEPTH} levels")])
         elif token in "]}":
             flow = max(0, flow - 1)
     # Block nesting: each line indented deeper than the one it belongs to opens a level.
@@ -554,7 +554,7 @@ def _check_bounds(text: str, source: str) -> None:
         indents.append(indent)
         if len(indents) > MAX_CONFIG_DEPTH:
             raise ConfigError(source, [ConfigProblem(
-                "(file)", number, f"nested deeper than {MAX_CONFIG_DEPTH} levels")])
+                "", number, f"nested deeper than {MAX_CONFIG_DEPTH} levels")])
 
 
 def load_config(path: str | Path, *, base_dir: Path | None = None) -> RouterConfig:
