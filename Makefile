@@ -1,21 +1,33 @@
 # Two entry points: `make demo` (train, serve on SQLite, simulate traffic) and `make test`.
 # Both build the virtualenv first, so they work on a fresh clone with only python3 and make.
+# The demo installs only the runtime; tests and development add every extra but the bench's
+# (dev tools, the PostgreSQL store, the fast engine, the documentation site, skops, signing).
 VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+DEMO_INSTALLED := $(VENV)/.installed-demo
+DEV_INSTALLED := $(VENV)/.installed-dev
 
-.PHONY: install demo serve test lint bench clean
+.PHONY: install install-demo demo test lint docs bench clean
 
-$(BIN)/router: pyproject.toml
+$(BIN)/python:
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+
+$(DEMO_INSTALLED): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(DEV_INSTALLED): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev,postgres,fast,docs,skops,sign]'
 	touch $@
 
-install: $(BIN)/router
+install: $(DEV_INSTALLED)
 
-demo: install
+install-demo: $(DEMO_INSTALLED)
+
+demo: install-demo
 	$(BIN)/router demo --host $(HOST) --port $(PORT)
 
 lint: install
@@ -23,6 +35,9 @@ lint: install
 
 test: lint
 	$(BIN)/pytest
+
+docs: install
+	$(BIN)/mkdocs build --strict
 
 bench: install
 	$(BIN)/python -m bench.serving

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import queue
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -33,11 +35,13 @@ DEADLINE_S = 120.0  # only guards against a hang: training and starting take a f
 class Demo:
     """A `router demo` process whose output lines are read as they come."""
 
-    def __init__(self, root: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, root: Path, *args: str, env: dict[str, str] | None = None,
+                 path: tuple[Path, ...] = ()) -> None:
         self.port = free_port()
         command = [sys.executable, "-m", "router.cli", "demo", "--dir", str(root),
                    "--port", str(self.port), "--seed", "1", *args]
-        environ = {**(os.environ if env is None else env), "PYTHONPATH": str(REPO_ROOT)}
+        environ = {**(os.environ if env is None else env),
+                   "PYTHONPATH": os.pathsep.join(map(str, (*path, REPO_ROOT)))}
         self.process = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True, env=environ)
         self.lines: list[str] = []
@@ -103,8 +107,9 @@ def answered_at_stop(demo: Demo) -> int:
 def start_demo() -> Iterator[Callable[..., Demo]]:
     demos: list[Demo] = []
 
-    def start(root: Path, *args: str, env: dict[str, str] | None = None) -> Demo:
-        demos.append(Demo(root, *args, env=env))
+    def start(root: Path, *args: str, env: dict[str, str] | None = None,
+              path: tuple[Path, ...] = ()) -> Demo:
+        demos.append(Demo(root, *args, env=env, path=path))
         return demos[-1]
 
     yield start
@@ -193,3 +198,44 @@ def test_a_token_already_in_the_environment_is_the_one_used() -> None:
     generated, made = admin_token({"ROUTER_ADMIN_TOKEN": "  "})
     assert made and generated.strip() == generated and len(generated) >= 32
     assert admin_token({})[0] != admin_token({})[0]
+
+
+def modules_of_the_extras() -> set[str]:
+    """Top-level modules that only pyproject's optional extras install (dev, postgres, fast...)."""
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+
+    def names(requirements: list[str]) -> set[str]:
+        return {re.split(r"[\s\[<>=;!~]", r, maxsplit=1)[0].lower().replace("_", "-")
+                for r in requirements}
+
+    extras = set().union(*map(names, project["optional-dependencies"].values()))
+    extras -= names(project["dependencies"])
+    return {module for module, dists in importlib.metadata.packages_distributions().items()
+            if any(d.lower().replace("_", "-") in extras for d in dists)}
+
+
+def test_the_demo_needs_none_of_the_extras(start_demo: Callable[..., Demo], trained: Path,
+                                           tmp_path: Path) -> None:
+    """`make demo` installs only the runtime: with every extra's modules made unimportable (in
+    the demo and in the gateway it starts), the demo still serves, reaches its rounds and stops
+    cleanly."""
+    blocked = modules_of_the_extras()
+    assert {"pytest", "onnxruntime", "psycopg", "mkdocs"} <= blocked
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    # Python imports sitecustomize at start-up, in this process's children too: None in
+    # sys.modules makes `import x` fail and importlib.util.find_spec(x) say "not installed".
+    (hook / "sitecustomize.py").write_text(
+        f"import sys\nfor name in {sorted(blocked)!r}:\n    sys.modules[name] = None\n")
+    root = tmp_path / "demo"
+    shutil.copytree(trained, root)
+    demo = start_demo(root, "--max-requests", "200", "--round", "200", path=(hook,))
+    demo.wait_for(r"until Ctrl-C$")
+    with urllib.request.urlopen(f"http://127.0.0.1:{demo.port}/config", timeout=30) as answer:
+        models = json.loads(answer.read())["models"]
+    assert {m["engine"] for m in models.values()} == {"scikit-learn"}, models
+    assert all("fast extra is not installed" in m["engine_reason"] for m in models.values())
+    assert demo.interrupt() == 0, "\n".join(demo.lines)
+    assert answered_at_stop(demo) == 200
+    log = (root / "var" / "demo-server.log").read_text()
+    assert "Traceback" not in log and "Traceback" not in "\n".join(demo.lines)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -51,3 +52,28 @@ def test_console_script_points_at_the_cli() -> None:
     """pyproject's `router` script is router.cli:main."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["scripts"]["router"] == "router.cli:main"
+
+
+def make_commands(target: str, venv: Path) -> list[str]:
+    """What `make TARGET` would run on a fresh clone (a dry run into an empty venv path)."""
+    result = subprocess.run(["make", "--dry-run", "--always-make", target, f"VENV={venv}"],
+                            cwd=ROOT, capture_output=True, text=True, check=True)
+    return result.stdout.splitlines()
+
+
+def pip_installs(commands: list[str]) -> list[list[str]]:
+    """The arguments of each `pip install` of the project (pip's own upgrade left out)."""
+    return [c.split(" install ", 1)[1].split() for c in commands
+            if " install " in c and "--upgrade pip" not in c]
+
+
+def test_make_demo_installs_the_runtime_and_make_test_every_extra(tmp_path: Path) -> None:
+    """`make demo` installs the package alone; `make test` adds every extra but the bench."""
+    [demo] = pip_installs(make_commands("demo", tmp_path / "venv"))
+    assert demo[-2:] == ["-e", "."], demo
+    [dev] = pip_installs(make_commands("test", tmp_path / "venv"))
+    extras = re.fullmatch(r"'?\.\[([a-z,]+)\]'?", dev[-1])
+    assert extras, dev
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert set(extras.group(1).split(",")) == set(declared) - {"bench"}
