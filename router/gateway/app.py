@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from router.gateway import admin, dashboard, endpoints, kserve, metrics, stats_route
+from router.gateway import admin, dashboard, endpoints, kserve, metrics, stats_route, v2
 from router.gateway.errors import EXCEPTION_HANDLERS, render_error
 from router.gateway.state import GatewayState
 
@@ -104,9 +104,23 @@ def create_app(config_path: str | Path, *, base_dir: str | Path | None = None,
         Route("/admin/rollback", admin.rollback, methods=["POST"]),
         Route("/v1/models/{name}:predict", metrics.counted(kserve.predict), methods=["POST"]),
         Route("/v1/models/{name}", kserve.model_status, methods=["GET"]),
+        *v2_routes(),
     ]
     return Gateway(routes=routes, lifespan=lifespan,
                    exception_handlers=EXCEPTION_HANDLERS)  # type: ignore[arg-type]
+
+
+def v2_routes() -> list[Route]:
+    """The Open Inference Protocol's REST routes, each with and without a version."""
+    infer = v2.protocol_errors(metrics.counted(v2.infer))
+    routes = [Route("/v2", v2.protocol_errors(v2.server_metadata), methods=["GET"]),
+              Route("/v2/health/live", v2.protocol_errors(v2.server_live), methods=["GET"]),
+              Route("/v2/health/ready", v2.protocol_errors(v2.server_ready), methods=["GET"])]
+    for model in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+        routes += [Route(f"{model}/infer", infer, methods=["POST"]),
+                   Route(f"{model}/ready", v2.protocol_errors(v2.model_ready), methods=["GET"]),
+                   Route(model, v2.protocol_errors(v2.model_metadata_route), methods=["GET"])]
+    return routes
 
 
 def app_from_env() -> Starlette:

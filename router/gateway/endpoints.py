@@ -70,11 +70,15 @@ def state_of(request: Request) -> GatewayState:
     return request.app.state.gateway  # type: ignore[no-any-return]
 
 
-async def read_json(request: Request, max_bytes: int) -> Any:
-    """The decoded body, after the content type and size checks every POST route shares."""
+async def read_json(request: Request, max_bytes: int, *, json_by_default: bool = False) -> Any:
+    """The decoded body, after the content type and size checks every POST route shares.
+
+    ``json_by_default`` reads a body without a Content-Type as JSON: clients of the Open
+    Inference Protocol (tritonclient among them) send none.
+    """
     headers = header_map(request)
     content_type = headers.get(b"content-type", b"")
-    if content_type != b"application/json" and \
+    if not (json_by_default and not content_type) and content_type != b"application/json" and \
             content_type.split(b";", 1)[0].strip().lower() != b"application/json":
         shown = content_type.decode("latin-1") or "none"
         raise UnsupportedMediaError(
@@ -134,13 +138,19 @@ def request_id_of(request: Request) -> str:
     return request_id
 
 
-def unit_id_of(snapshot: Snapshot, request: Request, body: dict[str, Any]) -> str | None:
+def unit_id_of(snapshot: Snapshot, request: Request, body: dict[str, Any], *,
+               header_fallback: bool = False) -> str | None:
+    """The sticky unit id from the configured header or body field; ``header_fallback`` also
+    looks for a header key's name in ``body`` when the header is absent (an Open Inference
+    Protocol request's parameters)."""
     key = snapshot.config.traffic.sticky_key
     if key is None:
         return None
     if key.source == "header":
         raw = header_map(request).get(key.name.encode("ascii"))
         value: Any = None if raw is None else raw.decode("latin-1")
+        if value is None and header_fallback:
+            value = body.get(key.name)
     else:
         value = body.get(key.name)
     if value is None or value == "":
