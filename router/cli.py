@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from router.errors import ConfigError, RouterError
 
 if TYPE_CHECKING:  # the CLI imports heavy modules only in the command that needs them
+    from router.artifacts.trust import ModelTrust
     from router.outcomes import OutcomeStore
 
 DEFAULT_CONFIG = "configs/router.yaml"
@@ -50,8 +51,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config_path = Path(args.config).resolve()
     base_dir = Path.cwd()
+    trust = _apply_trust(args)
     # Fail here, with one line, rather than inside a worker process with a traceback.
-    load_models(load_config(config_path, base_dir=base_dir), ModelRegistry())
+    load_models(load_config(config_path, base_dir=base_dir), ModelRegistry(trust))
     os.environ[CONFIG_ENV] = str(config_path)
     os.environ[BASE_DIR_ENV] = str(base_dir)
     with _metrics_directory(args.workers):
@@ -94,9 +96,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from router.registry import ModelRegistry
     from router.snapshot import load_models
 
+    trust = _apply_trust(args)
     try:
         config = load_config(args.file, base_dir=Path.cwd())
-        models = load_models(config, ModelRegistry())
+        models = load_models(config, ModelRegistry(trust))
     except ConfigError as exc:
         for problem in exc.problems:
             where = f"{exc.source}:{problem.line}" if problem.line else exc.source
@@ -106,6 +109,42 @@ def cmd_validate(args: argparse.Namespace) -> int:
     names = {role: ref.name for role, ref in config.model_refs().items()}
     served = ", ".join(f"{role} {names[role]}:{m.version}" for role, m in models.items())
     print(f"{args.file}: ok (experiment {config.experiment}, mode {config.mode}; {served})")
+    return 0
+
+
+def _apply_trust(args: argparse.Namespace) -> ModelTrust:
+    """The trust ``--public-key`` and ``--trust-type`` give (else the environment's), checked
+    now and passed on to every process this one starts through the environment."""
+    from router.artifacts.trust import ModelTrust
+
+    inherited = ModelTrust.from_env()
+    trust = ModelTrust(
+        Path(args.public_key).resolve() if args.public_key else inherited.public_key_file,
+        tuple(args.trust_type or ()) or inherited.trusted_types)
+    _ = trust.public_key  # a missing or wrong key file: one line now, not in each worker
+    if trust != inherited:
+        os.environ.update(trust.to_env())
+    return trust
+
+
+def _trust_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--public-key", metavar="FILE",
+                   help="load only model directories signed (router sign) by this Ed25519 "
+                        "public key's private half (PEM); default $ROUTER_MODEL_PUBLIC_KEY")
+    p.add_argument("--trust-type", action="append", metavar="NAME",
+                   help="a type skops may build beyond its defaults (repeatable); default "
+                        "$ROUTER_SKOPS_TRUSTED_TYPES, comma-separated")
+
+
+# -- sign -------------------------------------------------------------------------------------
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from router.artifacts.signing import key_fingerprint, load_private_key, sign_directory
+
+    path = sign_directory(Path(args.dir), Path(args.key))
+    fingerprint = key_fingerprint(load_private_key(args.key).public_key())
+    print(f"signed {args.dir} with key {fingerprint[:16]}: wrote {path}")
     return 0
 
 
@@ -301,10 +340,19 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--access-log", action="store_true",
                    help="log every request (off by default: it costs ~40%% of a fast request)")
+    _trust_arguments(p)
 
     p = command("validate", cmd_validate,
                 "Check a YAML config and load its models; exit 1 listing each problem.")
     p.add_argument("file", help="YAML file")
+    _trust_arguments(p)
+
+    p = command("sign", cmd_sign,
+                "Sign a model directory's digest with an Ed25519 private key: writes "
+                "DIR/signature.json, which a gateway started with --public-key requires.")
+    p.add_argument("dir", help="model directory (models/<name>/<version>)")
+    p.add_argument("--key", required=True, metavar="KEY",
+                   help="Ed25519 private key, PEM (openssl genpkey -algorithm ed25519)")
 
     p = command("train-demo", cmd_train_demo,
                 "Train a demo champion and challenger and write models/ and configs/router.yaml.")

@@ -17,7 +17,7 @@ checks the very bytes it deserialises against them, so a signature over this man
 every byte that is loaded, with no window between checking a file and reading it.
 
 Keys are PEM files as ``openssl genpkey -algorithm ed25519`` writes them (PKCS#8 private key,
-SubjectPublicKeyInfo public key), or as :func:`generate_key_pair` does. ``cryptography`` is an
+SubjectPublicKeyInfo public key). ``cryptography`` is an
 extra (``router[sign]``): it is imported only when a key is used.
 """
 
@@ -34,7 +34,7 @@ from typing import Any
 from router.artifacts.files import SIGNATURE_FILE, atomic_write
 from router.errors import ModelLoadError, UntrustedModelError
 
-__all__ = ["MANIFEST_HEADER", "directory_digest", "generate_key_pair", "key_fingerprint",
+__all__ = ["MANIFEST_HEADER", "directory_digest", "key_fingerprint",
            "load_private_key", "load_public_key", "manifest", "sign_directory",
            "signed_message", "verify_signature", "write_signature"]
 
@@ -115,23 +115,6 @@ def key_fingerprint(public_key: Any) -> str:
 
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()
-
-
-def generate_key_pair(private_path: str | Path, public_path: str | Path) -> str:
-    """Write a new Ed25519 key pair as PEM files (the private one mode 0600); its fingerprint."""
-    from cryptography.hazmat.primitives import serialization
-
-    key = _crypto().Ed25519PrivateKey.generate()
-    private_pem = key.private_bytes(serialization.Encoding.PEM,
-                                    serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
-    public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo)
-    private = Path(private_path)
-    private.touch(mode=0o600, exist_ok=False)
-    private.write_bytes(private_pem)
-    Path(public_path).write_bytes(public_pem)
-    return key_fingerprint(key.public_key())
 
 
 def write_signature(directory: Path, files: Mapping[str, str], private_key: Any) -> Path:
