@@ -39,6 +39,7 @@ no prediction of any experiment has.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,7 +49,7 @@ from router.outcomes.records import FeedbackRecord, PredictionRecord
 
 __all__ = [
     "FLAG_BITS", "FLAG_CHALLENGER", "FLAG_ERROR", "FLAG_FALLBACK", "FLAG_FORCED", "FLAG_MASK",
-    "FLAG_SHADOW", "Columns", "features_array",
+    "FLAG_SHADOW", "ColumnQuestion", "Columns", "KeptRead", "features_array",
     "flags_columns", "latest_feedback", "memory_columns", "revision_filter", "unit_keys",
 ]
 
@@ -182,6 +183,38 @@ def _number(prediction: Any) -> float:
     if isinstance(prediction, bool) or not isinstance(prediction, int | float):
         return math.nan
     return float(prediction)
+
+
+class ColumnQuestion:
+    """What a read of the columns asks, as the SQL stores' queries hold it."""
+
+    def __init__(self, experiment: str, revisions: Sequence[int] | None,
+                 classes: Sequence[str] | None, units: bool, true_probability: bool) -> None:
+        self.classes = None if classes is None else list(classes)
+        self.units = units
+        self.true_probability = true_probability and classes is not None
+        self.experiment = experiment
+        self.revisions = revisions
+
+    @property
+    def question(self) -> tuple[Any, ...]:
+        """What these columns answer: reads of equal questions can be combined."""
+        return (self.experiment, None if self.revisions is None else tuple(self.revisions),
+                None if self.classes is None else tuple(self.classes), self.units,
+                self.true_probability)
+
+
+class KeptRead:
+    """A SQL store's latest read of one question, kept so that the next read of the same
+    question reads only what was logged since: the raw columns, and the newest prediction and
+    feedback ids it saw."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.question: tuple[Any, ...] | None = None
+        self.raw: Columns | None = None
+        self.max_prediction_id = 0
+        self.max_feedback_id = 0
 
 
 def revision_filter(revisions: Sequence[int] | None, placeholder: str) -> tuple[str, list[int]]:

@@ -8,8 +8,8 @@ Predictions are written with ``COPY``, the fastest bulk path PostgreSQL has.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -121,6 +121,8 @@ class PostgresStore:
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 4,
                  connect_timeout_s: float = 10.0) -> None:
         self.url = url
+        self._cache_lock = threading.Lock()
+        self._column_cache: Any = None
         # A short wait for a pooled connection: while the server is down, a write fails fast
         # and the writer's retry and spill take over, rather than blocking on the pool.
         self._pool = ConnectionPool(url, min_size=min_size, max_size=max_size, open=False,
@@ -306,21 +308,18 @@ class PostgresStore:
                          classes: Sequence[str] | None = None, units: bool = False,
                          true_probability: bool = False, feature_rows: int = 0
                          ) -> dict[str, Any]:
-        """The statistics' numpy columns (see ``router.outcomes.columns``), joined in SQL."""
-        from router.outcomes.postgres_columns import postgres_columns, postgres_unknown_ids
+        """The statistics' numpy columns (see ``router.outcomes.columns``), joined in SQL;
+        a repeated question reads only what was logged since the last answer."""
+        from router.outcomes.postgres_columns import PostgresColumnCache, postgres_columns
 
-        def unknown_ids() -> int:
-            with self._connection() as conn:
-                return postgres_unknown_ids(conn)
-
-        # The count of unknown feedback ids is an anti-join as costly as the main query: it
-        # runs on a second pooled connection, so the server works on both at once.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stats") as pool:
-            unknown = pool.submit(unknown_ids)
-            with self._connection() as conn:
-                return postgres_columns(conn, experiment, revisions, classes=classes,
-                                        units=units, true_probability=true_probability,
-                                        feature_rows=feature_rows, unknown_ids=unknown.result)
+        with self._cache_lock:
+            if self._column_cache is None:
+                self._column_cache = PostgresColumnCache()
+        with self._connection() as conn:
+            return postgres_columns(conn, experiment, revisions, classes=classes, units=units,
+                                    true_probability=true_probability,
+                                    feature_rows=feature_rows, cache=self._column_cache,
+                                    side=self._connection)
 
     def ping(self) -> bool:
         """True when a pooled connection answers within 2 s; never raises."""

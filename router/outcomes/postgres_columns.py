@@ -1,10 +1,23 @@
 """``analysis_columns`` on PostgreSQL: the join runs in the server and the rows come back packed
-in one binary value (see ``router.outcomes.columns`` for what the columns are)."""
+in one binary value; the latest read is kept and extended by what is logged after it (see
+``router.outcomes.columns`` for what the columns are).
+
+Unlike SQLite's single writer, many sessions write one PostgreSQL log at once, and a row's id
+is handed out before its transaction commits: a write that commits after a later one brings
+rows of ids lower than some already read. So every read runs in one repeatable-read snapshot,
+notes the ids below its newest that it did not see, and the next reads look for those ids again
+(:class:`PostgresColumnCache`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,14 +29,35 @@ from router.outcomes.columns import (
     FLAG_FALLBACK,
     FLAG_FORCED,
     FLAG_SHADOW,
+    ColumnQuestion,
     Columns,
+    KeptRead,
     features_array,
     flags_columns,
     latest_feedback,
     revision_filter,
 )
 
-__all__ = ["postgres_columns", "postgres_unknown_ids"]
+__all__ = ["MAX_KEPT_ROWS", "PENDING_GRACE_S", "PostgresColumnCache", "postgres_columns"]
+
+# The kept read's bound, so that its memory stays bounded per gateway process, as on SQLite.
+MAX_KEPT_ROWS = 5_000_000
+# Above this much new feedback since the kept read, reading everything again is cheaper.
+_MAX_UPDATES = 100_000
+# At most this many missing ids are looked for again, and this many unknown request ids kept;
+# past either bound the next read is a full one.
+_MAX_PENDING_IDS = 100_000
+_MAX_KEPT_UNKNOWN = 100_000
+# How long a missing id is looked for at least. A writer takes ids for the rows of a COPY as
+# it buffers them, before its transaction has an id of its own that a snapshot would list as
+# running: for that moment only time tells a write about to commit from one rolled back.
+PENDING_GRACE_S = 60.0
+# Below this many ids a range's present ids are fetched outright; above it, a count first
+# says whether any is missing at all (rarely: ids go missing only with a rollback or a delete).
+_COUNT_FIRST = 10_000
+
+Connect = Callable[[], AbstractContextManager[Any]]
+
 
 def _packed_columns(conn: Any, select: Sequence[tuple[str, str, str]], source: str,
                     params: Sequence[Any]) -> Columns:
@@ -43,6 +77,337 @@ def _packed_columns(conn: Any, select: Sequence[tuple[str, str, str]], source: s
     return {name: rows[name].astype(rows[name].dtype.newbyteorder("=")) for name in dtype.names}
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    """What a PostgreSQL snapshot says of transactions: every one below ``xmin`` had ended,
+    none from ``xmax`` on had begun, and ``running`` were under way."""
+
+    xmin: int
+    xmax: int
+    running: frozenset[int]
+
+    @classmethod
+    def parse(cls, text: str) -> _Snapshot:
+        xmin, xmax, running = text.split(":")
+        return cls(int(xmin), int(xmax), frozenset(int(x) for x in running.split(",") if x))
+
+    def ended(self, xids: frozenset[int]) -> bool:
+        """True when every transaction of ``xids`` had ended (committed or not) here."""
+        return all(x < self.xmin or (x < self.xmax and x not in self.running) for x in xids)
+
+
+@dataclass(frozen=True)
+class _Missing:
+    """Ids below a read's newest that the read did not see, and the transactions under way
+    then: one of them may still commit rows of these ids."""
+
+    ids: np.ndarray
+    running: frozenset[int]
+    since: float  # time.monotonic() of the read that first missed them
+
+    def settled(self, snapshot: _Snapshot, now: float) -> bool:
+        """True when no write can bring these ids any more: whoever took them has ended."""
+        return snapshot.ended(self.running) and now - self.since >= PENDING_GRACE_S
+
+
+def _pending(groups: list[_Missing]) -> np.ndarray:
+    return np.concatenate([g.ids for g in groups]) if groups else np.zeros(0, np.int64)
+
+
+def _still_missing(groups: list[_Missing], found: np.ndarray, new: np.ndarray,
+                   snapshot: _Snapshot, now: float) -> list[_Missing]:
+    """The groups less the ids now found and those settled, and ``new`` as a group."""
+    kept = []
+    for group in groups:
+        ids = group.ids[~np.isin(group.ids, found)]
+        if ids.size and not group.settled(snapshot, now):
+            kept.append(_Missing(ids, group.running, group.since))
+    if new.size:
+        kept.append(_Missing(new, snapshot.running, now))
+    return kept
+
+
+def _present_ids(conn: Any, table: str, low: int, high: int, pending: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Of ``table``'s ids in ``(low, high]`` and of ``pending``: the ones missing from the
+    range and the pending ones present."""
+    if high - low > _COUNT_FIRST and not pending.size:
+        (count,) = conn.execute(f"SELECT count(*) FROM {table} WHERE id > %s AND id <= %s",
+                                [low, high]).fetchone()
+        if count == high - low:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    present = _packed_columns(conn, [("id", "i", "id")],
+                              f"FROM {table} WHERE id > %s AND id <= %s OR id = ANY(%s)",
+                              [low, high, pending.tolist()])["id"]
+    in_range = present[(present > low) & (present <= high)]
+    missing = np.setdiff1d(np.arange(low + 1, high + 1, dtype=np.int64), in_range,
+                           assume_unique=True)
+    return missing, present[np.isin(present, pending)]
+
+
+class _PostgresQuery(ColumnQuestion):
+    """The statement behind the columns, for the rows of any id range, and the one that
+    brings rows read earlier up to date with feedback logged since."""
+
+    def __init__(self, experiment: str, revisions: Sequence[int] | None,
+                 classes: Sequence[str] | None, units: bool, true_probability: bool) -> None:
+        super().__init__(experiment, revisions, classes, units, true_probability)
+        revision_sql, revision_params = revision_filter(revisions, "%s")
+        self.where = f"p.experiment = %s{revision_sql}"
+        self.where_params: list[Any] = [experiment, *revision_params]
+        # The columns that the row's latest feedback decides, apart from the others: they
+        # are what an update of a row read earlier brings.
+        self.feedback_select: list[tuple[str, str, str]] = [
+            ("feedback_id", "i", "coalesce(f.id, -1)")]
+        self.feedback_params: list[Any] = []
+        self.select: list[tuple[str, str, str]] = [
+            ("pid", "i", "p.id"),
+            ("ts", "f", "p.ts"),
+            ("revision", "i", "p.revision::int8"),
+            ("flags", "i", f"((p.variant = 'challenger')::int * {FLAG_CHALLENGER} "
+                           f"+ p.shadow * {FLAG_SHADOW} + p.fallback * {FLAG_FALLBACK} "
+                           f"+ (p.error IS NOT NULL)::int * {FLAG_ERROR} "
+                           f"+ p.forced * {FLAG_FORCED})::int8"),
+            ("latency_ms", "f", "p.latency_ms"),
+        ]
+        self.params: list[Any] = []
+        if self.classes is not None:
+            self.select.append(("predicted", "i",
+                                "coalesce(array_position(%s::text[], p.label) - 1, -1)::int8"))
+            self.params.append(self.classes)
+            self.feedback_select.append((
+                "label", "i", "(CASE WHEN f.label IS NULL THEN -1 "
+                "ELSE coalesce(array_position(%s::text[], f.label) - 1, -2) END)::int8"))
+            self.feedback_params.append(self.classes)
+            if self.true_probability:
+                self.feedback_select.append((
+                    "true_probability", "f",
+                    "CASE WHEN f.label IS NULL OR p.probabilities IS NULL THEN 'NaN'::float8 "
+                    "WHEN p.label = f.label THEN p.probability "
+                    "ELSE coalesce((p.probabilities::jsonb ->> f.label)::float8, 0.0) END"))
+        else:
+            self.select.append(("value", "f", "coalesce(p.value, 'NaN')"))
+            self.feedback_select.append(("label_value", "f", "coalesce(f.value, 'NaN')"))
+        if units:
+            # A 64-bit hash of the id in the server: the statistics only count distinct units.
+            self.select.append(
+                ("unit_key", "i", "coalesce(hashtextextended(p.unit_id, 0), 0)"))
+
+    def rows(self, conn: Any, low: int, high: int, pending: Sequence[int] = ()) -> Columns:
+        """The raw columns (sorted by ``pid``, each row with its latest feedback) of the rows
+        with ``low <= id <= high`` or an id in ``pending``; from 1 and with nothing pending,
+        every row."""
+        ids_sql, ids_params = "", []
+        if low > 1 or len(pending):
+            ids_sql = " AND (p.id BETWEEN %s AND %s OR p.id = ANY(%s))"
+            ids_params = [low, high, list(pending)]
+        # A plain join, one row per feedback record of the request id, and numpy keeps the
+        # latest: the latest per id in SQL would sort the whole feedback table.
+        raw = _packed_columns(
+            conn, [*self.select, *self.feedback_select],
+            "FROM predictions AS p LEFT JOIN feedback AS f ON f.request_id = p.request_id "
+            f"WHERE {self.where}{ids_sql}",
+            [*self.params, *self.feedback_params, *self.where_params, *ids_params])
+        order = np.argsort(raw["pid"], kind="stable")  # the rows of a prediction together
+        return latest_feedback({name: values[order] for name, values in raw.items()})
+
+    def updates(self, conn: Any, after_feedback_id: int, max_feedback_id: int,
+                pending: np.ndarray, max_prediction_id: int) -> Columns:
+        """What the feedback of id in ``(after_feedback_id, max_feedback_id]`` or in
+        ``pending`` says of the rows of id up to ``max_prediction_id``: per matched row its
+        ``pid`` and the feedback columns, in no order."""
+        # The new feedback drives: each of its few rows finds its predictions by request id.
+        return _packed_columns(
+            conn, [("pid", "i", "p.id"), *self.feedback_select],
+            "FROM feedback AS f JOIN predictions AS p ON p.request_id = f.request_id "
+            "WHERE (f.id > %s AND f.id <= %s OR f.id = ANY(%s)) AND p.id <= %s "
+            f"AND {self.where}",
+            [*self.feedback_params, after_feedback_id, max_feedback_id, pending.tolist(),
+             max_prediction_id, *self.where_params])
+
+    def finish(self, raw: Columns, unknown: int) -> Columns:
+        """The columns of ``raw``, which stays as it is (it may be kept for the next read)."""
+        rest = {name: values for name, values in raw.items()
+                if name not in ("pid", "ts", "revision", "flags")}
+        columns = {"ts": raw["ts"].copy(), "revision": raw["revision"],
+                   **flags_columns(raw["flags"]), **rest}
+        if self.units and columns["ts"].size:
+            columns["ts"][columns["unit_key"] != 0] = math.nan
+        columns["unknown_feedback_ids"] = np.array(unknown)
+        return columns
+
+
+def _apply(raw: Columns, updates: Columns) -> Columns:
+    """``raw`` (sorted by ``pid``) with each of its rows that an update names given the
+    update's feedback where that is later than the row's own (updates of rows ``raw`` does
+    not hold are left out: they were read whole)."""
+    if not updates["pid"].size or not raw["pid"].size:
+        return raw
+    order = np.lexsort((updates["feedback_id"], updates["pid"]))
+    pid = updates["pid"][order]
+    last = order[np.r_[pid[1:] != pid[:-1], True]]  # the latest feedback of each row
+    at = np.minimum(np.searchsorted(raw["pid"], updates["pid"][last]), raw["pid"].size - 1)
+    newer = (raw["pid"][at] == updates["pid"][last]) & (
+        updates["feedback_id"][last] > raw["feedback_id"][at])
+    at, last = at[newer], last[newer]
+    out = dict(raw)
+    for name in updates:
+        if name != "pid":
+            out[name] = raw[name].copy()
+            out[name][at] = updates[name][last]
+    return out
+
+
+def _by_pid(parts: list[Columns]) -> Columns:
+    raw = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    order = np.argsort(raw["pid"], kind="stable")
+    return {name: values[order] for name, values in raw.items()}
+
+
+_UNKNOWN_SQL = ("SELECT DISTINCT g.request_id FROM ({}) AS g(request_id) WHERE NOT EXISTS "
+                "(SELECT 1 FROM predictions AS p WHERE p.request_id = g.request_id)")
+
+
+def _unknown_ids(conn: Any) -> tuple[int, list[str] | None]:
+    """The request ids that feedback names and no prediction of any experiment has: their
+    count, and themselves unless there are too many to keep."""
+    ids = [r[0] for r in conn.execute(
+        _UNKNOWN_SQL.format("SELECT request_id FROM feedback") + " LIMIT %s",
+        [_MAX_KEPT_UNKNOWN + 1]).fetchall()]
+    if len(ids) <= _MAX_KEPT_UNKNOWN:
+        return len(ids), ids
+    (count,) = conn.execute(
+        f"SELECT count(*) FROM ({_UNKNOWN_SQL.format('SELECT request_id FROM feedback')}) "
+        "AS u").fetchone()
+    return int(count), None
+
+
+class PostgresColumnCache(KeptRead):
+    """The raw columns of the latest question asked of one PostgreSQL log, kept so that the
+    next read of the same question reads only what was logged since.
+
+    Predictions and feedback are only ever appended: rows read before keep their values except
+    for the feedback joined to them. A read takes what has an id above the kept read's newest,
+    and what has an id the kept read looked for and did not find (a write under way then, see
+    the module doc), until whoever took those ids has ended. The unknown feedback ids are kept
+    as a set, which new feedback grows and new predictions shrink. One question is kept (what
+    ``/stats`` asks), up to :data:`MAX_KEPT_ROWS` rows: past that, each read is a full one.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.missing_predictions: list[_Missing] = []
+        self.missing_feedback: list[_Missing] = []
+        self.unknown: list[str] | None = None
+
+    @property
+    def pending_predictions(self) -> np.ndarray:
+        """The prediction ids the next read looks for again."""
+        return _pending(self.missing_predictions)
+
+    @property
+    def pending_feedback(self) -> np.ndarray:
+        """The feedback ids the next read looks for again."""
+        return _pending(self.missing_feedback)
+
+    def forget(self) -> None:
+        self.raw = None
+
+    def answers(self, question: tuple[Any, ...], max_prediction_id: int,
+                max_feedback_id: int) -> bool:
+        """True when the kept read is of ``question``, the log has only grown since, and not
+        by so much that reading it all again would cost less."""
+        return (self.raw is not None and self.question == question
+                and self.unknown is not None
+                and self.max_prediction_id <= max_prediction_id
+                and self.max_feedback_id <= max_feedback_id
+                and max_feedback_id - self.max_feedback_id <= _MAX_UPDATES)
+
+    def keep(self, question: tuple[Any, ...], raw: Columns, max_prediction_id: int,
+             max_feedback_id: int, missing_predictions: list[_Missing],
+             missing_feedback: list[_Missing], unknown: list[str] | None) -> None:
+        too_many = sum(g.ids.size for g in (*missing_predictions, *missing_feedback)) \
+            > _MAX_PENDING_IDS
+        # Past a bound nothing is kept, so memory stays bounded: the next read is a full one.
+        self.raw = None if too_many or raw["pid"].size > MAX_KEPT_ROWS else raw
+        self.question = question
+        self.max_prediction_id, self.max_feedback_id = max_prediction_id, max_feedback_id
+        self.missing_predictions, self.missing_feedback = missing_predictions, missing_feedback
+        self.unknown = unknown
+
+
+@dataclass
+class _Read:
+    """One read's outcome, before it is kept."""
+
+    raw: Columns
+    missing_predictions: list[_Missing]
+    missing_feedback: list[_Missing]
+    unknown_count: int
+    unknown: list[str] | None
+
+
+def _full_read(conn: Any, query: _PostgresQuery, high: int, feedback_high: int,
+               snapshot: _Snapshot, side: Connect | None) -> _Read:
+    """Every row of the question; the unknown ids and the missing ids are found meanwhile on
+    ``side`` (a second connection, in this transaction's snapshot), or after on ``conn``."""
+
+    def others(c: Any) -> tuple[np.ndarray, np.ndarray, tuple[int, list[str] | None]]:
+        empty = np.zeros(0, np.int64)
+        return (_present_ids(c, "predictions", 0, high, empty)[0],
+                _present_ids(c, "feedback", 0, feedback_high, empty)[0], _unknown_ids(c))
+
+    if side is None:
+        raw = query.rows(conn, 1, high)
+        missing_p, missing_f, (count, unknown) = others(conn)
+    else:
+        (exported,) = conn.execute("SELECT pg_export_snapshot()").fetchone()
+
+        def in_snapshot() -> tuple[np.ndarray, np.ndarray, tuple[int, list[str] | None]]:
+            with side() as c, c.transaction():
+                c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                c.execute(f"SET TRANSACTION SNAPSHOT '{exported}'")
+                c.execute("SET LOCAL work_mem = '256MB'")
+                return others(c)
+
+        # The anti-join behind the unknown ids costs about as much as the main query: the
+        # server works on both at once.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stats") as pool:
+            future = pool.submit(in_snapshot)
+            raw = query.rows(conn, 1, high)
+            missing_p, missing_f, (count, unknown) = future.result()
+    now, none = time.monotonic(), np.zeros(0, np.int64)
+    return _Read(raw, _still_missing([], none, missing_p, snapshot, now),
+                 _still_missing([], none, missing_f, snapshot, now), count, unknown)
+
+
+def _incremental_read(conn: Any, query: _PostgresQuery, cache: PostgresColumnCache, high: int,
+                      feedback_high: int, snapshot: _Snapshot) -> _Read:
+    """The kept read brought up to date: new and found rows read, kept rows given newer
+    feedback, the unknown ids updated."""
+    assert cache.raw is not None and cache.unknown is not None
+    pending_p, pending_f = cache.pending_predictions, cache.pending_feedback
+    low, feedback_low = cache.max_prediction_id, cache.max_feedback_id
+    missing_p, found_p = _present_ids(conn, "predictions", low, high, pending_p)
+    missing_f, found_f = _present_ids(conn, "feedback", feedback_low, feedback_high, pending_f)
+    raw = cache.raw
+    if found_f.size or feedback_high > feedback_low:
+        raw = _apply(raw, query.updates(conn, feedback_low, feedback_high, found_f, low))
+    if found_p.size or high > low:
+        raw = _by_pid([raw, query.rows(conn, low + 1, high, found_p.tolist())])
+    # Unknown ids: those kept, and those new feedback names, that no prediction has now.
+    (unknown,) = conn.execute(
+        "SELECT coalesce(array_agg(request_id), '{}') FROM ("
+        + _UNKNOWN_SQL.format("SELECT unnest(%s::text[]) UNION ALL SELECT request_id "
+                              "FROM feedback WHERE id > %s AND id <= %s OR id = ANY(%s)")
+        + ") AS u", [cache.unknown, feedback_low, feedback_high, found_f.tolist()]).fetchone()
+    now = time.monotonic()
+    return _Read(raw, _still_missing(cache.missing_predictions, found_p, missing_p, snapshot,
+                                     now),
+                 _still_missing(cache.missing_feedback, found_f, missing_f, snapshot, now),
+                 len(unknown), list(unknown) if len(unknown) <= _MAX_KEPT_UNKNOWN else None)
+
+
 def postgres_columns(
     conn: Any,
     experiment: str,
@@ -52,77 +417,44 @@ def postgres_columns(
     units: bool = False,
     true_probability: bool = False,
     feature_rows: int = 0,
-    unknown_ids: Callable[[], int] | None = None,
+    cache: PostgresColumnCache | None = None,
+    side: Connect | None = None,
 ) -> Columns:
-    """The columns from PostgreSQL over the psycopg connection ``conn``: the join and the class
-    lookups run in the server and the rows come back packed in one binary value.
+    """The columns from PostgreSQL over the psycopg connection ``conn``, in one snapshot: the
+    join and the class lookups run in the server and the rows come back packed in one binary
+    value.
 
-    As on SQLite, the join keeps every feedback record of a request id (a hash join, where the
-    latest per id would need a sort of the whole feedback table) and numpy keeps the latest.
-    ``unknown_ids`` counts feedback naming no prediction, on another connection meanwhile
-    (it is the slower half); without it, it runs on ``conn`` after the rest.
+    With a ``cache`` that holds an earlier read of the same question, only the rows and the
+    feedback logged since are read (see :class:`PostgresColumnCache`). A full read counts
+    the unknown feedback ids on ``side`` (a second connection, given as a context manager
+    factory) meanwhile, in the same snapshot; without it, on ``conn`` after the rest.
     """
-    revision_sql, revision_params = revision_filter(revisions, "%s")
-    select = [
-        ("pid", "i", "p.id"),
-        ("ts", "f", "p.ts"),
-        ("revision", "i", "p.revision::int8"),
-        ("flags", "i", f"((p.variant = 'challenger')::int * {FLAG_CHALLENGER} "
-                       f"+ p.shadow * {FLAG_SHADOW} + p.fallback * {FLAG_FALLBACK} "
-                       f"+ (p.error IS NOT NULL)::int * {FLAG_ERROR} "
-                       f"+ p.forced * {FLAG_FORCED})::int8"),
-        ("latency_ms", "f", "p.latency_ms"),
-        ("feedback_id", "i", "coalesce(f.id, -1)"),
-    ]
-    params: list[Any] = []
-    if classes is not None:
-        select += [("predicted", "i",
-                    "coalesce(array_position(%s::text[], p.label) - 1, -1)::int8"),
-                   ("label", "i", "(CASE WHEN f.label IS NULL THEN -1 "
-                    "ELSE coalesce(array_position(%s::text[], f.label) - 1, -2) END)::int8")]
-        params += [list(classes), list(classes)]
-        if true_probability:
-            select.append((
-                "true_probability", "f",
-                "CASE WHEN f.label IS NULL OR p.probabilities IS NULL THEN 'NaN'::float8 "
-                "WHEN p.label = f.label THEN p.probability "
-                "ELSE coalesce((p.probabilities::jsonb ->> f.label)::float8, 0.0) END"))
-    else:
-        select += [("value", "f", "coalesce(p.value, 'NaN')"),
-                   ("label_value", "f", "coalesce(f.value, 'NaN')")]
-    if units:
-        # A 64-bit hash of the id in the server: the statistics only count distinct units.
-        select.append(("unit_key", "i", "coalesce(hashtextextended(p.unit_id, 0), 0)"))
-    source = ("FROM predictions AS p LEFT JOIN feedback AS f ON f.request_id = p.request_id "
-              f"WHERE p.experiment = %s{revision_sql}")
-    with conn.transaction():
-        # The join hashes the feedback table: in memory, not in batches on disk.
+    query = _PostgresQuery(experiment, revisions, classes, units, true_probability)
+    with cache.lock if cache is not None else contextlib.nullcontext(), conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        # The full join hashes the feedback table: in memory, not in batches on disk.
         conn.execute("SET LOCAL work_mem = '256MB'")
-        raw = _packed_columns(conn, select, source, [*params, experiment, *revision_params])
-    order = np.argsort(raw["pid"], kind="stable")  # the rows of a prediction together
-    raw = latest_feedback({name: values[order] for name, values in raw.items()})
-    raw.pop("pid")
-    columns = {"ts": raw.pop("ts"), "revision": raw.pop("revision"),
-               **flags_columns(raw.pop("flags")), **raw}
-    if units and columns["ts"].size:
-        columns["ts"][columns["unit_key"] != 0] = math.nan
-    if feature_rows:
-        found = conn.execute(
-            f"SELECT p.features FROM predictions AS p WHERE p.experiment = %s{revision_sql} "
-            "AND p.shadow = 0 AND p.fallback = 0 AND p.forced = 0 ORDER BY p.id DESC LIMIT %s",
-            [experiment, *revision_params, int(feature_rows)]).fetchall()
-        columns["features"] = features_array([orjson.loads(r[0]) for r in found])
-    columns["unknown_feedback_ids"] = np.array(
-        unknown_ids() if unknown_ids is not None else postgres_unknown_ids(conn))
+        text, high, feedback_high = conn.execute(
+            "SELECT pg_current_snapshot()::text, (SELECT coalesce(max(id), 0) FROM "
+            "predictions), (SELECT coalesce(max(id), 0) FROM feedback)").fetchone()
+        snapshot = _Snapshot.parse(text)
+        if cache is not None and cache.answers(query.question, high, feedback_high):
+            read = _incremental_read(conn, query, cache, high, feedback_high, snapshot)
+        else:
+            read = _full_read(conn, query, high, feedback_high, snapshot, side)
+        features = None
+        if feature_rows:
+            revision_sql, revision_params = revision_filter(revisions, "%s")
+            found = conn.execute(
+                "SELECT p.features FROM predictions AS p "
+                f"WHERE p.experiment = %s{revision_sql} AND p.shadow = 0 AND p.fallback = 0 "
+                "AND p.forced = 0 ORDER BY p.id DESC LIMIT %s",
+                [experiment, *revision_params, int(feature_rows)]).fetchall()
+            features = features_array([orjson.loads(r[0]) for r in found])
+        if cache is not None:
+            cache.keep(query.question, read.raw, high, feedback_high, read.missing_predictions,
+                       read.missing_feedback, read.unknown)
+    columns = query.finish(read.raw, read.unknown_count)
+    if features is not None:
+        columns["features"] = features
     return columns
-
-
-def postgres_unknown_ids(conn: Any) -> int:
-    """The request ids that feedback names and no prediction of any experiment has."""
-    with conn.transaction():
-        conn.execute("SET LOCAL work_mem = '256MB'")
-        (unknown,) = conn.execute(
-            "SELECT count(*) FROM (SELECT DISTINCT request_id FROM feedback) AS g "
-            "WHERE NOT EXISTS (SELECT 1 FROM predictions AS p "
-            "WHERE p.request_id = g.request_id)").fetchone()
-    return int(unknown)

@@ -9,7 +9,6 @@ import itertools
 import math
 import os
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,7 +25,9 @@ from router.outcomes.columns import (
     FLAG_FORCED,
     FLAG_MASK,
     FLAG_SHADOW,
+    ColumnQuestion,
     Columns,
+    KeptRead,
     features_array,
     flags_columns,
     latest_feedback,
@@ -66,7 +67,7 @@ def _class_case(column: str, n_classes: int, otherwise: int) -> str:
 
 
 
-class _SQLiteQuery:
+class _SQLiteQuery(ColumnQuestion):
     """The one statement behind the columns, for any rowid range of the predictions table.
 
     Every column travels as one ``group_concat`` text that numpy parses at C speed, and as an
@@ -76,11 +77,7 @@ class _SQLiteQuery:
 
     def __init__(self, experiment: str, revisions: Sequence[int] | None,
                  classes: Sequence[str] | None, units: bool, true_probability: bool) -> None:
-        self.classes = None if classes is None else list(classes)
-        self.units = units
-        self.true_probability = true_probability and classes is not None
-        self.experiment = experiment
-        self.revisions = revisions
+        super().__init__(experiment, revisions, classes, units, true_probability)
         self.fixed_revision = int(revisions[0]) if revisions is not None \
             and len(set(revisions)) == 1 else None
         code = (f"(p.variant = 'challenger') * {FLAG_CHALLENGER} + p.shadow * {FLAG_SHADOW} "
@@ -138,13 +135,6 @@ class _SQLiteQuery:
         self.sql = (f"SELECT count(*), "
                     f"{', '.join(f'group_concat({sql})' for _, sql in self.columns)} "
                     f"{self.source}")
-
-    @property
-    def question(self) -> tuple[Any, ...]:
-        """What these columns answer: reads of equal questions can be combined."""
-        return (self.experiment, None if self.revisions is None else tuple(self.revisions),
-                None if self.classes is None else tuple(self.classes), self.units,
-                self.true_probability)
 
     def run(self, conn: sqlite3.Connection, low: int, high: int, max_feedback_id: int
             ) -> Columns:
@@ -300,7 +290,7 @@ def _ranges(low: int, high: int, parts: int) -> list[tuple[int, int]]:
     return [(int(a), int(b) - 1) for a, b in itertools.pairwise(edges.tolist()) if b > a]
 
 
-class SQLiteColumnCache:
+class SQLiteColumnCache(KeptRead):
     """The raw columns of the latest question asked of one SQLite file, kept so that the next
     read of the same question reads only what was logged since.
 
@@ -311,13 +301,6 @@ class SQLiteColumnCache:
     log again. One question is kept (what ``/stats`` asks), about 60 bytes per row, and only
     up to :data:`MAX_KEPT_ROWS` rows: past that, each read is a full one again.
     """
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.question: tuple[Any, ...] | None = None
-        self.raw: Columns | None = None
-        self.max_prediction_id = 0
-        self.max_feedback_id = 0
 
     def keep(self, question: tuple[Any, ...], raw: Columns, max_prediction_id: int,
              max_feedback_id: int) -> None:

@@ -1,15 +1,17 @@
-"""SQLite's statistics columns read again after more logging: only what is new is read, and
-the columns are those a full read of the file gives."""
+"""The statistics columns read again after more logging, on SQLite and on PostgreSQL: only
+what is new is read, and the columns are those a full read of the log gives."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from router.outcomes import FeedbackRecord, PredictionRecord, SQLiteStore
+from router.outcomes import FeedbackRecord, OutcomeStore, PredictionRecord, open_store
 from router.outcomes import sqlite_columns as columns_module
 
 CLASSES = ("setosa", "versicolor", "virginica")
@@ -51,18 +53,60 @@ def random_round(rng: np.random.Generator, start: int, count: int, known: list[s
     return predictions, feedback
 
 
-@pytest.fixture
-def read_ranges(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
-    """The rowid ranges the SQLite reader reads the log in, as they are read."""
-    ranges: list[tuple[int, int]] = []
-    run = columns_module._SQLiteQuery.run
+@dataclass
+class Log:
+    """One outcome log, opened as often as a test likes, and the ranges of prediction ids its
+    stores read rows in (SQLite: the rowid ranges of its statement; PostgreSQL: the ids after
+    the kept read up to the newest), in the order they are read."""
 
-    def recording(self: Any, conn: Any, low: int, high: int, max_feedback_id: int) -> Any:
-        ranges.append((low, high))
-        return run(self, conn, low, high, max_feedback_id)
+    open: Callable[[], OutcomeStore]
+    reads: list[tuple[int, int]] = field(default_factory=list)
 
-    monkeypatch.setattr(columns_module._SQLiteQuery, "run", recording)
-    return ranges
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def log(request: pytest.FixtureRequest, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> Iterator[Log]:
+    reads: list[tuple[int, int]] = []
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'log.db'}"
+        run = columns_module._SQLiteQuery.run
+
+        def recording(self: Any, conn: Any, low: int, high: int, max_feedback_id: int
+                      ) -> Any:
+            reads.append((low, high))
+            return run(self, conn, low, high, max_feedback_id)
+
+        monkeypatch.setattr(columns_module._SQLiteQuery, "run", recording)
+    else:
+        from router.outcomes import postgres_columns
+
+        url = request.getfixturevalue("postgres_url")
+        rows = postgres_columns._PostgresQuery.rows
+
+        def recording_rows(self: Any, conn: Any, low: int, high: int,
+                           pending: Any = ()) -> Any:
+            reads.append((low, high))
+            return rows(self, conn, low, high, pending)
+
+        monkeypatch.setattr(postgres_columns._PostgresQuery, "rows", recording_rows)
+    opened: list[OutcomeStore] = []
+
+    def open_log() -> OutcomeStore:
+        opened.append(open_store(url, tmp_path))
+        return opened[-1]
+
+    yield Log(open_log, reads)
+    for store in opened:
+        store.close()
+
+
+def full_read(log: Log, *args: Any, **question: Any) -> dict[str, np.ndarray]:
+    """The columns as a store that never read the log before gives them."""
+    fresh = log.open()
+    try:
+        return fresh.analysis_columns(*args, **question)
+    finally:
+        fresh.close()
 
 
 @pytest.mark.parametrize("question", [
@@ -70,10 +114,8 @@ def read_ranges(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     {"classes": CLASSES, "true_probability": True},
     {"revisions": [2], "classes": CLASSES, "units": True, "true_probability": True},
 ])
-def test_reads_after_more_logging_equal_a_full_read(tmp_path: Path, question: dict[str, Any],
-                                                    read_ranges: list[tuple[int, int]]) -> None:
-    path = tmp_path / "log.db"
-    store = SQLiteStore(path)
+def test_reads_after_more_logging_equal_a_full_read(log: Log, question: dict[str, Any]) -> None:
+    store = log.open()
     rng = np.random.default_rng(3)
     known: list[str] = []
     revisions = question.pop("revisions", None)
@@ -83,39 +125,31 @@ def test_reads_after_more_logging_equal_a_full_read(tmp_path: Path, question: di
         store.write_predictions(predictions)
         store.write_feedback(feedback)
         written += round_size
-        read_ranges.clear()
+        log.reads.clear()
         kept = store.analysis_columns("iris", revisions, **question)
-        read_again = list(read_ranges)
-        fresh = SQLiteStore(path)  # no earlier read: everything from the file
-        try:
-            full = fresh.analysis_columns("iris", revisions, **question)
-        finally:
-            fresh.close()
+        read_again = list(log.reads)
+        full = full_read(log, "iris", revisions, **question)
         assert canonical(kept) == canonical(full)
         assert int(kept["unknown_feedback_ids"]) == int(full["unknown_feedback_ids"])
         if written > round_size:  # not the first read: only the new rows were read again
             assert read_again == ([(written - round_size + 1, written)] if round_size else [])
-    store.close()
 
 
-def test_another_question_reads_everything(tmp_path: Path,
-                                           read_ranges: list[tuple[int, int]]) -> None:
-    store = SQLiteStore(tmp_path / "log.db")
+def test_another_question_reads_everything(log: Log) -> None:
+    store = log.open()
     rng = np.random.default_rng(5)
     predictions, feedback = random_round(rng, 0, 50, [])
     store.write_predictions(predictions)
     store.write_feedback(feedback)
-    read_ranges.clear()
+    log.reads.clear()
     store.analysis_columns("iris", classes=CLASSES)
     store.analysis_columns("iris", classes=CLASSES, true_probability=True)  # another question
     store.analysis_columns("iris", classes=CLASSES, true_probability=True)  # nothing new
-    assert [low for low, _ in read_ranges] == [1, 1]
-    store.close()
+    assert [low for low, _ in log.reads] == [1, 1]
 
 
-def test_regression_values_after_more_logging_equal_a_full_read(tmp_path: Path) -> None:
-    path = tmp_path / "log.db"
-    store = SQLiteStore(path)
+def test_regression_values_after_more_logging_equal_a_full_read(log: Log) -> None:
+    store = log.open()
     rng = np.random.default_rng(9)
     for start in (0, 200, 230):
         store.write_predictions([PredictionRecord(
@@ -126,25 +160,113 @@ def test_regression_values_after_more_logging_equal_a_full_read(tmp_path: Path) 
                                              ts=T0, value=float(rng.normal()))
                               for _ in range(25)])
         kept = store.analysis_columns("house")
-        fresh = SQLiteStore(path)
-        try:
-            assert canonical(kept) == canonical(fresh.analysis_columns("house"))
-        finally:
-            fresh.close()
-    store.close()
+        assert canonical(kept) == canonical(full_read(log, "house"))
 
 
 def test_a_phase_over_the_bound_is_read_in_full_each_time(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        read_ranges: list[tuple[int, int]]) -> None:
+        log: Log, monkeypatch: pytest.MonkeyPatch) -> None:
     """The kept read's memory is bounded: past MAX_KEPT_ROWS rows nothing is kept."""
+    from router.outcomes import postgres_columns
+
     monkeypatch.setattr(columns_module, "MAX_KEPT_ROWS", 20)
-    store = SQLiteStore(tmp_path / "log.db")
+    monkeypatch.setattr(postgres_columns, "MAX_KEPT_ROWS", 20)
+    store = log.open()
     predictions, feedback = random_round(np.random.default_rng(2), 0, 50, [])
     store.write_predictions(predictions)
     store.write_feedback(feedback)
-    read_ranges.clear()
+    log.reads.clear()
     first = store.analysis_columns("iris", classes=CLASSES)
     again = store.analysis_columns("iris", classes=CLASSES)
-    assert [low for low, _ in read_ranges] == [1, 1] and canonical(first) == canonical(again)
+    assert [low for low, _ in log.reads] == [1, 1] and canonical(first) == canonical(again)
+
+
+# -- PostgreSQL: ids are handed out before commit, so a later commit can bring a lower id -------
+
+
+QUESTION: dict[str, Any] = {"classes": CLASSES, "units": True, "true_probability": True}
+
+
+def uncommitted_round(url: str, predictions: list[PredictionRecord],
+                      feedback: list[FeedbackRecord]) -> Any:
+    """A connection whose open transaction has written ``predictions`` and ``feedback``: their
+    ids are taken, their rows not yet visible to anyone else."""
+    import psycopg
+
+    from router.outcomes.rows import PREDICTION_COLUMNS, feedback_row, prediction_row
+
+    conn = psycopg.connect(url)
+    with conn.cursor() as cursor:
+        with cursor.copy(f"COPY predictions ({PREDICTION_COLUMNS}) FROM STDIN") as copy:
+            for record in predictions:
+                copy.write_row(prediction_row(record))
+        with cursor.copy("COPY feedback (request_id, ts, label, value) FROM STDIN") as copy:
+            for fb in feedback:
+                copy.write_row(feedback_row(fb))
+    return conn
+
+
+def test_postgres_reads_rows_committed_after_rows_of_higher_ids(postgres_url: str,
+                                                                 tmp_path: Path) -> None:
+    """A write that commits after a later one brings predictions and feedback of lower ids
+    than those already read: the next read still finds them."""
+    store = open_store(postgres_url, tmp_path)
+    rng = np.random.default_rng(11)
+    known: list[str] = []
+    store.write_predictions((first := random_round(rng, 0, 100, known))[0])
+    store.write_feedback(first[1])
+    store.analysis_columns("iris", **QUESTION)
+    slow = uncommitted_round(postgres_url, *random_round(rng, 100, 30, known))
+    try:
+        predictions, feedback = random_round(rng, 130, 40, known)
+        store.write_predictions(predictions)
+        store.write_feedback(feedback)
+        before_commit = store.analysis_columns("iris", **QUESTION)
+        fresh = open_store(postgres_url, tmp_path)
+        assert canonical(before_commit) == canonical(fresh.analysis_columns("iris", **QUESTION))
+        slow.commit()
+    finally:
+        slow.close()
+    after_commit = store.analysis_columns("iris", **QUESTION)
+    full = fresh.analysis_columns("iris", **QUESTION)
+    assert len(canonical(after_commit)) > len(canonical(before_commit))
+    assert canonical(after_commit) == canonical(full)
+    assert int(after_commit["unknown_feedback_ids"]) == int(full["unknown_feedback_ids"])
+    fresh.close()
+    store.close()
+
+
+def test_postgres_forgets_the_ids_of_a_write_rolled_back(
+        postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ids taken by a write that never commits are looked for only while it may still
+    commit: once it is over (and the grace period, here none, has passed), no more."""
+    from router.outcomes import postgres_columns
+
+    monkeypatch.setattr(postgres_columns, "PENDING_GRACE_S", 0.0)
+    store = open_store(postgres_url, tmp_path)
+    rng = np.random.default_rng(13)
+    known: list[str] = []
+    for start, size in ((0, 80), (80, 20)):
+        if start:
+            slow = uncommitted_round(postgres_url, *random_round(rng, start, size, [*known]))
+        else:
+            predictions, feedback = random_round(rng, start, size, known)
+            store.write_predictions(predictions)
+            store.write_feedback(feedback)
+    predictions, feedback = random_round(rng, 100, 10, known)
+    store.write_predictions(predictions)
+    store.write_feedback(feedback)
+    store.analysis_columns("iris", **QUESTION)
+    cache = store._column_cache  # type: ignore[attr-defined]
+    assert cache.pending_predictions.size == 20 and cache.pending_feedback.size == 21
+    slow.rollback()
+    slow.close()
+    for start in (110, 120):
+        predictions, feedback = random_round(rng, start, 10, known)
+        store.write_predictions(predictions)
+        store.write_feedback(feedback)
+        kept = store.analysis_columns("iris", **QUESTION)
+    assert cache.pending_predictions.size == 0 and cache.pending_feedback.size == 0
+    fresh = open_store(postgres_url, tmp_path)
+    assert canonical(kept) == canonical(fresh.analysis_columns("iris", **QUESTION))
+    fresh.close()
     store.close()
