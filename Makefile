@@ -9,7 +9,7 @@ PORT ?= 8000
 DEMO_INSTALLED := $(VENV)/.installed-demo
 DEV_INSTALLED := $(VENV)/.installed-dev
 
-.PHONY: install install-demo demo test lint docs bench clean
+.PHONY: install install-demo demo test lint docs screenshot bench clean
 
 $(BIN)/python:
 	python3 -m venv $(VENV)
@@ -38,6 +38,10 @@ test: lint
 
 docs: install
 	$(BIN)/mkdocs build --strict
+
+# The README's picture, redrawn from a running demo (Debian's chromium and chromium-driver).
+screenshot: install
+	$(BIN)/python -m tests.e2e.browser http://$(HOST):$(PORT) docs/dashboard.png
 
 bench: install
 	$(BIN)/python -m bench.serving

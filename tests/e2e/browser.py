@@ -4,9 +4,9 @@ The driver and browser are the system's, named by path, so Selenium Manager neve
 nothing is downloaded. Locally a machine without them skips the browser tests; in CI (``CI``
 set) they are required, and their absence fails the test.
 
-Run as a script, it saves screenshots of a running gateway's dashboard (laptop and phone
-width), as the README's picture was made:
-``python -m tests.e2e.browser http://127.0.0.1:8000 docs/dashboard.png``.
+Run as a script (``make screenshot``), it saves screenshots of a running gateway's dashboard
+(laptop and phone width) once the page has drawn the gateway's figures, as the README's picture
+was made: ``python -m tests.e2e.browser http://127.0.0.1:8000 docs/dashboard.png``.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ import shutil
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -30,13 +29,21 @@ LAPTOP = (1366, 900)
 PHONE = (390, 844)
 
 
-def require_chromium() -> None:
-    """Skip (locally) or fail (in CI) when the browser or its driver is missing."""
+def missing_requirements() -> list[str]:
+    """What is not installed of the browser, its driver and Selenium."""
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if shutil.which(p) is None]
     try:
         import selenium  # noqa: F401
     except ImportError:
         missing.append("the selenium package (the dev extra)")
+    return missing
+
+
+def require_chromium() -> None:
+    """Skip (locally) or fail (in CI) when the browser or its driver is missing."""
+    import pytest
+
+    missing = missing_requirements()
     if missing:
         message = f"the dashboard's browser test needs {', '.join(missing)}"
         if os.environ.get("CI"):
@@ -97,23 +104,64 @@ def console_errors(driver: Any) -> list[dict[str, Any]]:
     return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
 
 
-def screenshot(url: str, out: Path) -> None:
+class ScreenshotError(Exception):
+    """The screenshot cannot be taken (nothing installed, no gateway, a page in error)."""
+
+
+def wait_drawn(driver: Any, timeout: float = 60.0) -> None:
+    """Until a refresh has drawn every figure the gateway sent (``data-state="ready"``).
+
+    A refresh that could not fetch or draw something sets ``error`` instead; that page is not
+    worth a picture, so the page's own message is raised.
+    """
+    wait_rendered(driver, timeout=timeout)
+    state = driver.execute_script("return document.body.dataset.state")
+    if state != "ready":
+        alert = driver.execute_script("return document.getElementById('alert').textContent")
+        raise ScreenshotError(f"the dashboard could not draw the gateway's figures: {alert}")
+
+
+def screenshot(url: str, out: Path) -> list[Path]:
     """Laptop and phone screenshots of ``url``'s dashboard: ``out`` and ``out``-phone."""
+    phone_out = out.with_name(f"{out.stem}-phone{out.suffix}")
     with tempfile.TemporaryDirectory() as profile, chromium(Path(profile)) as driver:
         set_viewport(driver, *LAPTOP)
         driver.get(url.rstrip("/") + "/dashboard")
-        wait_rendered(driver)
+        wait_drawn(driver)
         out.write_bytes(full_page_png(driver))
         set_viewport(driver, *PHONE, mobile=True)
         driver.refresh()
-        wait_rendered(driver)
-        out.with_name(f"{out.stem}-phone{out.suffix}").write_bytes(full_page_png(driver))
+        wait_drawn(driver)
+        phone_out.write_bytes(full_page_png(driver))
         errors = console_errors(driver)
     if errors:
-        raise SystemExit(f"console errors: {errors}")
+        raise ScreenshotError(f"console errors: {errors}")
+    return [out, phone_out]
+
+
+def main(argv: list[str]) -> int:
+    """``python -m tests.e2e.browser GATEWAY_URL OUT.png``: errors as one line on stderr."""
+    if len(argv) != 2:
+        print("usage: python -m tests.e2e.browser GATEWAY_URL OUT.png", file=sys.stderr)
+        return 2
+    url, out = argv[0], Path(argv[1])
+    missing = missing_requirements()
+    if missing:
+        print(f"screenshot: needs {', '.join(missing)}: `make install` installs the dev extra, "
+              "`apt-get install chromium chromium-driver` the browser", file=sys.stderr)
+        return 1
+    from selenium.common.exceptions import WebDriverException
+
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=5):
+            pass
+        saved = screenshot(url, out)
+    except (OSError, ScreenshotError, WebDriverException) as exc:
+        print(f"screenshot: {url}: {exc}", file=sys.stderr)
+        return 1
+    print("saved " + " and ".join(map(str, saved)))
+    return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        raise SystemExit("usage: python -m tests.e2e.browser GATEWAY_URL OUT.png")
-    screenshot(sys.argv[1], Path(sys.argv[2]))
+    sys.exit(main(sys.argv[1:]))

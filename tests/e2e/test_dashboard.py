@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import struct
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ from tests.e2e.browser import (
     set_viewport,
     wait_rendered,
 )
-from tests.e2e.server import Server, serve
+from tests.e2e.server import REPO_ROOT, Server, serve
 from tests.e2e.test_stats import labelled, send_feedback, send_users, stats_when, traffic
 
 pytestmark = pytest.mark.e2e
@@ -188,3 +191,54 @@ def test_a_missing_browser_fails_in_ci_and_skips_locally(monkeypatch: pytest.Mon
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="chromium"):
         browser.require_chromium()
+
+
+def run_screenshot(url: str, out: Path, path: tuple[Path, ...] = ()
+                   ) -> subprocess.CompletedProcess[str]:
+    """The README's screenshot command, as a person runs it from the repository root."""
+    pythonpath = os.pathsep.join(map(str, (*path, REPO_ROOT)))
+    return subprocess.run([sys.executable, "-m", "tests.e2e.browser", url, str(out)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "PYTHONPATH": pythonpath})
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height from a PNG's header."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_the_screenshot_command_saves_the_drawn_page(tmp_path: Path, champion_dir: Path,
+                                                     challenger_dir: Path) -> None:
+    """`python -m tests.e2e.browser URL OUT.png` waits for the figures, then saves laptop and
+    phone pictures."""
+    require_chromium()
+    config = write_config(tmp_path, champion=champion_dir, challenger=challenger_dir,
+                          store="sqlite:///outcomes.db",
+                          traffic={"challenger_percent": 50, "sticky_key": "header:x-user-id"})
+    out = tmp_path / "shots" / "dashboard.png"
+    out.parent.mkdir()
+    with serve(config, tmp_path) as server:
+        sent = send_users(server, traffic(300, seed=3))
+        send_feedback(server, [{"request_id": s.request_id, "label": s.label} for s in sent])
+        stats_when(server, lambda b: labelled(b) == 300)
+        result = run_screenshot(server.url, out)
+    assert result.returncode == 0, result.stderr
+    phone = out.with_name("dashboard-phone.png")
+    assert result.stdout.strip() == f"saved {out} and {phone}"
+    assert png_size(out)[0] == LAPTOP[0]
+    assert png_size(phone)[0] == 2 * PHONE[0]  # drawn at a phone's pixel ratio of 2
+
+
+def test_the_screenshot_command_says_what_is_missing(tmp_path: Path) -> None:
+    """Without Selenium (a venv from `make demo`) the command says what to install, in one line
+    on stderr, and exits 1."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text("import sys\nsys.modules['selenium'] = None\n")
+    result = run_screenshot("http://127.0.0.1:9", tmp_path / "out.png", path=(hook,))
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "selenium" in result.stderr and "make install" in result.stderr
+    assert not (tmp_path / "out.png").exists()
