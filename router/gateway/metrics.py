@@ -9,6 +9,9 @@ Two kinds of figures, kept apart so that the request path stays cheap:
   work (``ShadowMirror.counts()``), the outcome log (``OutcomeWriter``), reloads (``Reloader``).
   :meth:`Telemetry.refresh` copies them into metrics at scrape time, never per request:
   counters move by the difference since the last copy, gauges are set.
+* Computed in the background: drift, rolling quality and output monitoring
+  (``router.monitoring.gauges``), refreshed every ``monitoring.interval_s`` by a task of their
+  own and never on a scrape, since computing them reads the outcome log.
 
 With ``--workers N`` (N > 1), ``router serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh
 directory and ``prometheus_client`` keeps every value in a memory-mapped file per process; a
@@ -47,6 +50,8 @@ from starlette.responses import Response
 from router.assignment import CHALLENGER, CHAMPION
 from router.errors import ModelFailedError, RequestError
 from router.gateway.state import GatewayState
+from router.monitoring import gauges as monitoring_gauges
+from router.stats.loader import compute_report
 
 __all__ = ["MULTIPROC_ENV", "REFRESH_SECONDS", "Telemetry", "counted", "metrics", "start"]
 
@@ -113,7 +118,8 @@ RELOAD_ERRORS = Counter("router_config_reload_errors", "Config files that failed
 _PROCESS_METRICS: tuple[Collector, ...] = (
     REQUESTS, LATENCY, MODEL_ERRORS, FALLBACKS, SHADOW_OFFERED, SHADOW_DONE, SHADOW_DROPPED,
     SHADOW_FAILED, SHADOW_TIMED_OUT, SHADOW_QUEUE, LOG_BACKLOG, LOG_LAG, LOG_SPILLED,
-    STORE_FAILING, LOG_WRITTEN, LOG_WRITE_ERRORS, LOG_DEAD_LETTERS, RELOADS, RELOAD_ERRORS)
+    STORE_FAILING, LOG_WRITTEN, LOG_WRITE_ERRORS, LOG_DEAD_LETTERS, RELOADS, RELOAD_ERRORS,
+    *monitoring_gauges.GAUGES)
 
 
 def multiprocess_dir() -> str | None:
@@ -285,6 +291,16 @@ def start(app: Starlette, state: GatewayState) -> None:
     app.state.telemetry = telemetry
     if multiprocess_dir() is not None:
         state.background.append(asyncio.create_task(telemetry.publish()))
+
+    def report() -> dict[str, Any]:
+        snapshot = state.snapshots.current
+        return compute_report(state.columns, snapshot.config, snapshot.models,
+                              config_revision=snapshot.revision)
+
+    monitor = monitoring_gauges.MonitoringGauges(
+        report, lambda: state.snapshots.current.config.monitoring.interval_s)
+    app.state.monitoring = monitor
+    state.background.append(asyncio.create_task(monitor.run()))
 
 
 async def metrics(request: Request) -> Response:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 import httpx2 as httpx
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 from sklearn.pipeline import Pipeline
@@ -112,7 +115,8 @@ def test_rolling_quality_and_outputs_through_the_gateway(
     window (the latest 400 labels) matches sklearn.metrics on what was sent and answered, and
     its output shares match the predictions it made."""
     config = write_config(tmp_path, champion=model_300, challenger=challenger_300,
-                          store="sqlite:///rolling.db", monitoring={"window": 400},
+                          store="sqlite:///rolling.db",
+                          monitoring={"window": 400, "interval_s": 0.5},
                           traffic={"challenger_percent": 50})
     X, y = draw(np.random.default_rng(11), 1600)
     with serve(config, tmp_path) as server:
@@ -122,6 +126,9 @@ def test_rolling_quality_and_outputs_through_the_gateway(
                                for i in order])
         body = stats_when(server, lambda b: sum(v["labelled"] for v in b["variants"].values())
                           == len(X))
+        gauges = gauges_when(server, lambda g: all(
+            g.get(("router_rolling_labelled", (("variant", role),))) == 400
+            for role in ("champion", "challenger")))
     rolling, outputs = body["rolling"], body["outputs"]
     assert rolling["window"] == outputs["window"] == 400
     for role in ("champion", "challenger"):
@@ -145,3 +152,30 @@ def test_rolling_quality_and_outputs_through_the_gateway(
         assert outputs["variants"][role]["constant_output"] is False
     assert rolling["variants"]["challenger"]["accuracy"] < rolling["variants"]["champion"][
         "accuracy"]
+    # /metrics: the background task's gauges, equal to the report's figures.
+    for role in ("champion", "challenger"):
+        entry = rolling["variants"][role]
+        assert gauges[("router_rolling_metric", (("metric", "accuracy"), ("variant", role)))] \
+            == pytest.approx(entry["accuracy"])
+        assert gauges[("router_rolling_metric", (("metric", "f1:yes"), ("variant", role)))] \
+            == pytest.approx(entry["classes"]["yes"]["f1"])
+        assert gauges[("router_constant_output", (("variant", role),))] == 0
+    for name, feature in body["drift"]["features"].items():
+        assert gauges[("router_feature_psi", (("feature", name),))] == pytest.approx(
+            feature["psi"])
+        assert gauges[("router_feature_drift", (("feature", name),))] == 0
+    assert ("router_prediction_psi", (("variant", "challenger"),)) in gauges
+
+
+def gauges_when(server: Server, ready: Callable[[dict[Any, float]], bool],
+                timeout: float = 30.0) -> dict[Any, float]:
+    """Every sample of /metrics by (name, sorted labels), once ``ready`` holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = httpx.get(f"{server.url}/metrics", timeout=30).text
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for family in text_string_to_metric_families(text)
+                   for s in family.samples}
+        if ready(samples) or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.2)
