@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +121,22 @@ def test_a_forced_challenger_that_fails_is_a_500_not_a_fallback(
     [logged] = records(client)
     assert (logged.variant, logged.forced, logged.fallback) == ("challenger", True, False)
     assert logged.error is not None
+
+
+def test_in_shadow_mode_a_forced_request_is_not_mirrored(make_client: Any, champion_dir: Path,
+                                                         challenger_dir: Path) -> None:
+    """A forced request is answered by its variant alone: no shadow copy, so nothing of it
+    can pair up in the shadow comparison; the requests around it are mirrored as usual."""
+    client = make_client(champion=champion_dir, challenger=challenger_dir, mode="shadow",
+                         traffic={"override_header": HEADER})
+    row = {"features": named_row(champion_dir)}
+    ids = [client.post("/predict", json=row, headers=headers).json()["request_id"]
+           for headers in ({}, {HEADER: "champion"}, {})]
+    deadline = time.monotonic() + 30
+    while len(records(client)) < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    logged = records(client)
+    shadowed = {r.request_id for r in logged if r.shadow}
+    assert shadowed == {ids[0], ids[2]}
+    assert [(r.variant, r.forced) for r in logged if r.request_id == ids[1]] == [
+        ("champion", True)]
