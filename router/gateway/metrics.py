@@ -110,6 +110,11 @@ LOG_WRITE_ERRORS = Counter("router_outcome_log_write_errors", "Store writes that
 LOG_DEAD_LETTERS = Counter("router_outcome_log_dead_letters", "Outcome records the store "
                            "refused one by one, set aside in the dead-letter file beside the "
                            "spill so that the others are written.", registry=None)
+STORE_REOPENED = Counter("router_outcome_store_reopened", "Store files opened again after "
+                         "they were removed or replaced while in use.", registry=None)
+LOG_ORPHANED = Counter("router_outcome_log_orphaned", "Outcome records written to a store file "
+                       "that was then removed or replaced: gone from the log unless that file "
+                       "is restored.", registry=None)
 RELOADS = Counter("router_config_reloads", "Config changes applied while running (per worker "
                   "process: each one applies the file).", registry=None)
 RELOAD_ERRORS = Counter("router_config_reload_errors", "Config files that failed to apply, the "
@@ -118,8 +123,8 @@ RELOAD_ERRORS = Counter("router_config_reload_errors", "Config files that failed
 _PROCESS_METRICS: tuple[Collector, ...] = (
     REQUESTS, LATENCY, MODEL_ERRORS, FALLBACKS, SHADOW_OFFERED, SHADOW_DONE, SHADOW_DROPPED,
     SHADOW_FAILED, SHADOW_TIMED_OUT, SHADOW_QUEUE, LOG_BACKLOG, LOG_LAG, LOG_SPILLED,
-    STORE_FAILING, LOG_WRITTEN, LOG_WRITE_ERRORS, LOG_DEAD_LETTERS, RELOADS, RELOAD_ERRORS,
-    *monitoring_gauges.GAUGES)
+    STORE_FAILING, LOG_WRITTEN, LOG_WRITE_ERRORS, LOG_DEAD_LETTERS, STORE_REOPENED,
+    LOG_ORPHANED, RELOADS, RELOAD_ERRORS, *monitoring_gauges.GAUGES)
 
 
 def multiprocess_dir() -> str | None:
@@ -255,6 +260,8 @@ class Telemetry:
         self._advance(LOG_WRITTEN, writer.written)
         self._advance(LOG_WRITE_ERRORS, writer.write_errors)
         self._advance(LOG_DEAD_LETTERS, writer.dead_letters)
+        self._advance(STORE_REOPENED, writer.store_reopened)
+        self._advance(LOG_ORPHANED, writer.orphaned)
         self._advance(RELOADS, state.reloader.reloads)
         self._advance(RELOAD_ERRORS, state.reloader.failures)
         if state.shadow is not None:

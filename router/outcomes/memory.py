@@ -17,6 +17,7 @@ from router.outcomes.records import (
     RevisionRecord,
     SwitchState,
 )
+from router.outcomes.store import StoreHealth
 
 __all__ = ["MemoryStore"]
 
@@ -157,6 +158,10 @@ class MemoryStore:
     def ping(self) -> bool:
         """True until the store is closed."""
         return not self._closed
+
+    def health(self) -> StoreHealth:
+        """Healthy until closed."""
+        return StoreHealth("store memory:// is closed" if self._closed else None)
 
     def close(self) -> None:
         """Refuse further use; the lists are dropped with the object."""

@@ -31,6 +31,7 @@ from router.outcomes.rows import (
     prediction_row,
     to_json,
 )
+from router.outcomes.store import StoreHealth
 
 try:
     import psycopg
@@ -329,6 +330,12 @@ class PostgresStore:
         except Exception:
             return False
         return True
+
+    def health(self) -> StoreHealth:
+        """Closed or not: a server's faults show on the next write or ``ping``, and asking it
+        here would cost a round trip on every check."""
+        return StoreHealth(f"store {_safe(self.url)!r} is closed" if self._pool.closed
+                           else None)
 
     def close(self) -> None:
         self._pool.close()

@@ -30,6 +30,16 @@ from router.outcomes.rows import (
     prediction_row,
     to_json,
 )
+from router.outcomes.sqlite_health import (
+    DEFAULT_MIN_FREE_BYTES,
+    FileFault,
+    FileIdentity,
+    abandon,
+    file_fault,
+    identity,
+    shm_writable,
+)
+from router.outcomes.store import StoreHealth
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -131,20 +141,31 @@ class SQLiteStore:
     transaction (taking the write lock up front avoids the deadlock of two readers upgrading).
     """
 
-    def __init__(self, path: Path, *, url: str | None = None, busy_timeout_s: float = 10.0) -> None:
+    def __init__(self, path: Path, *, url: str | None = None, busy_timeout_s: float = 10.0,
+                 min_free_bytes: int = DEFAULT_MIN_FREE_BYTES) -> None:
         self.path = Path(path)
         self.url = url or f"sqlite:///{self.path}"
         self._busy_timeout_s = busy_timeout_s
+        self._min_free_bytes = min_free_bytes
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._closed = False
+        # Health (sqlite_health.py): the file this store opened, and what happened to others.
+        self._identity: FileIdentity | None = None
+        self._companions: dict[Path, FileIdentity] = {}  # its -wal and -shm files
+        self._generation = 0  # one up at each reopen: every thread then connects afresh
+        self._reopen_lock = threading.Lock()
+        self._rows_in_file = 0  # predictions and feedback this process wrote to the file
+        self._reopened = 0
+        self._orphaned = 0
         # The statistics' latest read, extended by what is logged after it (sqlite_columns.py;
         # made on first use, so that a store that only writes never imports numpy).
         self._column_cache: Any = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._init_schema()
+            self._remember_files()
         except (OSError, sqlite3.Error) as exc:
             self.close()
             raise StoreError(f"store {self.url!r}: cannot open {self.path}: {exc}") from exc
@@ -156,11 +177,16 @@ class SQLiteStore:
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None and not self._closed:
+        if conn is not None and not self._closed \
+                and self._local.generation == self._generation:
             return conn
         with self._lock:
             if self._closed:
                 raise StoreError(f"store {self.url!r} is closed")
+            stale = conn  # of a file that was since removed or replaced
+            if stale is not None and stale in self._connections:
+                self._connections.remove(stale)
+            generation = self._generation
             # check_same_thread=False only so that close() can close every thread's
             # connection; each connection is still used by the one thread that opened it.
             conn = sqlite3.connect(
@@ -171,7 +197,9 @@ class SQLiteStore:
             )
             self._connections.append(conn)
         conn.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable at checkpoints, fast
-        self._local.conn = conn
+        self._local.conn, self._local.generation = conn, generation
+        if stale is not None:
+            _release([stale], self.path)
         return conn
 
     def _init_schema(self) -> None:
@@ -233,9 +261,20 @@ class SQLiteStore:
             return self._conn().execute(sql, params).fetchall()
 
     @contextmanager
-    def _errors(self) -> Iterator[None]:
+    def _errors(self, *, write: bool = False) -> Iterator[None]:
+        """SQLite's errors as ``StoreError``; first, a faulty file is refused untouched.
+
+        A write needs the very file this store opened, writable, with room; a read only needs
+        a writable ``-shm`` (reading writes its read marks there: SIGBUS otherwise).
+        """
         if self._closed:
             raise StoreError(f"store {self.url!r} is closed")
+        if write:
+            fault = self._fault()
+            if fault is not None:
+                raise StoreError(f"store {self.url!r}: {fault.message}")
+        elif not shm_writable(self.path):
+            raise StoreError(f"store {self.url!r}: {self.path}-shm is read-only")
         try:
             yield
         except sqlite3.Error as exc:
@@ -259,8 +298,9 @@ class SQLiteStore:
             rows = [prediction_row(r) for r in records]
         if not rows:
             return
-        with self._errors(), self._record_errors(), self._transaction() as conn:
+        with self._errors(write=True), self._record_errors(), self._transaction() as conn:
             conn.executemany(_INSERT_PREDICTION, rows)
+        self._kept(len(rows))
 
     def write_feedback(self, records: Sequence[FeedbackRecord]) -> None:
         """Append ground truth in one transaction; ids not (yet) predicted are kept."""
@@ -268,10 +308,11 @@ class SQLiteStore:
             rows = [feedback_row(r) for r in records]
         if not rows:
             return
-        with self._errors(), self._record_errors(), self._transaction() as conn:
+        with self._errors(write=True), self._record_errors(), self._transaction() as conn:
             conn.executemany(
                 "INSERT INTO feedback (request_id, ts, label, value) VALUES (?, ?, ?, ?)", rows
             )
+        self._kept(len(rows))
 
     def append_history(self, entry: HistoryEntry) -> None:
         """Record one switch of the experiment."""
@@ -284,7 +325,7 @@ class SQLiteStore:
             entry.actor,
             to_json(entry.details),
         )
-        with self._errors(), self._transaction() as conn:
+        with self._errors(write=True), self._transaction() as conn:
             conn.execute(
                 "INSERT INTO history (ts, action, from_model, to_model, reason, actor, details) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -343,7 +384,7 @@ class SQLiteStore:
 
         One ``BEGIN IMMEDIATE`` transaction, so processes applying the same file at once agree.
         """
-        with self._errors(), self._transaction() as conn:
+        with self._errors(write=True), self._transaction() as conn:
             row = conn.execute(
                 "SELECT revision, digest FROM revisions WHERE experiment = ? "
                 "ORDER BY revision DESC LIMIT 1", (experiment,)).fetchone()
@@ -366,7 +407,7 @@ class SQLiteStore:
 
     def publish_switch_state(self, experiment: str, state: dict[str, Any], ts: float) -> int:
         """Replace the experiment's switch state, one generation up, in one transaction."""
-        with self._errors(), self._transaction() as conn:
+        with self._errors(write=True), self._transaction() as conn:
             row = conn.execute("SELECT generation FROM switch_state WHERE experiment = ?",
                                (experiment,)).fetchone()
             generation = int(row[0]) + 1 if row else 1
@@ -404,17 +445,112 @@ class SQLiteStore:
                                   cache=self._column_cache)
 
     def ping(self) -> bool:
-        """True when the file answers a query on this thread's connection; never raises."""
+        """True when the file is healthy and answers a query; never raises."""
+        if self.health().problem is not None:
+            return False
         try:
             self._query("SELECT value FROM meta LIMIT 1")
         except StoreError:
             return False
         return True
 
+    def health(self) -> StoreHealth:
+        """What is wrong with the file now, after opening it again where that is the remedy.
+
+        A removed file is created afresh in its directory, a replaced one (a restored copy) is
+        opened; what this process had written to the old file is counted as ``orphaned``. A
+        missing directory is waited for: it may be a volume not mounted yet, and creating it
+        would put the log where nobody looks.
+        """
+        if self._closed:
+            return StoreHealth(f"store {self.url!r} is closed", self._reopened, self._orphaned)
+        fault = self._fault()
+        if fault is not None and fault.reopenable:
+            fault = self._reopen()
+        problem = None if fault is None else f"store {self.url!r}: {fault.message}"
+        return StoreHealth(problem, self._reopened, self._orphaned)
+
+    def _fault(self) -> FileFault | None:
+        return file_fault(self.path, self._identity, self._min_free_bytes)
+
+    def _kept(self, rows: int) -> None:
+        """After a commit: the rows are in the file only if it is still the one at the path."""
+        try:
+            same = identity(self.path) == self._identity
+        except OSError:
+            same = False
+        if not same:
+            raise StoreError(f"store {self.url!r}: {self.path} was removed or replaced during "
+                             "the write; the rows went with the old file")
+        with self._lock:
+            self._rows_in_file += rows
+
+    def _reopen(self) -> FileFault | None:
+        with self._reopen_lock:
+            fault = self._fault()  # another thread may have reopened meanwhile
+            if fault is None or not fault.reopenable:
+                return fault
+            with self._lock:
+                self._generation += 1
+                orphaned, self._rows_in_file = self._rows_in_file, 0
+                self._column_cache = None  # rows of the old file
+            self._orphaned += orphaned
+            logger.error("%s: %s; %d records this process wrote to it are gone with it unless "
+                         "that file is restored; opening %s again", self.url, fault.message,
+                         orphaned, self.path)
+            self._set_companions_aside()
+            try:
+                self._init_schema()
+                self._remember_files()
+            except (OSError, sqlite3.Error, StoreError) as exc:
+                return FileFault(f"{fault.message}; opening it again failed: {exc}")
+            self._reopened += 1
+            logger.warning("%s: %s opened again; writing resumes", self.url, self.path)
+            return None
+
+    def _remember_files(self) -> None:
+        self._identity = identity(self.path)
+        self._companions = {}
+        for suffix in ("-wal", "-shm"):
+            companion = self.path.with_name(self.path.name + suffix)
+            with suppress(OSError):
+                self._companions[companion] = identity(companion)
+
+    def _set_companions_aside(self) -> None:
+        """Move the old file's -wal and -shm out of the new file's way.
+
+        SQLite cannot tell whose WAL it finds beside a database: it would replay the old
+        file's frames into the new one. The old WAL is kept (``…-wal.orphaned``), the shared
+        memory index, rebuilt from a WAL anyway, is removed.
+        """
+        for companion, recorded in self._companions.items():
+            try:
+                if identity(companion) != recorded:
+                    continue
+                if companion.name.endswith("-wal"):
+                    companion.rename(companion.with_name(companion.name + ".orphaned"))
+                else:
+                    companion.unlink()
+            except OSError:
+                continue  # gone with the old file, or not ours to move
+            logger.warning("%s: %s of the old file set aside", self.url, companion.name)
+
     def close(self) -> None:
         """Close every thread's connection; later calls raise ``StoreError``."""
         with self._lock:
             self._closed = True
             connections, self._connections = self._connections, []
+        _release(connections, self.path)
+
+
+def _release(connections: list[sqlite3.Connection], path: Path) -> None:
+    """Close connections, unless closing would fault on a read-only ``-shm`` file."""
+    if shm_writable(path):
         for conn in connections:
             conn.close()
+        return
+    for conn in connections:
+        abandon(conn)
+    if connections:
+        logger.error("%s-shm is read-only: %d connection(s) left open until the process ends "
+                     "(closing would fault)", path, len(connections))

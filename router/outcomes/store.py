@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 from router.errors import StoreError
 from router.outcomes.records import (
@@ -18,7 +18,17 @@ from router.outcomes.records import (
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["OutcomeStore", "open_store"]
+__all__ = ["OutcomeStore", "StoreHealth", "open_store"]
+
+
+class StoreHealth(NamedTuple):
+    """A store's own view of itself: ``problem`` names what is wrong (None when healthy);
+    ``reopened`` counts files opened again after they were removed or replaced, and
+    ``orphaned`` the records this process had written to such files (gone with them)."""
+
+    problem: str | None
+    reopened: int = 0
+    orphaned: int = 0
 
 
 @runtime_checkable
@@ -90,6 +100,11 @@ class OutcomeStore(Protocol):
 
     def ping(self) -> bool:
         """True when the store answers a trivial query (for ``/ready``); never raises."""
+        ...
+
+    def health(self) -> StoreHealth:
+        """What is wrong with the store, checked without a round trip (microseconds), after
+        repairing what can be repaired; never raises."""
         ...
 
     def close(self) -> None:

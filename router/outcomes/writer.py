@@ -17,7 +17,7 @@ from router.errors import RecordError, StoreError
 from router.outcomes.dead_letters import DeadLetters
 from router.outcomes.records import FeedbackRecord, PredictionRecord
 from router.outcomes.spill import SpillDirectory
-from router.outcomes.store import OutcomeStore
+from router.outcomes.store import OutcomeStore, StoreHealth
 
 __all__ = ["OutcomeWriter"]
 
@@ -27,6 +27,10 @@ logger = logging.getLogger(__name__)
 # down is not hammered, and one that comes back is written to within a couple of seconds.
 _BACKOFF_FIRST_S = 0.05
 _BACKOFF_MAX_S = 2.0
+# How often the store's health (a file removed, replaced, read-only, a full disk) is looked
+# at between writes, so that a fault is seen within a second even while nothing is written;
+# also the longest wait between attempts while it lasts, so that a repair is seen as soon.
+_HEALTH_INTERVAL_S = 0.5
 
 # A chunk is what one submit call handed over: (time.monotonic() at submit, the records).
 _Chunk = tuple[float, tuple[Any, ...]]
@@ -117,6 +121,8 @@ class OutcomeWriter:
         self._write_errors = 0
         self._last_error: str | None = None
         self._failing = False  # the latest pass could not write everything it had
+        self._health = StoreHealth(None)
+        self._health_checked = 0.0
         self._closed = False
 
         # Owned by the writer thread once it runs.
@@ -207,6 +213,21 @@ class OutcomeWriter:
         return self._failing
 
     @property
+    def store_problem(self) -> str | None:
+        """What the store's latest health check found wrong, None when it was healthy."""
+        return self._health.problem
+
+    @property
+    def store_reopened(self) -> int:
+        """Store files opened again after they were removed or replaced."""
+        return self._health.reopened
+
+    @property
+    def orphaned(self) -> int:
+        """Records written to a store file that was then removed or replaced (gone with it)."""
+        return self._health.orphaned
+
+    @property
     def written(self) -> int:
         """Records written to the store so far."""
         return self._written
@@ -287,7 +308,8 @@ class OutcomeWriter:
         while True:
             if failures:
                 # Not _wake.wait(): a growing backlog sets _wake and would cut the backoff short.
-                time.sleep(min(_BACKOFF_MAX_S, _BACKOFF_FIRST_S * 2 ** (failures - 1)))
+                cap = _HEALTH_INTERVAL_S if self._health.problem else _BACKOFF_MAX_S
+                time.sleep(min(cap, _BACKOFF_FIRST_S * 2 ** (failures - 1)))
             else:
                 self._wake.wait(self._flush_interval_s)
             self._wake.clear()
@@ -299,7 +321,11 @@ class OutcomeWriter:
                 self._spill_queued()
                 return
             try:
-                done = self._write_all()
+                if self._unhealthy():
+                    self._take_pending()  # records wait in memory, then on disk
+                    done = False
+                else:
+                    done = self._write_all()
                 # ping first: with nothing queued, _write_all succeeds without asking the store.
                 if done and self._replay_due and self._store.ping():
                     self._replay()
@@ -309,12 +335,30 @@ class OutcomeWriter:
                 logger.exception("outcome writer: unexpected error")
                 self._note_error(exc)
                 done = False
-            if not done and self._spill is not None and self._queued() >= self._spill_after:
+            if not done and self._spill is not None and (
+                    self._queued() >= self._spill_after
+                    or (stopping and self._health.problem is not None)):
+                # At a stop with the store's file at fault, no retry can succeed in time.
                 self._spill_queued()
             failures = 0 if done else failures + 1
             self._failing = not done
             if stopping and done:
                 return
+
+    def _unhealthy(self) -> bool:
+        """Ask the store about its health when it is due; True while it has a problem."""
+        now = time.monotonic()
+        if self._health.problem is None and now - self._health_checked < _HEALTH_INTERVAL_S:
+            return False
+        self._health_checked = now
+        health = self._store.health()
+        if health.problem is not None and health.problem != self._health.problem:
+            logger.error("outcome writer: %s; records wait in memory, then in %s", health.problem,
+                         self._spill.directory if self._spill is not None else "memory only")
+            with self._lock:
+                self._last_error = health.problem
+        self._health = health
+        return health.problem is not None
 
     def _queued(self) -> int:
         return sum(len(records) for queue in (self._predictions, self._feedback)
