@@ -9,7 +9,7 @@ PORT ?= 8000
 DEMO_INSTALLED := $(VENV)/.installed-demo
 DEV_INSTALLED := $(VENV)/.installed-dev
 
-.PHONY: install install-demo demo test lint docs screenshot bench clean
+.PHONY: install install-demo demo test lint docs screenshot constraints bench clean
 
 $(BIN)/python:
 	python3 -m venv $(VENV)
@@ -42,6 +42,13 @@ docs: install
 # The README's picture, redrawn from a running demo (Debian's chromium and chromium-driver).
 screenshot: install
 	$(BIN)/python -m tests.e2e.browser http://$(HOST):$(PORT) docs/dashboard.png
+
+# The image's pinned dependencies (Dockerfile): the runtime with the extras deploy/ needs,
+# postgres (its store is PostgreSQL) and fast (the ONNX Runtime engine).
+constraints: install
+	CUSTOM_COMPILE_COMMAND="make constraints" $(BIN)/pip-compile --quiet --strip-extras \
+		--extra postgres --extra fast --no-emit-index-url --no-emit-find-links \
+		--output-file deploy/constraints.txt pyproject.toml
 
 bench: install
 	$(BIN)/python -m bench.serving
