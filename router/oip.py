@@ -33,6 +33,7 @@ _DATATYPES: dict[str, tuple[str, float, float]] = {
     "INT32": ("int", -(2**31), 2**31 - 1),
     "INT64": ("int", -(2**63), 2**63 - 1),
 }
+_FP32_MAX = float(np.finfo(np.float32).max)
 _REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs"})
 _INPUT_KEYS = frozenset({"name", "shape", "datatype", "parameters", "data"})
 _MAX_SHOWN = 5
@@ -247,7 +248,7 @@ def _value_problem(value: Any, kind: str, low: float, high: float, datatype: str
             return f"{datatype} needs an integer, got {value!r}"
         if not math.isfinite(value):
             return f"must be finite, got {value}"
-        if datatype == "FP32" and not math.isfinite(np.float32(value)):
+        if datatype == "FP32" and abs(value) > _FP32_MAX:
             return f"is out of FP32's range, got {value!r}"
         return None
     if type(value) is int:

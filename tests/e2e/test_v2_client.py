@@ -93,6 +93,13 @@ def test_tritonclient_against_a_live_gateway(tmp_path: Path, champion_dir: Path,
             assert error.value.status() == "422"
             assert "expected [rows, 4]" in error.value.message()
 
+            binary = triton.InferInput("input", [1, 4], "FP64")
+            binary.set_data_from_numpy(rows[:1])  # the client's default: binary tensor data
+            with pytest.raises(InferenceServerException) as error:
+                client.infer("exp", [binary])
+            assert error.value.status() == "415"
+            assert "binary_data=False" in error.value.message()
+
             named = client.infer("chall", [matrix_input(rows[:2], "FP32")],
                                  outputs=both_outputs(), request_id="qa-1")
             assert named.get_response()["id"] == "qa-1"

@@ -215,6 +215,8 @@ def bad(tensor: dict[str, Any]) -> dict[str, Any]:
      "must be a number"),
     (bad({"datatype": "INT32", "data": [5, 3, 1.5, 2**40]}), 422,
      "inputs[0].data[2] (row 0, petal_length)", "INT32 needs an integer"),
+    (bad({"datatype": "FP32", "data": [5.1, 3.5, 1e39, 0.2]}), 422,
+     "inputs[0].data[2] (row 0, petal_length)", "out of FP32's range"),
     (bad({"shape": [0, 4], "data": []}), 422, "inputs[0].shape", "no rows"),
     (bad({"parameters": {"binary_data_size": 32}}), 415,
      "inputs[0].parameters.binary_data_size", "binary_data=False"),
