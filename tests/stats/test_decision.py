@@ -143,7 +143,7 @@ TABLE: list[tuple[str, dict[str, Any], str, str]] = [
         "not significant",
         {"significant": False},
         "continue",
-        "about 2900 more labelled samples per variant are needed (4100 in all)",
+        "expects about 2900 more labelled samples per variant (4100 in the smaller one)",
     ),
     (
         "not significant, size unknown",
@@ -155,7 +155,7 @@ TABLE: list[tuple[str, dict[str, Any], str, str]] = [
         "not significant past the plan",
         {"significant": False, "samples_needed_per_variant": 1000},
         "continue",
-        "smaller than the minimum effect",
+        "may still be smaller than it: keep collecting until the confidence sequence says so",
     ),
     (
         "significant without a difference",

@@ -27,12 +27,13 @@ from router.errors import InputValidationError
 from router.outcomes import FeedbackRecord, MemoryStore, PredictionRecord
 from router.registry import ModelRegistry, ServedModel
 from router.snapshot import config_digest, load_models
-from router.stats import always_valid_p_values, paired_always_valid_p_values
+from router.stats.confidence import running_paired
 from router.stats.console import render_report
 from router.stats.drift import bin_counts, psi
 from router.stats.loader import compute_report
 from tests.configs import write_config
 from tests.conftest import DIABETES_FEATURES
+from tests.stats.test_confidence import by_hand
 
 CLASSES = ("setosa", "versicolor", "virginica")
 T0 = 1_700_000_000.0
@@ -157,15 +158,25 @@ def test_ab_accuracy_matches_statsmodels(make_config: Callable[..., RouterConfig
     newcombe = confint_proportions_2indep(x_b, n_b, x_a, n_a, method="newcomb", compare="diff")
     assert c["difference_ci95"] == pytest.approx(list(newcombe))
     # Labels arrived in request order here, so the sequence is the requests' own.
-    sequential = always_valid_p_values(np.cumsum(right & ~arms), np.cumsum(~arms),
-                                       np.cumsum(right & arms), np.cumsum(arms), tau2=1e-4)
+    sequential, low, high = by_hand(right.astype(float).tolist(), arms.tolist(), 1e-4)
     assert c["tau2"] == pytest.approx(1e-4)
     assert c["sequential_p_value"] == pytest.approx(sequential[-1])
+    assert c["difference_cs"] == pytest.approx([low[-1], high[-1]])
     assert c["significant"] == (sequential[-1] < 0.05)
-    p_a = x_a / n_a
-    z = sps.norm.ppf(0.975) + sps.norm.ppf(0.8)
-    expected_n = math.ceil(z**2 * (p_a * (1 - p_a) + (p_a + 0.01) * (0.99 - p_a)) / 0.01**2)
-    assert c["samples_needed_per_variant"] == expected_n
+    assert r["analysis_unit"] == "user" and champion["units"] == n_a
+    # The plan: the smallest n at which 0.01 clears the boundary plus z_0.8 standard errors.
+    n = c["samples_needed_per_variant"]
+    # Each arm's per-outcome spread, floored as the sequence floors it.
+    sd_a, sd_b = (math.sqrt(max(x / k * (1 - x / k), (x + 1) / (k + 2) * (1 - (x + 1) / (k + 2))))
+                  for x, k in ((x_a, n_a), (x_b, n_b)))
+
+    def clears(k: float) -> bool:
+        v = sd_a**2 / (k * n_a / n_b if n_b <= n_a else k) + sd_b**2 / (
+            k if n_b <= n_a else k * n_b / n_a)
+        w = math.sqrt(2 * v * (v + 1e-4) / 1e-4 * (math.log(20) + 0.5 * math.log(1 + 1e-4 / v)))
+        return w + sps.norm.ppf(0.8) * math.sqrt(v) <= 0.01
+
+    assert clears(n) and not clears(n - 1)
     srm = c["srm"]
     assert srm["unit"] == "users" and srm["expected_percent"] == 50.0
     assert srm["p_value"] == pytest.approx(sps.chisquare([n_a, n_b]).pvalue)
@@ -194,8 +205,7 @@ def test_sequential_p_value_follows_label_arrival(make_config: Callable[..., Rou
         log.label(rid, "setosa" if right else "virginica")
     arms = np.array([rows[i][1] == "challenger" for i in order])
     right = np.array([rows[i][2] for i in order])
-    expected = always_valid_p_values(np.cumsum(right & ~arms), np.cumsum(~arms),
-                                     np.cumsum(right & arms), np.cumsum(arms), tau2=1e-4)
+    expected, _, _ = by_hand(right.astype(float).tolist(), arms.tolist(), 1e-4)
     got = report(store, config, iris_models)["comparison"]["sequential_p_value"]
     assert got == pytest.approx(expected[-1])
 
@@ -337,23 +347,25 @@ def test_shadow_accuracy_is_paired(make_config: Callable[..., RouterConfig],
         list(proportion_confint(same, 500, method="wilson")))
     d = b.astype(float) - a.astype(float)
     assert c["difference"] == pytest.approx(d.mean())
-    assert c["sequential_p_value"] == pytest.approx(paired_always_valid_p_values(d, 1e-4)[-1])
+    assert c["sequential_p_value"] == pytest.approx(
+        running_paired(d, 1e-4, 0.05, bounded=True).p_value[-1])
     assert r["variants"]["challenger"]["shadow"] is True
     assert r["variants"]["challenger"]["shadow_calls"] == {"offered": 500, "done": 500}
     assert c["srm"] is None
 
 
-def test_shadow_losses_use_wilcoxon(make_config: Callable[..., RouterConfig],
-                                    iris_models: dict[str, ServedModel]) -> None:
-    """shadow log loss: Wilcoxon signed-rank on per-request losses, as scipy computes it."""
+def test_shadow_losses_use_the_paired_t_test(make_config: Callable[..., RouterConfig],
+                                             iris_models: dict[str, ServedModel]) -> None:
+    """shadow log loss: the paired t-test on per-request losses tests the mean difference it
+    is shown beside (scipy's ttest_rel); Wilcoxon's p-value is kept under its own name."""
     store = MemoryStore()
     config = make_config(store, mode="shadow", analysis={"metric": "log_loss"})
     _, _, la, lb = shadow_log(store, np.random.default_rng(12), 400)
     r = report(store, config, iris_models)
     c = r["comparison"]
-    assert c["test"] == "Wilcoxon signed-rank test"
-    assert c["p_value"] == pytest.approx(sps.wilcoxon(lb - la).pvalue)
-    assert c["paired"]["wilcoxon_p_value"] == c["p_value"]
+    assert c["test"] == "paired t-test"
+    assert c["p_value"] == pytest.approx(sps.ttest_rel(lb, la).pvalue)
+    assert c["paired"]["wilcoxon_p_value"] == pytest.approx(sps.wilcoxon(lb - la).pvalue)
     assert c["difference"] == pytest.approx(lb.mean() - la.mean())
     d = lb - la
     assert c["difference_ci95"] == pytest.approx(
@@ -455,7 +467,7 @@ def test_guardrail_breach_rolls_back(make_config: Callable[..., RouterConfig],
         log.label(log.predict(variant="challenger", unit=f"b{i}", latency=80.0), "setosa")
     r = report(store, config, iris_models)
     assert r["decision"]["action"] == "rollback"
-    assert "p99 latency" in r["decision"]["reasons"][0]
+    assert "p99 limit" in r["decision"]["reasons"][0]
 
 
 def test_drift_against_the_champions_reference(make_config: Callable[..., RouterConfig],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,15 +13,10 @@ from router.config import RouterConfig
 from router.outcomes import MemoryStore
 from router.registry import ModelRegistry, ServedModel
 from router.snapshot import load_models
-from router.stats import (
-    always_valid_p_values,
-    difference_interval,
-    mean_interval,
-    paired_always_valid_p_values,
-    wilson_interval,
-)
+from router.stats import difference_interval, mean_interval, wilson_interval
+from router.stats.confidence import running_arm, running_difference, running_paired
 from router.stats.loader import compute_report
-from router.stats.timeline import checkpoints, compute_timeline, prefix_moments
+from router.stats.timeline import checkpoints, compute_timeline
 from tests.stats import test_report
 from tests.stats.test_report import CLASSES, Log
 
@@ -122,7 +116,7 @@ def at(timeline: dict[str, Any], j: int) -> dict[str, Any]:
                            for role, series in timeline["variants"].items()}
     c = timeline["comparison"]
     out.update(difference=c["difference"][j], difference_ci95=c["difference_ci95"][j],
-               sequential_p_value=c["sequential_p_value"][j])
+               difference_cs=c["difference_cs"][j], sequential_p_value=c["sequential_p_value"][j])
     return flat(out)
 
 
@@ -132,7 +126,7 @@ def figures(report: dict[str, Any]) -> dict[str, Any]:
                            for role, v in report["variants"].items()}
     c = report["comparison"]
     out.update(difference=c["difference"], difference_ci95=c["difference_ci95"],
-               sequential_p_value=c["sequential_p_value"])
+               difference_cs=c["difference_cs"], sequential_p_value=c["sequential_p_value"])
     return flat(out)
 
 
@@ -154,15 +148,16 @@ def test_each_checkpoint_is_the_report_of_the_labels_so_far(mode: str, metric: s
         expected = figures(compute_report(prefix, prefix_config, models))
         got = at(timeline, j)
         if metric == "rmse":  # the path keeps the whole experiment's tau2, the prefix not
-            expected.pop("sequential_p_value")
-            got.pop("sequential_p_value")
+            for key in [k for k in expected if k.startswith(("sequential", "difference_cs"))]:
+                expected.pop(key)
+                got.pop(key, None)
         assert got == pytest.approx(expected), j
     if mode == "shadow":
         assert timeline["comparison"]["pairs"][-1] == 300
 
 
 def test_ab_accuracy_checkpoints_by_the_stats_functions(experiment: Any) -> None:
-    """ab accuracy: Wilson, Newcombe and the mSPRT path of router.stats on each prefix."""
+    """ab accuracy: Wilson, Newcombe and the confidence sequence's path on each prefix."""
     store, configure, models = experiment("ab", "accuracy", n=400, seed=4)
     timeline = compute_timeline(store, configure(MemoryStore()), models)
     arms: list[bool] = []
@@ -173,8 +168,9 @@ def test_ab_accuracy_checkpoints_by_the_stats_functions(experiment: Any) -> None
         arms.append(p.variant == "challenger")
         right.append(p.prediction == label.label)
     is_b, ok = np.array(arms), np.array(right)
-    path = always_valid_p_values(np.cumsum(ok & ~is_b), np.cumsum(~is_b), np.cumsum(ok & is_b),
-                                 np.cumsum(is_b), tau2=1e-4)
+    y = ok.astype(float)
+    path = running_difference(running_arm(y, ~is_b, bounded=True),
+                              running_arm(y, is_b, bounded=True), 1e-4, 0.05).p_value
     c = timeline["comparison"]
     for j, k in enumerate(timeline["labelled"]):
         x_a, n_a = int((ok[:k] & ~is_b[:k]).sum()), int((~is_b[:k]).sum())
@@ -188,7 +184,8 @@ def test_ab_accuracy_checkpoints_by_the_stats_functions(experiment: Any) -> None
 
 
 def test_shadow_mae_checkpoints_by_the_stats_functions(experiment: Any) -> None:
-    """shadow mae: per-variant t intervals and the paired t interval and mSPRT on each prefix."""
+    """shadow mae: per-variant t intervals, the paired t interval and the sequence's path on
+    each prefix."""
     store, configure, models = experiment("shadow", "mae", n=200, seed=5)
     timeline = compute_timeline(store, configure(MemoryStore()), models)
     rows: dict[str, dict[bool, float]] = {}
@@ -198,7 +195,7 @@ def test_shadow_mae_checkpoints_by_the_stats_functions(experiment: Any) -> None:
     loss_a = np.array([abs(rows[rid][False] - v) for rid, v in truth])
     loss_b = np.array([abs(rows[rid][True] - v) for rid, v in truth])
     d = loss_b - loss_a
-    path = paired_always_valid_p_values(d, tau2=1e-4)
+    path = running_paired(d, 1e-4, 0.05).p_value
     c = timeline["comparison"]
     for j, pairs in enumerate(c["pairs"]):
         assert timeline["labelled"][j] == 2 * pairs
@@ -238,14 +235,3 @@ def test_checkpoints_are_even_and_never_split_a_label() -> None:
     assert np.all(ends % 2 == 1)
     assert checkpoints(np.arange(7)).tolist() == list(range(7))
     assert checkpoints(np.zeros(0)).size == 0
-
-
-def test_prefix_moments_keep_their_precision_far_from_zero() -> None:
-    """Shifted sums: the variance of large, close values matches numpy's to 1e-9."""
-    values = 1e6 + np.random.default_rng(0).normal(0, 1e-2, 10_000)
-    members = np.ones(values.size, dtype=bool)
-    m = prefix_moments(values, members, np.array([9, 999, 9_999]))
-    for i, k in enumerate((10, 1000, 10_000)):
-        assert m.mean[i] == pytest.approx(values[:k].mean(), rel=1e-12)
-        assert m.var[i] == pytest.approx(values[:k].var(ddof=1), rel=1e-6)
-    assert math.isnan(prefix_moments(values, members, np.array([0])).var[0])

@@ -1,0 +1,292 @@
+"""Always-valid confidence sequences for the difference challenger minus champion.
+
+The comparison behind ``significant`` and the decision. Outcomes are taken one at a time in the
+order their labels arrived; after each one, every arm has a running estimate of its metric and
+of that estimate's variance, and the difference gets the normal-mixture confidence sequence
+(Robbins; Howard et al. 2021; the interval the mSPRT of Johari et al. inverts to):
+
+    θ̂ ± sqrt(2 V (V + τ²) / τ² · (log(1/alpha) + ½ log((V + τ²) / V)))
+
+with ``V`` the variance of ``θ̂`` and ``τ² = min_effect²``. Its running intersection holds the
+true difference at every look at once with probability about ``1 - alpha``, so looking every
+minute costs nothing. ``significant`` means the running intersection has left zero; as it only
+shrinks, its side, and so the direction of a decision, can never flip.
+
+Two things keep this valid from the first look, where the textbook plug-in fails:
+
+- **The unit is the unit of assignment.** With a sticky key one user's requests are
+  correlated, so an arm's metric is a ratio of per-unit sums, ``Σ S_u / Σ N_u``, whose variance
+  is the delta method's ``Σ_u (S_u - r N_u)² / (Σ N_u)²`` (Deng et al. 2018; the CR0
+  cluster-robust variance of a difference in means). With one request per unit it is the
+  plug-in ``s² / n``.
+- **The variance cannot collapse.** A plug-in variance is 0 while an arm's first outcomes are
+  all alike, and then any difference looks decisive. For outcomes bounded in ``[0, 1]``
+  (correctness) the variance is floored at the Bernoulli variance with one success and one
+  failure added (``p̃ = (S + 1) / (n + 2)``); and no evidence counts before each arm has
+  :data:`MIN_UNITS` units with an outcome (per-request losses, which have no natural bound, wait
+  for :data:`MIN_UNITS_UNBOUNDED`).
+
+The calibration suite (``bench/calibration.py``, ``docs/calibration.md``) checks the result by
+simulation: A/A experiments over accuracies, effects, shares and sticky users.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = [
+    "MIN_UNITS",
+    "MIN_UNITS_UNBOUNDED",
+    "RunningArm",
+    "RunningDifference",
+    "mixture_half_width",
+    "ratio_variance",
+    "running_arm",
+    "running_difference",
+    "running_paired",
+    "samples_to_significance",
+]
+
+Floats = NDArray[np.float64]
+
+# Units per arm before the comparison counts any evidence (see the module doc).
+MIN_UNITS = 30
+MIN_UNITS_UNBOUNDED = 30
+
+
+@dataclass(frozen=True)
+class RunningArm:
+    """One arm's figures after each element of the sequence (arrays of the sequence's length).
+
+    Attributes:
+        n: outcomes of the arm so far.
+        units: distinct units among them.
+        mean: the arm's metric, ``Σ y / n`` (0 while ``n`` is 0).
+        variance: the variance of ``mean`` (delta method over units, floored when bounded).
+    """
+
+    n: Floats
+    units: Floats
+    mean: Floats
+    variance: Floats
+
+
+def _ratio(num: Floats, den: Floats) -> Floats:
+    return np.divide(num, den, out=np.zeros_like(num, dtype=float), where=den > 0)
+
+
+def _before_in_unit(values: Floats, units: NDArray[np.int64]) -> tuple[Floats, Floats]:
+    """For each element: the sum of ``values`` and the count of earlier elements of its unit."""
+    order = np.argsort(units, kind="stable")
+    sorted_units = units[order]
+    sorted_values = values[order]
+    starts = np.r_[True, sorted_units[1:] != sorted_units[:-1]] if units.size else \
+        np.zeros(0, dtype=bool)
+    group = np.cumsum(starts) - 1
+    running = np.cumsum(sorted_values)
+    offset = (running - sorted_values)[starts][group] if units.size else running
+    count = np.arange(units.size) - np.flatnonzero(starts)[group] if units.size else running
+    prior_sum = np.empty_like(values)
+    prior_count = np.empty_like(values)
+    prior_sum[order] = running - sorted_values - offset
+    prior_count[order] = count
+    return prior_sum, prior_count
+
+
+def running_arm(y: ArrayLike, members: ArrayLike, units: ArrayLike | None = None, *,
+                bounded: bool = False) -> RunningArm:
+    """The running estimate of one arm along a sequence of outcomes.
+
+    Args:
+        y: each outcome's value in sequence order (1/0 correctness, or a loss).
+        members: True where the outcome belongs to this arm.
+        units: each outcome's unit (any integers; equal means the same unit), or None when
+            every outcome is a unit of its own.
+        bounded: the values lie in ``[0, 1]``, so the variance is floored (module doc).
+    """
+    values = np.asarray(y, dtype=float)
+    member = np.asarray(members, dtype=bool)
+    inside = np.where(member, values, 0.0)
+    if units is None:
+        prior_sum = np.zeros_like(values)
+        prior_count = np.zeros_like(values)
+    else:
+        codes = np.asarray(units, dtype=np.int64)
+        rows = np.flatnonzero(member)
+        prior_sum = np.zeros_like(values)
+        prior_count = np.zeros_like(values)
+        prior_sum[rows], prior_count[rows] = _before_in_unit(values[rows], codes[rows])
+    one = member.astype(float)
+    # When a unit with sums (S, N) gains a value y: S² grows by 2Sy + y², N² by 2N + 1 and
+    # S·N by S + yN + y. Their running totals give the delta-method variance at every step.
+    n = np.cumsum(one)
+    total = np.cumsum(inside)
+    sq_sums = np.cumsum(one * (2 * prior_sum * values + values * values))
+    sq_counts = np.cumsum(one * (2 * prior_count + 1))
+    cross = np.cumsum(one * (prior_sum + values * prior_count + values))
+    distinct = np.cumsum(one * (prior_count == 0))
+    mean = _ratio(total, n)
+    spread = np.maximum(sq_sums - 2 * mean * cross + mean * mean * sq_counts, 0.0)
+    variance = _ratio(spread, n * n)
+    if bounded:
+        shrunk = (total + 1.0) / (n + 2.0)
+        variance = np.maximum(variance, _ratio(shrunk * (1.0 - shrunk), n))
+    return RunningArm(n=n, units=distinct, mean=mean, variance=variance)
+
+
+def mixture_half_width(variance: ArrayLike, tau2: float, alpha: float) -> Floats:
+    """Half-width of the normal-mixture confidence sequence at variance ``V`` (module doc);
+    infinite where ``V`` is 0 or not finite (no estimate yet)."""
+    v = np.asarray(variance, dtype=float)
+    ok = np.isfinite(v) & (v > 0)
+    safe = np.where(ok, v, 1.0)
+    squared = 2 * safe * (safe + tau2) / tau2 * (math.log(1 / alpha)
+                                                 + 0.5 * np.log((safe + tau2) / safe))
+    return np.where(ok, np.sqrt(squared), np.inf)
+
+
+@dataclass(frozen=True)
+class RunningDifference:
+    """The comparison after each element of the sequence.
+
+    Attributes:
+        estimate: the difference ``b - a`` (NaN before both arms have an outcome).
+        variance: its variance (NaN likewise).
+        p_value: always-valid p-value of no difference: the running minimum of ``1/Λ`` at 0,
+            below ``alpha`` exactly when the running intersection below has left zero.
+        low, high: the running intersection of the confidence sequences (infinite before
+            evidence counts). Should a later interval miss the intersection altogether (a
+            chance of at most ``alpha`` when the model holds), the intersection keeps its
+            last value.
+    """
+
+    estimate: Floats
+    variance: Floats
+    p_value: Floats
+    low: Floats
+    high: Floats
+
+
+def _intersect(low: Floats, high: Floats) -> tuple[Floats, Floats]:
+    run_low = np.maximum.accumulate(low) if low.size else low
+    run_high = np.minimum.accumulate(high) if high.size else high
+    empty = np.flatnonzero(run_low > run_high)
+    if empty.size:
+        first = int(empty[0])
+        keep = first - 1
+        run_low[first:] = run_low[keep] if keep >= 0 else -np.inf
+        run_high[first:] = run_high[keep] if keep >= 0 else np.inf
+    return run_low, run_high
+
+
+def _sequence(estimate: Floats, variance: Floats, counts: Floats, tau2: float, alpha: float
+              ) -> RunningDifference:
+    """Confidence sequence and p-values, counting evidence only where ``counts`` is True."""
+    if not tau2 > 0:
+        raise ValueError(f"tau2 must be positive, got {tau2}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie strictly between 0 and 1, got {alpha}")
+    v = np.where(counts & (variance > 0), variance, np.nan)
+    half = mixture_half_width(v, tau2, alpha)
+    theta = np.where(counts, estimate, 0.0)
+    safe = np.where(np.isfinite(v), v, 1.0)
+    log_lambda = 0.5 * np.log(safe / (safe + tau2)) + theta**2 * tau2 / (2 * safe * (safe + tau2))
+    log_lambda = np.where(np.isfinite(v), log_lambda, 0.0)
+    p_value = np.minimum.accumulate(np.exp(-np.maximum(log_lambda, 0.0))) if v.size else v
+    low, high = _intersect(theta - half, theta + half)
+    return RunningDifference(estimate=estimate, variance=variance, p_value=p_value,
+                             low=low, high=high)
+
+
+def running_difference(a: RunningArm, b: RunningArm, tau2: float, alpha: float, *,
+                       min_units: int = MIN_UNITS) -> RunningDifference:
+    """The comparison of two arms laid along one sequence (``b - a``)."""
+    both = (a.n > 0) & (b.n > 0)
+    estimate = np.where(both, b.mean - a.mean, np.nan)
+    # The larger of the arms' own variances and the pooled one: under no difference both arms
+    # share one spread, which the large arm estimates well; the small arm's own estimate moves
+    # with its mean (a lucky canary looks both better and surer) and alone would overstate it.
+    per_outcome = _ratio(a.n * a.n * a.variance + b.n * b.n * b.variance, a.n + b.n)
+    pooled = per_outcome * (_ratio(np.ones_like(a.n), a.n) + _ratio(np.ones_like(b.n), b.n))
+    variance = np.where(both, np.maximum(a.variance + b.variance, pooled), np.nan)
+    counts = (a.units >= max(min_units, 1)) & (b.units >= max(min_units, 1))
+    return _sequence(estimate, variance, counts, tau2, alpha)
+
+
+def running_paired(differences: ArrayLike, tau2: float, alpha: float, *,
+                   bounded: bool = False, min_pairs: int = MIN_UNITS) -> RunningDifference:
+    """The comparison over paired differences ``b - a`` (shadow mode), one pair a unit.
+
+    With ``bounded`` the differences are of correctness (``-1``, ``0`` or ``1``) and the
+    variance is at least their spread around zero with one more discordant pair.
+    """
+    d = np.asarray(differences, dtype=float)
+    n = np.arange(1, d.size + 1, dtype=float)
+    total = np.cumsum(d)
+    mean = total / n if d.size else d
+    second = np.cumsum(d * d) / n if d.size else d
+    variance = np.maximum(second - mean**2, 0.0) / n if d.size else d
+    if bounded:
+        # The spread around zero (what it is under no difference), with one pair more each
+        # way than seen: it cannot collapse while the first pairs all agree, and a run of
+        # discordant pairs one way cannot shrink it as its own mean grows.
+        discordant = np.cumsum(d != 0)
+        variance = np.maximum(variance, (discordant + 1.0) / (n + 2.0) / n)
+    return _sequence(mean, variance, n >= max(min_pairs, 1), tau2, alpha)
+
+
+def ratio_variance(y: ArrayLike, units: ArrayLike | None = None) -> float:
+    """The delta-method variance of ``Σ y / n`` over the units of ``y`` (module doc):
+    ``Σ_u (S_u - r N_u)² / n²``, which is ``mean((y - r)²) / n`` with one value a unit.
+    NaN without values."""
+    values = np.asarray(y, dtype=float)
+    if values.size == 0:
+        return math.nan
+    mean = float(values.mean())
+    residual = values - mean
+    if units is not None:
+        _, codes = np.unique(np.asarray(units), return_inverse=True)
+        residual = np.bincount(codes, weights=residual)
+    return float(np.sum(residual * residual)) / values.size**2
+
+
+def samples_to_significance(sd_a: float, sd_b: float, effect: float, tau2: float,
+                            alpha: float, *, share_b: float = 0.5, power: float = 0.8
+                            ) -> int | None:
+    """Labelled outcomes the smaller arm needs before the confidence sequence leaves zero
+    with chance ``power`` when the true difference is ``effect``.
+
+    At ``n`` outcomes in the smaller arm (and the larger in proportion to the shares) the
+    difference's variance is ``V = sd_a²/n_a + sd_b²/n_b``; the answer is the smallest ``n``
+    with ``|effect| >= w(V) + z_power sqrt(V)``, ``w`` the half-width of
+    :func:`mixture_half_width`. It counts one look at ``n`` only, while the sequence is looked at
+    all along, so it errs long: the calibration suite measures how often the sequence had left
+    zero by then. ``sd`` is the per-outcome standard deviation (with a sticky key, the
+    delta-method one, design effect included). ``None`` when ``effect`` is 0.
+    """
+    from scipy.stats import norm
+
+    if effect == 0 or not (sd_a > 0 or sd_b > 0):
+        return None
+    share = min(max(share_b, 1e-6), 1 - 1e-6)
+    scale_a = share / (1 - share) if share <= 0.5 else 1.0
+    scale_b = 1.0 if share <= 0.5 else (1 - share) / share
+    z = float(norm.ppf(power))
+
+    def enough(n: float) -> bool:
+        v = sd_a**2 / (n / scale_a) + sd_b**2 / (n / scale_b)
+        return abs(effect) >= float(mixture_half_width(v, tau2, alpha)) + z * math.sqrt(v)
+
+    low, high = 1, 2  # enough(high) and not enough(low), by doubling then halving
+    while not enough(high):
+        low, high = high, high * 2
+        if high > 10**12:
+            return None
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if enough(middle) else (middle, high)
+    return high
