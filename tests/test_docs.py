@@ -45,3 +45,23 @@ def test_readme_links_point_at_files_that_exist() -> None:
     assert relative
     missing = [t for t in relative if not (ROOT / t).exists()]
     assert not missing, f"README.md links to missing files: {missing}"
+
+
+def test_paths_the_docs_name_exist() -> None:
+    """A file or directory of the repository named in the docs (`router/…`, `tests/…`,
+    `bench/…`, `deploy/…`, `configs/…`, `docs/…`) is there, or is one the project generates."""
+    named = set()
+    for page in [README, ROOT / "models" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for path in re.findall(r"`((?:router|tests|bench|deploy|configs|docs)/[^`\s]*)`",
+                               page.read_text()):
+            if not any(ch in path for ch in "*{}<>…"):
+                named.add((page.name, path))
+    missing = [(page, path) for page, path in sorted(named) if not (ROOT / path).exists()]
+    generated = set()
+    if missing:
+        ignored = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=ROOT,
+                                 input="\n".join(p for _, p in missing), capture_output=True,
+                                 text=True)
+        generated = set(ignored.stdout.split())
+    stale = [(page, path) for page, path in missing if path not in generated]
+    assert not stale, f"the docs name paths that are not in the repository: {stale}"
