@@ -45,6 +45,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from router.config import load_config
+    from router.connections import LIMITS_ENV, SHUTDOWN_GRACE_S, ConnectionLimits
     from router.gateway.app import BASE_DIR_ENV, CONFIG_ENV
     from router.registry import ModelRegistry
     from router.snapshot import load_models
@@ -53,14 +54,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     base_dir = Path.cwd()
     trust = _apply_trust(args)
     # Fail here, with one line, rather than inside a worker process with a traceback.
-    load_models(load_config(config_path, base_dir=base_dir), ModelRegistry(trust))
+    config = load_config(config_path, base_dir=base_dir)
+    load_models(config, ModelRegistry(trust))
     os.environ[CONFIG_ENV] = str(config_path)
     os.environ[BASE_DIR_ENV] = str(base_dir)
+    # Socket-level limits, fixed for the process's life (a reload changes only the app's).
+    os.environ[LIMITS_ENV] = ConnectionLimits(config.limits.header_timeout_s,
+                                              config.limits.max_connections).to_env()
     with _metrics_directory(args.workers):
         uvicorn.run("router.gateway.app:app_from_env", factory=True, host=args.host,
-                    port=args.port, workers=args.workers, loop="auto", http="auto",
+                    port=args.port, workers=args.workers, loop="auto",
+                    http="router.connections:LimitedHttpToolsProtocol",
                     access_log=args.access_log, log_level=args.log_level,
-                    timeout_graceful_shutdown=30)
+                    timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
     return 0
 
 

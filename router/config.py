@@ -93,6 +93,12 @@ class Rollout:
 class Limits:
     max_body_bytes: int = 1_048_576
     max_batch: int = 1_000
+    # A request's headers, then its body, must arrive within these (slow or stalled clients
+    # would otherwise hold a connection for ever); connections over the cap are refused, per
+    # worker process. The last two are read once when `router serve` starts.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
+    max_connections: int = 1_000
 
 
 @dataclass(frozen=True)
@@ -489,6 +495,12 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
         limits = Limits(
             max_body_bytes=r.value(node, "limits", "max_body_bytes", _integer(1), 1_048_576),
             max_batch=r.value(node, "limits", "max_batch", _integer(1), 1_000),
+            header_timeout_s=r.value(node, "limits", "header_timeout_s", _number(0.1, 3600),
+                                     Limits.header_timeout_s),
+            body_timeout_s=r.value(node, "limits", "body_timeout_s", _number(0.1, 3600),
+                                   Limits.body_timeout_s),
+            max_connections=r.value(node, "limits", "max_connections", _integer(1),
+                                    Limits.max_connections),
         )
 
     batching = Batching()

@@ -14,6 +14,8 @@ The tree::
         ├── InvalidHeaderError       invalid_header     400
         ├── UnsupportedMediaError    unsupported_media_type 415
         ├── PayloadTooLargeError     payload_too_large  413
+        ├── RequestTimeoutError      request_timeout    408 (body not in within limits)
+        ├── ClientClosedError        client_closed_request 499 (gone before its body came)
         ├── InputValidationError     invalid_input      422 (detail: one entry per field)
         ├── NotReadyError            not_ready          503
         ├── BackpressureError        overloaded         503
@@ -132,6 +134,19 @@ class UnsupportedMediaError(RequestError):
 
 class PayloadTooLargeError(RequestError):
     code, status = "payload_too_large", 413
+
+
+class RequestTimeoutError(RequestError):
+    """The request's body did not arrive within ``limits.body_timeout_s``."""
+
+    code, status = "request_timeout", 408
+
+
+class ClientClosedError(RequestError):
+    """The client closed the connection (or shutdown closed it) before its body arrived; no
+    one reads the answer, which exists so the one renderer handles it."""
+
+    code, status = "client_closed_request", 499
 
 
 class InputValidationError(RequestError):

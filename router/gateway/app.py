@@ -15,6 +15,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from router.gateway import admin, dashboard, endpoints, kserve, metrics, stats_route, v2
+from router.gateway.body_deadline import receive_within
 from router.gateway.errors import EXCEPTION_HANDLERS, render_error
 from router.gateway.state import GatewayState
 
@@ -49,6 +50,9 @@ class Gateway(Starlette):
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gateway = getattr(self.state, "gateway", None)
+        if scope["type"] == "http" and gateway is not None:
+            receive = receive_within(receive, gateway.config.limits.body_timeout_s)
         if scope["type"] == "http" and scope["path"] == "/predict" \
                 and scope["method"] == "POST":
             scope["app"] = self

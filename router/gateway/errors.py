@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from router.errors import BackpressureError, RequestError, RouterError
+from router.errors import BackpressureError, RequestError, RequestTimeoutError, RouterError
 from router.strings import printable
 
 log = logging.getLogger("router.gateway")
@@ -55,6 +55,9 @@ async def router_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RouterError)
     status = exc.status if isinstance(exc, RequestError) else 500
     headers = {"Retry-After": "1"} if isinstance(exc, BackpressureError) else None
+    if isinstance(exc, RequestTimeoutError):
+        # The rest of the body may still come: the connection cannot serve another request.
+        headers = {"Connection": "close"}
     request_id = request.scope.get("router.request_id")
     if request_id:
         headers = {**(headers or {}), "X-Request-Id": request_id}

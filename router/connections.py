@@ -1,0 +1,141 @@
+"""Limits on the connection that uvicorn leaves to the application: header timeout, a cap on
+open connections, and a shutdown that does not wait for clients that stalled.
+
+uvicorn (its httptools protocol, which ``router serve`` uses) arms a timer only between two
+requests (``timeout_keep_alive``), and every byte received disarms it: a client that opens a
+connection and sends nothing, or sends its headers a byte at a time, holds it for ever; and
+``limit_concurrency`` answers 503 only once a request's headers are in, so connections that
+never finish their headers are never counted out. :class:`LimitedHttpToolsProtocol` adds:
+
+* a header timer, from the connection's start (or a request's first byte, on a kept-alive
+  connection) to the end of that request's headers: past ``limits.header_timeout_s`` the
+  connection is closed, with a 408 answer when a request had begun;
+* a cap of ``limits.max_connections`` open connections per worker process: the next one gets
+  a 503 answer and is closed at once;
+* at shutdown, a connection whose request body is still arriving is closed (uvicorn would
+  wait up to its graceful timeout for it): the request was never answered, so nothing it
+  carried is lost, and the client may retry on another replica.
+
+The body timeout is the application's (:mod:`router.gateway.body_deadline`). The settings are
+read once per process from :data:`LIMITS_ENV`, which ``router serve`` sets from the YAML's
+``limits:`` before uvicorn starts its workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+__all__ = ["LIMITS_ENV", "SHUTDOWN_GRACE_S", "ConnectionLimits", "LimitedHttpToolsProtocol",
+           "connection_limits"]
+
+LIMITS_ENV = "ROUTER_CONNECTION_LIMITS"
+# How long a SIGTERM waits for requests whose body is in (their model calls take milliseconds;
+# a /stats over a large log may take seconds) before uvicorn cancels them; then the app stops:
+# shadow work for up to shadow.drain_s, the outcome log's flush for up to 10 s. So a shutdown
+# ends within shadow.drain_s + 15 s and a little: 25 s with the defaults, under Kubernetes'
+# grace period (deploy/kubernetes sets 45 s).
+SHUTDOWN_GRACE_S = 5
+log = logging.getLogger("router.connections")
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    header_timeout_s: float = 10.0
+    max_connections: int = 1_000
+
+    def to_env(self) -> str:
+        return json.dumps({"header_timeout_s": self.header_timeout_s,
+                           "max_connections": self.max_connections})
+
+
+@cache
+def connection_limits() -> ConnectionLimits:
+    """This process's limits: :data:`LIMITS_ENV`'s, else the defaults."""
+    raw = os.environ.get(LIMITS_ENV)
+    if not raw:
+        return ConnectionLimits()
+    values = json.loads(raw)
+    return ConnectionLimits(float(values["header_timeout_s"]), int(values["max_connections"]))
+
+
+def _answer(status: bytes, code: str, message: str) -> bytes:
+    body = json.dumps({"error": code, "message": message, "detail": []}).encode()
+    return (b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n"
+            + body)
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a header timeout, a connection cap and a shutdown
+    that drops stalled uploads (see the module's docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._limits = connection_limits()
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._request_begun = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self._limits.max_connections:
+            log.warning("refused a connection: %d open, limits.max_connections = %d",
+                        len(self.connections) - 1, self._limits.max_connections)
+            transport.write(_answer(
+                b"503 Service Unavailable", "too_many_connections",
+                f"the gateway holds limits.max_connections = {self._limits.max_connections} "
+                "connections; retry later"))
+            transport.close()
+            return
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._request_begun = True
+        if self._header_timer is None:  # a kept-alive connection's next request
+            self._arm_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self._disarm_header_timer()
+        self._request_begun = False
+        super().on_headers_complete()
+
+    def shutdown(self) -> None:
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete and cycle.more_body:
+            # Still receiving its body: close now rather than hold shutdown for it. The app
+            # sees the disconnect and answers no one.
+            self.transport.close()
+            return
+        super().shutdown()
+
+    def _arm_header_timer(self) -> None:
+        self._header_timer = self.loop.call_later(self._limits.header_timeout_s,
+                                                  self._header_timeout)
+
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing():
+            return
+        if self._request_begun:
+            self.transport.write(_answer(
+                b"408 Request Timeout", "request_timeout",
+                "request headers not received within limits.header_timeout_s = "
+                f"{self._limits.header_timeout_s:g} s"))
+        self.transport.close()
