@@ -249,13 +249,17 @@ def _open_config_store(config_file: str) -> tuple[Path, OutcomeStore]:
 def cmd_switch(args: argparse.Namespace) -> int:
     import getpass
 
+    from router.registry import ModelRegistry
+    from router.snapshot import load_models
     from router.switch import switch
 
     path, store = _open_config_store(args.config)
     try:
+        # The new file's models must load, as a gateway will load them, before it is written.
         entry = switch(args.command, path, Path.cwd(), store,
                        reason=args.reason or f"{args.command} from the command line",
-                       actor=f"cli:{getpass.getuser()}")
+                       actor=f"cli:{getpass.getuser()}",
+                       check=lambda config: load_models(config, ModelRegistry()))
     finally:
         store.close()
     verb = "promoted" if entry.action == "promote" else "rolled back"

@@ -381,7 +381,7 @@ def _model_roots(base: Path) -> Callable[[Any], tuple[Path, ...]]:
 def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None = None
                  ) -> RouterConfig:
     """Parse and validate YAML text; raise ``ConfigError`` listing every problem found."""
-    _check_bounds(text, source)
+    check_yaml_bounds(text, source)
     try:
         root = YAML(typ="rt").load(text)
     except RecursionError:
@@ -537,7 +537,7 @@ _FLOW_TOKEN = re.compile(
     r"""[\[\]{}]|"(?:[^"\\\n]|\\.)*"|'(?:[^'\n]|'')*'|(?:^|(?<=\s))#[^\n]*""", re.MULTILINE)
 
 
-def _check_bounds(text: str, source: str) -> None:
+def check_yaml_bounds(text: str, source: str) -> None:
     """Refuse a file too large or too deeply nested before the YAML parser sees it."""
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_CONFIG_BYTES:

@@ -12,11 +12,12 @@ Snapshot swapped. A file that fails leaves the running Snapshot in place and its
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from router.config import RouterConfig, load_config
@@ -69,6 +70,13 @@ class Reloader:
             snapshot = self._build(None)
             self.holder = SnapshotHolder(snapshot)
             return snapshot
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """No reload runs meanwhile: a switch holds this while it writes a file it may yet
+        have to put back."""
+        with self._lock:
+            yield
 
     def reload(self) -> Snapshot:
         """Build from the file and the store now; swap it in, or raise and keep the current one.

@@ -1,14 +1,16 @@
 """Blue-green switches: promote, rollback and rollout steps, each a file edit plus history.
 
 A switch starts from what is served (the file, or the store's newer switch state: see
-``router.sync``), rewrites the YAML keeping its comments, publishes the new switchable keys to
-the store so that every gateway sharing it follows, and records when, what, why and who in the
-store's history, with the figures behind automatic moves. A read-only file (a Kubernetes
+``router.sync``), checks everything it can first, rewrites the YAML keeping its comments,
+records when, what, why and who in the store's history (with the figures behind automatic
+moves), and publishes the new switchable keys to the store so that every gateway sharing it
+follows. A failure after the write puts the old file back. A read-only file (a Kubernetes
 ConfigMap) is left as it is: the published state alone carries the switch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import time
@@ -16,16 +18,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from router.config import load_config, parse_config
+from router.config import RouterConfig, load_config, parse_config
+from router.errors import ConfigProblem
 from router.outcomes import HistoryEntry, OutcomeStore
+from router.strings import MAX_REASON_LENGTH, text_problem
 from router.sync import resolve, switchable
 from router.yamledit import (
+    EditRefused,
     SwitchKeys,
-    edit_file,
+    edit_lock,
     edit_text,
     promote,
     rollback,
     set_challenger_percent,
+    write_atomically,
 )
 
 log = logging.getLogger("router.switch")
@@ -34,25 +40,62 @@ ACTIONS = ("promote", "rollback")
 T = TypeVar("T")
 
 
+READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
 def apply_edit(edit: Callable[[SwitchKeys], T], config_path: Path, base_dir: Path,
-               store: OutcomeStore) -> T:
-    """Apply ``edit`` to what is served, write the file if it can be, publish the result."""
+               store: OutcomeStore, *, entry_for: Callable[[T], HistoryEntry],
+               check: Callable[[RouterConfig], object] | None = None) -> HistoryEntry:
+    """Apply ``edit`` to what is served, as one transaction: check, write, record, publish.
+
+    Everything that can be checked is checked first: the edit makes sense, the new file
+    validates, and ``check`` (which a gateway uses to load the new file's models) passes. Only
+    then is the file replaced (an atomic rename; a read-only file is left alone), the history
+    entry ``entry_for(result)`` recorded and the switch state published. If recording or
+    publishing fails, the old file is put back, so no gateway applies a switch that was not
+    recorded; the error propagates to say why.
+    """
     config = load_config(config_path, base_dir=base_dir)
     # A stale file first catches up with the store: the edit starts from what is served.
     served = switchable(resolve(config, config_path.stat().st_mtime, store).config)
-    try:
-        result = edit_file(config_path, edit, base_dir=base_dir, start=served)
-        new_config = load_config(config_path, base_dir=base_dir)
-    except OSError as exc:
-        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(edit_lock(config_path))
+        except OSError as exc:
+            if exc.errno not in READ_ONLY:
+                raise
+            # A read-only directory (a Kubernetes ConfigMap): no one writes this file.
+        old_text = config_path.read_text(encoding="utf-8")
+        new_text, result = edit_text(old_text, edit, source=str(config_path),
+                                     base_dir=base_dir, start=served)
+        new_config = parse_config(new_text, source=str(config_path), base_dir=base_dir)
+        if check is not None:
+            check(new_config)
+        written = new_text != old_text and _write_unless_read_only(config_path, new_text)
+        try:
+            entry = entry_for(result)
+            store.append_history(entry)
+            store.publish_switch_state(new_config.experiment, switchable(new_config),
+                                       time.time())
+        except BaseException:
+            if written:
+                write_atomically(config_path, old_text)
+                log.warning("%s: switch not recorded, the previous file is restored",
+                            config_path)
             raise
-        log.info("%s is read-only (%s): the switch is published to the store only",
-                 config_path, exc)
-        text, result = edit_text(config_path.read_text(encoding="utf-8"), edit,
-                                 source=str(config_path), base_dir=base_dir, start=served)
-        new_config = parse_config(text, source=str(config_path), base_dir=base_dir)
-    store.publish_switch_state(new_config.experiment, switchable(new_config), time.time())
-    return result
+    return entry
+
+
+def _write_unless_read_only(path: Path, text: str) -> bool:
+    """Replace the file; False (and nothing written) when it cannot be written."""
+    try:
+        write_atomically(path, text)
+    except OSError as exc:
+        if exc.errno not in READ_ONLY:
+            raise
+        log.info("%s is read-only (%s): the switch is published to the store only", path, exc)
+        return False
+    return True
 
 
 def history_json(entry: HistoryEntry) -> dict[str, Any]:
@@ -63,23 +106,36 @@ def history_json(entry: HistoryEntry) -> dict[str, Any]:
 
 
 def switch(action: str, config_path: Path, base_dir: Path, store: OutcomeStore, *,
-           reason: str, actor: str, details: dict[str, Any] | None = None) -> HistoryEntry:
-    """Promote or roll back, then record it in the store's history."""
+           reason: str, actor: str, details: dict[str, Any] | None = None,
+           check: Callable[[RouterConfig], object] | None = None) -> HistoryEntry:
+    """Promote or roll back, recorded in the store's history (see :func:`apply_edit`)."""
+    _check_reason(config_path, reason)
     edit = {"promote": promote, "rollback": rollback}[action]
-    from_model, to_model = apply_edit(edit, config_path, base_dir, store)
-    entry = HistoryEntry(ts=time.time(), action=action, from_model=from_model,
-                         to_model=to_model, reason=reason, actor=actor, details=details or {})
-    store.append_history(entry)
-    return entry
+
+    def entry_for(models: tuple[str, str]) -> HistoryEntry:
+        return HistoryEntry(ts=time.time(), action=action, from_model=models[0],
+                            to_model=models[1], reason=reason, actor=actor,
+                            details=details or {})
+
+    return apply_edit(edit, config_path, base_dir, store, entry_for=entry_for, check=check)
 
 
 def move_traffic(percent: float, config_path: Path, base_dir: Path, store: OutcomeStore, *,
                  reason: str, actor: str, details: dict[str, Any] | None = None
                  ) -> HistoryEntry:
     """Set the challenger's share (a rollout step), recorded like any switch."""
-    before, after = apply_edit(set_challenger_percent(percent), config_path, base_dir, store)
-    entry = HistoryEntry(ts=time.time(), action="step", from_model=f"{before:g}%",
-                         to_model=f"{after:g}%", reason=reason, actor=actor,
-                         details=details or {})
-    store.append_history(entry)
-    return entry
+    _check_reason(config_path, reason)
+
+    def entry_for(shares: tuple[float, float]) -> HistoryEntry:
+        return HistoryEntry(ts=time.time(), action="step", from_model=f"{shares[0]:g}%",
+                            to_model=f"{shares[1]:g}%", reason=reason, actor=actor,
+                            details=details or {})
+
+    return apply_edit(set_challenger_percent(percent), config_path, base_dir, store,
+                      entry_for=entry_for)
+
+
+def _check_reason(config_path: Path, reason: str) -> None:
+    problem = text_problem(reason, max_length=MAX_REASON_LENGTH, prose=True)
+    if problem is not None:
+        raise EditRefused(str(config_path), [ConfigProblem("reason", None, problem)])

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from router.config import parse_config
+from router.config import check_yaml_bounds, parse_config
 from router.errors import ConfigError, ConfigProblem
 from router.sync import switchable
 from router.yamltext import write_state
@@ -35,7 +35,7 @@ class EditRefused(ConfigError):
 
 
 @contextlib.contextmanager
-def _edit_lock(path: Path) -> Iterator[None]:
+def edit_lock(path: Path) -> Iterator[None]:
     # Two switches at once (two workers, or the CLI and the API) must not interleave their
     # read-modify-write; an advisory lock on a file beside the config serializes them.
     lock_path = path.parent / f".{path.name}.lock"
@@ -50,7 +50,7 @@ def _edit_lock(path: Path) -> Iterator[None]:
 def edit_file(path: Path, edit: Callable[[SwitchKeys], T], *, base_dir: Path,
               start: SwitchKeys | None = None) -> T:
     """Apply ``edit`` to the file's switch state (or to ``start``), validate, replace the file."""
-    with _edit_lock(path):
+    with edit_lock(path):
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
@@ -70,6 +70,7 @@ def edit_text(text: str, edit: Callable[[SwitchKeys], T], *, source: str, base_d
     ``start`` is the state to edit when it is not the text's own (a switch made on another
     gateway that this file has not caught up with yet): the text then takes it as well.
     """
+    check_yaml_bounds(text, source)
     state = copy.deepcopy(start) if start is not None else switchable(
         parse_config(text, source=source, base_dir=base_dir))
     try:

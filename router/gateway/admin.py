@@ -15,12 +15,17 @@ from starlette.responses import Response
 
 from router.errors import (
     AdminDisabledError,
+    ConfigError,
     InputValidationError,
+    StoreError,
+    StoreUnavailableError,
     SwitchConflictError,
     UnauthorizedError,
 )
 from router.gateway.endpoints import json_response, read_json, state_of
 from router.gateway.override import TOKEN_ENV, admin_token, bearer_token_matches
+from router.outcomes import HistoryEntry
+from router.snapshot import load_models
 from router.strings import MAX_REASON_LENGTH, text_problem
 from router.switch import switch
 from router.yamledit import EditRefused
@@ -53,11 +58,24 @@ async def _switch(request: Request, action: str) -> Response:
     state = state_of(request)
     reason = await _reason(request, f"{action} requested through the API")
     client = request.client.host if request.client else "unknown"
+
+    def switch_now() -> HistoryEntry:
+        # The new file's models are loaded before it is written, and this gateway's watcher
+        # waits, so that it never applies a file the switch then has to put back.
+        with state.reloader.held():
+            return switch(action, state.config_path, state.base_dir, state.store,
+                          reason=reason, actor=f"api:{client}",
+                          check=lambda config: load_models(config, state.registry))
+
     try:
-        entry = await asyncio.to_thread(switch, action, state.config_path, state.base_dir,
-                                        state.store, reason=reason, actor=f"api:{client}")
-    except EditRefused as exc:
+        entry = await asyncio.to_thread(switch_now)
+    except EditRefused as exc:  # nothing to promote, nothing to roll back
         raise SwitchConflictError(exc.problems[0].message, exc.detail) from None
+    except ConfigError as exc:  # the new file would not apply
+        raise SwitchConflictError(exc.message, exc.detail) from None
+    except StoreError as exc:
+        raise StoreUnavailableError(f"{action} not made, the file is unchanged: {exc.message}",
+                                    exc.detail) from None
     snapshot = await asyncio.to_thread(state.reloader.reload)
     return json_response({"action": entry.action, "from": entry.from_model,
                           "to": entry.to_model, "reason": entry.reason, "actor": entry.actor,

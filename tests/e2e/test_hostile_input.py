@@ -221,3 +221,25 @@ def test_validate_refuses_a_header_name_that_is_not_an_http_token(
                 if "sticky_key" in text)
     assert f":{line}: traffic.sticky_key:" in result.stderr, result.stderr
     assert "token" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_refused_promote_switches_nothing(tmp_path: Path, champion_dir: Path,
+                                            challenger_dir: Path) -> None:
+    """``{"reason": "\\ud800"}`` is refused before the file is touched: no switch is applied
+    by the watcher and none is in the history."""
+    config = write_config(tmp_path, champion=champion_dir, challenger=challenger_dir,
+                          store="sqlite:///outcomes.db")
+    before = config.read_text()
+    with serve(config, tmp_path, extra_env={"ROUTER_ADMIN_TOKEN": ADMIN_TOKEN}) as running:
+        connection = Connection(running.url)
+        status, _, answer = connection.send(
+            "POST", "/admin/promote", b'{"reason": "\\ud800"}',
+            {"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        assert 400 <= status < 500, answer
+        time.sleep(1.5)  # three polls of the watcher
+        status, _, history = connection.send("GET", "/history")
+        assert history == {"history": []}
+        status, _, payload = connection.send("GET", "/config")
+        assert payload["revision"] == 1 and payload["config"]["mode"] == "ab"
+        connection.close()
+    assert config.read_text() == before
