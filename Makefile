@@ -37,7 +37,7 @@ test: lint
 	$(BIN)/pytest
 
 docs: install
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # The README's picture, redrawn from a running demo (Debian's chromium and chromium-driver).
 screenshot: install
