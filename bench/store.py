@@ -39,6 +39,7 @@ def measure(store: OutcomeStore, batch: list[PredictionRecord], chunk: int = 64)
     writer.flush(timeout=600)
     elapsed = time.perf_counter() - started
     writer.close()
+    store.close()
     return len(batch) / elapsed
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from router.config import RouterConfig, load_config
 from router.errors import ConfigError, ConfigProblem, RouterError
-from router.outcomes import OutcomeStore
+from router.outcomes import ExperimentState
 from router.registry import ModelRegistry
 from router.snapshot import Snapshot, SnapshotHolder, config_digest, load_models
 from router.sync import Resolved, resolve
@@ -49,7 +49,7 @@ class Reloader:
     """Builds Snapshots from the file and the store, at start, on change, or on request."""
 
     def __init__(self, path: Path, base_dir: Path, registry: ModelRegistry,
-                 store: OutcomeStore, on_swap: Callable[[Snapshot], None] | None = None) -> None:
+                 store: ExperimentState, on_swap: Callable[[Snapshot], None] | None = None) -> None:
         self.path = path
         self.base_dir = base_dir
         self.registry = registry

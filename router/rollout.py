@@ -25,7 +25,7 @@ from typing import IO, Any
 
 from router.config import RouterConfig
 from router.errors import RouterError
-from router.outcomes import OutcomeStore
+from router.outcomes import ExperimentState
 from router.switch import move_traffic, switch
 
 log = logging.getLogger("router.rollout")
@@ -181,7 +181,7 @@ def lease_for(store_url: str, config_path: Path, experiment: str) -> FileLease |
 class RolloutController:
     """Runs ``plan`` every interval while holding the lease, and carries out its moves."""
 
-    def __init__(self, config_path: Path, base_dir: Path, store: OutcomeStore,
+    def __init__(self, config_path: Path, base_dir: Path, store: ExperimentState,
                  current_config: Callable[[], RouterConfig],
                  evaluate: Callable[[], RolloutView], apply: Callable[[], object],
                  lease: FileLease | PostgresLease | None = None) -> None:

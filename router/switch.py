@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from router.config import RouterConfig, load_config, parse_config
 from router.errors import ConfigProblem
-from router.outcomes import HistoryEntry, OutcomeStore
+from router.outcomes import ExperimentState, HistoryEntry
 from router.strings import MAX_REASON_LENGTH, text_problem
 from router.sync import resolve, switchable
 from router.yamledit import (
@@ -44,7 +44,7 @@ READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def apply_edit(edit: Callable[[SwitchKeys], T], config_path: Path, base_dir: Path,
-               store: OutcomeStore, *, entry_for: Callable[[T], HistoryEntry],
+               store: ExperimentState, *, entry_for: Callable[[T], HistoryEntry],
                check: Callable[[RouterConfig], object] | None = None) -> HistoryEntry:
     """Apply ``edit`` to what is served, as one transaction: check, write, record, publish.
 
@@ -105,7 +105,7 @@ def history_json(entry: HistoryEntry) -> dict[str, Any]:
             "details": entry.details}
 
 
-def switch(action: str, config_path: Path, base_dir: Path, store: OutcomeStore, *,
+def switch(action: str, config_path: Path, base_dir: Path, store: ExperimentState, *,
            reason: str, actor: str, details: dict[str, Any] | None = None,
            check: Callable[[RouterConfig], object] | None = None) -> HistoryEntry:
     """Promote or roll back, recorded in the store's history (see :func:`apply_edit`)."""
@@ -120,7 +120,7 @@ def switch(action: str, config_path: Path, base_dir: Path, store: OutcomeStore, 
     return apply_edit(edit, config_path, base_dir, store, entry_for=entry_for, check=check)
 
 
-def move_traffic(percent: float, config_path: Path, base_dir: Path, store: OutcomeStore, *,
+def move_traffic(percent: float, config_path: Path, base_dir: Path, store: ExperimentState, *,
                  reason: str, actor: str, details: dict[str, Any] | None = None
                  ) -> HistoryEntry:
     """Set the challenger's share (a rollout step), recorded like any switch."""

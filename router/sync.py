@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from router.config import ModelRef, RouterConfig
-from router.outcomes import OutcomeStore, SwitchState
+from router.outcomes import ExperimentState, SwitchState
 
 
 def switchable(config: RouterConfig) -> dict[str, Any]:
@@ -58,7 +58,7 @@ class Resolved:
     from_store: bool  # the store's state is newer than the file: served over it
 
 
-def resolve(config: RouterConfig, file_mtime: float, store: OutcomeStore) -> Resolved:
+def resolve(config: RouterConfig, file_mtime: float, store: ExperimentState) -> Resolved:
     """Latest wins between the file (by its mtime) and the store's switch state."""
     mine = switchable(config)
     state = store.switch_state(config.experiment)

@@ -90,6 +90,8 @@ def create_app(config_path: str | Path, *, base_dir: str | Path | None = None,
         finally:
             for task in state.background:
                 task.cancel()
+            # Awaited before the store closes: a task may still use it while it unwinds.
+            await asyncio.gather(*state.background, return_exceptions=True)
             await asyncio.to_thread(state.stop)
 
     routes = [

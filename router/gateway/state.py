@@ -126,6 +126,9 @@ class GatewayState:
             self.shadow.close(self.config.shadow.drain_s)
         self.executor.shutdown(wait=True)
         # Bounded: with the store down, what is left goes to the spill directory instead.
-        self.writer.close(timeout=STOP_WRITE_TIMEOUT_S)
+        try:
+            self.writer.close(timeout=STOP_WRITE_TIMEOUT_S)
+        finally:
+            self.store.close()  # opened by start(), so closed here, after its last user
         log.info("outcome log drained: %d records written, %d kept on disk for the store",
                  self.writer.written, self.writer.spilled)

@@ -10,18 +10,29 @@ from router.outcomes.records import (
     SwitchState,
 )
 from router.outcomes.sqlite import SQLiteStore
-from router.outcomes.store import OutcomeStore, open_store
+from router.outcomes.store import (
+    AnalysisReads,
+    ExperimentState,
+    OutcomeLog,
+    OutcomeStore,
+    StoreHealth,
+    open_store,
+)
 from router.outcomes.writer import OutcomeWriter
 
 __all__ = [
+    "AnalysisReads",
+    "ExperimentState",
     "FeedbackRecord",
     "HistoryEntry",
     "MemoryStore",
+    "OutcomeLog",
     "OutcomeStore",
     "OutcomeWriter",
     "PredictionRecord",
     "RevisionRecord",
     "SQLiteStore",
+    "StoreHealth",
     "SwitchState",
     "open_store",
 ]

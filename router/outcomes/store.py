@@ -1,4 +1,5 @@
-"""The ``OutcomeStore`` protocol every outcome log implements, and ``open_store`` for a URL."""
+"""The store's protocols, one per role (the outcome log, the experiment's state, the analysis
+reads) and ``OutcomeStore`` that has them all, and ``open_store`` for a URL."""
 
 from __future__ import annotations
 
@@ -18,7 +19,15 @@ from router.outcomes.records import (
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["OutcomeStore", "StoreHealth", "open_store"]
+__all__ = [
+    "AnalysisReads",
+    "ExperimentState",
+    "OutcomeLog",
+    "OutcomeStore",
+    "StoreHealth",
+    "StoreLifecycle",
+    "open_store",
+]
 
 
 class StoreHealth(NamedTuple):
@@ -32,13 +41,34 @@ class StoreHealth(NamedTuple):
 
 
 @runtime_checkable
-class OutcomeStore(Protocol):
-    """Where answered predictions, ground truth and switches are kept.
+class StoreLifecycle(Protocol):
+    """What every part of a store answers: is it there, is it well, and closing it.
 
-    Kept small so that another database (PostgreSQL) can stand beside SQLite. Every method may
-    be called from any thread; each ``write_*`` call is one transaction, so a failed call wrote
-    nothing and may be retried as a whole. After ``close`` every method but ``ping`` and
-    ``close`` raises ``StoreError``.
+    Every method may be called from any thread. After ``close`` every method but ``ping``,
+    ``health`` and ``close`` raises ``StoreError``.
+    """
+
+    def ping(self) -> bool:
+        """True when the store answers a trivial query (for ``/ready``); never raises."""
+        ...
+
+    def health(self) -> StoreHealth:
+        """What is wrong with the store, checked without a round trip (microseconds), after
+        repairing what can be repaired; never raises."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; calling it again does nothing."""
+        ...
+
+
+@runtime_checkable
+class OutcomeLog(StoreLifecycle, Protocol):
+    """The append-only log of answered predictions and ground truth: the writer's side.
+
+    Each call is one transaction, so a failed call wrote nothing and may be retried as a
+    whole. A record the store cannot encode raises ``RecordError``; a store that cannot be
+    reached or written raises ``StoreError``.
     """
 
     def write_predictions(self, records: Sequence[PredictionRecord]) -> None:
@@ -49,25 +79,11 @@ class OutcomeStore(Protocol):
         """Append ground truth in one transaction; ids not (yet) predicted are kept."""
         ...
 
-    def append_history(self, entry: HistoryEntry) -> None:
-        """Record one switch of the experiment."""
-        ...
 
-    def history(self, limit: int | None = None) -> list[HistoryEntry]:
-        """The switches oldest first; with ``limit``, only the latest ``limit`` of them."""
-        ...
-
-    def count_predictions(self, *, shadow: bool | None = None) -> int:
-        """How many predictions were logged; ``shadow`` filters on the shadow flag."""
-        ...
-
-    def prediction_records(self, *, experiment: str | None = None) -> list[PredictionRecord]:
-        """Every logged prediction (of one experiment), in insertion order."""
-        ...
-
-    def feedback_records(self) -> list[FeedbackRecord]:
-        """Every logged feedback record, in insertion order, ``label`` as ``str``."""
-        ...
+@runtime_checkable
+class ExperimentState(StoreLifecycle, Protocol):
+    """The experiment's shared state: config revisions, the switch state every gateway
+    follows, and the history of switches."""
 
     def register_revision(self, experiment: str, digest: str, config: dict[str, Any],
                           ts: float) -> int:
@@ -88,6 +104,31 @@ class OutcomeStore(Protocol):
         """The newest switch state of an experiment, if any was published."""
         ...
 
+    def append_history(self, entry: HistoryEntry) -> None:
+        """Record one switch of the experiment."""
+        ...
+
+    def history(self, limit: int | None = None) -> list[HistoryEntry]:
+        """The switches oldest first; with ``limit``, only the latest ``limit`` of them."""
+        ...
+
+
+@runtime_checkable
+class AnalysisReads(StoreLifecycle, Protocol):
+    """What the statistics, the CLI and tests read back from the log."""
+
+    def count_predictions(self, *, shadow: bool | None = None) -> int:
+        """How many predictions were logged; ``shadow`` filters on the shadow flag."""
+        ...
+
+    def prediction_records(self, *, experiment: str | None = None) -> list[PredictionRecord]:
+        """Every logged prediction (of one experiment), in insertion order."""
+        ...
+
+    def feedback_records(self) -> list[FeedbackRecord]:
+        """Every logged feedback record, in insertion order, ``label`` as ``str``."""
+        ...
+
     def analysis_columns(self, experiment: str, revisions: Sequence[int] | None = None, *,
                          classes: Sequence[str] | None = None, units: bool = False,
                          true_probability: bool = False, feature_rows: int = 0
@@ -98,18 +139,12 @@ class OutcomeStore(Protocol):
         """
         ...
 
-    def ping(self) -> bool:
-        """True when the store answers a trivial query (for ``/ready``); never raises."""
-        ...
 
-    def health(self) -> StoreHealth:
-        """What is wrong with the store, checked without a round trip (microseconds), after
-        repairing what can be repaired; never raises."""
-        ...
-
-    def close(self) -> None:
-        """Release connections; calling it again does nothing."""
-        ...
+@runtime_checkable
+class OutcomeStore(OutcomeLog, ExperimentState, AnalysisReads, Protocol):
+    """Where answered predictions, ground truth and switches are kept: the three roles in one
+    database (memory, SQLite or PostgreSQL), each role typed on its own so that a part of the
+    gateway asks only for what it uses."""
 
 
 _SQLITE_PREFIX = "sqlite:///"

@@ -17,7 +17,7 @@ from router.errors import RecordError, StoreError
 from router.outcomes.dead_letters import DeadLetters
 from router.outcomes.records import FeedbackRecord, PredictionRecord
 from router.outcomes.spill import SpillDirectory
-from router.outcomes.store import OutcomeStore, StoreHealth
+from router.outcomes.store import OutcomeLog, StoreHealth
 
 __all__ = ["OutcomeWriter"]
 
@@ -82,7 +82,7 @@ class OutcomeWriter:
     turns False so that the gateway can refuse new requests until the backlog drains.
 
     Args:
-        store: where the records go; closed by ``close()``.
+        store: where the records go; left open by ``close()`` (whoever opened it closes it).
         max_pending: backlog at which ``accepting`` turns False.
         flush_interval_s: longest time a record waits before a write is attempted.
         batch_size: most records per store call, and the backlog that wakes the thread early.
@@ -94,7 +94,7 @@ class OutcomeWriter:
 
     def __init__(
         self,
-        store: OutcomeStore,
+        store: OutcomeLog,
         *,
         max_pending: int = 100_000,
         flush_interval_s: float = 0.2,
@@ -145,7 +145,6 @@ class OutcomeWriter:
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._store_closed = False
 
     # -- request path --------------------------------------------------------------------------
 
@@ -259,11 +258,11 @@ class OutcomeWriter:
         self._thread.start()
 
     def close(self, timeout: float | None = None) -> None:
-        """Stop accepting, write everything submitted, stop the thread, close the store.
+        """Stop accepting, write everything submitted, stop the thread; the store stays open.
 
         With a ``timeout`` that passes before the backlog is written (the store keeps failing),
-        raises ``StoreError`` and leaves the thread retrying and the store open: records are
-        reported, not dropped. Calling ``close`` again waits again.
+        raises ``StoreError`` and leaves the thread retrying: records are reported, not
+        dropped. Calling ``close`` again waits again.
         """
         with self._lock:
             self._closed = True
@@ -283,9 +282,6 @@ class OutcomeWriter:
                 f"outcome writer: {self._backlog} records not written after {timeout} s "
                 f"(last error: {self._last_error})"
             )
-        if not self._store_closed:
-            self._store_closed = True
-            self._store.close()
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until everything submitted so far is written; False if ``timeout`` passed.

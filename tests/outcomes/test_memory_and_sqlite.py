@@ -13,14 +13,18 @@ import pytest
 
 from router.errors import StoreError
 from router.outcomes import (
+    AnalysisReads,
+    ExperimentState,
     FeedbackRecord,
     HistoryEntry,
     MemoryStore,
+    OutcomeLog,
     OutcomeStore,
     PredictionRecord,
     SQLiteStore,
     open_store,
 )
+from router.outcomes.store import StoreLifecycle
 
 
 def prediction(request_id: str, **changes: Any) -> PredictionRecord:
@@ -74,8 +78,33 @@ def store(store_factory: StoreFactory) -> OutcomeStore:
 
 
 def test_store_implements_the_protocol(store: OutcomeStore) -> None:
-    """Both stores satisfy the OutcomeStore protocol."""
+    """Every store satisfies the OutcomeStore protocol, so each of its three roles."""
     assert isinstance(store, OutcomeStore)
+    for role in (OutcomeLog, ExperimentState, AnalysisReads):
+        assert isinstance(store, role)
+
+
+def test_the_three_roles_split_the_store_without_overlap() -> None:
+    """Each method of OutcomeStore belongs to exactly one role, besides the shared lifecycle."""
+    def methods(protocol: type) -> set[str]:
+        return {name for name in vars(protocol) if not name.startswith("_")}
+
+    lifecycle = methods(StoreLifecycle)
+    roles = [methods(role) for role in (OutcomeLog, ExperimentState, AnalysisReads)]
+    assert lifecycle == {"ping", "health", "close"}
+    assert sum(len(r) for r in roles) == len(set().union(*roles)) == 12
+    assert roles[0] == {"write_predictions", "write_feedback"}
+    assert roles[1] == {"register_revision", "revisions", "publish_switch_state",
+                        "switch_state", "append_history", "history"}
+
+
+def test_a_healthy_store_reports_no_problem_and_a_closed_one_says_so(
+        store: OutcomeStore) -> None:
+    """health() is None-problem while open, names the closed store after close()."""
+    assert store.health().problem is None
+    store.close()
+    problem = store.health().problem
+    assert problem is not None and "closed" in problem
 
 
 def test_prediction_records_round_trip_every_field(store: OutcomeStore) -> None:

@@ -1,0 +1,65 @@
+"""The gateway's lifespan: background tasks end before the store closes, which its opener does."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from starlette.testclient import TestClient
+
+from router.gateway import create_app
+from router.gateway.state import GatewayState
+from tests.configs import write_config
+
+
+def test_cancelled_background_tasks_finish_before_the_store_closes(
+        tmp_path: Path, champion_dir: Path) -> None:
+    """A task that still reads the store while it unwinds from cancellation gets to: the
+    lifespan awaits every cancelled task before stopping the writer and closing the store."""
+    config = write_config(tmp_path, champion=champion_dir, mode="single",
+                          store="sqlite:///outcomes.db")
+    events: list[str] = []
+    with TestClient(create_app(config, base_dir=tmp_path)) as client:
+        state: GatewayState = client.app.state.gateway  # type: ignore[attr-defined]
+        store_close = state.store.close
+
+        def close() -> None:
+            events.append("store closed")
+            store_close()
+
+        state.store.close = close  # type: ignore[method-assign]
+
+        async def unwinds_slowly() -> None:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                await asyncio.sleep(0.3)  # e.g. a rollout step finishing its history entry
+                events.append(f"task read {state.store.count_predictions()} predictions")
+                raise
+
+        async def add_task() -> None:
+            state.background.append(asyncio.create_task(unwinds_slowly()))
+
+        client.portal.call(add_task)  # type: ignore[union-attr]
+        assert client.post("/predict", json={"features": [5.1, 3.5, 1.4, 0.2]}).status_code == 200
+    assert events == ["task read 1 predictions", "store closed"]
+
+
+def test_the_writer_leaves_the_store_to_the_gateway_that_opened_it(
+        tmp_path: Path, champion_dir: Path) -> None:
+    """Stopping closes the store once, after the writer drained into it."""
+    config = write_config(tmp_path, champion=champion_dir, mode="single",
+                          store="sqlite:///outcomes.db")
+    state = GatewayState.start(config, tmp_path)
+    closes: list[int] = []
+    store_close = state.store.close
+
+    def close() -> None:
+        closes.append(state.writer.backlog)
+        store_close()
+
+    state.store.close = close  # type: ignore[method-assign]
+    state.writer.close(timeout=10)
+    assert closes == [] and state.store.ping()
+    state.stop()
+    assert closes == [0] and not state.store.ping()
