@@ -308,10 +308,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     from router.stats.console import FetchError, fetch_report, offline_report, render_report
 
-    if args.url and (args.store or args.config):
-        raise CommandError("give either --url or --store/--config, not both")
+    if sum(bool(x) for x in (args.url, args.store or args.config, args.outcomes)) > 1:
+        raise CommandError("give one of --url, --store/--config or --outcomes")
     try:
-        if args.store or args.config:
+        if args.outcomes:
+            report = _outcomes_report(args)
+        elif args.store or args.config:
             report = offline_report(args.config or DEFAULT_CONFIG, args.store,
                                     alpha=args.alpha, metric=args.metric)
         else:
@@ -321,6 +323,19 @@ def cmd_stats(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     print(json.dumps(report, indent=2) if args.json else render_report(report))
     return 0
+
+
+def _outcomes_report(args: argparse.Namespace) -> dict[str, Any]:
+    """``router stats --outcomes FILE.csv``: the report of an exported log."""
+    from router.stats.offline import analyze
+
+    analysis: dict[str, Any] = {}
+    if args.metric:
+        analysis["metric"] = args.metric
+    if args.alpha is not None:
+        analysis["alpha"] = args.alpha
+    return analyze(args.outcomes, analysis, mode=args.mode,
+                   challenger_percent=args.challenger_percent)
 
 
 # -- the parser -------------------------------------------------------------------------------
@@ -430,6 +445,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", help="replay offline from this store URL (with --config)")
     p.add_argument("--config", help=f"YAML of the experiment, offline (default {DEFAULT_CONFIG};"
                    " its store: unless --store is given)")
+    p.add_argument("--outcomes", metavar="FILE.csv",
+                   help="analyse an exported log instead: one row per answered request in the "
+                        "order its label arrived (variant, prediction, label; optional unit_id, "
+                        "request_id, latency_ms, error, shadow)")
+    p.add_argument("--mode", choices=["ab", "shadow"], default="ab",
+                   help="with --outcomes: how the log was collected (default ab)")
+    p.add_argument("--challenger-percent", type=float, default=50.0,
+                   help="with --outcomes: the configured share, for the SRM check (default 50)")
     p.add_argument("--alpha", type=float, help="significance level instead of the config's")
     p.add_argument("--metric", choices=["accuracy", "log_loss", "mae", "rmse"],
                    help="analysis metric instead of the config's")

@@ -5,7 +5,7 @@ positive statistic favours the challenger. Nothing here does I/O, so the same fu
 ``/stats``, the CLI, the rollout and offline analysis in a notebook.
 """
 
-from router.stats.decision import Decision, DecisionInputs, decide
+from router.stats.decision import Decision, DecisionInputs, GuardrailCheck, decide
 from router.stats.drift import bin_counts, ks_p_value, psi, sample_from_histogram
 from router.stats.means import (
     mean_difference_interval,
@@ -13,6 +13,7 @@ from router.stats.means import (
     samples_per_arm_means,
     welch_test,
 )
+from router.stats.offline import analyze
 from router.stats.paired import mcnemar_test, wilcoxon_test
 from router.stats.proportions import (
     difference_interval,
@@ -31,8 +32,10 @@ __all__ = [
     "SRM_ALPHA",
     "Decision",
     "DecisionInputs",
+    "GuardrailCheck",
     "always_valid_p_values",
     "always_valid_p_values_means",
+    "analyze",
     "bin_counts",
     "decide",
     "difference_interval",

@@ -126,6 +126,7 @@ def _variant(columns: Columns, rows: np.ndarray, outcomes: Outcomes, model: tupl
     requests = int(rows.sum())
     errors = int((rows & columns["error"]).sum())
     latency = columns["latency_ms"][rows]
+    latency = latency[np.isfinite(latency)]  # an exported log may have none
     percentiles = (np.percentile(latency, [50, 95, 99]).tolist() if latency.size
                    else [None, None, None])
     scored = np.flatnonzero(rows & outcomes.scored)

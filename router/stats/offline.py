@@ -1,0 +1,222 @@
+"""``router.stats.analyze``: the ``/stats`` report of any exported log, not only the router's.
+
+A team that logged an experiment elsewhere (KServe's logger, a warehouse export) can judge it
+with the router's statistics: one row per answered request, in the order its label arrived,
+as a pandas DataFrame, a CSV file or a mapping of column name to sequence:
+
+========================  ==========================================================
+``variant``               ``champion`` or ``challenger``
+``prediction``            the answer; empty (None) for a failed call
+``label``                 the ground truth; empty (None) while unlabelled
+``unit_id`` (optional)    the unit of assignment (a user): the analysis unit when given
+``request_id`` (optional) pairs the champion's and challenger's rows of one request
+                          (shadow mode, where it is required)
+``latency_ms`` (optional) for the latency guardrail
+``error`` (optional)      True for a failed call (default: no prediction)
+``shadow`` (optional)     True for a challenger's mirrored call (default: in shadow mode,
+                          every challenger row)
+========================  ==========================================================
+
+The rows become the same analysis columns a store gives ``/stats`` and go through the same
+``build_report``; only the drift block, which needs the models' training references, is left
+out.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from router.errors import InputValidationError
+from router.stats.loader import Phase, Settings
+from router.stats.report import Design, build_report
+
+__all__ = ["analyze", "read_outcomes"]
+
+_METRICS = ("accuracy", "mae", "rmse")
+_ANALYSIS_KEYS = {"metric", "alpha", "min_effect", "min_samples", "guardrails"}
+_TRUE = {"true", "1", "yes", "t", "y"}
+_FALSE = {"false", "0", "no", "f", "n", ""}
+
+
+def _bad(message: str, field: str) -> InputValidationError:
+    return InputValidationError(message, [{"field": field, "message": message}])
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
+
+
+def read_outcomes(outcomes: Any) -> dict[str, list[Any]]:
+    """The table as columns of Python values (missing values as None)."""
+    if isinstance(outcomes, str | PathLike):
+        path = Path(outcomes)
+        try:
+            with path.open(newline="", encoding="utf-8") as handle:
+                reader = csv.DictReader(handle)
+                rows = list(reader)
+                names = reader.fieldnames or []
+        except OSError as exc:
+            raise _bad(f"cannot read {path}: {exc.strerror or exc}", "outcomes") from None
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise _bad(f"{path} is not a UTF-8 CSV file: {exc}", "outcomes") from None
+        table = {name: [row.get(name) for row in rows] for name in names}
+    elif hasattr(outcomes, "columns") and hasattr(outcomes, "to_dict"):  # a DataFrame
+        table = {str(name): outcomes[name].tolist() for name in outcomes.columns}
+    elif isinstance(outcomes, Mapping):
+        table = {str(name): list(values) for name, values in outcomes.items()}
+    else:
+        raise _bad("outcomes must be a pandas DataFrame, a CSV path or a mapping of column "
+                   f"to sequence, got {type(outcomes).__name__}", "outcomes")
+    lengths = {name: len(values) for name, values in table.items()}
+    if len(set(lengths.values())) > 1:
+        raise _bad(f"columns differ in length: {lengths}", "outcomes")
+    for name in ("variant", "prediction", "label"):
+        if name not in table:
+            raise _bad(f"the outcomes have no {name!r} column (columns: "
+                       f"{', '.join(table) or 'none'})", name)
+    return {name: [None if _missing(v) else v for v in values] for name, values in table.items()}
+
+
+def _flags(table: Mapping[str, list[Any]], name: str, default: np.ndarray) -> np.ndarray:
+    if name not in table:
+        return default
+    out = default.copy()
+    for i, value in enumerate(table[name]):
+        if value is None:
+            continue
+        text = str(value).strip().lower()
+        if text not in _TRUE | _FALSE:
+            raise _bad(f"row {i + 1}: {name} must be true or false, got {value!r}", name)
+        out[i] = text in _TRUE
+    return out
+
+
+def _numbers(values: list[Any], name: str) -> np.ndarray:
+    out = np.full(len(values), np.nan)
+    for i, value in enumerate(values):
+        if value is None:
+            continue
+        try:
+            out[i] = float(value)
+        except (TypeError, ValueError):
+            raise _bad(f"row {i + 1}: {name} must be a number, got {value!r}", name) from None
+    return out
+
+
+def _settings(analysis: Mapping[str, Any] | None) -> tuple[Settings, int, Mapping[str, Any]]:
+    analysis = dict(analysis or {})
+    unknown = set(analysis) - _ANALYSIS_KEYS
+    if unknown:
+        raise _bad(f"unknown analysis keys: {', '.join(sorted(unknown))} (known: "
+                   f"{', '.join(sorted(_ANALYSIS_KEYS))})", "analysis")
+    metric = analysis.get("metric", "accuracy")
+    if metric not in _METRICS:
+        raise _bad(f"metric must be one of {', '.join(_METRICS)} offline (log_loss needs the "
+                   f"probabilities the export lacks), got {metric!r}", "metric")
+    alpha = float(analysis.get("alpha", 0.05))
+    if not 0 < alpha < 1:
+        raise _bad(f"alpha must lie strictly between 0 and 1, got {alpha}", "alpha")
+    min_effect = float(analysis.get("min_effect", 0.01))
+    if not min_effect > 0:
+        raise _bad(f"min_effect must be positive, got {min_effect}", "min_effect")
+    min_samples = int(analysis.get("min_samples", 200))
+    guardrails = analysis.get("guardrails") or {}
+    if not isinstance(guardrails, Mapping) or set(guardrails) - {"p99_latency_ms", "error_rate"}:
+        raise _bad("guardrails is a mapping of p99_latency_ms and error_rate", "guardrails")
+    return (Settings(metric=metric, alpha=alpha, min_effect=min_effect, classes=None),
+            min_samples, guardrails)
+
+
+def _columns(table: Mapping[str, list[Any]], metric: str, mode: str
+             ) -> tuple[dict[str, np.ndarray], tuple[str, ...] | None]:
+    size = len(table["variant"])
+    variants = table["variant"]
+    wrong = next((i for i, v in enumerate(variants) if v not in ("champion", "challenger")), None)
+    if wrong is not None:
+        raise _bad(f"row {wrong + 1}: variant must be champion or challenger, got "
+                   f"{variants[wrong]!r}", "variant")
+    challenger = np.array([v == "challenger" for v in variants], dtype=bool)
+    predictions, labels = table["prediction"], table["label"]
+    error = _flags(table, "error", np.array([p is None for p in predictions], dtype=bool))
+    shadow = _flags(table, "shadow", challenger & (mode == "shadow"))
+    labelled = np.array([label is not None for label in labels], dtype=bool)
+    # Rows are in the order their labels arrived; a shadow request's two rows share one label.
+    feedback = np.where(labelled, np.arange(size), -1)
+    if mode == "shadow":
+        if "request_id" not in table:
+            raise _bad("shadow mode pairs the two models' rows of a request: the outcomes "
+                       "need a request_id column", "request_id")
+        first: dict[Any, int] = {}
+        for i, request_id in enumerate(table["request_id"]):
+            if labelled[i] and request_id is not None:
+                feedback[i] = first.setdefault(request_id, i)
+    columns: dict[str, np.ndarray] = {
+        "ts": np.arange(size, dtype=float), "revision": np.zeros(size, dtype=np.int64),
+        "challenger": challenger, "shadow": shadow, "fallback": np.zeros(size, dtype=bool),
+        "forced": np.zeros(size, dtype=bool), "error": error,
+        "latency_ms": _numbers(table.get("latency_ms", [None] * size), "latency_ms"),
+        "feedback_id": feedback.astype(np.int64),
+        "unknown_feedback_ids": np.array(0),
+    }
+    classes: tuple[str, ...] | None = None
+    if metric == "accuracy":
+        seen: dict[str, None] = {}
+        for value in (*predictions, *labels):
+            if value is not None:
+                seen.setdefault(str(value), None)
+        classes = tuple(seen)
+        index = {c: i for i, c in enumerate(classes)}
+        columns["predicted"] = np.array([-1 if p is None else index[str(p)] for p in predictions],
+                                        dtype=np.int64)
+        columns["label"] = np.array([-1 if v is None else index[str(v)] for v in labels],
+                                    dtype=np.int64)
+    else:
+        columns["value"] = _numbers(predictions, "prediction")
+        columns["label_value"] = _numbers(labels, "label")
+    if "unit_id" in table:
+        columns["unit_key"] = np.array(
+            [0 if u is None else (hash(str(u)) or 1) for u in table["unit_id"]], dtype=np.int64)
+    return columns, classes
+
+
+def analyze(outcomes: Any, analysis: Mapping[str, Any] | None = None, *, mode: str = "ab",
+            challenger_percent: float = 50.0) -> dict[str, Any]:
+    """The ``/stats`` JSON of an exported log (see the module doc for the columns).
+
+    Args:
+        outcomes: a pandas DataFrame, a path to a CSV file, or a mapping of column to sequence.
+        analysis: the YAML's ``analysis:`` mapping (``metric``, ``alpha``, ``min_effect``,
+            ``min_samples``, ``guardrails``); the YAML's defaults where absent.
+        mode: ``ab`` (independent groups) or ``shadow`` (both models on every request).
+        challenger_percent: the configured share of units, for the sample ratio check.
+
+    Raises:
+        InputValidationError: a column, value or setting the analysis cannot use, named.
+    """
+    if mode not in ("ab", "shadow"):
+        raise _bad(f"mode must be ab or shadow, got {mode!r}", "mode")
+    if not 0 <= challenger_percent <= 100:
+        raise _bad(f"challenger_percent must lie in 0..100, got {challenger_percent}",
+                   "challenger_percent")
+    settings, min_samples, guardrails = _settings(analysis)
+    table = read_outcomes(outcomes)
+    columns, classes = _columns(table, settings.metric, mode)
+    settings = Settings(metric=settings.metric, alpha=settings.alpha,
+                        min_effect=settings.min_effect, classes=classes)
+    has_latency = bool(np.isfinite(columns["latency_ms"]).any())
+    design = Design(
+        experiment="offline analysis", mode=mode,
+        models={"champion": ("champion", None), "challenger": ("challenger", None)},
+        challenger_percent=float(challenger_percent), sticky="unit_key" in columns,
+        min_samples=min_samples,
+        error_rate_limit=guardrails.get("error_rate"),
+        p99_latency_ms=guardrails.get("p99_latency_ms") if has_latency else None)
+    return build_report(columns, design=design, phase=Phase(revisions=None), settings=settings)
+
