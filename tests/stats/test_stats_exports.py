@@ -5,7 +5,9 @@ from __future__ import annotations
 import router.stats
 
 EXPECTED = {
-    # SPEC.md, "Python API for the statistics"
+    # SPEC.md, "Python API for the statistics", and its second round's offline analysis
+    "analyze",
+    "GuardrailCheck",
     "wilson_interval",
     "two_proportion_test",
     "difference_interval",
