@@ -58,6 +58,20 @@ _COUNT_FIRST = 10_000
 
 Connect = Callable[[], AbstractContextManager[Any]]
 
+# The transactions of other databases on the same server, where the session may see them: a
+# snapshot lists every transaction of the server, and one that runs long elsewhere would
+# otherwise keep missing ids looked for here.
+_ELSEWHERE_SQL = ("SELECT coalesce(array_agg(backend_xid::text::int8), '{}') "
+                  "FROM pg_stat_activity WHERE datname IS DISTINCT FROM current_database() "
+                  "AND backend_xid IS NOT NULL")
+
+# The probability the model gave the true label: at hand when the prediction was right; only
+# wrong ones need the JSON.
+_TRUE_PROBABILITY_SQL = (
+    "coalesce(CASE WHEN f.label IS NULL OR p.probabilities IS NULL THEN 'NaN'::float8 "
+    "WHEN p.label = f.label THEN p.probability "
+    "ELSE coalesce((p.probabilities::jsonb ->> f.label)::float8, 0.0) END, 'NaN')")
+
 
 def _packed_columns(conn: Any, select: Sequence[tuple[str, str, str]], source: str,
                     params: Sequence[Any]) -> Columns:
@@ -87,9 +101,13 @@ class _Snapshot:
     running: frozenset[int]
 
     @classmethod
-    def parse(cls, text: str) -> _Snapshot:
+    def parse(cls, text: str, elsewhere: Sequence[int] = ()) -> _Snapshot:
+        """``pg_current_snapshot()``'s text, less the transactions known to run in other
+        databases of the server (``elsewhere``, 32-bit ids), which cannot write this log."""
         xmin, xmax, running = text.split(":")
-        return cls(int(xmin), int(xmax), frozenset(int(x) for x in running.split(",") if x))
+        others = set(elsewhere)
+        return cls(int(xmin), int(xmax), frozenset(
+            int(x) for x in running.split(",") if x and int(x) & 0xFFFFFFFF not in others))
 
     def ended(self, xids: frozenset[int]) -> bool:
         """True when every transaction of ``xids`` had ended (committed or not) here."""
@@ -180,11 +198,7 @@ class _PostgresQuery(ColumnQuestion):
                 "ELSE coalesce(array_position(%s::text[], f.label) - 1, -2) END)::int8"))
             self.feedback_params.append(self.classes)
             if self.true_probability:
-                self.feedback_select.append((
-                    "true_probability", "f",
-                    "CASE WHEN f.label IS NULL OR p.probabilities IS NULL THEN 'NaN'::float8 "
-                    "WHEN p.label = f.label THEN p.probability "
-                    "ELSE coalesce((p.probabilities::jsonb ->> f.label)::float8, 0.0) END"))
+                self.feedback_select.append(("true_probability", "f", _TRUE_PROBABILITY_SQL))
         else:
             self.select.append(("value", "f", "coalesce(p.value, 'NaN')"))
             self.feedback_select.append(("label_value", "f", "coalesce(f.value, 'NaN')"))
@@ -210,6 +224,80 @@ class _PostgresQuery(ColumnQuestion):
             [*self.params, *self.feedback_params, *self.where_params, *ids_params])
         order = np.argsort(raw["pid"], kind="stable")  # the rows of a prediction together
         return latest_feedback({name: values[order] for name, values in raw.items()})
+
+    def every_row(self, conn: Any, high: int) -> Columns:
+        """Every row of the question up to id ``high``, without its feedback: the columns of
+        :meth:`rows` less the feedback's, and ``key``, the request id's hash (and with true
+        probabilities, ``probability``, NaN without probabilities), for :meth:`join`.
+
+        Over the whole log the server's join costs more than reading both tables apart: its
+        hash of the feedback table, and the packing of the joined rows. So the tables are read
+        apart (on two connections at once) and joined in numpy on a 64-bit hash of the
+        request id (``hashtextextended``: among a million ids a clash has a chance near 1e-7,
+        and would give one prediction another's feedback). The true label's probability of
+        a wrong prediction needs the prediction's JSON: those few rows are asked for by id.
+        """
+        select = [*self.select, ("key", "i", "hashtextextended(p.request_id, 0)")]
+        if self.true_probability:
+            select.append(("probability", "f", "CASE WHEN p.probabilities IS NULL "
+                           "THEN 'NaN'::float8 ELSE coalesce(p.probability, 'NaN') END"))
+        raw = _packed_columns(conn, select,
+                              f"FROM predictions AS p WHERE {self.where} AND p.id <= %s",
+                              [*self.params, *self.where_params, high])
+        order = np.argsort(raw["pid"], kind="stable")
+        return {name: values[order] for name, values in raw.items()}
+
+    def join(self, conn: Any, raw: Columns, feedback: Columns) -> tuple[Columns, np.ndarray]:
+        """:meth:`every_row`'s ``raw`` with each row's latest feedback from ``feedback`` (the
+        whole table, as :meth:`feedback_rows` reads it), in the columns of :meth:`rows`; and
+        the ids of the latest feedback of each request id that no row has."""
+        raw = dict(raw)
+        key = raw.pop("key")
+        # The latest feedback of each request id: the last of its run, sorted by id within.
+        by_key = np.lexsort((feedback["feedback_id"], feedback["key"]))
+        keys = feedback["key"][by_key]
+        latest = by_key[np.r_[keys[1:] != keys[:-1], True]] if keys.size else by_key
+        keys = feedback["key"][latest]
+        if keys.size:
+            at = np.minimum(np.searchsorted(keys, key), keys.size - 1)
+            joined, source = keys[at] == key, latest[at]
+        else:
+            joined, source = np.zeros(key.size, bool), np.zeros(0, np.int64)
+
+        def joined_or(name: str, missing: float) -> np.ndarray:
+            values = feedback[name][source] if keys.size else np.zeros(key.size, np.int64)
+            return np.where(joined, values, missing)
+
+        raw["feedback_id"] = joined_or("feedback_id", -1)
+        if self.classes is not None:
+            raw["label"] = joined_or("label", -1)
+        else:
+            raw["label_value"] = joined_or("label_value", np.nan)
+        if self.true_probability:
+            probability = raw.pop("probability")
+            right = joined & (raw["predicted"] == raw["label"]) & (raw["label"] >= 0)
+            raw["true_probability"] = np.where(right, probability, np.nan)
+            # Feedback without a label (-1) leaves NaN; other rows need the JSON.
+            wrong = np.flatnonzero(joined & ~right & (raw["label"] != -1))
+            if wrong.size:
+                # Both sides picked by id (a bitmap scan each), then joined: one row per
+                # prediction, as its feedback is one row among those picked.
+                found = _packed_columns(
+                    conn, [("pid", "i", "p.id"), ("true_probability", "f", _TRUE_PROBABILITY_SQL)],
+                    "FROM predictions AS p JOIN feedback AS f ON f.request_id = p.request_id "
+                    "WHERE p.id = ANY(%s) AND f.id = ANY(%s)",
+                    [raw["pid"][wrong].tolist(), np.unique(raw["feedback_id"][wrong]).tolist()])
+                at = np.searchsorted(raw["pid"], found["pid"])
+                raw["true_probability"][at] = found["true_probability"]
+        return raw, feedback["feedback_id"][latest[~np.isin(keys, key)]]
+
+    def feedback_rows(self, conn: Any) -> Columns:
+        """Every feedback record: ``feedback_id``, ``key`` (the request id's hash) and the
+        true label's index or value."""
+        select = [("feedback_id", "i", "f.id"), ("key", "i", "hashtextextended(f.request_id, 0)"),
+                  *[column for column in self.feedback_select
+                    if column[0] in ("label", "label_value")]]
+        return _packed_columns(conn, select, "FROM feedback AS f", self.feedback_params)
 
     def updates(self, conn: Any, after_feedback_id: int, max_feedback_id: int,
                 pending: np.ndarray, max_prediction_id: int) -> Columns:
@@ -347,35 +435,47 @@ class _Read:
     unknown: list[str] | None
 
 
+def _unknown_among(conn: Any, feedback_ids: np.ndarray) -> tuple[int, list[str] | None]:
+    """The unknown request ids, from the feedback rows (``feedback_ids``) that no prediction
+    of the question has: those no prediction of any other has either."""
+    if feedback_ids.size > _MAX_KEPT_UNKNOWN:  # many experiments in one log: the anti-join
+        return _unknown_ids(conn)
+    (unknown,) = conn.execute(
+        "SELECT coalesce(array_agg(request_id), '{}') FROM ("
+        + _UNKNOWN_SQL.format("SELECT request_id FROM feedback WHERE id = ANY(%s)") + ") AS u",
+        [feedback_ids.tolist()]).fetchone()
+    return len(unknown), list(unknown)
+
+
 def _full_read(conn: Any, query: _PostgresQuery, high: int, feedback_high: int,
                snapshot: _Snapshot, side: Connect | None) -> _Read:
-    """Every row of the question; the unknown ids and the missing ids are found meanwhile on
-    ``side`` (a second connection, in this transaction's snapshot), or after on ``conn``."""
+    """Every row of the question. The feedback table and the missing ids are read meanwhile
+    on ``side`` (a second connection, in this transaction's snapshot), or after on ``conn``;
+    the two tables are joined here (see :meth:`_PostgresQuery.every_row`)."""
 
-    def others(c: Any) -> tuple[np.ndarray, np.ndarray, tuple[int, list[str] | None]]:
+    def others(c: Any) -> tuple[Columns, np.ndarray, np.ndarray]:
         empty = np.zeros(0, np.int64)
-        return (_present_ids(c, "predictions", 0, high, empty)[0],
-                _present_ids(c, "feedback", 0, feedback_high, empty)[0], _unknown_ids(c))
+        return (query.feedback_rows(c), _present_ids(c, "predictions", 0, high, empty)[0],
+                _present_ids(c, "feedback", 0, feedback_high, empty)[0])
 
     if side is None:
-        raw = query.rows(conn, 1, high)
-        missing_p, missing_f, (count, unknown) = others(conn)
+        rows = query.every_row(conn, high)
+        feedback, missing_p, missing_f = others(conn)
     else:
         (exported,) = conn.execute("SELECT pg_export_snapshot()").fetchone()
 
-        def in_snapshot() -> tuple[np.ndarray, np.ndarray, tuple[int, list[str] | None]]:
+        def in_snapshot() -> tuple[Columns, np.ndarray, np.ndarray]:
             with side() as c, c.transaction():
                 c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 c.execute(f"SET TRANSACTION SNAPSHOT '{exported}'")
-                c.execute("SET LOCAL work_mem = '256MB'")
                 return others(c)
 
-        # The anti-join behind the unknown ids costs about as much as the main query: the
-        # server works on both at once.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stats") as pool:
             future = pool.submit(in_snapshot)
-            raw = query.rows(conn, 1, high)
-            missing_p, missing_f, (count, unknown) = future.result()
+            rows = query.every_row(conn, high)
+            feedback, missing_p, missing_f = future.result()
+    raw, unmatched = query.join(conn, rows, feedback)
+    count, unknown = _unknown_among(conn, unmatched)
     now, none = time.monotonic(), np.zeros(0, np.int64)
     return _Read(raw, _still_missing([], none, missing_p, snapshot, now),
                  _still_missing([], none, missing_f, snapshot, now), count, unknown)
@@ -432,12 +532,13 @@ def postgres_columns(
     query = _PostgresQuery(experiment, revisions, classes, units, true_probability)
     with cache.lock if cache is not None else contextlib.nullcontext(), conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        # The full join hashes the feedback table: in memory, not in batches on disk.
+        # Joins and anti-joins over whole tables hash them: in memory, not in batches on disk.
         conn.execute("SET LOCAL work_mem = '256MB'")
-        text, high, feedback_high = conn.execute(
+        text, high, feedback_high, elsewhere = conn.execute(
             "SELECT pg_current_snapshot()::text, (SELECT coalesce(max(id), 0) FROM "
-            "predictions), (SELECT coalesce(max(id), 0) FROM feedback)").fetchone()
-        snapshot = _Snapshot.parse(text)
+            f"predictions), (SELECT coalesce(max(id), 0) FROM feedback), ({_ELSEWHERE_SQL})"
+        ).fetchone()
+        snapshot = _Snapshot.parse(text, elsewhere)
         if cache is not None and cache.answers(query.question, high, feedback_high):
             read = _incremental_read(conn, query, cache, high, feedback_high, snapshot)
         else:

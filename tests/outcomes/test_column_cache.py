@@ -56,8 +56,8 @@ def random_round(rng: np.random.Generator, start: int, count: int, known: list[s
 @dataclass
 class Log:
     """One outcome log, opened as often as a test likes, and the ranges of prediction ids its
-    stores read rows in (SQLite: the rowid ranges of its statement; PostgreSQL: the ids after
-    the kept read up to the newest), in the order they are read."""
+    stores read rows in (SQLite: the rowid ranges of its statement; PostgreSQL: from 1 for a
+    full read, else the ids after the kept read, up to the newest), in the order read."""
 
     open: Callable[[], OutcomeStore]
     reads: list[tuple[int, int]] = field(default_factory=list)
@@ -88,7 +88,14 @@ def log(request: pytest.FixtureRequest, tmp_path: Path,
             reads.append((low, high))
             return rows(self, conn, low, high, pending)
 
+        every_row = postgres_columns._PostgresQuery.every_row
+
+        def recording_every_row(self: Any, conn: Any, high: int) -> Any:
+            reads.append((1, high))
+            return every_row(self, conn, high)
+
         monkeypatch.setattr(postgres_columns._PostgresQuery, "rows", recording_rows)
+        monkeypatch.setattr(postgres_columns._PostgresQuery, "every_row", recording_every_row)
     opened: list[OutcomeStore] = []
 
     def open_log() -> OutcomeStore:
