@@ -21,12 +21,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from router.config import RouterConfig
 from router.errors import RouterError
 from router.outcomes import ExperimentState
 from router.switch import move_traffic, switch
+
+if TYPE_CHECKING:
+    from router.stats.report import Report
 
 log = logging.getLogger("router.rollout")
 
@@ -48,22 +51,25 @@ class Move:
     percent: float | None = None
 
 
-def view_of_report(report: dict[str, Any]) -> RolloutView:
-    """What the controller reads of a ``/stats`` report (the current phase's figures)."""
-    variants = report.get("variants", {})
-    comparison = report.get("comparison") or {}
+def view_of_report(report: Report) -> RolloutView:
+    """What the controller reads of a report of the current phase: the typed decision and the
+    labelled counts it rests on, and the figures to record with a move."""
+    variants = report.json.get("variants", {})
+    comparison = report.json.get("comparison") or {}
     figures = {key: comparison.get(key) for key in (
-        "metric", "difference", "difference_ci95", "p_value", "sequential_p_value")}
+        "metric", "difference", "difference_ci95", "difference_cs", "p_value",
+        "sequential_p_value")}
     for role, numbers in variants.items():
         figures[f"{role}_metric"] = numbers.get("metric")
         figures[f"{role}_requests"] = numbers.get("requests")
         figures[f"{role}_error_rate"] = numbers.get("error_rate")
-    decision = report.get("decision", {})
-    return RolloutView(action=decision.get("action", "continue"),
-                       reasons=tuple(decision.get("reasons", ())),
-                       labelled={role: int(numbers.get("labelled") or 0)
-                                 for role, numbers in variants.items()},
-                       figures=figures)
+    inputs = report.inputs
+    labelled = ({"champion": inputs.labelled_champion,
+                 "challenger": inputs.labelled_challenger} if inputs is not None
+                else {role: int(numbers.get("labelled") or 0)
+                      for role, numbers in variants.items()})
+    return RolloutView(action=report.decision.action, reasons=report.decision.reasons,
+                       labelled=labelled, figures=figures)
 
 
 def plan(config: RouterConfig, view: RolloutView) -> Move | None:

@@ -18,7 +18,7 @@ from router.rollout import RolloutController, RolloutView, lease_for, view_of_re
 from router.service import PredictionService
 from router.shadow import ShadowMirror
 from router.snapshot import Snapshot, SnapshotHolder
-from router.stats.loader import compute_report
+from router.stats.loader import assemble_report
 from router.stats.reader import SharedColumns
 
 log = logging.getLogger("router.gateway")
@@ -86,8 +86,8 @@ class GatewayState:
 
         def evaluate() -> RolloutView:
             snapshot = snapshots.current
-            return view_of_report(compute_report(columns, snapshot.config, snapshot.models,
-                                                 config_revision=snapshot.revision))
+            return view_of_report(assemble_report(columns, snapshot.config, snapshot.models,
+                                                  config_revision=snapshot.revision))
 
         # Idle unless the file has a rollout section; one process of all holds the lease.
         rollout = RolloutController(

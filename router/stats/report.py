@@ -29,7 +29,7 @@ from router.stats.comparison import (
     repeats_units,
     unit_codes,
 )
-from router.stats.decision import DecisionInputs, GuardrailCheck, decide
+from router.stats.decision import Decision, DecisionInputs, GuardrailCheck, decide
 from router.stats.guardrails import guardrail_test
 from router.stats.loader import Phase, Settings
 from router.stats.srm import SRM_ALPHA, srm_test
@@ -69,7 +69,8 @@ class Report:
     """The report's JSON and the typed decision, with the sequence behind the comparison."""
 
     json: dict[str, Any]
-    decision: DecisionInputs | None
+    decision: Decision
+    inputs: DecisionInputs | None  # None without a challenger to compare
     running: Running | None
     clustered: bool = False  # the user is the unit and some user has several outcomes
 
@@ -315,8 +316,7 @@ def assemble(columns: Columns, *, design: Design, phase: Phase, settings: Settin
         comparison["srm"] = None
 
     if comparison is None:
-        decision = {"action": "continue",
-                    "reasons": ["mode single: there is no challenger to compare"]}
+        outcome = Decision("continue", ("mode single: there is no challenger to compare",))
     else:
         challenger_rows = np.flatnonzero(masks["challenger"])
         checks = _guardrails(columns, challenger_rows, design, settings.alpha)
@@ -342,7 +342,6 @@ def assemble(columns: Columns, *, design: Design, phase: Phase, settings: Settin
             guardrails=tuple(checks.values()),
         )
         outcome = decide(inputs)
-        decision = {"action": outcome.action, "reasons": list(outcome.reasons)}
 
     generated = time.time() if now is None else now
     report = {
@@ -360,7 +359,7 @@ def assemble(columns: Columns, *, design: Design, phase: Phase, settings: Settin
         "comparison": comparison,
         "guardrails": guardrails,
         **(sections or {}),
-        "decision": decision,
+        "decision": {"action": outcome.action, "reasons": list(outcome.reasons)},
         "unknown_feedback_ids": int(columns["unknown_feedback_ids"]),
     }
-    return Report(report, inputs, running, clustered)
+    return Report(report, outcome, inputs, running, clustered)
