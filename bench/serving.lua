@@ -1,9 +1,11 @@
--- Load for bench/serving.py: POST /predict, cycling through the bodies in $BENCH_BODIES (one
--- JSON document a line), each with a random X-User-Id so that ab mode assigns both variants.
+-- Load for bench/serving.py: POST to $BENCH_PATH (default /predict), cycling through the bodies
+-- in $BENCH_BODIES (one JSON document a line), each with a random X-User-Id so that ab mode
+-- assigns both variants.
 -- done() prints one line, "BENCH {json}", that the harness parses.
 
 local bodies = {}
 local counter = 0
+local path = os.getenv("BENCH_PATH") or "/predict"
 
 function init(args)
   for line in io.lines(os.getenv("BENCH_BODIES")) do
@@ -19,7 +21,7 @@ function request()
     ["Content-Type"] = "application/json",
     ["X-User-Id"] = tostring(math.random(1, 1000000)),
   }
-  return wrk.format("POST", "/predict", headers, bodies[(counter % #bodies) + 1])
+  return wrk.format("POST", path, headers, bodies[(counter % #bodies) + 1])
 end
 
 function done(summary, latency, requests)

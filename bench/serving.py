@@ -1,9 +1,12 @@
-"""The serving benchmark: the router against the common way and the framework's ceiling.
+"""The serving benchmark: the router against the common way, MLServer and the framework's
+ceiling, in one run.
 
-One command, from the repository root: ``.venv/bin/python -m bench.serving`` (about 10 minutes).
-It installs what it needs (Debian's ``wrk``, the ``fast`` and ``bench`` extras), trains one
-model (StandardScaler + 100-tree random forest on iris, which scikit-learn ships) and an equally
-costly challenger, then measures each server in turn on the same model:
+One command, from the repository root: ``.venv/bin/python -m bench.serving`` (about 15 minutes;
+``--short`` is a 3-minute smoke run, see ``--help``). It installs what it needs (Debian's
+``wrk``, the ``fast`` and ``bench`` extras, and MLServer in an environment of its own, see
+``bench/mlserver.py``), trains one model (StandardScaler + 100-tree random forest on iris, which
+scikit-learn ships) and an equally costly challenger, then measures each server in turn on the
+same model:
 
 - ``baseline``: FastAPI, a pydantic body, a sync endpoint calling ``predict`` then
   ``predict_proba`` (``bench/baseline_app.py``), uvicorn's defaults;
@@ -11,15 +14,18 @@ costly challenger, then measures each server in turn on the same model:
 - ``router serve`` in ``single``, ``ab`` (50 % challenger) and ``shadow`` (100 % mirrored)
   modes with the SQLite outcome log, on each engine (``ROUTER_ENGINE=auto`` picks ONNX Runtime
   when its parity check passes; ``sklearn`` forces scikit-learn), and ``ab`` with the outcome
-  log switched off, to price logging.
+  log switched off, to price logging;
+- ``mlserver``: MLServer 1.7's scikit-learn runtime on the same joblib file, without batching,
+  and ``mlserver-batch``: with adaptive batching, the best of a small grid of
+  ``max_batch_size`` / ``max_batch_time`` (each tried at 64 connections; every trial recorded).
 
 The server runs alone on core 0 (``taskset``), the load generator on core 1: ``wrk`` (one
 thread, keep-alive connections, ``bench/serving.lua``), or, where ``wrk`` cannot be had, the
 asyncio client below. Each server gets a warm-up, then 15 s per point at 1, 16 and 64
 connections (closed loop). A point reports requests/s, p50, p99, errors (connect, read, write,
 timeouts and non-2xx answers) and the server's CPU time per request (its process and children,
-from ``/proc``). Results go to ``bench/results.md`` (a table with ratios to the baseline and the
-ceiling, and the targets of issue 6) and ``bench/results.png``.
+from ``/proc``). Results go to ``bench/results.md`` (a table with ratios to the baseline, the
+ceiling and MLServer, and the targets of issues 6 and 17) and ``bench/results.png``.
 
 ``--soak 600`` instead runs the router (``ab``, default engine) for 600 s at 16 connections and
 records its resident memory; ``--profile KEY`` runs one server at 64 connections under py-spy
@@ -48,12 +54,14 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bench import mlserver
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -62,8 +70,8 @@ HOST = "127.0.0.1"
 SERVER_CPU, CLIENT_CPU = "0", "1"
 CONNECTIONS = (1, 16, 64)
 FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
-# Reference figures from /work/shared/PERF-NOTES.md (not re-measured here: MLServer 1.7 needs
-# uvloop<0.22 and its own environment).
+# MLServer 1.7 with adaptive batching 64 / 1 ms in an earlier run on this kind of machine: the
+# reference for issue 6's target when a run leaves MLServer out.
 MLSERVER_ADAPTIVE_RPS = 1_107
 SOAK_MARK_BEGIN, SOAK_MARK_END = "<!-- soak:begin -->", "<!-- soak:end -->"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -77,10 +85,23 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 class Server:
     key: str
     label: str
-    kind: str  # baseline | ceiling | router
+    kind: str  # baseline | ceiling | router | mlserver
     mode: str | None = None
     engine: str | None = None  # ROUTER_ENGINE: auto | sklearn
     logging: bool = True
+    # MLServer's adaptive batching, (max_batch_size, max_batch_time in ms); None: off. For
+    # mlserver-batch, the best of mlserver.GRID replaces it at run time.
+    batching: tuple[int, float] | None = None
+
+    @property
+    def path(self) -> str:
+        """Where requests go."""
+        return mlserver.INFER_PATH if self.kind == "mlserver" else "/predict"
+
+    @property
+    def bodies(self) -> str:
+        """The key of its request bodies in ``prepare``'s paths."""
+        return "bodies-v2" if self.kind == "mlserver" else "bodies"
 
 
 SERVERS: tuple[Server, ...] = (
@@ -95,6 +116,8 @@ SERVERS: tuple[Server, ...] = (
     Server("shadow-sklearn", "router shadow, scikit-learn", "router", "shadow", "sklearn"),
     Server("ab-sklearn-nolog", "router ab, scikit-learn, log off", "router", "ab", "sklearn",
            False),
+    Server("mlserver", "MLServer, no batching", "mlserver"),
+    Server("mlserver-batch", "MLServer, adaptive batching", "mlserver", batching=mlserver.GRID[1]),
 )
 BY_KEY = {s.key: s for s in SERVERS}
 
@@ -199,6 +222,8 @@ def prepare(workdir: Path, batching: str = "") -> dict[str, Path]:
     paths["bodies"].write_text("".join(
         json.dumps({"features": dict(zip(FEATURES, X[i].tolist(), strict=True))}) + "\n"
         for i in order))
+    paths["bodies-v2"] = workdir / "bodies-v2.jsonl"
+    paths["bodies-v2"].write_text(mlserver.bodies([X[i].tolist() for i in order]))
     return paths
 
 
@@ -216,6 +241,10 @@ def server_command(server: Server, paths: dict[str, Path], port: int
         return [*uvicorn, "bench.baseline_app:app"], env, REPO
     if server.kind == "ceiling":
         return [*uvicorn, "--no-access-log", "bench.ceiling_app:app"], env, REPO
+    if server.kind == "mlserver":
+        folder = paths["bodies"].parent / f"mlserver-{port}"
+        return mlserver.command(folder, paths["iris-rf"] / "model.joblib", server.batching,
+                                port, free_port)
     assert server.mode is not None and server.engine is not None
     env["ROUTER_ENGINE"] = server.engine
     config = str(paths[server.mode])
@@ -270,7 +299,7 @@ class Running:
                 raise RuntimeError(f"{self.server.key} exited with {self.process.returncode}; "
                                    f"see {self._log.name}")
             try:
-                request = urllib.request.Request(f"{self.url}/predict", data=body,
+                request = urllib.request.Request(f"{self.url}{self.server.path}", data=body,
                                                  headers={"Content-Type": "application/json"})
                 with urllib.request.urlopen(request, timeout=5) as answer:
                     if answer.status == 200:
@@ -330,7 +359,7 @@ class Running:
 def running(server: Server, paths: dict[str, Path], logs: Path) -> Iterator[Running]:
     started = Running(server, paths, logs / f"{server.key}.log")
     try:
-        started.wait_ready(paths["bodies"].read_text().splitlines()[0].encode())
+        started.wait_ready(paths[server.bodies].read_text().splitlines()[0].encode())
         yield started
     finally:
         started.stop()
@@ -340,11 +369,12 @@ def running(server: Server, paths: dict[str, Path], logs: Path) -> Iterator[Runn
 
 
 class Load:
-    """Closed-loop load from core 1: ``wrk`` with the Lua script, or the asyncio client."""
+    """Closed-loop load from core 1: ``wrk`` with the Lua script, or the asyncio client; each
+    server gets its own request bodies (``Server.bodies``) at its own path."""
 
-    def __init__(self, wrk: str | None, bodies: Path) -> None:
+    def __init__(self, wrk: str | None, paths: dict[str, Path]) -> None:
         self.wrk = wrk
-        self.bodies = bodies
+        self.paths = paths
         self.name = "wrk " + _wrk_version(wrk) if wrk else "asyncio client (bench.serving)"
 
     def command(self, url: str, connections: int, seconds: float) -> list[str]:
@@ -356,8 +386,11 @@ class Load:
                                    "--connections", str(connections),
                                    "--seconds", f"{seconds:g}"])
 
-    def start(self, url: str, connections: int, seconds: float) -> subprocess.Popen[str]:
-        env = dict(os.environ, BENCH_BODIES=str(self.bodies))
+    def start(self, target: Running, connections: int, seconds: float
+              ) -> subprocess.Popen[str]:
+        url = target.url
+        env = dict(os.environ, BENCH_BODIES=str(self.paths[target.server.bodies]),
+                   BENCH_PATH=target.server.path)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
         return subprocess.Popen(self.command(url, connections, seconds), env=env, cwd=REPO,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -372,7 +405,7 @@ class Load:
 
     def run(self, target: Running, connections: int, seconds: float) -> Point:
         cpu_before = target.cpu_seconds()
-        process = self.start(target.url, connections, seconds)
+        process = self.start(target, connections, seconds)
         raw = self.result(process, seconds + 90)
         cpu = target.cpu_seconds() - cpu_before
         requests = int(raw["requests"])
@@ -402,7 +435,8 @@ async def _client_connection(host: str, port: int, bodies: list[bytes], deadline
     except OSError:
         errors["connect"] += 1
         return
-    head = (f"POST /predict HTTP/1.1\r\nHost: {host}:{port}\r\n"
+    path = os.environ.get("BENCH_PATH", "/predict")
+    head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
             "Content-Type: application/json\r\n").encode()
     i = offset
     try:
@@ -489,19 +523,45 @@ def logged_rows(paths: dict[str, Path], mode: str) -> int | None:
         return int(conn.execute("SELECT count(*) FROM predictions").fetchone()[0])
 
 
+def best_batching(server: Server, grid: Sequence[tuple[int, float]], seconds: float,
+                  warmup_s: float, load: Load, paths: dict[str, Path], logs: Path
+                  ) -> tuple[Server, list[dict[str, Any]]]:
+    """``server`` with the adaptive-batching setting of ``grid`` that gave the most requests/s
+    at 64 connections in a ``seconds`` trial each, and every trial's figures."""
+    trials = []
+    for size, wait_ms in grid:
+        trial = replace(server, batching=(size, wait_ms))
+        print(f"{server.key}: trying max_batch_size {size}, max_batch_time {wait_ms:g} ms",
+              flush=True)
+        with running(trial, paths, logs) as target:
+            load.run(target, 16, warmup_s)
+            point = load.run(target, 64, seconds)
+        print(f"  64 conns: {point.rps:9.0f} req/s  p99 {point.p99_ms:8.2f} ms", flush=True)
+        trials.append({"max_batch_size": size, "max_batch_time_ms": wait_ms,
+                       "rps": point.rps, "p99_ms": point.p99_ms, "errors": point.errors})
+    best = max(trials, key=lambda t: t["rps"])
+    return replace(server, batching=(best["max_batch_size"], best["max_batch_time_ms"])), trials
+
+
 def measure(servers: list[Server], connections: tuple[int, ...], seconds: float,
-            warmup_s: float, load: Load, paths: dict[str, Path], logs: Path
+            warmup_s: float, load: Load, paths: dict[str, Path], logs: Path,
+            grid: Sequence[tuple[int, float]] = mlserver.GRID, grid_seconds: float = 5.0
             ) -> tuple[list[Point], dict[str, Any]]:
     points: list[Point] = []
     notes: dict[str, Any] = {}
     for server in servers:
+        note: dict[str, Any] = {}
+        if server.kind == "mlserver" and server.batching is not None:
+            server, note["batching_trials"] = best_batching(server, grid, grid_seconds,
+                                                            warmup_s, load, paths, logs)
+        if server.kind == "mlserver":
+            note["batching"] = server.batching
         if server.kind == "router":
             # Each server starts on an empty log, so every figure prices the same work.
             with contextlib.suppress(FileNotFoundError):
                 (paths[server.mode or ""].parent / "var" / f"{server.mode}.db").unlink()
         print(f"{server.key}: starting", flush=True)
         with running(server, paths, logs) as target:
-            note: dict[str, Any] = {}
             if server.kind == "router":
                 models = target.get_json("/config").get("models", {})
                 note["engines"] = {role: {"engine": m.get("engine"),
@@ -540,10 +600,12 @@ def targets(points: list[Point]) -> list[tuple[str, str, bool | None]]:
     base64, ceil64 = get("baseline", 64), get("ceiling", 64)
     sk = get("ab-sklearn", 64)
     if sk is not None:
-        floor = 4 * MLSERVER_ADAPTIVE_RPS
+        measured = get("mlserver-batch", 64)
+        reference = measured.rps if measured is not None else MLSERVER_ADAPTIVE_RPS
+        floor = 4 * reference
         rows.append(("64 conns, scikit-learn, ab + log: >= 4x MLServer adaptive batching "
-                     f"({floor:,} req/s)",
-                     f"{sk.rps:,.0f} req/s ({sk.rps / MLSERVER_ADAPTIVE_RPS:.1f}x)",
+                     f"({floor:,.0f} req/s{'' if measured else ', an earlier run'})",
+                     f"{sk.rps:,.0f} req/s ({sk.rps / reference:.1f}x)",
                      sk.rps >= floor))
         if base64 is not None:
             ratio = sk.rps / base64.rps
@@ -577,6 +639,49 @@ def targets(points: list[Point]) -> list[tuple[str, str, bool | None]]:
     return rows
 
 
+def mlserver_targets(points: list[Point]) -> list[tuple[str, str, bool | None]]:
+    """Issue 17's targets against MLServer measured in the same run."""
+    rows: list[tuple[str, str, bool | None]] = []
+    sk64, batch64, plain64 = (_find(points, k, 64) for k in ("ab-sklearn", "mlserver-batch",
+                                                             "mlserver"))
+    if sk64 is not None and batch64 is not None:
+        ratio = sk64.rps / batch64.rps
+        rows.append(("64 conns, scikit-learn, ab + log: >= 8x MLServer's best adaptive batching",
+                     f"{ratio:.1f}x ({sk64.rps:,.0f} vs {batch64.rps:,.0f} req/s)", ratio >= 8))
+    if sk64 is not None and plain64 is not None:
+        ratio = sk64.rps / plain64.rps
+        rows.append(("64 conns, scikit-learn, ab + log: >= 40x MLServer without batching",
+                     f"{ratio:.1f}x ({sk64.rps:,.0f} vs {plain64.rps:,.0f} req/s)", ratio >= 40))
+    sk1 = _find(points, "ab-sklearn", 1)
+    for key in ("mlserver", "mlserver-batch"):
+        other = _find(points, key, 1)
+        if sk1 is not None and other is not None:
+            ratio = sk1.p50_ms / other.p50_ms
+            rows.append((f"1 conn, scikit-learn, ab + log: p50 <= 1/5 of {BY_KEY[key].label}'s",
+                         f"{sk1.p50_ms:.2f} vs {other.p50_ms:.2f} ms ({ratio:.2f}x)",
+                         ratio <= 0.2))
+    return rows
+
+
+def mlserver_ratios(points: list[Point]) -> str:
+    """Each router server's requests/s over MLServer's (both ways), and its p50 over theirs,
+    at every connection count measured."""
+    lines = ["| server | conns | x MLServer batching, req/s | x MLServer no batching, req/s "
+             "| p50 / MLServer batching's | p50 / MLServer no batching's |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for p in points:
+        if BY_KEY[p.server].kind != "router":
+            continue
+        batch, plain = _find(points, "mlserver-batch", p.connections), \
+            _find(points, "mlserver", p.connections)
+        if batch is None and plain is None:
+            continue
+        cells = [f"{p.rps / o.rps:.1f}" if o else "-" for o in (batch, plain)]
+        cells += [f"{p.p50_ms / o.p50_ms:.2f}" if o else "-" for o in (batch, plain)]
+        lines.append(f"| {BY_KEY[p.server].label} | {p.connections} | {' | '.join(cells)} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def table(points: list[Point]) -> str:
     lines = ["| server | conns | req/s | p50 ms | p99 ms | errors | server CPU µs/req "
              "| req/s x common way | req/s x ceiling |",
@@ -585,13 +690,11 @@ def table(points: list[Point]) -> str:
         base, ceil = _find(points, "baseline", p.connections), _find(points, "ceiling",
                                                                       p.connections)
         cpu = f"{p.cpu_us_per_request:,.0f}" if p.cpu_us_per_request is not None else "-"
+        ratios = (f"{p.rps / base.rps:.1f}" if base else "-",
+                  f"{p.rps / ceil.rps:.2f}" if ceil else "-")
         lines.append(
             f"| {BY_KEY[p.server].label} | {p.connections} | {p.rps:,.0f} | {p.p50_ms:.2f} "
-            f"| {p.p99_ms:.2f} | {p.errors} | {cpu} "
-            f"| {p.rps / base.rps:.1f} | {p.rps / ceil.rps:.2f} |"
-            if base and ceil else
-            f"| {BY_KEY[p.server].label} | {p.connections} | {p.rps:,.0f} | {p.p50_ms:.2f} "
-            f"| {p.p99_ms:.2f} | {p.errors} | {cpu} | - | - |")
+            f"| {p.p99_ms:.2f} | {p.errors} | {cpu} | {ratios[0]} | {ratios[1]} |")
     return "\n".join(lines)
 
 
@@ -639,6 +742,44 @@ def write_chart(points: list[Point], path: Path) -> None:
     plt.close(fig)
 
 
+def mlserver_lines(notes: dict[str, Any], info: dict[str, Any]) -> str:
+    """The setup paragraph on MLServer: measured here, or the reference figure."""
+    if "mlserver" not in notes and "mlserver-batch" not in notes:
+        return ("- The MLServer figure in the targets is from an earlier run (MLServer 1.7, "
+                f"adaptive batching 64 / 1 ms: {MLSERVER_ADAPTIVE_RPS:,} req/s on this kind "
+                "of machine), not re-measured here.")
+    return (f"- MLServer ({info.get('mlserver', 'its own environment')}, in "
+            "`var/mlserver-venv`) serves the same joblib pipeline with its scikit-learn "
+            "runtime, started as `mlserver start` with its defaults (inference in one worker "
+            "process, access log and metrics on) on the same core; requests are Open Inference "
+            "Protocol (V2) bodies of one row and it answers the label (`predict`). Adaptive "
+            "batching: the best of a grid tried for a few seconds each at 64 connections.")
+
+
+def mlserver_section(points: list[Point], notes: dict[str, Any]) -> str:
+    """Issue 17's comparison with MLServer, when the run measured it."""
+    ratios = mlserver_ratios(points)
+    if not ratios:
+        return ""
+    text = "## Against MLServer (issue 17)\n\n" + ratios + "\n\n"
+    trials = notes.get("mlserver-batch", {}).get("batching_trials")
+    if trials:
+        size, wait_ms = notes["mlserver-batch"]["batching"]
+        text += (f"MLServer's adaptive batching, trials at 64 connections (chosen: "
+                 f"max_batch_size {size}, max_batch_time {wait_ms:g} ms):\n\n"
+                 "| max_batch_size | max_batch_time ms | req/s | p99 ms | errors |\n"
+                 "| ---: | ---: | ---: | ---: | ---: |\n"
+                 + "".join(f"| {t['max_batch_size']} | {t['max_batch_time_ms']:g} "
+                           f"| {t['rps']:,.0f} | {t['p99_ms']:.1f} | {t['errors']} |\n"
+                           for t in trials) + "\n")
+    met = mlserver_targets(points)
+    if met:
+        text += ("| target | measured | met |\n| --- | --- | --- |\n"
+                 + "".join(f"| {t} | {m} | {'yes' if ok else 'NO'} |\n" for t, m, ok in met)
+                 + "\n")
+    return text
+
+
 def write_report(points: list[Point], notes: dict[str, Any], info: dict[str, Any],
                  out: Path) -> None:
     met = targets(points)
@@ -652,7 +793,7 @@ def write_report(points: list[Point], notes: dict[str, Any], info: dict[str, Any
     text = f"""# Serving benchmark
 
 Written by `{info['command']}` on {info['date']}. Do not edit by hand: run it again.
-
+{SHORT_NOTE if info.get('short') else ''}
 - Machine: {info['machine']['cpu']}, {info['machine']['cores']} cores; Python
   {info['machine']['python']}; {info['machine']['versions']}.
 - Load average (1, 5, 15 min) before the run: {info['load_before']}; after: {info['load_after']}.
@@ -669,8 +810,7 @@ Written by `{info['command']}` on {info['date']}. Do not edit by hand: run it ag
   builds no records at all (a benchmark-only switch).
 - Server CPU is user + system time of the server process and its children (the shadow worker)
   over the point, divided by the requests answered.
-- The MLServer figure in the targets is PERF-NOTES.md's (MLServer 1.7, adaptive batching
-  64 / 1 ms: {MLSERVER_ADAPTIVE_RPS:,} req/s on this kind of machine), not re-measured here.
+{mlserver_lines(notes, info)}
 
 ## Results
 
@@ -684,7 +824,7 @@ Written by `{info['command']}` on {info['date']}. Do not edit by hand: run it ag
 | --- | --- | --- |
 """ + "\n".join(f"| {t} | {m} | {'yes' if ok else 'NO'} |" for t, m, ok in met) + """
 
-## Engines
+""" + mlserver_section(points, notes) + """## Engines
 
 What `/config` reported for each router server:
 
@@ -739,7 +879,7 @@ def soak(seconds: float, load: Load, paths: dict[str, Path], logs: Path, out: Pa
     server = BY_KEY["ab-fast"]
     samples: list[tuple[float, int]] = []
     with running(server, paths, logs) as target:
-        process = load.start(target.url, 16, seconds)
+        process = load.start(target, 16, seconds)
         started = time.monotonic()
         while process.poll() is None:
             samples.append((time.monotonic() - started, sum(target.rss_bytes().values())))
@@ -860,9 +1000,38 @@ def summarize_profile(path: Path, top: int = 25) -> str:
 # -- entry point --------------------------------------------------------------------------------
 
 
+USAGE = """\
+the full run (on a quiet machine; about 25 minutes; writes bench/results.md, results.json and
+results.png):
+  .venv/bin/python -m bench.serving
+
+the short smoke run (about 3 minutes; checks that every server starts and answers, figures
+too short and too few to quote; writes var/bench-short/):
+  .venv/bin/python -m bench.serving --short
+
+one server, or a few (keys: see --only), with a report elsewhere:
+  .venv/bin/python -m bench.serving --only ceiling,ab-sklearn,mlserver-batch --out var/bench
+"""
+
+SHORT_SERVERS = "ceiling,ab-sklearn,mlserver,mlserver-batch"
+SHORT_NOTE = ("\n**A short smoke run** (`--short`): it shows that every server starts and "
+              "answers; its points are too short and too few to quote.\n")
+
+
+def apply_short(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """``--short``: the smoke run's settings, where the command line left the defaults."""
+    for name, value in (("seconds", 3.0), ("warmup", 1.0), ("connections", "1,64"),
+                        ("only", SHORT_SERVERS), ("grid_seconds", 2.0),
+                        ("mlserver_grid", ",".join(f"{s}:{t:g}" for s, t in mlserver.GRID[:2])),
+                        ("out", REPO / "var" / "bench-short")):
+        if getattr(args, name) == parser.get_default(name):
+            setattr(args, name, value)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.serving", description=__doc__
-                                     .split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.serving", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=USAGE)
     parser.add_argument("--seconds", type=float, default=15.0, help="per point (15)")
     parser.add_argument("--warmup", type=float, default=3.0, help="per server (3)")
     parser.add_argument("--connections", default=",".join(map(str, CONNECTIONS)),
@@ -875,13 +1044,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", metavar="KEY", help="instead: py-spy one server")
     parser.add_argument("--batching", metavar="MAX_BATCH,MAX_WAIT_MS", default="",
                         help="batching settings for the router (default: the router's own)")
+    parser.add_argument("--mlserver-grid", metavar="SIZE:MS,...",
+                        default=",".join(f"{s}:{t:g}" for s, t in mlserver.GRID),
+                        help="MLServer's adaptive-batching settings to try (max_batch_size:"
+                        "max_batch_time in ms; default %(default)s)")
+    parser.add_argument("--grid-seconds", type=float, default=5.0,
+                        help="per trial of the grid, at 64 connections (5)")
+    parser.add_argument("--short", action="store_true",
+                        help="the smoke run: 3 s per point, 1 and 64 connections, the ceiling, "
+                        "ab on scikit-learn and MLServer, two batching settings; results go to "
+                        "var/bench-short/ unless --out says otherwise")
     parser.add_argument("--rewrite-report", action="store_true",
                         help="write results.md and results.png again from results.json")
     parser.add_argument("--client", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--serve-unlogged", metavar="CONFIG", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.short:
+        apply_short(args, parser)
     connections = tuple(int(c) for c in args.connections.split(","))
+    try:
+        grid = [(int(size), float(ms)) for size, ms in
+                (item.split(":") for item in args.mlserver_grid.split(",") if item)]
+    except ValueError:
+        parser.error(f"--mlserver-grid: {args.mlserver_grid!r} is not SIZE:MS,... "
+                     "(for example 64:1,64:5)")
     if args.client:
         client_main(args.client, connections[0], args.seconds)
         return 0
@@ -903,7 +1090,7 @@ def main(argv: list[str] | None = None) -> int:
         logs.mkdir()
         print(f"training the models in {workdir}", flush=True)
         paths = prepare(workdir, args.batching)
-        load = Load(wrk, paths["bodies"])
+        load = Load(wrk, paths)
         print(f"load generator: {load.name}", flush=True)
         if args.soak:
             soak(args.soak, load, paths, logs, args.out)
@@ -918,13 +1105,16 @@ def main(argv: list[str] | None = None) -> int:
         info = {"command": "python -m bench.serving " + " ".join(argv or sys.argv[1:]),
                 "date": f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
                 "machine": machine(), "load_before": load_average(), "client": load.name,
-                "seconds": args.seconds, "warmup": args.warmup}
+                "seconds": args.seconds, "warmup": args.warmup, "short": args.short}
+        if any(BY_KEY[k].kind == "mlserver" for k in keys):
+            mlserver.ensure_environment()
+            info["mlserver"] = mlserver.installed_version()
         points, notes = measure([BY_KEY[k] for k in keys], connections, args.seconds,
-                                args.warmup, load, paths, logs)
+                                args.warmup, load, paths, logs, grid, args.grid_seconds)
         info["load_after"] = load_average()
     write_report(points, notes, info, args.out)
     print(f"\nwrote {args.out / 'results.md'} and {args.out / 'results.png'}")
-    for target, measured, ok in targets(points):
+    for target, measured, ok in [*targets(points), *mlserver_targets(points)]:
         print(f"  [{'met' if ok else 'MISSED'}] {target}: {measured}")
     return 0
 
