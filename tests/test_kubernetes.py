@@ -71,3 +71,16 @@ def test_service_and_autoscaler_target_the_deployment() -> None:
     assert load("service.yaml")["spec"]["selector"] == labels
     target = load("hpa.yaml")["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+
+
+def test_grace_period_covers_the_documented_shutdown_bound() -> None:
+    """SIGTERM to exit takes at most shadow.drain_s + the graceful wait + the log's flush
+    (docs/models-and-trust.md); the pods' grace period leaves room for it."""
+    from router.connections import SHUTDOWN_GRACE_S
+    from router.gateway.state import STOP_WRITE_TIMEOUT_S
+
+    config = parse_config(load("configmap.yaml")["data"]["router.yaml"], source="configmap",
+                          base_dir=Path("/srv"))
+    bound = config.shadow.drain_s + SHUTDOWN_GRACE_S + STOP_WRITE_TIMEOUT_S
+    grace = load("deployment.yaml")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert bound == 25 and bound + 10 <= grace
