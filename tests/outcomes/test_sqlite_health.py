@@ -200,3 +200,33 @@ def test_the_writer_holds_records_while_the_directory_is_gone(
     assert writer.flush(10)
     assert ids_in(store.path) == [f"during{i}" for i in range(20)]
     assert (writer.store_reopened, writer.orphaned, writer.failing) == (1, 30, False)
+
+
+class CappedStore(SQLiteStore):
+    """A SQLite store whose connections may not grow the file past ``pages`` pages: SQLite
+    then fails writes with SQLITE_FULL, as on a full disk or an exhausted quota."""
+
+    pages = 1 << 30
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = super()._conn()
+        conn.execute(f"PRAGMA max_page_count = {self.pages}")
+        return conn
+
+
+def test_a_store_that_is_full_keeps_records_waiting_never_dead_letters_them(
+        tmp_path: Path, make_writer: Callable[..., OutcomeWriter]) -> None:
+    """SQLITE_FULL is the store failing, not the records: nothing is set aside, everything is
+    written once there is room again."""
+    store = CappedStore(tmp_path / "outcomes.db")
+    (pages,) = store._query("PRAGMA page_count")[0]
+    store.pages = pages + 1
+    writer = make_writer(store, spill_dir=tmp_path / "spill", flush_interval_s=0.01)
+    writer.submit_predictions([prediction(f"r{i}") for i in range(2000)])
+    writer.start()
+    eventually(lambda: writer.write_errors >= 3, "writes failing on a full database")
+    assert "full" in (writer.last_error or "")
+    assert writer.dead_letters == 0 and writer.backlog == 2000 and writer.failing
+    store.pages = 1 << 30  # room again (the cap is set at each use of a connection)
+    assert writer.flush(10), writer.last_error
+    assert len(ids_in(store.path)) == 2000 and writer.dead_letters == 0
