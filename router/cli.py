@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -200,7 +201,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         X, y, names = holdout_rows(args.holdout)
         simulator = Simulator(args.url, X, y, names, users=args.users,
                               concurrency=args.concurrency, feedback_delay=args.feedback_delay,
-                              seed=args.seed)
+                              seed=args.seed, drift=dict(args.drift or ()))
         bar = ProgressBar(args.requests)
         try:
             simulator.run(args.requests, bar.update)
@@ -430,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feedback-delay", type=_non_negative_int, default=200,
                    help="answered requests before a label is sent (default 200)")
     p.add_argument("--seed", type=int, help="seed of the rows and users drawn")
+    p.add_argument("--drift", type=_drift_spec, action="append", metavar="FEATURE=SHIFT",
+                   help="add SHIFT standard deviations to FEATURE in every row sent, to show "
+                        "input drift on purpose (repeatable)")
 
     p = command("history", cmd_history, "The switches (promote, rollback, rollout steps), "
                 "oldest first, with the figures behind each.")
@@ -485,6 +489,18 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
     return value
+
+
+def _drift_spec(text: str) -> tuple[str, float]:
+    name, _, shift = text.partition("=")
+    try:
+        value = float(shift)
+    except ValueError:
+        value = math.nan
+    if not name or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(
+            f"expected FEATURE=SHIFT with SHIFT a number of standard deviations, got {text!r}")
+    return name, value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

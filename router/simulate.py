@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -34,6 +34,7 @@ __all__ = [
     "gateway_info",
     "get_json",
     "holdout_rows",
+    "shifted",
 ]
 
 # Large against the requests of a demo, so that few users repeat: the gateway's sample-ratio
@@ -160,6 +161,23 @@ def gateway_info(url: str) -> GatewayInfo:
                        experiment=str(payload["config"]["experiment"]))
 
 
+def shifted(X: np.ndarray, feature_names: list[str], drift: Mapping[str, float]
+            ) -> np.ndarray:
+    """``X`` with each feature of ``drift`` moved by that many of its standard deviations.
+
+    Raises :class:`SimulationError` naming a feature the rows do not have.
+    """
+    unknown = sorted(set(drift) - set(feature_names))
+    if unknown:
+        raise SimulationError(f"--drift names features the rows do not have: "
+                              f"{', '.join(unknown)} (they have {', '.join(feature_names)})")
+    out = X.copy()
+    for name, shift in drift.items():
+        j = feature_names.index(name)
+        out[:, j] += shift * float(np.std(X[:, j]))
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class _Label:
     answered_at: int  # the simulation's answered count when this request was answered
@@ -183,13 +201,16 @@ class Simulator:
         feedback_delay: answered requests to wait before a label is due.
         feedback_batch: labels per ``POST /feedback``.
         seed: for the choice of rows and users.
+        drift: feature name -> shift in standard deviations (of that feature in ``X``), added
+            to every row sent, so that a demo can show input drift on purpose.
     """
 
     def __init__(self, url: str, X: np.ndarray, y: np.ndarray, feature_names: list[str], *,
                  info: GatewayInfo | None = None, users: int = DEFAULT_USERS,
                  concurrency: int = DEFAULT_CONCURRENCY,
                  feedback_delay: int = DEFAULT_FEEDBACK_DELAY,
-                 feedback_batch: int = DEFAULT_FEEDBACK_BATCH, seed: int | None = None) -> None:
+                 feedback_batch: int = DEFAULT_FEEDBACK_BATCH, seed: int | None = None,
+                 drift: Mapping[str, float] | None = None) -> None:
         if users < 1 or concurrency < 1 or feedback_delay < 0 or feedback_batch < 1:
             raise ValueError("users, concurrency and feedback_batch must be >= 1, "
                              "feedback_delay >= 0")
@@ -201,9 +222,10 @@ class Simulator:
                 f"the gateway's model takes features the held-out rows lack: "
                 f"{', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
         columns = [feature_names.index(name) for name in self.info.features]
+        X = shifted(np.asarray(X, dtype=np.float64), feature_names, drift or {})
         # Encoded once: a row's features never change, only its user does.
         self._rows = [orjson.dumps(dict(zip(self.info.features, row, strict=True)))
-                      for row in np.asarray(X, dtype=np.float64)[:, columns].tolist()]
+                      for row in X[:, columns].tolist()]
         self._labels = [str(label) for label in np.asarray(y).tolist()]
         self._users = users
         self._concurrency = concurrency

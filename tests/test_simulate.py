@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -216,3 +217,62 @@ def test_simulate_against_a_real_gateway(demo_root: Path, capsys: pytest.Capture
         variant_of.setdefault(str(p.unit_id), set()).add(p.variant)
     assert len(variant_of) <= 100 and all(len(v) == 1 for v in variant_of.values())
     assert {p.variant for p in predictions} == {"champion", "challenger"}
+
+
+def test_drift_shifts_one_feature_by_its_standard_deviations(stub: Any) -> None:
+    """--drift b=0.5: every row sent has b moved by half of b's standard deviation over the
+    held-out rows; a and c are sent as they are."""
+    gateway = stub()
+    X, y = rows()
+    Simulator(gateway.url, X, y, FEATURES, concurrency=1, seed=4, drift={"b": 0.5}).run(40)
+    originals = {(row[0], row[2]): row[1] for row in X.tolist()}
+    sent = [body["features"] for path, _, body in gateway.calls if path == "/predict"]
+    assert len(sent) == 40
+    for features in sent:
+        assert features["b"] == pytest.approx(
+            originals[(features["a"], features["c"])] + 0.5 * float(np.std(X[:, 1])))
+
+
+def test_drift_of_an_unknown_feature_is_refused(stub: Any,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A --drift feature the rows lack, or a spec without a number, is an error naming it."""
+    gateway = stub()
+    X, y = rows()
+    with pytest.raises(SimulationError, match="income"):
+        Simulator(gateway.url, X, y, FEATURES, drift={"income": 1.0})
+    with pytest.raises(SystemExit) as exit_info:
+        main(["simulate", "--url", gateway.url, "--drift", "b=a lot"])
+    assert exit_info.value.code != 0
+    assert "FEATURE=SHIFT" in capsys.readouterr().err
+
+
+@pytest.mark.e2e
+def test_plain_demo_traffic_shows_no_drift_and_drift_on_purpose_shows(demo_root: Path) -> None:
+    """5,000 plain demo requests: every feature and prediction stable; then 5,000 with
+    --drift mean_radius=1: mean_radius flagged, every other feature still stable."""
+    import httpx2 as httpx
+
+    with serve(demo_root / "configs" / "router.yaml", demo_root) as server:
+        holdout = str(demo_root / HOLDOUT_PATH)
+        assert main(["simulate", "--url", server.url, "--requests", "5000",
+                     "--holdout", holdout, "--seed", "8"]) == 0
+        plain = wait_for_rows(httpx, server.url, 5000)
+        assert main(["simulate", "--url", server.url, "--requests", "5000",
+                     "--holdout", holdout, "--seed", "9", "--drift", "mean_radius=1"]) == 0
+        drifted = wait_for_rows(httpx, server.url, 10_000)
+    flagged = {n: f for n, f in plain["features"].items() if f["status"] != "stable"}
+    assert not flagged, flagged
+    assert {p["status"] for p in plain["predictions"].values()} == {"stable"}
+    statuses = {name: f["status"] for name, f in drifted["features"].items()}
+    assert statuses.pop("mean_radius") in ("moderate", "major")
+    assert set(statuses.values()) == {"stable"}, drifted["features"]
+
+
+def wait_for_rows(httpx: Any, url: str, rows: int, timeout: float = 30.0) -> dict[str, Any]:
+    """/stats's drift block once it covers ``rows`` requests (the log trails by a second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        drift = httpx.get(f"{url}/stats", timeout=30).json()["drift"]
+        if drift["rows"] >= rows or time.monotonic() > deadline:
+            return dict(drift)
+        time.sleep(0.2)
