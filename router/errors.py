@@ -24,7 +24,8 @@ The tree::
         ├── NotFoundError            not_found          404
         ├── UnauthorizedError        unauthorized       401
         ├── AdminDisabledError       admin_disabled     403
-        └── SwitchConflictError      switch_refused     409
+        ├── SwitchConflictError      switch_refused     409
+        └── DuplicateRequestIdError  duplicate_request_id 409
 
 Domain errors know nothing of HTTP: the status of each ``RequestError`` is a plain number here,
 and the one renderer lives in ``router.gateway.errors``.
@@ -186,3 +187,9 @@ class AdminDisabledError(RequestError):
 
 class SwitchConflictError(RequestError):
     code, status = "switch_refused", 409
+
+
+class DuplicateRequestIdError(RequestError):
+    """A client-chosen request id that already names a logged prediction."""
+
+    code, status = "duplicate_request_id", 409

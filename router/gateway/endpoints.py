@@ -8,11 +8,13 @@ import random
 import time
 from typing import Any
 
+import numpy as np
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from router.errors import (
+    BackpressureError,
     InputValidationError,
     InvalidHeaderError,
     NotReadyError,
@@ -23,7 +25,7 @@ from router.gateway.override import forced_variant
 from router.gateway.state import GatewayState
 from router.inputs import decode_json, parse_predict_body
 from router.outcomes.records import FeedbackRecord
-from router.service import Answer
+from router.service import Answer, row_ids_for
 from router.snapshot import Snapshot
 from router.strings import MAX_ID_LENGTH, MAX_LABEL_LENGTH, printable, text_problem
 
@@ -134,8 +136,31 @@ def request_id_of(request: Request) -> str:
         if problem is not None:
             raise InvalidHeaderError(f"X-Request-Id {problem}",
                                      [{"header": "x-request-id", "message": problem}])
+        request.scope[CLIENT_CHOSE_ID] = True
     request.scope["router.request_id"] = request_id
     return request_id
+
+
+# Set in a request's scope when its id came from the client (header, or a protocol's body).
+CLIENT_CHOSE_ID = "router.client_request_id"
+
+
+async def predict_logged(request: Request, snapshot: Snapshot, rows: np.ndarray, *,
+                         request_id: str, batch: bool, **options: Any) -> Answer:
+    """The prediction service's answer; an id the client chose is claimed first, so that it
+    names one prediction only (``router.gateway.request_ids``)."""
+    state = state_of(request)
+    if not request.scope.get(CLIENT_CHOSE_ID):
+        return await state.service.predict(snapshot, rows, request_id=request_id, batch=batch,
+                                           **options)
+    row_ids = row_ids_for(request_id, len(rows), batch) if batch else []
+    await state.request_ids.claim(request_id, row_ids)
+    try:
+        return await state.service.predict(snapshot, rows, request_id=request_id, batch=batch,
+                                           **options)
+    except BackpressureError:  # refused before anything was logged: the id is still free
+        state.request_ids.release(request_id, row_ids)
+        raise
 
 
 def unit_id_of(snapshot: Snapshot, request: Request, body: dict[str, Any], *,
@@ -201,8 +226,8 @@ async def predict(request: Request) -> Response:
     parsed = parse_predict_body(body, snapshot.champion.feature_names,
                                 max_batch=snapshot.config.limits.max_batch,
                                 extra_keys=sticky_body_keys(snapshot))
-    answer = await state.service.predict(
-        snapshot, parsed.rows, request_id=request_id, batch=parsed.batch,
+    answer = await predict_logged(
+        request, snapshot, parsed.rows, request_id=request_id, batch=parsed.batch,
         unit_id=unit_id_of(snapshot, request, parsed.body),
         forced=forced_variant(snapshot, header_map(request)))
     return JSONAnswer(orjson.dumps(render_answer(answer, parsed.batch),

@@ -10,6 +10,7 @@ from router.gateway.endpoints import (
     answer_headers,
     header_map,
     json_response,
+    predict_logged,
     read_json,
     request_id_of,
     state_of,
@@ -36,7 +37,6 @@ async def model_status(request: Request) -> Response:
 
 
 async def predict(request: Request) -> Response:
-    state = state_of(request)
     request_id = request_id_of(request)
     snapshot = _snapshot_for(request)
     body = await read_json(request, snapshot.config.limits.max_body_bytes)
@@ -48,7 +48,7 @@ async def predict(request: Request) -> Response:
     rows = rows_to_array(instances, snapshot.champion.feature_names,
                          [f"instances[{i}]" for i in range(len(instances))],
                          max_batch=snapshot.config.limits.max_batch)
-    answer = await state.service.predict(snapshot, rows, request_id=request_id, batch=True,
-                                         unit_id=unit_id_of(snapshot, request, body),
-                                         forced=forced_variant(snapshot, header_map(request)))
+    answer = await predict_logged(request, snapshot, rows, request_id=request_id, batch=True,
+                                  unit_id=unit_id_of(snapshot, request, body),
+                                  forced=forced_variant(snapshot, header_map(request)))
     return json_response({"predictions": answer.labels}, headers=answer_headers(answer))

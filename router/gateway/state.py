@@ -11,6 +11,7 @@ from pathlib import Path
 
 from router.batching import Predictor
 from router.config import RouterConfig, load_config
+from router.gateway.request_ids import RequestIdLedger
 from router.outcomes import OutcomeStore, OutcomeWriter, open_store
 from router.registry import ModelRegistry
 from router.reload import Reloader
@@ -42,6 +43,11 @@ class GatewayState:
     columns: SharedColumns  # what /stats, /stats/timeline and the rollout read, shared
     background: list[asyncio.Task[None]] = field(default_factory=list)
     shadow: ShadowMirror | None = None
+    # Client-chosen request ids already used (router.gateway.request_ids).
+    request_ids: RequestIdLedger = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.request_ids = RequestIdLedger(self.store)
 
     @classmethod
     def start(cls, config_path: Path, base_dir: Path) -> GatewayState:

@@ -23,9 +23,11 @@ from router import __version__
 from router.assignment import CHALLENGER, CHAMPION
 from router.errors import NotFoundError, NotReadyError, UnsupportedMediaError
 from router.gateway.endpoints import (
+    CLIENT_CHOSE_ID,
     JSONAnswer,
     header_map,
     json_response,
+    predict_logged,
     raw_answer_headers,
     read_json,
     request_id_of,
@@ -153,9 +155,10 @@ async def infer(request: Request) -> Response:
     if parsed.id is not None and b"x-request-id" not in headers:
         # The request's own id names it in the log, so feedback can use it.
         request_id = request.scope["router.request_id"] = parsed.id
+        request.scope[CLIENT_CHOSE_ID] = True
     forced = target.role if target.role is not None else forced_variant(snapshot, headers)
-    answer = await state.service.predict(
-        snapshot, parsed.rows, request_id=request_id, batch=True,
+    answer = await predict_logged(
+        request, snapshot, parsed.rows, request_id=request_id, batch=True,
         unit_id=unit_id_of(snapshot, request, parsed.parameters, header_fallback=True),
         forced=forced)
     payload: dict[str, Any] = {

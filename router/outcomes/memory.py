@@ -50,6 +50,13 @@ class MemoryStore:
             self._check_open()
             self._predictions.extend(batch)
 
+    def logged_request_ids(self, request_ids: Sequence[str]) -> set[str]:
+        """Which of ``request_ids`` some logged prediction carries."""
+        wanted = set(request_ids)
+        with self._lock:
+            self._check_open()
+            return {r.request_id for r in self._predictions if r.request_id in wanted}
+
     def write_feedback(self, records: Sequence[FeedbackRecord]) -> None:
         """Append ground truth with ``label`` as ``str`` and ``value`` as ``float``."""
         batch = [

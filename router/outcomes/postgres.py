@@ -231,6 +231,13 @@ class PostgresStore:
                              actor=actor, details=orjson.loads(details))
                 for ts, action, f, t, reason, actor, details in rows]
 
+    def logged_request_ids(self, request_ids: Sequence[str]) -> set[str]:
+        """Which of ``request_ids`` some logged prediction carries (the request id index)."""
+        with self._connection() as conn:
+            rows = conn.execute("SELECT DISTINCT request_id FROM predictions "
+                                "WHERE request_id = ANY(%s)", (list(request_ids),)).fetchall()
+        return {r[0] for r in rows}
+
     def count_predictions(self, *, shadow: bool | None = None) -> int:
         with self._connection() as conn:
             if shadow is None:

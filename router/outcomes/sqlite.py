@@ -355,6 +355,18 @@ class SQLiteStore:
             for ts, action, from_model, to_model, reason, actor, details in rows
         ]
 
+    def logged_request_ids(self, request_ids: Sequence[str]) -> set[str]:
+        """Which of ``request_ids`` some logged prediction carries (the request id index)."""
+        found: set[str] = set()
+        ids = list(dict.fromkeys(request_ids))
+        for start in range(0, len(ids), 500):  # within SQLite's limit on bound variables
+            chunk = ids[start:start + 500]
+            marks = ", ".join("?" * len(chunk))
+            found.update(r[0] for r in self._query(
+                f"SELECT DISTINCT request_id FROM predictions WHERE request_id IN ({marks})",
+                chunk))
+        return found
+
     def count_predictions(self, *, shadow: bool | None = None) -> int:
         """How many predictions were logged; ``shadow`` filters on the shadow flag."""
         if shadow is None:

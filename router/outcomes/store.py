@@ -79,6 +79,11 @@ class OutcomeLog(StoreLifecycle, Protocol):
         """Append ground truth in one transaction; ids not (yet) predicted are kept."""
         ...
 
+    def logged_request_ids(self, request_ids: Sequence[str]) -> set[str]:
+        """Which of ``request_ids`` some logged prediction carries (an indexed lookup): how a
+        gateway refuses a client's request id that already names a prediction."""
+        ...
+
 
 @runtime_checkable
 class ExperimentState(StoreLifecycle, Protocol):

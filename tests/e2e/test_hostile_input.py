@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -243,3 +244,50 @@ def test_a_refused_promote_switches_nothing(tmp_path: Path, champion_dir: Path,
         assert payload["revision"] == 1 and payload["config"]["mode"] == "ab"
         connection.close()
     assert config.read_text() == before
+
+
+def logged_ids(database: Path) -> list[str]:
+    with sqlite3.connect(database) as connection:
+        return [r[0] for r in connection.execute("SELECT request_id FROM predictions")]
+
+
+def test_a_request_id_labels_one_prediction_only(tmp_path: Path, champion_dir: Path,
+                                                 challenger_dir: Path) -> None:
+    """A client's X-Request-Id is kept once: a repeat is a 409, also across a batch's
+    ``<id>:<i>`` rows and after a restart, so one label never counts for several rows."""
+    config = write_config(tmp_path, champion=champion_dir, challenger=challenger_dir,
+                          store="sqlite:///outcomes.db", traffic={"challenger_percent": 100})
+    one = json.dumps({"features": ROW}).encode()
+    two = json.dumps({"instances": [ROW, ROW]}).encode()
+    with serve(config, tmp_path) as running:
+        connection = Connection(running.url)
+        status, headers, _ = connection.send("POST", "/predict", one, {"X-Request-Id": "evil"})
+        assert status == 200 and headers["x-request-id"] == "evil"
+        for _ in range(3):
+            status, _, answer = connection.send("POST", "/predict", one,
+                                                {"X-Request-Id": "evil"})
+            assert status == 409, answer
+            assert answer["error"] == "duplicate_request_id" and "evil" in answer["message"]
+        status, _, answer = connection.send("POST", "/predict", two, {"X-Request-Id": "b"})
+        assert status == 200 and [p["id"] for p in answer["predictions"]] == ["b:0", "b:1"]
+        status, _, _ = connection.send("POST", "/predict", one, {"X-Request-Id": "b:1"})
+        assert status == 409
+        status, _, _ = connection.send("POST", "/predict", one, {"X-Request-Id": "c:0"})
+        assert status == 200
+        status, _, _ = connection.send("POST", "/predict", two, {"X-Request-Id": "c"})
+        assert status == 409
+        status, _, _ = connection.send("POST", "/v1/models/exp:predict",
+                                       json.dumps({"instances": [ROW]}).encode(),
+                                       {"X-Request-Id": "evil"})
+        assert status == 409
+        status, _, _ = connection.send("POST", "/feedback",
+                                       b'{"request_id": "evil", "label": "virginica"}')
+        assert status == 202
+        connection.close()
+    with serve(config, tmp_path) as running:  # the store remembers what this process did not
+        connection = Connection(running.url)
+        status, _, answer = connection.send("POST", "/predict", one, {"X-Request-Id": "evil"})
+        assert status == 409, answer
+        connection.close()
+    logged = logged_ids(tmp_path / "outcomes.db")
+    assert sorted(logged) == ["b:0", "b:1", "c:0", "evil"]
