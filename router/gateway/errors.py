@@ -10,7 +10,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from router.errors import BackpressureError, RequestError, RequestTimeoutError, RouterError
+from router.errors import (
+    BackpressureError,
+    RequestError,
+    RequestTimeoutError,
+    RouterError,
+    StoreError,
+)
 from router.strings import printable
 
 log = logging.getLogger("router.gateway")
@@ -53,8 +59,10 @@ def _encodable(value: Any, depth: int = 0) -> Any:
 
 async def router_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RouterError)
-    status = exc.status if isinstance(exc, RequestError) else 500
-    headers = {"Retry-After": "1"} if isinstance(exc, BackpressureError) else None
+    # A store at fault is the service being unavailable for now, not a bug: 503, retry.
+    status = exc.status if isinstance(exc, RequestError) \
+        else 503 if isinstance(exc, StoreError) else 500
+    headers = {"Retry-After": "1"} if isinstance(exc, BackpressureError | StoreError) else None
     if isinstance(exc, RequestTimeoutError):
         # The rest of the body may still come: the connection cannot serve another request.
         headers = {"Connection": "close"}

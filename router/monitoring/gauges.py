@@ -24,6 +24,8 @@ from typing import Any
 
 from prometheus_client import Gauge
 
+from router.errors import StoreError
+
 __all__ = ["COST_FACTOR", "GAUGES", "MonitoringGauges", "publish"]
 
 log = logging.getLogger("router.monitoring")
@@ -142,6 +144,9 @@ class MonitoringGauges:
         started = time.monotonic()
         try:
             report = await asyncio.to_thread(self._compute)
+        except StoreError as exc:  # the store at fault: /ready and /metrics say so already
+            log.warning("monitoring gauges not refreshed: %s", exc)
+            return time.monotonic() - started
         except Exception:
             log.warning("monitoring gauges not refreshed", exc_info=True)
             return time.monotonic() - started

@@ -146,6 +146,10 @@ def test_an_immutable_shm_file_while_serving_is_reported_not_fatal(
                 predict(server.url, f"during-{i}")
             wait_for(lambda: not_ready_because(server.url, f"{shm} is read-only"), 10,
                      "/ready does not name the read-only -shm file")
+            history = httpx.get(f"{server.url}/history")
+            assert history.status_code == 503, history.text
+            assert history.json()["error"] == "store_unavailable"
+            assert "read-only" in history.json()["message"]
             assert server.process.poll() is None
         finally:
             subprocess.run(["chattr", "-i", str(shm)], check=True)
