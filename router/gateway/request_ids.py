@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from router.errors import DuplicateRequestIdError, StoreError
-from router.outcomes import OutcomeLog
+from router.outcomes import AnalysisReads
 
 log = logging.getLogger("router.gateway")
 
@@ -32,7 +32,7 @@ RECENT_IDS = 100_000
 class RequestIdLedger:
     """The ids clients chose that this gateway has used, and the log's memory of the rest."""
 
-    def __init__(self, store: OutcomeLog, capacity: int = RECENT_IDS) -> None:
+    def __init__(self, store: AnalysisReads, capacity: int = RECENT_IDS) -> None:
         self.store = store
         self.capacity = capacity
         self._recent: OrderedDict[str, None] = OrderedDict()

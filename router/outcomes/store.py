@@ -79,11 +79,6 @@ class OutcomeLog(StoreLifecycle, Protocol):
         """Append ground truth in one transaction; ids not (yet) predicted are kept."""
         ...
 
-    def logged_request_ids(self, request_ids: Sequence[str]) -> set[str]:
-        """Which of ``request_ids`` some logged prediction carries (an indexed lookup): how a
-        gateway refuses a client's request id that already names a prediction."""
-        ...
-
 
 @runtime_checkable
 class ExperimentState(StoreLifecycle, Protocol):
@@ -124,6 +119,11 @@ class AnalysisReads(StoreLifecycle, Protocol):
 
     def count_predictions(self, *, shadow: bool | None = None) -> int:
         """How many predictions were logged; ``shadow`` filters on the shadow flag."""
+        ...
+
+    def logged_request_ids(self, request_ids: Sequence[str]) -> set[str]:
+        """Which of ``request_ids`` some logged prediction carries (an indexed lookup): how a
+        gateway refuses a client's request id that already names a prediction."""
         ...
 
     def prediction_records(self, *, experiment: str | None = None) -> list[PredictionRecord]:

@@ -92,7 +92,7 @@ def test_the_three_roles_split_the_store_without_overlap() -> None:
     lifecycle = methods(StoreLifecycle)
     roles = [methods(role) for role in (OutcomeLog, ExperimentState, AnalysisReads)]
     assert lifecycle == {"ping", "health", "close"}
-    assert sum(len(r) for r in roles) == len(set().union(*roles)) == 12
+    assert sum(len(r) for r in roles) == len(set().union(*roles)) == 13
     assert roles[0] == {"write_predictions", "write_feedback"}
     assert roles[1] == {"register_revision", "revisions", "publish_switch_state",
                         "switch_state", "append_history", "history"}
