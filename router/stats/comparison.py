@@ -259,6 +259,8 @@ def cs_on_metric_scale(running: Running, at: int, outcomes: Outcomes,
         scale = math.sqrt(max(means[0], 0.0)) + math.sqrt(max(means[1], 0.0))
         if scale > 0:
             low, high = low / scale, high / scale
+    if outcomes.bounded:  # a difference of two accuracies lies in [-1, 1]
+        low, high = max(low, -1.0), min(high, 1.0)
     return [low, high]
 
 

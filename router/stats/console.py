@@ -132,7 +132,8 @@ def _variants(report: Mapping[str, Any], metric: str) -> list[str]:
     lines = [
         _row("", *[r.upper() + (" (shadow)" if x.get("shadow") else "") for r, x in
                    zip(roles, v, strict=True)]),
-        _row("model", *[f"{x['model']}:{x['version']}" for x in v]),
+        _row("model", *[x["model"] if x["version"] is None else f"{x['model']}:{x['version']}"
+                         for x in v]),
         _row("requests", *[_fmt(x["requests"]) for x in v]),
         _row("errors", *[errors(x) for x in v]),
         _row("latency p50/p95/p99", *[latency(x) for x in v]),
@@ -173,8 +174,9 @@ def _comparison(c: Mapping[str, Any]) -> list[str]:
         f"COMPARISON  {c['metric']}, {c['test']} (alpha {c['alpha']:g})",
         f"  difference (challenger - champion)  {_fmt_signed(c['difference'])}"
         f"  95% {_interval(c['difference_ci95'], signed=True)}",
-        f"  p-value {_p(c['p_value'])}   sequential p-value {_p(c['sequential_p_value'])}"
-        f"   significant: {_fmt(c['significant'])}",
+        f"  always-valid {_interval(c.get('difference_cs'), signed=True)}"
+        f"   sequential p-value {_p(c['sequential_p_value'])}",
+        f"  significant: {_fmt(c['significant'])}   fixed-horizon p-value {_p(c['p_value'])}",
         f"  samples needed per variant: {_fmt(c['samples_needed_per_variant'])}"
         f" (min effect {c['min_effect']:g}, tau2 {c['tau2']:.3g})",
     ]
@@ -194,6 +196,18 @@ def _comparison(c: Mapping[str, Any]) -> list[str]:
                          f"McNemar p {_p(paired['mcnemar_p_value'])}")
         if paired["wilcoxon_p_value"] is not None:
             lines.append(f"    Wilcoxon signed-rank p {_p(paired['wilcoxon_p_value'])}")
+    return lines
+
+
+def _guardrails(guardrails: Mapping[str, Any]) -> list[str]:
+    lines = ["GUARDRAILS  (always-valid one-sided tests on the challenger's requests)"]
+    for name, g in guardrails.items():
+        rate = g.get("estimate", g.get("share_slower"))
+        seen = "-" if rate is None else f"{rate * 100:.2f}%"
+        what = "error rate" if name == "error_rate" else (
+            f"share slower than {g.get('limit_ms'):g} ms")
+        lines.append(f"  {what} {seen} (limit {g['limit'] * 100:g}%, at least "
+                     f"{g['bound'] * 100:.2f}%): {g['state']}")
     return lines
 
 
@@ -223,7 +237,7 @@ def render_report(report: Mapping[str, Any]) -> str:
     phase = report.get("phase") or {}
     revisions = phase.get("revisions")
     head = (f"{report['experiment']}  mode {report['mode']}  revision "
-            f"{_fmt(report['config_revision'])}")
+            f"{_fmt(report['config_revision'])}  unit {report.get('analysis_unit', 'request')}")
     lines = [head]
     if revisions:
         lines.append(f"phase: revisions {revisions[0]}-{revisions[-1]} since {phase['since']} "
@@ -232,7 +246,9 @@ def render_report(report: Mapping[str, Any]) -> str:
     lines += ["", *_variants(report, metric)]
     if report.get("comparison"):
         lines += ["", *_comparison(report["comparison"])]
-    if report.get("drift", {}).get("features"):
+    if report.get("guardrails"):
+        lines += ["", *_guardrails(report["guardrails"])]
+    if (report.get("drift") or {}).get("features"):
         lines += ["", *_drift(report["drift"])]
     if report.get("unknown_feedback_ids"):
         lines += ["", f"feedback for {report['unknown_feedback_ids']:,} unknown request ids"]
