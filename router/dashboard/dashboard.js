@@ -694,6 +694,53 @@
     }
   }
 
+  // Each variant's latest labelled outcomes (quality) and latest predictions (outputs): the
+  // layers of monitoring that read the outputs, next to the level recorded with the model.
+  function renderMonitoring(stats) {
+    var rolling = (stats.rolling || {}).variants || {};
+    var outputs = (stats.outputs || {}).variants || {};
+    var roles = ["champion", "challenger"].filter(function (r) { return rolling[r] || outputs[r]; });
+    var box = clear($("monitoring-table"));
+    $("monitoring-sub").textContent = "quality over each variant's latest " + count((stats.rolling || {}).window) +
+      " labels, outputs over its latest " + count((stats.outputs || {}).window) + " predictions, against its training data";
+    if (!roles.length) { empty(box, "No requests yet."); return; }
+    var classifier = roles.some(function (r) { return rolling[r] && "accuracy" in rolling[r]; });
+    var head = classifier
+      ? ["variant", "labelled", "accuracy", "recorded", "macro F1", "lowest recall", "top class", "training share", "outputs"]
+      : ["variant", "labelled", "MAE", "RMSE", "mean error", "output mean", "training mean", "outputs"];
+    var body = el("tbody");
+    roles.forEach(function (role) {
+      var q = rolling[role] || {}, o = outputs[role] || {};
+      var recorded = q.recorded || {};
+      var flag = o.constant_output ? el("span", { "class": "badge major", text: "constant" })
+        : el("span", { "class": "badge stable", text: isNum(o.predictions) && o.predictions ? "mixed" : "–" });
+      var cells;
+      if (classifier) {
+        var classes = q.classes || {};
+        var lowest = null, lowestName = "";
+        Object.keys(classes).forEach(function (c) {
+          if (classes[c].support > 0 && (lowest === null || classes[c].recall < lowest)) { lowest = classes[c].recall; lowestName = c; }
+        });
+        cells = [count(q.labelled), pct(q.accuracy), pct(recorded.accuracy), sig(q.macro_f1, 3),
+                 lowest === null ? "–" : pct(lowest) + " (" + lowestName + ")",
+                 o.top_class ? o.top_class + " " + pct(o.top_share) : "–",
+                 o.top_class && o.reference_shares ? pct(o.reference_shares[o.top_class]) : "–"];
+      } else {
+        cells = [count(q.labelled), sig(q.mae, 3), sig(q.rmse, 3), sig(q.mean_error, 3), sig(o.mean, 3),
+                 o.reference ? sig(o.reference.mean, 3) : "–"];
+      }
+      body.appendChild(el("tr", null, [el("td", { "class": "name", text: role })].concat(
+        cells.map(function (text) { return el("td", { "class": "num", text: text }); }),
+        [el("td", null, flag)])));
+    });
+    box.appendChild(el("table", null, [
+      el("thead", null, el("tr", null, head.map(function (h, i) {
+        return el("th", { "class": i === 0 || i === head.length - 1 ? "" : "num", text: h });
+      }))),
+      body
+    ]));
+  }
+
   function renderHistory(history) {
     var box = clear($("history-list"));
     var entries = (history && history.history) || [];
@@ -754,6 +801,7 @@
       section("errors", function () { renderErrors(stats, config); }, problems);
       section("shadow", function () { renderShadow(stats); }, problems);
       section("drift", function () { renderDrift(stats); }, problems);
+      section("monitoring", function () { renderMonitoring(stats); }, problems);
       if (timeline) section("charts", function () { renderTimeline(stats, timeline); }, problems);
     }
     if (history) section("history", function () { renderHistory(history); }, problems);

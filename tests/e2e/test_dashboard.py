@@ -68,6 +68,8 @@ def page_state(driver: Any) -> dict[str, Any]:
                 updated: text('updated'),
                 history: document.querySelectorAll('#history-list li').length,
                 drift: document.querySelectorAll('#drift-table tbody tr').length,
+                monitoring: [...document.querySelectorAll('#monitoring-table tbody tr')]
+                    .map(tr => [...tr.cells].map(td => td.textContent)),
                 scrollWidth: document.documentElement.scrollWidth,
                 innerWidth: window.innerWidth};
     """, list(CHARTS))
@@ -120,6 +122,13 @@ def test_dashboard_draws_the_experiment_and_agrees_with_stats(
         assert drawn["svg"] == 1 and drawn["marks"] >= 1 and drawn["empty"] == 0, (chart, drawn)
     assert state["history"] == 1  # the rollout's step from 0 % to 50 %
     assert state["drift"] == 4 + 2  # the iris features, then each model's predictions
+    # Rolling quality: a row per variant with its accuracy over the window, as /stats has it.
+    assert [row[0] for row in state["monitoring"]] == ["champion", "challenger"]
+    for row in state["monitoring"]:
+        quality = after["rolling"]["variants"][row[0]]
+        assert row[1] == f"{quality['labelled']:,}"
+        assert row[2] == f"{quality['accuracy'] * 100:.1f} %"
+        assert row[-1] == "mixed"
     assert phone["scrollWidth"] <= phone["innerWidth"] == PHONE[0], phone
     assert phone["action"] == state["action"]
 
