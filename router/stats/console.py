@@ -232,6 +232,35 @@ def _drift(d: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _monitoring(rolling: Mapping[str, Any], outputs: Mapping[str, Any]) -> list[str]:
+    """Each variant's quality over its latest labels and its outputs over its latest answers."""
+    quality, answers = rolling.get("variants") or {}, outputs.get("variants") or {}
+    classifier = any("accuracy" in q for q in quality.values())
+    columns = ("accuracy", "recorded", "macro F1") if classifier else ("MAE", "RMSE", "bias")
+    lines = [f"MONITORING  latest {rolling.get('window', 0):,} labels and predictions per "
+             "variant",
+             f"  {'variant':<11}{'labelled':>9}" + "".join(f"{c:>10}" for c in columns)
+             + f"  {'top output':<17}outputs"]
+    for role in ("champion", "challenger"):
+        if role not in quality and role not in answers:
+            continue
+        q, o = quality.get(role) or {}, answers.get(role) or {}
+        if classifier:
+            values = (q.get("accuracy"), (q.get("recorded") or {}).get("accuracy"),
+                      q.get("macro_f1"))
+            top = "-" if not o.get("top_class") else \
+                f"{str(o['top_class'])[:10]} {100 * o['top_share']:.1f} %"
+        else:
+            values = (q.get("mae"), q.get("rmse"), q.get("mean_error"))
+            top = "-" if o.get("mean") is None else f"mean {o['mean']:.4g}"
+        cells = "".join("         -" if not isinstance(v, int | float) else f"{v:>10.4f}"
+                        for v in values)
+        flag = "CONSTANT" if o.get("constant_output") else ("mixed" if o.get("predictions")
+                                                            else "-")
+        lines.append(f"  {role:<11}{q.get('labelled', 0):>9,}{cells}  {top:<17}{flag}")
+    return lines
+
+
 def render_report(report: Mapping[str, Any]) -> str:
     """The report as lines of at most 80 characters."""
     phase = report.get("phase") or {}
@@ -248,6 +277,8 @@ def render_report(report: Mapping[str, Any]) -> str:
         lines += ["", *_comparison(report["comparison"])]
     if report.get("guardrails"):
         lines += ["", *_guardrails(report["guardrails"])]
+    if report.get("rolling") and report.get("outputs"):
+        lines += ["", *_monitoring(report["rolling"], report["outputs"])]
     if (report.get("drift") or {}).get("features"):
         lines += ["", *_drift(report["drift"])]
     if report.get("unknown_feedback_ids"):

@@ -53,6 +53,13 @@ def test_offline_table_from_the_configs_store(logged: Path,
     assert "CHAMPION" in out and "COMPARISON  accuracy" in out
     assert "DECISION  PROMOTE" in out
     assert max(len(line) for line in out.splitlines()) <= 80
+    # Rolling quality: the champion was right on half its 150 labels, the challenger on all.
+    rows = {line.split()[0]: line.split() for line in out.splitlines()
+            if line.startswith(("  champion ", "  challenger "))}
+    assert rows["champion"][1:3] == ["150", "0.5000"]
+    assert rows["challenger"][1:3] == ["150", "1.0000"]
+    # The challenger answered setosa to all 150 requests, where its training answers were mixed.
+    assert (rows["champion"][-1], rows["challenger"][-1]) == ("mixed", "CONSTANT")
 
 
 def test_offline_replay_with_other_settings(logged: Path,
