@@ -19,7 +19,6 @@ The tree::
         ├── InputValidationError     invalid_input      422 (detail: one entry per field)
         ├── NotReadyError            not_ready          503
         ├── BackpressureError        overloaded         503
-        ├── StoreUnavailableError    store_unavailable  503
         ├── ModelFailedError         model_failed       500
         ├── NotFoundError            not_found          404
         ├── UnauthorizedError        unauthorized       401
@@ -161,12 +160,6 @@ class NotReadyError(RequestError):
 
 class BackpressureError(RequestError):
     code, status = "overloaded", 503
-
-
-class StoreUnavailableError(RequestError):
-    """A request that needs the store now (a switch) while the store fails."""
-
-    code, status = "store_unavailable", 503
 
 
 class ModelFailedError(RequestError):

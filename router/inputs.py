@@ -19,6 +19,7 @@ import numpy as np
 import orjson
 
 from router.errors import BadJSONError, InputValidationError, PayloadTooLargeError
+from router.input_bounds import NO_BOUND
 
 # Top-level body keys besides the feature payload; a body sticky key is added per config.
 _ALWAYS_ALLOWED = frozenset({"user_id"})
@@ -80,9 +81,11 @@ def _holds_surrogate(value: Any) -> bool:
 
 
 def parse_predict_body(body: Any, feature_names: Sequence[str], *, max_batch: int,
-                       extra_keys: frozenset[str] = frozenset()) -> ParsedRequest:
-    """Validate a ``/predict`` body against the champion's features."""
-    fast = _single_row(body, feature_names, extra_keys)
+                       extra_keys: frozenset[str] = frozenset(),
+                       max_abs: float = NO_BOUND) -> ParsedRequest:
+    """Validate a ``/predict`` body against the champion's features; ``max_abs`` is the
+    largest absolute value the served models take (``router.input_bounds``)."""
+    fast = _single_row(body, feature_names, extra_keys, max_abs)
     if fast is not None:
         return ParsedRequest(fast, False, body)
     if not isinstance(body, dict):
@@ -109,12 +112,12 @@ def parse_predict_body(body: Any, feature_names: Sequence[str], *, max_batch: in
                 '"instances" must be a non-empty list of rows',
                 [{"field": "instances", "message": "expected a non-empty list"}])
         prefixes = [f"instances[{i}]" for i in range(len(rows))]
-    return ParsedRequest(rows_to_array(rows, feature_names, prefixes, max_batch=max_batch),
-                         batch, body)
+    return ParsedRequest(rows_to_array(rows, feature_names, prefixes, max_batch=max_batch,
+                                       max_abs=max_abs), batch, body)
 
 
-def _single_row(body: Any, feature_names: Sequence[str], extra_keys: frozenset[str]
-                ) -> np.ndarray | None:
+def _single_row(body: Any, feature_names: Sequence[str], extra_keys: frozenset[str],
+                max_abs: float) -> np.ndarray | None:
     """The common case, a valid single row, checked in a few microseconds; None for anything
     else (a batch, an error, an unusual body), which the full path below then handles."""
     if type(body) is not dict or "instances" in body:
@@ -134,18 +137,17 @@ def _single_row(body: Any, feature_names: Sequence[str], extra_keys: frozenset[s
         values = features
     else:
         return None
+    low = -max_abs
     for value in values:
         kind = type(value)
-        if kind is float:
-            if not math.isfinite(value):
-                return None
-        elif kind is not int or not abs(value) < 1e308:
+        # One comparison each: NaN fails it, and so do infinities and values out of bounds.
+        if (kind is not float and kind is not int) or not low <= value <= max_abs:
             return None
     return np.array([values], dtype=np.float64)
 
 
 def rows_to_array(rows: list[Any], feature_names: Sequence[str], prefixes: list[str], *,
-                  max_batch: int) -> np.ndarray:
+                  max_batch: int, max_abs: float = NO_BOUND) -> np.ndarray:
     """Each row (named dict or positional list) to one float64 row; collect every fault."""
     if len(rows) > max_batch:
         raise PayloadTooLargeError(
@@ -156,7 +158,7 @@ def rows_to_array(rows: list[Any], feature_names: Sequence[str], prefixes: list[
     problems: list[dict[str, str]] = []
     for i, (row, prefix) in enumerate(zip(rows, prefixes, strict=True)):
         if isinstance(row, dict):
-            _named_row(row, feature_names, prefix, out[i], problems)
+            _named_row(row, feature_names, prefix, out[i], problems, max_abs)
         elif isinstance(row, list):
             if len(row) != width:
                 problems.append({"field": prefix, "message":
@@ -164,7 +166,8 @@ def rows_to_array(rows: list[Any], feature_names: Sequence[str], prefixes: list[
                                  f"({', '.join(feature_names)}), got {len(row)}"})
                 continue
             for j, value in enumerate(row):
-                _store(value, f"{prefix}[{j}] ({feature_names[j]})", out[i], j, problems)
+                _store(value, f"{prefix}[{j}] ({feature_names[j]})", out[i], j, problems,
+                       max_abs)
         else:
             problems.append({"field": prefix, "message":
                              f"expected an object of features or a list, got {_json_type(row)}"})
@@ -176,12 +179,12 @@ def rows_to_array(rows: list[Any], feature_names: Sequence[str], prefixes: list[
 
 
 def _named_row(row: dict[str, Any], feature_names: Sequence[str], prefix: str,
-               target: np.ndarray, problems: list[dict[str, str]]) -> None:
+               target: np.ndarray, problems: list[dict[str, str]], max_abs: float) -> None:
     for j, name in enumerate(feature_names):
         if name not in row:
             problems.append({"field": f"{prefix}.{name}", "message": "missing"})
         else:
-            _store(row[name], f"{prefix}.{name}", target, j, problems)
+            _store(row[name], f"{prefix}.{name}", target, j, problems, max_abs)
     if len(row) > len(feature_names) or any(k not in feature_names for k in row):
         known = set(feature_names)
         problems.extend({"field": f"{prefix}.{k}", "message": "unknown feature"}
@@ -189,17 +192,18 @@ def _named_row(row: dict[str, Any], feature_names: Sequence[str], prefix: str,
 
 
 def _store(value: Any, field: str, target: np.ndarray, j: int,
-           problems: list[dict[str, str]]) -> None:
-    if type(value) is float:  # the common case first: no further checks but finiteness
-        if math.isfinite(value):
+           problems: list[dict[str, str]], max_abs: float) -> None:
+    if type(value) is float or type(value) is int:
+        if -max_abs <= value <= max_abs:  # the common case: one comparison
             target[j] = value
-            return
-        problems.append({"field": field, "message": f"must be finite, got {value}"})
-    elif type(value) is int:
-        if abs(value) < 1e308:
-            target[j] = value
-        else:
+        elif type(value) is float and not math.isfinite(value):
+            problems.append({"field": field, "message": f"must be finite, got {value}"})
+        elif type(value) is int and not abs(value) < 1e308:
             problems.append({"field": field, "message": "must be finite, got a huge integer"})
+        else:
+            problems.append({"field": field, "message": (
+                f"{float(value):.3g} is beyond what the served models take "
+                f"(at most {max_abs:.3g} in absolute value)")})
     elif value is None:
         problems.append({"field": field, "message": "must be a number, got null"})
     else:

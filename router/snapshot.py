@@ -17,6 +17,7 @@ import orjson
 
 from router.config import RouterConfig
 from router.errors import ConfigError, ConfigProblem, ModelLoadError
+from router.input_bounds import common_bound, input_bound
 from router.registry import ModelRegistry, ServedModel
 
 
@@ -34,6 +35,12 @@ class Snapshot:
     @property
     def challenger(self) -> ServedModel | None:
         return self.models.get("challenger")
+
+    @cached_property
+    def input_bound(self) -> float:
+        """The largest absolute feature value every loaded model takes (``router.input_bounds``;
+        probed when the models were loaded, so this is a lookup)."""
+        return common_bound(self.models.values())
 
     @cached_property
     def names(self) -> Mapping[str, str]:
@@ -68,6 +75,8 @@ def load_models(config: RouterConfig, registry: ModelRegistry) -> dict[str, Serv
                 f"challenger is a {challenger.task} model, the champion a {champion.task} one"))
     if problems:
         raise ConfigError(config.source, problems)
+    for model in models.values():
+        input_bound(model)  # probed here, off the event loop, once per loaded model
     return models
 
 

@@ -18,7 +18,6 @@ from router.errors import (
     ConfigError,
     InputValidationError,
     StoreError,
-    StoreUnavailableError,
     SwitchConflictError,
     UnauthorizedError,
 )
@@ -73,9 +72,9 @@ async def _switch(request: Request, action: str) -> Response:
         raise SwitchConflictError(exc.problems[0].message, exc.detail) from None
     except ConfigError as exc:  # the new file would not apply
         raise SwitchConflictError(exc.message, exc.detail) from None
-    except StoreError as exc:
-        raise StoreUnavailableError(f"{action} not made, the file is unchanged: {exc.message}",
-                                    exc.detail) from None
+    except StoreError as exc:  # answered 503, as every store fault
+        raise StoreError(f"{action} not made, the file is unchanged: {exc.message}",
+                         exc.detail) from None
     snapshot = await asyncio.to_thread(state.reloader.reload)
     return json_response({"action": entry.action, "from": entry.from_model,
                           "to": entry.to_model, "reason": entry.reason, "actor": entry.actor,

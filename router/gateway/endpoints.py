@@ -225,7 +225,8 @@ async def predict(request: Request) -> Response:
     body = await read_json(request, snapshot.config.limits.max_body_bytes)
     parsed = parse_predict_body(body, snapshot.champion.feature_names,
                                 max_batch=snapshot.config.limits.max_batch,
-                                extra_keys=sticky_body_keys(snapshot))
+                                extra_keys=sticky_body_keys(snapshot),
+                                max_abs=snapshot.input_bound)
     answer = await predict_logged(
         request, snapshot, parsed.rows, request_id=request_id, batch=parsed.batch,
         unit_id=unit_id_of(snapshot, request, parsed.body),

@@ -47,7 +47,8 @@ async def predict(request: Request) -> Response:
     instances = body["instances"]
     rows = rows_to_array(instances, snapshot.champion.feature_names,
                          [f"instances[{i}]" for i in range(len(instances))],
-                         max_batch=snapshot.config.limits.max_batch)
+                         max_batch=snapshot.config.limits.max_batch,
+                         max_abs=snapshot.input_bound)
     answer = await predict_logged(request, snapshot, rows, request_id=request_id, batch=True,
                                   unit_id=unit_id_of(snapshot, request, body),
                                   forced=forced_variant(snapshot, header_map(request)))

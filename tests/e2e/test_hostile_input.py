@@ -291,3 +291,27 @@ def test_a_request_id_labels_one_prediction_only(tmp_path: Path, champion_dir: P
         connection.close()
     logged = logged_ids(tmp_path / "outcomes.db")
     assert sorted(logged) == ["b:0", "b:1", "c:0", "evil"]
+
+
+def test_a_value_a_served_model_cannot_take_is_a_422_not_a_challenger_error(
+        tmp_path: Path, no_proba_dir: Path, champion_dir: Path) -> None:
+    """1e300 is finite, but the challenger's forest computes in float32: the request is a 422
+    naming the field, and the challenger is charged with no error."""
+    config = write_config(tmp_path, champion=no_proba_dir, challenger=champion_dir,
+                          store="sqlite:///outcomes.db", traffic={"challenger_percent": 100})
+    with serve(config, tmp_path) as running:
+        connection = Connection(running.url)
+        for _ in range(10):
+            status, _, answer = connection.send(
+                "POST", "/predict", json.dumps({"features": [1e300, 3.5, 1.4, 0.2]}).encode())
+            assert status == 422, answer
+            assert answer["detail"][0]["field"].startswith("features[0]")
+            assert "served models" in answer["detail"][0]["message"]
+        status, _, answer = connection.send(
+            "POST", "/v1/models/exp:predict",
+            json.dumps({"instances": [[5.1, -1e300, 1.4, 0.2]]}).encode())
+        assert status == 422, answer
+        good_predict(connection)
+        stats = httpx.get(f"{running.url}/stats", timeout=30).json()
+        assert stats["variants"]["challenger"]["errors"] == 0, stats["variants"]
+        connection.close()
