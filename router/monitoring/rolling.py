@@ -27,8 +27,14 @@ Columns = Mapping[str, np.ndarray]
 def window_rows(columns: Columns, rows: np.ndarray, window: int) -> np.ndarray:
     """Indices of the latest ``window`` of ``rows`` (a mask) by label arrival, oldest first."""
     found = np.flatnonzero(rows)
-    ordered = found[np.argsort(columns["feedback_id"][found], kind="stable")]
-    return ordered[-window:] if window > 0 else ordered[:0]
+    if window <= 0:
+        return found[:0]
+    keys = columns["feedback_id"][found]
+    if found.size > window:
+        # The latest ``window`` by a partial sort: linear, where sorting a million is not.
+        latest = np.argpartition(keys, found.size - window)[found.size - window:]
+        found, keys = found[latest], keys[latest]
+    return found[np.argsort(keys, kind="stable")]
 
 
 def _classification(columns: Columns, rows: np.ndarray, classes: tuple[str, ...]

@@ -90,8 +90,16 @@ def psi(reference_counts: ArrayLike, current_counts: ArrayLike, epsilon: float =
     return float(np.sum((a - e) * np.log(a / e)))
 
 
+# Above this product of the sample sizes the KS p-value is the asymptotic one: scipy's exact
+# computation takes over 0.1 s per feature at 1,000 x 10,000 rows (3.6 s of a 30-feature
+# report), and the asymptotic one differs from it by under 5 % of its value there.
+KS_EXACT_MAX = 1_000_000
+
+
 def ks_p_value(reference_sample: ArrayLike, current: ArrayLike) -> float:
-    """Two-sided two-sample Kolmogorov-Smirnov p-value, as ``scipy.stats.ks_2samp``.
+    """Two-sided two-sample Kolmogorov-Smirnov p-value, as ``scipy.stats.ks_2samp`` gives it:
+    by its default method while the product of the sizes is at most :data:`KS_EXACT_MAX`
+    (exact, at these sizes), else asymptotic.
 
     Raises:
         ValueError: either sample is empty.
@@ -100,7 +108,8 @@ def ks_p_value(reference_sample: ArrayLike, current: ArrayLike) -> float:
     cur = np.asarray(current, dtype=float).ravel()
     if ref.size == 0 or cur.size == 0:
         raise ValueError("both samples need at least one value")
-    return float(ks_2samp(ref, cur).pvalue)
+    method = "auto" if ref.size * cur.size <= KS_EXACT_MAX else "asymp"
+    return float(ks_2samp(ref, cur, method=method).pvalue)
 
 
 def sample_from_histogram(
