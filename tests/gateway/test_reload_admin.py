@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
-from router.gateway import create_app
 from router.gateway.state import GatewayState
 
 TEMPLATE = """\
@@ -32,12 +30,6 @@ def config_file(tmp_path: Path, champion_dir: Path, challenger_dir: Path) -> Pat
     path.write_text(TEMPLATE.format(champion=champion_dir, challenger=challenger_dir,
                                     percent=10))
     return path
-
-
-@pytest.fixture
-def client(config_file: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(config_file, base_dir=config_file.parent)) as test_client:
-        yield test_client
 
 
 def wait_for(client: TestClient, predicate: Any, timeout: float = 5.0) -> dict[str, Any]:

@@ -6,14 +6,12 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
 from router.errors import ConfigError, StoreError
-from router.gateway import create_app
 from router.gateway.state import GatewayState
 from tests.gateway.test_reload_admin import TEMPLATE
 
@@ -34,12 +32,9 @@ def config_file(tmp_path: Path, champion_dir: Path, copied_challenger: Path) -> 
     return path
 
 
-@pytest.fixture
-def client(config_file: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+@pytest.fixture(autouse=True)
+def admin_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ROUTER_ADMIN_TOKEN", "s3cret")
-    with TestClient(create_app(config_file, base_dir=config_file.parent),
-                    raise_server_exceptions=False) as test_client:
-        yield test_client
 
 
 def gateway(client: TestClient) -> GatewayState:
