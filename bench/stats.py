@@ -338,8 +338,8 @@ def write_results(rows: list[Row], repeat: int) -> None:
         "`/stats` of a gateway, or `router stats --store`);",
         f"- *live*: one store that has answered before, after another {NEW_ROWS:,} "
         "predictions with their feedback were logged (a few seconds of traffic): what a "
-        "gateway answering `/stats` again and again does. SQLite reads only the rows and the "
-        "feedback logged since its last read; PostgreSQL reads the phase again.",
+        "gateway answering `/stats` again and again does. Both stores read only the rows and "
+        "the feedback logged since their last read.",
         "",
         "CPU is this process's, every thread's (for PostgreSQL, the server's own work is not "
         "in it), and the calling thread's alone.",
@@ -351,7 +351,9 @@ def write_results(rows: list[Row], repeat: int) -> None:
         "",
         "The SQLite log is read in rowid ranges on two connections at once while a third "
         "counts the unknown feedback ids; the calling thread reads one range, then runs the "
-        "statistics. Wall time adds any wait for a core held by other work on the machine.",
+        "statistics. A full PostgreSQL read takes the predictions on one connection and the "
+        "feedback on another, in one snapshot, and joins them in numpy. Wall time adds any "
+        "wait for a core held by other work on the machine.",
         "",
         "| store | predictions | metric | cold, median (s) | cold, best (s) "
         "| cold CPU, all threads (s) | cold CPU, calling thread (s) | cold CPU µs per row "
