@@ -138,21 +138,26 @@ class MonitoringGauges:
         self._compute = compute
         self._interval_s = interval_s
         self.refreshes = 0
+        self.last_error: str | None = None  # the last refresh's fault, logged once
 
     async def refresh(self) -> float:
         """One refresh; returns how long the computation took (seconds)."""
         started = time.monotonic()
         try:
             report = await asyncio.to_thread(self._compute)
-        except StoreError as exc:  # the store at fault: /ready and /metrics say so already
-            log.warning("monitoring gauges not refreshed: %s", exc)
-            return time.monotonic() - started
-        except Exception:
-            log.warning("monitoring gauges not refreshed", exc_info=True)
+        except Exception as exc:
+            # The store at fault: /ready and /metrics say so already, one line is enough; any
+            # other fault with its traceback. Either only when it changes, not every refresh.
+            problem = f"{type(exc).__name__}: {exc}"
+            if problem != self.last_error:
+                log.warning("monitoring gauges not refreshed: %s", problem,
+                            exc_info=not isinstance(exc, StoreError))
+            self.last_error = problem
             return time.monotonic() - started
         took = time.monotonic() - started
         publish(report)
         self.refreshes += 1
+        self.last_error = None
         return took
 
     async def run(self) -> None:

@@ -3,12 +3,18 @@ scrape."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
+
+from router.monitoring.gauges import MonitoringGauges
+from router.outcomes import SQLiteStore
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 SHIFTED = [7.5, 2.0, 6.5, 2.4]  # a virginica-like flower, far from the training average
@@ -97,3 +103,17 @@ def test_a_scrape_computes_nothing(make_client: Any, champion_dir: Path) -> None
     assert named(samples, "router_rolling_labelled") == {
         frozenset({("variant", "champion")}): 0.0}
     assert named(samples, "router_monitoring_refreshed_timestamp_seconds")
+
+
+def test_a_failing_refresh_keeps_the_gauges_and_logs_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A store that cannot be read: no refresh counts, one warning for three failed tries."""
+    store = SQLiteStore(tmp_path / "outcomes.db")
+    store.close()
+    monitor = MonitoringGauges(lambda: {"revisions": store.revisions("exp")}, lambda: 1.0)
+    with caplog.at_level(logging.WARNING, logger="router.monitoring"):
+        for _ in range(3):
+            asyncio.run(monitor.refresh())
+    assert monitor.refreshes == 0 and monitor.last_error
+    warnings = [r for r in caplog.records if "monitoring gauges not refreshed" in r.getMessage()]
+    assert len(warnings) == 1
