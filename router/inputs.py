@@ -178,6 +178,21 @@ def rows_to_array(rows: list[Any], feature_names: Sequence[str], prefixes: list[
     return out
 
 
+def check_within(rows: np.ndarray, feature_names: Sequence[str], max_abs: float) -> None:
+    """Refuse an already decoded array holding a value past ``max_abs``, naming row and feature
+    (for protocols whose bodies are decoded elsewhere)."""
+    if max_abs >= NO_BOUND or not rows.size:
+        return
+    beyond = np.argwhere(np.abs(rows) > max_abs)
+    if not len(beyond):
+        return
+    message = f"is beyond what the served models take (at most {max_abs:.3g} in absolute value)"
+    problems = [{"field": f"row {i} ({feature_names[j]})",
+                 "message": f"{rows[i, j]:.3g} {message}"} for i, j in beyond.tolist()]
+    shown = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
+    raise InputValidationError(f"invalid features: {shown}", problems)
+
+
 def _named_row(row: dict[str, Any], feature_names: Sequence[str], prefix: str,
                target: np.ndarray, problems: list[dict[str, str]], max_abs: float) -> None:
     for j, name in enumerate(feature_names):

@@ -36,6 +36,7 @@ from router.gateway.endpoints import (
 )
 from router.gateway.errors import render_error
 from router.gateway.override import forced_variant
+from router.inputs import check_within
 from router.oip import model_metadata, output_names, output_tensors, parse_infer_request
 from router.registry import ServedModel
 from router.snapshot import Snapshot
@@ -152,6 +153,7 @@ async def infer(request: Request) -> Response:
     parsed = parse_infer_request(body, target.models[0].feature_names,
                                  output_names(target.models),
                                  max_batch=snapshot.config.limits.max_batch)
+    check_within(parsed.rows, target.models[0].feature_names, snapshot.input_bound)
     if parsed.id is not None and b"x-request-id" not in headers:
         # The request's own id names it in the log, so feedback can use it.
         request_id = request.scope["router.request_id"] = parsed.id

@@ -80,3 +80,21 @@ def test_any_reload_failure_lands_in_last_reload_error(
     payload = client.get("/config").json()
     assert payload["revision"] == before
     assert "OSError: disk said no" in payload["last_reload_error"]
+
+
+def test_a_value_past_the_models_bound_is_a_422_on_every_protocol(
+        make_client: Any, champion_dir: Path, challenger_dir: Path) -> None:
+    """1e300 reaches no model: /predict, KServe V1 and V2 each answer 422 naming the value."""
+    client = make_client(champion=champion_dir, challenger=challenger_dir,
+                         traffic={"challenger_percent": 50})
+    row = [5.1, 3.5, 1e300, 0.2]
+    v2 = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", "data": row}]}
+    for path, body in (("/predict", {"features": row}),
+                       ("/v1/models/exp:predict", {"instances": [row]}),
+                       ("/v2/models/exp/infer", v2)):
+        response = client.post(path, json=body)
+        assert response.status_code == 422, (path, response.text)
+        assert "petal_length" in response.json()["detail"][0]["field"]
+        assert "1e+300 is beyond what the served models take" in response.text
+    client.app.state.gateway.writer.flush()
+    assert client.app.state.gateway.store.prediction_records() == []
