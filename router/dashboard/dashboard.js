@@ -437,10 +437,13 @@
     var c = stats.comparison;
     if (!c) return;
     var dfmt = differenceFormat(c.metric);
-    var better = isNum(c.difference) && c.difference !== 0 &&
-      ((c.difference > 0) === (c.metric === "accuracy"));
+    // The side of zero the always-valid confidence sequence lies on decides, never the estimate.
+    var cs = c.difference_cs;
+    var above = cs && isNum(cs[0]) && cs[0] > 0;
+    var better = above === (c.metric === "accuracy");
     var tone = c.significant ? (better ? "good" : "bad") : "";
-    var dci = c.difference_ci95 ? "95 % CI " + dfmt(c.difference_ci95[0]) + " – " + dfmt(c.difference_ci95[1]) : "no interval yet";
+    var dci = (cs ? "always-valid " + dfmt(cs[0]) + " – " + dfmt(cs[1]) : "no confidence sequence yet") +
+      (c.difference_ci95 ? " · 95 % CI " + dfmt(c.difference_ci95[0]) + " – " + dfmt(c.difference_ci95[1]) : "");
     box.appendChild(kpi("difference", "difference · challenger − champion", dfmt(c.difference), dci, tone));
     box.appendChild(kpi("pvalue", "sequential p-value (" + c.sequential_test + ")", pValue(c.sequential_p_value),
                         (c.significant ? "significant" : "not significant") + " at α = " + c.alpha +
@@ -499,7 +502,7 @@
     lineChart($("difference-chart"), {
       x: x, yFormat: dfmt, tickFormat: tickFormat(timeline.metric, true), xTitle: "labelled outcomes", label: "difference over labelled outcomes",
       lines: [{ y: 0, cls: "zero" }],
-      series: [{ cls: "difference", name: "difference", y: c.difference, band: c.difference_ci95 }]
+      series: [{ cls: "difference", name: "difference", y: c.difference, band: c.difference_cs }]
     });
     lineChart($("pvalue-chart"), {
       x: x, log: true, yFormat: pValue, xTitle: "labelled outcomes", label: "sequential p-value over labelled outcomes",
