@@ -82,11 +82,13 @@ def _comparison_point(outcomes: Outcomes, running: Running, at: int, y_a: np.nda
                       y_b: np.ndarray, test: tuple[float | None, Any]) -> dict[str, Any]:
     metric_a, metric_b = outcomes.value(y_a), outcomes.value(y_b)
     means = (float(y_a.mean()), float(y_b.mean())) if y_a.size and y_b.size else None
+    reached = 0 <= at < running.difference.p_value.size  # no element yet: no evidence
     return {"difference": None if metric_a is None or metric_b is None
             else _num(metric_b - metric_a),
             "difference_ci95": _pair(test[1]),
-            "difference_cs": cs_on_metric_scale(running, at, outcomes, means),
-            "sequential_p_value": float(running.difference.p_value[at])}
+            "difference_cs": cs_on_metric_scale(running, at, outcomes, means) if reached
+            else None,
+            "sequential_p_value": float(running.difference.p_value[at]) if reached else 1.0}
 
 
 def _series(points: list[dict[str, Any]]) -> dict[str, list[Any]]:
@@ -150,11 +152,8 @@ def build_timeline(columns: Columns, *, design: Design, phase: Phase, settings: 
                 only_a = int(((y_a == 1) & (y_b == 0)).sum())
                 only_b = int(((y_a == 0) & (y_b == 1)).sum())
                 mcnemar = mcnemar_test(only_a, only_b)
-            point = _comparison_point(outcomes, running, max(k - 1, 0), y_a, y_b,
-                                      paired_test(outcomes, y_a, y_b, mcnemar))
-            if k == 0:
-                point.update(difference_cs=None, sequential_p_value=1.0)
-            points.append(point)
+            points.append(_comparison_point(outcomes, running, k - 1, y_a, y_b,
+                                            paired_test(outcomes, y_a, y_b, mcnemar)))
         comparison = {"tau2": report.json["comparison"]["tau2"],
                       "pairs": pairs.astype(int).tolist(), **_series(points)}
 

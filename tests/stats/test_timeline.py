@@ -235,3 +235,18 @@ def test_checkpoints_are_even_and_never_split_a_label() -> None:
     assert np.all(ends % 2 == 1)
     assert checkpoints(np.arange(7)).tolist() == list(range(7))
     assert checkpoints(np.zeros(0)).size == 0
+
+
+def test_shadow_labels_without_pairs_yet(make_config: Callable[..., RouterConfig],
+                                         iris_models: dict[str, ServedModel]) -> None:
+    """Labelled champion rows whose shadow calls are not logged yet: a checkpoint with no pair
+    has no confidence sequence and a p-value of 1, not an error."""
+    store = MemoryStore()
+    config = make_config(store, mode="shadow")
+    log = Log(store)
+    for _ in range(3):
+        log.label(log.predict(), "setosa")
+    timeline = compute_timeline(store, config, iris_models)
+    c = timeline["comparison"]
+    assert c["pairs"] == [0, 0, 0]
+    assert c["difference_cs"] == [None] * 3 and c["sequential_p_value"] == [1.0] * 3
