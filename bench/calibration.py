@@ -41,7 +41,12 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import binom, norm
 
-from router.stats.confidence import running_arm, running_difference, running_paired
+from router.stats.confidence import (
+    running_arm,
+    running_difference,
+    running_paired,
+    samples_to_significance,
+)
 from router.stats.guardrails import rate_p_values
 
 LOOK = 100  # labelled outcomes between two looks
@@ -265,6 +270,26 @@ def power_grid() -> Iterator[Cell]:
     yield Cell("0.86 against 0.90", accuracy=0.90, effect=-0.04, horizon=12_000)
 
 
+def plan_table(runs: int) -> list[str]:
+    """How honest ``samples_needed_per_variant`` is: with a true effect equal to ``min_effect``,
+    the share of runs that had promoted by the planned size (it aims at 80 %)."""
+    lines = ["| champion accuracy | min_effect = true effect | planned per variant | "
+             "promoted by then | median at promotion |",
+             "| ---: | ---: | ---: | ---: | ---: |"]
+    for accuracy, effect in ((0.9, 0.02), (0.5, 0.05), (0.9, 0.05)):
+        sd_a = math.sqrt(accuracy * (1 - accuracy))
+        sd_b = math.sqrt((accuracy + effect) * (1 - accuracy - effect))
+        planned = samples_to_significance(sd_a, sd_b, effect, effect**2, ALPHA)
+        assert planned is not None
+        result = simulate(Cell("plan", accuracy=accuracy, effect=effect, min_effect=effect,
+                               horizon=int(planned * 1.5)), runs, seed=5)
+        by_plan = sum(stop <= planned for stop in result.stops) / runs
+        median = result.median_stop()
+        lines.append(f"| {accuracy} | {effect} | {planned:,} | {by_plan:.0%} | "
+                     f"{'-' if median is None else f'{median:,.0f}'} |")
+    return lines
+
+
 def _table(results: Sequence[CellResult]) -> list[str]:
     lines = ["| cell | runs | promote | rollback | either | allowed | holds |",
              "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
@@ -297,6 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     power = [simulate(cell, args.runs // 2) for cell in power_grid()]
     for line in _power_table(power):
         print(line)
+    plan = plan_table(args.runs // 5)
+    for line in plan:
+        print(line)
     text = "\n".join([
         "# Calibration of the decision",
         "",
@@ -321,6 +349,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "against 0.90 at 80 % power.",
         "",
         *_power_table(power),
+        "",
+        "## Planning: `samples_needed_per_variant`",
+        "",
+        "With a true effect equal to `min_effect` (50 % share, alpha 0.05), the share of "
+        f"{args.runs // 5} runs that had promoted by the labelled samples per variant the "
+        "report planned for; the plan aims at 80 % and counts one look, so it errs long.",
+        "",
+        *plan,
         "",
     ])
     Path(args.out).write_text(text)
