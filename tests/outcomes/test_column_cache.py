@@ -277,3 +277,20 @@ def test_postgres_forgets_the_ids_of_a_write_rolled_back(
     assert canonical(kept) == canonical(fresh.analysis_columns("iris", **QUESTION))
     fresh.close()
     store.close()
+
+
+def test_missing_ids_wait_for_the_transactions_running_when_they_were_missed() -> None:
+    """Ids a read missed are looked for while a transaction running then may still commit
+    them, and for the grace period; transactions of other databases do not count."""
+    from router.outcomes.postgres_columns import PENDING_GRACE_S, _Missing, _Snapshot
+
+    then = _Snapshot.parse("100:110:100,104,107", elsewhere=[107])
+    assert then.running == frozenset({100, 104})
+    missed = _Missing(np.array([5, 6]), then.running, since=0.0)
+    still_running = _Snapshot.parse("104:112:104,111")
+    all_ended = _Snapshot.parse("111:112:111")
+    assert not missed.settled(still_running, now=PENDING_GRACE_S)
+    assert not missed.settled(all_ended, now=PENDING_GRACE_S / 2)
+    assert missed.settled(all_ended, now=PENDING_GRACE_S)
+    # A 64-bit id of the snapshot matches the 32-bit id pg_stat_activity shows.
+    assert _Snapshot.parse(f"{2**32 + 7}:{2**32 + 9}:{2**32 + 7}", [7]).running == frozenset()
