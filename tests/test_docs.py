@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -65,3 +66,13 @@ def test_paths_the_docs_name_exist() -> None:
         generated = set(ignored.stdout.split())
     stale = [(page, path) for page, path in missing if path not in generated]
     assert not stale, f"the docs name paths that are not in the repository: {stale}"
+
+
+def test_the_home_page_and_the_readme_list_every_page() -> None:
+    """Each page of the site's nav has a row on the home page and in the README's table."""
+    nav = YAML(typ="safe").load((ROOT / "mkdocs.yml").read_text())["nav"]
+    pages = [page for entry in nav for page in entry.values() if page != "index.md"]
+    home = (ROOT / "docs" / "index.md").read_text()
+    readme = README.read_text()
+    assert [p for p in pages if f"]({p})" not in home] == [], "missing from docs/index.md"
+    assert [p for p in pages if f"](docs/{p})" not in readme] == [], "missing from README.md"
