@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import binom
 
+from router.outcomes.columns import AnalysisColumns
 from router.registry import ServedModel
 
 __all__ = ["CONSTANT_ALPHA", "CONSTANT_SHARE", "MIN_PREDICTIONS", "QUANTILES", "output_report"]
@@ -31,7 +32,7 @@ MIN_PREDICTIONS = 100
 CONSTANT_ALPHA = 1e-3
 QUANTILES = (5, 25, 50, 75, 95)
 
-Columns = Mapping[str, np.ndarray]
+Columns = AnalysisColumns
 
 
 def _latest(rows: np.ndarray, window: int) -> np.ndarray:

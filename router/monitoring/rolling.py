@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import precision_recall_fscore_support
 
+from router.outcomes.columns import AnalysisColumns
 from router.registry import ServedModel
 
 __all__ = ["rolling_report", "window_rows"]
 
-Columns = Mapping[str, np.ndarray]
+Columns = AnalysisColumns
 
 
 def window_rows(columns: Columns, rows: np.ndarray, window: int) -> np.ndarray:

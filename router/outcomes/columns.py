@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -49,11 +49,36 @@ from router.outcomes.records import FeedbackRecord, PredictionRecord
 
 __all__ = [
     "FLAG_BITS", "FLAG_CHALLENGER", "FLAG_ERROR", "FLAG_FALLBACK", "FLAG_FORCED", "FLAG_MASK",
-    "FLAG_SHADOW", "ColumnQuestion", "Columns", "KeptRead", "features_array",
+    "FLAG_SHADOW", "AnalysisColumns", "ColumnQuestion", "Columns", "KeptRead", "features_array",
     "flags_columns", "latest_feedback", "memory_columns", "revision_filter", "unit_keys",
 ]
 
 Columns = dict[str, np.ndarray]
+
+
+class AnalysisColumns(TypedDict, total=False):
+    """The analysis columns as the statistics read them: the one definition of their names
+    (the module doc says what each holds and when it is there). The stores build them as a
+    plain :data:`Columns` dict; ``router.stats``, ``router.monitoring`` and
+    ``router.stats.analyze`` read them through this type."""
+
+    ts: np.ndarray
+    revision: np.ndarray
+    challenger: np.ndarray
+    shadow: np.ndarray
+    fallback: np.ndarray
+    forced: np.ndarray
+    error: np.ndarray
+    latency_ms: np.ndarray
+    feedback_id: np.ndarray
+    predicted: np.ndarray
+    label: np.ndarray
+    true_probability: np.ndarray
+    value: np.ndarray
+    label_value: np.ndarray
+    unit_key: np.ndarray
+    features: np.ndarray
+    unknown_feedback_ids: np.ndarray
 
 # Bits of the flags column: one small integer per row instead of five columns to transfer.
 FLAG_CHALLENGER, FLAG_SHADOW, FLAG_FALLBACK, FLAG_ERROR, FLAG_FORCED = 1, 2, 4, 8, 16

@@ -24,13 +24,13 @@ checkpoints off the same arrays and ``/stats`` is its last point.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy.stats import norm, ttest_rel
 
+from router.outcomes.columns import AnalysisColumns
 from router.stats.confidence import (
     MIN_UNITS,
     MIN_UNITS_UNBOUNDED,
@@ -50,7 +50,7 @@ __all__ = ["CONFIDENCE", "Outcomes", "Running", "arrival_order", "cs_on_metric_s
            "fixed_test", "independent", "metric_interval", "paired", "paired_rows",
            "paired_test", "repeats_units", "tau2_of", "unit_codes"]
 
-Columns = Mapping[str, np.ndarray]
+Columns = AnalysisColumns
 Interval = tuple[float, float]
 
 CONFIDENCE = 0.95  # of every *_ci95

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from router.outcomes.columns import AnalysisColumns
 from router.registry import ServedModel
 from router.stats.drift import (
     DRIFT_ALPHA,
@@ -37,7 +38,7 @@ __all__ = ["KS_ALPHA", "PSI_MAJOR", "PSI_MODERATE", "drift_report"]
 
 KS_ALPHA = 0.01
 
-Columns = Mapping[str, np.ndarray]
+Columns = AnalysisColumns
 
 
 def _histogram_test(reference: Any, values: np.ndarray) -> ShiftTest | None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from router.outcomes.columns import AnalysisColumns
 from router.stats.comparison import (
     Outcomes,
     Running,
@@ -36,7 +37,7 @@ from router.stats.srm import SRM_ALPHA, srm_test
 
 __all__ = ["Design", "Report", "assemble", "build_report"]
 
-Columns = Mapping[str, np.ndarray]
+Columns = AnalysisColumns
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from router.config import RouterConfig
+from router.outcomes.columns import AnalysisColumns
 from router.registry import ServedModel
 from router.stats.comparison import (
     CONFIDENCE,
@@ -47,7 +48,7 @@ __all__ = ["CHECKPOINTS", "build_timeline", "checkpoints", "compute_timeline"]
 
 CHECKPOINTS = 50
 
-Columns = Mapping[str, np.ndarray]
+Columns = AnalysisColumns
 
 
 def checkpoints(keys: np.ndarray, count: int = CHECKPOINTS) -> np.ndarray:
