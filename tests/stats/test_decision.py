@@ -12,6 +12,7 @@ import pytest
 from router.stats import (
     Decision,
     DecisionInputs,
+    GuardrailCheck,
     always_valid_p_values,
     decide,
     samples_per_arm,
@@ -246,3 +247,39 @@ def test_aa_experiments_are_promoted_at_most_at_alpha(
             )
             promoted[row] |= decide(inputs).action == "promote"
     assert promoted.mean() <= false_positive_bound(alpha, x_a.shape[0])
+
+
+def test_a_numpy_difference_decides_like_a_float() -> None:
+    """A numpy float64 difference gives the same action as the float (no numpy bool leaks)."""
+    assert decide(dataclasses.replace(BASE, difference=np.float64(0.02))).action == "promote"
+    assert decide(dataclasses.replace(BASE, difference=np.float64(-0.02))).action == "rollback"
+
+
+def test_the_confidence_sequence_decides_the_direction() -> None:
+    """With a confidence sequence, its side of zero decides, whatever today's estimate says;
+    one inside ±min_effect says no effect worth detecting is left."""
+    below = dataclasses.replace(BASE, difference=0.001, difference_cs=(-0.03, -0.001))
+    assert decide(below).action == "rollback"
+    above = dataclasses.replace(BASE, difference=-0.001, difference_cs=(0.002, 0.04))
+    assert decide(above).action == "promote"
+    small = decide(dataclasses.replace(BASE, significant=False, difference_cs=(-0.004, 0.006),
+                                       min_effect=0.01))
+    assert small.action == "continue"
+    assert any("excludes differences of 0.01 or more" in r for r in small.reasons)
+
+
+def test_tested_guardrails_replace_the_raw_comparison() -> None:
+    """Given the guardrails' tests, a raw rate over the limit is no breach until the test
+    rejects; a rejected one is, with its bound quoted; not enough data blocks a promotion."""
+    def check(state: str) -> GuardrailCheck:
+        return GuardrailCheck(name="error_rate", estimate=0.012, bound=0.004, limit=0.01,
+                              p_value=0.2 if state != "breached" else 0.001, state=state,
+                              requests=250)
+
+    raw_over = dataclasses.replace(BASE, challenger_error_rate=0.012)
+    assert decide(raw_over).action == "rollback"  # figures alone: the raw comparison
+    assert decide(dataclasses.replace(raw_over, guardrails=(check("held"),))).action == "promote"
+    breached = decide(dataclasses.replace(raw_over, guardrails=(check("breached"),)))
+    assert breached.action == "rollback" and "at least 0.40% with confidence" in breached.reasons[0]
+    waiting = decide(dataclasses.replace(raw_over, guardrails=(check("not enough data"),)))
+    assert waiting.action == "continue"
