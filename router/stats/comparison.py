@@ -42,6 +42,7 @@ from router.stats.confidence import (
     running_paired,
     samples_to_significance,
 )
+from router.stats.loader import Settings
 from router.stats.means import mean_difference_interval, mean_interval, welch_test
 from router.stats.paired import mcnemar_test, wilcoxon_test
 from router.stats.proportions import difference_interval, two_proportion_test, wilson_interval
@@ -305,7 +306,7 @@ def _unit_test(outcomes: Outcomes, y_a: np.ndarray, u_a: np.ndarray, y_b: np.nda
     return p_value, (difference - _z() * se, difference + _z() * se)
 
 
-def _plan(settings: Any, sd_a: float | None, sd_b: float | None, share_b: float,
+def _plan(settings: Settings, sd_a: float | None, sd_b: float | None, share_b: float,
           tau2: float) -> int | None:
     if sd_a is None or sd_b is None:
         return None
@@ -352,7 +353,7 @@ def paired_test(outcomes: Outcomes, y_a: np.ndarray, y_b: np.ndarray, mcnemar_p:
 
 
 def independent(columns: Columns, in_a: np.ndarray, in_b: np.ndarray, outcomes: Outcomes,
-                settings: Any, sticky: bool) -> tuple[dict[str, Any], Running]:
+                settings: Settings, sticky: bool) -> tuple[dict[str, Any], Running]:
     """ab mode's comparison and the sequence behind it."""
     y_a, y_b = outcomes.y[in_a], outcomes.y[in_b]
     metric_a, metric_b = outcomes.value(y_a), outcomes.value(y_b)
@@ -377,7 +378,7 @@ def independent(columns: Columns, in_a: np.ndarray, in_b: np.ndarray, outcomes: 
 
 
 def paired(columns: Columns, in_a: np.ndarray, in_b: np.ndarray, outcomes: Outcomes,
-           settings: Any) -> tuple[dict[str, Any], Running]:
+           settings: Settings) -> tuple[dict[str, Any], Running]:
     """shadow mode's comparison: both models scored the same requests, paired by feedback."""
     a, b = paired_rows(columns, in_a, in_b)
     y_a, y_b = outcomes.y[a], outcomes.y[b]
@@ -428,7 +429,7 @@ def _paired_t(d: np.ndarray) -> float | None:
     return float(ttest_rel(d, np.zeros_like(d)).pvalue)
 
 
-def _fields(mode: str, settings: Any, sticky: bool, difference: float | None,
+def _fields(mode: str, settings: Settings, sticky: bool, difference: float | None,
             interval: Interval | None, p_value: float | None, tau2: float, running: Running,
             cs: list[float | None] | None, samples_needed: int | None,
             labelled: tuple[int, int], details: dict[str, Any] | None) -> dict[str, Any]:

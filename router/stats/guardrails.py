@@ -22,17 +22,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy.optimize import brentq
 from scipy.special import betaincc, betaln
 
+from router.stats.decision import GuardrailState
+
 __all__ = ["GuardrailResult", "GuardrailState", "guardrail_test", "rate_lower_bound",
            "rate_p_values"]
-
-GuardrailState = Literal["held", "breached", "not enough data"]
 
 # The prior's concentration a + b around its mean of twice the limit: wide enough to cover
 # rates from the limit to several times it.
@@ -98,10 +97,6 @@ class GuardrailResult:
     limit: float
     p_value: float  # always-valid p-value of rate <= limit
     state: GuardrailState
-
-    def as_json(self) -> dict[str, object]:
-        return {"estimate": self.estimate, "bound": self.bound, "limit": self.limit,
-                "p_value": self.p_value, "state": self.state}
 
 
 def guardrail_test(bad: ArrayLike, limit: float, alpha: float, min_samples: int
