@@ -8,7 +8,7 @@ identical to scikit-learn's ``predict`` and every probability is within :data:`P
 of ``predict_proba``.
 
 The preprocessing steps and the final estimator are converted apart. Converted with the forest,
-a StandardScaler runs in float32 and moves values across split thresholds (PERF-NOTES.md), so
+a StandardScaler runs in float32 and moves values across split thresholds (docs/performance.md), so
 the preprocessing gets a float64 graph of its own, kept only when it reproduces scikit-learn's
 output on the sample (a StandardScaler does, bit for bit); otherwise it runs in scikit-learn.
 For the final estimator, conversions are tried from the most to the least precise and the first

@@ -66,7 +66,7 @@ WORKER_PRIORITY = "10"
 # meanwhile queue up to shadow.queue_size and the rest are counted as dropped.
 START_TIMEOUT_S = 300.0
 # How long the first offer after a lull waits for company before it is scored. A forest pays
-# most of its cost per call, not per row (PERF-NOTES), and every call costs this process a
+# most of its cost per call, not per row (docs/performance.md), and every call costs this process a
 # wake-up, a pipe round trip and a GIL hand-off: fewer, fuller calls cost both sides far less,
 # and nobody waits for a shadow answer.
 _LINGER_S = 0.05
