@@ -147,10 +147,12 @@ def _trust_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
-    from router.artifacts.signing import key_fingerprint, load_private_key, sign_directory
+    import json
+
+    from router.artifacts.signing import sign_directory
 
     path = sign_directory(Path(args.dir), Path(args.key))
-    fingerprint = key_fingerprint(load_private_key(args.key).public_key())
+    fingerprint = json.loads(path.read_text())["public_key_sha256"]
     print(f"signed {args.dir} with key {fingerprint[:16]}: wrote {path}")
     return 0
 

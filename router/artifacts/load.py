@@ -31,7 +31,7 @@ from router.artifacts.versions import (
 from router.errors import DigestMismatchError, ModelLoadError, UntrustedModelError
 
 __all__ = ["METADATA_KEYS", "ModelArtifact", "VerifiedFiles", "check_inside_roots", "load_model",
-           "model_file_name", "read_verified"]
+           "model_file_name", "read_metadata", "read_verified"]
 
 METADATA_KEYS: tuple[str, ...] = (
     "name",
