@@ -96,13 +96,15 @@ def test_stalled_headers_are_closed(tmp_path: Path, champion_dir: Path) -> None:
 def test_connections_over_the_cap_are_refused(tmp_path: Path, champion_dir: Path) -> None:
     """With limits.max_connections open, the next connection gets a 503 and is closed."""
     cap = 20
-    path = _config(tmp_path, champion_dir, max_connections=cap)
+    path = _config(tmp_path, champion_dir, max_connections=cap, header_timeout_s=600)
     with serve(path, tmp_path) as server, _connections(server, cap) as held:
         # Each held connection completes a request, so the server has surely counted it,
-        # then stays open (kept alive).
+        # then begins another and stalls: neither the keep-alive timer nor (at 600 s) the
+        # header timer closes it, however slow the machine.
         for sock in held:
             sock.sendall(b"GET /health HTTP/1.1\r\nhost: gateway\r\n\r\n")
             assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+            sock.sendall(b"GET /hea")
         with _connections(server, 1) as [extra]:
             answer = _read_until_closed(extra)
         assert answer.startswith(b"HTTP/1.1 503 "), answer
