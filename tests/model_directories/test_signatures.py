@@ -180,3 +180,39 @@ def test_a_public_key_that_is_not_one_is_a_load_error(model: Path, keys: Keys) -
     private, _ = keys
     with pytest.raises(ModelLoadError, match="not a PEM public key"):
         load_model(model, public_key=private)
+
+
+def test_validate_with_a_missing_public_key_is_one_line(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key file that is not there stops the command before any model loads."""
+    monkeypatch.setenv("ROUTER_MODEL_PUBLIC_KEY", "")
+    config = write_config(tmp_path, champion=model, mode="single")
+    missing = tmp_path / "nowhere.pub"
+    assert main(["validate", str(config), "--public-key", str(missing)]) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("router: error: ") and str(missing) in line
+
+
+def test_validate_trusts_skops_types_named_on_the_command_line(
+    iris_data: tuple, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model.skops needing a test type: refused by validate, accepted with --trust-type."""
+    pytest.importorskip("skops")
+    from router.artifacts import save_model
+    from tests.fixture_models import FAIL_ENV, FailingClassifier
+
+    for variable in ("ROUTER_MODEL_PUBLIC_KEY", "ROUTER_SKOPS_TRUSTED_TYPES"):
+        monkeypatch.setenv(variable, "")
+    monkeypatch.setenv(FAIL_ENV, "0")
+    X, y = iris_data
+    directory = save_model(FailingClassifier().fit(X, y), tmp_path / "m" / "1", name="m",
+                           version="1", X_train=X, format="skops")
+    config = write_config(tmp_path, champion=directory, mode="single")
+    assert main(["validate", str(config)]) == 1
+    assert "tests.fixture_models.FailingClassifier" in capsys.readouterr().err
+    assert main(["validate", str(config), "--trust-type",
+                 "tests.fixture_models.FailingClassifier"]) == 0
+    assert "ok" in capsys.readouterr().out
