@@ -83,10 +83,11 @@ class Analysis:
 
 @dataclass(frozen=True)
 class Rollout:
-    steps: tuple[float, ...]
+    steps: tuple[float, ...]  # the challenger's percentages, in order
     interval_s: float = 60.0
     auto_promote: bool = False
     auto_rollback: bool = True
+    from_shadow: bool = False  # steps began with `shadow`: the challenger is judged unseen first
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,9 @@ class RouterConfig:
                 "guardrails": {"p99_latency_ms": g.p99_latency_ms, "error_rate": g.error_rate},
             },
             "rollout": None if self.rollout is None else {
-                **vars_of(self.rollout), "steps": list(self.rollout.steps)},
+                **{k: v for k, v in vars_of(self.rollout).items() if k != "from_shadow"},
+                "steps": [*(["shadow"] if self.rollout.from_shadow else []),
+                          *self.rollout.steps]},
             "store": self.store,
             "limits": vars_of(self.limits),
             "batching": vars_of(self.batching),
@@ -338,9 +341,20 @@ def _header_name(value: Any) -> str:
     return name.lower()
 
 
-def _percent_steps(value: Any) -> tuple[float, ...]:
+def _rollout_steps(value: Any) -> tuple[bool, tuple[float, ...]]:
+    """``(from_shadow, percentages)``: ``shadow`` may open the list, the rest are shares."""
     if not isinstance(value, CommentedSeq) or not value:
         raise _Invalid(f"must be a non-empty list of percentages, got {_kind(value)}")
+    from_shadow = value[0] == "shadow"
+    rest = list(value)[1:] if from_shadow else list(value)
+    if "shadow" in rest:
+        raise _Invalid("shadow can only be the first step, before any user sees the challenger")
+    if not rest:
+        raise _Invalid("needs at least one percentage after shadow, e.g. [shadow, 5, 25, 50]")
+    return from_shadow, _percent_steps(rest)
+
+
+def _percent_steps(value: Any) -> tuple[float, ...]:
     steps = tuple(_number(0, 100)(item) for item in value)
     if any(b <= a for a, b in itertools.pairwise(steps)):
         raise _Invalid(f"must rise step by step, got {list(steps)}")
@@ -479,10 +493,20 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
         )
 
     rollout = None
-    if (node := r.section(root, "", "rollout", tuple(Rollout.__dataclass_fields__))) is not None:
-        steps = r.value(node, "rollout", "steps", _percent_steps, required=True)
+    rollout_keys = ("steps", "interval_s", "auto_promote", "auto_rollback")
+    if (node := r.section(root, "", "rollout", rollout_keys)) is not None:
+        from_shadow, steps = r.value(node, "rollout", "steps", _rollout_steps,
+                                     (False, ()), required=True)
+        if mode == "shadow" and steps and not from_shadow:
+            r.fail("rollout.steps", _value_line(node, "steps"),
+                   "in shadow mode a rollout starts with shadow (steps: [shadow, 5, 25, 50]); "
+                   "percentages alone would never move")
+        if mode == "single" and from_shadow and challenger is None:
+            r.fail("rollout.steps", _value_line(node, "steps"),
+                   "a rollout from shadow needs a challenger to mirror to")
         rollout = Rollout(
-            steps=steps or (),
+            steps=steps,
+            from_shadow=from_shadow,
             interval_s=r.value(node, "rollout", "interval_s", _number(above=0), 60.0),
             auto_promote=r.value(node, "rollout", "auto_promote", _boolean, False),
             auto_rollback=r.value(node, "rollout", "auto_rollback", _boolean, True),

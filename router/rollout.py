@@ -7,6 +7,12 @@ rolls back by itself on a rollback decision (a guardrail breach or a significant
 challenger) when ``auto_rollback`` is set; at the last step it promotes only with
 ``auto_promote`` and a ``promote`` decision. Each move is a rewrite of the YAML plus a history
 entry carrying the figures behind it.
+
+With ``steps`` opening on ``shadow`` (``[shadow, 5, 25, 50]``) and ``mode: shadow``, the
+challenger is first judged on mirrored traffic that no user sees: once the paired comparison
+has ``min_samples`` labelled pairs, its guardrails judged and held, and the decision is not
+``rollback``, the file moves to ``mode: ab`` at the first percentage; a worse challenger is
+rolled back (stopped) in shadow, before any user was served by it.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ class RolloutView:
     reasons: tuple[str, ...]
     labelled: dict[str, int]  # per variant, in the current phase
     figures: dict[str, Any] = field(default_factory=dict)  # recorded with each move
+    guardrails_judged: bool = True  # every configured guardrail is held or breached
 
 
 @dataclass(frozen=True)
@@ -68,14 +75,20 @@ def view_of_report(report: Report) -> RolloutView:
                  "challenger": inputs.labelled_challenger} if inputs is not None
                 else {role: int(numbers.get("labelled") or 0)
                       for role, numbers in variants.items()})
+    judged = inputs is None or all(check.state != "not enough data"
+                                   for check in inputs.guardrails or ())
     return RolloutView(action=report.decision.action, reasons=report.decision.reasons,
-                       labelled=labelled, figures=figures)
+                       labelled=labelled, figures=figures, guardrails_judged=judged)
 
 
 def plan(config: RouterConfig, view: RolloutView) -> Move | None:
     """The next move, or None to hold; pure, so every rule is tested without a server."""
     rollout = config.rollout
-    if rollout is None or config.mode != "ab" or config.challenger is None:
+    if rollout is None or config.challenger is None:
+        return None
+    if config.mode == "shadow" and rollout.from_shadow:
+        return _plan_shadow(config, view)
+    if config.mode != "ab":
         return None
     why = "; ".join(view.reasons)
     if view.action == "rollback":
@@ -94,6 +107,24 @@ def plan(config: RouterConfig, view: RolloutView) -> Move | None:
     following = next(step for step in rollout.steps if step > percent)
     return Move("step", f"{percent:g}% healthy with {min(view.labelled.values())} labelled per "
                         f"variant (decision {view.action}); moving to {following:g}%", following)
+
+
+def _plan_shadow(config: RouterConfig, view: RolloutView) -> Move | None:
+    """The shadow stage: the challenger answers no user yet. A worse challenger (or a breached
+    guardrail) is stopped here; one not found worse, with ``min_samples`` labelled pairs and
+    its guardrails judged, gets the first percentage of users."""
+    rollout = config.rollout
+    assert rollout is not None
+    why = "; ".join(view.reasons)
+    if view.action == "rollback":
+        return (Move("rollback", f"automatic rollback in shadow, before any user was served by "
+                                 f"the challenger: {why}") if rollout.auto_rollback else None)
+    pairs = min(view.labelled.values(), default=0)
+    if pairs < config.analysis.min_samples or not view.guardrails_judged:
+        return None
+    first = rollout.steps[0]
+    return Move("step", f"shadow healthy with {pairs} labelled pairs (decision {view.action}); "
+                        f"serving {first:g}% of users", first)
 
 
 class FileLease:
@@ -206,7 +237,8 @@ class RolloutController:
     def tick(self) -> Move | None:
         """One look: plan and carry out a move if due (blocking; run in a thread)."""
         config = self.current_config()
-        if config.rollout is None or config.mode != "ab" or not self.lease.try_acquire():
+        if config.rollout is None or config.mode not in ("ab", "shadow") \
+                or not self.lease.try_acquire():
             return None
         now = time.monotonic()
         if not self._last_look:

@@ -123,12 +123,13 @@ def switch(action: str, config_path: Path, base_dir: Path, store: ExperimentStat
 def move_traffic(percent: float, config_path: Path, base_dir: Path, store: ExperimentState, *,
                  reason: str, actor: str, details: dict[str, Any] | None = None
                  ) -> HistoryEntry:
-    """Set the challenger's share (a rollout step), recorded like any switch."""
+    """Set the challenger's share (a rollout step; from shadow mode, its first users),
+    recorded like any switch."""
     _check_reason(config_path, reason)
 
-    def entry_for(shares: tuple[float, float]) -> HistoryEntry:
-        return HistoryEntry(ts=time.time(), action="step", from_model=f"{shares[0]:g}%",
-                            to_model=f"{shares[1]:g}%", reason=reason, actor=actor,
+    def entry_for(shares: tuple[str, str]) -> HistoryEntry:
+        return HistoryEntry(ts=time.time(), action="step", from_model=shares[0],
+                            to_model=shares[1], reason=reason, actor=actor,
                             details=details or {})
 
     return apply_edit(set_challenger_percent(percent), config_path, base_dir, store,

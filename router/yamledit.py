@@ -140,10 +140,15 @@ def rollback(state: SwitchKeys) -> tuple[str, str]:
                               "running")
 
 
-def set_challenger_percent(percent: float) -> Callable[[SwitchKeys], tuple[float, float]]:
-    """An edit that moves ``traffic.challenger_percent``; returns (before, after)."""
-    def edit(state: SwitchKeys) -> tuple[float, float]:
-        before = float(state["challenger_percent"])
+def set_challenger_percent(percent: float) -> Callable[[SwitchKeys], tuple[str, str]]:
+    """An edit that moves ``traffic.challenger_percent``; from shadow mode it also sets
+    ``mode: ab``, the challenger's first users. Returns (before, after) as labels: ``5%``,
+    or ``shadow``."""
+    def edit(state: SwitchKeys) -> tuple[str, str]:
+        before = "shadow" if state["mode"] == "shadow" else \
+            f"{float(state['challenger_percent']):g}%"
+        if state["mode"] == "shadow":
+            state["mode"] = "ab"
         state["challenger_percent"] = float(percent)
-        return before, float(percent)
+        return before, f"{float(percent):g}%"
     return edit

@@ -117,6 +117,11 @@ BASE = "experiment: e\nmode: ab\nchampion: {name: a, path: /m/a}\n" \
     (BASE + "rollout:\n  steps: [50, 25]\n", [("rollout.steps", 6)]),
     (BASE + "rollout:\n  interval_s: 5\n", [("rollout.steps", 6)]),
     (BASE + "rollout:\n  steps: [5]\n  auto_promote: yes please\n", [("rollout.auto_promote", 7)]),
+    (BASE + "rollout:\n  steps: [5, shadow]\n", [("rollout.steps", 6)]),
+    (BASE + "rollout:\n  steps: [shadow]\n", [("rollout.steps", 6)]),
+    (BASE + "rollout:\n  steps: [5]\n  from_shadow: true\n", [("rollout.from_shadow", 7)]),
+    (BASE.replace("mode: ab", "mode: shadow") + "rollout:\n  steps: [5, 25]\n",
+     [("rollout.steps", 6)]),
     (BASE + "store: mysql://x\n", [("store", 5)]),
     (BASE + "limits: {max_batch: true}\n", [("limits.max_batch", 5)]),
     (BASE + "monitoring:\n  window: 0\n", [("monitoring.window", 6)]),
@@ -164,3 +169,13 @@ def test_monitoring_window_defaults_to_1000_and_is_read() -> None:
     config = parse(BASE + "monitoring: {window: 250, interval_s: 2}\n")
     assert (config.monitoring.window, config.monitoring.interval_s) == (250, 2.0)
     assert config.to_dict()["monitoring"] == {"window": 250, "interval_s": 2.0}
+
+
+def test_a_rollout_may_start_in_shadow() -> None:
+    """steps: [shadow, 5, 25, 50] in shadow mode: the shares after shadow, and the file's own
+    list in the running configuration's dict."""
+    text = BASE.replace("mode: ab", "mode: shadow") + "rollout:\n  steps: [shadow, 5, 25, 50]\n"
+    config = parse(text)
+    assert config.rollout is not None and config.rollout.from_shadow
+    assert config.rollout.steps == (5, 25, 50)
+    assert config.to_dict()["rollout"]["steps"] == ["shadow", 5, 25, 50]

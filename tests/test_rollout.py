@@ -50,6 +50,25 @@ def test_plan(config: RouterConfig, seen: RolloutView, expected: object) -> None
         assert move is not None and (move.kind, move.percent) == expected
 
 
+SHADOW = replace(BASE, mode="shadow", traffic=Traffic(challenger_percent=0),
+                 rollout=replace(BASE.rollout, from_shadow=True))
+
+
+@pytest.mark.parametrize(("seen", "expected"), [
+    (view(champion=99, challenger=99), None),
+    (view(), ("step", 5)),
+    (replace(view(), guardrails_judged=False), None),
+    (view("rollback", champion=40, challenger=40), ("rollback", None)),
+    (view("promote"), ("step", 5)),
+])
+def test_plan_from_shadow(seen: RolloutView, expected: object) -> None:
+    """In shadow: min_samples labelled pairs and judged guardrails before the first users; a
+    worse challenger is rolled back there, however few pairs; promotion waits for the steps."""
+    move = plan(SHADOW, seen)
+    assert (move if move is None else (move.kind, move.percent)) == expected
+    assert plan(replace(SHADOW, rollout=BASE.rollout), view()) is None  # no shadow step
+
+
 YAML = """\
 experiment: e
 mode: ab   # the rollout moves the percent below

@@ -90,7 +90,7 @@ def test_nothing_to_switch_is_refused_and_the_file_untouched(config_file: Path) 
 def test_step_changes_only_the_percent(config_file: Path) -> None:
     """A rollout step rewrites challenger_percent and nothing else, spacing included."""
     result = edit_file(config_file, set_challenger_percent(25), base_dir=config_file.parent)
-    assert result == (10.0, 25.0)
+    assert result == ("10%", "25%")
     assert config_file.read_text() == ORIGINAL.replace("challenger_percent: 10",
                                                        "challenger_percent: 25")
     edit_file(config_file, set_challenger_percent(2.5), base_dir=config_file.parent)
