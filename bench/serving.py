@@ -258,6 +258,22 @@ def server_command(server: Server, paths: dict[str, Path], port: int
             "--port", str(port)], env, paths[server.mode].parent
 
 
+def engines_chosen(target: Any, timeout: float = 120.0) -> dict[str, Any]:
+    """``/config``'s models once each has its engine: the gateway is ready before ONNX
+    Runtime's parity check ends, and a figure must price the engine that will serve."""
+    from router.registry import ENGINE_PENDING
+
+    deadline = time.monotonic() + timeout
+    while True:
+        models: dict[str, Any] = target.get_json("/config").get("models", {})
+        pending = [role for role, m in models.items() if m.get("engine_reason") == ENGINE_PENDING]
+        if not pending:
+            return models
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"engine still unchosen after {timeout:g} s: {pending}")
+        time.sleep(0.5)
+
+
 def serve_unlogged(config: str, port: int) -> None:
     """``router serve`` with the outcome log switched off, to measure what logging costs.
 
@@ -563,7 +579,7 @@ def measure(servers: list[Server], connections: tuple[int, ...], seconds: float,
         print(f"{server.key}: starting", flush=True)
         with running(server, paths, logs) as target:
             if server.kind == "router":
-                models = target.get_json("/config").get("models", {})
+                models = engines_chosen(target)
                 note["engines"] = {role: {"engine": m.get("engine"),
                                           "reason": m.get("engine_reason")}
                                    for role, m in models.items()}

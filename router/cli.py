@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from router.errors import ConfigError, RouterError
+from router.errors import ConfigError, ConfigProblem, RouterError
 
 if TYPE_CHECKING:  # the CLI imports heavy modules only in the command that needs them
     from router.artifacts.trust import ModelTrust
+    from router.config import RouterConfig
     from router.outcomes import OutcomeStore
 
 DEFAULT_CONFIG = "configs/router.yaml"
@@ -43,32 +44,67 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Before anything imports prometheus_client, which picks its value store from the variable.
     for name in (METRICS_DIR_ENV, METRICS_DIR_ENV.lower()):  # lower: the deprecated spelling
         os.environ.pop(name, None)
-    import uvicorn
-
     from router.config import load_config
-    from router.connections import LIMITS_ENV, SHUTDOWN_GRACE_S, ConnectionLimits
-    from router.gateway.app import BASE_DIR_ENV, CONFIG_ENV
-    from router.registry import ModelRegistry
-    from router.snapshot import load_models
 
     config_path = Path(args.config).resolve()
     base_dir = Path.cwd()
     trust = _apply_trust(args)
-    # Fail here, with one line, rather than inside a worker process with a traceback.
+    # A config fault is one line here, before a second goes to importing scikit-learn.
     config = load_config(config_path, base_dir=base_dir)
-    load_models(config, ModelRegistry(trust))
+    _check_model_directories(config)
+
+    import uvicorn
+
+    from router.connections import LIMITS_ENV, SHUTDOWN_GRACE_S, ConnectionLimits
+    from router.gateway.app import BASE_DIR_ENV, CONFIG_ENV, create_app
+    from router.registry import ENGINES_IN_BACKGROUND, ModelRegistry
+    from router.snapshot import load_models
+
+    # Fail here, with one line, rather than inside a worker process with a traceback; one
+    # worker serves from this very process and reuses these models.
+    registry = ModelRegistry(trust, engines=ENGINES_IN_BACKGROUND)
+    load_models(config, registry)
     os.environ[CONFIG_ENV] = str(config_path)
     os.environ[BASE_DIR_ENV] = str(base_dir)
     # Socket-level limits, fixed for the process's life (a reload changes only the app's).
     os.environ[LIMITS_ENV] = ConnectionLimits(config.limits.header_timeout_s,
                                               config.limits.max_connections).to_env()
+    options: dict[str, Any] = {
+        "host": args.host, "port": args.port, "loop": "auto",
+        "http": "router.connections:LimitedHttpToolsProtocol",
+        "access_log": args.access_log, "log_level": args.log_level,
+        "log_config": _log_config(args.log_level),
+        "timeout_graceful_shutdown": SHUTDOWN_GRACE_S}
     with _metrics_directory(args.workers):
-        uvicorn.run("router.gateway.app:app_from_env", factory=True, host=args.host,
-                    port=args.port, workers=args.workers, loop="auto",
-                    http="router.connections:LimitedHttpToolsProtocol",
-                    access_log=args.access_log, log_level=args.log_level,
-                    timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+        if args.workers == 1:
+            uvicorn.run(create_app(config_path, base_dir=base_dir, tune_gc=True,
+                                   registry=registry), **options)
+        else:
+            uvicorn.run("router.gateway.app:app_from_env", factory=True,
+                        workers=args.workers, **options)
     return 0
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging, with the router's own loggers (reloads, switches, the rollout) on
+    its console handler at the same level; each worker process applies it."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["router"] = {"handlers": ["default"], "level": level.upper(),
+                                   "propagate": False}
+    return config
+
+
+def _check_model_directories(config: RouterConfig) -> None:
+    """A model directory that is not there, named with its key and line before any import."""
+    problems = [ConfigProblem(f"{role}.path", config.lines.get(f"{role}.path"),
+                              f"{ref.path}: model directory does not exist")
+                for role, ref in config.model_refs().items() if not ref.path.is_dir()]
+    if problems:
+        raise ConfigError(config.source, problems)
 
 
 @contextlib.contextmanager
@@ -100,13 +136,16 @@ def _metrics_directory(workers: int) -> Iterator[None]:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from router.config import load_config
-    from router.registry import ModelRegistry
-    from router.snapshot import load_models
 
     trust = _apply_trust(args)
     try:
         config = load_config(args.file, base_dir=Path.cwd())
-        models = load_models(config, ModelRegistry(trust))
+        _check_model_directories(config)
+        # Only a valid file is worth the second or more that importing scikit-learn takes.
+        from router.registry import ENGINES_UNCHOSEN, ModelRegistry
+        from router.snapshot import load_models
+
+        models = load_models(config, ModelRegistry(trust, engines=ENGINES_UNCHOSEN))
     except ConfigError as exc:
         for problem in exc.problems:
             where = f"{exc.source}:{problem.line}" if problem.line else exc.source

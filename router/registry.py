@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +32,10 @@ from router.forest import DirectForest, direct_forest
 
 __all__ = ["ModelRegistry", "Prediction", "ServedModel"]
 
+log = logging.getLogger("router.registry")
+
+ENGINE_PENDING = "scikit-learn while ONNX Runtime's parity is being checked"
+ENGINES_NOW, ENGINES_IN_BACKGROUND, ENGINES_UNCHOSEN = "now", "background", "unchosen"
 LABELS_FROM_PROBABILITIES = "predict_proba"
 LABELS_FROM_PREDICT = "predict"
 
@@ -68,13 +73,16 @@ class ServedModel:
 
     It then picks the engine (``engine``, ``engine_reason``; see :mod:`router.engines`):
     ``"onnxruntime"`` when the ``fast`` extra is installed and ONNX Runtime matches
-    scikit-learn on the reference sample, ``"scikit-learn"`` otherwise.
+    scikit-learn on the reference sample, ``"scikit-learn"`` otherwise. With
+    ``choose_engine_now=False`` that check waits for :meth:`choose_engine` (or its background
+    form, which the gateway uses so that a model serves while the check runs);
+    ``engine_chosen`` is set once it has run.
 
     Exceptions raised by the model during :meth:`predict` propagate unchanged; the caller
     decides how a failed model call is reported.
     """
 
-    def __init__(self, artifact: ModelArtifact) -> None:
+    def __init__(self, artifact: ModelArtifact, *, choose_engine_now: bool = True) -> None:
         metadata = artifact.metadata
         self.model: Any = artifact.model
         self.metadata: dict[str, Any] = metadata
@@ -99,22 +107,46 @@ class ServedModel:
             lambda X: self._call("predict_proba", X)) if self.has_probabilities else None
         self.label_source: str = self._choose_label_source()
         # Chosen after label_source: the fast engine must reproduce labels from probabilities.
+        # Until then (the parity check takes seconds), scikit-learn serves.
         self.engine: str = SKLEARN  # "scikit-learn" or "onnxruntime"; /config and /metrics
-        self.engine_reason: str = ""
+        self.engine_reason: str = ENGINE_PENDING
         self._runner: OnnxRunner | None = None
+        self.engine_chosen = threading.Event()
+        if choose_engine_now:
+            self.choose_engine()
+
+    def choose_engine(self) -> None:
+        """Check ONNX Runtime's parity on the reference sample (blocking) and switch to the
+        engine it picks; requests in flight finish on the engine they started with."""
         choice = choose_engine(
             self.model, key=self.sha256, task=self.task,
             has_probabilities=self.has_probabilities, label_source=self.label_source,
             classes=self.classes, sample=self.reference_sample, quiet=self._quiet,
             sklearn_proba=self._sklearn_probabilities,
             sklearn_labels=lambda X: _labels(self._call("predict", X)))
-        self.engine, self.engine_reason, self._runner = choice.engine, choice.reason, \
-            choice.runner
-        if self.engine == SKLEARN and self._direct is not None:
-            self.engine_reason += (
+        reason = choice.reason
+        if choice.engine == SKLEARN and self._direct is not None:
+            reason += (
                 f"; its {self._direct.n_trees} trees are called one by one, without joblib's "
                 "dispatch (probabilities identical to predict_proba on the "
                 f"{self._direct.checked_rows} reference rows)")
+        # The runner first: a request reads it once, and the names follow what serves.
+        self._runner = choice.runner
+        self.engine, self.engine_reason = choice.engine, reason
+        self.engine_chosen.set()
+
+    def choose_engine_in_background(self) -> None:
+        """Start :meth:`choose_engine` in a thread: the model serves with scikit-learn now."""
+        def run() -> None:
+            try:
+                self.choose_engine()
+            except Exception as exc:  # choose_engine reports model faults as a reason
+                log.exception("engine choice for %s failed; serving with scikit-learn",
+                              self.name)
+                self.engine_reason = f"engine choice failed: {type(exc).__name__}"
+                self.engine_chosen.set()
+
+        threading.Thread(target=run, name=f"router-engine-{self.name}", daemon=True).start()
 
     def __repr__(self) -> str:
         return (
@@ -127,8 +159,9 @@ class ServedModel:
         return predict_quietly(bound, X) if self._quiet else bound(X)
 
     def _probabilities(self, X: np.ndarray) -> np.ndarray:
-        if self._runner is not None:
-            return self._runner.predict_proba(X, self._sklearn_probabilities)
+        runner = self._runner
+        if runner is not None:
+            return runner.predict_proba(X, self._sklearn_probabilities)
         return self._sklearn_probabilities(X)
 
     def _sklearn_probabilities(self, X: np.ndarray) -> np.ndarray:
@@ -167,9 +200,10 @@ class ServedModel:
         """What :meth:`predict` answers, when ONNX Runtime alone can answer it (tens of
         microseconds, so the batcher may call it on the event loop); None when the model is
         served by scikit-learn or a row is on a near tie that scikit-learn must settle."""
-        if self._runner is None or X.ndim != 2 or X.shape[1] != self.n_features:
+        runner = self._runner
+        if runner is None or X.ndim != 2 or X.shape[1] != self.n_features:
             return None
-        probabilities = self._runner.try_predict_proba(X)
+        probabilities = runner.try_predict_proba(X)
         if probabilities is None:
             return None
         return Prediction(labels=self._class_array[probabilities.argmax(axis=1)].tolist(),
@@ -208,12 +242,19 @@ class ModelRegistry:
     ``trust`` (a public key that signatures must verify with, extra skops types) defaults to
     :meth:`ModelTrust.from_env`, so every registry of a process, the shadow worker's too,
     trusts what ``router serve`` was started with.
+
+    ``engines`` says when a new model's engine is chosen: ``"now"`` (the load waits for the
+    parity check), ``"background"`` (the gateway: scikit-learn serves until the check passes)
+    or ``"unchosen"`` (``router validate``, which serves nothing).
     """
 
     _CHECKED_FILES = (METADATA_FILE, MODEL_FILE, SKOPS_FILE, SIGNATURE_FILE)
 
-    def __init__(self, trust: ModelTrust | None = None) -> None:
+    def __init__(self, trust: ModelTrust | None = None, *, engines: str = ENGINES_NOW) -> None:
+        if engines not in (ENGINES_NOW, ENGINES_IN_BACKGROUND, ENGINES_UNCHOSEN):
+            raise ValueError(f"engines must be now, background or unchosen, got {engines!r}")
         self.trust = trust if trust is not None else ModelTrust.from_env()
+        self.engines = engines
         self._lock = threading.Lock()
         self._directory_locks: dict[Path, threading.Lock] = {}
         self._entries: dict[Path, tuple[tuple[str, ...], ServedModel]] = {}
@@ -248,7 +289,10 @@ class ModelRegistry:
                 return entry[1]
             served = ServedModel(load_model(
                 Path(path), trusted_types=self.trust.trusted_types,
-                public_key=self.trust.public_key, model_roots=model_roots))
+                public_key=self.trust.public_key, model_roots=model_roots),
+                choose_engine_now=self.engines == ENGINES_NOW)
+            if self.engines == ENGINES_IN_BACKGROUND:
+                served.choose_engine_in_background()
             # Files that appeared between hashing and loading: serve them, cache next time.
             if digests is not None:
                 self._entries[directory] = (digests, served)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -109,3 +112,44 @@ def test_usage_mistakes_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
             main(argv)
         assert info.value.code == 2
     assert "error" in capsys.readouterr().err
+
+
+HEAVY = ("sklearn", "scipy", "numpy", "uvicorn", "starlette", "onnxruntime")
+
+
+def imported_after(*argv: str) -> tuple[str, set[str]]:
+    """Run the CLI in a fresh interpreter; its output and which heavy modules it imported."""
+    script = ("import sys, json\nfrom router.cli import main\n"
+              f"code = main({list(argv)!r})\n"
+              f"print(json.dumps([code, [m for m in {HEAVY!r} if m in sys.modules]]))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=False)
+    code, heavy = json.loads(done.stdout.strip().splitlines()[-1])
+    return f"{code}:{done.stderr}", set(heavy)
+
+
+def test_importing_the_cli_imports_no_heavy_library() -> None:
+    """`router --help` pays for argparse, not for scikit-learn, SciPy or the web stack."""
+    script = ("import sys\nimport router.cli\n"
+              f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("command", ["validate", "serve"])
+def test_a_config_error_is_reported_before_any_model_library_loads(
+        command: str, tmp_path: Path, champion_dir: Path) -> None:
+    """A bad key, or a model directory that is not there: one error, scikit-learn not imported."""
+    bad_key = tmp_path / "bad.yaml"
+    bad_key.write_text(f"experiment: e\nmode: single\nbogus: 1\n"
+                       f"champion: {{name: a, path: {champion_dir}}}\n")
+    missing = tmp_path / "missing.yaml"
+    missing.write_text("experiment: e\nmode: single\nchampion: {name: a, path: nowhere/1}\n")
+    for path, expected in ((bad_key, "bogus: unknown key"),
+                           (missing, "champion.path: ")):
+        argv = ["validate", str(path)] if command == "validate" else [
+            "serve", "--config", str(path), "--port", "1"]
+        outcome, heavy = imported_after(*argv)
+        assert outcome.startswith("1:") and expected in outcome, outcome
+        assert "Traceback" not in outcome and not heavy & {"sklearn", "scipy", "uvicorn"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,9 +15,15 @@ from sklearn.linear_model import LogisticRegression
 from starlette.testclient import TestClient
 
 from router import engines
+from router import registry as registry_module
 from router.engines import ONNXRUNTIME, SKLEARN, OnnxRunner
 from router.gateway.app import create_app
-from router.registry import ModelRegistry, ServedModel
+from router.registry import (
+    ENGINE_PENDING,
+    ENGINES_IN_BACKGROUND,
+    ModelRegistry,
+    ServedModel,
+)
 from tests.configs import write_config
 
 Data = tuple[np.ndarray, np.ndarray]
@@ -165,3 +172,27 @@ def test_config_shows_each_models_engine_and_reason(
     for role in ("champion", "challenger"):
         assert models[role]["engine"] in (SKLEARN, ONNXRUNTIME)
         assert models[role]["engine_reason"]
+
+
+def test_the_parity_check_runs_beside_serving_and_the_engine_switches_after(
+        champion_dir: Path, iris_data: Data, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the background mode the gateway uses, a load returns before the parity check ends:
+    scikit-learn answers meanwhile, and ONNX Runtime takes over once the check passes."""
+    _fast_extra()
+    release = threading.Event()
+    check = registry_module.choose_engine
+
+    def held_check(*args: Any, **kwargs: Any) -> engines.EngineChoice:
+        assert release.wait(60)
+        return check(*args, **kwargs)
+
+    monkeypatch.setattr(registry_module, "choose_engine", held_check)
+    served = ModelRegistry(engines=ENGINES_IN_BACKGROUND).load(champion_dir)
+    assert (served.engine, served.engine_reason) == (SKLEARN, ENGINE_PENDING)
+    assert not served.engine_chosen.is_set()
+    X = iris_data[0]
+    assert served.predict(X).labels == served.model.predict(X).tolist()
+    release.set()
+    assert served.engine_chosen.wait(60)
+    assert served.engine == ONNXRUNTIME and "0 labels differ" in served.engine_reason
+    np.testing.assert_array_equal(served.predict(X).probabilities, served.model.predict_proba(X))

@@ -9,6 +9,8 @@ in the store's history.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -57,13 +59,15 @@ async def _switch(request: Request, action: str) -> Response:
     state = state_of(request)
     reason = await _reason(request, f"{action} requested through the API")
     client = request.client.host if request.client else "unknown"
+    # Which gateway made it (several may serve one experiment), and for which caller.
+    actor = f"api@{socket.gethostname()}:{os.getpid()} from {client}"
 
     def switch_now() -> HistoryEntry:
         # The new file's models are loaded before it is written, and this gateway's watcher
         # waits, so that it never applies a file the switch then has to put back.
         with state.reloader.held():
             return switch(action, state.config_path, state.base_dir, state.store,
-                          reason=reason, actor=f"api:{client}",
+                          reason=reason, actor=actor,
                           check=lambda config: load_models(config, state.registry))
 
     try:

@@ -18,6 +18,7 @@ from router.gateway import admin, dashboard, endpoints, kserve, metrics, stats_r
 from router.gateway.body_deadline import receive_within
 from router.gateway.errors import EXCEPTION_HANDLERS, render_error
 from router.gateway.state import GatewayState
+from router.registry import ModelRegistry
 
 CONFIG_ENV = "ROUTER_CONFIG"
 BASE_DIR_ENV = "ROUTER_BASE_DIR"
@@ -67,18 +68,19 @@ class Gateway(Starlette):
 
 
 def create_app(config_path: str | Path, *, base_dir: str | Path | None = None,
-               tune_gc: bool = False) -> Starlette:
+               tune_gc: bool = False, registry: ModelRegistry | None = None) -> Starlette:
     """A gateway for one YAML file; relative paths in it resolve against ``base_dir`` (cwd).
 
     ``tune_gc`` (what ``router serve`` does) calls :func:`settle_heap` once the first snapshot
     is loaded; it changes process-wide settings, so an embedding application decides.
+    ``registry`` may hold the models already loaded, which the first snapshot then reuses.
     """
     path = Path(config_path)
     base = Path(base_dir) if base_dir is not None else Path.cwd()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        state = await asyncio.to_thread(GatewayState.start, path, base)
+        state = await asyncio.to_thread(GatewayState.start, path, base, registry)
         app.state.gateway = state
         if tune_gc:
             settle_heap()

@@ -13,7 +13,7 @@ from router.batching import Predictor
 from router.config import RouterConfig, load_config
 from router.gateway.request_ids import RequestIdLedger
 from router.outcomes import OutcomeStore, OutcomeWriter, open_store
-from router.registry import ModelRegistry
+from router.registry import ENGINES_IN_BACKGROUND, ModelRegistry
 from router.reload import Reloader
 from router.rollout import RolloutController, RolloutView, lease_for, view_of_report
 from router.service import PredictionService
@@ -50,13 +50,17 @@ class GatewayState:
         self.request_ids = RequestIdLedger(self.store)
 
     @classmethod
-    def start(cls, config_path: Path, base_dir: Path) -> GatewayState:
+    def start(cls, config_path: Path, base_dir: Path,
+              registry: ModelRegistry | None = None) -> GatewayState:
         """Open the store, start the writer, load the first snapshot: fail fast on any fault.
 
-        Blocking (file and model I/O); the lifespan runs it in a thread.
+        Blocking (file and model I/O); the lifespan runs it in a thread. ``registry`` may hold
+        models already loaded (``router serve`` checks them before it starts the server).
         """
         store = open_store(load_config(config_path, base_dir=base_dir).store, base_dir)
-        registry = ModelRegistry()
+        # Each model serves with scikit-learn at once; ONNX Runtime takes over when its parity
+        # check passes, so the check never delays readiness.
+        registry = registry or ModelRegistry(engines=ENGINES_IN_BACKGROUND)
 
         def on_swap(snapshot: Snapshot) -> None:
             predictor.configure(max_batch=snapshot.config.batching.max_batch,

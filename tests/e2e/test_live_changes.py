@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
@@ -115,6 +116,8 @@ def test_changes_under_traffic(tmp_path: Path, champion_dir: Path, challenger_di
         config = wait_config(server.url, lambda c: c["revision"] == 3)
         assert config["revision"] == 3 and config["last_reload_error"] is None
         time.sleep(1)
+        for revision in (2, 3):  # each applied change is one info line in the server's log
+            assert f"INFO:     config {path} applied as revision {revision}" in server.output()
     statuses = {status for _, _, status, _ in traffic.seen}
     assert statuses == {200}, f"failed requests during reloads: {statuses}"
     assert len(traffic.seen) > 200
@@ -155,7 +158,8 @@ def test_switches_by_api_and_cli_survive_a_restart(tmp_path: Path, champion_dir:
     history = run_cli("history", "--config", str(path), cwd=tmp_path)
     assert history.returncode == 0, history.stderr
     lines = history.stdout.splitlines()
-    assert "promote" in lines[0] and "champ -> chall" in lines[0] and "api:" in lines[0]
+    assert "promote" in lines[0] and "champ -> chall" in lines[0]
+    assert f"(api@{socket.gethostname()}:" in lines[0] and "from 127.0.0.1)" in lines[0]
     assert "challenger wins" in lines[1]
     assert "rollback" in lines[2] and "chall -> champ" in lines[2] and "cli:" in lines[2]
     assert "pager went off" in lines[3]

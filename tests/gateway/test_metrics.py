@@ -121,6 +121,8 @@ def test_outcome_log_and_config_figures_are_read_at_scrape(make_client: Any, cha
     (tmp_path / "router.yaml").write_text("experiment: [unclosed")
     with pytest.raises(ConfigError):
         state(client).reloader.reload()
+    for model in state(client).snapshots.current.models.values():
+        assert model.engine_chosen.wait(60)  # the parity check runs beside serving
     after, _ = scrape(client)
     assert types["router_outcome_log_backlog"] == "gauge"
     assert types["router_outcome_log_lag_seconds"] == "gauge"
