@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -136,7 +138,8 @@ def test_admin_promote_then_rollback(client: TestClient, config_file: Path,
     history = state.store.history()
     assert [(h.action, h.from_model, h.to_model) for h in history] == [
         ("promote", "champ", "chall"), ("rollback", "chall", "champ")]
-    assert history[0].reason == "better accuracy" and history[0].actor.startswith("api:")
+    assert history[0].reason == "better accuracy" and history[0].actor == \
+        f"api@{socket.gethostname()}:{os.getpid()} from testclient"
     refused = client.post("/admin/rollback", headers=auth)  # nothing left to undo
     assert refused.status_code == 409 and refused.json()["error"] == "switch_refused"
     assert "nothing to roll back" in refused.json()["message"]
