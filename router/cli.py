@@ -315,7 +315,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     import time
 
     from router.outcomes import open_store
-    from router.switch import history_json
+    from router.switch import history_document
 
     if args.store:
         store = open_store(args.store, Path.cwd())
@@ -326,7 +326,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.json:
-        print(json.dumps([history_json(e) for e in entries], indent=2))
+        print(json.dumps(history_document(entries), indent=2))
         return 0
     if not entries:
         print("no switches recorded yet")

@@ -87,6 +87,12 @@ class EngineChoice:
     runner: OnnxRunner | None = None
 
 
+def onnx_possible() -> bool:
+    """False when the choice is scikit-learn whatever the model (forced, or no fast extra)."""
+    setting = os.environ.get(ENGINE_ENV, "auto").strip().lower()
+    return setting not in _SKLEARN_VALUES and fast_extra_installed()
+
+
 def fast_extra_installed() -> bool:
     """True when both skl2onnx and onnxruntime can be imported."""
     import importlib.util
@@ -104,8 +110,12 @@ class OnnxRunner:
     """
 
     def __init__(self, transformers: list[Any], preprocessing: Any, session: Any,
-                 precision: str, quiet: bool, *, chained: bool = False) -> None:
+                 precision: str, quiet: bool, *, chained: bool = False,
+                 graphs: tuple[bytes | None, bytes] = (None, b"")) -> None:
         self._transformers = transformers
+        # The serialized graphs (preprocessing or None, estimator or the chained one): what
+        # another process needs to build the same runner (see rebuild_runner).
+        self.graphs = graphs
         # One graph for preprocessing and estimator: one ONNX Runtime call per batch instead
         # of two (each call costs tens of microseconds whatever its size).
         self._chained = chained
@@ -121,6 +131,11 @@ class OnnxRunner:
         self.precision = precision
         self._quiet = quiet
         self.rechecked_rows = 0  # near-tie rows answered by scikit-learn
+
+    @property
+    def chained(self) -> bool:
+        """One graph for preprocessing and estimator."""
+        return self._chained
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         """The preprocessing's output for ``X`` (float64 rows in feature order)."""
@@ -184,6 +199,10 @@ def split_pipeline(model: Any) -> tuple[list[Any], Any]:
 
 
 def _session(onx: Any) -> Any:
+    return _session_of(onx.SerializeToString())
+
+
+def _session_of(graph: bytes) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -191,8 +210,7 @@ def _session(onx: Any) -> Any:
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    return ort.InferenceSession(onx.SerializeToString(), options,
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
 def _convert(final: Any, n_features: int, precision: str) -> Any:
@@ -339,12 +357,22 @@ def _runner(transformers: list[Any], pre: Any, estimator: Any, precision: str, q
     scikit-learn for the preprocessing when it has no graph)."""
     if pre is not None:
         try:
-            return OnnxRunner(transformers, None, _session(_chain(pre, estimator)), precision,
-                              quiet, chained=True)
+            chained = _chain(pre, estimator).SerializeToString()
+            return rebuild_runner(transformers, precision, quiet, chained=True,
+                                  graphs=(None, chained))
         except Exception as exc:
             log.info("preprocessing and estimator run as two graphs: %s", _short(exc))
-    return OnnxRunner(transformers, None if pre is None else _session(pre), _session(estimator),
-                      precision, quiet)
+    graphs = (None if pre is None else pre.SerializeToString(), estimator.SerializeToString())
+    return rebuild_runner(transformers, precision, quiet, chained=False, graphs=graphs)
+
+
+def rebuild_runner(transformers: list[Any], precision: str, quiet: bool, *, chained: bool,
+                   graphs: tuple[bytes | None, bytes]) -> OnnxRunner:
+    """A runner from serialized graphs, as a runner's ``graphs`` keeps them (the parity check
+    may have run in another process)."""
+    pre, estimator = graphs
+    return OnnxRunner(transformers, None if pre is None else _session_of(pre),
+                      _session_of(estimator), precision, quiet, chained=chained, graphs=graphs)
 
 
 def _try_onnx(model: Any, sample: np.ndarray, classes: np.ndarray, quiet: bool,

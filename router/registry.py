@@ -27,7 +27,7 @@ from router.artifacts import (
 )
 from router.artifacts.load import check_inside_roots
 from router.artifacts.trust import ModelTrust
-from router.engines import SKLEARN, OnnxRunner, choose_engine
+from router.engines import SKLEARN, EngineChoice, OnnxRunner, choose_engine, onnx_possible
 from router.forest import DirectForest, direct_forest
 
 __all__ = ["ModelRegistry", "Prediction", "ServedModel"]
@@ -115,15 +115,23 @@ class ServedModel:
         if choose_engine_now:
             self.choose_engine()
 
-    def choose_engine(self) -> None:
-        """Check ONNX Runtime's parity on the reference sample (blocking) and switch to the
-        engine it picks; requests in flight finish on the engine they started with."""
-        choice = choose_engine(
+    @property
+    def quiet(self) -> bool:
+        """Whether scikit-learn's feature-names warning is silenced (fitted on a DataFrame)."""
+        return self._quiet
+
+    def engine_choice(self) -> EngineChoice:
+        """ONNX Runtime's parity check on the reference sample (blocking), as a choice."""
+        return choose_engine(
             self.model, key=self.sha256, task=self.task,
             has_probabilities=self.has_probabilities, label_source=self.label_source,
             classes=self.classes, sample=self.reference_sample, quiet=self._quiet,
             sklearn_proba=self._sklearn_probabilities,
             sklearn_labels=lambda X: _labels(self._call("predict", X)))
+
+    def use_engine(self, choice: EngineChoice) -> None:
+        """Serve with ``choice`` from now on; requests in flight finish on the engine they
+        started with."""
         reason = choice.reason
         if choice.engine == SKLEARN and self._direct is not None:
             reason += (
@@ -135,16 +143,24 @@ class ServedModel:
         self.engine, self.engine_reason = choice.engine, reason
         self.engine_chosen.set()
 
+    def choose_engine(self) -> None:
+        """Check ONNX Runtime's parity (blocking) and switch to the engine it picks."""
+        self.use_engine(self.engine_choice())
+
     def choose_engine_in_background(self) -> None:
-        """Start :meth:`choose_engine` in a thread: the model serves with scikit-learn now."""
+        """Choose the engine in a thread, the check itself in a child process (see
+        :mod:`router.engine_check`): the model serves with scikit-learn meanwhile."""
+        from router.engine_check import choice_apart
+
         def run() -> None:
             try:
-                self.choose_engine()
-            except Exception as exc:  # choose_engine reports model faults as a reason
+                # Without a chance of ONNX Runtime the choice is immediate: no child needed.
+                self.use_engine(choice_apart(self) if onnx_possible() else self.engine_choice())
+            except Exception as exc:
                 log.exception("engine choice for %s failed; serving with scikit-learn",
                               self.name)
-                self.engine_reason = f"engine choice failed: {type(exc).__name__}"
-                self.engine_chosen.set()
+                self.use_engine(EngineChoice(SKLEARN, f"engine choice failed: "
+                                                      f"{type(exc).__name__}: {exc}"))
 
         threading.Thread(target=run, name=f"router-engine-{self.name}", daemon=True).start()
 

@@ -99,10 +99,16 @@ def _write_unless_read_only(path: Path, text: str) -> bool:
 
 
 def history_json(entry: HistoryEntry) -> dict[str, Any]:
-    """One switch as JSON, as ``router history --json`` prints it and ``GET /history`` answers."""
+    """One switch as JSON."""
     return {"ts": entry.ts, "action": entry.action, "from": entry.from_model,
             "to": entry.to_model, "reason": entry.reason, "actor": entry.actor,
             "details": entry.details}
+
+
+def history_document(entries: list[HistoryEntry]) -> dict[str, Any]:
+    """The switches as ``router history --json`` prints them and ``GET /history`` answers:
+    one object, so that either can grow a key without breaking a reader."""
+    return {"history": [history_json(e) for e in entries]}
 
 
 def switch(action: str, config_path: Path, base_dir: Path, store: ExperimentState, *,

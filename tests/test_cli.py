@@ -6,10 +6,12 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from router.cli import build_parser, main
+from router.outcomes import HistoryEntry
 from tests.configs import write_config
 
 
@@ -153,3 +155,20 @@ def test_a_config_error_is_reported_before_any_model_library_loads(
         outcome, heavy = imported_after(*argv)
         assert outcome.startswith("1:") and expected in outcome, outcome
         assert "Traceback" not in outcome and not heavy & {"sklearn", "scipy", "uvicorn"}
+
+
+def test_history_json_is_what_get_history_answers(
+        capsys: pytest.CaptureFixture[str], make_client: Any, tmp_path: Path,
+        champion_dir: Path) -> None:
+    """`router history --json` and GET /history print one and the same document."""
+    client = make_client(champion=champion_dir, mode="single", store="sqlite:///outcomes.db")
+    store = client.app.state.gateway.store
+    for i, action in enumerate(("step", "rollback")):
+        store.append_history(HistoryEntry(ts=1_000.0 + i, action=action, from_model="a",
+                                          to_model="b", reason=f"because {i}", actor="test",
+                                          details={"n": i}))
+    code, out, _ = run(capsys, "history", "--store", f"sqlite:///{tmp_path / 'outcomes.db'}",
+                       "--json")
+    assert code == 0
+    assert json.loads(out) == client.get("/history").json()
+    assert [e["action"] for e in json.loads(out)["history"]] == ["step", "rollback"]

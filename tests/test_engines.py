@@ -14,13 +14,13 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from starlette.testclient import TestClient
 
-from router import engines
-from router import registry as registry_module
+from router import engine_check, engines
 from router.engines import ONNXRUNTIME, SKLEARN, OnnxRunner
 from router.gateway.app import create_app
 from router.registry import (
     ENGINE_PENDING,
     ENGINES_IN_BACKGROUND,
+    ENGINES_UNCHOSEN,
     ModelRegistry,
     ServedModel,
 )
@@ -180,19 +180,36 @@ def test_the_parity_check_runs_beside_serving_and_the_engine_switches_after(
     scikit-learn answers meanwhile, and ONNX Runtime takes over once the check passes."""
     _fast_extra()
     release = threading.Event()
-    check = registry_module.choose_engine
+    check = engine_check.choice_apart
 
-    def held_check(*args: Any, **kwargs: Any) -> engines.EngineChoice:
+    def held_check(served: ServedModel) -> engines.EngineChoice:
         assert release.wait(60)
-        return check(*args, **kwargs)
+        return check(served)
 
-    monkeypatch.setattr(registry_module, "choose_engine", held_check)
+    monkeypatch.setattr(engine_check, "choice_apart", held_check)
     served = ModelRegistry(engines=ENGINES_IN_BACKGROUND).load(champion_dir)
     assert (served.engine, served.engine_reason) == (SKLEARN, ENGINE_PENDING)
     assert not served.engine_chosen.is_set()
     X = iris_data[0]
     assert served.predict(X).labels == served.model.predict(X).tolist()
     release.set()
-    assert served.engine_chosen.wait(60)
+    assert served.engine_chosen.wait(120)
     assert served.engine == ONNXRUNTIME and "0 labels differ" in served.engine_reason
-    np.testing.assert_array_equal(served.predict(X).probabilities, served.model.predict_proba(X))
+    for rows in (X, _noisy(X)):
+        np.testing.assert_array_equal(served.predict(rows).probabilities,
+                                      served.model.predict_proba(rows))
+
+
+@pytest.mark.parametrize("model", ["champion_dir", "challenger_dir"])
+def test_the_child_process_chooses_as_this_process_would(
+        model: str, request: pytest.FixtureRequest, iris_data: Data) -> None:
+    """The check in a child process gives the engine, the reason and the answers that the
+    same check in this process gives."""
+    _fast_extra()
+    directory = request.getfixturevalue(model)
+    here = _load(directory)
+    apart = ModelRegistry(engines=ENGINES_UNCHOSEN).load(directory)
+    apart.use_engine(engine_check.choice_apart(apart))
+    assert (apart.engine, apart.engine_reason) == (here.engine, here.engine_reason)
+    X = _noisy(iris_data[0])
+    np.testing.assert_array_equal(apart.predict(X).probabilities, here.predict(X).probabilities)

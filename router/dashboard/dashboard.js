@@ -407,13 +407,46 @@
     meta.appendChild(document.createTextNode("phase since " + time(since)));
   }
 
-  function renderDecision(stats) {
+  function renderDecision(stats, config, history) {
+    if (stats.mode === "single") { renderServing(stats, config, history); return; }
+    $("decision-title").textContent = "Recommendation";
     var decision = stats.decision || {};
     var action = decision.action || "unknown";
     $("decision").setAttribute("data-action", action);
     $("decision-action").textContent = action;
     var list = clear($("decision-reasons"));
     (decision.reasons || []).forEach(function (reason) { list.appendChild(el("li", { text: reason })); });
+  }
+
+  // Mode single is no experiment to judge (after a promotion, a rollback, or by design): the
+  // banner says what serves and how it got there, not a recommendation to "continue".
+  function renderServing(stats, config, history) {
+    var c = (config && config.config) || {};
+    var champion = stats.variants && stats.variants.champion;
+    var name = (c.champion && c.champion.name) || (champion && champion.model) || "the champion";
+    $("decision").setAttribute("data-action", "single");
+    $("decision-title").textContent = "Serving";
+    $("decision-action").textContent = name;
+    var list = clear($("decision-reasons"));
+    list.appendChild(el("li", { text: "No experiment running: " + name +
+      (champion && champion.version ? " (version " + champion.version + ")" : "") +
+      " answers every request." }));
+    var entries = (history && history.history) || [];
+    var last = null;
+    entries.forEach(function (e) { if (e.action === "promote" || e.action === "rollback") last = e; });
+    if (last) {
+      list.appendChild(el("li", { text: (last.action === "promote" ? "Promoted " : "Rolled back ") +
+        last.from + " → " + last.to + " on " + new Date(last.ts * 1000).toLocaleString() +
+        ": " + last.reason }));
+    }
+    if (c.previous) {
+      list.appendChild(el("li", { text: c.previous.name + " stays loaded as previous: a rollback " +
+        "restores it at once." }));
+    }
+    if (c.challenger) {
+      list.appendChild(el("li", { text: c.challenger.name + " stays loaded as challenger, " +
+        "serving nothing: set mode ab or shadow to test it again." }));
+    }
   }
 
   function kpi(cls, label, value, note, tone) {
@@ -797,7 +830,7 @@
     var stats = data.stats, timeline = data.timeline, config = data.config, history = data.history;
     if (stats) {
       section("header", function () { renderHeader(stats, config); }, problems);
-      section("decision", function () { renderDecision(stats); }, problems);
+      section("decision", function () { renderDecision(stats, config, history); }, problems);
       section("key figures", function () { renderKpis(stats); }, problems);
       section("split", function () { renderSplit(stats, config); }, problems);
       section("latency", function () { renderLatency(stats, config); }, problems);

@@ -19,7 +19,7 @@ from router.gateway.endpoints import json_response, state_of
 from router.stats.loader import compute_report
 from router.stats.timeline import compute_timeline
 from router.strings import printable
-from router.switch import history_json
+from router.switch import history_document
 
 HISTORY_LIMIT = 100  # switches answered by default: the latest ones
 MAX_HISTORY_LIMIT = 10_000
@@ -78,4 +78,4 @@ async def history(request: Request) -> Response:
     """The latest switches (promote, rollback, rollout steps), oldest first."""
     store = state_of(request).store
     entries = await asyncio.to_thread(store.history, _limit(request.query_params.get("limit")))
-    return json_response({"history": [history_json(e) for e in entries]})
+    return json_response(history_document(entries))

@@ -251,3 +251,28 @@ def test_the_screenshot_command_says_what_is_missing(tmp_path: Path) -> None:
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "selenium" in result.stderr and "make install" in result.stderr
     assert not (tmp_path / "out.png").exists()
+
+
+def test_after_a_promotion_the_banner_says_what_serves(tmp_path: Path, champion_dir: Path,
+                                                     challenger_dir: Path) -> None:
+    """Mode single after a promotion: the banner names the model serving, the switch and the
+    model kept for rollback, and no "continue" recommendation."""
+    require_chromium()
+    config = write_config(tmp_path, champion=champion_dir, challenger=challenger_dir,
+                          store="sqlite:///outcomes.db")
+    with serve(config, tmp_path, extra_env={"ROUTER_ADMIN_TOKEN": "t0ken"}) as server:
+        promoted = httpx.post(f"{server.url}/admin/promote", json={"reason": "it wins"},
+                              headers={"Authorization": "Bearer t0ken"})
+        assert promoted.status_code == 200
+        with chromium(tmp_path / "profile") as driver:
+            driver.get(f"{server.url}/dashboard")
+            wait_rendered(driver)
+            state = page_state(driver)
+            errors = console_errors(driver)
+    assert errors == []
+    assert state["decisionAttr"] == "single" and state["action"] == "chall"
+    assert state["reasons"][0].startswith("No experiment running: chall")
+    assert state["reasons"][1].startswith("Promoted champ → chall on ")
+    assert state["reasons"][1].endswith(": it wins")
+    assert state["reasons"][2].startswith("champ stays loaded as previous")
+    assert not any("continue" in reason.lower() for reason in state["reasons"])
