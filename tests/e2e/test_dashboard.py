@@ -75,6 +75,14 @@ def page_state(driver: Any) -> dict[str, Any]:
     """, list(CHARTS))
 
 
+def dashboard_state(server: Server, profile: Path) -> tuple[dict[str, Any], list[str]]:
+    """The page as a fresh browser draws it, and the console errors it logged."""
+    with chromium(profile) as driver:
+        driver.get(f"{server.url}/dashboard")
+        wait_rendered(driver)
+        return page_state(driver), console_errors(driver)
+
+
 def test_dashboard_draws_the_experiment_and_agrees_with_stats(
         tmp_path: Path, champion_dir: Path, challenger_dir: Path) -> None:
     """Charts drawn, no console error, the decision of /stats, fits a phone; screenshots."""
@@ -144,11 +152,7 @@ def test_dashboard_before_any_label_shows_an_empty_state(tmp_path: Path, champio
         send_users(server, traffic(20, seed=8))
         stats = stats_when(server, lambda b: sum(v["requests"]
                                                  for v in b["variants"].values()) == 20)
-        with chromium(tmp_path / "profile") as driver:
-            driver.get(f"{server.url}/dashboard")
-            wait_rendered(driver)
-            state = page_state(driver)
-            errors = console_errors(driver)
+        state, errors = dashboard_state(server, tmp_path / "profile")
     assert errors == []
     assert state["action"].lower() == stats["decision"]["action"] == "continue"
     for chart in ("metric-chart", "difference-chart", "pvalue-chart"):
@@ -264,11 +268,7 @@ def test_after_a_promotion_the_banner_says_what_serves(tmp_path: Path, champion_
         promoted = httpx.post(f"{server.url}/admin/promote", json={"reason": "it wins"},
                               headers={"Authorization": "Bearer t0ken"})
         assert promoted.status_code == 200
-        with chromium(tmp_path / "profile") as driver:
-            driver.get(f"{server.url}/dashboard")
-            wait_rendered(driver)
-            state = page_state(driver)
-            errors = console_errors(driver)
+        state, errors = dashboard_state(server, tmp_path / "profile")
     assert errors == []
     assert state["decisionAttr"] == "single" and state["action"] == "chall"
     assert state["reasons"][0].startswith("No experiment running: chall")
