@@ -193,7 +193,7 @@ def test_the_parity_check_runs_beside_serving_and_the_engine_switches_after(
     X = iris_data[0]
     assert served.predict(X).labels == served.model.predict(X).tolist()
     release.set()
-    assert served.engine_chosen.wait(120)
+    assert served.engine_chosen.wait(600)
     assert served.engine == ONNXRUNTIME and "0 labels differ" in served.engine_reason
     for rows in (X, _noisy(X)):
         np.testing.assert_array_equal(served.predict(rows).probabilities,

@@ -122,7 +122,7 @@ def test_outcome_log_and_config_figures_are_read_at_scrape(make_client: Any, cha
     with pytest.raises(ConfigError):
         state(client).reloader.reload()
     for model in state(client).snapshots.current.models.values():
-        assert model.engine_chosen.wait(60)  # the parity check runs beside serving
+        assert model.engine_chosen.wait(600)  # the parity check runs beside serving
     after, _ = scrape(client)
     assert types["router_outcome_log_backlog"] == "gauge"
     assert types["router_outcome_log_lag_seconds"] == "gauge"
