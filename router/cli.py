@@ -57,12 +57,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from router.connections import LIMITS_ENV, SHUTDOWN_GRACE_S, ConnectionLimits
     from router.gateway.app import BASE_DIR_ENV, CONFIG_ENV, create_app
-    from router.registry import ENGINES_IN_BACKGROUND, ModelRegistry
+    from router.registry import ENGINES_IN_BACKGROUND, ENGINES_UNCHOSEN, ModelRegistry
     from router.snapshot import load_models
 
     # Fail here, with one line, rather than inside a worker process with a traceback; one
-    # worker serves from this very process and reuses these models.
-    registry = ModelRegistry(trust, engines=ENGINES_IN_BACKGROUND)
+    # worker serves from this very process and reuses these models (several workers load
+    # their own, so this process has no engine to choose).
+    registry = ModelRegistry(trust, engines=ENGINES_IN_BACKGROUND if args.workers == 1
+                             else ENGINES_UNCHOSEN)
     load_models(config, registry)
     os.environ[CONFIG_ENV] = str(config_path)
     os.environ[BASE_DIR_ENV] = str(base_dir)
