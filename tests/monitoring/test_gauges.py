@@ -18,7 +18,7 @@ from router.outcomes import SQLiteStore
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 SHIFTED = [7.5, 2.0, 6.5, 2.4]  # a virginica-like flower, far from the training average
-DEADLINE_S = 30.0  # only guards against a hang
+DEADLINE_S = 120.0  # only guards against a hang (a loaded machine is slow, not stuck)
 
 
 def scrape(client: TestClient) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
