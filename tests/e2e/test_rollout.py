@@ -31,14 +31,10 @@ def traffic(url: str, X: np.ndarray, y: np.ndarray, stop: threading.Event) -> No
             i += 1
 
 
-def run_rollout(tmp_path: Path, champion: Path, challenger: Path,
-                iris_data: tuple[np.ndarray, np.ndarray], until: Any,
-                timeout: float = 90) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    config = write_config(
-        tmp_path, champion=champion, challenger=challenger, store="sqlite:///outcomes.db",
-        traffic={"challenger_percent": 0, "sticky_key": "header:x-user-id"},
-        analysis={"min_samples": 30, "guardrails": {"error_rate": 0.05}},
-        rollout={"steps": [5, 25, 50], "interval_s": 1, "auto_rollback": True})
+def drive(config: Path, tmp_path: Path, iris_data: tuple[np.ndarray, np.ndarray],
+          until: Any, timeout: float) -> dict[str, Any]:
+    """Serve ``config`` under traffic until ``until(/config)`` holds or time runs out; the last
+    /config, with what /stats decided last under ``decision`` (for failure messages)."""
     X, y = iris_data
     stop = threading.Event()
     with serve(config, tmp_path) as server:
@@ -51,14 +47,31 @@ def run_rollout(tmp_path: Path, champion: Path, challenger: Path,
                 if until(current) or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
+            current["decision"] = httpx.get(f"{server.url}/stats", timeout=30).json()["decision"]
         finally:
             stop.set()
             sender.join(15)
-    with sqlite3.connect(tmp_path / "outcomes.db") as db:
-        history = db.execute("SELECT action, from_model, to_model, reason, actor FROM history "
-                             "ORDER BY id").fetchall()
-    return current, [dict(zip(("action", "from", "to", "reason", "actor"), row, strict=True))
-                     for row in history]
+    return current
+
+
+def history_of(database: Path) -> list[dict[str, Any]]:
+    with sqlite3.connect(database) as db:
+        rows = db.execute("SELECT action, from_model, to_model, reason, actor FROM history "
+                          "ORDER BY id").fetchall()
+    return [dict(zip(("action", "from", "to", "reason", "actor"), row, strict=True))
+            for row in rows]
+
+
+def run_rollout(tmp_path: Path, champion: Path, challenger: Path,
+                iris_data: tuple[np.ndarray, np.ndarray], until: Any,
+                timeout: float = 90) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    config = write_config(
+        tmp_path, champion=champion, challenger=challenger, store="sqlite:///outcomes.db",
+        traffic={"challenger_percent": 0, "sticky_key": "header:x-user-id"},
+        analysis={"min_samples": 30, "guardrails": {"error_rate": 0.05}},
+        rollout={"steps": [5, 25, 50], "interval_s": 1, "auto_rollback": True})
+    current = drive(config, tmp_path, iris_data, until, timeout)
+    return current, history_of(tmp_path / "outcomes.db")
 
 
 def test_healthy_challenger_steps_through_5_25_50(tmp_path: Path, champion_dir: Path,

@@ -4,20 +4,16 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx2 as httpx
 import numpy as np
 import pytest
 from sklearn.dummy import DummyClassifier
 
 from tests.configs import write_config
-from tests.e2e.server import serve
-from tests.e2e.test_rollout import traffic
+from tests.e2e.test_rollout import drive, history_of
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +28,7 @@ def run(tmp_path: Path, champion: Path, challenger: Path,
         iris_data: tuple[np.ndarray, np.ndarray], until: Callable[[dict[str, Any]], bool],
         timeout: float = 150) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
     """Serve with ``steps: [shadow, 5, 25, 50]`` under traffic until ``until(/config)``;
-    returns the last /config, the history and how many users the challenger served."""
+    returns the last /config, the history and how many answers the challenger gave users."""
     config = write_config(
         tmp_path, champion=champion, challenger=challenger, mode="shadow",
         store="sqlite:///outcomes.db",
@@ -40,30 +36,11 @@ def run(tmp_path: Path, champion: Path, challenger: Path,
         analysis={"min_samples": 30, "min_effect": 0.1},
         rollout={"steps": ["shadow", 5, 25, 50], "interval_s": 1, "auto_promote": True,
                  "auto_rollback": True})
-    X, y = iris_data
-    stop = threading.Event()
-    with serve(config, tmp_path) as server:
-        sender = threading.Thread(target=traffic, args=(server.url, X, y, stop), daemon=True)
-        sender.start()
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                current = httpx.get(f"{server.url}/config").json()
-                if until(current) or time.monotonic() > deadline:
-                    break
-                time.sleep(0.5)
-            decision = httpx.get(f"{server.url}/stats", timeout=30).json()["decision"]
-        finally:
-            stop.set()
-            sender.join(15)
+    current = drive(config, tmp_path, iris_data, until, timeout)
     with sqlite3.connect(tmp_path / "outcomes.db") as db:
-        history = db.execute("SELECT action, from_model, to_model, reason FROM history "
-                             "ORDER BY id").fetchall()
         served = db.execute("SELECT COUNT(*) FROM predictions WHERE variant = 'challenger' "
                             "AND shadow = 0").fetchone()[0]
-    current["decision"] = decision  # what /stats said last, for the failure message
-    return current, [dict(zip(("action", "from", "to", "reason"), row, strict=True))
-                     for row in history], int(served)
+    return current, history_of(tmp_path / "outcomes.db"), int(served)
 
 
 def test_a_better_challenger_goes_from_shadow_to_promotion(
