@@ -501,9 +501,6 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
             r.fail("rollout.steps", _value_line(node, "steps"),
                    "in shadow mode a rollout starts with shadow (steps: [shadow, 5, 25, 50]); "
                    "percentages alone would never move")
-        if mode == "single" and from_shadow and challenger is None:
-            r.fail("rollout.steps", _value_line(node, "steps"),
-                   "a rollout from shadow needs a challenger to mirror to")
         rollout = Rollout(
             steps=steps,
             from_shadow=from_shadow,

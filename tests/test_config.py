@@ -179,3 +179,11 @@ def test_a_rollout_may_start_in_shadow() -> None:
     assert config.rollout is not None and config.rollout.from_shadow
     assert config.rollout.steps == (5, 25, 50)
     assert config.to_dict()["rollout"]["steps"] == ["shadow", 5, 25, 50]
+
+
+def test_a_promoted_file_keeps_its_shadow_rollout_section() -> None:
+    """After the promotion that ends a rollout from shadow (mode single, no challenger), the
+    file still validates: the section is inert, and refusing it would block the promotion."""
+    text = "experiment: e\nmode: single\nchampion: {name: b, path: /m/b}\n" \
+           "previous: {name: a, path: /m/a}\nrollout:\n  steps: [shadow, 5, 25, 50]\n"
+    assert parse(text).rollout is not None
