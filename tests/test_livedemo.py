@@ -29,7 +29,7 @@ from tests.e2e.server import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.e2e
 
-DEADLINE_S = 120.0  # only guards against a hang: training and starting take a few seconds
+DEADLINE_S = 300.0  # only guards against a hang: training and starting take a few seconds
 
 
 class Demo:
