@@ -16,6 +16,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from router.artifacts.roots import OutsideRootsError, confine
+from router.config_bounds import MAX_CONFIG_DEPTH, check_yaml_bounds
 from router.errors import ConfigError, ConfigProblem
 from router.strings import text_problem
 
@@ -23,11 +24,6 @@ MODES = ("ab", "shadow", "single")
 METRICS = ("accuracy", "log_loss", "mae", "rmse")
 DEFAULT_STORE = "sqlite:///var/outcomes.db"
 MAX_TEXT_LENGTH = 4_096  # a name, a path or a URL
-# ruamel.yaml parses in pure Python and recursively: a 1,000-deep flow sequence took it
-# seconds and then failed on Python's recursion limit, and a 280 KB file took over 20 s on a
-# busy machine. Configs are a few KB; these bounds keep a bad file from occupying the watcher.
-MAX_CONFIG_BYTES = 65_536
-MAX_CONFIG_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -40,7 +36,8 @@ class ModelRef:
 
 @dataclass(frozen=True)
 class StickyKey:
-    """Where a request's unit id comes from: an HTTP header or a top-level body field."""
+    """A value a request carries, in an HTTP header or a top-level body field: the sticky
+    unit id, or a segment (``analysis.segments``)."""
 
     source: str  # "header" | "body"
     name: str
@@ -79,6 +76,8 @@ class Analysis:
     min_effect: float = 0.01
     min_samples: int = 200
     guardrails: Guardrails = field(default_factory=Guardrails)
+    # Request values the results are broken down by (``/stats``'s ``segments``).
+    segments: tuple[StickyKey, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -170,6 +169,7 @@ class RouterConfig:
                 "min_effect": self.analysis.min_effect,
                 "min_samples": self.analysis.min_samples,
                 "guardrails": {"p99_latency_ms": g.p99_latency_ms, "error_rate": g.error_rate},
+                "segments": [str(key) for key in self.analysis.segments],
             },
             "rollout": None if self.rollout is None else {
                 **{k: v for k, v in vars_of(self.rollout).items() if k != "from_shadow"},
@@ -323,14 +323,33 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return convert
 
 
-def _sticky_key(value: Any) -> StickyKey:
+def _sticky_key(value: Any, *, token_fields: bool = False) -> StickyKey:
+    """``header:NAME`` or ``body:FIELD``; ``token_fields`` holds a body field's name to an HTTP
+    token's characters too (a segment's name is a JSON key in the log and in ``/stats``)."""
     source, _, name = _text(value).partition(":")
     if source not in ("header", "body") or not name:
         raise _Invalid(f"must be header:<name> or body:<field>, got {value!r}")
-    if source == "header" and not _HTTP_TOKEN.fullmatch(name):
-        raise _Invalid(f"header name {name!r} is not an HTTP token (letters, digits and "
+    if (source == "header" or token_fields) and not _HTTP_TOKEN.fullmatch(name):
+        raise _Invalid(f"{source} name {name!r} is not an HTTP token (letters, digits and "
                        "!#$%&'*+-.^_`|~ only), so no request could carry it")
     return StickyKey(source, name.lower() if source == "header" else name)
+
+
+MAX_SEGMENT_KEYS = 5
+
+
+def _segments(value: Any) -> tuple[StickyKey, ...]:
+    if not isinstance(value, CommentedSeq):
+        raise _Invalid(f"must be a list of header:<name> or body:<field>, got {_kind(value)}")
+    if len(value) > MAX_SEGMENT_KEYS:
+        raise _Invalid(f"takes at most {MAX_SEGMENT_KEYS} keys, got {len(value)}")
+    keys = tuple(_sticky_key(item, token_fields=True) for item in value)
+    # /stats names a segment by its name alone, so two keys may not share one.
+    names = [key.name for key in keys]
+    repeated = next((name for name in names if names.count(name) > 1), None)
+    if repeated is not None:
+        raise _Invalid(f"{repeated} is listed twice (a segment is named by its name alone)")
+    return keys
 
 
 def _header_name(value: Any) -> str:
@@ -474,7 +493,7 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
         )
 
     analysis = Analysis()
-    analysis_keys = ("metric", "alpha", "min_effect", "min_samples", "guardrails")
+    analysis_keys = ("metric", "alpha", "min_effect", "min_samples", "guardrails", "segments")
     if (node := r.section(root, "", "analysis", analysis_keys)) is not None:
         guardrails = Guardrails()
         g = r.section(node, "analysis", "guardrails", ("p99_latency_ms", "error_rate"))
@@ -490,6 +509,7 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
             min_effect=r.value(node, "analysis", "min_effect", _number(above=0), 0.01),
             min_samples=r.value(node, "analysis", "min_samples", _integer(1), 200),
             guardrails=guardrails,
+            segments=r.value(node, "analysis", "segments", _segments, ()),
         )
 
     rollout = None
@@ -551,43 +571,6 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
         monitoring=monitoring, source=source,
         lines=r.lines,
     )
-
-
-# Brackets and braces, skipping quoted strings and comments, which may hold them as text.
-_FLOW_TOKEN = re.compile(
-    r"""[\[\]{}]|"(?:[^"\\\n]|\\.)*"|'(?:[^'\n]|'')*'|(?:^|(?<=\s))#[^\n]*""", re.MULTILINE)
-
-
-def check_yaml_bounds(text: str, source: str) -> None:
-    """Refuse a file too large or too deeply nested before the YAML parser sees it."""
-    size = len(text.encode("utf-8", "surrogatepass"))
-    if size > MAX_CONFIG_BYTES:
-        raise ConfigError(source, [ConfigProblem(
-            "", None, f"is {size:,} bytes, over the limit of {MAX_CONFIG_BYTES:,}")])
-    flow = 0
-    indents: list[int] = []
-    for match in _FLOW_TOKEN.finditer(text):
-        token = match.group()
-        if token in "[{":
-            flow += 1
-            if flow > MAX_CONFIG_DEPTH:
-                line = text.count("\n", 0, match.start()) + 1
-                raise ConfigError(source, [ConfigProblem(
-                    "", line, f"nested deeper than {MAX_CONFIG_DEPTH} levels")])
-        elif token in "]}":
-            flow = max(0, flow - 1)
-    # Block nesting: each line indented deeper than the one it belongs to opens a level.
-    for number, line in enumerate(text.splitlines(), 1):
-        stripped = line.lstrip(" ")
-        if not stripped or stripped.startswith("#"):
-            continue
-        indent = len(line) - len(stripped)
-        while indents and indents[-1] >= indent:
-            indents.pop()
-        indents.append(indent)
-        if len(indents) > MAX_CONFIG_DEPTH:
-            raise ConfigError(source, [ConfigProblem(
-                "", number, f"nested deeper than {MAX_CONFIG_DEPTH} levels")])
 
 
 def load_config(path: str | Path, *, base_dir: Path | None = None) -> RouterConfig:

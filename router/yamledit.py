@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from router.config import check_yaml_bounds, parse_config
+from router.config import parse_config
+from router.config_bounds import check_yaml_bounds
 from router.errors import ConfigError, ConfigProblem
 from router.sync import switchable
 from router.yamltext import write_state

@@ -187,3 +187,33 @@ def test_a_promoted_file_keeps_its_shadow_rollout_section() -> None:
     text = "experiment: e\nmode: single\nchampion: {name: b, path: /m/b}\n" \
            "previous: {name: a, path: /m/a}\nrollout:\n  steps: [shadow, 5, 25, 50]\n"
     assert parse(text).rollout is not None
+
+
+def test_segments_are_read_as_request_keys() -> None:
+    """analysis.segments lists header:NAME and body:FIELD keys; header names in lower case,
+    and ``/config`` shows them as written."""
+    config = parse(BASE + "analysis:\n  segments: [header:X-Country, body:plan]\n")
+    assert config.analysis.segments == (StickyKey("header", "x-country"),
+                                        StickyKey("body", "plan"))
+    assert config.to_dict()["analysis"]["segments"] == ["header:x-country", "body:plan"]
+    assert parse(BASE).analysis.segments == ()
+
+
+@pytest.mark.parametrize(("segments", "message"), [
+    ("header:x-country", "must be a list"),
+    ("[cookie:x]", "must be header:<name> or body:<field>"),
+    ("[header:x country]", "is not an HTTP token"),
+    ('[body:"a b"]', "is not an HTTP token"),
+    ("[header:x-country, header:X-Country]", "x-country is listed twice"),
+    ("[header:plan, body:plan]", "plan is listed twice"),
+    ("[body:a, body:b, body:c, body:d, body:e, body:f]", "at most 5 keys, got 6"),
+    ("[5]", "must be a non-empty string"),
+])
+def test_bad_segments_are_refused_with_key_and_line(segments: str, message: str) -> None:
+    """A segment key that no request could carry, a repeated name or more than five keys is
+    one problem naming analysis.segments and its line."""
+    with pytest.raises(ConfigError) as info:
+        parse(BASE + f"analysis:\n  metric: accuracy\n  segments: {segments}\n")
+    [problem] = info.value.problems
+    assert (problem.path, problem.line) == ("analysis.segments", 7)
+    assert message in problem.message

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from router.config import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH, parse_config
+from router.config import parse_config
+from router.config_bounds import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH
 from router.errors import ConfigError
 
 BASE = """\
