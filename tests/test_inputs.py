@@ -30,9 +30,12 @@ def test_named_positional_and_batch_forms_give_the_same_rows() -> None:
 
 
 def test_user_id_and_body_sticky_key_are_allowed() -> None:
-    """user_id (SPEC) and the configured body sticky key are not features."""
-    parse({"features": [1, 2, 3], "user_id": "u1"})
-    parse({"features": [1, 2, 3], "account": 7}, extra=frozenset({"account"}))
+    """user_id (SPEC) and the configured body sticky key are not features: the rows are the
+    features alone, and any other unknown key is refused."""
+    assert parse({"features": [1, 2, 3], "user_id": "u1"}).rows.tolist() == [[1, 2, 3]]
+    with_key = parse({"features": [1, 2, 3], "account": 7}, extra=frozenset({"account"}))
+    assert with_key.rows.tolist() == [[1, 2, 3]]
+    assert fields_of({"features": [1, 2, 3], "account": 7}) == ["account"]
 
 
 def fields_of(body: Any) -> list[str]:

@@ -24,6 +24,7 @@ from router.shadow_worker import _Models, own_seconds
 from router.snapshot import Snapshot, load_models
 from tests.configs import write_config
 from tests.fixture_models import SLEEP_ENV
+from tests.polling import eventually
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 DEADLINE_S = 20.0  # only guards against hangs; a worker start imports scikit-learn
@@ -86,10 +87,7 @@ def snapshot_of(tmp_path: Path, registry: ModelRegistry) -> Callable[..., Snapsh
 
 
 def wait_until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
+    eventually(condition, timeout=DEADLINE_S, interval=0.01, what="the shadow condition")
 
 
 def offer_rows(mirror: ShadowMirror, snapshot: Snapshot, ids: list[str],

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +19,7 @@ from router.demo import HOLDOUT_PATH, load_holdout, train_demo
 from router.outcomes import open_store
 from router.simulate import ProgressBar, SimulationError, SimulationResult, Simulator
 from tests.e2e.server import serve
+from tests.polling import eventually
 
 FEATURES = ["a", "b", "c"]
 
@@ -270,9 +270,6 @@ def test_plain_demo_traffic_shows_no_drift_and_drift_on_purpose_shows(demo_root:
 
 def wait_for_rows(httpx: Any, url: str, rows: int, timeout: float = 30.0) -> dict[str, Any]:
     """/stats's drift block once it covers ``rows`` requests (the log trails by a second)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        drift = httpx.get(f"{url}/stats", timeout=30).json()["drift"]
-        if drift["rows"] >= rows or time.monotonic() > deadline:
-            return dict(drift)
-        time.sleep(0.2)
+    return dict(eventually(lambda: httpx.get(f"{url}/stats", timeout=30).json()["drift"],
+                           lambda drift: drift["rows"] >= rows, timeout=timeout,
+                           what=f"/stats's drift covering {rows} rows"))

@@ -6,7 +6,6 @@ import os
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from tests.e2e.browser import (
 )
 from tests.e2e.server import REPO_ROOT, Server, serve
 from tests.e2e.test_stats import labelled, send_feedback, send_users, stats_when, traffic
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -38,13 +38,9 @@ CHARTS = ("metric-chart", "difference-chart", "pvalue-chart", "split-chart", "la
 
 def wait_config(server: Server, percent: float, timeout: float = 30.0) -> None:
     """Until the rollout has moved the challenger's share to ``percent``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        current = httpx.get(f"{server.url}/config").json()["config"]["traffic"]
-        if current["challenger_percent"] == percent:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"challenger_percent never reached {percent}")
+    eventually(lambda: httpx.get(f"{server.url}/config").json()["config"]["traffic"],
+               lambda traffic: traffic["challenger_percent"] == percent, timeout=timeout,
+               interval=0.2, what=f"challenger_percent reaching {percent}")
 
 
 def page_state(driver: Any) -> dict[str, Any]:

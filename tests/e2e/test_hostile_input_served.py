@@ -23,6 +23,7 @@ import pytest
 
 from tests.configs import write_config
 from tests.e2e.server import REPO_ROOT, Server, serve
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -173,13 +174,9 @@ def test_whitespace_admin_token_means_disabled(tmp_path: Path, champion_dir: Pat
 
 
 def wait_for_config(url: str, check: Any, timeout: float = 10.0) -> dict[str, Any]:
-    """Poll ``/config`` until ``check(payload)`` holds; the last payload either way."""
-    deadline = time.monotonic() + timeout
-    while True:
-        payload = httpx.get(f"{url}/config", timeout=5).json()
-        if check(payload) or time.monotonic() > deadline:
-            return payload  # type: ignore[no-any-return]
-        time.sleep(0.1)
+    """``/config`` once ``check(payload)`` holds."""
+    return eventually(lambda: httpx.get(f"{url}/config", timeout=5).json(), check,
+                      timeout=timeout, what="/config in the expected state")
 
 
 def test_reload_failures_are_reported_and_do_not_block_the_watcher(

@@ -7,15 +7,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx2 as httpx
 import pytest
 
 from tests.e2e.server import REPO_ROOT, serve
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -71,13 +73,10 @@ def write(path: Path, text: str) -> None:
     temporary.replace(path)
 
 
-def wait_config(url: str, predicate: object, timeout: float = 5) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while True:
-        config = httpx.get(f"{url}/config").json()
-        if predicate(config) or time.monotonic() > deadline:  # type: ignore[operator]
-            return config  # type: ignore[no-any-return]
-        time.sleep(0.05)
+def wait_config(url: str, predicate: Callable[[Any], object], timeout: float = 30
+                ) -> dict[str, Any]:
+    return eventually(lambda: httpx.get(f"{url}/config").json(), predicate, timeout=timeout,
+                      interval=0.05, what="/config in the expected state")
 
 
 def test_changes_under_traffic(tmp_path: Path, champion_dir: Path, challenger_dir: Path,
@@ -88,13 +87,14 @@ def test_changes_under_traffic(tmp_path: Path, champion_dir: Path, challenger_di
     text = YAML.format(champion=champion_dir, challenger=challenger_dir, percent=10)
     path.write_text(text)
     with serve(path, tmp_path) as server, background_traffic(server.url) as traffic:
-        time.sleep(1.5)
+        eventually(lambda: len(traffic.seen), lambda n: n >= 100, what="traffic before")
         changed_at = time.monotonic()
         write(path, text.replace("challenger_percent: 10", "challenger_percent: 30"))
         config = wait_config(server.url, lambda c: c["revision"] == 2)
         applied_at = time.monotonic()
         assert config["revision"] == 2 and applied_at - changed_at < 3
-        time.sleep(1.5)
+        eventually(lambda: sum(t > applied_at for t, *_ in traffic.seen), lambda n: n >= 100,
+                   what="traffic after the change")
 
         before = {u: v for t, u, _, v in traffic.seen if t < changed_at}
         after = [(u, v) for t, u, _, v in traffic.seen if t > applied_at]
@@ -115,9 +115,10 @@ def test_changes_under_traffic(tmp_path: Path, champion_dir: Path, challenger_di
         write(path, swapped)
         config = wait_config(server.url, lambda c: c["revision"] == 3)
         assert config["revision"] == 3 and config["last_reload_error"] is None
-        time.sleep(1)
-        for revision in (2, 3):  # each applied change is one info line in the server's log
-            assert f"INFO:     config {path} applied as revision {revision}" in server.output()
+        # Each applied change is one info line in the server's log.
+        applied = [f"INFO:     config {path} applied as revision {r}" for r in (2, 3)]
+        eventually(server.output, lambda out: all(line in out for line in applied),
+                   what="an info line per applied revision")
     statuses = {status for _, _, status, _ in traffic.seen}
     assert statuses == {200}, f"failed requests during reloads: {statuses}"
     assert len(traffic.seen) > 200
@@ -173,10 +174,17 @@ def test_every_worker_applies_the_same_revision(tmp_path: Path, champion_dir: Pa
     path.write_text(text)
     with serve(path, tmp_path, workers=2) as server:
         write(path, text.replace("challenger_percent: 10", "challenger_percent: 40"))
-        time.sleep(2.5)
-        seen = set()
-        for _ in range(40):  # a new connection each time reaches either worker
-            with httpx.Client() as client:
-                config = client.get(f"{server.url}/config").json()
-            seen.add((config["revision"], config["config"]["traffic"]["challenger_percent"]))
+
+        def revisions_seen() -> set[tuple[int, float]]:
+            seen = set()
+            for _ in range(40):  # a new connection each time reaches either worker
+                with httpx.Client() as client:
+                    config = client.get(f"{server.url}/config").json()
+                seen.add((config["revision"],
+                          config["config"]["traffic"]["challenger_percent"]))
+            return seen
+
+        # Until both workers have applied it; they never disagree on the number it got.
+        seen = eventually(revisions_seen, lambda s: s == {(2, 40)} or len(s) > 2 or any(
+            r == 2 and p != 40 for r, p in s), what="both workers on revision 2")
         assert seen == {(2, 40)}

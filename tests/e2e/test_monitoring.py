@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +22,7 @@ from router.stats.drift import bin_counts, expected_psi, psi
 from tests.configs import write_config
 from tests.e2e.server import Server, serve
 from tests.e2e.test_stats import send_feedback, stats_when
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -170,12 +170,10 @@ def test_rolling_quality_and_outputs_through_the_gateway(
 def gauges_when(server: Server, ready: Callable[[dict[Any, float]], bool],
                 timeout: float = 30.0) -> dict[Any, float]:
     """Every sample of /metrics by (name, sorted labels), once ``ready`` holds."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def scrape() -> dict[Any, float]:
         text = httpx.get(f"{server.url}/metrics", timeout=30).text
-        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-                   for family in text_string_to_metric_families(text)
-                   for s in family.samples}
-        if ready(samples) or time.monotonic() > deadline:
-            return samples
-        time.sleep(0.2)
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    return eventually(scrape, ready, timeout=timeout, interval=0.2,
+                      what="/metrics's gauges ready")

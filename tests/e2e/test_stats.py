@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +32,7 @@ from router.stats.confidence import running_paired
 from router.stats.drift import bin_counts, psi
 from tests.configs import write_config
 from tests.e2e.server import Server, serve
+from tests.polling import eventually
 from tests.stats.test_confidence import by_hand
 
 pytestmark = pytest.mark.e2e
@@ -92,12 +92,8 @@ def send_feedback(server: Server, items: list[dict[str, Any]], batch: int = 500)
 def stats_when(server: Server, ready: Callable[[dict[str, Any]], bool],
                query: str = "", timeout: float = 30.0) -> dict[str, Any]:
     """/stats once ``ready`` holds (the outcome log trails the answers by up to a second)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        body = httpx.get(f"{server.url}/stats{query}", timeout=30).json()
-        if ready(body) or time.monotonic() > deadline:
-            return body
-        time.sleep(0.2)
+    return eventually(lambda: httpx.get(f"{server.url}/stats{query}", timeout=30).json(),
+                      ready, timeout=timeout, interval=0.2, what=f"/stats{query} ready")
 
 
 def labelled(body: dict[str, Any]) -> int:

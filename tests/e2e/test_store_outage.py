@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.configs import write_config
 from tests.e2e.private_postgres import PrivatePostgres
 from tests.e2e.server import serve
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -39,10 +39,7 @@ def gauge(server_url: str, name: str) -> float:
 
 
 def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
+    eventually(condition, timeout=seconds, interval=0.2, what=what)
 
 
 def stored_ids(url: str) -> set[str]:

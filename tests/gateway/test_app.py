@@ -125,14 +125,19 @@ def test_every_answered_row_is_logged_with_its_context(make_client: Any, champio
 
 def test_body_sticky_key_pins_the_variant(make_client: Any, champion_dir: Path,
                                           challenger_dir: Path) -> None:
-    """With sticky_key body:user_id the same user always lands on the same variant."""
+    """With sticky_key body:user_id the same user always lands on the same variant, and the
+    users split between both variants."""
     client = make_client(champion=champion_dir, challenger=challenger_dir,
                          traffic={"challenger_percent": 50, "sticky_key": "body:user_id"})
-    for user in ("u1", "u2", "u3", "u4"):
+    variants = {}
+    for user in (f"u{i}" for i in range(20)):
         seen = {client.post("/predict", json={"features": named_row(champion_dir),
                                               "user_id": user}).json()["variant"]
-                for _ in range(5)}
-        assert len(seen) == 1
+                for _ in range(3)}
+        assert len(seen) == 1, (user, seen)
+        variants[user] = seen.pop()
+    # 20 users at 50 %: all on one side has chance 2 * 0.5**20 for a random split.
+    assert set(variants.values()) == {"champion", "challenger"}, variants
 
 
 def test_failing_challenger_is_answered_by_the_champion(make_client: Any, champion_dir: Path,

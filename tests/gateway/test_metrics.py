@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from starlette.testclient import TestClient
 from router.errors import ConfigError
 from router.gateway.state import GatewayState
 from router.registry import ModelRegistry
+from tests.polling import eventually
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 DEADLINE_S = 20.0  # only guards against a hang
@@ -165,9 +165,8 @@ def test_shadow_counts_move_with_mirrored_traffic(make_client: Any, champion_dir
     predict(client, 4)
     mirror = state(client).shadow
     assert mirror is not None
-    deadline = time.monotonic() + DEADLINE_S
-    while mirror.counts()["done"] < 4 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    eventually(lambda: mirror.counts()["done"], lambda done: done >= 4, timeout=DEADLINE_S,
+               interval=0.01, what="four mirrored rows scored")
     after, _ = scrape(client)
     assert types["router_shadow_queue_depth"] == "gauge"
     for name in ("router_shadow_offered_total", "router_shadow_done_total"):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.gateway.test_app import named_row, records
+from tests.polling import eventually
 
 HEADER = "x-router-variant"
 
@@ -132,10 +132,9 @@ def test_in_shadow_mode_a_forced_request_is_not_mirrored(make_client: Any, champ
     row = {"features": named_row(champion_dir)}
     ids = [client.post("/predict", json=row, headers=headers).json()["request_id"]
            for headers in ({}, {HEADER: "champion"}, {})]
-    deadline = time.monotonic() + 300  # the shadow worker starts slowly on a loaded machine
-    while len(records(client)) < 5 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    logged = records(client)
+    # The shadow worker starts slowly on a loaded machine.
+    logged = eventually(lambda: records(client), lambda r: len(r) >= 5, timeout=300,
+                        interval=0.05, what="three answers and two shadow rows logged")
     shadowed = {r.request_id for r in logged if r.shadow}
     assert shadowed == {ids[0], ids[2]}
     assert [(r.variant, r.forced) for r in logged if r.request_id == ids[1]] == [

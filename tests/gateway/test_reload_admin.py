@@ -12,6 +12,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from router.gateway.state import GatewayState
+from tests.polling import eventually
 
 TEMPLATE = """\
 # the experiment under test
@@ -34,13 +35,9 @@ def config_file(tmp_path: Path, champion_dir: Path, challenger_dir: Path) -> Pat
     return path
 
 
-def wait_for(client: TestClient, predicate: Any, timeout: float = 5.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        config = client.get("/config").json()
-        if predicate(config) or time.monotonic() > deadline:
-            return config
-        time.sleep(0.05)
+def wait_for(client: TestClient, predicate: Any, timeout: float = 30.0) -> dict[str, Any]:
+    return eventually(lambda: client.get("/config").json(), predicate, timeout=timeout,
+                      interval=0.05, what="/config in the expected state")
 
 
 def rewrite(path: Path, text: str) -> None:
@@ -94,10 +91,8 @@ def test_touching_the_file_without_a_change_keeps_the_revision(client: TestClien
     """Saving the same content is not a new revision."""
     rewrite(config_file, config_file.read_text())
     state: GatewayState = client.app.state.gateway  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 5
-    while state.reloader.file_changed() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not state.reloader.file_changed()  # the watcher has read the new file
+    eventually(state.reloader.file_changed, lambda changed: not changed, interval=0.05,
+               what="the watcher reading the new file")
     assert client.get("/config").json()["revision"] == 1
     assert state.reloader.last_error is None
 

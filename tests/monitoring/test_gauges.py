@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from starlette.testclient import TestClient
 
 from router.monitoring.gauges import MonitoringGauges
 from router.outcomes import SQLiteStore
+from tests.polling import eventually
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 SHIFTED = [7.5, 2.0, 6.5, 2.4]  # a virginica-like flower, far from the training average
@@ -52,15 +52,13 @@ def test_gauges_carry_the_reports_drift_rolling_and_outputs(
     client = make_client(champion=champion_dir, challenger=challenger_dir, mode="shadow",
                          monitoring={"window": 100, "interval_s": 0.2})
     traffic(client, 200)
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        samples = scrape(client)
+    def both_labelled(samples: Any) -> bool:
         labelled = named(samples, "router_rolling_labelled")
-        if labelled.get(frozenset({("variant", "champion")})) == 100 \
-                and labelled.get(frozenset({("variant", "challenger")})) == 100:
-            break
-        assert time.monotonic() < deadline, labelled
-        time.sleep(0.1)
+        return all(labelled.get(frozenset({("variant", role)})) == 100
+                   for role in ("champion", "challenger"))
+
+    samples = eventually(lambda: scrape(client), both_labelled, timeout=DEADLINE_S,
+                         what="100 labelled outcomes per variant in the gauges")
     stats = client.get("/stats").json()
     psi = named(samples, "router_feature_psi")
     drift = named(samples, "router_feature_drift")
@@ -92,10 +90,8 @@ def test_a_scrape_computes_nothing(make_client: Any, champion_dir: Path) -> None
     client = make_client(champion=champion_dir, mode="single",
                          monitoring={"interval_s": 3600})
     monitor = client.app.state.monitoring  # type: ignore[attr-defined]
-    deadline = time.monotonic() + DEADLINE_S
-    while monitor.refreshes < 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    eventually(lambda: monitor.refreshes, lambda n: n >= 1, timeout=DEADLINE_S,
+               interval=0.05, what="the first refresh of the gauges")
     traffic(client, 50)
     for _ in range(3):
         samples = scrape(client)
