@@ -9,25 +9,25 @@ The tree::
     │   └── UntrustedModelError      untrusted_model  (outside model_roots, unsigned, bad signature)
     ├── StoreError                   store_unavailable
     │   └── RecordError              record_unstorable (one record the store cannot encode)
-    └── RequestError                 (turned into an HTTP answer by router.gateway.errors)
-        ├── BadJSONError             bad_json           400
-        ├── InvalidHeaderError       invalid_header     400
-        ├── UnsupportedMediaError    unsupported_media_type 415
-        ├── PayloadTooLargeError     payload_too_large  413
-        ├── RequestTimeoutError      request_timeout    408 (body not in within limits)
-        ├── ClientClosedError        client_closed_request 499 (gone before its body came)
-        ├── InputValidationError     invalid_input      422 (detail: one entry per field)
-        ├── NotReadyError            not_ready          503
-        ├── BackpressureError        overloaded         503
-        ├── ModelFailedError         model_failed       500
-        ├── NotFoundError            not_found          404
-        ├── UnauthorizedError        unauthorized       401
-        ├── AdminDisabledError       admin_disabled     403
-        ├── SwitchConflictError      switch_refused     409
-        └── DuplicateRequestIdError  duplicate_request_id 409
+    └── RequestError                 (a request the gateway refuses)
+        ├── BadJSONError             bad_json
+        ├── InvalidHeaderError       invalid_header
+        ├── UnsupportedMediaError    unsupported_media_type
+        ├── PayloadTooLargeError     payload_too_large
+        ├── RequestTimeoutError      request_timeout (body not in within limits)
+        ├── ClientClosedError        client_closed_request (gone before its body came)
+        ├── InputValidationError     invalid_input (detail: one entry per field)
+        ├── NotReadyError            not_ready
+        ├── BackpressureError        overloaded
+        ├── ModelFailedError         model_failed
+        ├── NotFoundError            not_found
+        ├── UnauthorizedError        unauthorized
+        ├── AdminDisabledError       admin_disabled
+        ├── SwitchConflictError      switch_refused
+        └── DuplicateRequestIdError  duplicate_request_id
 
-Domain errors know nothing of HTTP: the status of each ``RequestError`` is a plain number here,
-and the one renderer lives in ``router.gateway.errors``.
+Domain errors know nothing of HTTP: the status each one is answered with is in the gateway's one
+table (``router.gateway.errors.STATUS``), beside its one renderer.
 """
 
 from __future__ import annotations
@@ -116,73 +116,73 @@ class RecordError(StoreError):
 
 
 class RequestError(RouterError):
-    """A request the gateway refuses; ``status`` is the HTTP status it maps to."""
+    """A request the gateway refuses; the gateway's status table says how it answers."""
 
-    status = 400
+    code = "bad_request"
 
 
 class BadJSONError(RequestError):
-    code, status = "bad_json", 400
+    code = "bad_json"
 
 
 class InvalidHeaderError(RequestError):
-    code, status = "invalid_header", 400
+    code = "invalid_header"
 
 
 class UnsupportedMediaError(RequestError):
-    code, status = "unsupported_media_type", 415
+    code = "unsupported_media_type"
 
 
 class PayloadTooLargeError(RequestError):
-    code, status = "payload_too_large", 413
+    code = "payload_too_large"
 
 
 class RequestTimeoutError(RequestError):
     """The request's body did not arrive within ``limits.body_timeout_s``."""
 
-    code, status = "request_timeout", 408
+    code = "request_timeout"
 
 
 class ClientClosedError(RequestError):
     """The client closed the connection (or shutdown closed it) before its body arrived; no
     one reads the answer, which exists so the one renderer handles it."""
 
-    code, status = "client_closed_request", 499
+    code = "client_closed_request"
 
 
 class InputValidationError(RequestError):
-    code, status = "invalid_input", 422
+    code = "invalid_input"
 
 
 class NotReadyError(RequestError):
-    code, status = "not_ready", 503
+    code = "not_ready"
 
 
 class BackpressureError(RequestError):
-    code, status = "overloaded", 503
+    code = "overloaded"
 
 
 class ModelFailedError(RequestError):
-    code, status = "model_failed", 500
+    code = "model_failed"
 
 
 class NotFoundError(RequestError):
-    code, status = "not_found", 404
+    code = "not_found"
 
 
 class UnauthorizedError(RequestError):
-    code, status = "unauthorized", 401
+    code = "unauthorized"
 
 
 class AdminDisabledError(RequestError):
-    code, status = "admin_disabled", 403
+    code = "admin_disabled"
 
 
 class SwitchConflictError(RequestError):
-    code, status = "switch_refused", 409
+    code = "switch_refused"
 
 
 class DuplicateRequestIdError(RequestError):
     """A client-chosen request id that already names a logged prediction."""
 
-    code, status = "duplicate_request_id", 409
+    code = "duplicate_request_id"

@@ -23,7 +23,7 @@ from pathlib import Path
 from router.config import RouterConfig, load_config
 from router.errors import ConfigError, ConfigProblem, RouterError
 from router.outcomes import ExperimentState
-from router.registry import ModelRegistry
+from router.registry import ModelRegistry, ServedModel
 from router.snapshot import Snapshot, SnapshotHolder, config_digest, load_models
 from router.sync import Resolved, resolve
 from router.yamledit import edit_file
@@ -32,6 +32,7 @@ log = logging.getLogger("router.reload")
 
 POLL_SECONDS = 0.5
 STORE_POLL_SECONDS = 1.0
+MAX_REREADS = 5  # a file saved over and over still starts the gateway
 
 FileSignature = tuple[int, int, int] | None
 
@@ -112,6 +113,20 @@ class Reloader:
             return snapshot
 
     def _build(self, running: RouterConfig | None) -> Snapshot:
+        # Loading models takes seconds on a busy machine, and another worker may meanwhile
+        # register a file saved after this one was read: registering the older content then
+        # would put the old traffic back as a newer revision. Read the newer file instead.
+        for _ in range(MAX_REREADS):
+            signature = file_signature(self.path)
+            config, models, digest = self._prepare(running)
+            if file_signature(self.path) == signature:
+                break
+        revision = self.store.register_revision(config.experiment, digest, config.to_dict(),
+                                                time.time())
+        return Snapshot(config=config, revision=revision, models=models)
+
+    def _prepare(self, running: RouterConfig | None
+                 ) -> tuple[RouterConfig, dict[str, ServedModel], str]:
         self._signature = file_signature(self.path)
         config = load_config(self.path, base_dir=self.base_dir)
         if running is not None and config.store != running.store:
@@ -124,10 +139,7 @@ class Reloader:
             self._catch_up(resolved)
         self.generation = resolved.state.generation
         models = load_models(resolved.config, self.registry)
-        digest = config_digest(resolved.config, models)
-        revision = self.store.register_revision(resolved.config.experiment, digest,
-                                                resolved.config.to_dict(), time.time())
-        return Snapshot(config=resolved.config, revision=revision, models=models)
+        return resolved.config, models, config_digest(resolved.config, models)
 
     def _catch_up(self, resolved: Resolved) -> None:
         """Write a switch made elsewhere into this gateway's file, when the file can be written."""

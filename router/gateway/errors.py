@@ -11,15 +11,64 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from router.errors import (
+    AdminDisabledError,
     BackpressureError,
+    BadJSONError,
+    ClientClosedError,
+    DuplicateRequestIdError,
+    InputValidationError,
+    InvalidHeaderError,
+    ModelFailedError,
+    NotFoundError,
+    NotReadyError,
+    PayloadTooLargeError,
     RequestError,
     RequestTimeoutError,
     RouterError,
     StoreError,
+    SwitchConflictError,
+    UnauthorizedError,
+    UnsupportedMediaError,
 )
 from router.strings import printable
 
 log = logging.getLogger("router.gateway")
+
+# The one table from the router's errors to HTTP statuses; an error answers with the status of
+# the nearest class listed here in its ancestry, and any other exception with a 500.
+STATUS: dict[type[Exception], int] = {
+    BadJSONError: 400,
+    InvalidHeaderError: 400,
+    RequestError: 400,
+    UnauthorizedError: 401,
+    AdminDisabledError: 403,
+    NotFoundError: 404,
+    RequestTimeoutError: 408,
+    SwitchConflictError: 409,
+    DuplicateRequestIdError: 409,
+    PayloadTooLargeError: 413,
+    UnsupportedMediaError: 415,
+    InputValidationError: 422,
+    # Nobody reads it: the client left before its body came; logged like any answer.
+    ClientClosedError: 499,
+    ModelFailedError: 500,
+    # The service is unavailable for now, not broken: 503 tells the client to retry.
+    NotReadyError: 503,
+    BackpressureError: 503,
+    StoreError: 503,
+    RouterError: 500,
+}
+
+
+def status_of(exc: BaseException) -> int:
+    """The HTTP status ``exc`` is answered with."""
+    if isinstance(exc, HTTPException):
+        return exc.status_code
+    for kind in type(exc).__mro__:
+        status = STATUS.get(kind)
+        if status is not None:
+            return status
+    return 500
 
 
 def error_response(status: int, code: str, message: str, detail: list[Any] | None = None,
@@ -59,9 +108,7 @@ def _encodable(value: Any, depth: int = 0) -> Any:
 
 async def router_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RouterError)
-    # A store at fault is the service being unavailable for now, not a bug: 503, retry.
-    status = exc.status if isinstance(exc, RequestError) \
-        else 503 if isinstance(exc, StoreError) else 500
+    status = status_of(exc)
     headers = {"Retry-After": "1"} if isinstance(exc, BackpressureError | StoreError) else None
     if isinstance(exc, RequestTimeoutError):
         # The rest of the body may still come: the connection cannot serve another request.

@@ -43,12 +43,12 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from router.assignment import CHALLENGER, CHAMPION
-from router.errors import ModelFailedError, RequestError
+from router.errors import ModelFailedError
+from router.gateway.errors import status_of
 from router.gateway.state import GatewayState
 from router.monitoring import gauges as monitoring_gauges
 from router.stats.loader import compute_report
@@ -153,14 +153,6 @@ for _variant in (CHAMPION, CHALLENGER):
     MODEL_ERRORS.labels(_variant)
 
 
-def _status_of(exc: BaseException) -> int:
-    if isinstance(exc, RequestError):
-        return exc.status
-    if isinstance(exc, HTTPException):
-        return exc.status_code
-    return 500  # the error renderer answers any other exception with a 500
-
-
 def counted(endpoint: Callable[[Request], Awaitable[Response]]
             ) -> Callable[[Request], Awaitable[Response]]:
     """Wrap a prediction endpoint to count its requests and time them, by variant and status."""
@@ -173,7 +165,7 @@ def counted(endpoint: Callable[[Request], Awaitable[Response]]
         except Exception as exc:
             # A failed model call is the champion's answer (the challenger falls back to it).
             variant = CHAMPION if isinstance(exc, ModelFailedError) else NO_VARIANT
-            requests, latency = _child(variant, _status_of(exc))
+            requests, latency = _child(variant, status_of(exc))
             requests.inc()
             latency.observe(time.perf_counter() - started)
             raise
