@@ -41,13 +41,15 @@ PREDICT = metrics.counted(endpoints.predict)
 
 
 class Gateway(Starlette):
-    """The Starlette app, with ``POST /predict`` answered before its middleware and routing.
+    """The Starlette app, with ``POST /predict`` answered before its routing while no
+    middleware is added.
 
     The prediction route is the one every client calls many times a second; Starlette's
     middleware stack, route matching and send wrappers took about a fifth of the gateway's
     time per prediction (docs/performance.md). The same endpoint, the same error renderer
-    and the same metrics serve it here; every other request, and ``/predict`` under a root
-    path, goes through Starlette as usual.
+    and the same metrics serve it here. Once a middleware is added (``add_middleware``: CORS,
+    authentication, tracing), ``/predict`` goes through Starlette like every other request,
+    so that middleware sees it too.
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -55,7 +57,7 @@ class Gateway(Starlette):
         if scope["type"] == "http" and gateway is not None:
             receive = receive_within(receive, gateway.config.limits.body_timeout_s)
         if scope["type"] == "http" and scope["path"] == "/predict" \
-                and scope["method"] == "POST":
+                and scope["method"] == "POST" and not self.user_middleware:
             scope["app"] = self
             request = Request(scope, receive)
             try:
