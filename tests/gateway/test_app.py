@@ -268,3 +268,29 @@ def test_kserve_v1_route_uses_the_same_core(make_client: Any, champion_dir: Path
     assert client.post("/v1/models/other:predict",
                        json={"instances": [row]}).status_code == 404
     assert len(records(client)) == 2
+
+
+def test_a_middleware_added_through_the_public_api_sees_predict(
+        tmp_path: Path, champion_dir: Path) -> None:
+    """``/predict`` skips Starlette's routing for speed only while no middleware is added: a
+    CORS middleware added with ``add_middleware`` answers the preflight and marks the answer."""
+    from starlette.middleware.cors import CORSMiddleware
+
+    from router.gateway import create_app
+    from tests.configs import write_config
+
+    app = create_app(write_config(tmp_path, champion=champion_dir, mode="single"),
+                     base_dir=tmp_path)
+    app.add_middleware(CORSMiddleware, allow_origins=["https://app.example"],
+                       allow_methods=["POST"], allow_headers=["content-type"])
+    origin = {"Origin": "https://app.example"}
+    with TestClient(app) as client:
+        answer = client.post("/predict", json={"features": named_row(champion_dir)},
+                             headers=origin)
+        preflight = client.options("/predict", headers={
+            **origin, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type"})
+    assert answer.status_code == 200
+    assert answer.headers["access-control-allow-origin"] == "https://app.example"
+    assert preflight.status_code == 200
+    assert "POST" in preflight.headers["access-control-allow-methods"]
