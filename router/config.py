@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import itertools
-import math
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +15,24 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from router.artifacts.roots import OutsideRootsError, confine
 from router.config_bounds import MAX_CONFIG_DEPTH, check_yaml_bounds
+from router.configread import (
+    _HTTP_TOKEN,
+    _boolean,
+    _choice,
+    _integer,
+    _Invalid,
+    _key_line,
+    _kind,
+    _number,
+    _Reader,
+    _text,
+    _value_line,
+)
 from router.errors import ConfigError, ConfigProblem
-from router.strings import text_problem
 
 MODES = ("ab", "shadow", "single")
 METRICS = ("accuracy", "log_loss", "mae", "rmse")
 DEFAULT_STORE = "sqlite:///var/outcomes.db"
-MAX_TEXT_LENGTH = 4_096  # a name, a path or a URL
 
 
 @dataclass(frozen=True)
@@ -185,142 +194,6 @@ class RouterConfig:
 
 def vars_of(obj: Any) -> dict[str, Any]:
     return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading: a small typed walker over ruamel's CommentedMap, which knows each key's line.
-
-
-class _Reader:
-    """Collects every problem instead of stopping at the first, so one run shows them all."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.problems: list[ConfigProblem] = []
-        self.lines: dict[str, int] = {}
-
-    def fail(self, path: str, line: int | None, message: str) -> None:
-        self.problems.append(ConfigProblem(path, line, message))
-
-    def section(self, parent: CommentedMap, path: str, key: str,
-                allowed: tuple[str, ...], *, required: bool = False) -> CommentedMap | None:
-        where = _join(path, key)
-        if key not in parent or parent[key] is None:
-            if required:
-                self.fail(where, _map_line(parent), "is required")
-            return None
-        node = parent[key]
-        if not isinstance(node, CommentedMap):
-            self.fail(where, _value_line(parent, key), f"must be a mapping, got {_kind(node)}")
-            return None
-        self.lines[where] = _key_line(parent, key) or 0
-        for unknown in (k for k in node if k not in allowed):
-            self.fail(_join(where, str(unknown)), _key_line(node, unknown),
-                      f"unknown key (allowed: {', '.join(allowed)})")
-        return node
-
-    def value(self, node: CommentedMap, path: str, key: str, convert: Callable[[Any], Any],
-              default: Any = None, *, required: bool = False) -> Any:
-        where = _join(path, key)
-        if key not in node or node[key] is None:
-            if required:
-                self.fail(where, _map_line(node), "is required")
-            return default
-        self.lines[where] = _key_line(node, key) or 0
-        try:
-            return convert(node[key])
-        except _Invalid as exc:
-            self.fail(where, _value_line(node, key), str(exc))
-            return default
-
-
-class _Invalid(ValueError):
-    """A value of the wrong type or out of range; the message says which."""
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _line(pos: Any) -> int | None:
-    return pos[0] + 1 if pos else None
-
-
-def _key_line(node: CommentedMap, key: Any) -> int | None:
-    return _line(node.lc.key(key))
-
-
-def _value_line(node: CommentedMap, key: Any) -> int | None:
-    return _line(node.lc.value(key)) or _key_line(node, key)
-
-
-def _map_line(node: CommentedMap) -> int | None:
-    return node.lc.line + 1 if node.lc.line is not None else None
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, CommentedMap):
-        return "a mapping"
-    if isinstance(value, CommentedSeq):
-        return "a list"
-    return f"{type(value).__name__} {value!r}"
-
-
-def _number(low: float | None = None, high: float | None = None, *,
-            above: float | None = None, below: float | None = None) -> Callable[[Any], float]:
-    def convert(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _Invalid(f"must be a number, got {_kind(value)}")
-        number = float(value)
-        if not math.isfinite(number):
-            raise _Invalid(f"must be a finite number, got {value!r}")
-        if low is not None and high is not None and not low <= number <= high:
-            raise _Invalid(f"must be between {low:g} and {high:g}, got {value!r}")
-        if above is not None and number <= above:
-            raise _Invalid(f"must be greater than {above:g}, got {value!r}")
-        if below is not None and number >= below:
-            raise _Invalid(f"must be less than {below:g}, got {value!r}")
-        return number
-    return convert
-
-
-def _integer(low: int) -> Callable[[Any], int]:
-    def convert(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _Invalid(f"must be a whole number, got {_kind(value)}")
-        if value < low:
-            raise _Invalid(f"must be at least {low}, got {value}")
-        return int(value)
-    return convert
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise _Invalid(f"must be a non-empty string, got {_kind(value)}")
-    # Names, paths and URLs reach the log, headers and the file system: a NUL byte in a path
-    # or a lone surrogate in a name would fail there, on every request, instead of here.
-    problem = text_problem(value, max_length=MAX_TEXT_LENGTH)
-    if problem is not None:
-        raise _Invalid(problem)
-    return value
-
-
-# An HTTP header name (RFC 9110 "token"): what a request can carry and uvicorn can match.
-_HTTP_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-
-
-def _boolean(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _Invalid(f"must be true or false, got {_kind(value)}")
-    return value
-
-
-def _choice(*choices: str) -> Callable[[Any], str]:
-    def convert(value: Any) -> str:
-        if value not in choices:
-            raise _Invalid(f"must be one of {', '.join(choices)}, got {value!r}")
-        return str(value)
-    return convert
 
 
 def _sticky_key(value: Any, *, token_fields: bool = False) -> StickyKey:
