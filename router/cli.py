@@ -102,7 +102,8 @@ def _log_config(level: str) -> dict[str, Any]:
 
 def _check_model_directories(config: RouterConfig) -> None:
     """A model directory that is not there, named with its key and line before any import."""
-    problems = [ConfigProblem(f"{role}.path", config.lines.get(f"{role}.path"),
+    keys = {role: f"{config.key_of(role)}.path" for role in config.model_refs()}
+    problems = [ConfigProblem(keys[role], config.lines.get(keys[role]),
                               f"{ref.path}: model directory does not exist")
                 for role, ref in config.model_refs().items() if not ref.path.is_dir()]
     if problems:
@@ -155,7 +156,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"{where}: {key}{problem.message}", file=sys.stderr)
         return 1
     names = {role: ref.name for role, ref in config.model_refs().items()}
-    served = ", ".join(f"{role} {names[role]}:{m.version}" for role, m in models.items())
+    roles = {role: role if role in ("champion", "challenger", "previous") else "challenger"
+             for role in models}
+    served = ", ".join(f"{roles[role]} {names[role]}:{m.version}" for role, m in models.items())
     print(f"{args.file}: ok (experiment {config.experiment}, mode {config.mode}; {served})")
     return 0
 

@@ -6,6 +6,7 @@ import itertools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,14 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from router.artifacts.roots import OutsideRootsError, confine
+from router.challengers import (
+    Arm,
+    ListedChallenger,
+    arm_problems,
+    arms_of,
+    read_challengers,
+    step_problems,
+)
 from router.config_bounds import MAX_CONFIG_DEPTH, check_yaml_bounds
 from router.configread import (
     _HTTP_TOKEN,
@@ -134,6 +143,7 @@ class RouterConfig:
     champion: ModelRef
     challenger: ModelRef | None = None
     previous: ModelRef | None = None
+    challengers: tuple[ListedChallenger, ...] = ()  # the YAML's challengers: list
     traffic: Traffic = field(default_factory=Traffic)
     shadow: Shadow = field(default_factory=Shadow)
     analysis: Analysis = field(default_factory=Analysis)
@@ -150,7 +160,25 @@ class RouterConfig:
         """The models this configuration serves or keeps loaded, by role."""
         roles = {"champion": self.champion, "challenger": self.challenger,
                  "previous": self.previous}
-        return {role: ref for role, ref in roles.items() if ref is not None}
+        listed = {c.name: ModelRef(c.name, c.path) for c in self.challengers}
+        return {**{role: ref for role, ref in roles.items() if ref is not None}, **listed}
+
+    def key_of(self, role: str) -> str:
+        """Where the YAML names the model of ``role`` (``challengers[1]`` for a listed one)."""
+        return next((arm.key for arm in self.arms if arm.variant == role), role)
+
+    @property
+    def multi_challenger(self) -> bool:
+        """The file lists ``challengers:``: variants are named, and ``/stats`` compares each
+        challenger with the champion (``router.challengers``)."""
+        return bool(self.challengers)
+
+    @cached_property
+    def arms(self) -> tuple[Arm, ...]:
+        """The challengers in bucket order: ``challenger:`` first, then the list's entries."""
+        challenger = self.challenger
+        return arms_of(None if challenger is None else (challenger.name, challenger.path),
+                       self.traffic.challenger_percent, self.challengers)
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as JSON-native data, defaults filled in (for ``/config``)."""
@@ -164,6 +192,8 @@ class RouterConfig:
             "champion": ref(self.champion),
             "challenger": ref(self.challenger),
             "previous": ref(self.previous),
+            **({"challengers": [{"name": c.name, "path": str(c.path), "percent": c.percent}
+                                for c in self.challengers]} if self.challengers else {}),
             "traffic": {
                 "challenger_percent": self.traffic.challenger_percent,
                 "sticky_key": None if self.traffic.sticky_key is None
@@ -265,9 +295,9 @@ def resolve_model_path(path: str, base_dir: Path) -> Path:
     return Path(path) if Path(path).is_absolute() else (base_dir / path).resolve()
 
 
-_TOP_KEYS = ("experiment", "mode", "champion", "challenger", "previous", "traffic", "shadow",
-             "analysis", "rollout", "store", "limits", "batching", "model_roots",
-             "monitoring")
+_TOP_KEYS = ("experiment", "mode", "champion", "challenger", "challengers", "previous",
+             "traffic", "shadow", "analysis", "rollout", "store", "limits", "batching",
+             "model_roots", "monitoring")
 
 
 def _model_roots(base: Path) -> Callable[[Any], tuple[Path, ...]]:
@@ -324,16 +354,20 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
         path = r.value(node, key, "path", _text, required=True)
         if name is None or path is None:
             return None
+        return ModelRef(name, resolve(node, key, path))
+
+    def resolve(node: CommentedMap, key: str, path: str) -> Path:
         try:
             confine(base / path, model_roots)
         except OutsideRootsError as exc:
             r.fail(f"{key}.path", _value_line(node, "path"), str(exc))
         except ValueError:
             pass  # not a path at all: loading the model reports it
-        return ModelRef(name, resolve_model_path(path, base))
+        return resolve_model_path(path, base)
 
     champion = model("champion", True)
-    challenger = model("challenger", mode in ("ab", "shadow"))
+    listed = read_challengers(r, root, resolve)
+    challenger = model("challenger", mode in ("ab", "shadow") and "challengers" not in root)
     previous = model("previous", False)
     if challenger is not None and champion is not None and challenger.path == champion.path \
             and challenger.name == champion.name:
@@ -355,6 +389,15 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
             r.fail("traffic.override_requires_token",
                    _key_line(node, "override_requires_token"),
                    "needs traffic.override_header: there is no header to guard")
+    if listed and challenger is None and traffic.challenger_percent:
+        r.fail("traffic.challenger_percent", r.lines.get("traffic.challenger_percent"),
+               "is the share of challenger:, which this file does not name; each entry of "
+               "challengers: has a percent of its own")
+    arms = arms_of(None if challenger is None else (challenger.name, challenger.path),
+                   traffic.challenger_percent, listed)
+    for key, line, message in arm_problems(arms, None if champion is None else champion.name,
+                                           r.lines):
+        r.fail(key, line, message)
 
     shadow = Shadow()
     if (node := r.section(root, "", "shadow", tuple(Shadow.__dataclass_fields__))) is not None:
@@ -394,6 +437,8 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
             r.fail("rollout.steps", _value_line(node, "steps"),
                    "in shadow mode a rollout starts with shadow (steps: [shadow, 5, 25, 50]); "
                    "percentages alone would never move")
+        if (problem := step_problems(steps, len(arms))) is not None:
+            r.fail("rollout.steps", _value_line(node, "steps"), problem)
         rollout = Rollout(
             steps=steps,
             from_shadow=from_shadow,
@@ -439,10 +484,9 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
         raise ConfigError(source, r.problems)
     return RouterConfig(
         experiment=experiment, mode=mode, champion=champion, challenger=challenger,
-        previous=previous, traffic=traffic, shadow=shadow, analysis=analysis, rollout=rollout,
-        store=store, limits=limits, batching=batching, model_roots=model_roots,
-        monitoring=monitoring, source=source,
-        lines=r.lines,
+        previous=previous, challengers=listed, traffic=traffic, shadow=shadow, analysis=analysis,
+        rollout=rollout, store=store, limits=limits, batching=batching, model_roots=model_roots,
+        monitoring=monitoring, source=source, lines=r.lines,
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from router.assignment import CHALLENGER, CHAMPION, assign
+from router.assignment import CHAMPION, assign_arm
 from router.batching import Predictor
 from router.errors import BackpressureError, ModelFailedError
 from router.outcomes.records import PredictionRecord
@@ -76,10 +76,10 @@ class PredictionService:
 
     def variant_for(self, snapshot: Snapshot, unit_id: str | None) -> str:
         config = snapshot.config
-        if config.mode != "ab" or snapshot.challenger is None:
+        if config.mode != "ab" or not snapshot.arms:
             return CHAMPION
-        return assign(config.experiment, unit_id, config.traffic.challenger_percent, self._rng)
-
+        arm = assign_arm(config.experiment, unit_id, snapshot.arm_percents, self._rng)
+        return CHAMPION if arm is None else snapshot.arms[arm]
     async def predict(self, snapshot: Snapshot, rows: np.ndarray, *, request_id: str,
                       batch: bool, unit_id: str | None, forced: str | None = None) -> Answer:
         """Answer ``rows`` and log them; ``forced`` names the variant the client chose.
@@ -114,8 +114,8 @@ class PredictionService:
                 raise ModelFailedError(
                     f"the champion model failed on request {request_id}: {_describe(exc)}",
                     [{"request_id": request_id}]) from exc
-            # The challenger failed: the champion answers, the failure stays the challenger's.
-            self.counts[(CHALLENGER, "fallbacks")] += 1
+            # A challenger failed: the champion answers, the failure stays the challenger's.
+            self.counts[(variant, "fallbacks")] += 1
             return await self._fallback(snapshot, rows, row_ids, request_id, unit_id, records)
         self.counts[(variant, "requests")] += 1
         answer = self._answer(snapshot, request_id, row_ids, variant, prediction)

@@ -37,6 +37,22 @@ class Snapshot:
         return self.models.get("challenger")
 
     @cached_property
+    def arms(self) -> tuple[str, ...]:
+        """The challengers' variants in bucket order (``router.challengers``)."""
+        return tuple(arm.variant for arm in self.config.arms)
+
+    @cached_property
+    def variants(self) -> tuple[str, ...]:
+        """The champion and every challenger, as they are served and logged (``previous`` is
+        kept loaded and serves nothing)."""
+        return ("champion", *self.arms)
+
+    @cached_property
+    def arm_percents(self) -> tuple[float, ...]:
+        """Each arm's share of units in ab mode, in bucket order."""
+        return tuple(arm.percent for arm in self.config.arms)
+
+    @cached_property
     def input_bound(self) -> float:
         """The largest absolute feature value every loaded model takes (``router.input_bounds``;
         probed when the models were loaded, so this is a lookup)."""
@@ -51,27 +67,31 @@ class Snapshot:
 def load_models(config: RouterConfig, registry: ModelRegistry) -> dict[str, ServedModel]:
     """Load every model the config names; faults name the YAML key and line, as config faults do.
 
-    The challenger must take the champion's features in the same order, since one validated
-    request body is sent to either (or both, in shadow mode).
+    Each challenger must take the champion's features in the same order, since one validated
+    request body is sent to any of them (or to all, in shadow mode).
     """
     models: dict[str, ServedModel] = {}
     problems: list[ConfigProblem] = []
     for role, ref in config.model_refs().items():
-        key = f"{role}.path"
+        key = f"{config.key_of(role)}.path"
         try:
             models[role] = registry.load(ref.path, config.model_roots)
         except ModelLoadError as exc:
             problems.append(ConfigProblem(key, config.lines.get(key), exc.message))
-    champion, challenger = models.get("champion"), models.get("challenger")
-    if champion is not None and challenger is not None:
+    champion = models.get("champion")
+    for arm in config.arms:
+        challenger = models.get(arm.variant)
+        if champion is None or challenger is None:
+            continue
+        key = f"{arm.key}.path"
         if challenger.feature_names != champion.feature_names:
             problems.append(ConfigProblem(
-                "challenger.path", config.lines.get("challenger.path"),
+                key, config.lines.get(key),
                 f"challenger features {list(challenger.feature_names)} differ from the "
                 f"champion's {list(champion.feature_names)}"))
         if challenger.task != champion.task:
             problems.append(ConfigProblem(
-                "challenger.path", config.lines.get("challenger.path"),
+                key, config.lines.get(key),
                 f"challenger is a {challenger.task} model, the champion a {champion.task} one"))
     if problems:
         raise ConfigError(config.source, problems)

@@ -49,6 +49,23 @@ def test_validate_lists_each_problem_with_file_and_line(
     assert "Traceback" not in err
 
 
+def test_validate_names_each_listed_challenger(capsys: pytest.CaptureFixture[str],
+                                               tmp_path: Path, champion_dir: Path,
+                                               challenger_dir: Path) -> None:
+    """With challengers: the ok line names each one; a missing directory names its entry."""
+    path = tmp_path / "multi.yaml"
+    path.write_text(f"experiment: e\nmode: ab\nchampion: {{name: a, path: {champion_dir}}}\n"
+                    f"challengers:\n  - {{name: gb, path: {challenger_dir}, percent: 10}}\n"
+                    "  - {name: lr, path: nowhere/1, percent: 10}\n")
+    code, _, err = run(capsys, "validate", str(path))
+    assert code == 1 and err.startswith(f"{path}:6: challengers[1].path: ")
+    path.write_text(path.read_text().replace("nowhere/1", str(challenger_dir)).replace(
+        "lr, path", "gb2, path"))
+    code, out, err = run(capsys, "validate", str(path))
+    assert code == 0, err
+    assert "challenger gb:1" in out and "challenger gb2:1" in out
+
+
 def test_validate_lists_problems_in_line_order(capsys: pytest.CaptureFixture[str],
                                               tmp_path: Path) -> None:
     """Problems come top to bottom, whichever check found them; no key where none is at fault."""

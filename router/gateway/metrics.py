@@ -78,8 +78,9 @@ LATENCY = Histogram("router_request_duration_seconds", "Time from the prediction
                     buckets=LATENCY_BUCKETS, registry=None)
 MODEL_ERRORS = Counter("router_model_errors", "Model calls that raised, by variant.",
                        ["variant"], registry=None)
-FALLBACKS = Counter("router_challenger_fallbacks", "Requests the challenger failed that the "
-                    "champion then answered (ab mode).", registry=None)
+FALLBACKS = Counter("router_challenger_fallbacks", "Requests a challenger failed that the "
+                    "champion then answered (ab mode; every challenger together).",
+                    registry=None)
 SHADOW_OFFERED = Counter("router_shadow_offered", "Rows offered to the shadow challenger "
                          "(after sampling).", registry=None)
 SHADOW_DONE = Counter("router_shadow_done", "Shadow rows the challenger scored.", registry=None)
@@ -241,9 +242,12 @@ class Telemetry:
         """
         state = self.state
         counts = state.service.counts
-        for variant in (CHAMPION, CHALLENGER):
+        # Every variant served since start (several challengers are named), the two roles
+        # always, so that their series exist from the first scrape.
+        variants = {CHAMPION, CHALLENGER, *(variant for variant, _ in list(counts))}
+        for variant in sorted(variants):
             self._advance(MODEL_ERRORS.labels(variant), counts[(variant, "errors")])
-        self._advance(FALLBACKS, counts[(CHALLENGER, "fallbacks")])
+        self._advance(FALLBACKS, sum(counts[(variant, "fallbacks")] for variant in variants))
         writer = state.writer
         LOG_BACKLOG.set(writer.backlog)
         LOG_LAG.set(writer.lag_seconds)

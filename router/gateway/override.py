@@ -1,11 +1,11 @@
 """``traffic.override_header``: a request that names its variant, for testing on purpose.
 
 QA and on-call engineers reach the challenger (or the champion) by sending the configured
-header with the variant's role (``champion``, ``challenger``) or the name the YAML serves it
-under. Such a request is served by that variant alone and logged as forced, which keeps it out
-of every statistic. With ``traffic.override_requires_token`` the header only counts alongside
-the admin bearer token; without a valid one it is ignored and the request is routed as usual,
-so that a client who learns the header's name cannot steer its own traffic.
+header with the variant (``champion``, ``challenger``, a listed challenger's name) or the name
+the YAML serves it under. Such a request is served by that variant alone and logged as forced,
+which keeps it out of every statistic. With ``traffic.override_requires_token`` the header
+only counts alongside the admin bearer token; without a valid one it is ignored and the request
+is routed as usual, so that a client who learns the header's name cannot steer its own traffic.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import hmac
 import os
 
-from router.assignment import CHALLENGER, CHAMPION
 from router.errors import InputValidationError
 from router.snapshot import Snapshot
 
@@ -36,13 +35,14 @@ def bearer_token_matches(authorization: str) -> bool:
 
 
 def served_variant(snapshot: Snapshot, named: str, field: str) -> str:
-    """The role (champion or challenger) that ``named`` names: a role or a served model's
-    name; anything else is a 422 naming ``field`` and what it could have been."""
-    roles = [CHAMPION] if snapshot.challenger is None else [CHAMPION, CHALLENGER]
+    """The variant (champion, challenger, or a listed challenger's name) that ``named`` names:
+    a variant or a served model's name; anything else is a 422 naming ``field`` and what it
+    could have been."""
+    roles = snapshot.variants
     for role in roles:
         if named.strip().lower() == role or named == snapshot.names[role]:
             return role
-    choices = ", ".join([*roles, *(snapshot.names[r] for r in roles)])
+    choices = ", ".join(dict.fromkeys([*roles, *(snapshot.names[r] for r in roles)]))
     raise InputValidationError(
         f"{field} names no served variant: {named!r} (one of {choices})",
         [{"field": field, "message": f"expected one of {choices}", "got": named}])

@@ -20,7 +20,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from router import __version__
-from router.assignment import CHALLENGER, CHAMPION
 from router.errors import NotFoundError, NotReadyError, UnsupportedMediaError
 from router.gateway.endpoints import (
     CLIENT_CHOSE_ID,
@@ -75,7 +74,7 @@ class Target:
 
 def target_of(snapshot: Snapshot, request: Request) -> Target:
     name = request.path_params["name"]
-    roles = [CHAMPION] if snapshot.challenger is None else [CHAMPION, CHALLENGER]
+    roles = snapshot.variants
     experiment = snapshot.config.experiment
     if name == experiment:
         target = Target(name, None, tuple(snapshot.models[r] for r in roles),
@@ -124,7 +123,7 @@ async def model_metadata_route(request: Request) -> Response:
     target = target_of(snapshot, request)
     metadata = model_metadata(target.name, [target.version], target.models)
     roles = [target.role] if target.role is not None else \
-        [r for r in (CHAMPION, CHALLENGER) if r in snapshot.models]
+        list(snapshot.variants)
     metadata["parameters"]["models"] = {
         r: {"name": snapshot.names[r], "version": snapshot.models[r].version} for r in roles}
     if target.role is None:

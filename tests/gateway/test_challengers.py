@@ -1,0 +1,87 @@
+"""Several challengers in ab mode: each user served by the arm that owns its bucket, under the
+challenger's name; the override header and the V2 route reach each one by name."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from router.assignment import assign_arm
+from tests.gateway.test_app import named_row, records
+
+
+def two_challengers(make_client: Any, champion: Path, first: Path, second: Path,
+                    percents: tuple[float, float] = (30, 30), **sections: Any) -> Any:
+    return make_client(champion=champion, challengers=[
+        {"name": "gb", "path": str(first), "percent": percents[0]},
+        {"name": "svc", "path": str(second), "percent": percents[1]}],
+        traffic={"sticky_key": "header:x-user-id", "override_header": "x-router-variant"},
+        **sections)
+
+
+def test_each_user_is_served_by_the_arm_of_its_bucket(make_client: Any, champion_dir: Path,
+                                                      challenger_dir: Path,
+                                                      no_proba_dir: Path) -> None:
+    """The answer's variant (and X-Variant) is the listed challenger's name, the one the
+    layout gives the user; the model field is that challenger's, and the log says the same."""
+    client = two_challengers(make_client, champion_dir, challenger_dir, no_proba_dir)
+    row = {"features": named_row(champion_dir)}
+    served: Counter[str] = Counter()
+    for i in range(120):
+        user = f"user-{i}"
+        response = client.post("/predict", json=row, headers={"x-user-id": user})
+        assert response.status_code == 200, response.text
+        arm = assign_arm("exp", user, [30, 30])
+        expected = "champion" if arm is None else ("gb", "svc")[arm]
+        assert response.headers["x-variant"] == expected == response.json()["variant"]
+        assert response.json()["model"] == {"champion": "champ"}.get(expected, expected)
+        served[expected] += 1
+    assert set(served) == {"champion", "gb", "svc"}
+    assert Counter(r.variant for r in records(client)) == served
+
+
+def test_the_override_header_names_a_listed_challenger(make_client: Any, champion_dir: Path,
+                                                       challenger_dir: Path,
+                                                       no_proba_dir: Path) -> None:
+    """A listed challenger's name forces it; an unknown name lists every variant."""
+    client = two_challengers(make_client, champion_dir, challenger_dir, no_proba_dir, (0, 0))
+    row = {"features": named_row(champion_dir)}
+    response = client.post("/predict", json=row, headers={"x-router-variant": "svc"})
+    assert response.headers["x-variant"] == "svc"
+    refused = client.post("/predict", json=row, headers={"x-router-variant": "lr"})
+    assert refused.status_code == 422
+    assert "champion, gb, svc, champ" in refused.json()["message"]
+    assert [(r.variant, r.forced) for r in records(client)] == [("svc", True)]
+
+
+def test_v2_reaches_each_challenger_by_name(make_client: Any, champion_dir: Path,
+                                            challenger_dir: Path, no_proba_dir: Path) -> None:
+    """/v2/models/{name} takes a listed challenger's name; the experiment's metadata lists
+    every variant."""
+    client = two_challengers(make_client, champion_dir, challenger_dir, no_proba_dir)
+    assert client.get("/v2/models/gb/ready").json() == {"name": "gb", "ready": True}
+    models = client.get("/v2/models/exp").json()["parameters"]["models"]
+    assert list(models) == ["champion", "gb", "svc"]
+    assert models["svc"]["name"] == "svc"
+
+
+def test_a_challenger_whose_features_differ_is_refused_naming_its_entry(
+        make_client: Any, tmp_path: Path, champion_dir: Path, challenger_dir: Path,
+        regressor_dir: Path) -> None:
+    """Every challenger must take the champion's features: the fault names the list entry."""
+    from router.config import load_config
+    from router.errors import ConfigError
+    from router.registry import ModelRegistry
+    from router.snapshot import load_models
+    from tests.configs import write_config
+
+    path = write_config(tmp_path, champion=champion_dir, challengers=[
+        {"name": "gb", "path": str(challenger_dir), "percent": 10},
+        {"name": "ridge", "path": str(regressor_dir), "percent": 10}])
+    try:
+        load_models(load_config(path, base_dir=tmp_path), ModelRegistry())
+    except ConfigError as exc:
+        assert [p.path for p in exc.problems] == ["challengers[1].path"] * 2
+    else:
+        raise AssertionError("a regressor with other features was accepted")
