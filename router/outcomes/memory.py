@@ -57,6 +57,17 @@ class MemoryStore:
             self._check_open()
             return {r.request_id for r in self._predictions if r.request_id in wanted}
 
+    def logged_features(self, request_ids: Sequence[str]) -> dict[str, tuple[float, ...]]:
+        """The inputs logged for each of ``request_ids`` that some prediction carries."""
+        wanted = set(request_ids)
+        found: dict[str, tuple[float, ...]] = {}
+        with self._lock:
+            self._check_open()
+            for r in self._predictions:
+                if r.request_id in wanted:
+                    found.setdefault(r.request_id, tuple(float(x) for x in r.features))
+        return found
+
     def write_feedback(self, records: Sequence[FeedbackRecord]) -> None:
         """Append ground truth with ``label`` as ``str`` and ``value`` as ``float``."""
         batch = [

@@ -26,6 +26,7 @@ from router.outcomes.records import (
 from router.outcomes.rows import (
     PREDICTION_COLUMNS,
     SELECTED_PREDICTION_COLUMNS,
+    features_by_request,
     feedback_row,
     prediction_from_row,
     prediction_row,
@@ -237,6 +238,14 @@ class PostgresStore:
             rows = conn.execute("SELECT DISTINCT request_id FROM predictions "
                                 "WHERE request_id = ANY(%s)", (list(request_ids),)).fetchall()
         return {r[0] for r in rows}
+
+    def logged_features(self, request_ids: Sequence[str]) -> dict[str, tuple[float, ...]]:
+        """The inputs logged for each of ``request_ids`` that some prediction carries."""
+        with self._connection() as conn:
+            rows = conn.execute("SELECT request_id, features FROM predictions "
+                                "WHERE request_id = ANY(%s) ORDER BY id",
+                                (list(request_ids),)).fetchall()
+        return features_by_request(rows)
 
     def count_predictions(self, *, shadow: bool | None = None) -> int:
         with self._connection() as conn:

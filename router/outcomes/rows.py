@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -12,6 +13,8 @@ from router.outcomes.records import FeedbackRecord, PredictionRecord
 
 __all__ = [
     "PREDICTION_COLUMNS",
+    "features_by_request",
+    "features_from_json",
     "feedback_row",
     "prediction_from_row",
     "prediction_row",
@@ -75,6 +78,20 @@ def prediction_row(r: PredictionRecord) -> tuple[Any, ...]:
     )
 
 
+def features_from_json(text: str) -> tuple[float, ...]:
+    """A row's logged inputs: JSON has no NaN, so orjson wrote it as null, read back as NaN."""
+    return tuple(math.nan if x is None else float(x) for x in orjson.loads(text))
+
+
+def features_by_request(rows: Iterable[tuple[str, str]]) -> dict[str, tuple[float, ...]]:
+    """``(request_id, features JSON)`` rows in log order as each id's first logged inputs."""
+    found: dict[str, tuple[float, ...]] = {}
+    for request_id, features in rows:
+        if request_id not in found:
+            found[request_id] = features_from_json(features)
+    return found
+
+
 def prediction_from_row(row: tuple[Any, ...]) -> PredictionRecord:
     return PredictionRecord(
         request_id=row[0],
@@ -86,8 +103,7 @@ def prediction_from_row(row: tuple[Any, ...]) -> PredictionRecord:
         model=row[6],
         version=row[7],
         unit_id=row[8],
-        # JSON has no NaN: orjson writes it as null, read back as NaN.
-        features=tuple(math.nan if x is None else float(x) for x in orjson.loads(row[9])),
+        features=features_from_json(row[9]),
         prediction=None if row[10] is None else orjson.loads(row[10]),
         probability=row[11],
         probabilities=None if row[12] is None else orjson.loads(row[12]),

@@ -25,6 +25,7 @@ from router.outcomes.records import (
 from router.outcomes.rows import (
     PREDICTION_COLUMNS,
     SELECTED_PREDICTION_COLUMNS,
+    features_by_request,
     feedback_row,
     prediction_from_row,
     prediction_row,
@@ -39,91 +40,17 @@ from router.outcomes.sqlite_health import (
     identity,
     shm_writable,
 )
+from router.outcomes.sqlite_schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
 from router.outcomes.store import StoreHealth
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
-
-# Typed columns rather than one JSON blob, so that statistics can aggregate in SQL over a
-# million rows. JSON text only where the shape varies (features, probabilities, details) or
-# where a Python type must survive (prediction: "1" and 1 are different labels). No foreign
-# keys: feedback may arrive before its prediction, and unknown ids are kept.
-_SCHEMA: tuple[str, ...] = (
-    """CREATE TABLE IF NOT EXISTS meta (
-        key   TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    )""",
-    f"INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}')",
-    """CREATE TABLE IF NOT EXISTS predictions (
-        id            INTEGER PRIMARY KEY,  -- rowid: insertion order
-        request_id    TEXT    NOT NULL,
-        ts            REAL    NOT NULL,     -- unix seconds
-        experiment    TEXT    NOT NULL,
-        revision      INTEGER NOT NULL,
-        variant       TEXT    NOT NULL,     -- champion or challenger
-        shadow        INTEGER NOT NULL,     -- 0 or 1
-        model         TEXT    NOT NULL,
-        version       TEXT    NOT NULL,
-        unit_id       TEXT,
-        features      TEXT    NOT NULL,     -- JSON array of floats
-        prediction    TEXT,                 -- JSON, so its type survives; NULL on error
-        label         TEXT,                 -- str(prediction), joins feedback.label
-        value         REAL,                 -- float(prediction) when numeric
-        probability   REAL,
-        probabilities TEXT,                 -- JSON object {class: p}
-        latency_ms    REAL    NOT NULL,
-        error         TEXT,
-        fallback      INTEGER NOT NULL,     -- 1: champion answered for a failed challenger
-        forced        INTEGER NOT NULL DEFAULT 0  -- 1: the client chose the variant
-    )""",
-    "CREATE INDEX IF NOT EXISTS predictions_request_id ON predictions (request_id)",
-    "CREATE INDEX IF NOT EXISTS predictions_experiment_revision "
-    "ON predictions (experiment, revision)",
-    """CREATE TABLE IF NOT EXISTS feedback (
-        id         INTEGER PRIMARY KEY,
-        request_id TEXT NOT NULL,
-        ts         REAL NOT NULL,
-        label      TEXT,                    -- str(label): 1 and "1" match
-        value      REAL
-    )""",
-    "CREATE INDEX IF NOT EXISTS feedback_request_id ON feedback (request_id)",
-    """CREATE TABLE IF NOT EXISTS history (
-        id         INTEGER PRIMARY KEY,
-        ts         REAL NOT NULL,
-        action     TEXT NOT NULL,
-        from_model TEXT NOT NULL,
-        to_model   TEXT NOT NULL,
-        reason     TEXT NOT NULL,
-        actor      TEXT NOT NULL,
-        details    TEXT NOT NULL            -- JSON object
-    )""",
-    """CREATE TABLE IF NOT EXISTS revisions (
-        experiment TEXT    NOT NULL,
-        revision   INTEGER NOT NULL,
-        ts         REAL    NOT NULL,
-        digest     TEXT    NOT NULL,        -- sha256 of the canonical config JSON
-        config     TEXT    NOT NULL,        -- JSON object, defaults filled in
-        PRIMARY KEY (experiment, revision)
-    )""",
-    """CREATE TABLE IF NOT EXISTS switch_state (
-        experiment TEXT    PRIMARY KEY,
-        generation INTEGER NOT NULL,
-        ts         REAL    NOT NULL,
-        state      TEXT    NOT NULL         -- JSON: mode, champion, challenger, previous, percent
-    )""",
-)
-
 _INSERT_PREDICTION = (
     f"INSERT INTO predictions ({PREDICTION_COLUMNS}) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-# Each entry brings a file from version i to i + 1 (the key); run in the schema's transaction.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: ("ALTER TABLE predictions ADD COLUMN forced INTEGER NOT NULL DEFAULT 0",),
-}
 _SELECT_PREDICTION = f"SELECT {SELECTED_PREDICTION_COLUMNS} FROM predictions"
 
 
@@ -224,13 +151,13 @@ class SQLiteStore:
             )
         with self._transaction() as tx:
             # Not executescript(): it would COMMIT the BEGIN IMMEDIATE that makes this race-safe.
-            for statement in _SCHEMA:
+            for statement in SCHEMA:
                 tx.execute(statement)
             row = tx.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is not None and row[0].isdigit() and int(row[0]) < SCHEMA_VERSION:
                 # A file an older router wrote: brought up to date in the same transaction.
                 for version in range(int(row[0]), SCHEMA_VERSION):
-                    for statement in _MIGRATIONS[version]:
+                    for statement in MIGRATIONS[version]:
                         tx.execute(statement)
                 tx.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
                            (str(SCHEMA_VERSION),))
@@ -365,6 +292,18 @@ class SQLiteStore:
             found.update(r[0] for r in self._query(
                 f"SELECT DISTINCT request_id FROM predictions WHERE request_id IN ({marks})",
                 chunk))
+        return found
+
+    def logged_features(self, request_ids: Sequence[str]) -> dict[str, tuple[float, ...]]:
+        """The inputs logged for each of ``request_ids`` that some prediction carries."""
+        found: dict[str, tuple[float, ...]] = {}
+        ids = list(dict.fromkeys(request_ids))
+        for start in range(0, len(ids), 500):  # within SQLite's limit on bound variables
+            chunk = ids[start:start + 500]
+            marks = ", ".join("?" * len(chunk))
+            rows = self._query("SELECT request_id, features FROM predictions "
+                               f"WHERE request_id IN ({marks}) ORDER BY id", chunk)
+            found.update(features_by_request(rows))  # each id is in one chunk only
         return found
 
     def count_predictions(self, *, shadow: bool | None = None) -> int:

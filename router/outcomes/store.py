@@ -126,6 +126,12 @@ class AnalysisReads(StoreLifecycle, Protocol):
         gateway refuses a client's request id that already names a prediction."""
         ...
 
+    def logged_features(self, request_ids: Sequence[str]) -> dict[str, tuple[float, ...]]:
+        """The inputs logged for each of ``request_ids`` that some prediction carries (an
+        indexed lookup; a NaN input as NaN): what training-serving skew compares. A shadow
+        request's two rows carry the same inputs; the first logged is answered."""
+        ...
+
     def prediction_records(self, *, experiment: str | None = None) -> list[PredictionRecord]:
         """Every logged prediction (of one experiment), in insertion order."""
         ...

@@ -24,18 +24,15 @@ out.
 
 from __future__ import annotations
 
-import csv
-import math
 from collections.abc import Mapping
-from os import PathLike
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from router.errors import InputValidationError
 from router.stats.loader import Phase, Settings
 from router.stats.report import Design, build_report
+from router.tables import read_table
+from router.tables import table_error as _bad
 
 __all__ = ["analyze", "read_outcomes"]
 
@@ -45,43 +42,14 @@ _TRUE = {"true", "1", "yes", "t", "y"}
 _FALSE = {"false", "0", "no", "f", "n", ""}
 
 
-def _bad(message: str, field: str) -> InputValidationError:
-    return InputValidationError(message, [{"field": field, "message": message}])
-
-
-def _missing(value: Any) -> bool:
-    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
-
-
 def read_outcomes(outcomes: Any) -> dict[str, list[Any]]:
     """The table as columns of Python values (missing values as None)."""
-    if isinstance(outcomes, str | PathLike):
-        path = Path(outcomes)
-        try:
-            with path.open(newline="", encoding="utf-8") as handle:
-                reader = csv.DictReader(handle)
-                rows = list(reader)
-                names = reader.fieldnames or []
-        except OSError as exc:
-            raise _bad(f"cannot read {path}: {exc.strerror or exc}", "outcomes") from None
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise _bad(f"{path} is not a UTF-8 CSV file: {exc}", "outcomes") from None
-        table = {name: [row.get(name) for row in rows] for name in names}
-    elif hasattr(outcomes, "columns") and hasattr(outcomes, "to_dict"):  # a DataFrame
-        table = {str(name): outcomes[name].tolist() for name in outcomes.columns}
-    elif isinstance(outcomes, Mapping):
-        table = {str(name): list(values) for name, values in outcomes.items()}
-    else:
-        raise _bad("outcomes must be a pandas DataFrame, a CSV path or a mapping of column "
-                   f"to sequence, got {type(outcomes).__name__}", "outcomes")
-    lengths = {name: len(values) for name, values in table.items()}
-    if len(set(lengths.values())) > 1:
-        raise _bad(f"columns differ in length: {lengths}", "outcomes")
+    table = read_table(outcomes, "outcomes")
     for name in ("variant", "prediction", "label"):
         if name not in table:
             raise _bad(f"the outcomes have no {name!r} column (columns: "
                        f"{', '.join(table) or 'none'})", name)
-    return {name: [None if _missing(v) else v for v in values] for name, values in table.items()}
+    return table
 
 
 def _flags(table: Mapping[str, list[Any]], name: str, default: np.ndarray) -> np.ndarray:

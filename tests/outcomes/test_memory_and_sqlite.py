@@ -92,7 +92,7 @@ def test_the_three_roles_split_the_store_without_overlap() -> None:
     lifecycle = methods(StoreLifecycle)
     roles = [methods(role) for role in (OutcomeLog, ExperimentState, AnalysisReads)]
     assert lifecycle == {"ping", "health", "close"}
-    assert sum(len(r) for r in roles) == len(set().union(*roles)) == 13
+    assert sum(len(r) for r in roles) == len(set().union(*roles)) == 14
     assert roles[0] == {"write_predictions", "write_feedback"}
     assert roles[1] == {"register_revision", "revisions", "publish_switch_state",
                         "switch_state", "append_history", "history"}
@@ -105,6 +105,24 @@ def test_a_healthy_store_reports_no_problem_and_a_closed_one_says_so(
     store.close()
     problem = store.health().problem
     assert problem is not None and "closed" in problem
+
+
+def test_logged_features_answers_the_inputs_of_the_ids_asked(store: OutcomeStore) -> None:
+    """Each asked id that was logged maps to its features (a logged NaN as NaN), its first row
+    when a shadow request logged two; ids never logged are left out, across lookup chunks."""
+    store.write_predictions([
+        prediction("a", features=(1.0, 2.0, 3.0, 4.0)),
+        prediction("a", variant="challenger", shadow=True, features=(1.0, 2.0, 3.0, 4.0)),
+        prediction("b:0", features=(0.1, float("nan"), -1e-300, 123456.789)),
+        prediction("c", features=(9.0, 9.0, 9.0, 9.0)),
+    ])
+    asked = ["a", "b:0", *(f"unknown-{i}" for i in range(1200))]
+    found = store.logged_features(asked)
+    assert set(found) == {"a", "b:0"}
+    assert found["a"] == (1.0, 2.0, 3.0, 4.0)
+    first, missing, *rest = found["b:0"]
+    assert first == 0.1 and missing != missing and rest == [-1e-300, 123456.789]
+    assert store.logged_features([]) == {}
 
 
 def test_prediction_records_round_trip_every_field(store: OutcomeStore) -> None:
