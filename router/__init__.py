@@ -6,8 +6,9 @@ on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from router.lazy import lazy_names
 
 if TYPE_CHECKING:
     from router.artifacts import LibraryVersionWarning, ModelArtifact, load_model, save_model
@@ -31,15 +32,4 @@ _LAZY = {
     "save_model": "router.artifacts",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'router' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, __all__)

@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from router.cli_values import (
+    drift_spec,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+    share,
+    significance,
+)
 from router.errors import ConfigError, ConfigProblem, RouterError
 
 if TYPE_CHECKING:  # the CLI imports heavy modules only in the command that needs them
@@ -205,23 +212,12 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_train_demo(args: argparse.Namespace) -> int:
-    from router.demo import train_demo
+    from router.demo import train_demo, training_summary
 
     result = train_demo(Path(args.dir), force=args.force)
-    for line in _describe_demo(result):
+    for line in training_summary(result):
         print(line)
     return 0
-
-
-def _describe_demo(result: dict[str, Any]) -> list[str]:
-    lines = []
-    for role in ("champion", "challenger"):
-        model = result[role]
-        lines.append(f"trained {model['name']} ({role}): held-out accuracy "
-                     f"{model['metrics']['accuracy']:.3f} -> {model['path']}")
-    lines.append(f"wrote {result['config']} (experiment {result['experiment']}); serve it with: "
-                 f"router serve --config {result['config']}")
-    return lines
 
 
 # -- demo, simulate ---------------------------------------------------------------------------
@@ -353,13 +349,20 @@ def cmd_history(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     import json
 
-    from router.stats.console import FetchError, fetch_report, offline_report, render_report
+    from router.stats.console import (
+        FetchError,
+        exported_report,
+        fetch_report,
+        offline_report,
+        render_report,
+    )
 
     if sum(bool(x) for x in (args.url, args.store or args.config, args.outcomes)) > 1:
         raise CommandError("give one of --url, --store/--config or --outcomes")
     try:
         if args.outcomes:
-            report = _outcomes_report(args)
+            report = exported_report(args.outcomes, alpha=args.alpha, metric=args.metric,
+                                     mode=args.mode, challenger_percent=args.challenger_percent)
         elif args.store or args.config:
             report = offline_report(args.config or DEFAULT_CONFIG, args.store,
                                     alpha=args.alpha, metric=args.metric)
@@ -372,17 +375,21 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _outcomes_report(args: argparse.Namespace) -> dict[str, Any]:
-    """``router stats --outcomes FILE.csv``: the report of an exported log."""
-    from router.stats.offline import analyze
+# -- skew -------------------------------------------------------------------------------------
 
-    analysis: dict[str, Any] = {}
-    if args.metric:
-        analysis["metric"] = args.metric
-    if args.alpha is not None:
-        analysis["alpha"] = args.alpha
-    return analyze(args.outcomes, analysis, mode=args.mode,
-                   challenger_percent=args.challenger_percent)
+
+def cmd_skew(args: argparse.Namespace) -> int:
+    import json
+
+    from router.monitoring.skew import SkewRule, config_skew, render_skew
+
+    rule = SkewRule(args.rtol, args.atol, args.max_mismatch_share, args.alpha)
+    report = config_skew(args.config, Path(args.features), store_url=args.store, rule=rule)
+    if not report["rows_joined"]:
+        raise CommandError(f"none of the {report['rows_missing']} request ids of "
+                           f"{args.features} is in the log")
+    print(json.dumps(report, indent=2) if args.json else render_skew(report, rule))
+    return 0
 
 
 # -- the parser -------------------------------------------------------------------------------
@@ -406,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML file (default {DEFAULT_CONFIG})")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--workers", type=_positive_int, default=1,
+    p.add_argument("--workers", type=positive_int, default=1,
                    help="worker processes sharing the port and the store (default 1)")
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"])
@@ -449,11 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="project directory: models/, configs/, var/ (default .)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--max-requests", type=_positive_int, default=30_000,
+    p.add_argument("--max-requests", type=positive_int, default=30_000,
                    help="stop the traffic here without a verdict (default 30000)")
-    p.add_argument("--round", type=_positive_int, default=500,
+    p.add_argument("--round", type=positive_int, default=500,
                    help="requests between two looks at /stats (default 500)")
-    p.add_argument("--concurrency", type=_positive_int, default=8,
+    p.add_argument("--concurrency", type=positive_int, default=8,
                    help="simultaneous requests (default 8)")
     p.add_argument("--seed", type=int, help="seed of the simulated traffic")
     p.add_argument("--fresh", action="store_true",
@@ -465,19 +472,19 @@ def build_parser() -> argparse.ArgumentParser:
                 "true labels as feedback some requests later, with a progress bar.")
     p.add_argument("--url", default="http://127.0.0.1:8000",
                    help="gateway base URL (default http://127.0.0.1:8000)")
-    p.add_argument("--requests", type=_positive_int, default=1000,
+    p.add_argument("--requests", type=positive_int, default=1000,
                    help="predictions to send (default 1000)")
     p.add_argument("--holdout", default="models/demo-holdout.npz",
                    help="rows and true labels written by train-demo "
                         "(default models/demo-holdout.npz)")
-    p.add_argument("--concurrency", type=_positive_int, default=8,
+    p.add_argument("--concurrency", type=positive_int, default=8,
                    help="simultaneous requests, one keep-alive connection each (default 8)")
-    p.add_argument("--users", type=_positive_int, default=100_000,
+    p.add_argument("--users", type=positive_int, default=100_000,
                    help="distinct user ids to draw from (default 100000)")
-    p.add_argument("--feedback-delay", type=_non_negative_int, default=200,
+    p.add_argument("--feedback-delay", type=non_negative_int, default=200,
                    help="answered requests before a label is sent (default 200)")
     p.add_argument("--seed", type=int, help="seed of the rows and users drawn")
-    p.add_argument("--drift", type=_drift_spec, action="append", metavar="FEATURE=SHIFT",
+    p.add_argument("--drift", type=drift_spec, action="append", metavar="FEATURE=SHIFT",
                    help="add SHIFT standard deviations to FEATURE in every row sent, to show "
                         "input drift on purpose (repeatable)")
 
@@ -486,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=DEFAULT_CONFIG,
                    help=f"read the store URL from this YAML (default {DEFAULT_CONFIG})")
     p.add_argument("--store", help="store URL instead of --config (sqlite:///var/outcomes.db)")
-    p.add_argument("--limit", type=_positive_int, help="only the latest N")
+    p.add_argument("--limit", type=positive_int, help="only the latest N")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = command("stats", cmd_stats, "The experiment's results and recommendation, from a "
@@ -508,6 +515,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="analysis metric instead of the config's")
     p.add_argument("--json", action="store_true", help="the report as JSON")
 
+    p = command("skew", cmd_skew, "Training-serving skew: compare the features the training "
+                "pipeline recomputed for logged requests (a CSV of request_id and one column "
+                "per feature) with the inputs the gateway logged, feature by feature.")
+    p.add_argument("--config", default=DEFAULT_CONFIG,
+                   help=f"YAML naming the store and the champion (default {DEFAULT_CONFIG})")
+    p.add_argument("--features", required=True, metavar="FILE.csv",
+                   help="request_id and the champion's feature columns, recomputed offline")
+    p.add_argument("--store", help="store URL instead of the config's")
+    p.add_argument("--rtol", type=non_negative_float, default=1e-5,
+                   help="relative tolerance: a value differs when |logged - offline| > "
+                        "atol + rtol * |offline| (default 1e-5)")
+    p.add_argument("--atol", type=non_negative_float, default=1e-8,
+                   help="absolute tolerance (default 1e-8)")
+    p.add_argument("--max-mismatch-share", type=share, default=0.01,
+                   help="a feature with more rows differing than this is skewed (default 0.01)")
+    p.add_argument("--alpha", type=significance, default=0.01,
+                   help="level of the t-test on a feature's mean difference, over the "
+                        "features (default 0.01)")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+
     models = command("models", lambda a: _fail("choose a subcommand: list", 2),
                      "Inspect model directories.")
     models_sub = models.add_subparsers(dest="models_command", metavar="SUBCOMMAND")
@@ -515,38 +542,6 @@ def build_parser() -> argparse.ArgumentParser:
                 "List model directories under DIR (DIR/<name>/<version>/).", models_sub)
     p.add_argument("dir", nargs="?", default="models", help="models root (default models)")
     return parser
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
-
-
-def _drift_spec(text: str) -> tuple[str, float]:
-    name, _, shift = text.partition("=")
-    try:
-        value = float(shift)
-    except ValueError:
-        value = math.nan
-    if not name or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(
-            f"expected FEATURE=SHIFT with SHIFT a number of standard deviations, got {text!r}")
-    return name, value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

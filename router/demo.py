@@ -42,6 +42,7 @@ __all__ = [
     "HOLDOUT_PATH",
     "load_holdout",
     "train_demo",
+    "training_summary",
 ]
 
 EXPERIMENT = "breast-cancer-lr-vs-rf"
@@ -211,3 +212,15 @@ def train_demo(root: str | Path, *, force: bool = False) -> dict[str, Any]:
     result["config"] = config_path
     result["holdout"] = holdout_path
     return result
+
+
+def training_summary(result: dict[str, Any]) -> list[str]:
+    """What ``train_demo`` wrote, a line per model and one for the config."""
+    lines = []
+    for role in ("champion", "challenger"):
+        model = result[role]
+        lines.append(f"trained {model['name']} ({role}): held-out accuracy "
+                     f"{model['metrics']['accuracy']:.3f} -> {model['path']}")
+    lines.append(f"wrote {result['config']} (experiment {result['experiment']}); serve it with: "
+                 f"router serve --config {result['config']}")
+    return lines

@@ -25,7 +25,7 @@ from router.artifacts import (
     predict_quietly,
     to_native,
 )
-from router.artifacts.load import check_inside_roots
+from router.artifacts.metadata import check_inside_roots
 from router.artifacts.trust import ModelTrust
 from router.engines import SKLEARN, EngineChoice, OnnxRunner, choose_engine, onnx_possible
 from router.forest import DirectForest, direct_forest

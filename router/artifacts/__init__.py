@@ -25,16 +25,18 @@ A model directory ``models/<name>/<version>/`` holds:
 
 The modules: :mod:`~router.artifacts.files` (names, digests, atomic writes),
 :mod:`~router.artifacts.reference` (what is learnt from the training data),
-:mod:`~router.artifacts.save`, :mod:`~router.artifacts.load`, :mod:`~router.artifacts.formats`
-(joblib and skops), :mod:`~router.artifacts.roots` (``model_roots``),
-:mod:`~router.artifacts.signing`, :mod:`~router.artifacts.listing`. The names below load their
-module on first use, so the light ones (roots, files) cost no scikit-learn import.
+:mod:`~router.artifacts.save`, :mod:`~router.artifacts.metadata` (reading ``metadata.json``),
+:mod:`~router.artifacts.load`, :mod:`~router.artifacts.formats` (joblib and skops),
+:mod:`~router.artifacts.roots` (``model_roots``), :mod:`~router.artifacts.signing`,
+:mod:`~router.artifacts.listing`. The names below load their module on first use, so the light
+ones (roots, files, metadata) cost no scikit-learn import.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from router.lazy import lazy_names
 
 if TYPE_CHECKING:
     from router.artifacts.estimators import (
@@ -53,7 +55,8 @@ if TYPE_CHECKING:
     )
     from router.artifacts.formats import SKOPS_TRUSTED_TYPES
     from router.artifacts.listing import list_models
-    from router.artifacts.load import METADATA_KEYS, ModelArtifact, load_model
+    from router.artifacts.load import ModelArtifact, load_model
+    from router.artifacts.metadata import METADATA_KEYS
     from router.artifacts.reference import HISTOGRAM_BINS, REFERENCE_SAMPLE_ROWS
     from router.artifacts.save import save_model
     from router.artifacts.versions import LibraryVersionWarning, library_versions
@@ -82,26 +85,15 @@ __all__ = [
 ]
 
 _MODULE_OF = {
-    "final_estimator": "estimators", "has_predict_proba": "estimators",
-    "predict_quietly": "estimators", "to_native": "estimators",
-    "METADATA_FILE": "files", "MODEL_FILE": "files", "REFERENCE_SAMPLE_FILE": "files",
-    "SIGNATURE_FILE": "files", "SKOPS_FILE": "files", "file_sha256": "files",
-    "SKOPS_TRUSTED_TYPES": "formats", "list_models": "listing",
-    "METADATA_KEYS": "load", "ModelArtifact": "load", "load_model": "load",
-    "HISTOGRAM_BINS": "reference", "REFERENCE_SAMPLE_ROWS": "reference",
-    "save_model": "save",
-    "LibraryVersionWarning": "versions", "library_versions": "versions",
+    "final_estimator": ".estimators", "has_predict_proba": ".estimators",
+    "predict_quietly": ".estimators", "to_native": ".estimators",
+    "METADATA_FILE": ".files", "MODEL_FILE": ".files", "REFERENCE_SAMPLE_FILE": ".files",
+    "SIGNATURE_FILE": ".files", "SKOPS_FILE": ".files", "file_sha256": ".files",
+    "SKOPS_TRUSTED_TYPES": ".formats", "list_models": ".listing",
+    "METADATA_KEYS": ".metadata", "ModelArtifact": ".load", "load_model": ".load",
+    "HISTOGRAM_BINS": ".reference", "REFERENCE_SAMPLE_ROWS": ".reference",
+    "save_model": ".save",
+    "LibraryVersionWarning": ".versions", "library_versions": ".versions",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module 'router.artifacts' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"router.artifacts.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _MODULE_OF, __all__)

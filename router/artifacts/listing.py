@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from router.artifacts.files import METADATA_FILE, MODEL_FILES, file_sha256
-from router.artifacts.load import model_file_name, read_metadata
+from router.artifacts.metadata import model_file_name, read_metadata
 from router.errors import ModelLoadError
 
 __all__ = ["list_models"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -20,32 +19,24 @@ from typing import Any
 import numpy as np
 
 from router.artifacts.estimators import native_list
-from router.artifacts.files import METADATA_FILE, MODEL_FILES
+from router.artifacts.files import METADATA_FILE
 from router.artifacts.formats import read_model
-from router.artifacts.roots import OutsideRootsError, confine
+from router.artifacts.metadata import (
+    METADATA_KEYS,
+    check_inside_roots,
+    model_file_name,
+    read_file,
+    read_metadata,
+)
 from router.artifacts.versions import (
     LibraryVersionWarning,
     collect_version_warnings,
     version_problems,
 )
-from router.errors import DigestMismatchError, ModelLoadError, UntrustedModelError
+from router.errors import DigestMismatchError, ModelLoadError
 
 __all__ = ["METADATA_KEYS", "ModelArtifact", "VerifiedFiles", "check_inside_roots", "load_model",
            "model_file_name", "read_metadata", "read_verified"]
-
-METADATA_KEYS: tuple[str, ...] = (
-    "name",
-    "version",
-    "created_at",
-    "task",
-    "model_type",
-    "features",
-    "classes",
-    "metrics",
-    "reference",
-    "sha256",
-    "library_versions",
-)
 
 
 @dataclass(frozen=True)
@@ -89,85 +80,6 @@ class VerifiedFiles:
     digests: dict[str, str]  # file name -> sha256: what a signature covers
 
 
-def model_file_name(metadata: dict[str, Any], metadata_path: Path) -> str:
-    """The model file metadata.json names through its ``format`` (joblib when absent)."""
-    fmt = metadata.get("format", "joblib")
-    if fmt not in MODEL_FILES:
-        raise ModelLoadError(f"{metadata_path}: key 'format' must be one of "
-                             f"{', '.join(MODEL_FILES)}, got {fmt!r}")
-    return MODEL_FILES[fmt]
-
-
-def check_inside_roots(path: Path, roots: Sequence[Path]) -> None:
-    """:class:`UntrustedModelError` unless ``path`` resolves inside one of ``roots`` (if any)."""
-    try:
-        confine(path, roots)
-    except OutsideRootsError as exc:
-        raise UntrustedModelError(str(exc), [{"path": str(path), "problem": "outside_roots"}]
-                                  ) from None
-
-
-def _read(path: Path, roots: Sequence[Path]) -> bytes:
-    check_inside_roots(path, roots)
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise ModelLoadError(f"{path}: missing") from None
-    except OSError as exc:
-        raise ModelLoadError(f"{path}: unreadable ({exc.strerror or exc})") from None
-
-
-def _check_metadata(metadata: Any, metadata_path: Path) -> dict[str, Any]:
-    if not isinstance(metadata, dict):
-        raise ModelLoadError(f"{metadata_path}: expected a JSON object")
-    missing = [key for key in METADATA_KEYS if key not in metadata]
-    if missing:
-        raise ModelLoadError(f"{metadata_path}: missing keys {', '.join(missing)}")
-
-    def bad(key: str, why: str) -> ModelLoadError:
-        return ModelLoadError(f"{metadata_path}: key {key!r} {why}")
-
-    if metadata["task"] not in ("classification", "regression"):
-        raise bad("task", "must be 'classification' or 'regression'")
-    features = metadata["features"]
-    if (
-        not isinstance(features, list)
-        or not features
-        or not all(isinstance(f, dict) and isinstance(f.get("name"), str) for f in features)
-    ):
-        raise bad("features", "must be a non-empty list of objects with a string 'name'")
-    digest = metadata["sha256"]
-    if not isinstance(digest, str) or len(digest) != 64:
-        raise bad("sha256", "must be a 64-character hex digest")
-    if metadata["task"] == "classification" and not isinstance(metadata["classes"], list):
-        raise bad("classes", "must list the class labels of a classifier")
-    for key in ("reference", "library_versions"):
-        if not isinstance(metadata[key], dict):
-            raise bad(key, "must be an object")
-    sample = metadata["reference"].get("sample")
-    if sample is not None and (not isinstance(sample, dict)
-                               or not {"file", "sha256"} <= sample.keys()):
-        raise bad("reference", "has a 'sample' without 'file' and 'sha256'")
-    return metadata
-
-
-def read_metadata(directory: Path, roots: Sequence[Path] = ()) -> tuple[dict[str, Any], bytes]:
-    """``metadata.json`` of ``directory``, parsed and checked, with the bytes it was parsed from."""
-    if not directory.exists():
-        raise ModelLoadError(f"{directory}: model directory does not exist")
-    if not directory.is_dir():
-        raise ModelLoadError(f"{directory}: not a directory")
-    metadata_path = directory / METADATA_FILE
-    if not metadata_path.exists() and not metadata_path.is_symlink():
-        raise ModelLoadError(f"{metadata_path}: missing; not a model directory")
-    raw = _read(metadata_path, roots)
-    try:
-        metadata = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ModelLoadError(f"{metadata_path}: unreadable or not JSON ({exc})") from None
-    return _check_metadata(metadata, metadata_path), raw
-
-
 def _verified(path: Path, data: bytes, expected: str) -> bytes:
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
@@ -199,11 +111,11 @@ def read_verified(directory: Path, *, model_roots: Sequence[Path] = (),
 
         verify_signature(directory, digests, public_key)
     model_bytes = _verified(directory / model_file,
-                            _read(directory / model_file, model_roots), metadata["sha256"])
+                            read_file(directory / model_file, model_roots), metadata["sha256"])
     sample_bytes = None
     if sample is not None:
         sample_path = directory / str(sample["file"])
-        sample_bytes = _verified(sample_path, _read(sample_path, model_roots),
+        sample_bytes = _verified(sample_path, read_file(sample_path, model_roots),
                                  str(sample["sha256"]))
     return VerifiedFiles(metadata=metadata, model_file=model_file, model_bytes=model_bytes,
                          sample_bytes=sample_bytes, digests=digests)

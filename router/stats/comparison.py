@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import norm, ttest_rel
+from scipy.stats import norm
 
 from router.outcomes.columns import AnalysisColumns
 from router.stats.confidence import (
@@ -43,7 +43,12 @@ from router.stats.confidence import (
     samples_to_significance,
 )
 from router.stats.loader import Settings
-from router.stats.means import mean_difference_interval, mean_interval, welch_test
+from router.stats.means import (
+    mean_difference_interval,
+    mean_interval,
+    one_sample_t_test,
+    welch_test,
+)
 from router.stats.paired import mcnemar_test, wilcoxon_test
 from router.stats.proportions import difference_interval, two_proportion_test, wilson_interval
 
@@ -420,13 +425,7 @@ def paired(columns: Columns, in_a: np.ndarray, in_b: np.ndarray, outcomes: Outco
 def _paired_t(d: np.ndarray) -> float | None:
     """Two-sided paired t-test of mean ``d == 0`` (``scipy.stats.ttest_rel``), 1.0 when every
     difference is zero, None below two pairs."""
-    if d.size < 2:
-        return None
-    if not np.any(d != 0):
-        return 1.0
-    if np.ptp(d) == 0:
-        return 0.0
-    return float(ttest_rel(d, np.zeros_like(d)).pvalue)
+    return one_sample_t_test(d)[1] if d.size >= 2 else None
 
 
 def _fields(mode: str, settings: Settings, sticky: bool, difference: float | None,

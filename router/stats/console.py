@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FetchError", "fetch_report", "offline_report", "render_report"]
+__all__ = ["FetchError", "exported_report", "fetch_report", "offline_report", "render_report"]
 
 WIDTH = 80
 _LABEL = 22  # width of the first column
@@ -75,6 +75,16 @@ def offline_report(config_file: str, store_url: str | None, *, alpha: float | No
         return compute_report(store, config, models, alpha=alpha, metric=metric)
     finally:
         store.close()
+
+
+def exported_report(outcomes: str, *, alpha: float | None = None, metric: str | None = None,
+                    mode: str = "ab", challenger_percent: float = 50.0) -> dict[str, Any]:
+    """``router stats --outcomes FILE.csv``: :func:`router.stats.analyze` of an exported log,
+    the config's analysis defaults where no override is given."""
+    from router.stats.offline import analyze
+
+    analysis = {k: v for k, v in (("metric", metric), ("alpha", alpha)) if v is not None}
+    return analyze(outcomes, analysis, mode=mode, challenger_percent=challenger_percent)
 
 
 # -- rendering ---------------------------------------------------------------------------------

@@ -59,6 +59,26 @@ def welch_test(a: ArrayLike, b: ArrayLike) -> tuple[float, float]:
     return t, float(2.0 * student_t.sf(abs(t), df))
 
 
+def one_sample_t_test(values: ArrayLike) -> tuple[float, float]:
+    """Student's one-sample t-test of ``mean(values) == 0`` (paired differences, for example).
+
+    The same statistic and p-value as ``scipy.stats.ttest_1samp(values, 0.0)``, computed
+    directly so that (nearly) constant values give a clean answer instead of a warning.
+
+    Returns:
+        ``(t, p_value)``, two-sided. Below 2 values, or when every value is zero:
+        ``(0.0, 1.0)``; one nonzero value repeated: ``(±inf, 0.0)``.
+    """
+    arr = _sample(values, "values")
+    if arr.size < 2 or not np.any(arr != 0):
+        return 0.0, 1.0
+    if np.ptp(arr) == 0:
+        # Exactly constant: rounding in np.std would otherwise invent a tiny variance.
+        return math.copysign(math.inf, float(arr[0])), 0.0
+    t = float(arr.mean()) / (float(np.std(arr, ddof=1)) / math.sqrt(arr.size))
+    return t, float(2.0 * student_t.sf(abs(t), arr.size - 1))
+
+
 def mean_interval(values: ArrayLike, confidence: float = 0.95) -> tuple[float, float]:
     """Student t interval for the mean of ``values`` (for example a variant's mean loss).
 

@@ -7,11 +7,17 @@ import math
 import numpy as np
 import pytest
 from scipy.stats import t as student_t
-from scipy.stats import ttest_ind
+from scipy.stats import ttest_1samp, ttest_ind
 from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
-from router.stats import mean_difference_interval, mean_interval, samples_per_arm_means, welch_test
+from router.stats import (
+    mean_difference_interval,
+    mean_interval,
+    one_sample_t_test,
+    samples_per_arm_means,
+    welch_test,
+)
 
 RNG_SEED = 11
 
@@ -49,6 +55,29 @@ def test_welch_sign_follows_b_minus_a() -> None:
 def test_welch_with_fewer_than_two_values_is_no_evidence(a: list[float], b: list[float]) -> None:
     """An arm with fewer than 2 values has no variance estimate: t = 0, p = 1."""
     assert welch_test(a, b) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize(("n", "mean", "sd"), [(2, 0.3, 1.0), (12, 0.5, 1.0), (300, -0.05, 2.0),
+                                               (5000, 1e-3, 0.1)])
+def test_one_sample_t_matches_scipy_ttest_1samp(n: int, mean: float, sd: float) -> None:
+    """(t, p) equal scipy's ttest_1samp(values, 0)."""
+    values = np.random.default_rng(RNG_SEED + n).normal(mean, sd, size=n)
+    expected = ttest_1samp(values, 0.0)
+    t, p = one_sample_t_test(values)
+    assert t == pytest.approx(expected.statistic, rel=1e-10)
+    assert p == pytest.approx(expected.pvalue, rel=1e-9)
+
+
+def test_one_sample_t_on_degenerate_values() -> None:
+    """No evidence below two values or when all are zero; a repeated nonzero value, however
+    small its spread from rounding, is a certain nonzero mean, without a warning."""
+    assert one_sample_t_test([]) == one_sample_t_test([4.0]) == (0.0, 1.0)
+    assert one_sample_t_test([0.0] * 5) == (0.0, 1.0)
+    assert one_sample_t_test([-0.5] * 5) == (-math.inf, 0.0)
+    rounded = np.arange(1.0, 50.0) + 0.1 - np.arange(1.0, 50.0)  # 0.1 give or take 1e-15
+    assert np.ptp(rounded) > 0
+    t, p = one_sample_t_test(rounded)
+    assert t > 1e10 and p == 0.0
 
 
 def test_welch_on_constant_arms() -> None:

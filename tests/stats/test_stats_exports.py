@@ -25,6 +25,7 @@ EXPECTED = {
     "mean_interval",
     "mean_difference_interval",
     "samples_per_arm_means",
+    "one_sample_t_test",
     "ks_p_value",
     "bin_counts",
     "sample_from_histogram",

@@ -1,0 +1,71 @@
+"""The values the ``router`` command's options take, checked by argparse: a bad one is a usage
+mistake (exit 2) naming the option, before any command runs."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from typing import TypeVar
+
+__all__ = ["drift_spec", "non_negative_float", "non_negative_int", "positive_int", "share",
+           "significance"]
+
+Number = TypeVar("Number", int, float)
+
+
+def positive_int(text: str) -> int:
+    return _at_least(_parsed(text, int, "not a whole number"), 1)
+
+
+def non_negative_int(text: str) -> int:
+    return _at_least(_parsed(text, int, "not a whole number"), 0)
+
+
+def non_negative_float(text: str) -> float:
+    return _at_least(_parsed(text, float, "not a finite number"), 0)
+
+
+def share(text: str) -> float:
+    """A share in [0, 1): of rows, for instance."""
+    value = _parsed(text, float, "not a finite number")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {value:g}")
+    return value
+
+
+def significance(text: str) -> float:
+    """A significance level, strictly between 0 and 1."""
+    value = _parsed(text, float, "not a finite number")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {value:g}")
+    return value
+
+
+def _parsed(text: str, kind: Callable[[str], Number], problem: str) -> Number:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{problem}: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{problem}: {text!r}")
+    return value
+
+
+def _at_least(value: Number, low: int) -> Number:
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be at least {low}, got {value:g}")
+    return value
+
+
+def drift_spec(text: str) -> tuple[str, float]:
+    """``FEATURE=SHIFT``: a feature's name and a number of standard deviations."""
+    name, _, shift = text.partition("=")
+    try:
+        value = float(shift)
+    except ValueError:
+        value = math.nan
+    if not name or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(
+            f"expected FEATURE=SHIFT with SHIFT a number of standard deviations, got {text!r}")
+    return name, value
