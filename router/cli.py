@@ -551,15 +551,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RouterError, CommandError) as exc:
         message = exc.message if isinstance(exc, RouterError) else str(exc)
         return _fail(" ".join(message.split()))
+    except BrokenPipeError:
+        # `router models list | head` closing the pipe is not an error (caught before OSError,
+        # its base); stdout goes nowhere then, so that the exit's flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except FileExistsError as exc:
         return _fail(f"{exc} (use --force to replace it)")
     except OSError as exc:
         return _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        # `router models list | head` closing the pipe is not an error.
-        return 0
 
 
 if __name__ == "__main__":

@@ -189,3 +189,16 @@ def test_history_json_is_what_get_history_answers(
     assert code == 0
     assert json.loads(out) == client.get("/history").json()
     assert [e["action"] for e in json.loads(out)["history"]] == ["step", "rollback"]
+
+
+def test_a_reader_that_closes_the_pipe_is_not_an_error(champion_dir: Path) -> None:
+    """`router models list | head`: output into a pipe nobody reads any more ends with exit 0
+    and nothing on stderr."""
+    script = "import sys\nfrom router.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    process = subprocess.Popen([sys.executable, "-c", script, "models", "list",
+                                str(champion_dir.parent.parent)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None
+    process.stdout.close()  # long before the command has imported anything and printed
+    _, err = process.communicate(timeout=120)
+    assert (process.returncode, err.decode()) == (0, "")

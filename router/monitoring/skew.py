@@ -23,6 +23,7 @@ not either, and a constant offset, a wrong scaling or a rare but one-sided bug i
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,9 +248,10 @@ def render_skew(report: dict[str, Any], rule: SkewRule | None = None) -> str:
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
               for row in rows]
     skewed = [name for name, entry in report["features"].items() if entry["skewed"]]
-    lines += ["", f"skewed: {', '.join(skewed) if skewed else 'none'} (differences are "
-              f"logged minus offline; a value differs when |diff| > {rule.atol:g} + "
-              f"{rule.rtol:g}·|offline|; skewed when over {100 * rule.max_mismatch_share:g} % "
-              f"of rows differ, or the mean difference does, significantly at {rule.alpha:g} "
-              "across the features)"]
+    lines += ["", f"skewed: {', '.join(skewed) or 'none'}", *textwrap.wrap(
+        f"Differences are logged minus offline. A value differs when |diff| > {rule.atol:g} + "
+        f"{rule.rtol:g} * |offline|; a feature is skewed when over "
+        f"{100 * rule.max_mismatch_share:g} % of its rows differ, or when its mean difference "
+        f"is beyond the tolerance and non-zero by a t-test at {rule.alpha:g} / "
+        f"{len(rows) - 1} features.", 80)]
     return "\n".join(lines)
