@@ -10,7 +10,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx2 as httpx
@@ -20,6 +19,7 @@ import pytest
 from tests.configs import write_config
 from tests.e2e.server import REPO_ROOT, Server, serve
 from tests.e2e.test_stats import FEATURES, traffic
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -48,17 +48,11 @@ def send(server: Server, rows: list[list[float]]) -> dict[str, list[float]]:
     return sent
 
 
-def wait_logged(database: Path, count: int, timeout: float = 60.0) -> None:
-    """Until the store holds ``count`` request ids (the writer trails the answers)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with sqlite3.connect(database) as connection:
-            (logged,) = connection.execute(
-                "SELECT count(DISTINCT request_id) FROM predictions").fetchone()
-        if logged >= count or time.monotonic() > deadline:
-            assert logged == count
-            return
-        time.sleep(0.2)
+def logged_ids(database: Path) -> int:
+    with sqlite3.connect(database) as connection:
+        (count,) = connection.execute(
+            "SELECT count(DISTINCT request_id) FROM predictions").fetchone()
+    return int(count)
 
 
 def write_offline(path: Path, sent: dict[str, list[float]], seed: int) -> None:
@@ -97,7 +91,8 @@ def test_router_skew_finds_the_offset_feature_and_no_other(tmp_path: Path, champ
     rows = [row for row, _ in traffic(150, seed=40)]
     with serve(config, tmp_path) as server:
         sent = send(server, rows)
-        wait_logged(tmp_path / "outcomes.db", len(sent))
+        eventually(lambda: logged_ids(tmp_path / "outcomes.db"), lambda n: n == len(sent),
+                   what=f"the {len(sent)} sent request ids in the log", timeout=60)
         offline = tmp_path / "offline.csv"
         write_offline(offline, sent, seed=41)
         done = router_skew("--config", str(config), "--features", str(offline), "--json",
