@@ -200,7 +200,7 @@ def _trust_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_sign(args: argparse.Namespace) -> int:
     import json
 
-    from router.artifacts.signing import sign_directory
+    from router.artifacts import sign_directory
 
     path = sign_directory(Path(args.dir), Path(args.key))
     fingerprint = json.loads(path.read_text())["public_key_sha256"]

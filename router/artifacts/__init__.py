@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from router.artifacts.load import ModelArtifact, load_model
     from router.artifacts.metadata import METADATA_KEYS
     from router.artifacts.reference import HISTOGRAM_BINS, REFERENCE_SAMPLE_ROWS
-    from router.artifacts.save import save_model
+    from router.artifacts.save import save_model, sign_directory
     from router.artifacts.versions import LibraryVersionWarning, library_versions
 
 __all__ = [
@@ -81,6 +81,7 @@ __all__ = [
     "load_model",
     "predict_quietly",
     "save_model",
+    "sign_directory",
     "to_native",
 ]
 
@@ -92,7 +93,7 @@ _MODULE_OF = {
     "SKOPS_TRUSTED_TYPES": ".formats", "list_models": ".listing",
     "METADATA_KEYS": ".metadata", "ModelArtifact": ".load", "load_model": ".load",
     "HISTOGRAM_BINS": ".reference", "REFERENCE_SAMPLE_ROWS": ".reference",
-    "save_model": ".save",
+    "save_model": ".save", "sign_directory": ".save",
     "LibraryVersionWarning": ".versions", "library_versions": ".versions",
 }
 

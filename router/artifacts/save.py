@@ -23,6 +23,7 @@ from router.artifacts.files import (
     atomic_write,
 )
 from router.artifacts.formats import FORMATS, write_model
+from router.artifacts.load import read_verified
 from router.artifacts.reference import (
     HISTOGRAM_BINS,
     REFERENCE_SAMPLE_ROWS,
@@ -34,9 +35,10 @@ from router.artifacts.reference import (
     json_native,
     resolve_feature_names,
 )
+from router.artifacts.signing import load_private_key, write_signature
 from router.artifacts.versions import library_versions
 
-__all__ = ["save_model"]
+__all__ = ["save_model", "sign_directory"]
 
 
 def save_model(
@@ -192,3 +194,15 @@ def save_model(
     text = json.dumps(json_native(metadata, "metadata"), indent=2, ensure_ascii=False)
     atomic_write(metadata_path, lambda fh: fh.write(text.encode() + b"\n"))
     return directory
+
+
+def sign_directory(directory: str | Path, private_key_file: str | Path) -> Path:
+    """Check a model directory's files against their digests, then sign it; ``signature.json``.
+
+    A directory whose files no longer match their recorded digests is refused
+    (:class:`~router.errors.DigestMismatchError`): signing it would vouch for a changed file.
+    """
+    key = load_private_key(private_key_file)
+    path = Path(directory)
+    files = read_verified(path)
+    return write_signature(path, files.digests, key)

@@ -35,7 +35,7 @@ from router.artifacts.files import SIGNATURE_FILE, atomic_write
 from router.errors import ModelLoadError, UntrustedModelError
 
 __all__ = ["MANIFEST_HEADER", "directory_digest", "key_fingerprint",
-           "load_private_key", "load_public_key", "manifest", "sign_directory",
+           "load_private_key", "load_public_key", "manifest",
            "signed_message", "verify_signature", "write_signature"]
 
 MANIFEST_HEADER = "router model directory v1"
@@ -174,17 +174,3 @@ def verify_signature(directory: Path, files: Mapping[str, str], public_key: Any)
             f"{directory}: wrongly signed: {why}; refusing to load it",
             [{"path": str(directory), "problem": "bad_signature", "changed": changed}],
         ) from None
-
-
-def sign_directory(directory: str | Path, private_key_file: str | Path) -> Path:
-    """Check a model directory's files against their digests, then sign it; ``signature.json``.
-
-    A directory whose files no longer match their recorded digests is refused
-    (:class:`~router.errors.DigestMismatchError`): signing it would vouch for a changed file.
-    """
-    from router.artifacts.load import read_verified
-
-    key = load_private_key(private_key_file)
-    path = Path(directory)
-    files = read_verified(path)
-    return write_signature(path, files.digests, key)

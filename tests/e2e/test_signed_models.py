@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from router.artifacts.signing import sign_directory
+from router.artifacts import sign_directory
 from tests.e2e.server import REPO_ROOT, free_port, serve
 from tests.e2e.test_live_changes import wait_config
 

@@ -10,8 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from router.artifacts import METADATA_FILE, MODEL_FILE, SIGNATURE_FILE, file_sha256, load_model
-from router.artifacts.signing import sign_directory
+from router.artifacts import (
+    METADATA_FILE,
+    MODEL_FILE,
+    SIGNATURE_FILE,
+    file_sha256,
+    load_model,
+    sign_directory,
+)
 from router.cli import main
 from router.errors import DigestMismatchError, ModelLoadError, UntrustedModelError
 from tests.configs import write_config
