@@ -2,6 +2,7 @@
 the background writer that feeds a store without slowing requests."""
 
 from router.outcomes.memory import MemoryStore
+from router.outcomes.opener import open_store
 from router.outcomes.records import (
     FeedbackRecord,
     HistoryEntry,
@@ -16,7 +17,6 @@ from router.outcomes.store import (
     OutcomeLog,
     OutcomeStore,
     StoreHealth,
-    open_store,
 )
 from router.outcomes.writer import OutcomeWriter
 

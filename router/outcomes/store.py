@@ -4,10 +4,8 @@ reads) and ``OutcomeStore`` that has them all, and ``open_store`` for a URL."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
-from router.errors import StoreError
 from router.outcomes.records import (
     FeedbackRecord,
     HistoryEntry,
@@ -26,7 +24,6 @@ __all__ = [
     "OutcomeStore",
     "StoreHealth",
     "StoreLifecycle",
-    "open_store",
 ]
 
 
@@ -156,44 +153,3 @@ class OutcomeStore(OutcomeLog, ExperimentState, AnalysisReads, Protocol):
     """Where answered predictions, ground truth and switches are kept: the three roles in one
     database (memory, SQLite or PostgreSQL), each role typed on its own so that a part of the
     gateway asks only for what it uses."""
-
-
-_SQLITE_PREFIX = "sqlite:///"
-
-
-def open_store(url: str, base_dir: Path) -> OutcomeStore:
-    """Open the store named by ``url``; relative SQLite paths resolve against ``base_dir``.
-
-    ``sqlite:///relative.db``, ``sqlite:////absolute.db`` (SQLAlchemy's forms),
-    ``postgresql://user@host/db`` (the ``postgres`` extra) and ``memory://``. Parent
-    directories of a SQLite file are created. An unknown scheme, a
-    malformed URL or a file that cannot be opened raises ``StoreError`` naming the URL.
-    """
-    # Imported here so that importing the protocol does not import sqlite3 and vice versa.
-    from router.outcomes.memory import MemoryStore
-    from router.outcomes.sqlite import SQLiteStore
-
-    if url == "memory://":
-        return MemoryStore()
-    if url.startswith(("postgresql://", "postgres://")):
-        from router.outcomes.postgres import PostgresStore
-
-        return PostgresStore(url)
-    if url.startswith(_SQLITE_PREFIX):
-        raw = url[len(_SQLITE_PREFIX) :]
-        if not raw or raw == ":memory:" or "?" in raw:
-            # An in-memory SQLite file would be a different database on every thread's
-            # connection, and URL parameters would be silently ignored: refuse both.
-            raise StoreError(
-                f"store {url!r}: expected sqlite:///relative/path.db or "
-                "sqlite:////absolute/path.db (use memory:// for an in-memory store)"
-            )
-        path = Path(raw)  # "/abs.db" from the four-slash form is already absolute
-        if not path.is_absolute():
-            path = Path(base_dir) / path
-        return SQLiteStore(path, url=url)
-    scheme = url.split(":", 1)[0] if ":" in url else url
-    raise StoreError(
-        f"store {url!r}: unsupported scheme {scheme!r}; "
-        "use sqlite:///relative.db, sqlite:////absolute.db, postgresql://… or memory://"
-    )
