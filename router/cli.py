@@ -7,10 +7,9 @@ the task, 2 for a usage mistake (argparse's own convention).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +29,6 @@ if TYPE_CHECKING:  # the CLI imports heavy modules only in the command that need
     from router.outcomes import OutcomeStore
 
 DEFAULT_CONFIG = "configs/router.yaml"
-# prometheus_client's multiprocess directory (router.gateway.metrics.MULTIPROC_ENV); spelled
-# here because importing that module would import the client before serve sets the variable.
-METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class CommandError(Exception):
@@ -48,10 +44,10 @@ def _fail(message: str, code: int = 1) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    # Before anything imports prometheus_client, which picks its value store from the variable.
-    for name in (METRICS_DIR_ENV, METRICS_DIR_ENV.lower()):  # lower: the deprecated spelling
-        os.environ.pop(name, None)
     from router.config import load_config
+    from router.metrics_dir import forget_inherited, shared_by_workers
+
+    forget_inherited()
 
     config_path = Path(args.config).resolve()
     base_dir = Path.cwd()
@@ -84,7 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "access_log": args.access_log, "log_level": args.log_level,
         "log_config": _log_config(args.log_level),
         "timeout_graceful_shutdown": SHUTDOWN_GRACE_S}
-    with _metrics_directory(args.workers):
+    with shared_by_workers(args.workers):
         if args.workers == 1:
             uvicorn.run(create_app(config_path, base_dir=base_dir, tune_gc=True,
                                    registry=registry), **options)
@@ -115,30 +111,6 @@ def _check_model_directories(config: RouterConfig) -> None:
                 for role, ref in config.model_refs().items() if not ref.path.is_dir()]
     if problems:
         raise ConfigError(config.source, problems)
-
-
-@contextlib.contextmanager
-def _metrics_directory(workers: int) -> Iterator[None]:
-    """Prometheus multiprocess mode for several workers: a fresh directory, removed after.
-
-    ``router serve`` owns the variable (``cmd_serve`` drops an inherited one): files left from
-    an earlier run would be added to this run's counters.
-    """
-    import shutil
-    import tempfile
-
-    if workers == 1:
-        yield
-        return
-    directory = tempfile.mkdtemp(prefix="router-metrics-")
-    # Set before uvicorn spawns the workers: each imports the client, which reads it then.
-    os.environ[METRICS_DIR_ENV] = directory
-    print(f"metrics: {workers} workers share {directory} (removed at exit)", file=sys.stderr)
-    try:
-        yield
-    finally:
-        os.environ.pop(METRICS_DIR_ENV, None)
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 # -- validate ---------------------------------------------------------------------------------

@@ -374,21 +374,13 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
         r.fail("challenger", _key_line(root, "challenger"),
                "is the same model as the champion")
 
-    traffic = Traffic()
-    if (node := r.section(root, "", "traffic", tuple(Traffic.__dataclass_fields__))
-            ) is not None:
-        traffic = Traffic(
-            challenger_percent=r.value(node, "traffic", "challenger_percent", _number(0, 100),
-                                       0.0),
-            sticky_key=r.value(node, "traffic", "sticky_key", _sticky_key),
-            override_header=r.value(node, "traffic", "override_header", _header_name),
-            override_requires_token=r.value(node, "traffic", "override_requires_token",
-                                            _boolean, False),
-        )
-        if traffic.override_requires_token and traffic.override_header is None:
-            r.fail("traffic.override_requires_token",
-                   _key_line(node, "override_requires_token"),
-                   "needs traffic.override_header: there is no header to guard")
+    traffic = r.record(root, "", "traffic", Traffic, {
+        "challenger_percent": _number(0, 100), "sticky_key": _sticky_key,
+        "override_header": _header_name, "override_requires_token": _boolean})
+    if traffic.override_requires_token and traffic.override_header is None:
+        r.fail("traffic.override_requires_token",
+               r.lines.get("traffic.override_requires_token"),
+               "needs traffic.override_header: there is no header to guard")
     if listed and challenger is None and traffic.challenger_percent:
         r.fail("traffic.challenger_percent", r.lines.get("traffic.challenger_percent"),
                "is the share of challenger:, which this file does not name; each entry of "
@@ -399,34 +391,18 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
                                            r.lines):
         r.fail(key, line, message)
 
-    shadow = Shadow()
-    if (node := r.section(root, "", "shadow", tuple(Shadow.__dataclass_fields__))) is not None:
-        shadow = Shadow(
-            sample_percent=r.value(node, "shadow", "sample_percent", _number(0, 100), 100.0),
-            queue_size=r.value(node, "shadow", "queue_size", _integer(1), 10_000),
-            timeout_ms=r.value(node, "shadow", "timeout_ms", _number(above=0), 1_000.0),
-            drain_s=r.value(node, "shadow", "drain_s", _number(0, 3600), 10.0),
-        )
+    shadow = r.record(root, "", "shadow", Shadow, {
+        "sample_percent": _number(0, 100), "queue_size": _integer(1),
+        "timeout_ms": _number(above=0), "drain_s": _number(0, 3600)})
 
-    analysis = Analysis()
-    analysis_keys = ("metric", "alpha", "min_effect", "min_samples", "guardrails", "segments")
-    if (node := r.section(root, "", "analysis", analysis_keys)) is not None:
-        guardrails = Guardrails()
-        g = r.section(node, "analysis", "guardrails", ("p99_latency_ms", "error_rate"))
-        if g is not None:
-            guardrails = Guardrails(
-                p99_latency_ms=r.value(g, "analysis.guardrails", "p99_latency_ms",
-                                       _number(above=0)),
-                error_rate=r.value(g, "analysis.guardrails", "error_rate", _number(0, 1)),
-            )
-        analysis = Analysis(
-            metric=r.value(node, "analysis", "metric", _choice(*METRICS), "accuracy"),
-            alpha=r.value(node, "analysis", "alpha", _number(above=0, below=1), 0.05),
-            min_effect=r.value(node, "analysis", "min_effect", _number(above=0), 0.01),
-            min_samples=r.value(node, "analysis", "min_samples", _integer(1), 200),
-            guardrails=guardrails,
-            segments=r.value(node, "analysis", "segments", _segments, ()),
-        )
+    analysis_node = root.get("analysis") if isinstance(root.get("analysis"), CommentedMap) \
+        else CommentedMap()
+    guardrails = r.record(analysis_node, "analysis", "guardrails", Guardrails, {
+        "p99_latency_ms": _number(above=0), "error_rate": _number(0, 1)})
+    analysis = r.record(root, "", "analysis", Analysis, {
+        "metric": _choice(*METRICS), "alpha": _number(above=0, below=1),
+        "min_effect": _number(above=0), "min_samples": _integer(1), "segments": _segments},
+        guardrails=guardrails)
 
     rollout = None
     rollout_keys = ("steps", "interval_s", "auto_promote", "auto_rollback")
@@ -442,43 +418,24 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
         rollout = Rollout(
             steps=steps,
             from_shadow=from_shadow,
-            interval_s=r.value(node, "rollout", "interval_s", _number(above=0), 60.0),
-            auto_promote=r.value(node, "rollout", "auto_promote", _boolean, False),
-            auto_rollback=r.value(node, "rollout", "auto_rollback", _boolean, True),
+            interval_s=r.value(node, "rollout", "interval_s", _number(above=0),
+                               Rollout.interval_s),
+            auto_promote=r.value(node, "rollout", "auto_promote", _boolean,
+                                 Rollout.auto_promote),
+            auto_rollback=r.value(node, "rollout", "auto_rollback", _boolean,
+                                  Rollout.auto_rollback),
         )
 
     store = r.value(root, "", "store", _store_url, DEFAULT_STORE)
 
-    limits = Limits()
-    if (node := r.section(root, "", "limits", tuple(Limits.__dataclass_fields__))) is not None:
-        limits = Limits(
-            max_body_bytes=r.value(node, "limits", "max_body_bytes", _integer(1), 1_048_576),
-            max_batch=r.value(node, "limits", "max_batch", _integer(1), 1_000),
-            header_timeout_s=r.value(node, "limits", "header_timeout_s", _number(0.1, 3600),
-                                     Limits.header_timeout_s),
-            body_timeout_s=r.value(node, "limits", "body_timeout_s", _number(0.1, 3600),
-                                   Limits.body_timeout_s),
-            max_connections=r.value(node, "limits", "max_connections", _integer(1),
-                                    Limits.max_connections),
-        )
-
-    batching = Batching()
-    if (node := r.section(root, "", "batching", tuple(Batching.__dataclass_fields__))
-            ) is not None:
-        batching = Batching(
-            max_batch=r.value(node, "batching", "max_batch", _integer(1), 64),
-            max_wait_ms=r.value(node, "batching", "max_wait_ms", _number(0, 1000),
-                                Batching.max_wait_ms),
-        )
-
-    monitoring = Monitoring()
-    if (node := r.section(root, "", "monitoring", tuple(Monitoring.__dataclass_fields__))
-            ) is not None:
-        monitoring = Monitoring(
-            window=r.value(node, "monitoring", "window", _integer(1), Monitoring.window),
-            interval_s=r.value(node, "monitoring", "interval_s", _number(0.1, 3600),
-                               Monitoring.interval_s),
-        )
+    limits = r.record(root, "", "limits", Limits, {
+        "max_body_bytes": _integer(1), "max_batch": _integer(1),
+        "header_timeout_s": _number(0.1, 3600), "body_timeout_s": _number(0.1, 3600),
+        "max_connections": _integer(1)})
+    batching = r.record(root, "", "batching", Batching, {
+        "max_batch": _integer(1), "max_wait_ms": _number(0, 1000)})
+    monitoring = r.record(root, "", "monitoring", Monitoring, {
+        "window": _integer(1), "interval_s": _number(0.1, 3600)})
 
     if r.problems or champion is None:
         raise ConfigError(source, r.problems)

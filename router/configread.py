@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import fields
+from typing import Any, TypeVar
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
@@ -20,6 +21,8 @@ from router.errors import ConfigProblem
 from router.strings import text_problem
 
 MAX_TEXT_LENGTH = 4_096  # a name, a path or a URL
+
+T = TypeVar("T")
 
 
 class _Reader:
@@ -63,6 +66,20 @@ class _Reader:
         except _Invalid as exc:
             self.fail(where, _value_line(node, key), str(exc))
             return default
+
+
+    def record(self, parent: CommentedMap, path: str, key: str, kind: type[T],
+               converters: Mapping[str, Callable[[Any], Any]], **given: Any) -> T:
+        """The section ``key`` as a ``kind`` (a dataclass): each key in ``converters`` read
+        with its converter, ``given`` fields passed as they are, and every default taken from
+        ``kind`` itself, so that a default is written once, on the dataclass."""
+        node = self.section(parent, path, key, (*converters, *given))
+        if node is None:
+            return kind(**given)
+        where = _join(path, key)
+        defaults = {f.name: f.default for f in fields(kind)}  # type: ignore[arg-type]
+        return kind(**given, **{name: self.value(node, where, name, convert, defaults[name])
+                                for name, convert in converters.items()})
 
 
 class _Invalid(ValueError):

@@ -46,6 +46,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
+from router import metrics_dir
 from router.assignment import CHALLENGER, CHAMPION
 from router.errors import ModelFailedError
 from router.gateway.errors import status_of
@@ -53,9 +54,8 @@ from router.gateway.state import GatewayState
 from router.monitoring import gauges as monitoring_gauges
 from router.stats.loader import compute_report
 
-__all__ = ["MULTIPROC_ENV", "REFRESH_SECONDS", "Telemetry", "counted", "metrics", "start"]
+__all__ = ["REFRESH_SECONDS", "Telemetry", "counted", "metrics", "start"]
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # How stale another worker's gauges may be in a scrape (multiprocess mode only).
 REFRESH_SECONDS = 1.0
 # The variant label of a request refused before a variant was chosen (bad input, overload).
@@ -130,7 +130,7 @@ _PROCESS_METRICS: tuple[Collector, ...] = (
 
 def multiprocess_dir() -> str | None:
     """The directory of multiprocess mode, or None in a single process."""
-    return os.environ.get(MULTIPROC_ENV) or None
+    return metrics_dir.current()
 
 
 # -- the request path -------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from router.config import RouterConfig
+from router.config import METRICS, RouterConfig
 from router.errors import InputValidationError
 from router.outcomes.records import RevisionRecord
 from router.registry import ServedModel
@@ -29,7 +29,6 @@ __all__ = ["DRIFT_ROWS", "Phase", "Settings", "assemble_report", "compute_report
 # and would make a KS test flag shifts far too small to matter.
 DRIFT_ROWS = 10_000
 
-_METRICS = ("accuracy", "log_loss", "mae", "rmse")
 
 
 @dataclass(frozen=True)
@@ -108,10 +107,10 @@ def resolve_settings(config: RouterConfig, models: Mapping[str, ServedModel], *,
     with ``InputValidationError`` naming the parameter."""
     chosen = metric if metric is not None else config.analysis.metric
     level = alpha if alpha is not None else config.analysis.alpha
-    if chosen not in _METRICS:
+    if chosen not in METRICS:
         raise InputValidationError(
-            f"metric must be one of {', '.join(_METRICS)}, got {chosen!r}",
-            [{"field": "metric", "message": f"one of {', '.join(_METRICS)}"}])
+            f"metric must be one of {', '.join(METRICS)}, got {chosen!r}",
+            [{"field": "metric", "message": f"one of {', '.join(METRICS)}"}])
     if not 0.0 < level < 1.0:
         raise InputValidationError(f"alpha must lie strictly between 0 and 1, got {level}",
                                    [{"field": "alpha", "message": "between 0 and 1"}])

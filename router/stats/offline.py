@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from router.config import METRICS
 from router.stats.loader import Phase, Settings
 from router.stats.report import Design, build_report
 from router.tables import read_table
@@ -36,7 +37,8 @@ from router.tables import table_error as _bad
 
 __all__ = ["analyze", "read_outcomes"]
 
-_METRICS = ("accuracy", "mae", "rmse")
+# log_loss needs the probability of the true class, which an exported log does not have.
+_METRICS = tuple(m for m in METRICS if m != "log_loss")
 _ANALYSIS_KEYS = {"metric", "alpha", "min_effect", "min_samples", "guardrails"}
 _TRUE = {"true", "1", "yes", "t", "y"}
 _FALSE = {"false", "0", "no", "f", "n", ""}
