@@ -35,7 +35,7 @@ class Mirror(Protocol):
     """Shadow traffic: takes a copy of an answered request; must return at once."""
 
     def offer(self, snapshot: Snapshot, rows: np.ndarray, row_ids: list[str],
-              unit_id: str | None) -> None: ...
+              unit_id: str | None, segments: dict[str, str] | None = None) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +81,10 @@ class PredictionService:
         arm = assign_arm(config.experiment, unit_id, snapshot.arm_percents, self._rng)
         return CHAMPION if arm is None else snapshot.arms[arm]
     async def predict(self, snapshot: Snapshot, rows: np.ndarray, *, request_id: str,
-                      batch: bool, unit_id: str | None, forced: str | None = None) -> Answer:
-        """Answer ``rows`` and log them; ``forced`` names the variant the client chose.
+                      batch: bool, unit_id: str | None, forced: str | None = None,
+                      segments: dict[str, str] | None = None) -> Answer:
+        """Answer ``rows`` and log them (with the request's ``segments`` values); ``forced``
+        names the variant the client chose.
 
         A forced request is served by that variant alone (no fallback, no shadow copy: a
         tester who asked for the challenger must see its failure) and logged as forced, which
@@ -102,7 +104,8 @@ class PredictionService:
         except Exception as exc:
             self.counts[(variant, "errors")] += 1
             records += self._records(snapshot, variant, model, rows, row_ids, None, started,
-                                     unit_id, error=_describe(exc), forced=is_forced)
+                                     unit_id, error=_describe(exc), forced=is_forced,
+                                     segments=segments)
             if is_forced:
                 self.sink.submit_predictions(records)
                 raise ModelFailedError(
@@ -116,19 +119,21 @@ class PredictionService:
                     [{"request_id": request_id}]) from exc
             # A challenger failed: the champion answers, the failure stays the challenger's.
             self.counts[(variant, "fallbacks")] += 1
-            return await self._fallback(snapshot, rows, row_ids, request_id, unit_id, records)
+            return await self._fallback(snapshot, rows, row_ids, request_id, unit_id, records,
+                                        segments)
         self.counts[(variant, "requests")] += 1
         answer = self._answer(snapshot, request_id, row_ids, variant, prediction)
         records += self._records(snapshot, variant, model, rows, row_ids, answer, started,
-                                 unit_id, forced=is_forced)
+                                 unit_id, forced=is_forced, segments=segments)
         self.sink.submit_predictions(records)
         if self.mirror is not None and snapshot.config.mode == "shadow" and not is_forced:
-            self.mirror.offer(snapshot, rows, row_ids, unit_id)
+            self.mirror.offer(snapshot, rows, row_ids, unit_id, segments)
         return answer
 
     async def _fallback(self, snapshot: Snapshot, rows: np.ndarray, row_ids: list[str],
                         request_id: str, unit_id: str | None,
-                        records: list[PredictionRecord]) -> Answer:
+                        records: list[PredictionRecord],
+                        segments: dict[str, str] | None) -> Answer:
         model = snapshot.champion
         started = time.perf_counter()
         try:
@@ -136,14 +141,15 @@ class PredictionService:
         except Exception as exc:
             self.counts[(CHAMPION, "errors")] += 1
             records += self._records(snapshot, CHAMPION, model, rows, row_ids, None, started,
-                                     unit_id, error=_describe(exc), fallback=True)
+                                     unit_id, error=_describe(exc), fallback=True,
+                                     segments=segments)
             self.sink.submit_predictions(records)
             raise ModelFailedError(
                 f"both models failed on request {request_id}: {_describe(exc)}",
                 [{"request_id": request_id}]) from exc
         answer = self._answer(snapshot, request_id, row_ids, CHAMPION, prediction)
         records += self._records(snapshot, CHAMPION, model, rows, row_ids, answer, started,
-                                 unit_id, fallback=True)
+                                 unit_id, fallback=True, segments=segments)
         self.sink.submit_predictions(records)
         return answer
 
@@ -163,7 +169,8 @@ class PredictionService:
     def _records(snapshot: Snapshot, variant: str, model: ServedModel, rows: np.ndarray,
                  row_ids: list[str], answer: Answer | None, started: float,
                  unit_id: str | None, *, error: str | None = None, shadow: bool = False,
-                 fallback: bool = False, forced: bool = False) -> list[PredictionRecord]:
+                 fallback: bool = False, forced: bool = False,
+                 segments: dict[str, str] | None = None) -> list[PredictionRecord]:
         now = time.time()
         latency_ms = (time.perf_counter() - started) * 1000
         config = snapshot.config
@@ -178,7 +185,7 @@ class PredictionService:
                 latency_ms=latency_ms, shadow=shadow, unit_id=unit_id,
                 probabilities=None if answer is None or answer.probabilities is None
                 else answer.probabilities[i],
-                error=error, fallback=fallback, forced=forced)
+                error=error, fallback=fallback, forced=forced, segments=segments)
             for i, row_id in enumerate(row_ids)
         ]
 

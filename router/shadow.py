@@ -379,6 +379,7 @@ class _Work:
     row_ids: list[str]
     unit_id: str | None
     queued_at: float  # time.monotonic()
+    segments: dict[str, str] | None = None
 
 
 class ShadowMirror:
@@ -425,7 +426,7 @@ class ShadowMirror:
     # -- request path ----------------------------------------------------------------------
 
     def offer(self, snapshot: Snapshot, rows: np.ndarray, row_ids: list[str],
-              unit_id: str | None) -> None:
+              unit_id: str | None, segments: dict[str, str] | None = None) -> None:
         """Queue a copy of an answered request for the challenger, or count it dropped.
 
         Never waits: a lock held only for appends and counter updates. The sample and the
@@ -442,7 +443,8 @@ class ShadowMirror:
             if self._closed or self._depth + n > settings.queue_size:
                 self._dropped += n
                 return
-            self._queue.append(_Work(snapshot, rows, row_ids, unit_id, time.monotonic()))
+            self._queue.append(_Work(snapshot, rows, row_ids, unit_id, time.monotonic(),
+                                     segments))
             self._depth += n
             # Wake the dispatcher only when it can act: after a lull, or for a full batch.
             if len(self._queue) == 1 or \
@@ -612,6 +614,6 @@ def _records(batch: list[_Work], outcome: Outcome) -> list[PredictionRecord]:
         assert model is not None
         records += PredictionService._records(
             snapshot, CHALLENGER, model, work.rows, work.row_ids, answer, started,
-            work.unit_id, error=outcome.error, shadow=True)
+            work.unit_id, error=outcome.error, shadow=True, segments=work.segments)
         start += n
     return records

@@ -17,6 +17,7 @@ _UNSTORABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _UNSTORABLE_IN_PROSE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 
 MAX_ID_LENGTH = 200  # request ids and user ids
+MAX_SEGMENT_LENGTH = 100  # a segment's value: a category (a country, a plan), not an id
 MAX_LABEL_LENGTH = 1_000
 MAX_REASON_LENGTH = 2_000
 

@@ -22,6 +22,12 @@ from router.errors import (
     UnsupportedMediaError,
 )
 from router.gateway.override import forced_variant
+from router.gateway.request_keys import (
+    header_map,
+    request_body_keys,
+    segments_of,
+    unit_id_of,
+)
 from router.gateway.state import GatewayState
 from router.inputs import decode_json, parse_predict_body
 from router.outcomes.records import FeedbackRecord
@@ -53,19 +59,6 @@ class JSONAnswer(Response):
         self.variant = variant  # for the metrics, which would otherwise parse the headers
         self.raw_headers = [(b"content-length", str(len(body)).encode()),
                             (b"content-type", b"application/json"), *raw_headers]
-
-
-def header_map(request: Request) -> dict[bytes, bytes]:
-    """The request's headers by lower-case name (the first of repeated ones), built once.
-
-    Starlette's ``Headers`` scans the whole list at each lookup and pays for an exception on a
-    missing name; the prediction path looks up four or five names.
-    """
-    scope = request.scope
-    headers = scope.get("router.headers")
-    if headers is None:
-        headers = scope["router.headers"] = dict(reversed(scope["headers"]))
-    return headers  # type: ignore[no-any-return]
 
 
 def state_of(request: Request) -> GatewayState:
@@ -163,37 +156,6 @@ async def predict_logged(request: Request, snapshot: Snapshot, rows: np.ndarray,
         raise
 
 
-def unit_id_of(snapshot: Snapshot, request: Request, body: dict[str, Any], *,
-               header_fallback: bool = False) -> str | None:
-    """The sticky unit id from the configured header or body field; ``header_fallback`` also
-    looks for a header key's name in ``body`` when the header is absent (an Open Inference
-    Protocol request's parameters)."""
-    key = snapshot.config.traffic.sticky_key
-    if key is None:
-        return None
-    if key.source == "header":
-        raw = header_map(request).get(key.name.encode("ascii"))
-        value: Any = None if raw is None else raw.decode("latin-1")
-        if value is None and header_fallback:
-            value = body.get(key.name)
-    else:
-        value = body.get(key.name)
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise InputValidationError(
-            f"{key} must be a string or an integer",
-            [{"field": key.name, "message": "must be a string or an integer"}])
-    if isinstance(value, str) and (problem := text_problem(value, max_length=MAX_ID_LENGTH)):
-        raise InputValidationError(f"{key} {problem}", [{"field": key.name, "message": problem}])
-    return str(value)
-
-
-def sticky_body_keys(snapshot: Snapshot) -> frozenset[str]:
-    key = snapshot.config.traffic.sticky_key
-    return frozenset({key.name}) if key is not None and key.source == "body" else frozenset()
-
-
 def answer_headers(answer: Answer) -> dict[str, str]:
     return {"X-Request-Id": answer.request_id, "X-Variant": answer.variant}
 
@@ -225,11 +187,12 @@ async def predict(request: Request) -> Response:
     body = await read_json(request, snapshot.config.limits.max_body_bytes)
     parsed = parse_predict_body(body, snapshot.champion.feature_names,
                                 max_batch=snapshot.config.limits.max_batch,
-                                extra_keys=sticky_body_keys(snapshot),
+                                extra_keys=request_body_keys(snapshot),
                                 max_abs=snapshot.input_bound)
     answer = await predict_logged(
         request, snapshot, parsed.rows, request_id=request_id, batch=parsed.batch,
         unit_id=unit_id_of(snapshot, request, parsed.body),
+        segments=segments_of(snapshot, request, parsed.body),
         forced=forced_variant(snapshot, header_map(request)))
     return JSONAnswer(orjson.dumps(render_answer(answer, parsed.batch),
                                    option=orjson.OPT_SERIALIZE_NUMPY),

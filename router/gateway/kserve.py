@@ -17,6 +17,7 @@ from router.gateway.endpoints import (
     unit_id_of,
 )
 from router.gateway.override import forced_variant
+from router.gateway.request_keys import segments_of
 from router.inputs import rows_to_array
 from router.snapshot import Snapshot
 
@@ -51,5 +52,6 @@ async def predict(request: Request) -> Response:
                          max_abs=snapshot.input_bound)
     answer = await predict_logged(request, snapshot, rows, request_id=request_id, batch=True,
                                   unit_id=unit_id_of(snapshot, request, body),
+                                  segments=segments_of(snapshot, request, body),
                                   forced=forced_variant(snapshot, header_map(request)))
     return json_response({"predictions": answer.labels}, headers=answer_headers(answer))

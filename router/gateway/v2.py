@@ -35,6 +35,7 @@ from router.gateway.endpoints import (
 )
 from router.gateway.errors import render_error
 from router.gateway.override import forced_variant
+from router.gateway.request_keys import segments_of
 from router.inputs import check_within
 from router.oip import model_metadata, output_names, output_tensors, parse_infer_request
 from router.registry import ServedModel
@@ -161,6 +162,7 @@ async def infer(request: Request) -> Response:
     answer = await predict_logged(
         request, snapshot, parsed.rows, request_id=request_id, batch=True,
         unit_id=unit_id_of(snapshot, request, parsed.parameters, header_fallback=True),
+        segments=segments_of(snapshot, request, parsed.parameters, header_fallback=True),
         forced=forced)
     payload: dict[str, Any] = {
         "model_name": target.name, "model_version": target.version,

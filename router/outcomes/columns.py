@@ -31,7 +31,11 @@ reading every timestamp would cost a tenth of the whole query. Integers rather t
 themselves: the statistics only count distinct units, and a million strings cost more.
 With ``feature_rows = k``: ``features``, a ``(<= k, n_features)`` float array of the inputs of
 the latest ``k`` answered requests (shadow copies and fallback answers left out, since they
-repeat a request's inputs, and forced requests, which are test traffic). Always:
+repeat a request's inputs, and forced requests, which are test traffic).
+With ``segments`` (segment key names): ``segments``, an ``(n, len(segments))`` object array
+of the value each row carries for each key, in the order asked (``str``, or ``None`` where the
+row carries none); equal values are one ``str`` object, so a million rows cost a pointer each.
+Always:
 ``unknown_feedback_ids``, a 0-d int array counting the request ids that feedback names and
 no prediction of any experiment has.
 """
@@ -50,7 +54,8 @@ from router.outcomes.records import FeedbackRecord, PredictionRecord
 __all__ = [
     "FLAG_BITS", "FLAG_CHALLENGER", "FLAG_ERROR", "FLAG_FALLBACK", "FLAG_FORCED", "FLAG_MASK",
     "FLAG_SHADOW", "AnalysisColumns", "ColumnQuestion", "Columns", "KeptRead", "features_array",
-    "flags_columns", "latest_feedback", "memory_columns", "revision_filter", "unit_keys",
+    "flags_columns", "latest_feedback", "memory_columns", "revision_filter", "segment_array",
+    "unit_keys",
 ]
 
 Columns = dict[str, np.ndarray]
@@ -78,6 +83,7 @@ class AnalysisColumns(TypedDict, total=False):
     label_value: np.ndarray
     unit_key: np.ndarray
     features: np.ndarray
+    segments: np.ndarray
     unknown_feedback_ids: np.ndarray
 
 # Bits of the flags column: one small integer per row instead of five columns to transfer.
@@ -121,6 +127,17 @@ def unit_keys(ids: Sequence[str | None]) -> np.ndarray:
     return np.fromiter(map(hash, (i or "" for i in ids)), dtype=np.int64, count=len(ids))
 
 
+def segment_array(rows: Sequence[Sequence[str | None]], width: int) -> np.ndarray:
+    """Rows of segment values as an ``(n, width)`` object array, each distinct value one
+    object (values read from a database arrive as one string per row)."""
+    out = np.empty((len(rows), width), dtype=object)
+    if rows:
+        same: dict[str, str] = {}
+        out[:] = [[None if v is None else same.setdefault(str(v), str(v)) for v in row]
+                  for row in rows]
+    return out
+
+
 def features_array(rows: list[Any], width: int | None = None) -> np.ndarray:
     """Rows of feature lists as a float array; JSON's null (a NaN that was logged) is NaN."""
     if not rows:
@@ -141,6 +158,7 @@ def memory_columns(
     units: bool = False,
     true_probability: bool = False,
     feature_rows: int = 0,
+    segments: Sequence[str] = (),
 ) -> Columns:
     """The columns of records held in memory (a loop per record: for tests and small logs)."""
     latest: dict[str, tuple[int, FeedbackRecord]] = {}
@@ -157,6 +175,8 @@ def memory_columns(
         columns = _empty(classes, units, true_probability)
         if feature_rows:
             columns["features"] = np.zeros((0, 0))
+        if segments:
+            columns["segments"] = segment_array([], len(segments))
         columns["unknown_feedback_ids"] = np.array(unknown)
         return columns
 
@@ -194,6 +214,9 @@ def memory_columns(
     if units:
         columns["unit_key"] = unit_keys([r.unit_id for r in rows])
         columns["ts"][columns["unit_key"] != 0] = math.nan
+    if segments:
+        columns["segments"] = segment_array(
+            [[(r.segments or {}).get(key) for key in segments] for r in rows], len(segments))
     if feature_rows:
         served = [r for r in predictions if r.experiment == experiment
                   and (wanted is None or r.revision in wanted)
@@ -214,8 +237,10 @@ class ColumnQuestion:
     """What a read of the columns asks, as the SQL stores' queries hold it."""
 
     def __init__(self, experiment: str, revisions: Sequence[int] | None,
-                 classes: Sequence[str] | None, units: bool, true_probability: bool) -> None:
+                 classes: Sequence[str] | None, units: bool, true_probability: bool,
+                 segments: Sequence[str] = ()) -> None:
         self.classes = None if classes is None else list(classes)
+        self.segments = tuple(segments)
         self.units = units
         self.true_probability = true_probability and classes is not None
         self.experiment = experiment
@@ -226,7 +251,7 @@ class ColumnQuestion:
         """What these columns answer: reads of equal questions can be combined."""
         return (self.experiment, None if self.revisions is None else tuple(self.revisions),
                 None if self.classes is None else tuple(self.classes), self.units,
-                self.true_probability)
+                self.true_probability, self.segments)
 
 
 class KeptRead:

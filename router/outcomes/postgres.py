@@ -110,6 +110,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # Rows whose variant the client chose (override header, a model named directly).
     ("ALTER TABLE predictions ADD COLUMN forced SMALLINT NOT NULL DEFAULT 0",),
+    # Each request's segment values (analysis.segments), a JSON object.
+    ("ALTER TABLE predictions ADD COLUMN segments TEXT",),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -323,8 +325,8 @@ class PostgresStore:
 
     def analysis_columns(self, experiment: str, revisions: Sequence[int] | None = None, *,
                          classes: Sequence[str] | None = None, units: bool = False,
-                         true_probability: bool = False, feature_rows: int = 0
-                         ) -> dict[str, Any]:
+                         true_probability: bool = False, feature_rows: int = 0,
+                         segments: Sequence[str] = ()) -> dict[str, Any]:
         """The statistics' numpy columns (see ``router.outcomes.columns``), joined in SQL;
         a repeated question reads only what was logged since the last answer."""
         from router.outcomes.postgres_columns import PostgresColumnCache, postgres_columns
@@ -335,7 +337,8 @@ class PostgresStore:
         with self._connection() as conn:
             return postgres_columns(conn, experiment, revisions, classes=classes, units=units,
                                     true_probability=true_probability,
-                                    feature_rows=feature_rows, cache=self._column_cache,
+                                    feature_rows=feature_rows, segments=segments,
+                                    cache=self._column_cache,
                                     side=self._connection)
 
     def ping(self) -> bool:

@@ -2,11 +2,10 @@
 in one binary value; the latest read is kept and extended by what is logged after it (see
 ``router.outcomes.columns`` for what the columns are).
 
-Unlike SQLite's single writer, many sessions write one PostgreSQL log at once, and a row's id
-is handed out before its transaction commits: a write that commits after a later one brings
-rows of ids lower than some already read. So every read runs in one repeatable-read snapshot,
-notes the ids below its newest that it did not see, and the next reads look for those ids again
-(:class:`PostgresColumnCache`).
+Unlike SQLite's single writer, many sessions write one PostgreSQL log at once, so every read
+runs in one repeatable-read snapshot, notes the ids below its newest that it did not see, and
+the next reads look for those ids again (``router.outcomes.postgres_pending``,
+:class:`PostgresColumnCache`).
 """
 
 from __future__ import annotations
@@ -39,8 +38,17 @@ from router.outcomes.columns import (
     latest_feedback,
     revision_filter,
 )
+from router.outcomes.postgres_packing import packed_columns
+from router.outcomes.postgres_pending import (
+    ELSEWHERE_SQL,
+    Missing,
+    Snapshot,
+    pending_ids,
+    present_ids,
+    still_missing,
+)
 
-__all__ = ["MAX_KEPT_ROWS", "PENDING_GRACE_S", "PostgresColumnCache", "postgres_columns"]
+__all__ = ["MAX_KEPT_ROWS", "PostgresColumnCache", "postgres_columns"]
 
 # The kept read's bound, so that its memory stays bounded per gateway process, as on SQLite.
 MAX_KEPT_ROWS = 5_000_000
@@ -50,22 +58,7 @@ _MAX_UPDATES = 100_000
 # past either bound the next read is a full one.
 _MAX_PENDING_IDS = 100_000
 _MAX_KEPT_UNKNOWN = 100_000
-# How long a missing id is looked for at least. A writer takes ids for the rows of a COPY as
-# it buffers them, before its transaction has an id of its own that a snapshot would list as
-# running: for that moment only time tells a write about to commit from one rolled back.
-PENDING_GRACE_S = 60.0
-# Below this many ids a range's present ids are fetched outright; above it, a count first
-# says whether any is missing at all (rarely: ids go missing only with a rollback or a delete).
-_COUNT_FIRST = 10_000
-
 Connect = Callable[[], AbstractContextManager[Any]]
-
-# The transactions of other databases on the same server, where the session may see them: a
-# snapshot lists every transaction of the server, and one that runs long elsewhere would
-# otherwise keep missing ids looked for here.
-_ELSEWHERE_SQL = ("SELECT coalesce(array_agg(backend_xid::text::int8), '{}') "
-                  "FROM pg_stat_activity WHERE datname IS DISTINCT FROM current_database() "
-                  "AND backend_xid IS NOT NULL")
 
 # The probability the model gave the true label: at hand when the prediction was right; only
 # wrong ones need the JSON.
@@ -75,98 +68,8 @@ _TRUE_PROBABILITY_SQL = (
     "ELSE coalesce((p.probabilities::jsonb ->> f.label)::float8, 0.0) END, 'NaN')")
 
 
-def _packed_columns(conn: Any, select: Sequence[tuple[str, str, str]], source: str,
-                    params: Sequence[Any]) -> Columns:
-    """The ``(name, kind, expression)`` columns of ``SELECT ... source`` as numpy arrays.
-
-    The server packs every row into bytes (each value big-endian, 8 bytes: ``int8send`` for
-    kind ``i``, ``float8send`` for ``f``) and all rows into one ``bytea``, which numpy reads
-    in one call. A million rows as Python tuples, or as COPY messages read one per row, cost
-    the client several times what the query itself costs.
-    """
-    send = {"i": "int8send", "f": "float8send"}
-    row = " || ".join(f"{send[kind]}({expression})" for _, kind, expression in select)
-    (packed,) = conn.execute(f"SELECT string_agg({row}, ''::bytea) {source}",
-                             params).fetchone()
-    dtype = np.dtype([(name, f">{kind}8") for name, kind, _ in select])
-    rows = np.frombuffer(packed or b"", dtype=dtype)
-    return {name: rows[name].astype(rows[name].dtype.newbyteorder("=")) for name in dtype.names}
-
-
-@dataclass(frozen=True)
-class _Snapshot:
-    """What a PostgreSQL snapshot says of transactions: every one below ``xmin`` had ended,
-    none from ``xmax`` on had begun, and ``running`` were under way."""
-
-    xmin: int
-    xmax: int
-    running: frozenset[int]
-
-    @classmethod
-    def parse(cls, text: str, elsewhere: Sequence[int] = ()) -> _Snapshot:
-        """``pg_current_snapshot()``'s text, less the transactions known to run in other
-        databases of the server (``elsewhere``, 32-bit ids), which cannot write this log."""
-        xmin, xmax, running = text.split(":")
-        others = set(elsewhere)
-        return cls(int(xmin), int(xmax), frozenset(
-            int(x) for x in running.split(",") if x and int(x) & 0xFFFFFFFF not in others))
-
-    def ended(self, xids: frozenset[int]) -> bool:
-        """True when every transaction of ``xids`` had ended (committed or not) here."""
-        return all(x < self.xmin or (x < self.xmax and x not in self.running) for x in xids)
-
-
-@dataclass(frozen=True)
-class _Missing:
-    """Ids below a read's newest that the read did not see, and the transactions under way
-    then: one of them may still commit rows of these ids."""
-
-    ids: np.ndarray
-    running: frozenset[int]
-    since: float  # time.monotonic() of the read that first missed them
-
-    def settled(self, snapshot: _Snapshot, now: float) -> bool:
-        """True when no write can bring these ids any more: whoever took them has ended."""
-        return snapshot.ended(self.running) and now - self.since >= PENDING_GRACE_S
-
-
 def _ascending(values: np.ndarray) -> bool:
     return values.size < 2 or bool((values[1:] > values[:-1]).all())
-
-
-def _pending(groups: list[_Missing]) -> np.ndarray:
-    return np.concatenate([g.ids for g in groups]) if groups else np.zeros(0, np.int64)
-
-
-def _still_missing(groups: list[_Missing], found: np.ndarray, new: np.ndarray,
-                   snapshot: _Snapshot, now: float) -> list[_Missing]:
-    """The groups less the ids now found and those settled, and ``new`` as a group."""
-    kept = []
-    for group in groups:
-        ids = group.ids[~np.isin(group.ids, found)]
-        if ids.size and not group.settled(snapshot, now):
-            kept.append(_Missing(ids, group.running, group.since))
-    if new.size:
-        kept.append(_Missing(new, snapshot.running, now))
-    return kept
-
-
-def _present_ids(conn: Any, table: str, low: int, high: int, pending: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Of ``table``'s ids in ``(low, high]`` and of ``pending``: the ones missing from the
-    range and the pending ones present."""
-    if high - low > _COUNT_FIRST and not pending.size:
-        (count,) = conn.execute(f"SELECT count(*) FROM {table} WHERE id > %s AND id <= %s",
-                                [low, high]).fetchone()
-        if count == high - low:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    present = _packed_columns(conn, [("id", "i", "id")],
-                              f"FROM {table} WHERE id > %s AND id <= %s OR id = ANY(%s)",
-                              [low, high, pending.tolist()])["id"]
-    in_range = present[(present > low) & (present <= high)]
-    missing = np.setdiff1d(np.arange(low + 1, high + 1, dtype=np.int64), in_range,
-                           assume_unique=True)
-    return missing, present[np.isin(present, pending)]
 
 
 class _PostgresQuery(ColumnQuestion):
@@ -174,8 +77,9 @@ class _PostgresQuery(ColumnQuestion):
     brings rows read earlier up to date with feedback logged since."""
 
     def __init__(self, experiment: str, revisions: Sequence[int] | None,
-                 classes: Sequence[str] | None, units: bool, true_probability: bool) -> None:
-        super().__init__(experiment, revisions, classes, units, true_probability)
+                 classes: Sequence[str] | None, units: bool, true_probability: bool,
+                 segments: Sequence[str] = ()) -> None:
+        super().__init__(experiment, revisions, classes, units, true_probability, segments)
         revision_sql, revision_params = revision_filter(revisions, "%s")
         self.where = f"p.experiment = %s{revision_sql}"
         self.where_params: list[Any] = [experiment, *revision_params]
@@ -223,11 +127,12 @@ class _PostgresQuery(ColumnQuestion):
             ids_params = [low, high, list(pending)]
         # A plain join, one row per feedback record of the request id, and numpy keeps the
         # latest: the latest per id in SQL would sort the whole feedback table.
-        raw = _packed_columns(
+        raw = packed_columns(
             conn, [*self.select, *self.feedback_select],
             "FROM predictions AS p LEFT JOIN feedback AS f ON f.request_id = p.request_id "
             f"WHERE {self.where}{ids_sql}",
-            [*self.params, *self.feedback_params, *self.where_params, *ids_params])
+            [*self.params, *self.feedback_params, *self.where_params, *ids_params],
+            segments=self.segments)
         order = np.argsort(raw["pid"], kind="stable")  # the rows of a prediction together
         return latest_feedback({name: values[order] for name, values in raw.items()})
 
@@ -256,9 +161,9 @@ class _PostgresQuery(ColumnQuestion):
         if self.true_probability:
             select.append(("probability", "f", "CASE WHEN p.probabilities IS NULL "
                            "THEN 'NaN'::float8 ELSE coalesce(p.probability, 'NaN') END"))
-        raw = _packed_columns(conn, select,
-                              f"FROM predictions AS p WHERE {self.where} AND p.id <= %s",
-                              [*self.params, *self.where_params, high])
+        raw = packed_columns(conn, select,
+                             f"FROM predictions AS p WHERE {self.where} AND p.id <= %s",
+                             [*self.params, *self.where_params, high], segments=self.segments)
         if not _ascending(raw["pid"]):  # a table's scan mostly comes in id order already
             order = np.argsort(raw["pid"], kind="stable")
             raw = {name: values[order] for name, values in raw.items()}
@@ -315,7 +220,7 @@ class _PostgresQuery(ColumnQuestion):
             if wrong.size:
                 # Both sides picked by id (a bitmap scan each), then joined: one row per
                 # prediction, as its feedback is one row among those picked.
-                found = _packed_columns(
+                found = packed_columns(
                     conn, [("pid", "i", "p.id"), ("true_probability", "f", _TRUE_PROBABILITY_SQL)],
                     "FROM predictions AS p JOIN feedback AS f ON f.request_id = p.request_id "
                     "WHERE p.id = ANY(%s) AND f.id = ANY(%s)",
@@ -332,7 +237,7 @@ class _PostgresQuery(ColumnQuestion):
         select = [("feedback_id", "i", "f.id"), ("key", "i", "hashtextextended(f.request_id, 0)"),
                   *[column for column in self.feedback_select
                     if column[0] in ("label", "label_value")]]
-        return _packed_columns(conn, select, "FROM feedback AS f", self.feedback_params)
+        return packed_columns(conn, select, "FROM feedback AS f", self.feedback_params)
 
     def updates(self, conn: Any, after_feedback_id: int, max_feedback_id: int,
                 pending: np.ndarray, max_prediction_id: int) -> Columns:
@@ -340,7 +245,7 @@ class _PostgresQuery(ColumnQuestion):
         ``pending`` says of the rows of id up to ``max_prediction_id``: per matched row its
         ``pid`` and the feedback columns, in no order."""
         # The new feedback drives: each of its few rows finds its predictions by request id.
-        return _packed_columns(
+        return packed_columns(
             conn, [("pid", "i", "p.id"), *self.feedback_select],
             "FROM feedback AS f JOIN predictions AS p ON p.request_id = f.request_id "
             "WHERE (f.id > %s AND f.id <= %s OR f.id = ANY(%s)) AND p.id <= %s "
@@ -419,19 +324,19 @@ class PostgresColumnCache(KeptRead):
 
     def __init__(self) -> None:
         super().__init__()
-        self.missing_predictions: list[_Missing] = []
-        self.missing_feedback: list[_Missing] = []
+        self.missing_predictions: list[Missing] = []
+        self.missing_feedback: list[Missing] = []
         self.unknown: list[str] | None = None
 
     @property
     def pending_predictions(self) -> np.ndarray:
         """The prediction ids the next read looks for again."""
-        return _pending(self.missing_predictions)
+        return pending_ids(self.missing_predictions)
 
     @property
     def pending_feedback(self) -> np.ndarray:
         """The feedback ids the next read looks for again."""
-        return _pending(self.missing_feedback)
+        return pending_ids(self.missing_feedback)
 
     def forget(self) -> None:
         self.raw = None
@@ -447,8 +352,8 @@ class PostgresColumnCache(KeptRead):
                 and max_feedback_id - self.max_feedback_id <= _MAX_UPDATES)
 
     def keep(self, question: tuple[Any, ...], raw: Columns, max_prediction_id: int,
-             max_feedback_id: int, missing_predictions: list[_Missing],
-             missing_feedback: list[_Missing], unknown: list[str] | None) -> None:
+             max_feedback_id: int, missing_predictions: list[Missing],
+             missing_feedback: list[Missing], unknown: list[str] | None) -> None:
         too_many = sum(g.ids.size for g in (*missing_predictions, *missing_feedback)) \
             > _MAX_PENDING_IDS
         # Past a bound nothing is kept, so memory stays bounded: the next read is a full one.
@@ -464,8 +369,8 @@ class _Read:
     """One read's outcome, before it is kept."""
 
     raw: Columns
-    missing_predictions: list[_Missing]
-    missing_feedback: list[_Missing]
+    missing_predictions: list[Missing]
+    missing_feedback: list[Missing]
     unknown_count: int
     unknown: list[str] | None
 
@@ -483,15 +388,15 @@ def _unknown_among(conn: Any, feedback_ids: np.ndarray) -> tuple[int, list[str] 
 
 
 def _full_read(conn: Any, query: _PostgresQuery, high: int, feedback_high: int,
-               snapshot: _Snapshot, side: Connect | None) -> _Read:
+               snapshot: Snapshot, side: Connect | None) -> _Read:
     """Every row of the question. The feedback table and the missing ids are read meanwhile
     on ``side`` (a second connection, in this transaction's snapshot), or after on ``conn``;
     the two tables are joined here (see :meth:`_PostgresQuery.every_row`)."""
 
     def others(c: Any) -> tuple[Columns, np.ndarray, np.ndarray]:
         empty = np.zeros(0, np.int64)
-        return (query.feedback_rows(c), _present_ids(c, "predictions", 0, high, empty)[0],
-                _present_ids(c, "feedback", 0, feedback_high, empty)[0])
+        return (query.feedback_rows(c), present_ids(c, "predictions", 0, high, empty)[0],
+                present_ids(c, "feedback", 0, feedback_high, empty)[0])
 
     if side is None:
         rows = query.every_row(conn, high)
@@ -512,19 +417,19 @@ def _full_read(conn: Any, query: _PostgresQuery, high: int, feedback_high: int,
     raw, unmatched = query.join(conn, rows, feedback)
     count, unknown = _unknown_among(conn, unmatched)
     now, none = time.monotonic(), np.zeros(0, np.int64)
-    return _Read(raw, _still_missing([], none, missing_p, snapshot, now),
-                 _still_missing([], none, missing_f, snapshot, now), count, unknown)
+    return _Read(raw, still_missing([], none, missing_p, snapshot, now),
+                 still_missing([], none, missing_f, snapshot, now), count, unknown)
 
 
 def _incremental_read(conn: Any, query: _PostgresQuery, cache: PostgresColumnCache, high: int,
-                      feedback_high: int, snapshot: _Snapshot) -> _Read:
+                      feedback_high: int, snapshot: Snapshot) -> _Read:
     """The kept read brought up to date: new and found rows read, kept rows given newer
     feedback, the unknown ids updated."""
     assert cache.raw is not None and cache.unknown is not None
     pending_p, pending_f = cache.pending_predictions, cache.pending_feedback
     low, feedback_low = cache.max_prediction_id, cache.max_feedback_id
-    missing_p, found_p = _present_ids(conn, "predictions", low, high, pending_p)
-    missing_f, found_f = _present_ids(conn, "feedback", feedback_low, feedback_high, pending_f)
+    missing_p, found_p = present_ids(conn, "predictions", low, high, pending_p)
+    missing_f, found_f = present_ids(conn, "feedback", feedback_low, feedback_high, pending_f)
     raw = cache.raw
     if found_f.size or feedback_high > feedback_low:
         raw = _apply(raw, query.updates(conn, feedback_low, feedback_high, found_f, low))
@@ -537,9 +442,9 @@ def _incremental_read(conn: Any, query: _PostgresQuery, cache: PostgresColumnCac
                               "FROM feedback WHERE id > %s AND id <= %s OR id = ANY(%s)")
         + ") AS u", [cache.unknown, feedback_low, feedback_high, found_f.tolist()]).fetchone()
     now = time.monotonic()
-    return _Read(raw, _still_missing(cache.missing_predictions, found_p, missing_p, snapshot,
+    return _Read(raw, still_missing(cache.missing_predictions, found_p, missing_p, snapshot,
                                      now),
-                 _still_missing(cache.missing_feedback, found_f, missing_f, snapshot, now),
+                 still_missing(cache.missing_feedback, found_f, missing_f, snapshot, now),
                  len(unknown), list(unknown) if len(unknown) <= _MAX_KEPT_UNKNOWN else None)
 
 
@@ -552,6 +457,7 @@ def postgres_columns(
     units: bool = False,
     true_probability: bool = False,
     feature_rows: int = 0,
+    segments: Sequence[str] = (),
     cache: PostgresColumnCache | None = None,
     side: Connect | None = None,
 ) -> Columns:
@@ -564,16 +470,16 @@ def postgres_columns(
     the unknown feedback ids on ``side`` (a second connection, given as a context manager
     factory) meanwhile, in the same snapshot; without it, on ``conn`` after the rest.
     """
-    query = _PostgresQuery(experiment, revisions, classes, units, true_probability)
+    query = _PostgresQuery(experiment, revisions, classes, units, true_probability, segments)
     with cache.lock if cache is not None else contextlib.nullcontext(), conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         # Joins and anti-joins over whole tables hash them: in memory, not in batches on disk.
         conn.execute("SET LOCAL work_mem = '256MB'")
         text, high, feedback_high, elsewhere = conn.execute(
             "SELECT pg_current_snapshot()::text, (SELECT coalesce(max(id), 0) FROM "
-            f"predictions), (SELECT coalesce(max(id), 0) FROM feedback), ({_ELSEWHERE_SQL})"
+            f"predictions), (SELECT coalesce(max(id), 0) FROM feedback), ({ELSEWHERE_SQL})"
         ).fetchone()
-        snapshot = _Snapshot.parse(text, elsewhere)
+        snapshot = Snapshot.parse(text, elsewhere)
         if cache is not None and cache.answers(query.question, high, feedback_high):
             read = _incremental_read(conn, query, cache, high, feedback_high, snapshot)
         else:

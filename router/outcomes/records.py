@@ -19,7 +19,9 @@ class PredictionRecord(NamedTuple):
     statistics leave it out of the champion's group (the failure is counted on the challenger).
     ``forced`` marks a row whose variant the client chose (the override header, or an Open
     Inference Protocol request naming one model): logged and answered, but kept out of every
-    statistic, since it was not assigned at random.
+    statistic, since it was not assigned at random. ``segments`` maps each configured segment
+    key's name (``analysis.segments``) to the value the request carried; keys it did not
+    carry are absent, and ``None`` stands for none at all.
 
     A named tuple rather than a frozen dataclass: one is built per answered row on the
     request path, and a frozen dataclass's ``__init__`` (a ``object.__setattr__`` per field)
@@ -43,6 +45,7 @@ class PredictionRecord(NamedTuple):
     error: str | None = None
     fallback: bool = False
     forced: bool = False
+    segments: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

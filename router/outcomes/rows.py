@@ -25,11 +25,12 @@ __all__ = [
 PREDICTION_COLUMNS = (
     "request_id, ts, experiment, revision, variant, shadow, model, version, unit_id, "
     "features, prediction, label, value, probability, probabilities, latency_ms, error, fallback, "
-    "forced"
+    "forced, segments"
 )
 SELECTED_PREDICTION_COLUMNS = (
     "request_id, ts, experiment, revision, variant, shadow, model, version, unit_id, "
-    "features, prediction, probability, probabilities, latency_ms, error, fallback, forced"
+    "features, prediction, probability, probabilities, latency_ms, error, fallback, forced, "
+    "segments"
 )
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
@@ -75,6 +76,7 @@ def prediction_row(r: PredictionRecord) -> tuple[Any, ...]:
         None if r.error is None else str(r.error),
         1 if r.fallback else 0,
         1 if r.forced else 0,
+        to_json(r.segments) if r.segments else None,
     )
 
 
@@ -111,6 +113,7 @@ def prediction_from_row(row: tuple[Any, ...]) -> PredictionRecord:
         error=row[14],
         fallback=bool(row[15]),
         forced=bool(row[16]),
+        segments=None if row[17] is None else orjson.loads(row[17]),
     )
 
 

@@ -32,6 +32,7 @@ from router.outcomes.columns import (
     flags_columns,
     latest_feedback,
     revision_filter,
+    segment_array,
     unit_keys,
 )
 
@@ -76,8 +77,9 @@ class _SQLiteQuery(ColumnQuestion):
     """
 
     def __init__(self, experiment: str, revisions: Sequence[int] | None,
-                 classes: Sequence[str] | None, units: bool, true_probability: bool) -> None:
-        super().__init__(experiment, revisions, classes, units, true_probability)
+                 classes: Sequence[str] | None, units: bool, true_probability: bool,
+                 segments: Sequence[str] = ()) -> None:
+        super().__init__(experiment, revisions, classes, units, true_probability, segments)
         self.fixed_revision = int(revisions[0]) if revisions is not None \
             and len(set(revisions)) == 1 else None
         code = (f"(p.variant = 'challenger') * {FLAG_CHALLENGER} + p.shadow * {FLAG_SHADOW} "
@@ -123,6 +125,12 @@ class _SQLiteQuery(ColumnQuestion):
         if units:
             self.columns.append(("unit_key",
                                  f"ifnull(p.unit_id, ''), char({ord(_UNIT_SEPARATOR)})"))
+        if self.segments:
+            # Last, as its parameters come last: per row a JSON array of the values (JSON
+            # quotes whatever a value holds), the rows' arrays joined by commas.
+            values = ", ".join("json_extract(p.segments, ?)" for _ in self.segments)
+            self.columns.append(("segments", f"json_array({values})"))
+            params += [f'$."{name}"' for name in self.segments]
         revision_sql, revision_params = revision_filter(revisions, "?")
         self.where = f"p.experiment = ?{revision_sql} AND p.id BETWEEN ? AND ?"
         self.params = params
@@ -157,6 +165,9 @@ class _SQLiteQuery(ColumnQuestion):
                 out[name] = _parse(text, float, n, name)
             elif name == "ts_us" and self.units:
                 out[name] = text  # parsed once the unit ids say where the values go
+            elif name == "segments":
+                out[name] = segment_array(orjson.loads(f"[{text}]") if n else [],
+                                          len(self.segments))
             else:
                 out[name] = _parse(text, np.int64, n, name)
         if self.units:
@@ -338,6 +349,7 @@ def sqlite_columns(
     units: bool = False,
     true_probability: bool = False,
     feature_rows: int = 0,
+    segments: Sequence[str] = (),
     timeout_s: float = 10.0,
     cache: SQLiteColumnCache | None = None,
 ) -> Columns:
@@ -348,7 +360,7 @@ def sqlite_columns(
     the latest features. With a ``cache`` that holds an earlier read of the same question, only
     the rows and the feedback logged since are read (see :class:`SQLiteColumnCache`).
     """
-    query = _SQLiteQuery(experiment, revisions, classes, units, true_probability)
+    query = _SQLiteQuery(experiment, revisions, classes, units, true_probability, segments)
 
     def on_own_connection(task: Callable[[sqlite3.Connection], Any]) -> Any:
         side = sqlite3.connect(path, timeout=timeout_s)

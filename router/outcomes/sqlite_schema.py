@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __all__ = ["MIGRATIONS", "SCHEMA", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Typed columns rather than one JSON blob, so that statistics can aggregate in SQL over a
 # million rows. JSON text only where the shape varies (features, probabilities, details) or
@@ -36,7 +36,8 @@ SCHEMA: tuple[str, ...] = (
         latency_ms    REAL    NOT NULL,
         error         TEXT,
         fallback      INTEGER NOT NULL,     -- 1: champion answered for a failed challenger
-        forced        INTEGER NOT NULL DEFAULT 0  -- 1: the client chose the variant
+        forced        INTEGER NOT NULL DEFAULT 0, -- 1: the client chose the variant
+        segments      TEXT                  -- JSON object {segment key: value}
     )""",
     "CREATE INDEX IF NOT EXISTS predictions_request_id ON predictions (request_id)",
     "CREATE INDEX IF NOT EXISTS predictions_experiment_revision "
@@ -78,4 +79,5 @@ SCHEMA: tuple[str, ...] = (
 # Each entry brings a file from version i to i + 1 (the key); run in the schema's transaction.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: ("ALTER TABLE predictions ADD COLUMN forced INTEGER NOT NULL DEFAULT 0",),
+    2: ("ALTER TABLE predictions ADD COLUMN segments TEXT",),
 }

@@ -144,7 +144,8 @@ def read_columns(store: ColumnSource, config: RouterConfig, settings: Settings, 
         config.experiment, phase.revisions, classes=settings.classes,
         units=any(phase.sticky.values()) or (phase.revisions is None
                                              and config.traffic.sticky_key is not None),
-        true_probability=settings.metric == "log_loss", feature_rows=DRIFT_ROWS)
+        true_probability=settings.metric == "log_loss", feature_rows=DRIFT_ROWS,
+        segments=[key.name for key in config.analysis.segments])
 
 
 def design_of(config: RouterConfig, models: Mapping[str, ServedModel]) -> Design:
@@ -163,6 +164,7 @@ def design_of(config: RouterConfig, models: Mapping[str, ServedModel]) -> Design
         min_samples=config.analysis.min_samples,
         error_rate_limit=guardrails.error_rate,
         p99_latency_ms=guardrails.p99_latency_ms,
+        segments=tuple(key.name for key in config.analysis.segments),
     )
 
 

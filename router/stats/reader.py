@@ -34,8 +34,8 @@ class ColumnSource(Protocol):
 
     def analysis_columns(self, experiment: str, revisions: Sequence[int] | None = None, *,
                          classes: Sequence[str] | None = None, units: bool = False,
-                         true_probability: bool = False, feature_rows: int = 0
-                         ) -> dict[str, Any]: ...
+                         true_probability: bool = False, feature_rows: int = 0,
+                         segments: Sequence[str] = ()) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -67,10 +67,11 @@ class SharedColumns:
 
     def analysis_columns(self, experiment: str, revisions: Sequence[int] | None = None, *,
                          classes: Sequence[str] | None = None, units: bool = False,
-                         true_probability: bool = False, feature_rows: int = 0
-                         ) -> dict[str, Any]:
+                         true_probability: bool = False, feature_rows: int = 0,
+                         segments: Sequence[str] = ()) -> dict[str, Any]:
         question = (experiment, None if revisions is None else tuple(revisions),
-                    None if classes is None else tuple(classes), true_probability)
+                    None if classes is None else tuple(classes), true_probability,
+                    tuple(segments))
         with self._lock:
             last = self._last
             if last is not None and last.answers(question, units, feature_rows):
@@ -78,7 +79,8 @@ class SharedColumns:
             started = time.monotonic()
             columns = self._store.analysis_columns(
                 experiment, revisions, classes=classes, units=units,
-                true_probability=true_probability, feature_rows=feature_rows)
+                true_probability=true_probability, feature_rows=feature_rows,
+                segments=segments)
             took = time.monotonic() - started
             for values in columns.values():
                 if isinstance(values, np.ndarray):

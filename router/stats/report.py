@@ -33,6 +33,7 @@ from router.stats.comparison import (
 from router.stats.decision import Decision, DecisionInputs, GuardrailCheck, decide
 from router.stats.guardrails import guardrail_test
 from router.stats.loader import Phase, Settings
+from router.stats.segments import segment_report, segment_warnings
 from router.stats.srm import SRM_ALPHA, srm_test
 
 __all__ = ["Design", "Report", "assemble", "build_report"]
@@ -53,6 +54,7 @@ class Design:
         min_samples: labelled outcomes per variant before a decision; challenger requests
             before a guardrail can be ``held``.
         error_rate_limit, p99_latency_ms: the guardrails, None when not set.
+        segments: the segment keys' names (``router.stats.segments``), in the config's order.
     """
 
     experiment: str
@@ -63,6 +65,7 @@ class Design:
     min_samples: int = 200
     error_rate_limit: float | None = None
     p99_latency_ms: float | None = None
+    segments: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -343,6 +346,11 @@ def assemble(columns: Columns, *, design: Design, phase: Phase, settings: Settin
             guardrails=tuple(checks.values()),
         )
         outcome = decide(inputs)
+    segments = segment_report(columns, masks, outcomes, mode=mode, keys=design.segments,
+                              clustered=clustered)
+    warnings = segment_warnings(segments, settings.metric, settings.alpha)
+    if warnings:  # the action stays the whole experiment's
+        outcome = Decision(outcome.action, (*outcome.reasons, *warnings))
 
     generated = time.time() if now is None else now
     report = {
@@ -360,6 +368,7 @@ def assemble(columns: Columns, *, design: Design, phase: Phase, settings: Settin
         "comparison": comparison,
         "guardrails": guardrails,
         **(sections or {}),
+        "segments": segments,
         "decision": {"action": outcome.action, "reasons": list(outcome.reasons)},
         "unknown_feedback_ids": int(columns["unknown_feedback_ids"]),
     }

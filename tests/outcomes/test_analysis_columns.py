@@ -57,7 +57,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OutcomeSto
 def by_time(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The per-row columns in timestamp order (the stores promise no order of their own)."""
     order = np.argsort(columns["ts"], kind="stable")
-    return {k: v[order] if v.ndim == 1 else v for k, v in columns.items()}
+    return {k: v[order] if v.ndim == 1 or k == "segments" else v for k, v in columns.items()}
 
 
 @pytest.fixture
@@ -145,6 +145,25 @@ def test_units_and_features(classified: OutcomeStore) -> None:
     assert features.shape == (2, 4)
     # The latest two answered rows: d, then c's error row (the fallback repeats its inputs).
     assert sorted(features[:, 2].tolist()) == [1.4, 4.5]
+
+
+def test_segment_values_by_key(store: OutcomeStore) -> None:
+    """Each asked segment key gives a column of the values rows carry (None where a row has
+    none), in the order asked; values SQL and JSON would quote come back whole."""
+    store.write_predictions([
+        prediction("a", T0 + 1, segments={"x-country": "DE", "plan": "pro"}),
+        prediction("b", T0 + 2, segments={"plan": 'team, "big" \'s \u00e9'}),
+        prediction("c", T0 + 3),
+        prediction("d", T0 + 4, variant="challenger", shadow=True,
+                   segments={"x-country": "FR"}),
+    ])
+    store.write_feedback([feedback("a", "setosa"), feedback("a", "virginica")])
+    c = by_time(store.analysis_columns("iris", classes=CLASSES, segments=["plan", "x-country"]))
+    assert c["segments"].tolist() == [["pro", "DE"], ['team, "big" \'s \u00e9', None],
+                                      [None, None], [None, "FR"]]
+    assert c["label"].tolist() == [2, -1, -1, -1]
+    assert "segments" not in store.analysis_columns("iris", classes=CLASSES)
+    assert store.analysis_columns("none", segments=["plan"])["segments"].shape == (0, 1)
 
 
 def test_forced_rows_are_flagged_and_left_out_of_the_features(store: OutcomeStore) -> None:

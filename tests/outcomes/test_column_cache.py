@@ -22,7 +22,10 @@ def canonical(columns: dict[str, np.ndarray]) -> list[tuple[Any, ...]]:
     """The per-row columns as sorted row tuples (the stores promise no row order); NaN as
     None so that equal rows compare equal."""
     names = sorted(k for k, v in columns.items() if v.ndim == 1 and k != "unknown_feedback_ids")
-    rows = zip(*(columns[n].tolist() for n in names), strict=True)
+    per_row = [columns[n].tolist() for n in names]
+    if "segments" in columns:  # one tuple of values per row
+        per_row.append([tuple(values) for values in columns["segments"].tolist()])
+    rows = zip(*per_row, strict=True)
     return sorted(tuple(None if isinstance(x, float) and x != x else x for x in row)
                   for row in rows)
 
@@ -43,7 +46,8 @@ def random_round(rng: np.random.Generator, start: int, count: int, known: list[s
             features=(1.0, 2.0, 3.0, 4.0), prediction=predicted,
             probability=max(probabilities), latency_ms=float(rng.gamma(2.0, 0.4)),
             unit_id=None if rng.random() < 0.2 else f"u{rng.integers(0, 50)}",
-            probabilities=dict(zip(CLASSES, probabilities, strict=True))))
+            probabilities=dict(zip(CLASSES, probabilities, strict=True)),
+            segments=random_segments(rng)))
     known.extend(p.request_id for p in predictions)
     labels = [*CLASSES, "not-a-class"]
     feedback = [FeedbackRecord(request_id=str(rng.choice(known)), ts=T0,
@@ -51,6 +55,16 @@ def random_round(rng: np.random.Generator, start: int, count: int, known: list[s
                 for _ in range(count)]
     feedback += [FeedbackRecord(request_id=f"r{start + count + 3}", ts=T0, label="setosa")]
     return predictions, feedback
+
+
+def random_segments(rng: np.random.Generator) -> dict[str, str] | None:
+    """No segment values, or a plan (one with characters SQL and JSON quote) and a country
+    not always given."""
+    if rng.random() < 0.2:
+        return None
+    values = {"plan": str(rng.choice(["free", "pro", 'team, "big" \'s'])),
+              "x-country": str(rng.choice(["DE", "FR", "\u00c5land"]))}
+    return values if rng.random() < 0.7 else {"plan": values["plan"]}
 
 
 @dataclass
@@ -120,6 +134,7 @@ def full_read(log: Log, *args: Any, **question: Any) -> dict[str, np.ndarray]:
     {"classes": CLASSES, "units": True},
     {"classes": CLASSES, "true_probability": True},
     {"revisions": [2], "classes": CLASSES, "units": True, "true_probability": True},
+    {"classes": CLASSES, "segments": ("x-country", "plan")},
 ])
 def test_reads_after_more_logging_equal_a_full_read(log: Log, question: dict[str, Any]) -> None:
     store = log.open()
@@ -246,9 +261,9 @@ def test_postgres_forgets_the_ids_of_a_write_rolled_back(
         postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ids taken by a write that never commits are looked for only while it may still
     commit: once it is over (and the grace period, here none, has passed), no more."""
-    from router.outcomes import postgres_columns
+    from router.outcomes import postgres_pending
 
-    monkeypatch.setattr(postgres_columns, "PENDING_GRACE_S", 0.0)
+    monkeypatch.setattr(postgres_pending, "PENDING_GRACE_S", 0.0)
     store = open_store(postgres_url, tmp_path)
     rng = np.random.default_rng(13)
     known: list[str] = []
@@ -282,15 +297,15 @@ def test_postgres_forgets_the_ids_of_a_write_rolled_back(
 def test_missing_ids_wait_for_the_transactions_running_when_they_were_missed() -> None:
     """Ids a read missed are looked for while a transaction running then may still commit
     them, and for the grace period; transactions of other databases do not count."""
-    from router.outcomes.postgres_columns import PENDING_GRACE_S, _Missing, _Snapshot
+    from router.outcomes.postgres_pending import PENDING_GRACE_S, Missing, Snapshot
 
-    then = _Snapshot.parse("100:110:100,104,107", elsewhere=[107])
+    then = Snapshot.parse("100:110:100,104,107", elsewhere=[107])
     assert then.running == frozenset({100, 104})
-    missed = _Missing(np.array([5, 6]), then.running, since=0.0)
-    still_running = _Snapshot.parse("104:112:104,111")
-    all_ended = _Snapshot.parse("111:112:111")
+    missed = Missing(np.array([5, 6]), then.running, since=0.0)
+    still_running = Snapshot.parse("104:112:104,111")
+    all_ended = Snapshot.parse("111:112:111")
     assert not missed.settled(still_running, now=PENDING_GRACE_S)
     assert not missed.settled(all_ended, now=PENDING_GRACE_S / 2)
     assert missed.settled(all_ended, now=PENDING_GRACE_S)
     # A 64-bit id of the snapshot matches the 32-bit id pg_stat_activity shows.
-    assert _Snapshot.parse(f"{2**32 + 7}:{2**32 + 9}:{2**32 + 7}", [7]).running == frozenset()
+    assert Snapshot.parse(f"{2**32 + 7}:{2**32 + 9}:{2**32 + 7}", [7]).running == frozenset()

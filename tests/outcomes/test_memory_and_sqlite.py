@@ -128,7 +128,7 @@ def test_logged_features_answers_the_inputs_of_the_ids_asked(store: OutcomeStore
 def test_prediction_records_round_trip_every_field(store: OutcomeStore) -> None:
     """Every field of a prediction comes back as written, including the prediction's type."""
     records = [
-        prediction("r1", unit_id="user-7"),
+        prediction("r1", unit_id="user-7", segments={"x-country": "DE", "plan": "Pro \u00e9"}),
         prediction(
             "r2", prediction=2, probability=0.6, probabilities={"0": 0.1, "1": 0.3, "2": 0.6}
         ),
@@ -263,8 +263,13 @@ def test_records_survive_reopening(store_factory: StoreFactory) -> None:
 def _as_before_forced(store: OutcomeStore) -> None:
     """Turn the store's log back into schema version 1: no forced column, as an older router
     left it."""
-    statements = ("ALTER TABLE predictions DROP COLUMN forced",
-                  "UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    _run(store, ("ALTER TABLE predictions DROP COLUMN segments",
+                 "ALTER TABLE predictions DROP COLUMN forced",
+                 "UPDATE meta SET value = '1' WHERE key = 'schema_version'"))
+
+
+def _run(store: OutcomeStore, statements: tuple[str, ...]) -> None:
+    """Run SQL on the store's own file or database, as an older router or a person would."""
     if isinstance(store, SQLiteStore):
         with closing(sqlite3.connect(store.path)) as conn, conn:
             for statement in statements:
@@ -293,6 +298,26 @@ def test_a_log_from_before_forced_rows_is_migrated(store_factory: StoreFactory) 
     assert [(r.request_id, r.forced) for r in second.prediction_records()] == [
         ("old", False), ("new", True)]
     assert second.analysis_columns("iris")["forced"].tolist() == [False, True]
+
+
+def test_a_log_from_before_segments_is_migrated(store_factory: StoreFactory) -> None:
+    """An existing SQLite file or PostgreSQL database without the segments column gains it on
+    open: the old rows have no segment values, new rows keep theirs."""
+    first = store_factory()
+    if isinstance(first, MemoryStore):
+        pytest.skip("a memory store has no file to migrate")
+    first.write_predictions([prediction("old")])
+    first.close()
+    _run(first, ("ALTER TABLE predictions DROP COLUMN segments",
+                 "UPDATE meta SET value = '2' WHERE key = 'schema_version'"))
+
+    second = store_factory()
+    second.write_predictions([prediction("new", segments={"plan": "pro"})])
+
+    assert [(r.request_id, r.segments) for r in second.prediction_records()] == [
+        ("old", None), ("new", {"plan": "pro"})]
+    assert second.analysis_columns("iris", segments=["plan"])["segments"].tolist() == [
+        [None], ["pro"]]
 
 
 def test_concurrent_writers_and_readers_in_threads(store: OutcomeStore) -> None:

@@ -26,8 +26,8 @@ class CountingStore:
 
     def analysis_columns(self, experiment: str, revisions: Sequence[int] | None = None, *,
                          classes: Sequence[str] | None = None, units: bool = False,
-                         true_probability: bool = False, feature_rows: int = 0
-                         ) -> dict[str, Any]:
+                         true_probability: bool = False, feature_rows: int = 0,
+                         segments: Sequence[str] = ()) -> dict[str, Any]:
         self.reads += 1
         time.sleep(self.seconds)
         return {"ts": np.arange(3.0), "unknown_feedback_ids": np.array(0)}

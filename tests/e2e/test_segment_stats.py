@@ -1,0 +1,67 @@
+"""End to end: /stats's segments of a real `router serve` against statsmodels, per segment."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import numpy as np
+import pytest
+
+from tests.configs import write_config
+from tests.e2e.server import Server, serve
+from tests.e2e.test_stats import send_feedback, stats_when, traffic
+from tests.stats.test_segments import assert_matches_statsmodels
+
+pytestmark = pytest.mark.e2e
+
+COUNTRIES = ("DE", "FR", "IT", "ES")
+PLANS = ("free", "pro", "team")
+
+
+def send_segmented(server: Server, rows: list[tuple[list[float], str]], seed: int,
+                   threads: int = 8) -> list[dict[str, Any]]:
+    """Each row with a country header (left out now and then) and a plan in the body."""
+    rng = np.random.default_rng(seed)
+    countries = rng.choice([*COUNTRIES, ""], len(rows), p=[0.35, 0.3, 0.2, 0.1, 0.05])
+    plans = rng.choice(PLANS, len(rows), p=[0.5, 0.3, 0.2])
+    with httpx.Client(base_url=server.url, timeout=30,
+                      limits=httpx.Limits(max_connections=threads)) as client:
+        def send(i: int) -> dict[str, Any]:
+            row, label = rows[i]
+            headers = {"x-country": str(countries[i])} if countries[i] else {}
+            response = client.post("/predict", json={"features": row, "plan": str(plans[i])},
+                                   headers=headers)
+            assert response.status_code == 200, response.text
+            body = response.json()
+            return {"request_id": body["request_id"], "variant": body["variant"],
+                    "right": body["prediction"] == label, "label": label,
+                    "x-country": str(countries[i]) or None, "plan": str(plans[i])}
+
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(send, range(len(rows))))
+
+
+def test_segments_match_statsmodels_per_segment(tmp_path: Path, champion_dir: Path,
+                                                challenger_dir: Path) -> None:
+    """1,500 requests over two segment keys: each segment's requests, accuracy, Wilson
+    interval, z-test, Newcombe interval and Holm-adjusted p-value equal statsmodels' on the
+    requests the test sent with that value."""
+    config = write_config(tmp_path, champion=champion_dir, challenger=challenger_dir,
+                          store="sqlite:///outcomes.db", traffic={"challenger_percent": 50},
+                          analysis={"segments": ["header:x-country", "body:plan"]})
+    with serve(config, tmp_path) as server:
+        sent = send_segmented(server, traffic(1500, seed=40, noise=0.6), seed=41)
+        send_feedback(server, [{"request_id": s["request_id"], "label": s["label"]}
+                               for s in sent])
+        body = stats_when(server, lambda b: sum(
+            v["labelled"] for v in b["variants"].values()) == len(sent))
+    segments = body["segments"]
+    assert list(segments) == ["x-country", "plan"]
+    for key, values in (("x-country", COUNTRIES), ("plan", PLANS)):
+        assert set(segments[key]) == set(values)
+        assert_matches_statsmodels(segments[key], {value: {variant: [
+            s["right"] for s in sent if s[key] == value and s["variant"] == variant]
+            for variant in ("champion", "challenger")} for value in values})
