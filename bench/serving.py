@@ -261,7 +261,7 @@ def server_command(server: Server, paths: dict[str, Path], port: int
 def engines_chosen(target: Any, timeout: float = 120.0) -> dict[str, Any]:
     """``/config``'s models once each has its engine: the gateway is ready before ONNX
     Runtime's parity check ends, and a figure must price the engine that will serve."""
-    from router.registry import ENGINE_PENDING
+    from router.serving.registry import ENGINE_PENDING
 
     deadline = time.monotonic() + timeout
     while True:
@@ -283,7 +283,7 @@ def serve_unlogged(config: str, port: int) -> None:
     import uvicorn
 
     from router.gateway.app import BASE_DIR_ENV, CONFIG_ENV
-    from router.service import PredictionService
+    from router.serving.service import PredictionService
 
     if not hasattr(PredictionService, "_records"):
         raise SystemExit("PredictionService._records is gone: update serve_unlogged")
@@ -959,13 +959,14 @@ COMPONENTS = (
     ("Starlette: middleware, routing, Request and Response", ("starlette/",)),
     ("/metrics counting (router.gateway.metrics, prometheus_client)",
      ("gateway/metrics.py", "prometheus_client")),
-    ("ONNX Runtime and the engine", ("onnxruntime", "router/engines.py", "router/registry.py")),
-    ("micro-batcher", ("router/batching.py",)),
+    ("ONNX Runtime and the engine",
+     ("onnxruntime", "router/serving/engines.py", "router/serving/registry.py")),
+    ("micro-batcher", ("router/serving/batching.py",)),
     ("outcome log: records, hand-over, writer thread, SQLite",
      ("router/outcomes/", "_records", "<string>")),
-    ("service: assignment, answer", ("router/service.py", "router/assignment.py")),
+    ("service: assignment, answer", ("router/serving/service.py", "router/serving/assignment.py")),
     ("endpoint: headers, body, validation, JSON", ("router/gateway/endpoints.py",
-                                                    "router/inputs.py", "orjson")),
+                                                    "router/serving/inputs.py", "orjson")),
     ("event loop", ("asyncio/", "uvloop")),
 )
 

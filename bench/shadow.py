@@ -58,7 +58,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from router.artifacts import save_model  # noqa: E402
-from router.registry import ModelRegistry  # noqa: E402
+from router.serving.registry import ModelRegistry  # noqa: E402
 
 FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 BODY = json.dumps({"features": [5.1, 3.5, 1.4, 0.2]}).encode()

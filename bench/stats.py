@@ -46,8 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from router.artifacts import save_model
 from router.config import load_config
 from router.outcomes import FeedbackRecord, OutcomeStore, PredictionRecord, open_store
-from router.registry import ModelRegistry
-from router.snapshot import config_digest, load_models
+from router.serving.registry import ModelRegistry
+from router.serving.snapshot import config_digest, load_models
 from router.stats.loader import compute_report
 
 FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")

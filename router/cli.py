@@ -45,7 +45,7 @@ def _fail(message: str, code: int = 1) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from router.config import load_config
-    from router.metrics_dir import forget_inherited, shared_by_workers
+    from router.gateway.metrics_dir import forget_inherited, shared_by_workers
 
     forget_inherited()
 
@@ -58,10 +58,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from router.connections import LIMITS_ENV, SHUTDOWN_GRACE_S, ConnectionLimits
     from router.gateway.app import BASE_DIR_ENV, CONFIG_ENV, create_app
-    from router.registry import ENGINES_IN_BACKGROUND, ENGINES_UNCHOSEN, ModelRegistry
-    from router.snapshot import load_models
+    from router.gateway.connections import LIMITS_ENV, SHUTDOWN_GRACE_S, ConnectionLimits
+    from router.serving.registry import ENGINES_IN_BACKGROUND, ENGINES_UNCHOSEN, ModelRegistry
+    from router.serving.snapshot import load_models
 
     # Fail here, with one line, rather than inside a worker process with a traceback; one
     # worker serves from this very process and reuses these models (several workers load
@@ -76,7 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                               config.limits.max_connections).to_env()
     options: dict[str, Any] = {
         "host": args.host, "port": args.port, "loop": "auto",
-        "http": "router.connections:LimitedHttpToolsProtocol",
+        "http": "router.gateway.connections:LimitedHttpToolsProtocol",
         "access_log": args.access_log, "log_level": args.log_level,
         "log_config": _log_config(args.log_level),
         "timeout_graceful_shutdown": SHUTDOWN_GRACE_S}
@@ -124,8 +124,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         config = load_config(args.file, base_dir=Path.cwd())
         _check_model_directories(config)
         # Only a valid file is worth the second or more that importing scikit-learn takes.
-        from router.registry import ENGINES_UNCHOSEN, ModelRegistry
-        from router.snapshot import load_models
+        from router.serving.registry import ENGINES_UNCHOSEN, ModelRegistry
+        from router.serving.snapshot import load_models
 
         models = load_models(config, ModelRegistry(trust, engines=ENGINES_UNCHOSEN))
     except ConfigError as exc:
@@ -184,7 +184,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_train_demo(args: argparse.Namespace) -> int:
-    from router.demo import train_demo, training_summary
+    from router.demo.training import train_demo, training_summary
 
     result = train_demo(Path(args.dir), force=args.force)
     for line in training_summary(result):
@@ -196,8 +196,8 @@ def cmd_train_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from router.livedemo import DemoError, DemoOptions, run_demo
-    from router.simulate import SimulationError
+    from router.demo.live import DemoError, DemoOptions, run_demo
+    from router.demo.simulate import SimulationError
 
     options = DemoOptions(root=Path(args.dir), host=args.host, port=args.port,
                           max_requests=args.max_requests, round_size=args.round,
@@ -209,7 +209,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from router.simulate import ProgressBar, SimulationError, Simulator, holdout_rows
+    from router.demo.simulate import ProgressBar, SimulationError, Simulator, holdout_rows
 
     try:
         X, y, names = holdout_rows(args.holdout)
@@ -264,9 +264,9 @@ def _open_config_store(config_file: str) -> tuple[Path, OutcomeStore]:
 def cmd_switch(args: argparse.Namespace) -> int:
     import getpass
 
-    from router.registry import ModelRegistry
-    from router.snapshot import load_models
-    from router.switch import switch
+    from router.live.switch import switch
+    from router.serving.registry import ModelRegistry
+    from router.serving.snapshot import load_models
 
     path, store = _open_config_store(args.config)
     try:
@@ -287,8 +287,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     import json
     import time
 
+    from router.live.switch import history_document
     from router.outcomes import open_store
-    from router.switch import history_document
 
     if args.store:
         store = open_store(args.store, Path.cwd())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from router.assignment import (
+from router.serving.assignment import (
     BUCKETS,
     arm_of_bucket,
     arm_regions,

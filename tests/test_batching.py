@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from router import batching
-from router.batching import MicroBatcher, Predictor
-from router.registry import ModelRegistry, Prediction
+from router.serving import batching
+from router.serving.batching import MicroBatcher, Predictor
+from router.serving.registry import ModelRegistry, Prediction
 
 BAD = -999.0  # a row whose first value is this makes the fake model raise
 

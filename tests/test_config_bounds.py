@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from router.config import parse_config
-from router.config_bounds import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH
+from router.config.bounds import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH
 from router.errors import ConfigError
 
 BASE = """\

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from router.config import Limits, parse_config
-from router.connections import LIMITS_ENV, ConnectionLimits, connection_limits
 from router.errors import ConfigError
+from router.gateway.connections import LIMITS_ENV, ConnectionLimits, connection_limits
 
 BASE = "experiment: e\nmode: single\nchampion: {name: c, path: m}\n"
 

@@ -1,4 +1,5 @@
-"""Tests for router.demo: the demo models, their held-out rows and the written router.yaml."""
+"""Tests for router.demo.training: the demo models, their held-out rows and the written
+router.yaml."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from router.artifacts import load_model
-from router.demo import load_holdout, train_demo
+from router.demo.training import load_holdout, train_demo
 
 SPEC_KEYS = [
     "experiment",

@@ -14,10 +14,10 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from starlette.testclient import TestClient
 
-from router import engine_check, engines
-from router.engines import ONNXRUNTIME, SKLEARN, OnnxRunner
 from router.gateway.app import create_app
-from router.registry import (
+from router.serving import engine_check, engines
+from router.serving.engines import ONNXRUNTIME, SKLEARN, OnnxRunner
+from router.serving.registry import (
     ENGINE_PENDING,
     ENGINES_IN_BACKGROUND,
     ENGINES_UNCHOSEN,

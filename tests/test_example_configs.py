@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from router.cli import main
-from router.demo import train_demo
+from router.demo.training import train_demo
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "configs").glob("*.yaml"))

@@ -12,10 +12,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from router import engines
 from router.artifacts import save_model
-from router.forest import direct_forest
-from router.registry import ModelRegistry
+from router.serving import engines
+from router.serving.forest import direct_forest
+from router.serving.registry import ModelRegistry
 
 
 def _wine() -> tuple[np.ndarray, np.ndarray]:

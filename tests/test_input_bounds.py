@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from router.errors import InputValidationError
-from router.input_bounds import NO_BOUND, common_bound, input_bound
-from router.inputs import parse_predict_body, rows_to_array
-from router.registry import ModelRegistry
+from router.serving.input_bounds import NO_BOUND, common_bound, input_bound
+from router.serving.inputs import parse_predict_body, rows_to_array
+from router.serving.registry import ModelRegistry
 
 FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from router.errors import BadJSONError, InputValidationError, PayloadTooLargeError
-from router.inputs import decode_json, parse_predict_body
+from router.serving.inputs import decode_json, parse_predict_body
 
 NAMES = ("a", "b", "c")
 

@@ -76,7 +76,7 @@ def test_service_and_autoscaler_target_the_deployment() -> None:
 def test_grace_period_covers_the_documented_shutdown_bound() -> None:
     """SIGTERM to exit takes at most shadow.drain_s + the graceful wait + the log's flush
     (docs/models-and-trust.md); the pods' grace period leaves room for it."""
-    from router.connections import SHUTDOWN_GRACE_S
+    from router.gateway.connections import SHUTDOWN_GRACE_S
     from router.gateway.state import STOP_WRITE_TIMEOUT_S
 
     config = parse_config(load("configmap.yaml")["data"]["router.yaml"], source="configmap",

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from router.demo import train_demo
-from router.livedemo import admin_token
+from router.demo.live import admin_token
+from router.demo.training import train_demo
 from router.outcomes import open_store
 from tests.e2e.server import REPO_ROOT, free_port
 

@@ -1,4 +1,4 @@
-"""Tests for router.registry: ServedModel predictions and the ModelRegistry cache."""
+"""Tests for router.serving.registry: ServedModel predictions and the ModelRegistry cache."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from sklearn.svm import SVC
 
 from router.artifacts import load_model, save_model
 from router.errors import ModelLoadError
-from router.registry import ModelRegistry, Prediction, ServedModel
+from router.serving.registry import ModelRegistry, Prediction, ServedModel
 from tests.conftest import IRIS_FEATURES
 from tests.fixture_models import FAIL_ENV, DisagreeingClassifier
 

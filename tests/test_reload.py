@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from router.live.reload import Reloader
 from router.outcomes import MemoryStore
-from router.registry import ENGINES_UNCHOSEN, ModelRegistry, ServedModel
-from router.reload import Reloader
+from router.serving.registry import ENGINES_UNCHOSEN, ModelRegistry, ServedModel
 from tests.configs import write_config
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from router.config import Analysis, ModelRef, Rollout, RouterConfig, Traffic, load_config
+from router.live.rollout import FileLease, Move, RolloutController, RolloutView, plan
+from router.live.switch import switch
 from router.outcomes import MemoryStore
-from router.rollout import FileLease, Move, RolloutController, RolloutView, plan
-from router.switch import switch
 
 BASE = RouterConfig(
     experiment="e", mode="ab", champion=ModelRef("a", Path("/m/a")),
@@ -128,7 +128,7 @@ def test_only_one_process_holds_the_lease(tmp_path: Path) -> None:
 
 def test_postgres_lease_is_exclusive_and_freed_with_its_connection(postgres_url: str) -> None:
     """Across processes and machines: one holder; dropping it frees the lease."""
-    from router.rollout import PostgresLease
+    from router.live.rollout import PostgresLease
 
     first, second = PostgresLease(postgres_url, "exp"), PostgresLease(postgres_url, "exp")
     other = PostgresLease(postgres_url, "another-experiment")

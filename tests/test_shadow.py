@@ -18,10 +18,10 @@ from starlette.testclient import TestClient
 from router.config import load_config
 from router.gateway.state import GatewayState
 from router.outcomes.records import PredictionRecord
-from router.registry import ModelRegistry, Prediction, ServedModel
-from router.shadow import Outcome, ProcessScorer, ShadowMirror, ThreadScorer
-from router.shadow_worker import _Models, own_seconds
-from router.snapshot import Snapshot, load_models
+from router.serving.registry import ModelRegistry, Prediction, ServedModel
+from router.serving.snapshot import Snapshot, load_models
+from router.shadow.mirror import Outcome, ProcessScorer, ShadowMirror, ThreadScorer
+from router.shadow.worker import _Models, own_seconds
 from tests.configs import write_config
 from tests.fixture_models import SLEEP_ENV
 from tests.polling import eventually

@@ -15,9 +15,9 @@ import orjson
 import pytest
 
 from router.cli import main
-from router.demo import HOLDOUT_PATH, load_holdout, train_demo
+from router.demo.simulate import ProgressBar, SimulationError, SimulationResult, Simulator
+from router.demo.training import HOLDOUT_PATH, load_holdout, train_demo
 from router.outcomes import open_store
-from router.simulate import ProgressBar, SimulationError, SimulationResult, Simulator
 from tests.e2e.server import serve
 from tests.polling import eventually
 

@@ -8,16 +8,16 @@ import pytest
 
 from router.config import load_config
 from router.errors import ConfigError
-from router.outcomes import MemoryStore
-from router.switch import switch
-from router.sync import switchable
-from router.yamledit import (
+from router.live.switch import switch
+from router.live.sync import switchable
+from router.live.yamledit import (
     EditRefused,
     edit_file,
     promote,
     rollback,
     set_challenger_percent,
 )
+from router.outcomes import MemoryStore
 from tests.configs import write_config
 
 ORIGINAL = """\

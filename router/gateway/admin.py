@@ -25,11 +25,11 @@ from router.errors import (
 )
 from router.gateway.endpoints import json_response, read_json, state_of
 from router.gateway.override import TOKEN_ENV, admin_token, bearer_token_matches
+from router.live.switch import switch
+from router.live.yamledit import EditRefused
 from router.outcomes import HistoryEntry
-from router.snapshot import load_models
+from router.serving.snapshot import load_models
 from router.strings import MAX_REASON_LENGTH, text_problem
-from router.switch import switch
-from router.yamledit import EditRefused
 
 
 def check_token(request: Request) -> None:

@@ -18,7 +18,7 @@ from router.gateway import admin, dashboard, endpoints, kserve, metrics, stats_r
 from router.gateway.body_deadline import receive_within
 from router.gateway.errors import EXCEPTION_HANDLERS, render_error
 from router.gateway.state import GatewayState
-from router.registry import ModelRegistry
+from router.serving.registry import ModelRegistry
 
 CONFIG_ENV = "ROUTER_CONFIG"
 BASE_DIR_ENV = "ROUTER_BASE_DIR"

@@ -29,10 +29,10 @@ from router.gateway.request_keys import (
     unit_id_of,
 )
 from router.gateway.state import GatewayState
-from router.inputs import decode_json, parse_predict_body
 from router.outcomes.records import FeedbackRecord
-from router.service import Answer, row_ids_for
-from router.snapshot import Snapshot
+from router.serving.inputs import decode_json, parse_predict_body
+from router.serving.service import Answer, row_ids_for
+from router.serving.snapshot import Snapshot
 from router.strings import MAX_ID_LENGTH, MAX_LABEL_LENGTH, printable, text_problem
 
 

@@ -18,8 +18,8 @@ from router.gateway.endpoints import (
 )
 from router.gateway.override import forced_variant
 from router.gateway.request_keys import segments_of
-from router.inputs import rows_to_array
-from router.snapshot import Snapshot
+from router.serving.inputs import rows_to_array
+from router.serving.snapshot import Snapshot
 
 
 def _snapshot_for(request: Request) -> Snapshot:

@@ -46,12 +46,12 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
-from router import metrics_dir
-from router.assignment import CHALLENGER, CHAMPION
 from router.errors import ModelFailedError
+from router.gateway import metrics_dir
 from router.gateway.errors import status_of
 from router.gateway.state import GatewayState
 from router.monitoring import gauges as monitoring_gauges
+from router.serving.assignment import CHALLENGER, CHAMPION
 from router.stats.loader import compute_report
 
 __all__ = ["REFRESH_SECONDS", "Telemetry", "counted", "metrics", "start"]

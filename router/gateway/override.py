@@ -14,7 +14,7 @@ import hmac
 import os
 
 from router.errors import InputValidationError
-from router.snapshot import Snapshot
+from router.serving.snapshot import Snapshot
 
 TOKEN_ENV = "ROUTER_ADMIN_TOKEN"
 

@@ -14,7 +14,7 @@ from starlette.requests import Request
 
 from router.config import StickyKey
 from router.errors import InputValidationError
-from router.snapshot import Snapshot
+from router.serving.snapshot import Snapshot
 from router.strings import MAX_ID_LENGTH, MAX_SEGMENT_LENGTH, text_problem
 
 __all__ = ["header_map", "request_body_keys", "segments_of", "unit_id_of"]

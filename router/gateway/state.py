@@ -9,16 +9,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from router.batching import Predictor
 from router.config import RouterConfig, load_config
 from router.gateway.request_ids import RequestIdLedger
+from router.live.reload import Reloader
+from router.live.rollout import RolloutController, RolloutView, lease_for, view_of_report
 from router.outcomes import OutcomeStore, OutcomeWriter, open_store
-from router.registry import ENGINES_IN_BACKGROUND, ModelRegistry
-from router.reload import Reloader
-from router.rollout import RolloutController, RolloutView, lease_for, view_of_report
-from router.service import PredictionService
-from router.shadow import ShadowMirror
-from router.snapshot import Snapshot, SnapshotHolder
+from router.serving.batching import Predictor
+from router.serving.registry import ENGINES_IN_BACKGROUND, ModelRegistry
+from router.serving.service import PredictionService
+from router.serving.snapshot import Snapshot, SnapshotHolder
+from router.shadow.mirror import ShadowMirror
 from router.stats.loader import assemble_report
 from router.stats.reader import SharedColumns
 

@@ -16,10 +16,10 @@ from starlette.responses import Response
 
 from router.errors import InputValidationError
 from router.gateway.endpoints import json_response, state_of
+from router.live.switch import history_document
 from router.stats.loader import compute_report
 from router.stats.timeline import compute_timeline
 from router.strings import printable
-from router.switch import history_document
 
 HISTORY_LIMIT = 100  # switches answered by default: the latest ones
 MAX_HISTORY_LIMIT = 10_000

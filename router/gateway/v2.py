@@ -34,12 +34,12 @@ from router.gateway.endpoints import (
     unit_id_of,
 )
 from router.gateway.errors import render_error
+from router.gateway.oip import model_metadata, output_names, output_tensors, parse_infer_request
 from router.gateway.override import forced_variant
 from router.gateway.request_keys import segments_of
-from router.inputs import check_within
-from router.oip import model_metadata, output_names, output_tensors, parse_infer_request
-from router.registry import ServedModel
-from router.snapshot import Snapshot
+from router.serving.inputs import check_within
+from router.serving.registry import ServedModel
+from router.serving.snapshot import Snapshot
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 _NOT_SHAPED = ("content-length", "content-type")

@@ -92,7 +92,7 @@ class SwitchState:
 
     ``state`` holds ``mode``, ``champion``, ``challenger``, ``previous`` (each ``{name, path}``
     or ``None``) and ``challenger_percent``. Every gateway sharing the store serves it over
-    the switchable keys of any YAML file older than ``ts``: see ``router.sync``.
+    the switchable keys of any YAML file older than ``ts``: see ``router.live.sync``.
     """
 
     experiment: str

@@ -63,8 +63,8 @@ def offline_report(config_file: str, store_url: str | None, *, alpha: float | No
     """The report computed here from a store (the config's own when ``store_url`` is None)."""
     from router.config import load_config
     from router.outcomes import open_store
-    from router.registry import ModelRegistry
-    from router.snapshot import load_models
+    from router.serving.registry import ModelRegistry
+    from router.serving.snapshot import load_models
     from router.stats.loader import compute_report
 
     base = Path.cwd()

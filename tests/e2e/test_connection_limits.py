@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 CLIENTS = 100
 # Generous: a stalled connection is either closed by the limit or held for ever.
 CLOSED_WITHIN_S = 30.0
-# SHUTDOWN_GRACE_S + the outcome log's flush bound (router/connections.py); a shutdown ends
+# SHUTDOWN_GRACE_S + the outcome log's flush bound (router/gateway/connections.py); a shutdown ends
 # within shadow.drain_s plus this.
 SHUTDOWN_BOUND_S = 15.0
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from router.registry import ModelRegistry
+from router.serving.registry import ModelRegistry
 from tests.configs import write_config
 from tests.e2e.server import serve
 

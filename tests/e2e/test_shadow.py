@@ -16,7 +16,7 @@ import orjson
 import pytest
 from sklearn.datasets import load_iris
 
-from router.registry import ModelRegistry
+from router.serving.registry import ModelRegistry
 from tests.configs import write_config
 from tests.e2e.server import Server, serve
 from tests.fixture_models import SLEEP_ENV

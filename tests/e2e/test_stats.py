@@ -27,7 +27,7 @@ from statsmodels.stats.proportion import (
 
 from router.artifacts import save_model
 from router.cli import main
-from router.registry import ModelRegistry
+from router.serving.registry import ModelRegistry
 from router.stats.confidence import running_paired
 from router.stats.drift import bin_counts, psi
 from tests.configs import write_config

@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from router.gateway.endpoints import new_request_id
 from router.gateway.state import GatewayState
-from router.registry import ModelRegistry
+from router.serving.registry import ModelRegistry
 
 
 def state(client: TestClient) -> GatewayState:

@@ -11,7 +11,7 @@ import pytest
 from router.errors import BadJSONError, InputValidationError
 from router.gateway.endpoints import parse_feedback
 from router.gateway.errors import error_response
-from router.inputs import decode_json
+from router.serving.inputs import decode_json
 
 
 @pytest.mark.parametrize("raw", [
@@ -73,7 +73,7 @@ def test_any_reload_failure_lands_in_last_reload_error(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise OSError("disk said no")
 
-    monkeypatch.setattr("router.reload.load_models", broken)
+    monkeypatch.setattr("router.live.reload.load_models", broken)
     before = client.get("/config").json()["revision"]
     with pytest.raises(OSError):
         gateway.reloader.reload()

@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from router.assignment import assign_arm
+from router.serving.assignment import assign_arm
 from tests.gateway.test_app import named_row, records
 
 
@@ -72,8 +72,8 @@ def test_a_challenger_whose_features_differ_is_refused_naming_its_entry(
     """Every challenger must take the champion's features: the fault names the list entry."""
     from router.config import load_config
     from router.errors import ConfigError
-    from router.registry import ModelRegistry
-    from router.snapshot import load_models
+    from router.serving.registry import ModelRegistry
+    from router.serving.snapshot import load_models
     from tests.configs import write_config
 
     path = write_config(tmp_path, champion=champion_dir, challengers=[

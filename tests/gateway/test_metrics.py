@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 
 from router.errors import ConfigError
 from router.gateway.state import GatewayState
-from router.registry import ModelRegistry
+from router.serving.registry import ModelRegistry
 from tests.polling import eventually
 
 ROW = [5.1, 3.5, 1.4, 0.2]

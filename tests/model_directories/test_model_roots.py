@@ -13,8 +13,8 @@ from router.artifacts import MODEL_FILE, load_model
 from router.cli import main
 from router.config import load_config
 from router.errors import ConfigError, UntrustedModelError
-from router.registry import ModelRegistry
-from router.snapshot import load_models
+from router.serving.registry import ModelRegistry
+from router.serving.snapshot import load_models
 
 
 @pytest.fixture

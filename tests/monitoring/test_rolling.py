@@ -15,7 +15,7 @@ from sklearn.metrics import (
 )
 
 from router.monitoring import rolling_report
-from router.registry import ModelRegistry, ServedModel
+from router.serving.registry import ModelRegistry, ServedModel
 
 CLASSES = ("setosa", "versicolor", "virginica")
 

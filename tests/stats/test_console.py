@@ -10,8 +10,8 @@ import pytest
 from router.cli import main
 from router.config import load_config
 from router.outcomes import FeedbackRecord, PredictionRecord, SQLiteStore
-from router.registry import ModelRegistry
-from router.snapshot import config_digest, load_models
+from router.serving.registry import ModelRegistry
+from router.serving.snapshot import config_digest, load_models
 from tests.configs import write_config
 
 

@@ -43,7 +43,7 @@ LIMITS_ENV = "ROUTER_CONNECTION_LIMITS"
 # ends within shadow.drain_s + 15 s and a little: 25 s with the defaults, under Kubernetes'
 # grace period (deploy/kubernetes sets 45 s).
 SHUTDOWN_GRACE_S = 5
-log = logging.getLogger("router.connections")
+log = logging.getLogger("router.gateway.connections")
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,10 @@
 Converting a model (skl2onnx builds the graph in Python) and checking it on the reference
 sample takes seconds of CPU, most of it holding the interpreter lock: in a thread of the
 gateway it slowed every request and reload of that time. Here the check runs in a child
-process (``python -m router.engine_check DIRECTORY SHA256``) that loads the same verified model
-directory, makes the choice exactly as :func:`router.engines.choose_engine` does, and prints it
-as JSON with the serialized graphs; the gateway then builds the sessions from those bytes.
+process (``python -m router.serving.engine_check DIRECTORY SHA256``) that loads the same
+verified model directory, makes the choice exactly as
+:func:`router.serving.engines.choose_engine` does, and prints it as JSON with the serialized
+graphs; the gateway then builds the sessions from those bytes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from router.engines import (
+from router.serving.engines import (
     ONNXRUNTIME,
     SKLEARN,
     EngineChoice,
@@ -27,7 +28,7 @@ from router.engines import (
 )
 
 if TYPE_CHECKING:
-    from router.registry import ServedModel
+    from router.serving.registry import ServedModel
 
 CHECK_TIMEOUT_S = 600.0
 
@@ -46,7 +47,7 @@ def choice_apart(served: ServedModel) -> EngineChoice:
     # The child imports what this process imports (a model may pickle classes of the caller).
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     done = subprocess.run(
-        [sys.executable, "-m", "router.engine_check", str(served.path), served.sha256],
+        [sys.executable, "-m", "router.serving.engine_check", str(served.path), served.sha256],
         capture_output=True, text=True, timeout=CHECK_TIMEOUT_S, env=env, check=False)
     try:
         answer: dict[str, Any] = json.loads(done.stdout)
@@ -65,7 +66,7 @@ def choice_apart(served: ServedModel) -> EngineChoice:
 def main(argv: list[str]) -> int:
     from router.artifacts import load_model
     from router.artifacts.trust import ModelTrust
-    from router.registry import ServedModel
+    from router.serving.registry import ServedModel
 
     directory, sha256 = argv
     trust = ModelTrust.from_env()

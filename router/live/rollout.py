@@ -31,13 +31,13 @@ from typing import IO, TYPE_CHECKING, Any
 
 from router.config import RouterConfig
 from router.errors import RouterError
+from router.live.switch import move_traffic, switch
 from router.outcomes import ExperimentState
-from router.switch import move_traffic, switch
 
 if TYPE_CHECKING:
     from router.stats.report import Report
 
-log = logging.getLogger("router.rollout")
+log = logging.getLogger("router.live.rollout")
 
 
 @dataclass(frozen=True)

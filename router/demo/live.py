@@ -24,13 +24,19 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from router.demo import CHALLENGER_NAME, CHAMPION_NAME, CONFIG_PATH, HOLDOUT_PATH, train_demo
-from router.simulate import (
+from router.demo.simulate import (
     ProgressBar,
     SimulationError,
     Simulator,
     get_json,
     holdout_rows,
+)
+from router.demo.training import (
+    CHALLENGER_NAME,
+    CHAMPION_NAME,
+    CONFIG_PATH,
+    HOLDOUT_PATH,
+    train_demo,
 )
 
 __all__ = ["DemoError", "DemoOptions", "admin_token", "run_demo"]

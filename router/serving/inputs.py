@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 
 from router.errors import BadJSONError, InputValidationError, PayloadTooLargeError
-from router.input_bounds import NO_BOUND
+from router.serving.input_bounds import NO_BOUND
 
 # Top-level body keys besides the feature payload; a body sticky key is added per config.
 _ALWAYS_ALLOWED = frozenset({"user_id"})
@@ -84,7 +84,7 @@ def parse_predict_body(body: Any, feature_names: Sequence[str], *, max_batch: in
                        extra_keys: frozenset[str] = frozenset(),
                        max_abs: float = NO_BOUND) -> ParsedRequest:
     """Validate a ``/predict`` body against the champion's features; ``max_abs`` is the
-    largest absolute value the served models take (``router.input_bounds``)."""
+    largest absolute value the served models take (``router.serving.input_bounds``)."""
     fast = _single_row(body, feature_names, extra_keys, max_abs)
     if fast is not None:
         return ParsedRequest(fast, False, body)

@@ -17,8 +17,8 @@ import orjson
 
 from router.config import RouterConfig
 from router.errors import ConfigError, ConfigProblem, ModelLoadError
-from router.input_bounds import common_bound, input_bound
-from router.registry import ModelRegistry, ServedModel
+from router.serving.input_bounds import common_bound, input_bound
+from router.serving.registry import ModelRegistry, ServedModel
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class Snapshot:
 
     @cached_property
     def arms(self) -> tuple[str, ...]:
-        """The challengers' variants in bucket order (``router.challengers``)."""
+        """The challengers' variants in bucket order (``router.config.challengers``)."""
         return tuple(arm.variant for arm in self.config.arms)
 
     @cached_property
@@ -54,8 +54,8 @@ class Snapshot:
 
     @cached_property
     def input_bound(self) -> float:
-        """The largest absolute feature value every loaded model takes (``router.input_bounds``;
-        probed when the models were loaded, so this is a lookup)."""
+        """The largest absolute feature value every loaded model takes
+        (``router.serving.input_bounds``; probed when the models were loaded: a lookup)."""
         return common_bound(self.models.values())
 
     @cached_property

@@ -1,8 +1,8 @@
 """Switch edits (promote, rollback, a rollout step) written into the YAML file, atomically.
 
-An edit is a function over the file's *switch state* (``router.sync.switchable``: mode, the
+An edit is a function over the file's *switch state* (``router.live.sync.switchable``: mode, the
 three model roles, the challenger's share). The new state is written into the text by
-``router.yamltext``, which changes only the characters the switch changes, so comments, key
+``router.live.yamltext``, which changes only the characters the switch changes, so comments, key
 order, spacing and relative paths stay as their author wrote them. Every new text is checked
 by the same validation a reload uses before anything is written, and the file is replaced with
 a rename, so a gateway watching it never reads a half-written or invalid file.
@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from router.config import parse_config
-from router.config_bounds import check_yaml_bounds
+from router.config.bounds import check_yaml_bounds
 from router.errors import ConfigError, ConfigProblem
-from router.sync import switchable
-from router.yamltext import write_state
+from router.live.sync import switchable
+from router.live.yamltext import write_state
 
 SwitchKeys = dict[str, Any]
 T = TypeVar("T")

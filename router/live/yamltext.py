@@ -359,7 +359,7 @@ class _Writer:
 
 
 def write_state(text: str, state: dict[str, Any], *, source: str, base_dir: Path) -> str:
-    """``text`` with its switchable keys set to ``state`` (as ``router.sync.switchable`` gives).
+    """``text`` with its switchable keys set to ``state`` (``router.live.sync.switchable``).
 
     Everything the state does not change stays byte for byte as it was.
     """

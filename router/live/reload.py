@@ -3,7 +3,7 @@
 The file is polled (a ``stat`` every 0.5 s, so a save takes effect well within 2 s, on every
 file system and inside containers where inotify does not see a ConfigMap's symlink swap), and
 so is the store's switch state (once a second), through which switches made on other gateways
-arrive (see ``router.sync``). A change is parsed and validated, its models are loaded off the
+arrive (see ``router.live.sync``). A change is parsed and validated, its models are loaded off the
 event loop (the registry reuses already loaded ones by path and digest), and only then is the
 Snapshot swapped. A file that fails leaves the running Snapshot in place and its error in
 ``last_error`` until a good file arrives.
@@ -22,13 +22,13 @@ from pathlib import Path
 
 from router.config import RouterConfig, load_config
 from router.errors import ConfigError, ConfigProblem, RouterError
+from router.live.sync import Resolved, resolve
+from router.live.yamledit import edit_file
 from router.outcomes import ExperimentState
-from router.registry import ModelRegistry, ServedModel
-from router.snapshot import Snapshot, SnapshotHolder, config_digest, load_models
-from router.sync import Resolved, resolve
-from router.yamledit import edit_file
+from router.serving.registry import ModelRegistry, ServedModel
+from router.serving.snapshot import Snapshot, SnapshotHolder, config_digest, load_models
 
-log = logging.getLogger("router.reload")
+log = logging.getLogger("router.live.reload")
 
 POLL_SECONDS = 0.5
 STORE_POLL_SECONDS = 1.0

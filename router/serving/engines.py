@@ -55,7 +55,7 @@ __all__ = [
     "transform_steps",
 ]
 
-log = logging.getLogger("router.engines")
+log = logging.getLogger("router.serving.engines")
 
 ENGINE_ENV = "ROUTER_ENGINE"
 SKLEARN = "scikit-learn"

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from router.engines import split_pipeline, transform_steps
+from router.serving.engines import split_pipeline, transform_steps
 
 __all__ = ["DirectForest", "direct_forest"]
 

@@ -1,7 +1,7 @@
 """The challenger's own process in shadow mode: loads models by path and digest, scores batches.
 
-Started by :mod:`router.shadow` as ``python -m router.shadow_worker FD PRIORITY`` with one end
-of a socket pair on ``FD``. It lowers its own priority (``idle``: Linux's SCHED_IDLE, else
+Started by :mod:`router.shadow.mirror` as ``python -m router.shadow.worker FD PRIORITY`` with
+one end of a socket pair on ``FD``. It lowers its own priority (``idle``: Linux's SCHED_IDLE, else
 niceness 19; or a niceness), then answers requests in order:
 
 - ``("load", path, sha256)`` -> ``("loaded",)`` or ``("error", message)``
@@ -66,7 +66,7 @@ class _Models:
     """Served models by (path, sha256); a file whose digest changed on disk is refused."""
 
     def __init__(self) -> None:
-        from router.registry import ModelRegistry
+        from router.serving.registry import ModelRegistry
 
         self._registry = ModelRegistry()
         self._loaded: dict[tuple[str, str], Any] = {}

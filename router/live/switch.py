@@ -1,7 +1,7 @@
 """Blue-green switches: promote, rollback and rollout steps, each a file edit plus history.
 
 A switch starts from what is served (the file, or the store's newer switch state: see
-``router.sync``), checks everything it can first, rewrites the YAML keeping its comments,
+``router.live.sync``), checks everything it can first, rewrites the YAML keeping its comments,
 records when, what, why and who in the store's history (with the figures behind automatic
 moves), and publishes the new switchable keys to the store so that every gateway sharing it
 follows. A failure after the write puts the old file back. A read-only file (a Kubernetes
@@ -20,10 +20,8 @@ from typing import Any, TypeVar
 
 from router.config import RouterConfig, load_config, parse_config
 from router.errors import ConfigProblem
-from router.outcomes import ExperimentState, HistoryEntry
-from router.strings import MAX_REASON_LENGTH, text_problem
-from router.sync import resolve, switchable
-from router.yamledit import (
+from router.live.sync import resolve, switchable
+from router.live.yamledit import (
     EditRefused,
     SwitchKeys,
     edit_lock,
@@ -33,8 +31,10 @@ from router.yamledit import (
     set_challenger_percent,
     write_atomically,
 )
+from router.outcomes import ExperimentState, HistoryEntry
+from router.strings import MAX_REASON_LENGTH, text_problem
 
-log = logging.getLogger("router.switch")
+log = logging.getLogger("router.live.switch")
 
 ACTIONS = ("promote", "rollback")
 T = TypeVar("T")

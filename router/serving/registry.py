@@ -27,12 +27,12 @@ from router.artifacts import (
 )
 from router.artifacts.metadata import check_inside_roots
 from router.artifacts.trust import ModelTrust
-from router.engines import SKLEARN, EngineChoice, OnnxRunner, choose_engine, onnx_possible
-from router.forest import DirectForest, direct_forest
+from router.serving.engines import SKLEARN, EngineChoice, OnnxRunner, choose_engine, onnx_possible
+from router.serving.forest import DirectForest, direct_forest
 
 __all__ = ["ModelRegistry", "Prediction", "ServedModel"]
 
-log = logging.getLogger("router.registry")
+log = logging.getLogger("router.serving.registry")
 
 ENGINE_PENDING = "scikit-learn while ONNX Runtime's parity is being checked"
 ENGINES_NOW, ENGINES_IN_BACKGROUND, ENGINES_UNCHOSEN = "now", "background", "unchosen"
@@ -71,7 +71,7 @@ class ServedModel:
     whose Platt-scaled probabilities are known to disagree with its decision function on some
     inputs even when the sample happens to agree).
 
-    It then picks the engine (``engine``, ``engine_reason``; see :mod:`router.engines`):
+    It then picks the engine (``engine``, ``engine_reason``; see :mod:`router.serving.engines`):
     ``"onnxruntime"`` when the ``fast`` extra is installed and ONNX Runtime matches
     scikit-learn on the reference sample, ``"scikit-learn"`` otherwise. With
     ``choose_engine_now=False`` that check waits for :meth:`choose_engine` (or its background
@@ -149,8 +149,8 @@ class ServedModel:
 
     def choose_engine_in_background(self) -> None:
         """Choose the engine in a thread, the check itself in a child process (see
-        :mod:`router.engine_check`): the model serves with scikit-learn meanwhile."""
-        from router.engine_check import choice_apart
+        :mod:`router.serving.engine_check`): the model serves with scikit-learn meanwhile."""
+        from router.serving.engine_check import choice_apart
 
         def run() -> None:
             try:

@@ -14,12 +14,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from router.assignment import CHAMPION, assign_arm
-from router.batching import Predictor
 from router.errors import BackpressureError, ModelFailedError
 from router.outcomes.records import PredictionRecord
-from router.registry import Prediction, ServedModel
-from router.snapshot import Snapshot
+from router.serving.assignment import CHAMPION, assign_arm
+from router.serving.batching import Predictor
+from router.serving.registry import Prediction, ServedModel
+from router.serving.snapshot import Snapshot
 
 
 class RecordSink(Protocol):

@@ -5,8 +5,8 @@ An *arm* is a challenger as assignment, serving and the statistics see it. ``cha
 ``traffic.challenger_percent``) is served under the role ``challenger``, as it always was; each
 entry of ``challengers:`` (``{name, path, percent}``) under its own name, which is what
 ``X-Variant``, the outcome log and ``/stats`` call it. The arms come in that order, the order
-that lays out their buckets (``router.assignment``): each owns a fixed region, so its share can
-be at most the region's size, and the shares together at most 100 %.
+that lays out their buckets (``router.serving.assignment``): each owns a fixed region, so its
+share can be at most the region's size, and the shares together at most 100 %.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from router.assignment import challenger_buckets, region_capacity
-from router.configread import (
+from router.config.read import (
     _HTTP_TOKEN,
     _Invalid,
     _kind,
@@ -27,6 +26,7 @@ from router.configread import (
     _Reader,
     _text,
 )
+from router.serving.assignment import challenger_buckets, region_capacity
 
 __all__ = ["RESERVED_NAMES", "Arm", "ListedChallenger", "arm_problems", "arms_of",
            "read_challengers",

@@ -8,7 +8,7 @@ for company), has a :class:`Scorer` run the challenger with the per-call timeout
 ``shadow=True`` records to the outcome writer.
 
 By default the challenger runs in a separate process at low priority (:class:`ProcessScorer`,
-see :mod:`router.shadow_worker`): a CPU-heavy challenger then competes with the gateway only
+see :mod:`router.shadow.worker`): a CPU-heavy challenger then competes with the gateway only
 for a core, at a tenth of its weight, never for its GIL, and a call that overruns its timeout
 is ended by killing that process. :class:`ThreadScorer` runs it in the dispatcher thread; it
 exists to measure the difference (``ROUTER_SHADOW_RUNNER=thread``) and cannot interrupt a call.
@@ -38,17 +38,17 @@ from typing import Protocol
 
 import numpy as np
 
-from router.assignment import CHALLENGER
 from router.errors import StoreError
 from router.outcomes.records import PredictionRecord
-from router.registry import Prediction, ServedModel
-from router.service import PredictionService, RecordSink
-from router.shadow_worker import describe
-from router.snapshot import Snapshot
+from router.serving.assignment import CHALLENGER
+from router.serving.registry import Prediction, ServedModel
+from router.serving.service import PredictionService, RecordSink
+from router.serving.snapshot import Snapshot
+from router.shadow.worker import describe
 
 __all__ = ["Outcome", "ProcessScorer", "Scorer", "ShadowMirror", "ThreadScorer", "scorer_from_env"]
 
-log = logging.getLogger("router.shadow")
+log = logging.getLogger("router.shadow.mirror")
 
 RUNNER_ENV = "ROUTER_SHADOW_RUNNER"
 PRIORITY_ENV = "ROUTER_SHADOW_PRIORITY"
@@ -251,7 +251,7 @@ class ProcessScorer:
             [_ROUTER_ROOT, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))])
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "router.shadow_worker", str(child.fileno()),
+                [sys.executable, "-m", "router.shadow.worker", str(child.fileno()),
                  self._priority],
                 pass_fds=(child.fileno(),), env=env, stdin=subprocess.DEVNULL)
         except OSError as exc:

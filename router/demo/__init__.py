@@ -1,0 +1,1 @@
+"""The demo: its models trained, a gateway served, traffic simulated."""

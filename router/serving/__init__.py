@@ -1,0 +1,1 @@
+"""Serving predictions: inputs, assignment, batching, the models and their engines."""
