@@ -81,6 +81,7 @@ B, C = "{name: b, path: /m/b, percent: 10}", "{name: c, path: /m/c, percent: 10}
      "challengers[0].name", 6, "already names the challenger"),
     (listing("{name: Previous, path: /m/b}"), "challengers[0].name", 5, "role"),
     (listing("{name: b c, path: /m/b}"), "challengers[0].name", 5, "X-Variant"),
+    (listing("{name: \"b'1\", path: /m/b}"), "challengers[0].name", 5, "letters, digits"),
     (listing("{name: b, path: /m/b, percent: 101}"), "challengers[0].percent", 5,
      "between 0 and 100"),
     (listing("{name: b, path: /m/b, share: 1}"), "challengers[0].share", 5, "unknown key"),

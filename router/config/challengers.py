@@ -11,6 +11,7 @@ share can be at most the region's size, and the shares together at most 100 %.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,6 @@ from typing import Any
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from router.config.read import (
-    _HTTP_TOKEN,
     _Invalid,
     _kind,
     _number,
@@ -36,6 +36,9 @@ __all__ = ["RESERVED_NAMES", "Arm", "ListedChallenger", "arm_problems", "arms_of
 # challenger may take one of them as its name.
 RESERVED_NAMES = ("champion", "challenger", "previous")
 _KEYS = ("name", "path", "percent")
+# A variant name travels in X-Variant, metrics labels and the statistics' queries: plain
+# characters only, which no header, label or SQL string literal needs to escape.
+_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
 @dataclass(frozen=True)
@@ -77,9 +80,9 @@ def arms_of(challenger: tuple[str, Path] | None, challenger_percent: float,
 
 def _name(value: Any) -> str:
     name = _text(value)
-    if not _HTTP_TOKEN.fullmatch(name):
-        raise _Invalid(f"{name!r} cannot be sent in the X-Variant header that names the variant "
-                       "(letters, digits and !#$%&'*+-.^_`|~ only)")
+    if not _NAME.fullmatch(name):
+        raise _Invalid(f"{name!r} is not a variant name: letters, digits, '.', '_' and '-' only "
+                       "(it is sent in the X-Variant header and used as a metrics label)")
     if name.lower() in RESERVED_NAMES:
         raise _Invalid(f"{name!r} is the name of a role ({', '.join(RESERVED_NAMES)}); "
                        "give the challenger a name of its own")

@@ -35,6 +35,8 @@ repeat a request's inputs, and forced requests, which are test traffic).
 With ``segments`` (segment key names): ``segments``, an ``(n, len(segments))`` object array
 of the value each row carries for each key, in the order asked (``str``, or ``None`` where the
 row carries none); equal values are one ``str`` object, so a million rows cost a pointer each.
+With ``arms`` (the variants of several challengers, in order): ``arm``, an int per row, the
+place of its variant among them counted from 1, and 0 for any other (the champion).
 Always:
 ``unknown_feedback_ids``, a 0-d int array counting the request ids that feedback names and
 no prediction of any experiment has.
@@ -43,6 +45,7 @@ no prediction of any experiment has.
 from __future__ import annotations
 
 import math
+import re
 import threading
 from collections.abc import Sequence
 from typing import Any, TypedDict
@@ -53,9 +56,9 @@ from router.outcomes.records import FeedbackRecord, PredictionRecord
 
 __all__ = [
     "FLAG_BITS", "FLAG_CHALLENGER", "FLAG_ERROR", "FLAG_FALLBACK", "FLAG_FORCED", "FLAG_MASK",
-    "FLAG_SHADOW", "AnalysisColumns", "ColumnQuestion", "Columns", "KeptRead", "features_array",
-    "flags_columns", "latest_feedback", "memory_columns", "revision_filter", "segment_array",
-    "unit_keys",
+    "FLAG_SHADOW", "AnalysisColumns", "ColumnQuestion", "Columns", "KeptRead", "arm_case",
+    "features_array", "flags_columns", "latest_feedback", "memory_columns", "revision_filter",
+    "segment_array", "unit_keys",
 ]
 
 Columns = dict[str, np.ndarray]
@@ -84,6 +87,7 @@ class AnalysisColumns(TypedDict, total=False):
     unit_key: np.ndarray
     features: np.ndarray
     segments: np.ndarray
+    arm: np.ndarray
     unknown_feedback_ids: np.ndarray
 
 # Bits of the flags column: one small integer per row instead of five columns to transfer.
@@ -100,6 +104,21 @@ def flags_columns(flags: np.ndarray) -> Columns:
         "error": (flags & FLAG_ERROR) > 0,
         "forced": (flags & FLAG_FORCED) > 0,
     }
+
+
+# A variant name inlined in SQL as a string literal: the characters config allows for it.
+_ARM_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def arm_case(arms: Sequence[str], column: str = "p.variant") -> str:
+    """SQL (SQLite and PostgreSQL alike) giving a row's ``arm``: ``column``'s place among
+    ``arms`` from 1, else 0. Names are inlined, not bound: each store places its parameters
+    differently, and a variant name holds nothing a literal must escape (checked here)."""
+    for name in arms:
+        if not _ARM_NAME.fullmatch(name):
+            raise ValueError(f"arm {name!r}: letters, digits, '.', '_' and '-' only")
+    whens = " ".join(f"WHEN '{name}' THEN {i}" for i, name in enumerate(arms, 1))
+    return f"(CASE {column} {whens} ELSE 0 END)"
 
 
 def _empty(classes: Sequence[str] | None, units: bool, true_probability: bool) -> Columns:
@@ -159,6 +178,7 @@ def memory_columns(
     true_probability: bool = False,
     feature_rows: int = 0,
     segments: Sequence[str] = (),
+    arms: Sequence[str] = (),
 ) -> Columns:
     """The columns of records held in memory (a loop per record: for tests and small logs)."""
     latest: dict[str, tuple[int, FeedbackRecord]] = {}
@@ -177,6 +197,8 @@ def memory_columns(
             columns["features"] = np.zeros((0, 0))
         if segments:
             columns["segments"] = segment_array([], len(segments))
+        if arms:
+            columns["arm"] = np.zeros(0, np.int64)
         columns["unknown_feedback_ids"] = np.array(unknown)
         return columns
 
@@ -223,6 +245,9 @@ def memory_columns(
                   and not r.shadow and not r.fallback and not r.forced]
         columns["features"] = features_array(
             [list(r.features) for r in served[-feature_rows:]])
+    if arms:
+        place = {name: i for i, name in enumerate(arms, 1)}
+        columns["arm"] = np.array([place.get(r.variant, 0) for r in rows], dtype=np.int64)
     columns["unknown_feedback_ids"] = np.array(unknown)
     return columns
 
@@ -238,9 +263,10 @@ class ColumnQuestion:
 
     def __init__(self, experiment: str, revisions: Sequence[int] | None,
                  classes: Sequence[str] | None, units: bool, true_probability: bool,
-                 segments: Sequence[str] = ()) -> None:
+                 segments: Sequence[str] = (), arms: Sequence[str] = ()) -> None:
         self.classes = None if classes is None else list(classes)
         self.segments = tuple(segments)
+        self.arms = tuple(arms)
         self.units = units
         self.true_probability = true_probability and classes is not None
         self.experiment = experiment
@@ -251,7 +277,7 @@ class ColumnQuestion:
         """What these columns answer: reads of equal questions can be combined."""
         return (self.experiment, None if self.revisions is None else tuple(self.revisions),
                 None if self.classes is None else tuple(self.classes), self.units,
-                self.true_probability, self.segments)
+                self.true_probability, self.segments, self.arms)
 
 
 class KeptRead:

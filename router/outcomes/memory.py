@@ -162,7 +162,8 @@ class MemoryStore:
     def analysis_columns(self, experiment: str, revisions: Sequence[int] | None = None, *,
                          classes: Sequence[str] | None = None, units: bool = False,
                          true_probability: bool = False, feature_rows: int = 0,
-                         segments: Sequence[str] = ()) -> dict[str, Any]:
+                         segments: Sequence[str] = (), arms: Sequence[str] = ()
+                         ) -> dict[str, Any]:
         """The statistics' numpy columns (see ``router.outcomes.columns``)."""
         from router.outcomes.columns import memory_columns
 
@@ -171,7 +172,7 @@ class MemoryStore:
             predictions, feedback = list(self._predictions), list(self._feedback)
         return memory_columns(predictions, feedback, experiment, revisions, classes=classes,
                               units=units, true_probability=true_probability,
-                              feature_rows=feature_rows, segments=segments)
+                              feature_rows=feature_rows, segments=segments, arms=arms)
 
     def ping(self) -> bool:
         """True until the store is closed."""

@@ -326,7 +326,8 @@ class PostgresStore:
     def analysis_columns(self, experiment: str, revisions: Sequence[int] | None = None, *,
                          classes: Sequence[str] | None = None, units: bool = False,
                          true_probability: bool = False, feature_rows: int = 0,
-                         segments: Sequence[str] = ()) -> dict[str, Any]:
+                         segments: Sequence[str] = (), arms: Sequence[str] = ()
+                         ) -> dict[str, Any]:
         """The statistics' numpy columns (see ``router.outcomes.columns``), joined in SQL;
         a repeated question reads only what was logged since the last answer."""
         from router.outcomes.postgres_columns import PostgresColumnCache, postgres_columns
@@ -337,7 +338,7 @@ class PostgresStore:
         with self._connection() as conn:
             return postgres_columns(conn, experiment, revisions, classes=classes, units=units,
                                     true_probability=true_probability,
-                                    feature_rows=feature_rows, segments=segments,
+                                    feature_rows=feature_rows, segments=segments, arms=arms,
                                     cache=self._column_cache,
                                     side=self._connection)
 

@@ -33,6 +33,7 @@ from router.outcomes.columns import (
     ColumnQuestion,
     Columns,
     KeptRead,
+    arm_case,
     features_array,
     flags_columns,
     latest_feedback,
@@ -78,8 +79,9 @@ class _PostgresQuery(ColumnQuestion):
 
     def __init__(self, experiment: str, revisions: Sequence[int] | None,
                  classes: Sequence[str] | None, units: bool, true_probability: bool,
-                 segments: Sequence[str] = ()) -> None:
-        super().__init__(experiment, revisions, classes, units, true_probability, segments)
+                 segments: Sequence[str] = (), arms: Sequence[str] = ()) -> None:
+        super().__init__(experiment, revisions, classes, units, true_probability, segments,
+                         arms)
         revision_sql, revision_params = revision_filter(revisions, "%s")
         self.where = f"p.experiment = %s{revision_sql}"
         self.where_params: list[Any] = [experiment, *revision_params]
@@ -97,6 +99,7 @@ class _PostgresQuery(ColumnQuestion):
                            f"+ (p.error IS NOT NULL)::int * {FLAG_ERROR} "
                            f"+ p.forced * {FLAG_FORCED})::int8"),
             ("latency_ms", "f", "p.latency_ms"),
+            *([("arm", "i", f"{arm_case(arms)}::int8")] if arms else []),
         ]
         self.params: list[Any] = []
         if self.classes is not None:
@@ -458,6 +461,7 @@ def postgres_columns(
     true_probability: bool = False,
     feature_rows: int = 0,
     segments: Sequence[str] = (),
+    arms: Sequence[str] = (),
     cache: PostgresColumnCache | None = None,
     side: Connect | None = None,
 ) -> Columns:
@@ -470,7 +474,8 @@ def postgres_columns(
     the unknown feedback ids on ``side`` (a second connection, given as a context manager
     factory) meanwhile, in the same snapshot; without it, on ``conn`` after the rest.
     """
-    query = _PostgresQuery(experiment, revisions, classes, units, true_probability, segments)
+    query = _PostgresQuery(experiment, revisions, classes, units, true_probability, segments,
+                           arms)
     with cache.lock if cache is not None else contextlib.nullcontext(), conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         # Joins and anti-joins over whole tables hash them: in memory, not in batches on disk.

@@ -381,7 +381,8 @@ class SQLiteStore:
     def analysis_columns(self, experiment: str, revisions: Sequence[int] | None = None, *,
                          classes: Sequence[str] | None = None, units: bool = False,
                          true_probability: bool = False, feature_rows: int = 0,
-                         segments: Sequence[str] = ()) -> dict[str, Any]:
+                         segments: Sequence[str] = (), arms: Sequence[str] = ()
+                         ) -> dict[str, Any]:
         """The statistics' numpy columns (see ``router.outcomes.columns``), aggregated in SQL."""
         from router.outcomes.sqlite_columns import SQLiteColumnCache, sqlite_columns
 
@@ -392,7 +393,7 @@ class SQLiteStore:
             return sqlite_columns(self._conn(), self.path, experiment, revisions,
                                   classes=classes, units=units,
                                   true_probability=true_probability,
-                                  feature_rows=feature_rows, segments=segments,
+                                  feature_rows=feature_rows, segments=segments, arms=arms,
                                   timeout_s=self._busy_timeout_s,
                                   cache=self._column_cache)
 

@@ -28,6 +28,7 @@ from router.outcomes.columns import (
     ColumnQuestion,
     Columns,
     KeptRead,
+    arm_case,
     features_array,
     flags_columns,
     latest_feedback,
@@ -78,8 +79,9 @@ class _SQLiteQuery(ColumnQuestion):
 
     def __init__(self, experiment: str, revisions: Sequence[int] | None,
                  classes: Sequence[str] | None, units: bool, true_probability: bool,
-                 segments: Sequence[str] = ()) -> None:
-        super().__init__(experiment, revisions, classes, units, true_probability, segments)
+                 segments: Sequence[str] = (), arms: Sequence[str] = ()) -> None:
+        super().__init__(experiment, revisions, classes, units, true_probability, segments,
+                         arms)
         self.fixed_revision = int(revisions[0]) if revisions is not None \
             and len(set(revisions)) == 1 else None
         code = (f"(p.variant = 'challenger') * {FLAG_CHALLENGER} + p.shadow * {FLAG_SHADOW} "
@@ -125,6 +127,8 @@ class _SQLiteQuery(ColumnQuestion):
         if units:
             self.columns.append(("unit_key",
                                  f"ifnull(p.unit_id, ''), char({ord(_UNIT_SEPARATOR)})"))
+        if arms:  # no parameters: before the segments, whose parameters come last
+            self.columns.append(("arm", arm_case(arms)))
         if self.segments:
             # Last, as its parameters come last: per row a JSON array of the values (JSON
             # quotes whatever a value holds), the rows' arrays joined by commas.
@@ -350,6 +354,7 @@ def sqlite_columns(
     true_probability: bool = False,
     feature_rows: int = 0,
     segments: Sequence[str] = (),
+    arms: Sequence[str] = (),
     timeout_s: float = 10.0,
     cache: SQLiteColumnCache | None = None,
 ) -> Columns:
@@ -360,7 +365,8 @@ def sqlite_columns(
     the latest features. With a ``cache`` that holds an earlier read of the same question, only
     the rows and the feedback logged since are read (see :class:`SQLiteColumnCache`).
     """
-    query = _SQLiteQuery(experiment, revisions, classes, units, true_probability, segments)
+    query = _SQLiteQuery(experiment, revisions, classes, units, true_probability, segments,
+                         arms)
 
     def on_own_connection(task: Callable[[sqlite3.Connection], Any]) -> Any:
         side = sqlite3.connect(path, timeout=timeout_s)

@@ -35,7 +35,8 @@ class ColumnSource(Protocol):
     def analysis_columns(self, experiment: str, revisions: Sequence[int] | None = None, *,
                          classes: Sequence[str] | None = None, units: bool = False,
                          true_probability: bool = False, feature_rows: int = 0,
-                         segments: Sequence[str] = ()) -> dict[str, Any]: ...
+                         segments: Sequence[str] = (), arms: Sequence[str] = ()
+                         ) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,11 @@ class SharedColumns:
     def analysis_columns(self, experiment: str, revisions: Sequence[int] | None = None, *,
                          classes: Sequence[str] | None = None, units: bool = False,
                          true_probability: bool = False, feature_rows: int = 0,
-                         segments: Sequence[str] = ()) -> dict[str, Any]:
+                         segments: Sequence[str] = (), arms: Sequence[str] = ()
+                         ) -> dict[str, Any]:
         question = (experiment, None if revisions is None else tuple(revisions),
                     None if classes is None else tuple(classes), true_probability,
-                    tuple(segments))
+                    tuple(segments), tuple(arms))
         with self._lock:
             last = self._last
             if last is not None and last.answers(question, units, feature_rows):
@@ -80,7 +82,9 @@ class SharedColumns:
             columns = self._store.analysis_columns(
                 experiment, revisions, classes=classes, units=units,
                 true_probability=true_probability, feature_rows=feature_rows,
-                segments=segments)
+                segments=segments,
+                # Asked only when wanted: a source of one challenger need not know the word.
+                **({"arms": arms} if arms else {}))
             took = time.monotonic() - started
             for values in columns.values():
                 if isinstance(values, np.ndarray):

@@ -248,3 +248,23 @@ def test_many_rows_match_the_memory_store(tmp_path: Path, ranges: int,
     assert (labelled == (sqlite["feedback_id"] >= 0)).all()
     assert (np.argsort(memory["feedback_id"][labelled])
             == np.argsort(sqlite["feedback_id"][labelled])).all()
+
+
+def test_arms_number_each_challenger(store: OutcomeStore) -> None:
+    """Asked with the challengers' variants, each row gets its arm: the variant's place among
+    them from 1, 0 for the champion (shadow rows keep their challenger's arm); a later read
+    of the same question brings new rows their arm too."""
+    store.write_predictions([
+        prediction("a", T0 + 1), prediction("b", T0 + 2, variant="gb"),
+        prediction("c", T0 + 3, variant="lr-2"),
+        prediction("d", T0 + 4, variant="gb", shadow=True)])
+    arms = ("gb", "lr-2")
+    first = by_time(store.analysis_columns("iris", classes=CLASSES, arms=arms))
+    assert first["arm"].tolist() == [0, 1, 2, 1]
+    assert not first["challenger"].any()
+    assert "arm" not in store.analysis_columns("iris", classes=CLASSES)
+    store.write_predictions([prediction("e", T0 + 5, variant="lr-2")])
+    store.write_feedback([feedback("b", "setosa")])
+    again = by_time(store.analysis_columns("iris", classes=CLASSES, arms=arms))
+    assert again["arm"].tolist() == [0, 1, 2, 1, 2]
+    assert again["label"].tolist() == [-1, 0, -1, -1, -1]
