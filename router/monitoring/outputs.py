@@ -120,9 +120,9 @@ def output_report(columns: Columns, masks: Mapping[str, np.ndarray],
     """
     served = ~columns["error"]
     variants: dict[str, Any] = {}
-    for role in ("champion", "challenger"):
+    for role in masks:
         model = models.get(role)
-        if model is None or role not in masks:
+        if model is None:
             continue
         rows = _latest(masks[role] & served, window)
         variants[role] = (_classes(columns, rows, model, classes) if classes is not None

@@ -88,9 +88,9 @@ def rolling_report(columns: Columns, masks: Mapping[str, np.ndarray],
     """
     labelled = _labelled(columns, classes)
     variants: dict[str, Any] = {}
-    for role in ("champion", "challenger"):
+    for role in masks:
         model = models.get(role)
-        if model is None or role not in masks:
+        if model is None:
             continue
         rows = window_rows(columns, masks[role] & labelled, window)
         quality = _classification(columns, rows, classes) if classes is not None \

@@ -115,8 +115,10 @@ def _interval(pair: list[float] | None, signed: bool = False) -> str:
     return f"[{pair[0]:{spec}}, {pair[1]:{spec}}]"
 
 
-def _row(label: str, *cells: str) -> str:
-    return (label.ljust(_LABEL) + "".join(c.ljust(_COLUMN) for c in cells)).rstrip()
+def _cells(label: str, *cells: str, width: int = _COLUMN) -> str:
+    # A narrower column (several challengers) cuts what does not fit, keeping one space.
+    fitted = cells if width == _COLUMN else [c[:width - 1] for c in cells]
+    return (label.ljust(_LABEL) + "".join(c.ljust(width) for c in fitted)).rstrip()
 
 
 def _wrap(text: str, indent: str = "  ") -> list[str]:
@@ -126,8 +128,13 @@ def _wrap(text: str, indent: str = "  ") -> list[str]:
 
 def _variants(report: Mapping[str, Any], metric: str) -> list[str]:
     variants = report["variants"]
-    roles = [r for r in ("champion", "challenger") if r in variants]
+    roles = list(variants)  # the champion, then each challenger
     v = [variants[r] for r in roles]
+    # Several challengers share the 58 columns right of the labels.
+    width = min(_COLUMN, (WIDTH - _LABEL) // max(len(roles), 1))
+
+    def row(label: str, *cells: str) -> str:
+        return _cells(label, *cells, width=width)
 
     def latency(x: Mapping[str, Any]) -> str:
         ms = x["latency_ms"]
@@ -140,33 +147,35 @@ def _variants(report: Mapping[str, Any], metric: str) -> list[str]:
         return f"{x['errors']:,}" + ("" if rate is None else f" ({rate * 100:.2f}%)")
 
     lines = [
-        _row("", *[r.upper() + (" (shadow)" if x.get("shadow") else "") for r, x in
+        row("", *[r.upper() + (" (shadow)" if x.get("shadow") else "") for r, x in
                    zip(roles, v, strict=True)]),
-        _row("model", *[x["model"] if x["version"] is None else f"{x['model']}:{x['version']}"
+        row("model", *[x["model"] if x["version"] is None else f"{x['model']}:{x['version']}"
                          for x in v]),
-        _row("requests", *[_fmt(x["requests"]) for x in v]),
-        _row("errors", *[errors(x) for x in v]),
-        _row("latency p50/p95/p99", *[latency(x) for x in v]),
-        _row("labelled", *[_fmt(x["labelled"]) for x in v]),
-        _row(metric, *[_fmt(x["metric"]) for x in v]),
-        _row("  95% interval", *[_interval(x["metric_ci95"]) for x in v]),
+        row("requests", *[_fmt(x["requests"]) for x in v]),
+        row("errors", *[errors(x) for x in v]),
+        row("latency p50/p95/p99", *[latency(x) for x in v]),
+        row("labelled", *[_fmt(x["labelled"]) for x in v]),
+        row(metric, *[_fmt(x["metric"]) for x in v]),
+        row("  95% interval", *[_interval(x["metric_ci95"]) for x in v]),
     ]
-    if len(v) > 1 and "fallbacks" in v[1]:
-        lines.append(_row("answered by champion", "", f"{v[1]['fallbacks']:,} (fallbacks)"))
+    if any("fallbacks" in x for x in v[1:]):
+        lines.append(row("answered by champion", "", *[
+            f"{x.get('fallbacks', 0):,} (fallbacks)" for x in v[1:]]))
     if any(x.get("forced") for x in v):
-        lines.append(_row("forced (not analysed)", *[_fmt(x.get("forced", 0)) for x in v]))
-    calls = v[-1].get("shadow_calls") if len(v) > 1 else None
-    if calls:
-        lines.append(_row("shadow calls", "", f"{calls.get('done', 0):,} done, "
-                          f"{calls.get('dropped', 0):,} dropped"))
-        lines.append(_row("", "", f"{calls.get('failed', 0):,} failed, "
-                          f"{calls.get('timed_out', 0):,} timed out"))
+        lines.append(row("forced (not analysed)", *[_fmt(x.get("forced", 0)) for x in v]))
+    calls = [x.get("shadow_calls") or {} for x in v[1:]]
+    if any(calls):
+        lines.append(row("shadow calls", "", *[f"{c.get('done', 0):,} done, "
+                                                 f"{c.get('dropped', 0):,} dropped"
+                                                 for c in calls]))
+        lines.append(row("", "", *[f"{c.get('failed', 0):,} failed, "
+                                     f"{c.get('timed_out', 0):,} timed out" for c in calls]))
     names = list(dict.fromkeys(k for x in v for k in x["prediction_distribution"]))
     for i, name in enumerate(names[:8]):
-        lines.append(_row("predictions" if i == 0 else "", *[
+        lines.append(row("predictions" if i == 0 else "", *[
             f"{name[:14]} {_share(x['prediction_distribution'].get(name), name)}" for x in v]))
     if len(names) > 8:
-        lines.append(_row("", f"(+{len(names) - 8} more)"))
+        lines.append(row("", f"(+{len(names) - 8} more)"))
     return lines
 
 
@@ -179,23 +188,22 @@ def _share(value: float | None, name: str) -> str:
     return f"{value * 100:.1f}%"
 
 
-def _comparison(c: Mapping[str, Any]) -> list[str]:
+def _comparison(c: Mapping[str, Any], name: str = "challenger") -> list[str]:
+    title = "COMPARISON" if name == "challenger" else f"COMPARISON {name}"
     lines = [
-        f"COMPARISON  {c['metric']}, {c['test']} (alpha {c['alpha']:g})",
-        f"  difference (challenger - champion)  {_fmt_signed(c['difference'])}"
+        f"{title}  {c['metric']}, {c['test']} (alpha {c['alpha']:g})",
+        f"  difference ({name} - champion)  {_fmt_signed(c['difference'])}"
         f"  95% {_interval(c['difference_ci95'], signed=True)}",
         f"  always-valid {_interval(c.get('difference_cs'), signed=True)}"
         f"   sequential p-value {_p(c['sequential_p_value'])}",
-        f"  significant: {_fmt(c['significant'])}   fixed-horizon p-value {_p(c['p_value'])}",
+        f"  significant: {_fmt(c['significant'])}   fixed-horizon p-value {_p(c['p_value'])}"
+        + ("" if "adjusted_p_value" not in c else f", Holm {_p(c['adjusted_p_value'])}"),
         f"  samples needed per variant: {_fmt(c['samples_needed_per_variant'])}"
         f" (min effect {c['min_effect']:g}, tau2 {c['tau2']:.3g})",
     ]
     srm = c.get("srm")
     if srm:
-        observed = "-" if srm["observed_percent"] is None else f"{srm['observed_percent']:.2f}%"
-        verdict = "MISMATCH" if srm["mismatch"] else "ok"
-        lines.append(f"  sample ratio ({srm['unit']}): expected {srm['expected_percent']:.2f}%"
-                     f", observed {observed}, p {_p(srm['p_value'])}: {verdict}")
+        lines += _srm(srm)
     paired = c.get("paired")
     if paired:
         agreement = "-" if paired["agreement"] is None else f"{paired['agreement'] * 100:.1f}%"
@@ -209,8 +217,24 @@ def _comparison(c: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _guardrails(guardrails: Mapping[str, Any]) -> list[str]:
-    lines = ["GUARDRAILS  (always-valid one-sided tests on the challenger's requests)"]
+def _srm(srm: Mapping[str, Any]) -> list[str]:
+    """The sample ratio line: the challenger's share, or with several every arm's."""
+    verdict = "MISMATCH" if srm["mismatch"] else "ok"
+    expected, observed = srm["expected_percent"], srm["observed_percent"]
+    if isinstance(expected, Mapping):
+        seen = observed or {}
+        shares = ", ".join(f"{name} {share:.2f}%/"
+                           + ("-" if name not in seen else f"{seen[name]:.2f}%")
+                           for name, share in expected.items())
+        return [f"SAMPLE RATIO ({srm['unit']}, expected/observed): p {_p(srm['p_value'])}: "
+                f"{verdict}", *_wrap(shares)]
+    seen_share = "-" if observed is None else f"{observed:.2f}%"
+    return [f"  sample ratio ({srm['unit']}): expected {expected:.2f}%"
+            f", observed {seen_share}, p {_p(srm['p_value'])}: {verdict}"]
+
+
+def _guardrails(guardrails: Mapping[str, Any], whose: str = "the challenger's") -> list[str]:
+    lines = [f"GUARDRAILS  (always-valid one-sided tests on {whose} requests)"]
     for name, g in guardrails.items():
         rate = g.get("estimate", g.get("share_slower"))
         seen = "-" if rate is None else f"{rate * 100:.2f}%"
@@ -251,9 +275,7 @@ def _monitoring(rolling: Mapping[str, Any], outputs: Mapping[str, Any]) -> list[
              "variant",
              f"  {'variant':<11}{'labelled':>9}" + "".join(f"{c:>10}" for c in columns)
              + f"  {'top output':<17}outputs"]
-    for role in ("champion", "challenger"):
-        if role not in quality and role not in answers:
-            continue
+    for role in dict.fromkeys([*quality, *answers]):
         q, o = quality.get(role) or {}, answers.get(role) or {}
         if classifier:
             values = (q.get("accuracy"), (q.get("recorded") or {}).get("accuracy"),
@@ -285,7 +307,15 @@ def render_report(report: Mapping[str, Any]) -> str:
     lines += ["", *_variants(report, metric)]
     if report.get("comparison"):
         lines += ["", *_comparison(report["comparison"])]
-    if report.get("guardrails"):
+    for name, comparison in (report.get("comparisons") or {}).items():
+        lines += ["", *_comparison(comparison, name)]
+    if report.get("srm"):
+        lines += ["", *_srm(report["srm"])]
+    if report.get("guardrails") and report.get("challengers"):
+        for name in report["challengers"]:
+            if report["guardrails"].get(name):
+                lines += ["", *_guardrails(report["guardrails"][name], f"{name}'s")]
+    elif report.get("guardrails"):
         lines += ["", *_guardrails(report["guardrails"])]
     if report.get("rolling") and report.get("outputs"):
         lines += ["", *_monitoring(report["rolling"], report["outputs"])]
@@ -294,7 +324,8 @@ def render_report(report: Mapping[str, Any]) -> str:
     if report.get("unknown_feedback_ids"):
         lines += ["", f"feedback for {report['unknown_feedback_ids']:,} unknown request ids"]
     decision = report["decision"]
-    lines += ["", f"DECISION  {decision['action'].upper()}"]
+    named = f" {decision['challenger']}" if decision.get("challenger") else ""
+    lines += ["", f"DECISION  {decision['action'].upper()}{named}"]
     for reason in decision["reasons"]:
         lines += _wrap(reason)
     return "\n".join(line[:WIDTH] for line in lines)

@@ -117,7 +117,7 @@ def drift_report(columns: Columns, masks: Mapping[str, np.ndarray],
     champion = models["champion"]
     features = columns.get("features")
     served = ~columns["error"]
-    roles = [role for role in ("champion", "challenger") if models.get(role) is not None]
+    roles = [role for role in masks if models.get(role) is not None]
     predictions = dict(zip(roles, _entries([
         _prediction_test(columns, masks[role] & served, models[role], classes)
         for role in roles]), strict=True))

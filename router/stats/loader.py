@@ -1,9 +1,10 @@
 """From a store to a report: the current phase, the analysis columns, then ``build_report``.
 
 A *phase* is the latest run of consecutive configuration revisions that serve the same split:
-the same mode, the same ``challenger_percent`` (in ``ab`` mode) and the same champion and
-challenger. Changing the split changes who lands in each group from then on, so pooling
-outcomes across phases would mix populations; the comparison covers the current phase only.
+the same mode, the same ``challenger_percent`` and listed challengers' shares (in ``ab`` mode)
+and the same champion and challengers. Changing the split changes who lands in each group from
+then on, so pooling outcomes across phases would mix populations; the comparison covers the
+current phase only.
 The ``/stats`` route and ``router stats`` both call :func:`compute_report`.
 """
 
@@ -43,6 +44,8 @@ class Phase:
     since: float | None = None
     challenger_percent: Mapping[int, float] = field(default_factory=dict)
     sticky: Mapping[int, bool] = field(default_factory=dict)
+    # Each challenger's share in bucket order (challenger:, then challengers:), per revision.
+    arm_percents: Mapping[int, tuple[float, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ class Settings:
     metric: str
     alpha: float
     min_effect: float
-    classes: tuple[str, ...] | None  # the labels of champion and challenger, as str
+    classes: tuple[str, ...] | None  # the labels of champion and challengers, as str
 
 
 def _ref(value: Any) -> tuple[str, str] | None:
@@ -66,7 +69,16 @@ def _split(config: Mapping[str, Any]) -> tuple[Any, ...]:
     traffic = config.get("traffic") or {}
     percent = float(traffic.get("challenger_percent") or 0.0) if mode == "ab" else None
     challenger = _ref(config.get("challenger")) if mode != "single" else None
-    return mode, percent, _ref(config.get("champion")), challenger
+    listed = tuple((_ref(c), float(c.get("percent") or 0.0) if mode == "ab" else None)
+                   for c in config.get("challengers") or ()) if mode != "single" else ()
+    return mode, percent, _ref(config.get("champion")), challenger, listed
+
+
+def _arm_percents(config: Mapping[str, Any]) -> tuple[float, ...]:
+    """A revision's challengers' shares in bucket order (``router.challengers``)."""
+    first = [float((config.get("traffic") or {}).get("challenger_percent") or 0.0)] \
+        if config.get("challenger") else []
+    return (*first, *(float(c.get("percent") or 0.0) for c in config.get("challengers") or ()))
 
 
 def current_phase(revisions: Sequence[RevisionRecord]) -> Phase:
@@ -87,6 +99,7 @@ def current_phase(revisions: Sequence[RevisionRecord]) -> Phase:
                             for r in phase},
         sticky={r.revision: bool((r.config.get("traffic") or {}).get("sticky_key"))
                 for r in phase},
+        arm_percents={r.revision: _arm_percents(r.config) for r in phase},
     )
 
 
@@ -95,8 +108,8 @@ def _classes(models: Mapping[str, ServedModel]) -> tuple[str, ...] | None:
     if champion.classes is None:
         return None
     seen: dict[str, None] = {}
-    for model in (champion, models.get("challenger")):
-        if model is not None and model.classes is not None:
+    for role, model in models.items():  # the champion first, then each challenger
+        if role != "previous" and model.classes is not None:
             seen.update((str(c), None) for c in model.classes)
     return tuple(seen)
 
@@ -115,7 +128,7 @@ def resolve_settings(config: RouterConfig, models: Mapping[str, ServedModel], *,
         raise InputValidationError(f"alpha must lie strictly between 0 and 1, got {level}",
                                    [{"field": "alpha", "message": "between 0 and 1"}])
     classes = _classes(models)
-    served = [m for role, m in models.items() if role in ("champion", "challenger")]
+    served = [m for role, m in models.items() if role != "previous"]
     if classes is None and chosen in ("accuracy", "log_loss"):
         raise InputValidationError(
             f"metric {chosen} needs classifiers; these models are regressors (use mae or rmse)",
@@ -145,7 +158,8 @@ def read_columns(store: ColumnSource, config: RouterConfig, settings: Settings, 
         units=any(phase.sticky.values()) or (phase.revisions is None
                                              and config.traffic.sticky_key is not None),
         true_probability=settings.metric == "log_loss", feature_rows=DRIFT_ROWS,
-        segments=[key.name for key in config.analysis.segments])
+        segments=[key.name for key in config.analysis.segments],
+        arms=tuple(arm.variant for arm in config.arms) if config.multi_challenger else ())
 
 
 def design_of(config: RouterConfig, models: Mapping[str, ServedModel]) -> Design:
@@ -154,12 +168,15 @@ def design_of(config: RouterConfig, models: Mapping[str, ServedModel]) -> Design
 
     refs = config.model_refs()
     guardrails = config.analysis.guardrails
+    several = config.multi_challenger
     return Design(
         experiment=config.experiment,
         mode=config.mode,
         models={role: (refs[role].name, model.version) for role, model in models.items()
-                if role in ("champion", "challenger")},
+                if role in ("champion", "challenger") or (several and role != "previous")},
         challenger_percent=config.traffic.challenger_percent,
+        arms=tuple(arm.variant for arm in config.arms) if several else (),
+        arm_percents=tuple(arm.percent for arm in config.arms) if several else (),
         sticky=config.traffic.sticky_key is not None,
         min_samples=config.analysis.min_samples,
         error_rate_limit=guardrails.error_rate,
@@ -183,6 +200,7 @@ def assemble_report(store: ColumnSource, config: RouterConfig,
                     shadow_calls: Mapping[str, int] | None = None) -> Report:
     """:func:`compute_report` with the typed decision beside the JSON (for the rollout)."""
     from router.monitoring import output_report, rolling_report
+    from router.stats.arms import arm_masks, assemble_arms
     from router.stats.drift_report import drift_report
     from router.stats.report import _masks, assemble
 
@@ -191,14 +209,14 @@ def assemble_report(store: ColumnSource, config: RouterConfig,
     columns = read_columns(store, config, settings, phase)
     if config_revision is None and phase.revisions:
         config_revision = phase.revisions[-1]
-    masks = _masks(columns)
-    compared = config.mode != "single" and models.get("challenger") is not None
-    roles = {role: masks[role] for role in (("champion", "challenger") if compared
-                                           else ("champion",))}
+    several = config.multi_challenger and config.mode != "single"
+    masks = arm_masks(columns, design_of(config, models).arms) if several else _masks(columns)
+    compared = config.mode != "single" and (several or models.get("challenger") is not None)
+    roles = {role: mask for role, mask in masks.items() if compared or role == "champion"}
     window = config.monitoring.window
     sections = {"drift": drift_report(columns, masks, models, settings.classes),
                 "rolling": rolling_report(columns, roles, models, settings.classes, window),
                 "outputs": output_report(columns, roles, models, settings.classes, window)}
-    return assemble(columns, design=design_of(config, models), phase=phase, settings=settings,
-                    sections=sections, config_revision=config_revision,
-                    shadow_calls=shadow_calls)
+    build = assemble_arms if several else assemble
+    return build(columns, design=design_of(config, models), phase=phase, settings=settings,
+                 sections=sections, config_revision=config_revision, shadow_calls=shadow_calls)

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from router.stats.guardrails import guardrail_test
 from router.stats.loader import Phase, Settings
 from router.stats.segments import segment_report, segment_warnings
 from router.stats.srm import SRM_ALPHA, srm_test
+
+if TYPE_CHECKING:
+    from router.stats.arms import ArmReport
 
 __all__ = ["Design", "Report", "assemble", "build_report"]
 
@@ -55,6 +58,8 @@ class Design:
             before a guardrail can be ``held``.
         error_rate_limit, p99_latency_ms: the guardrails, None when not set.
         segments: the segment keys' names (``router.stats.segments``), in the config's order.
+        arms, arm_percents: with several challengers (``router.stats.arms``), their variants
+            and shares in bucket order; empty otherwise.
     """
 
     experiment: str
@@ -66,17 +71,26 @@ class Design:
     error_rate_limit: float | None = None
     p99_latency_ms: float | None = None
     segments: tuple[str, ...] = ()
+    arms: tuple[str, ...] = ()
+    arm_percents: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
 class Report:
-    """The report's JSON and the typed decision, with the sequence behind the comparison."""
+    """The report's JSON and the typed decision, with the sequence behind the comparison.
+
+    With several challengers ``decision`` summarises theirs, ``challenger`` names the one it
+    acts on (None for ``continue``), ``arms`` holds each one's and ``inputs`` and ``running``
+    are None.
+    """
 
     json: dict[str, Any]
     decision: Decision
     inputs: DecisionInputs | None  # None without a challenger to compare
     running: Running | None
     clustered: bool = False  # the user is the unit and some user has several outcomes
+    arms: Mapping[str, ArmReport] = field(default_factory=dict)
+    challenger: str | None = None
 
 
 def _iso(ts: float | None) -> str | None:
@@ -261,6 +275,24 @@ def _guardrails_json(checks: Mapping[str, GuardrailCheck], design: Design,
 # -- the report --------------------------------------------------------------------------------
 
 
+def _head(design: Design, mode: str, config_revision: int | None, settings: Settings,
+          by_user: bool, phase: Phase, now: float | None,
+          compared: str = "the comparison ignores") -> dict[str, Any]:
+    """The keys every report opens with: what, when, and which outcomes were analysed."""
+    return {
+        "experiment": design.experiment,
+        "mode": mode,
+        "config_revision": config_revision,
+        "metric": settings.metric,
+        "analysis_unit": "user" if by_user else "request",
+        "generated_at": _iso(time.time() if now is None else now),
+        "phase": {"revisions": None if phase.revisions is None else list(phase.revisions),
+                  "since": _iso(phase.since),
+                  "analysed": f"current phase only: {compared} outcomes logged under an "
+                              "earlier split"},
+    }
+
+
 def build_report(columns: Columns, *, design: Design, phase: Phase, settings: Settings,
                  sections: Mapping[str, Any] | None = None,
                  config_revision: int | None = None,
@@ -352,18 +384,8 @@ def assemble(columns: Columns, *, design: Design, phase: Phase, settings: Settin
     if warnings:  # the action stays the whole experiment's
         outcome = Decision(outcome.action, (*outcome.reasons, *warnings))
 
-    generated = time.time() if now is None else now
     report = {
-        "experiment": design.experiment,
-        "mode": mode,
-        "config_revision": config_revision,
-        "metric": settings.metric,
-        "analysis_unit": "user" if by_user else "request",
-        "generated_at": _iso(generated),
-        "phase": {"revisions": None if phase.revisions is None else list(phase.revisions),
-                  "since": _iso(phase.since),
-                  "analysed": "current phase only: the comparison ignores outcomes logged "
-                              "under an earlier split"},
+        **_head(design, mode, config_revision, settings, by_user, phase, now),
         "variants": variants,
         "comparison": comparison,
         "guardrails": guardrails,

@@ -8,10 +8,15 @@ every outcome) is the one ``/stats`` computed (``router.stats.report.assemble``)
 ``CHECKPOINTS`` evenly spaced points, and the fixed-horizon figures at a checkpoint are the
 report's own functions (``router.stats.comparison``) over the labels until then. So each
 checkpoint is the report of the labels so far, and the last one is ``/stats``.
+
+With several challengers each one gets the timeline of its own comparison (``timelines``, by
+name): the champion's and that challenger's outcomes, the sequence at ``alpha / k`` as
+``/stats`` runs it (``router.stats.arms``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -110,6 +115,9 @@ def build_timeline(columns: Columns, *, design: Design, phase: Phase, settings: 
         count: the most checkpoints to give.
         now: the payload's time (unix seconds), the current time by default.
     """
+    if design.arms and design.mode != "single":
+        return _arms_timeline(columns, design=design, phase=phase, settings=settings,
+                              count=count, now=now)
     report = assemble(columns, design=design, phase=phase, settings=settings, now=now)
     mode = report.json["mode"]
     masks = _masks(columns)
@@ -173,6 +181,43 @@ def build_timeline(columns: Columns, *, design: Design, phase: Phase, settings: 
         "labelled": (at + 1).tolist(),
         "variants": variants,
         "comparison": comparison,
+    }
+
+
+def _arms_timeline(columns: Columns, *, design: Design, phase: Phase, settings: Settings,
+                   count: int, now: float | None) -> dict[str, Any]:
+    """Several challengers: each one's comparison with the champion as its own timeline."""
+    arm, rows = columns["arm"], columns["ts"].size
+    split = dataclasses.replace(settings, alpha=settings.alpha / len(design.arms))
+    timelines = {}
+    for place, name in enumerate(design.arms, 1):
+        keep = (arm == 0) | (arm == place)
+        # The champion against this challenger alone: its rows as the challenger's.
+        pair: dict[str, Any] = {key: values[keep] if isinstance(values, np.ndarray)
+                                and values.ndim == 1 and values.size == rows else values
+                                for key, values in columns.items()}
+        pair["challenger"] = pair["arm"] == place
+        alone = dataclasses.replace(
+            design, arms=(), arm_percents=(), challenger_percent=design.arm_percents[place - 1],
+            models={"champion": design.models["champion"], "challenger": design.models[name]})
+        timeline = build_timeline(pair, design=alone, phase=phase, settings=split, count=count,
+                                  now=now)
+        variants = timeline["variants"]
+        timelines[name] = {"labelled": timeline["labelled"], "alpha": split.alpha,
+                           "variants": {"champion": variants["champion"],
+                                        name: variants["challenger"]},
+                           "comparison": timeline["comparison"]}
+    generated = time.time() if now is None else now
+    return {
+        "experiment": design.experiment, "mode": design.mode, "metric": settings.metric,
+        "higher_is_better": settings.metric == "accuracy", "alpha": settings.alpha,
+        "confidence": CONFIDENCE, "generated_at": _iso(generated),
+        "phase": {"revisions": None if phase.revisions is None else list(phase.revisions),
+                  "since": _iso(phase.since)},
+        "axis": "labelled outcomes of the champion and the challenger, in the order their "
+                "labels arrived",
+        "challengers": list(design.arms),
+        "timelines": timelines,
     }
 
 
