@@ -255,12 +255,15 @@ def test_arms_number_each_challenger(store: OutcomeStore) -> None:
     them from 1, 0 for the champion (shadow rows keep their challenger's arm); a later read
     of the same question brings new rows their arm too."""
     store.write_predictions([
-        prediction("a", T0 + 1), prediction("b", T0 + 2, variant="gb"),
+        prediction("a", T0 + 1), prediction("b", T0 + 2, variant="gb", segments={"plan": "p"}),
         prediction("c", T0 + 3, variant="lr-2"),
         prediction("d", T0 + 4, variant="gb", shadow=True)])
     arms = ("gb", "lr-2")
     first = by_time(store.analysis_columns("iris", classes=CLASSES, arms=arms))
     assert first["arm"].tolist() == [0, 1, 2, 1]
+    both = by_time(store.analysis_columns("iris", classes=CLASSES, arms=arms, segments=["plan"]))
+    assert both["arm"].tolist() == [0, 1, 2, 1]
+    assert both["segments"].tolist() == [[None], ["p"], [None], [None]]
     assert not first["challenger"].any()
     assert "arm" not in store.analysis_columns("iris", classes=CLASSES)
     store.write_predictions([prediction("e", T0 + 5, variant="lr-2")])
