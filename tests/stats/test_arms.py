@@ -19,8 +19,8 @@ from statsmodels.stats.proportion import (
 
 from router.config import RouterConfig, load_config
 from router.outcomes import MemoryStore
-from router.registry import ModelRegistry, ServedModel
-from router.snapshot import config_digest, load_models
+from router.serving.registry import ModelRegistry, ServedModel
+from router.serving.snapshot import config_digest, load_models
 from router.stats.arms import ArmReport, holm, summarise
 from router.stats.comparison import Outcomes, independent
 from router.stats.console import render_report
