@@ -18,7 +18,7 @@ from router.serving.batching import Predictor
 from router.serving.registry import ENGINES_IN_BACKGROUND, ModelRegistry
 from router.serving.service import PredictionService
 from router.serving.snapshot import Snapshot, SnapshotHolder
-from router.shadow.mirror import ShadowMirror
+from router.shadow.fleet import ShadowFleet
 from router.stats.loader import assemble_report
 from router.stats.reader import SharedColumns
 
@@ -42,7 +42,7 @@ class GatewayState:
     rollout: RolloutController
     columns: SharedColumns  # what /stats, /stats/timeline and the rollout read, shared
     background: list[asyncio.Task[None]] = field(default_factory=list)
-    shadow: ShadowMirror | None = None
+    shadow: ShadowFleet | None = None
     # Client-chosen request ids already used (router.gateway.request_ids).
     request_ids: RequestIdLedger = field(init=False)
 
@@ -89,7 +89,7 @@ class GatewayState:
         predictor = Predictor(executor, max_batch=config.batching.max_batch,
                               max_wait_ms=config.batching.max_wait_ms)
         # Always there, idle until offered work: a reload may switch the mode to shadow.
-        shadow = ShadowMirror(writer)
+        shadow = ShadowFleet(writer)
         shadow.start(snapshots.current)
         service = PredictionService(predictor, writer, mirror=shadow)
         columns = SharedColumns(store)

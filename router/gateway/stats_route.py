@@ -41,8 +41,11 @@ async def stats(request: Request) -> Response:
     alpha = _alpha(request.query_params.get("alpha"))
     metric = request.query_params.get("metric") or None
     shadow: Any = getattr(state, "shadow", None)
-    shadow_calls = shadow.counts() if shadow is not None and snapshot.config.mode == "shadow" \
-        else None
+    shadow_calls = None
+    if shadow is not None and snapshot.config.mode == "shadow":
+        # With several challengers, each one's mirror counts apart.
+        shadow_calls = shadow.counts_by_variant() if snapshot.config.multi_challenger \
+            else shadow.counts()
     report = await asyncio.to_thread(
         compute_report, state.columns, snapshot.config, snapshot.models,
         config_revision=snapshot.revision, alpha=alpha, metric=metric,
