@@ -17,6 +17,7 @@ from router.config.challengers import (
 MODES = ("ab", "shadow", "single")
 METRICS = ("accuracy", "log_loss", "mae", "rmse")
 DEFAULT_STORE = "sqlite:///var/outcomes.db"
+MAX_SEGMENT_KEYS = 5  # analysis.segments: a few keys, each a table to read
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from router.config.challengers import (
 )
 from router.config.model import (
     DEFAULT_STORE,
+    MAX_SEGMENT_KEYS,
     METRICS,
     MODES,
     Analysis,
@@ -63,9 +64,6 @@ def _sticky_key(value: Any, *, token_fields: bool = False) -> StickyKey:
         raise _Invalid(f"{source} name {name!r} is not an HTTP token (letters, digits and "
                        "!#$%&'*+-.^_`|~ only), so no request could carry it")
     return StickyKey(source, name.lower() if source == "header" else name)
-
-
-MAX_SEGMENT_KEYS = 5
 
 
 def _segments(value: Any) -> tuple[StickyKey, ...]:

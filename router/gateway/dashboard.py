@@ -1,10 +1,11 @@
 """``GET /dashboard``: the experiment's web page, shipped inside the package.
 
-The page (``router/dashboard/``) is one HTML file, a stylesheet and a script, read from the
-installed package once and then served from memory. The script reads ``/stats``,
-``/stats/timeline``, ``/config`` and ``/history`` from the same gateway every few seconds and
-draws its charts as SVG itself: no CDN, no library, so it works without internet. The
-Content-Security-Policy allows nothing but this origin, which keeps it that way.
+The page (``router/dashboard/``) is one HTML file, a stylesheet and three scripts (shared
+helpers, the segment table, the page's loop), read from the installed package once and then
+served from memory. The scripts read ``/stats``, ``/stats/timeline``, ``/config`` and
+``/history`` from the same gateway every few seconds and draw the charts as SVG themselves: no
+CDN, no library, so it works without internet. The Content-Security-Policy allows nothing but
+this origin, which keeps it that way.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 ASSETS = {
+    "helpers.js": "text/javascript; charset=utf-8",
+    "segments.js": "text/javascript; charset=utf-8",
     "dashboard.js": "text/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
 }

@@ -293,6 +293,26 @@ def _monitoring(rolling: Mapping[str, Any], outputs: Mapping[str, Any]) -> list[
     return lines
 
 
+def _segments(segments: Mapping[str, Mapping[str, Any]], metric: str) -> list[str]:
+    """Per key, each value's labelled outcomes and metric per variant, the difference and
+    the Holm-adjusted p-value."""
+    lines = [f"SEGMENTS  {metric} per value; p-values Holm-adjusted across each key's values"]
+    for key, values in segments.items():
+        lines.append(f"  {key[:16]:<16}{'champion':>16}{'challenger':>18}"
+                     f"{'difference':>12}{'adj. p':>10}")
+        for value, segment in values.items():
+            cells = ""
+            for role in ("champion", "challenger"):
+                arm = segment["variants"].get(role)
+                cells += " " * 18 if arm is None else \
+                    f"{arm['labelled']:>10,}{_fmt(arm['metric']):>8}"
+            comparison = segment["comparison"] or {}
+            lines.append(f"  {value[:16]:<16}{cells[2:]}"
+                         f"{_fmt_signed(comparison.get('difference')):>12}"
+                         f"{_p(comparison.get('adjusted_p_value')):>10}".rstrip())
+    return lines
+
+
 def render_report(report: Mapping[str, Any]) -> str:
     """The report as lines of at most 80 characters."""
     phase = report.get("phase") or {}
@@ -321,6 +341,8 @@ def render_report(report: Mapping[str, Any]) -> str:
         lines += ["", *_monitoring(report["rolling"], report["outputs"])]
     if (report.get("drift") or {}).get("features"):
         lines += ["", *_drift(report["drift"])]
+    if report.get("segments"):
+        lines += ["", *_segments(report["segments"], metric)]
     if report.get("unknown_feedback_ids"):
         lines += ["", f"feedback for {report['unknown_feedback_ids']:,} unknown request ids"]
     decision = report["decision"]

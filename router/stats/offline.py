@@ -15,6 +15,9 @@ as a pandas DataFrame, a CSV file or a mapping of column name to sequence:
 ``error`` (optional)      True for a failed call (default: no prediction)
 ``shadow`` (optional)     True for a challenger's mirrored call (default: in shadow mode,
                           every challenger row)
+``segment:KEY`` (optional) the request's value for a segment key (``/stats``'s
+                          ``segments``), up to five such columns; or the columns that
+                          ``analysis.segments`` names
 ========================  ==========================================================
 
 The rows become the same analysis columns a store gives ``/stats`` and go through the same
@@ -29,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from router.config import METRICS
+from router.config.model import MAX_SEGMENT_KEYS, METRICS
+from router.outcomes.columns import segment_array
 from router.stats.loader import Phase, Settings
 from router.stats.report import Design, build_report
 from router.tables import read_table
@@ -39,7 +43,8 @@ __all__ = ["analyze", "read_outcomes"]
 
 # log_loss needs the probability of the true class, which an exported log does not have.
 _METRICS = tuple(m for m in METRICS if m != "log_loss")
-_ANALYSIS_KEYS = {"metric", "alpha", "min_effect", "min_samples", "guardrails"}
+_ANALYSIS_KEYS = {"metric", "alpha", "min_effect", "min_samples", "guardrails", "segments"}
+_SEGMENT_PREFIX = "segment:"
 _TRUE = {"true", "1", "yes", "t", "y"}
 _FALSE = {"false", "0", "no", "f", "n", ""}
 
@@ -156,6 +161,30 @@ def _columns(table: Mapping[str, list[Any]], metric: str, mode: str
     return columns, classes
 
 
+def _segments(table: Mapping[str, list[Any]], named: Any) -> tuple[tuple[str, ...], np.ndarray]:
+    """The segment keys and their values: the columns ``named`` lists (``header:NAME``,
+    ``body:NAME`` or ``NAME``, each column NAME or segment:NAME), else every segment:KEY."""
+    if named is None:
+        columns = {name.removeprefix(_SEGMENT_PREFIX): name for name in table
+                   if name.startswith(_SEGMENT_PREFIX)}
+    elif isinstance(named, list | tuple):
+        columns = {}
+        for item in named:
+            key = str(item).removeprefix("header:").removeprefix("body:")
+            column = next((c for c in (key, _SEGMENT_PREFIX + key) if c in table), None)
+            if column is None:
+                raise _bad(f"no {key!r} column for the segment {item} (nor "
+                           f"{_SEGMENT_PREFIX}{key})", "segments")
+            columns[key] = column
+    else:
+        raise _bad("segments is a list of keys (header:NAME, body:NAME or a column name)",
+                   "segments")
+    if len(columns) > MAX_SEGMENT_KEYS:
+        raise _bad(f"at most {MAX_SEGMENT_KEYS} segment keys, got {len(columns)}", "segments")
+    rows = list(zip(*(table[c] for c in columns.values()), strict=True)) if columns else []
+    return tuple(columns), segment_array(rows, len(columns))
+
+
 def analyze(outcomes: Any, analysis: Mapping[str, Any] | None = None, *, mode: str = "ab",
             challenger_percent: float = 50.0) -> dict[str, Any]:
     """The ``/stats`` JSON of an exported log (see the module doc for the columns).
@@ -163,7 +192,7 @@ def analyze(outcomes: Any, analysis: Mapping[str, Any] | None = None, *, mode: s
     Args:
         outcomes: a pandas DataFrame, a path to a CSV file, or a mapping of column to sequence.
         analysis: the YAML's ``analysis:`` mapping (``metric``, ``alpha``, ``min_effect``,
-            ``min_samples``, ``guardrails``); the YAML's defaults where absent.
+            ``min_samples``, ``guardrails``, ``segments``); the YAML's defaults where absent.
         mode: ``ab`` (independent groups) or ``shadow`` (both models on every request).
         challenger_percent: the configured share of units, for the sample ratio check.
 
@@ -178,6 +207,7 @@ def analyze(outcomes: Any, analysis: Mapping[str, Any] | None = None, *, mode: s
     settings, min_samples, guardrails = _settings(analysis)
     table = read_outcomes(outcomes)
     columns, classes = _columns(table, settings.metric, mode)
+    keys, columns["segments"] = _segments(table, (analysis or {}).get("segments"))
     settings = Settings(metric=settings.metric, alpha=settings.alpha,
                         min_effect=settings.min_effect, classes=classes)
     has_latency = bool(np.isfinite(columns["latency_ms"]).any())
@@ -187,6 +217,7 @@ def analyze(outcomes: Any, analysis: Mapping[str, Any] | None = None, *, mode: s
         challenger_percent=float(challenger_percent), sticky="unit_key" in columns,
         min_samples=min_samples,
         error_rate_limit=guardrails.get("error_rate"),
-        p99_latency_ms=guardrails.get("p99_latency_ms") if has_latency else None)
+        p99_latency_ms=guardrails.get("p99_latency_ms") if has_latency else None,
+        segments=keys)
     return build_report(columns, design=design, phase=Phase(revisions=None), settings=settings)
 

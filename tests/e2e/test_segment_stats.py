@@ -12,7 +12,7 @@ import pytest
 
 from tests.configs import write_config
 from tests.e2e.server import Server, serve
-from tests.e2e.test_stats import send_feedback, stats_when, traffic
+from tests.e2e.test_stats import labelled, send_feedback, stats_when, traffic
 from tests.stats.test_segments import assert_matches_statsmodels
 
 pytestmark = pytest.mark.e2e
@@ -44,20 +44,29 @@ def send_segmented(server: Server, rows: list[tuple[list[float], str]], seed: in
             return list(pool.map(send, range(len(rows))))
 
 
+def segmented_config(directory: Path, champion: Path, challenger: Path) -> Path:
+    """An ab experiment at 50 % segmented by a country header and a plan in the body."""
+    return write_config(directory, champion=champion, challenger=challenger,
+                        store="sqlite:///outcomes.db", traffic={"challenger_percent": 50},
+                        analysis={"segments": ["header:x-country", "body:plan"]})
+
+
+def labelled_segments(server: Server, n: int, seed: int
+                      ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``n`` segmented requests, each labelled, and /stats once every label is in."""
+    sent = send_segmented(server, traffic(n, seed=seed, noise=0.6), seed=seed + 1)
+    send_feedback(server, [{"request_id": s["request_id"], "label": s["label"]} for s in sent])
+    return sent, stats_when(server, lambda b: labelled(b) == len(sent))
+
+
 def test_segments_match_statsmodels_per_segment(tmp_path: Path, champion_dir: Path,
                                                 challenger_dir: Path) -> None:
     """1,500 requests over two segment keys: each segment's requests, accuracy, Wilson
     interval, z-test, Newcombe interval and Holm-adjusted p-value equal statsmodels' on the
     requests the test sent with that value."""
-    config = write_config(tmp_path, champion=champion_dir, challenger=challenger_dir,
-                          store="sqlite:///outcomes.db", traffic={"challenger_percent": 50},
-                          analysis={"segments": ["header:x-country", "body:plan"]})
+    config = segmented_config(tmp_path, champion_dir, challenger_dir)
     with serve(config, tmp_path) as server:
-        sent = send_segmented(server, traffic(1500, seed=40, noise=0.6), seed=41)
-        send_feedback(server, [{"request_id": s["request_id"], "label": s["label"]}
-                               for s in sent])
-        body = stats_when(server, lambda b: sum(
-            v["labelled"] for v in b["variants"].values()) == len(sent))
+        sent, body = labelled_segments(server, 1500, seed=40)
     segments = body["segments"]
     assert list(segments) == ["x-country", "plan"]
     for key, values in (("x-country", COUNTRIES), ("plan", PLANS)):

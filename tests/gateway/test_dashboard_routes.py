@@ -47,7 +47,8 @@ def test_the_page_is_served_with_its_files_and_a_strict_policy(client: TestClien
     assert "connect-src 'self'" in policy
     html = page.text
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html
-    for name, kind in (("dashboard.js", "text/javascript"), ("dashboard.css", "text/css")):
+    for name, kind in (("helpers.js", "text/javascript"), ("segments.js", "text/javascript"),
+                       ("dashboard.js", "text/javascript"), ("dashboard.css", "text/css")):
         assert f'"dashboard/static/{name}"' in html
         asset = client.get(f"/dashboard/static/{name}")
         assert asset.status_code == 200
@@ -71,8 +72,8 @@ def test_package_data_ships_every_dashboard_file() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     patterns = config["package-data"]["router"]
     files = [p.relative_to(ROOT / "router").as_posix() for p in ASSETS.iterdir()]
-    assert {"dashboard/index.html", "dashboard/dashboard.js", "dashboard/dashboard.css"} <= \
-        set(files)
+    assert {"dashboard/index.html", "dashboard/helpers.js", "dashboard/segments.js",
+            "dashboard/dashboard.js", "dashboard/dashboard.css"} <= set(files)
     for name in files:
         assert any(fnmatch.fnmatch(name, pattern) for pattern in patterns), name
 

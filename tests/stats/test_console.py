@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from router.cli import main
 from router.config import load_config
-from router.outcomes import FeedbackRecord, PredictionRecord, SQLiteStore
+from router.outcomes import FeedbackRecord, MemoryStore, PredictionRecord, SQLiteStore
 from router.serving.registry import ModelRegistry
 from router.serving.snapshot import config_digest, load_models
+from router.stats.console import render_report
 from tests.configs import write_config
 
 
@@ -84,3 +86,25 @@ def test_errors_are_one_line(logged: Path, capsys: pytest.CaptureFixture[str]) -
         assert main(argv) == 1, argv
         err = capsys.readouterr().err
         assert err.startswith("router: error: ") and err.count("\n") == 1, err
+
+
+def test_segments_are_a_table_per_key() -> None:
+    """Each key's values with both variants' counts and metrics, the difference and the
+    Holm-adjusted p-value, in 80 columns."""
+    from tests.stats.test_segments import ab_rows, stats, write
+
+    store = MemoryStore()
+    write(store, ab_rows(np.random.default_rng(2), 1500))
+    report = stats(store)
+    lines = render_report(report).splitlines()
+    assert max(len(line) for line in lines) <= 80
+    start = lines.index(next(line for line in lines if line.startswith("SEGMENTS")))
+    de = report["segments"]["x-country"]["DE"]
+    row = next(line for line in lines[start:] if line.split()[:1] == ["DE"])
+    assert row.split() == [
+        "DE", str(de["variants"]["champion"]["labelled"]),
+        f"{de['variants']['champion']['metric']:.4f}",
+        str(de["variants"]["challenger"]["labelled"]),
+        f"{de['variants']['challenger']['metric']:.4f}",
+        f"{de['comparison']['difference']:+.4f}", f"{de['comparison']['adjusted_p_value']:.4f}"]
+    assert any(line.split()[:1] == ["plan"] for line in lines[start:])

@@ -18,6 +18,8 @@ from router.serving.registry import ServedModel
 from router.stats import analyze
 from tests.stats import test_report
 from tests.stats.test_report import CLASSES, Log, report
+from tests.stats.test_segments import KEYS, ab_rows, write
+from tests.stats.test_segments import stats as segment_stats
 
 iris_models = test_report.iris_models
 make_config = test_report.make_config
@@ -145,3 +147,43 @@ def test_bad_exports_are_named(outcomes: Any, analysis: Any, kwargs: dict[str, A
     """Each problem is an InputValidationError whose message names the column, row or key."""
     with pytest.raises(InputValidationError, match=names):
         analyze(outcomes, analysis, **kwargs)
+
+
+def test_segment_columns_give_the_live_reports_segments(tmp_path: Path) -> None:
+    """Columns named segment:<key> are segment keys (or the keys analysis.segments names, as
+    the YAML writes them): the export of a logged experiment gives /stats's segments."""
+    store = MemoryStore()
+    write(store, ab_rows(np.random.default_rng(2), 1500))
+    live = segment_stats(store)["segments"]
+    labels = {f.request_id: f.label for f in store.feedback_records()}
+    records = store.prediction_records()
+    export = {"variant": [r.variant for r in records],
+              "prediction": [r.prediction for r in records],
+              "label": [labels[r.request_id] for r in records],
+              **{f"segment:{key}": [(r.segments or {}).get(key) for r in records]
+                 for key in KEYS}}
+    path = tmp_path / "outcomes.csv"
+    pd.DataFrame(export).to_csv(path, index=False)
+    plain = {k.removeprefix("segment:"): v for k, v in export.items()}
+    for offline in (analyze(export)["segments"], analyze(path)["segments"],
+                    analyze(plain, {"segments": ["header:x-country", "body:plan"]})["segments"]):
+        assert list(offline) == list(KEYS)
+        for key in KEYS:
+            assert list(offline[key]) == list(live[key])
+            for value, segment in live[key].items():
+                assert offline[key][value]["variants"] == segment["variants"]
+                for name, figure in segment["comparison"].items():
+                    assert offline[key][value]["comparison"][name] == pytest.approx(figure)
+
+
+@pytest.mark.parametrize(("outcomes", "analysis", "names"), [
+    ({"variant": ["champion"], "prediction": ["a"], "label": ["a"]}, {"segments": ["plan"]},
+     "no 'plan' column for the segment plan"),
+    ({"variant": ["champion"], "prediction": ["a"], "label": ["a"]}, {"segments": "plan"},
+     "segments is a list"),
+    ({"variant": ["champion"], "prediction": ["a"], "label": ["a"],
+      **{f"segment:k{i}": ["x"] for i in range(6)}}, None, "at most 5 segment keys, got 6"),
+])
+def test_bad_segments_are_named(outcomes: Any, analysis: Any, names: str) -> None:
+    with pytest.raises(InputValidationError, match=names):
+        analyze(outcomes, analysis)

@@ -1,0 +1,68 @@
+"""End to end: the dashboard's segment table in headless Chromium, against /stats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.configs import write_config
+from tests.e2e.browser import chromium, console_errors, require_chromium, wait_rendered
+from tests.e2e.server import serve
+from tests.e2e.test_segment_stats import labelled_segments, segmented_config
+from tests.e2e.test_stats import send_users, traffic
+
+pytestmark = pytest.mark.e2e
+
+
+def test_the_segment_table_shows_each_keys_values_as_stats_has_them(
+        tmp_path: Path, champion_dir: Path, challenger_dir: Path) -> None:
+    """A table per segment key, a row per value in /stats's order, with each variant's
+    labelled outcomes and accuracy, the difference and the Holm-adjusted p-value."""
+    require_chromium()
+    config = segmented_config(tmp_path, champion_dir, challenger_dir)
+    with serve(config, tmp_path) as server:
+        _, stats = labelled_segments(server, 600, seed=12)
+        with chromium(tmp_path / "profile") as driver:
+            driver.get(f"{server.url}/dashboard")
+            wait_rendered(driver)
+            tables = driver.execute_script("""
+                const card = document.getElementById('segments-card');
+                return {hidden: card.hidden, tables: [...card.querySelectorAll('table')].map(t => ({
+                    key: t.dataset.key,
+                    rows: [...t.tBodies[0].rows].map(tr => [...tr.cells].map(
+                        td => td.textContent))}))};
+            """)
+            errors = console_errors(driver)
+    assert errors == []
+    assert not tables["hidden"]
+    assert [t["key"] for t in tables["tables"]] == ["x-country", "plan"]
+    for table in tables["tables"]:
+        shown = stats["segments"][table["key"]]
+        assert [row[0] for row in table["rows"]] == list(shown)
+        for row in table["rows"]:
+            segment = shown[row[0]]
+            champion, challenger = (segment["variants"][r] for r in ("champion", "challenger"))
+            assert row[1] == f"{champion['labelled']:,}"
+            assert row[2] == f"{champion['metric'] * 100:.1f} %"
+            assert row[3] == f"{challenger['labelled']:,}"
+            assert row[4] == f"{challenger['metric'] * 100:.1f} %"
+            difference = segment["comparison"]["difference"] * 100
+            assert row[5] == ("+" if difference > 0 else "") + f"{difference:.2f} pp"
+
+
+def test_without_segment_keys_the_card_is_hidden(tmp_path: Path, champion_dir: Path,
+                                                 challenger_dir: Path) -> None:
+    """No analysis.segments: no segment card, and the page draws without a console error."""
+    require_chromium()
+    config = write_config(tmp_path, champion=champion_dir, challenger=challenger_dir,
+                          store="sqlite:///outcomes.db", traffic={"challenger_percent": 50})
+    with serve(config, tmp_path) as server:
+        send_users(server, traffic(20, seed=14))
+        with chromium(tmp_path / "profile") as driver:
+            driver.get(f"{server.url}/dashboard")
+            wait_rendered(driver)
+            hidden = driver.execute_script(
+                "return document.getElementById('segments-card').hidden;")
+            errors = console_errors(driver)
+    assert errors == [] and hidden is True
