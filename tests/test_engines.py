@@ -84,8 +84,8 @@ def test_parity_failure_falls_back_to_scikit_learn(
     directory = save_iris_model("iris-lr", LogisticRegression(max_iter=500))
     X, y = iris_data
     impostor = LogisticRegression(C=0.01, max_iter=500).fit(X, y)  # other answers, same shape
-    convert = engines._convert
-    monkeypatch.setattr(engines, "_convert",
+    convert = engines.convert
+    monkeypatch.setattr(engines, "convert",
                         lambda final, n, precision: convert(impostor, n, precision))
     served = _load(directory)
     assert served.engine == SKLEARN
@@ -103,7 +103,7 @@ def test_a_model_that_cannot_be_converted_is_served_by_scikit_learn(
     def refuse(final: Any, n: int, precision: str) -> Any:
         raise NotImplementedError(f"no converter for {type(final).__name__}")
 
-    monkeypatch.setattr(engines, "_convert", refuse)
+    monkeypatch.setattr(engines, "convert", refuse)
     served = _load(save_iris_model("iris-rf-3", RandomForestClassifier(3, random_state=0)))
     assert served.engine == SKLEARN
     assert "NotImplementedError: no converter for RandomForestClassifier" in served.engine_reason
@@ -213,3 +213,25 @@ def test_the_child_process_chooses_as_this_process_would(
     assert (apart.engine, apart.engine_reason) == (here.engine, here.engine_reason)
     X = _noisy(iris_data[0])
     np.testing.assert_array_equal(apart.predict(X).probabilities, here.predict(X).probabilities)
+
+
+def test_the_child_check_runs_once_per_model_directory_and_digest(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gateways rebuilt on the same files reuse the child's answer; a failed check (a crash,
+    a time-out) is tried again at the next load; another digest is checked anew."""
+    calls: list[tuple[str, str]] = []
+    answers = iter([{"engine": SKLEARN, "reason": "crashed", "failed": True},
+                    {"engine": SKLEARN, "reason": "no conversion matched"},
+                    {"engine": SKLEARN, "reason": "other content"}])
+
+    def check(directory: str, sha256: str) -> dict[str, object]:
+        calls.append((directory, sha256))
+        return next(answers)
+
+    monkeypatch.setattr(engine_check, "_check_in_child", check)
+    monkeypatch.setattr(engine_check, "_answers", {})
+    assert engine_check._answer("/m/1", "aa")["reason"] == "crashed"
+    assert engine_check._answer("/m/1", "aa")["reason"] == "no conversion matched"
+    assert engine_check._answer("/m/1", "aa")["reason"] == "no conversion matched"
+    assert engine_check._answer("/m/1", "bb")["reason"] == "other content"
+    assert calls == [("/m/1", "aa"), ("/m/1", "aa"), ("/m/1", "bb")]

@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,19 +42,46 @@ def _decode(text: str | None) -> bytes | None:
     return None if text is None else base64.b64decode(text)
 
 
-def choice_apart(served: ServedModel) -> EngineChoice:
-    """The engine choice for ``served``, worked out in a child process."""
+# The child's answers by model directory and digest: a gateway rebuilt on the same files (a
+# reload that swaps only the traffic split, or one process starting several gateways) gets the
+# choice without converting the model again.
+_answers: dict[tuple[str, str], dict[str, Any]] = {}
+_answer_locks: dict[tuple[str, str], threading.Lock] = {}
+_lock = threading.Lock()
+
+
+def _check_in_child(directory: str, sha256: str) -> dict[str, Any]:
     env = dict(os.environ)
     # The child imports what this process imports (a model may pickle classes of the caller).
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     done = subprocess.run(
-        [sys.executable, "-m", "router.serving.engine_check", str(served.path), served.sha256],
+        [sys.executable, "-m", "router.serving.engine_check", directory, sha256],
         capture_output=True, text=True, timeout=CHECK_TIMEOUT_S, env=env, check=False)
     try:
         answer: dict[str, Any] = json.loads(done.stdout)
     except json.JSONDecodeError:
         last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-        return EngineChoice(SKLEARN, f"parity check failed: {last}")
+        return {"engine": SKLEARN, "reason": f"parity check failed: {last}", "failed": True}
+    return answer
+
+
+def _answer(directory: str, sha256: str) -> dict[str, Any]:
+    key = (directory, sha256)
+    with _lock:
+        key_lock = _answer_locks.setdefault(key, threading.Lock())
+    with key_lock:  # one child per model at a time, however many gateways ask
+        answer = _answers.get(key)
+        if answer is None:
+            answer = _check_in_child(directory, sha256)
+            if not answer.get("failed"):  # a crash or a time-out is tried again next load
+                _answers[key] = answer
+        return answer
+
+
+def choice_apart(served: ServedModel) -> EngineChoice:
+    """The engine choice for ``served``, worked out in a child process (once per model
+    directory and digest in this process)."""
+    answer = _answer(str(served.path), served.sha256)
     if answer["engine"] != ONNXRUNTIME:
         return EngineChoice(SKLEARN, answer["reason"])
     pre, estimator = (_decode(g) for g in answer["graphs"])
