@@ -32,6 +32,7 @@ import numpy as np
 from router.outcomes.columns import AnalysisColumns
 from router.stats.comparison import Outcomes, Running, independent, paired, repeats_units
 from router.stats.decision import Decision, DecisionInputs, decide
+from router.stats.holm import holm
 from router.stats.loader import Phase, Settings
 from router.stats.report import (
     Design,
@@ -67,18 +68,6 @@ def arm_masks(columns: Columns, arms: Sequence[str]) -> dict[str, np.ndarray]:
     for place, name in enumerate(arms, 1):
         masks[name] = (arm == place) & ~forced
     return masks
-
-
-def holm(p_values: Sequence[float | None]) -> list[float | None]:
-    """Holm's step-down adjusted p-values (as ``statsmodels``' ``multipletests(method="holm")``
-    computes them) of the p-values given; None stays None and is not counted as a test."""
-    present = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
-    adjusted: list[float | None] = [None] * len(p_values)
-    running = 0.0
-    for rank, (p, i) in enumerate(present):
-        running = max(running, min(1.0, (len(present) - rank) * p))
-        adjusted[i] = running
-    return adjusted
 
 
 def _srm(columns: Columns, masks: Mapping[str, np.ndarray], phase: Phase, design: Design

@@ -36,26 +36,15 @@ from router.stats.comparison import (
     paired_test,
     unit_codes,
 )
+from router.stats.holm import holm
 from router.stats.paired import mcnemar_test
 
-__all__ = ["MAX_VALUES", "OTHER", "holm", "segment_codes", "segment_report", "segment_warnings"]
+__all__ = ["MAX_VALUES", "OTHER", "segment_codes", "segment_report", "segment_warnings"]
 
 MAX_VALUES = 50
 OTHER = "other"
 
 Columns = AnalysisColumns
-
-
-def holm(p_values: Sequence[float | None]) -> list[float | None]:
-    """Holm's step-down adjusted p-values (``None`` stays ``None`` and is not counted):
-    the ``i``-th smallest of ``m`` becomes ``max over j <= i of min(1, (m - j + 1) p_(j))``."""
-    given = [(p, i) for i, p in enumerate(p_values) if p is not None]
-    adjusted: list[float | None] = [None] * len(p_values)
-    running = 0.0
-    for rank, (p, i) in enumerate(sorted(given)):
-        running = max(running, min(1.0, (len(given) - rank) * p))
-        adjusted[i] = running
-    return adjusted
 
 
 def segment_codes(values: np.ndarray, counted: np.ndarray, limit: int = MAX_VALUES
