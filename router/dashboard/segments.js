@@ -1,4 +1,5 @@
-/* The dashboard's segment table: /stats's segments, one table per segment key.
+/* The dashboard's segment table: /stats's segments, one table per segment key (and per
+ * challenger, when there are several).
  *
  * Each row is a value of the key: per variant its labelled outcomes and metric, then the
  * challenger's difference with its 95 % interval, the p-value Holm-adjusted across the key's
@@ -21,17 +22,20 @@
     return el("td", { "class": numeric ? "num" : "name", text: text });
   }
 
-  function table(key, values, roles, stats) {
+  function table(key, values, challenger, stats) {
     var metric = stats.metric || "accuracy";
     var alpha = (stats.comparison || {}).alpha || 0.05;
     var format = shared.metricFormat(metric), difference = shared.differenceFormat(metric);
+    var roles = challenger ? ["champion", challenger] : ["champion"];
     var compared = roles.length > 1;
     var head = [key];
     roles.forEach(function (role) { head.push(role + " n", role); });
     if (compared) head.push("difference", "95 % interval", "adj. p", "");
     var body = el("tbody");
     Object.keys(values).forEach(function (value) {
-      var segment = values[value], comparison = segment.comparison || {};
+      var segment = values[value];
+      var comparison = ("comparison" in segment ? segment.comparison
+                        : (segment.comparisons || {})[challenger]) || {};
       var cells = [cell(value, false)];
       roles.forEach(function (role) {
         var arm = segment.variants[role] || {};
@@ -48,7 +52,7 @@
       }
       body.appendChild(el("tr", { "data-value": value }, cells));
     });
-    return el("table", { "data-key": key }, [
+    return el("table", { "data-key": key, "data-challenger": challenger }, [
       el("thead", null, el("tr", null, head.map(function (text, i) {
         return el("th", { "class": i === 0 || i === head.length - 1 ? "" : "num", text: text });
       }))),
@@ -61,7 +65,8 @@
     var keys = Object.keys(segments);
     $("segments-card").hidden = keys.length === 0;
     if (!keys.length) return;
-    var roles = ["champion", "challenger"].filter(function (role) { return stats.variants[role]; });
+    // Several challengers: each one's tables; one: "challenger"; mode single: none.
+    var challengers = stats.challengers || (stats.variants.challenger ? ["challenger"] : [null]);
     $("segments-sub").textContent = shared.metricName(stats.metric || "accuracy") +
       " per value of each key, the challenger against the champion within it; p-values " +
       "Holm-adjusted across a key's values; the 50 most frequent values, the rest as other";
@@ -70,7 +75,7 @@
       if (!Object.keys(segments[key]).length) {
         box.appendChild(el("div", { "class": "empty", text: key + ": no request carried a value yet." }));
       } else {
-        box.appendChild(table(key, segments[key], roles, stats));
+        challengers.forEach(function (name) { box.appendChild(table(key, segments[key], name, stats)); });
       }
     });
   }

@@ -17,7 +17,9 @@ out per challenger:
 - ``decision``: the summary, naming the challenger it acts on. ``promote`` when one or more
   challengers would be promoted, the best of them (the largest improvement on the metric);
   else ``rollback`` when any challenger should be stopped (naming the first, with every
-  reason); else ``continue``.
+  reason); else ``continue``;
+- ``segments``: per segment key and value, every variant's figures and each challenger's
+  comparison under ``comparisons`` (``router.stats.segments``).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from router.stats.report import (
     _units,
     _variant,
 )
+from router.stats.segments import segment_report, segment_warnings
 from router.stats.srm import SRM_ALPHA, srm_test
 
 __all__ = ["ArmReport", "arm_masks", "assemble_arms", "holm", "summarise"]
@@ -208,6 +211,11 @@ def assemble_arms(columns: Columns, *, design: Design, phase: Phase, settings: S
                               strict=True):
         comparisons[role]["adjusted_p_value"] = adjusted
     outcome, chosen = summarise(reports)
+    segments = segment_report(columns, masks, outcomes, mode=mode, keys=design.segments,
+                              clustered=clustered, challengers=arms)
+    warnings = segment_warnings(segments, settings.metric, settings.alpha)
+    if warnings:  # the action stays the whole experiment's
+        outcome = Decision(outcome.action, (*outcome.reasons, *warnings))
 
     report = {
         **_head(design, mode, config_revision, settings, by_user, phase, now,
@@ -222,6 +230,7 @@ def assemble_arms(columns: Columns, *, design: Design, phase: Phase, settings: S
         "srm": srm,
         "guardrails": guardrails,
         **(sections or {}),
+        "segments": segments,
         "decisions": {role: {"action": arm.decision.action, "reasons": list(arm.decision.reasons)}
                       for role, arm in reports.items()},
         "decision": {"action": outcome.action, "challenger": chosen,

@@ -294,22 +294,27 @@ def _monitoring(rolling: Mapping[str, Any], outputs: Mapping[str, Any]) -> list[
 
 
 def _segments(segments: Mapping[str, Mapping[str, Any]], metric: str) -> list[str]:
-    """Per key, each value's labelled outcomes and metric per variant, the difference and
-    the Holm-adjusted p-value."""
+    """Per key (and challenger, when there are several), each value's labelled outcomes and
+    metric per variant, the difference and the Holm-adjusted p-value."""
     lines = [f"SEGMENTS  {metric} per value; p-values Holm-adjusted across each key's values"]
     for key, values in segments.items():
-        lines.append(f"  {key[:16]:<16}{'champion':>16}{'challenger':>18}"
-                     f"{'difference':>12}{'adj. p':>10}")
-        for value, segment in values.items():
-            cells = ""
-            for role in ("champion", "challenger"):
-                arm = segment["variants"].get(role)
-                cells += " " * 18 if arm is None else \
-                    f"{arm['labelled']:>10,}{_fmt(arm['metric']):>8}"
-            comparison = segment["comparison"] or {}
-            lines.append(f"  {value[:16]:<16}{cells[2:]}"
-                         f"{_fmt_signed(comparison.get('difference')):>12}"
-                         f"{_p(comparison.get('adjusted_p_value')):>10}".rstrip())
+        first = next(iter(values.values()), {})
+        challengers = list(first.get("comparisons") or {}) or ["challenger"]
+        for challenger in challengers:
+            title = key if "comparison" in first else f"{key} ({challenger})"
+            lines.append(f"  {title[:16]:<16}{'champion':>16}{challenger[:16]:>18}"
+                         f"{'difference':>12}{'adj. p':>10}")
+            for value, segment in values.items():
+                cells = ""
+                for role in ("champion", challenger):
+                    arm = segment["variants"].get(role)
+                    cells += " " * 18 if arm is None else \
+                        f"{arm['labelled']:>10,}{_fmt(arm['metric']):>8}"
+                comparison = (segment.get("comparison") if "comparison" in segment
+                              else segment["comparisons"].get(challenger)) or {}
+                lines.append(f"  {value[:16]:<16}{cells[2:]}"
+                             f"{_fmt_signed(comparison.get('difference')):>12}"
+                             f"{_p(comparison.get('adjusted_p_value')):>10}".rstrip())
     return lines
 
 

@@ -80,12 +80,12 @@ def segment_codes(values: np.ndarray, counted: np.ndarray, limit: int = MAX_VALU
     return names, codes
 
 
-def _arm(outcomes: Outcomes, rows: np.ndarray, units: np.ndarray | None) -> dict[str, Any]:
+def _figures(outcomes: Outcomes, requests: int, rows: np.ndarray, units: np.ndarray | None
+             ) -> dict[str, Any]:
     """A variant's figures within a segment; ``rows`` are its scored rows (indices)."""
     y = outcomes.y[rows]
     interval = metric_interval(outcomes, y, units)
-    value = outcomes.value(y)
-    return {"labelled": int(y.size), "metric": value,
+    return {"requests": requests, "labelled": int(y.size), "metric": outcomes.value(y),
             "metric_ci95": None if interval is None else [float(interval[0]),
                                                           float(interval[1])]}
 
@@ -101,23 +101,9 @@ def _comparison(outcomes: Outcomes, y_a: np.ndarray, y_b: np.ndarray, test: tupl
             "adjusted_p_value": None}
 
 
-def _ab_segment(columns: Columns, masks: Mapping[str, np.ndarray], outcomes: Outcomes,
-                in_segment: np.ndarray, clustered: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    rows = {role: np.flatnonzero(masks[role] & in_segment & outcomes.scored)
-            for role in ("champion", "challenger")}
-    units = {role: unit_codes(columns, found) if clustered else None
-             for role, found in rows.items()}
-    arms = {role: _arm(outcomes, found, units[role]) for role, found in rows.items()}
-    y_a, y_b = outcomes.y[rows["champion"]], outcomes.y[rows["challenger"]]
-    return arms, _comparison(outcomes, y_a, y_b,
-                             fixed_test(outcomes, y_a, y_b, units["champion"],
-                                        units["challenger"]))
-
-
-def _shadow_segment(masks: Mapping[str, np.ndarray], outcomes: Outcomes, in_segment: np.ndarray,
-                    pairs: tuple[np.ndarray, np.ndarray]) -> tuple[dict[str, Any], dict[str, Any]]:
-    arms = {role: _arm(outcomes, np.flatnonzero(masks[role] & in_segment & outcomes.scored),
-                       None) for role in ("champion", "challenger")}
+def _paired(outcomes: Outcomes, in_segment: np.ndarray, pairs: tuple[np.ndarray, np.ndarray]
+            ) -> dict[str, Any]:
+    """shadow mode: the pairs whose champion row is in the segment, tested as pairs."""
     a, b = pairs
     inside = in_segment[a]
     y_a, y_b = outcomes.y[a[inside]], outcomes.y[b[inside]]
@@ -127,71 +113,82 @@ def _shadow_segment(masks: Mapping[str, np.ndarray], outcomes: Outcomes, in_segm
                                  int(((y_a == 0) & (y_b == 1)).sum()))
     comparison = _comparison(outcomes, y_a, y_b, paired_test(outcomes, y_a, y_b, mcnemar_p))
     comparison["pairs"] = int(y_a.size)
-    return arms, comparison
+    return comparison
 
 
 def segment_report(columns: Columns, masks: Mapping[str, np.ndarray], outcomes: Outcomes, *,
-                   mode: str, keys: Sequence[str], clustered: bool = False
-                   ) -> dict[str, dict[str, Any]]:
+                   mode: str, keys: Sequence[str], clustered: bool = False,
+                   challengers: Sequence[str] = ("challenger",)) -> dict[str, dict[str, Any]]:
     """``/stats``'s ``segments`` (module doc): per key, per value, the variants' figures and,
-    with a challenger, the comparison. ``masks`` are the variants' rows (the report's),
-    ``clustered`` says the user is the unit and some user has several outcomes."""
+    with one challenger, its ``comparison``; with several (``challengers`` names their masks),
+    ``comparisons`` by name, each corrected across the key's values on its own. ``masks`` are
+    the variants' rows (the report's), ``clustered`` says the user is the unit and some user
+    has several outcomes."""
     values = columns.get("segments")
     if not keys or values is None:
         return {}
-    compared = mode in ("ab", "shadow")
-    roles = ("champion", "challenger") if compared else ("champion",)
+    compared = tuple(challengers) if mode in ("ab", "shadow") else ()
+    roles = ("champion", *compared)
     counted = np.logical_or.reduce([masks[role] for role in roles])
-    pairs = paired_rows(columns, masks["champion"] & outcomes.scored,
-                        masks["challenger"] & outcomes.scored) if mode == "shadow" else None
+    pairs = {name: paired_rows(columns, masks["champion"] & outcomes.scored,
+                               masks[name] & outcomes.scored)
+             for name in compared} if mode == "shadow" else {}
     report: dict[str, dict[str, Any]] = {}
     for j, key in enumerate(keys):
         names, codes = segment_codes(values[:, j], counted)
         segments: dict[str, Any] = {}
         for code, name in enumerate(names):
             in_segment = codes == code
-            if pairs is not None:
-                arms, comparison = _shadow_segment(masks, outcomes, in_segment, pairs)
-            elif compared:
-                arms, comparison = _ab_segment(columns, masks, outcomes, in_segment, clustered)
-            else:
-                arms = {"champion": _arm(outcomes, np.flatnonzero(
-                    masks["champion"] & in_segment & outcomes.scored), None)}
-                comparison = None
-            for role, arm in arms.items():
-                arm["requests"] = int((masks[role] & in_segment).sum())
-                arms[role] = {name: arm[name] for name in
-                              ("requests", "labelled", "metric", "metric_ci95")}
-            segments[name] = {"variants": arms, "comparison": comparison}
-        if compared:
-            adjusted = holm([s["comparison"]["p_value"] for s in segments.values()])
-            for segment, p in zip(segments.values(), adjusted, strict=True):
-                segment["comparison"]["adjusted_p_value"] = p
+            rows = {role: np.flatnonzero(masks[role] & in_segment & outcomes.scored)
+                    for role in roles}
+            units = {role: unit_codes(columns, found) if clustered else None
+                     for role, found in rows.items()}
+            variants = {role: _figures(outcomes, int((masks[role] & in_segment).sum()),
+                                       rows[role], units[role]) for role in roles}
+            comparisons = {
+                challenger: _paired(outcomes, in_segment, pairs[challenger]) if pairs else
+                _comparison(outcomes, outcomes.y[rows["champion"]], outcomes.y[rows[challenger]],
+                            fixed_test(outcomes, outcomes.y[rows["champion"]],
+                                       outcomes.y[rows[challenger]], units["champion"],
+                                       units[challenger]))
+                for challenger in compared}
+            segments[name] = {"variants": variants, "comparisons": comparisons}
+        for challenger in compared:
+            found = [s["comparisons"][challenger] for s in segments.values()]
+            for comparison, p in zip(found, holm([c["p_value"] for c in found]), strict=True):
+                comparison["adjusted_p_value"] = p
+        if tuple(challengers) == ("challenger",):  # one challenger: its comparison alone
+            for segment in segments.values():
+                segment["comparison"] = segment.pop("comparisons").get("challenger")
         report[key] = segments
     return report
 
 
 def segment_warnings(segments: Mapping[str, Mapping[str, Any]], metric: str, alpha: float
                      ) -> list[str]:
-    """A sentence for each segment where the challenger is significantly worse after Holm's
+    """A sentence for each segment where a challenger is significantly worse after Holm's
     correction, for the decision's reasons."""
     warnings = []
     higher_is_better = metric == "accuracy"
     for key, values in segments.items():
         for value, segment in values.items():
-            comparison = segment["comparison"]
-            if comparison is None:
-                continue
-            adjusted, difference = comparison["adjusted_p_value"], comparison["difference"]
-            if adjusted is None or difference is None or adjusted >= alpha:
-                continue
-            if (difference < 0) != higher_is_better or difference == 0:
-                continue
-            interval = comparison["difference_ci95"]
-            shown = "" if interval is None else \
-                f", 95% CI [{interval[0]:+.4f}, {interval[1]:+.4f}]"
-            warnings.append(
-                f"warning: challenger worse in segment {key}={value} ({metric} difference "
-                f"{difference:+.4f}{shown}, Holm-adjusted p = {adjusted:.2g}); the decision "
-                "rests on the whole experiment")
+            if "comparisons" in segment:
+                named = [(f"challenger {name}", c) for name, c in segment["comparisons"].items()]
+            else:
+                named = [("challenger", segment["comparison"])]
+            for who, comparison in named:
+                if comparison is None:
+                    continue
+                adjusted, difference = comparison["adjusted_p_value"], comparison["difference"]
+                if adjusted is None or difference is None or adjusted >= alpha:
+                    continue
+                if (difference < 0) != higher_is_better or difference == 0:
+                    continue
+                interval = comparison["difference_ci95"]
+                shown = "" if interval is None else \
+                    f", 95% CI [{interval[0]:+.4f}, {interval[1]:+.4f}]"
+                warnings.append(
+                    f"warning: {who} worse in segment {key}={value} ({metric} difference "
+                    f"{difference:+.4f}{shown}, Holm-adjusted p = {adjusted:.2g}); the "
+                    "decision rests on the whole experiment")
     return warnings

@@ -115,6 +115,9 @@ def build_timeline(columns: Columns, *, design: Design, phase: Phase, settings: 
         count: the most checkpoints to give.
         now: the payload's time (unix seconds), the current time by default.
     """
+    # The timeline draws no segment: their tests would be computed for nothing (and a
+    # challenger's rows alone, below, keep no segment column).
+    design = dataclasses.replace(design, segments=())
     if design.arms and design.mode != "single":
         return _arms_timeline(columns, design=design, phase=phase, settings=settings,
                               count=count, now=now)

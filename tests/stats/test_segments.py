@@ -3,6 +3,7 @@ across a key's values, pooling beyond 50 values, and the warning in the decision
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,9 +17,12 @@ from statsmodels.stats.proportion import (
 )
 
 from router.outcomes import FeedbackRecord, MemoryStore, PredictionRecord
-from router.stats.loader import Phase, Settings
+from router.stats.console import render_report
+from router.stats.loader import Phase, Settings, compute_report
 from router.stats.report import Design, build_report
 from router.stats.segments import OTHER, segment_codes
+from router.stats.timeline import compute_timeline
+from tests.stats.test_arms import multi_config
 
 CLASSES = ("setosa", "versicolor", "virginica")
 KEYS = ("x-country", "plan")
@@ -122,15 +126,17 @@ def test_ab_segments_match_statsmodels() -> None:
             for variant in ("champion", "challenger")} for value in shown})
 
 
-def assert_matches_statsmodels(shown: dict[str, Any],
-                               right: dict[str, dict[str, list[bool]]]) -> None:
+def assert_matches_statsmodels(shown: dict[str, Any], right: dict[str, dict[str, list[bool]]],
+                               challenger: str = "challenger") -> None:
     """One key's segments against statsmodels on the outcomes each value's requests had
     (``right[value][variant]``): counts, Wilson intervals, the pooled z-test, Newcombe's
-    interval, and Holm's correction across the values."""
+    interval, and Holm's correction across the values; with several challengers, those of
+    the one named."""
     p_values = []
+    comparisons = []
     for value, segment in shown.items():
         arms = {}
-        for variant in ("champion", "challenger"):
+        for variant in ("champion", challenger):
             x, n = sum(right[value][variant]), len(right[value][variant])
             arms[variant] = (x, n)
             figures = segment["variants"][variant]
@@ -138,8 +144,10 @@ def assert_matches_statsmodels(shown: dict[str, Any],
             assert figures["metric"] == pytest.approx(x / n)
             assert figures["metric_ci95"] == pytest.approx(
                 list(proportion_confint(x, n, method="wilson")))
-        (x_a, n_a), (x_b, n_b) = arms["champion"], arms["challenger"]
-        comparison = segment["comparison"]
+        (x_a, n_a), (x_b, n_b) = arms["champion"], arms[challenger]
+        comparison = segment["comparison"] if "comparison" in segment \
+            else segment["comparisons"][challenger]
+        comparisons.append(comparison)
         assert comparison["difference"] == pytest.approx(x_b / n_b - x_a / n_a)
         assert comparison["p_value"] == pytest.approx(
             proportions_ztest([x_b, x_a], [n_b, n_a])[1])
@@ -148,8 +156,43 @@ def assert_matches_statsmodels(shown: dict[str, Any],
                                        compare="diff")))
         p_values.append(comparison["p_value"])
     adjusted = multipletests(p_values, method="holm")[1]
-    assert [s["comparison"]["adjusted_p_value"] for s in shown.values()] == pytest.approx(
-        adjusted.tolist())
+    assert [c["adjusted_p_value"] for c in comparisons] == pytest.approx(adjusted.tolist())
+
+
+def test_each_of_several_challengers_is_compared_within_each_segment(
+        tmp_path: Path, champion_dir: Path, challenger_dir: Path, no_proba_dir: Path) -> None:
+    """With challengers: every variant's figures per segment, each challenger's comparison
+    under comparisons, Holm's correction per challenger across the key's values; a
+    challenger worse in a segment is named in the warning."""
+    store = MemoryStore()
+    config, models = multi_config(tmp_path, store, champion_dir, challenger_dir, no_proba_dir,
+                                  analysis={"segments": ["header:x-country"]})
+    rng = np.random.default_rng(6)
+    rates = {"DE": {"champion": 0.85, "gb": 0.85, "svc": 0.55},
+             "FR": {"champion": 0.80, "gb": 0.82, "svc": 0.80}}
+    rows = []
+    for _ in range(3000):
+        country = str(rng.choice(list(rates)))
+        variant = str(rng.choice(["champion", "gb", "svc"], p=[0.6, 0.2, 0.2]))
+        rows.append({"variant": variant, "right": bool(rng.random() < rates[country][variant]),
+                     "segments": {"x-country": country}})
+    write(store, rows)
+    report = compute_report(store, config, models)
+    shown = report["segments"]["x-country"]
+    assert all(set(s["variants"]) == {"champion", "gb", "svc"} for s in shown.values())
+    for challenger in ("gb", "svc"):
+        assert_matches_statsmodels(shown, {value: {variant: [
+            r["right"] for r in rows
+            if r["variant"] == variant and r["segments"]["x-country"] == value]
+            for variant in ("champion", challenger)} for value in shown}, challenger)
+    [warning] = [r for r in report["decision"]["reasons"] if r.startswith("warning:")]
+    assert warning.startswith("warning: challenger svc worse in segment x-country=DE (")
+    timeline = compute_timeline(store, config, models)  # draws no segment, and fails not
+    assert list(timeline["timelines"]) == ["gb", "svc"]
+    table = render_report(report).splitlines()
+    assert max(len(line) for line in table) <= 80
+    assert [line.split()[:3] for line in table if line.startswith("  x-country")] == [
+        ["x-country", "(gb)", "champion"], ["x-country", "(svc)", "champion"]]
 
 
 def test_a_segment_where_the_challenger_is_significantly_worse_is_a_warning() -> None:
