@@ -273,7 +273,7 @@ def cmd_switch(args: argparse.Namespace) -> int:
         # The new file's models must load, as a gateway will load them, before it is written.
         entry = switch(args.command, path, Path.cwd(), store,
                        reason=args.reason or f"{args.command} from the command line",
-                       actor=f"cli:{getpass.getuser()}",
+                       actor=f"cli:{getpass.getuser()}", challenger=args.challenger,
                        check=lambda config: load_models(config, ModelRegistry()))
     finally:
         store.close()
@@ -419,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", default=DEFAULT_CONFIG,
                        help=f"YAML file (default {DEFAULT_CONFIG})")
         p.add_argument("--reason", help="why, for the history")
+        p.add_argument("--challenger", help="which challenger, when the file lists several "
+                       "(challengers:); a rollback without it stops them all")
 
     p = command("demo", cmd_demo,
                 "Train the demo models if missing, serve them on SQLite, send simulated "

@@ -80,6 +80,23 @@ def test_validate_lists_problems_in_line_order(capsys: pytest.CaptureFixture[str
     assert code == 1 and err == f"{tmp_path / 'none.yaml'}: file not found\n"
 
 
+def test_promote_and_rollback_name_a_challenger(capsys: pytest.CaptureFixture[str],
+                                                tmp_path: Path, champion_dir: Path,
+                                                challenger_dir: Path, no_proba_dir: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """--challenger picks one of several; without it promote is refused, naming them."""
+    monkeypatch.chdir(tmp_path)
+    path = write_config(tmp_path, champion=champion_dir, challengers=[
+        {"name": "gb", "path": str(challenger_dir), "percent": 10},
+        {"name": "svc", "path": str(no_proba_dir), "percent": 10}])
+    code, _, err = run(capsys, "promote", "--config", str(path))
+    assert code == 1 and "name the challenger to promote: gb, svc" in err
+    code, out, _ = run(capsys, "rollback", "--config", str(path), "--challenger", "svc")
+    assert code == 0 and out.startswith("rolled back: champ now serves (was svc)")
+    code, out, _ = run(capsys, "promote", "--config", str(path), "--challenger", "gb")
+    assert code == 0 and out.startswith("promoted: gb now serves (was champ)")
+
+
 def test_missing_config_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """A missing file for a command that needs it: `router: error: …`, exit 1."""
     code, _, err = run(capsys, "promote", "--config", str(tmp_path / "none.yaml"))

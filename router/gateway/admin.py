@@ -28,7 +28,7 @@ from router.gateway.override import TOKEN_ENV, admin_token, bearer_token_matches
 from router.live.switch import switch
 from router.live.yamledit import EditRefused
 from router.outcomes import HistoryEntry
-from router.serving.snapshot import load_models
+from router.serving.snapshot import Snapshot, load_models
 from router.strings import MAX_REASON_LENGTH, text_problem
 
 
@@ -40,24 +40,43 @@ def check_token(request: Request) -> None:
                                 [{"header": "authorization", "expected": "Bearer <token>"}])
 
 
-async def _reason(request: Request, default: str) -> str:
+async def _body(request: Request, default: str) -> tuple[str, str | None]:
+    """The optional ``{"reason": ..., "challenger": ...}``: why, and which challenger."""
     if not await request.body():
-        return default
+        return default, None
     body = await read_json(request, 65_536)
     reason = body.get("reason", default) if isinstance(body, dict) else None
     if not isinstance(reason, str):
-        raise InputValidationError('body must be {"reason": "..."} (optional)',
-                                   [{"field": "reason", "message": "must be a string"}])
+        raise InputValidationError(
+            'body must be {"reason": "...", "challenger": "..."} (both optional)',
+            [{"field": "reason", "message": "must be a string"}])
     problem = text_problem(reason, max_length=MAX_REASON_LENGTH, prose=True)
     if problem is not None:
         raise InputValidationError(f"reason {problem}", [{"field": "reason", "message": problem}])
-    return reason
+    challenger = body.get("challenger")
+    if challenger is not None and not isinstance(challenger, str):
+        raise InputValidationError("challenger must be a string naming a challenger",
+                                   [{"field": "challenger", "message": "must be a string"}])
+    return reason, challenger
+
+
+def _check_challenger(snapshot: Snapshot, challenger: str | None) -> None:
+    """A named challenger must be one the gateway serves (by variant or model name)."""
+    if challenger is None:
+        return
+    served = {snapshot.names[v] for v in snapshot.arms} | set(snapshot.arms)
+    if challenger not in served:
+        choices = ", ".join(snapshot.arms) or "none"
+        raise InputValidationError(
+            f"challenger names no challenger: {challenger!r} (one of {choices})",
+            [{"field": "challenger", "message": f"one of {choices}", "got": challenger}])
 
 
 async def _switch(request: Request, action: str) -> Response:
     check_token(request)
     state = state_of(request)
-    reason = await _reason(request, f"{action} requested through the API")
+    reason, challenger = await _body(request, f"{action} requested through the API")
+    _check_challenger(state.snapshots.current, challenger)
     client = request.client.host if request.client else "unknown"
     # Which gateway made it (several may serve one experiment), and for which caller.
     actor = f"api@{socket.gethostname()}:{os.getpid()} from {client}"
@@ -67,7 +86,7 @@ async def _switch(request: Request, action: str) -> Response:
         # waits, so that it never applies a file the switch then has to put back.
         with state.reloader.held():
             return switch(action, state.config_path, state.base_dir, state.store,
-                          reason=reason, actor=actor,
+                          reason=reason, actor=actor, challenger=challenger,
                           check=lambda config: load_models(config, state.registry))
 
     try:

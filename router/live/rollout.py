@@ -13,6 +13,9 @@ challenger is first judged on mirrored traffic that no user sees: once the paire
 has ``min_samples`` labelled pairs, its guardrails judged and held, and the decision is not
 ``rollback``, the file moves to ``mode: ab`` at the first percentage; a worse challenger is
 rolled back (stopped) in shadow, before any user was served by it.
+
+With several challengers each one is stepped, stopped and promoted on its own decision
+(``router.live.rollout_arms``).
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ class RolloutView:
     labelled: dict[str, int]  # per variant, in the current phase
     figures: dict[str, Any] = field(default_factory=dict)  # recorded with each move
     guardrails_judged: bool = True  # every configured guardrail is held or breached
+    # Several challengers: each one's view by variant, and the challenger the summary names.
+    arms: dict[str, RolloutView] = field(default_factory=dict)
+    challenger: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,11 +62,16 @@ class Move:
     kind: str  # step | rollback | promote
     reason: str
     percent: float | None = None
+    challenger: str | None = None  # several challengers: which one (None: every one)
 
 
 def view_of_report(report: Report) -> RolloutView:
     """What the controller reads of a report of the current phase: the typed decision and the
     labelled counts it rests on, and the figures to record with a move."""
+    if report.arms:
+        from router.live.rollout_arms import arms_view
+
+        return arms_view(report)
     variants = report.json.get("variants", {})
     comparison = report.json.get("comparison") or {}
     figures = {key: comparison.get(key) for key in (
@@ -84,8 +95,12 @@ def view_of_report(report: Report) -> RolloutView:
 def plan(config: RouterConfig, view: RolloutView) -> Move | None:
     """The next move, or None to hold; pure, so every rule is tested without a server."""
     rollout = config.rollout
-    if rollout is None or config.challenger is None:
+    if rollout is None or not config.arms:
         return None
+    if config.multi_challenger:
+        from router.live.rollout_arms import plan_arms
+
+        return plan_arms(config, view)
     if config.mode == "shadow" and rollout.from_shadow:
         return _plan_shadow(config, view)
     if config.mode != "ab":
@@ -251,14 +266,18 @@ class RolloutController:
         move = plan(config, view)
         if move is None:
             return None
-        details = {**view.figures, "decision": view.action, "reasons": list(view.reasons)}
+        # With several challengers, the figures of the one moved (the summary's otherwise).
+        judged = view.arms.get(move.challenger or "", view)
+        details = {**judged.figures, "decision": judged.action,
+                   "reasons": list(judged.reasons)}
         if move.kind == "step":
             assert move.percent is not None
             move_traffic(move.percent, self.config_path, self.base_dir, self.store,
-                         reason=move.reason, actor=self.actor, details=details)
+                         reason=move.reason, actor=self.actor, details=details,
+                         challenger=move.challenger)
         else:
             switch(move.kind, self.config_path, self.base_dir, self.store, reason=move.reason,
-                   actor=self.actor, details=details)
+                   actor=self.actor, details=details, challenger=move.challenger)
         self.moves += 1
         log.info("rollout: %s (%s)", move.kind, move.reason)
         self.apply()

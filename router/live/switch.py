@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -113,33 +114,41 @@ def history_document(entries: list[HistoryEntry]) -> dict[str, Any]:
 
 def switch(action: str, config_path: Path, base_dir: Path, store: ExperimentState, *,
            reason: str, actor: str, details: dict[str, Any] | None = None,
-           check: Callable[[RouterConfig], object] | None = None) -> HistoryEntry:
-    """Promote or roll back, recorded in the store's history (see :func:`apply_edit`)."""
+           check: Callable[[RouterConfig], object] | None = None,
+           challenger: str | None = None) -> HistoryEntry:
+    """Promote or roll back, recorded in the store's history (see :func:`apply_edit`).
+
+    ``challenger`` names which of several challengers (see :func:`router.live.yamledit.promote`
+    and :func:`~router.live.yamledit.rollback`); the history entry's details name it too.
+    """
     _check_reason(config_path, reason)
-    edit = {"promote": promote, "rollback": rollback}[action]
-
-    def entry_for(models: tuple[str, str]) -> HistoryEntry:
-        return HistoryEntry(ts=time.time(), action=action, from_model=models[0],
-                            to_model=models[1], reason=reason, actor=actor,
-                            details=details or {})
-
-    return apply_edit(edit, config_path, base_dir, store, entry_for=entry_for, check=check)
+    edit = functools.partial({"promote": promote, "rollback": rollback}[action],
+                             challenger=challenger)
+    return apply_edit(edit, config_path, base_dir, store, check=check,
+                      entry_for=_entry(action, reason, actor, details, challenger))
 
 
 def move_traffic(percent: float, config_path: Path, base_dir: Path, store: ExperimentState, *,
-                 reason: str, actor: str, details: dict[str, Any] | None = None
-                 ) -> HistoryEntry:
-    """Set the challenger's share (a rollout step; from shadow mode, its first users),
-    recorded like any switch."""
+                 reason: str, actor: str, details: dict[str, Any] | None = None,
+                 challenger: str | None = None) -> HistoryEntry:
+    """Set a challenger's share (a rollout step; from shadow mode, its first users; with
+    several challengers and none named, every one's), recorded like any switch."""
     _check_reason(config_path, reason)
+    return apply_edit(set_challenger_percent(percent, challenger), config_path, base_dir,
+                      store, entry_for=_entry("step", reason, actor, details, challenger))
 
-    def entry_for(shares: tuple[str, str]) -> HistoryEntry:
-        return HistoryEntry(ts=time.time(), action="step", from_model=shares[0],
-                            to_model=shares[1], reason=reason, actor=actor,
-                            details=details or {})
 
-    return apply_edit(set_challenger_percent(percent), config_path, base_dir, store,
-                      entry_for=entry_for)
+def _entry(action: str, reason: str, actor: str, details: dict[str, Any] | None,
+           challenger: str | None) -> Callable[[tuple[str, str]], HistoryEntry]:
+    """The history entry of a switch, from what it returned: (from, to)."""
+    named = {} if challenger is None else {"challenger": challenger}
+
+    def entry_for(result: tuple[str, str]) -> HistoryEntry:
+        return HistoryEntry(ts=time.time(), action=action, from_model=result[0],
+                            to_model=result[1], reason=reason, actor=actor,
+                            details={**(details or {}), **named})
+
+    return entry_for
 
 
 def _check_reason(config_path: Path, reason: str) -> None:

@@ -2,7 +2,8 @@
 
 Each gateway reads its own YAML file, but a switch (promote, rollback, a rollout step) made
 through any of them must reach all. The switchable keys (``mode``, ``champion``,
-``challenger``, ``previous``, ``traffic.challenger_percent``) are therefore also published to
+``challenger``, ``previous``, ``traffic.challenger_percent``, and ``challengers`` when the
+file lists several) are therefore also published to
 the store, with a timestamp, as the experiment's *switch state*. The rule is "latest wins":
 
 - a gateway whose file is older than the store's switch state serves the state's keys over
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from router.config import ModelRef, RouterConfig
+from router.config.challengers import ListedChallenger
 from router.outcomes import ExperimentState, SwitchState
 
 
@@ -30,9 +32,13 @@ def switchable(config: RouterConfig) -> dict[str, Any]:
     def ref(model: ModelRef | None) -> dict[str, str] | None:
         return None if model is None else {"name": model.name, "path": str(model.path)}
 
-    return {"mode": config.mode, "champion": ref(config.champion),
-            "challenger": ref(config.challenger), "previous": ref(config.previous),
-            "challenger_percent": config.traffic.challenger_percent}
+    state = {"mode": config.mode, "champion": ref(config.champion),
+             "challenger": ref(config.challenger), "previous": ref(config.previous),
+             "challenger_percent": config.traffic.challenger_percent}
+    if config.challengers:  # absent with one challenger: its state is what it always was
+        state["challengers"] = [{"name": c.name, "path": str(c.path), "percent": c.percent}
+                                for c in config.challengers]
+    return state
 
 
 def apply_state(config: RouterConfig, state: dict[str, Any]) -> RouterConfig:
@@ -44,9 +50,12 @@ def apply_state(config: RouterConfig, state: dict[str, Any]) -> RouterConfig:
     assert champion is not None, "a switch state always names a champion"
     traffic = dataclasses.replace(config.traffic,
                                   challenger_percent=float(state["challenger_percent"]))
+    listed = tuple(ListedChallenger(c["name"], Path(c["path"]), float(c["percent"]))
+                   for c in state.get("challengers") or ())
     return dataclasses.replace(config, mode=state["mode"], champion=champion,
                                challenger=ref(state["challenger"]),
-                               previous=ref(state["previous"]), traffic=traffic)
+                               previous=ref(state["previous"]), challengers=listed,
+                               traffic=traffic)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -108,48 +108,126 @@ def _refuse(key: str, message: str) -> EditRefused:
     return EditRefused("", [ConfigProblem(key, None, message)])
 
 
-def promote(state: SwitchKeys) -> tuple[str, str]:
-    """Challenger becomes champion, ``mode: single``, the old champion kept as ``previous``.
+def _arms(state: SwitchKeys) -> list[tuple[str, dict[str, Any]]]:
+    """The challengers as ``(variant, model)`` in bucket order: ``challenger:``, the list."""
+    first = [] if state["challenger"] is None else [("challenger", state["challenger"])]
+    return first + [(c["name"], c) for c in state.get("challengers") or ()]
 
-    Returns (from, to): the model names that served before and serve now.
+
+def _arm(state: SwitchKeys, challenger: str) -> tuple[str, dict[str, Any]]:
+    """The challenger ``challenger`` names: a listed one's name, ``challenger`` or the name
+    ``challenger:`` serves under."""
+    arms = _arms(state)
+    for variant, model in arms:
+        if challenger in (variant, model["name"]):
+            return variant, model
+    names = ", ".join(variant for variant, _ in arms) or "none"
+    raise _refuse("challenger", f"no challenger named {challenger!r} ({names})")
+
+
+def _share(state: SwitchKeys, variant: str, model: dict[str, Any]) -> float:
+    return float(state["challenger_percent"] if variant == "challenger" else model["percent"])
+
+
+def _set_share(state: SwitchKeys, variant: str, model: dict[str, Any], percent: float) -> None:
+    if variant == "challenger":
+        state["challenger_percent"] = float(percent)
+    else:
+        model["percent"] = float(percent)
+
+
+def _drop(state: SwitchKeys, variant: str) -> None:
+    """Take a challenger out of the file's state (its list entry, or ``challenger:``)."""
+    if variant == "challenger":
+        state["challenger"] = None
+        return
+    state["challengers"] = [c for c in state["challengers"] if c["name"] != variant]
+    if not state["challengers"]:
+        del state["challengers"]  # as the file without the key reads
+
+
+def promote(state: SwitchKeys, challenger: str | None = None) -> tuple[str, str]:
+    """A challenger becomes champion, ``mode: single``, the old champion kept as ``previous``.
+
+    With several challengers ``challenger`` names which; the others stay listed (loaded,
+    serving nothing). Returns (from, to): the model names that served before and serve now.
     """
-    if state["challenger"] is None:
+    arms = _arms(state)
+    if not arms:
         raise _refuse("challenger", "nothing to promote: the file names no challenger")
-    old, new = state["champion"], state["challenger"]
-    state.update(mode="single", champion=new, challenger=None, previous=old)
+    if challenger is None and len(arms) > 1:
+        names = ", ".join(variant for variant, _ in arms)
+        raise _refuse("challenger", f"name the challenger to promote: {names}")
+    variant, model = arms[0] if challenger is None else _arm(state, challenger)
+    old, new = state["champion"], {"name": model["name"], "path": model["path"]}
+    _drop(state, variant)
+    state.update(mode="single", champion=new, previous=old)
     return old["name"], new["name"]
 
 
-def rollback(state: SwitchKeys) -> tuple[str, str]:
-    """Stop the challenger under test, or else undo a promotion.
+def rollback(state: SwitchKeys, challenger: str | None = None) -> tuple[str, str]:
+    """Stop a challenger under test, or else undo a promotion.
 
-    During an experiment (``mode`` ab or shadow with a challenger): ``mode: single`` and
-    ``challenger_percent: 0``, whatever ``previous`` names, since the challenger is what is
-    being judged. Otherwise, after a promotion: ``previous`` serves again and the demoted
-    model is kept as the challenger with ``mode: single`` (loaded, serving nothing).
-    Returns (from, to).
+    During an experiment (``mode`` ab or shadow with a challenger), whatever ``previous``
+    names, since the challengers are what is being judged: without ``challenger``, every one
+    stops (``mode: single``, every share 0); with it, that one alone: in ab mode its share goes
+    to 0 (its buckets stay its own, so no other user moves), in shadow mode it leaves the file;
+    when none is left serving, ``mode: single``. Otherwise, after a promotion: ``previous``
+    serves again and the demoted model is kept as a challenger with ``mode: single`` (loaded,
+    serving nothing). Returns (from, to).
     """
-    if state["mode"] in ("ab", "shadow") and state["challenger"] is not None:
-        state.update(mode="single", challenger_percent=0.0)
-        return state["challenger"]["name"], state["champion"]["name"]
+    arms = _arms(state)
+    if state["mode"] in ("ab", "shadow") and arms:
+        champion = state["champion"]["name"]
+        if challenger is None:
+            for variant, model in arms:
+                _set_share(state, variant, model, 0.0)
+            state["mode"] = "single"
+            return ", ".join(model["name"] for _, model in arms), champion
+        variant, model = _arm(state, challenger)
+        if state["mode"] == "ab":
+            _set_share(state, variant, model, 0.0)
+            if not any(_share(state, v, m) for v, m in _arms(state)):
+                state["mode"] = "single"
+        elif len(arms) == 1:
+            state["mode"] = "single"
+        else:
+            _drop(state, variant)
+        return model["name"], champion
     if state["previous"] is not None:
         demoted = state["champion"]
-        state.update(mode="single", champion=state["previous"], challenger=demoted,
-                     previous=None)
+        if state["challenger"] is None:
+            state["challenger"] = demoted
+        else:  # challenger: is taken: the demoted model joins the list, serving nothing
+            state.setdefault("challengers", []).append({**demoted, "percent": 0.0})
+        state.update(mode="single", champion=state["previous"], previous=None)
         return demoted["name"], state["champion"]["name"]
     raise _refuse("previous", "nothing to roll back: no previous champion and no experiment "
                               "running")
 
 
-def set_challenger_percent(percent: float) -> Callable[[SwitchKeys], tuple[str, str]]:
-    """An edit that moves ``traffic.challenger_percent``; from shadow mode it also sets
-    ``mode: ab``, the challenger's first users. Returns (before, after) as labels: ``5%``,
-    or ``shadow``."""
+def set_challenger_percent(percent: float, challenger: str | None = None
+                           ) -> Callable[[SwitchKeys], tuple[str, str]]:
+    """An edit that moves a challenger's share: ``traffic.challenger_percent``, or the named
+    challenger's; with several and none named, every one's. From shadow mode it also sets
+    ``mode: ab``, the challengers' first users. Returns (before, after) as labels: ``5%``,
+    ``gb 5%``, ``5% each`` or ``shadow``."""
     def edit(state: SwitchKeys) -> tuple[str, str]:
-        before = "shadow" if state["mode"] == "shadow" else \
-            f"{float(state['challenger_percent']):g}%"
-        if state["mode"] == "shadow":
+        shadow = state["mode"] == "shadow"
+        if shadow:
             state["mode"] = "ab"
+        if challenger is not None:
+            variant, model = _arm(state, challenger)
+            before = _share(state, variant, model)
+            _set_share(state, variant, model, percent)
+            return ("shadow" if shadow else f"{challenger} {before:g}%",
+                    f"{challenger} {float(percent):g}%")
+        if "challengers" in state:
+            before_all = ", ".join(f"{v} {_share(state, v, m):g}%" for v, m in _arms(state))
+            for variant, model in _arms(state):
+                _set_share(state, variant, model, percent)
+            return "shadow" if shadow else before_all, f"{float(percent):g}% each"
+        before_one = f"{float(state['challenger_percent']):g}%"
         state["challenger_percent"] = float(percent)
-        return before, f"{float(percent):g}%"
+        return "shadow" if shadow else before_one, f"{float(percent):g}%"
     return edit

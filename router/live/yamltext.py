@@ -12,7 +12,8 @@ gives:
   relative), else relative to the base directory when it lies under it;
 - a role line keeps its comment: a role that the switch empties keeps its key and comment
   (``challenger:  # candidate under test``) when it has one, and is removed when it has none;
-  a new role is written as one line after the champion, in the champion's style.
+  a new role is written as one line after the champion, in the champion's style;
+- the ``challengers:`` list is edited entry by entry (``router.live.yamllist``).
 """
 
 from __future__ import annotations
@@ -209,16 +210,17 @@ class _Writer:
         self.block = not text.root.flow_style
         # How the file already writes each model: (name, resolved path) -> the path as written.
         self.written: dict[tuple[str, str], str] = {}
-        for role in ROLES:
-            model = self._model_at(role)
+        listed = self.t.entries.get("challengers")
+        nodes = [entry[1] for role in ROLES if (entry := self.t.entries.get(role)) is not None]
+        if listed is not None and isinstance(listed[1], SequenceNode):
+            nodes += listed[1].value
+        for node in nodes:
+            model = self._model_of(node)
             if model is not None:
                 self.written.setdefault((model[0], model[1]), model[2])
 
-    def _model_at(self, role: str) -> tuple[str, str, str] | None:
-        entry = self.t.entries.get(role)
-        if entry is None:
-            return None
-        name, path = _child(entry[1], "name"), _child(entry[1], "path")
+    def _model_of(self, node: Node) -> tuple[str, str, str] | None:
+        name, path = _child(node, "name"), _child(node, "path")
         if name is None or path is None:
             return None
         resolved = str(resolve_model_path(str(path.value), self.base_dir))
@@ -369,4 +371,7 @@ def write_state(text: str, state: dict[str, Any], *, source: str, base_dir: Path
     for role in ROLES:
         writer.set_model(role, state[role])
     writer.set_percent(float(state["challenger_percent"]))
+    from router.live.yamllist import set_challengers  # it builds on this module's writer
+
+    set_challengers(writer, state.get("challengers") or [])
     return document.result()

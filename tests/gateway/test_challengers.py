@@ -85,3 +85,31 @@ def test_a_challenger_whose_features_differ_is_refused_naming_its_entry(
         assert [p.path for p in exc.problems] == ["challengers[1].path"] * 2
     else:
         raise AssertionError("a regressor with other features was accepted")
+
+
+def test_admin_switches_name_the_challenger(make_client: Any, champion_dir: Path,
+                                            challenger_dir: Path, no_proba_dir: Path,
+                                            monkeypatch: Any) -> None:
+    """POST /admin/rollback and /admin/promote take {"challenger": name}: svc stopped alone,
+    then gb promoted; an unknown name is a 422 naming the field and the choices."""
+    monkeypatch.setenv("ROUTER_ADMIN_TOKEN", "s3cret")
+    client = two_challengers(make_client, champion_dir, challenger_dir, no_proba_dir)
+    auth = {"authorization": "Bearer s3cret"}
+    unknown = client.post("/admin/promote", json={"challenger": "lr"}, headers=auth)
+    assert unknown.status_code == 422
+    assert unknown.json()["detail"][0]["field"] == "challenger"
+    assert "gb, svc" in unknown.json()["message"]
+    stopped = client.post("/admin/rollback", json={"challenger": "svc", "reason": "slow"},
+                          headers=auth)
+    assert stopped.status_code == 200, stopped.text
+    assert (stopped.json()["from"], stopped.json()["to"]) == ("svc", "champ")
+    shares = {c["name"]: c["percent"] for c in stopped.json()["config"]["challengers"]}
+    assert shares == {"gb": 30.0, "svc": 0.0} and stopped.json()["config"]["mode"] == "ab"
+    promoted = client.post("/admin/promote", json={"challenger": "gb"}, headers=auth)
+    assert promoted.status_code == 200, promoted.text
+    config = promoted.json()["config"]
+    assert config["champion"]["name"] == "gb" and config["previous"]["name"] == "champ"
+    assert [c["name"] for c in config["challengers"]] == ["svc"] and config["mode"] == "single"
+    history = client.get("/history").json()["history"]
+    assert [(h["action"], h["details"].get("challenger")) for h in history] == [
+        ("rollback", "svc"), ("promote", "gb")]

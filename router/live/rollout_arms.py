@@ -1,0 +1,120 @@
+"""The automated rollout with several challengers: each one moves on its own decision.
+
+In ``ab`` mode, one move a look, in this order:
+
+1. a challenger whose decision is ``rollback`` (a breached guardrail, significantly worse) is
+   stopped, its share set to 0 (with ``auto_rollback``; otherwise the rollout holds);
+2. while no challenger has reached the first step, every one is set to it at once;
+3. the challenger the experiment's decision promotes is promoted, when it is at the last step
+   and ``auto_promote`` is set;
+4. the first challenger (in list order) that serves users, is below the last step and has
+   ``min_samples`` labelled outcomes, as has the champion, moves to the next step.
+
+A challenger at 0 % while others serve has been stopped, and stays so. With ``steps`` opening
+on ``shadow``, every challenger is judged on mirrored traffic first: a worse one is stopped
+there (it leaves the list), and once each one left has ``min_samples`` labelled pairs and its
+guardrails judged, the file moves to ``mode: ab`` with each at the first percentage.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from router.config import RouterConfig
+from router.live.rollout import Move, RolloutView
+
+if TYPE_CHECKING:
+    from router.stats.report import Report
+
+__all__ = ["arms_view", "plan_arms"]
+
+_FIGURES = ("metric", "difference", "difference_ci95", "difference_cs", "p_value",
+            "adjusted_p_value", "sequential_p_value")
+
+
+def arms_view(report: Report) -> RolloutView:
+    """Each challenger's decision, labelled counts and figures, with the summary's."""
+    variants = report.json.get("variants", {})
+    comparisons = report.json.get("comparisons") or {}
+    arms = {}
+    for name, arm in report.arms.items():
+        figures: dict[str, Any] = {key: (comparisons.get(name) or {}).get(key)
+                                   for key in _FIGURES}
+        for role in ("champion", name):
+            numbers = variants.get(role) or {}
+            for what in ("metric", "requests", "error_rate"):
+                figures[f"{'champion' if role == 'champion' else 'challenger'}_{what}"] = \
+                    numbers.get(what)
+        inputs = arm.inputs
+        arms[name] = RolloutView(
+            action=arm.decision.action, reasons=arm.decision.reasons,
+            labelled={"champion": inputs.labelled_champion, name: inputs.labelled_challenger},
+            figures={"challenger": name, **figures},
+            guardrails_judged=all(check.state != "not enough data"
+                                  for check in inputs.guardrails or ()))
+    return RolloutView(action=report.decision.action, reasons=report.decision.reasons,
+                       labelled={}, arms=arms, challenger=report.challenger)
+
+
+def _why(view: RolloutView) -> str:
+    return "; ".join(view.reasons)
+
+
+def plan_arms(config: RouterConfig, view: RolloutView) -> Move | None:
+    """The next move with several challengers (module doc), or None to hold."""
+    rollout = config.rollout
+    assert rollout is not None
+    if config.mode == "shadow" and rollout.from_shadow:
+        return _plan_shadow(config, view)
+    if config.mode != "ab":
+        return None
+    steps = rollout.steps
+    for arm in config.arms:
+        judged = view.arms.get(arm.variant)
+        if judged is not None and judged.action == "rollback" and arm.percent > 0:
+            if not rollout.auto_rollback:
+                return None
+            return Move("rollback", f"automatic rollback of {arm.variant}: {_why(judged)}",
+                        challenger=arm.variant)
+    if all(arm.percent < steps[0] for arm in config.arms):
+        return Move("step", f"rollout starts at {steps[0]:g}% for each challenger", steps[0])
+    chosen = next((arm for arm in config.arms if arm.variant == view.challenger), None)
+    if view.action == "promote" and chosen is not None and chosen.percent >= steps[-1] \
+            and rollout.auto_promote:
+        return Move("promote", f"automatic promotion of {chosen.variant} at "
+                                   f"{chosen.percent:g}%: {_why(view)}",
+                        challenger=chosen.variant)
+    for arm in config.arms:
+        judged = view.arms.get(arm.variant)
+        if judged is None or not 0 < arm.percent < steps[-1] or len(judged.labelled) < 2:
+            continue
+        labelled = min(judged.labelled.values())
+        if labelled < config.analysis.min_samples:
+            continue
+        following = next(step for step in steps if step > arm.percent)
+        return Move("step", f"{arm.variant} at {arm.percent:g}% healthy with {labelled} "
+                            f"labelled per variant (decision {judged.action}); moving to "
+                            f"{following:g}%", following, challenger=arm.variant)
+    return None
+
+
+def _plan_shadow(config: RouterConfig, view: RolloutView) -> Move | None:
+    rollout = config.rollout
+    assert rollout is not None
+    judged = [(arm.variant, view.arms.get(arm.variant)) for arm in config.arms]
+    for variant, arm_view in judged:
+        if arm_view is not None and arm_view.action == "rollback":
+            if not rollout.auto_rollback:
+                return None
+            return Move("rollback", f"automatic rollback of {variant} in shadow, before any "
+                                    f"user was served by it: {_why(arm_view)}",
+                        challenger=variant)
+    if any(arm_view is None for _, arm_view in judged):
+        return None
+    pairs = min(min(v.labelled.values(), default=0) for _, v in judged if v is not None)
+    if pairs < config.analysis.min_samples or not all(
+            v.guardrails_judged for _, v in judged if v is not None):
+        return None
+    first = rollout.steps[0]
+    return Move("step", f"shadow healthy: every challenger has at least {pairs} labelled "
+                        f"pairs; serving {first:g}% of users to each", first)
