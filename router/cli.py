@@ -209,7 +209,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from router.demo.simulate import ProgressBar, SimulationError, Simulator, holdout_rows
+    from router.demo.client import SimulationError
+    from router.demo.progress import ProgressBar
+    from router.demo.simulate import Simulator, holdout_rows
 
     try:
         X, y, names = holdout_rows(args.holdout)

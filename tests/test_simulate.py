@@ -15,7 +15,9 @@ import orjson
 import pytest
 
 from router.cli import main
-from router.demo.simulate import ProgressBar, SimulationError, SimulationResult, Simulator
+from router.demo.client import SimulationError
+from router.demo.progress import ProgressBar
+from router.demo.simulate import SimulationResult, Simulator
 from router.demo.training import HOLDOUT_PATH, load_holdout, train_demo
 from router.outcomes import open_store
 from tests.e2e.server import serve

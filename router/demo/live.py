@@ -24,11 +24,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
+from router.demo.client import SimulationError, get_json
+from router.demo.progress import ProgressBar
 from router.demo.simulate import (
-    ProgressBar,
-    SimulationError,
     Simulator,
-    get_json,
     holdout_rows,
 )
 from router.demo.training import (

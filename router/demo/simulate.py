@@ -10,20 +10,25 @@ keep-alive connection per thread of a small pool), so the simulator adds no depe
 
 from __future__ import annotations
 
-import http.client
 import random
-import sys
 import threading
 import time
-import urllib.parse
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
 
 import numpy as np
 import orjson
+
+from router.demo.client import (
+    Connection,
+    GatewayInfo,
+    SimulationError,
+    gateway_info,
+    get_json,
+)
+from router.demo.progress import ProgressBar
 
 __all__ = [
     "GatewayInfo",
@@ -43,20 +48,6 @@ DEFAULT_USERS = 100_000
 DEFAULT_CONCURRENCY = 8
 DEFAULT_FEEDBACK_DELAY = 200
 DEFAULT_FEEDBACK_BATCH = 100
-REQUEST_TIMEOUT_S = 30.0
-
-
-class SimulationError(Exception):
-    """The gateway cannot be reached, or does not take the held-out rows."""
-
-
-@dataclass(frozen=True)
-class GatewayInfo:
-    """What the simulator needs to know of a gateway: its features and its sticky key."""
-
-    features: tuple[str, ...]
-    sticky_key: str | None  # "header:<name>" or "body:<field>", as in the YAML
-    experiment: str
 
 
 @dataclass
@@ -98,67 +89,6 @@ def holdout_rows(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
                               "or pass --holdout")
     with np.load(path, allow_pickle=False) as data:
         return data["X"], data["y"], data["feature_names"].tolist()
-
-
-class _Connection:
-    """One keep-alive HTTP/1.1 connection to the gateway, reopened after a failure."""
-
-    def __init__(self, url: str) -> None:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise SimulationError(f"not an http(s) URL: {url}")
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname
-        self._port = parts.port
-        self._prefix = parts.path.rstrip("/")
-        self._conn: http.client.HTTPConnection | None = None
-
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-        if self._conn is None:
-            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            self._conn = cls(self._host, self._port, timeout=REQUEST_TIMEOUT_S)
-        all_headers = {"Content-Type": "application/json", **(headers or {})}
-        try:
-            self._conn.request(method, self._prefix + path, body=body, headers=all_headers)
-            response = self._conn.getresponse()
-            return response.status, response.read()
-        except BaseException:
-            self.close()  # the connection is in an unknown state: the next call opens a new one
-            raise
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-
-def get_json(url: str, path: str) -> tuple[int, Any]:
-    """``GET url + path``: the status and the decoded JSON body (None when it is not JSON).
-
-    Raises :class:`SimulationError` when the gateway cannot be reached.
-    """
-    connection = _Connection(url)
-    try:
-        status, body = connection.request("GET", path)
-    except OSError as exc:
-        raise SimulationError(f"cannot reach the gateway at {url}: {exc}") from None
-    finally:
-        connection.close()
-    try:
-        return status, orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return status, None
-
-
-def gateway_info(url: str) -> GatewayInfo:
-    """Read ``GET /config`` of the gateway at ``url``."""
-    status, payload = get_json(url, "/config")
-    if status != 200 or not isinstance(payload, dict):
-        raise SimulationError(f"GET {url}/config answered {status}")
-    return GatewayInfo(features=tuple(payload["models"]["champion"]["features"]),
-                       sticky_key=payload["config"]["traffic"].get("sticky_key"),
-                       experiment=str(payload["config"]["experiment"]))
 
 
 def shifted(X: np.ndarray, feature_names: list[str], drift: Mapping[str, float]
@@ -254,7 +184,7 @@ class Simulator:
             self.result.sent += 1
             return self._rng.randrange(len(self._rows)), f"user-{self._rng.randrange(self._users)}"
 
-    def _predict(self, connection: _Connection, row: int, user: str) -> None:
+    def _predict(self, connection: Connection, row: int, user: str) -> None:
         headers = {self._header: user} if self._header else None
         body = self._rows[row]
         if self._body_field is not None:
@@ -301,7 +231,7 @@ class Simulator:
                     return []
             return [self._pending.popleft() for _ in range(min(ready, self._batch))]
 
-    def _send_feedback(self, connection: _Connection, batch: list[_Label]) -> None:
+    def _send_feedback(self, connection: Connection, batch: list[_Label]) -> None:
         body = orjson.dumps({"feedback": [{"request_id": item.request_id, "label": item.label}
                                           for item in batch]})
         status = 0
@@ -323,7 +253,7 @@ class Simulator:
                 self.result.feedback_failed += len(batch)
 
     def _work(self) -> None:
-        connection = _Connection(self.url)
+        connection = Connection(self.url)
         try:
             while (draw := self._draw()) is not None:
                 self._predict(connection, *draw)
@@ -384,7 +314,7 @@ class Simulator:
 
     def flush_feedback(self) -> None:
         """Send every label still held back, in batches."""
-        connection = _Connection(self.url)
+        connection = Connection(self.url)
         try:
             while batch := self._due(everything=True):
                 self._send_feedback(connection, batch)
@@ -392,46 +322,3 @@ class Simulator:
             connection.close()
 
 
-class ProgressBar:
-    """A one-line progress bar on a terminal (``\\r``, redrawn ten times a second at most).
-
-    On anything else (a pipe, a file, CI's log) it writes nothing: the caller prints one plain
-    summary line at the end instead.
-    """
-
-    WIDTH = 24
-
-    def __init__(self, total: int, stream: TextIO | None = None) -> None:
-        self.total = total
-        self.stream = stream if stream is not None else sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.note = ""
-        self._drawn = 0.0
-
-    def line(self, result: SimulationResult) -> str:
-        done = min(result.sent, self.total)
-        filled = int(self.WIDTH * done / self.total) if self.total else self.WIDTH
-        variants = " ".join(f"{k} {v}" for k, v in sorted(result.variants.items()))
-        failed = sum(result.failed.values())
-        text = (f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{self.total} "
-                f"{result.rate:4.0f}/s  {variants}  labels {result.labels_sent}"
-                + (f"  failed {failed}" if failed else ""))
-        return f"{text}  {self.note}" if self.note else text
-
-    def update(self, result: SimulationResult, *, force: bool = False) -> None:
-        if not self.tty:
-            return
-        now = time.monotonic()
-        if not force and now - self._drawn < 0.1:
-            return
-        self._drawn = now
-        # Clear to the end of the line: the previous text may have been longer.
-        self.stream.write("\r" + self.line(result) + "\x1b[K")
-        self.stream.flush()
-
-    def close(self, result: SimulationResult) -> None:
-        """Draw the final state and end the line (on a terminal)."""
-        if self.tty:
-            self.update(result, force=True)
-            self.stream.write("\n")
-            self.stream.flush()
