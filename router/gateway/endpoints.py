@@ -212,6 +212,12 @@ def parse_feedback(body: Any, *, max_batch: int) -> list[FeedbackRecord]:
     """``{"request_id", "label" | "value"}`` or ``{"feedback": [...]}``; every fault named."""
     if isinstance(body, dict) and "feedback" in body:
         items, prefixes = body["feedback"], None
+        unknown = [{"field": printable(k), "message": "unknown field"}
+                   for k in body if k != "feedback"]
+        if unknown:
+            raise InputValidationError(
+                f"unknown top-level field(s) beside feedback: "
+                f"{', '.join(u['field'] for u in unknown)}", unknown)
         if not isinstance(items, list) or not items:
             raise InputValidationError('"feedback" must be a non-empty list',
                                        [{"field": "feedback", "message": "expected a list"}])

@@ -71,8 +71,10 @@ def parse_infer_request(body: Any, feature_names: Sequence[str], available: Sequ
             text_problem(request_id, max_length=MAX_ID_LENGTH)
         if problem is not None:
             raise _invalid("id", problem)
-    parameters = body.get("parameters") or {}
-    if not isinstance(parameters, dict):
+    parameters = body.get("parameters")
+    if parameters is None:
+        parameters = {}
+    elif not isinstance(parameters, dict):
         raise _invalid("parameters", "must be an object")
     inputs = body.get("inputs")
     if not isinstance(inputs, list) or not inputs:
@@ -124,6 +126,9 @@ def _rows(inputs: list[Any], feature_names: Sequence[str], max_batch: int) -> np
         unknown = sorted(k for k in tensor if k not in _INPUT_KEYS)
         if unknown:
             raise _invalid(f"inputs[{i}].{unknown[0]}", "unknown field")
+        if not isinstance(tensor.get("name"), str):
+            # A name is compared with the features' (a set): an object or a list cannot be.
+            raise _invalid(f"inputs[{i}].name", "must be a string: input, or a feature's name")
     names = [t.get("name") for t in inputs]
     if names == [INPUT]:
         return _matrix(inputs[0], feature_names, max_batch)

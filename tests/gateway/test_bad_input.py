@@ -51,6 +51,13 @@ def test_feedback_the_store_could_not_keep_is_named(item: dict[str, object],
     orjson.dumps(raised.value.detail)  # the detail itself can be rendered
 
 
+def test_a_feedback_batch_with_another_top_level_key_is_refused() -> None:
+    """``{"feedback": [...], "x": 1}``: the unknown key is named, as in a single item."""
+    with pytest.raises(InputValidationError) as raised:
+        parse_feedback({"feedback": [{"request_id": "r", "label": "a"}], "x": 1}, max_batch=10)
+    assert [p["field"] for p in raised.value.detail] == ["x"]
+
+
 def test_error_renderer_cannot_fail() -> None:
     """A message, detail or header UTF-8 or latin-1 cannot carry still gives the JSON error."""
     response = error_response(422, "invalid_input", "unknown feature \udc00",

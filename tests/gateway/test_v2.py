@@ -228,6 +228,12 @@ def bad(tensor: dict[str, Any]) -> dict[str, Any]:
      422, "inputs[0].name", "one per feature"),
     ({"instances": [[1, 2, 3, 4]]}, 422, "instances", "unknown"),
     ({"id": 5, "inputs": []}, 422, "id", "must be a string"),
+    ({"inputs": [{"name": {}, "shape": [1], "datatype": "FP64", "data": [1.0]}]},
+     422, "inputs[0].name", "must be a string"),
+    ({"inputs": [{"name": ["input"], "shape": [1, 4], "datatype": "FP64", "data": [1.0] * 4}]},
+     422, "inputs[0].name", "must be a string"),
+    (bad({}) | {"parameters": False}, 422, "parameters", "must be an object"),
+    (bad({}) | {"parameters": []}, 422, "parameters", "must be an object"),
 ])
 def test_bad_requests_name_the_field(ab: TestClient, body: dict[str, Any], status: int,
                                      field: str, words: str) -> None:
