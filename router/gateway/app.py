@@ -14,7 +14,16 @@ from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from router.gateway import admin, dashboard, endpoints, kserve, metrics, stats_route, v2
+from router.gateway import (
+    admin,
+    dashboard,
+    endpoints,
+    kserve,
+    metrics,
+    openapi,
+    stats_route,
+    v2,
+)
 from router.gateway.body_deadline import receive_within
 from router.gateway.errors import EXCEPTION_HANDLERS, render_error
 from router.gateway.state import GatewayState
@@ -115,6 +124,7 @@ def create_app(config_path: str | Path, *, base_dir: str | Path | None = None,
         Route("/v1/models/{name}:predict", metrics.counted(kserve.predict), methods=["POST"]),
         Route("/v1/models/{name}", kserve.model_status, methods=["GET"]),
         *v2_routes(),
+        Route("/openapi.json", openapi.openapi_json, methods=["GET"]),
     ]
     return Gateway(routes=routes, lifespan=lifespan,
                    exception_handlers=EXCEPTION_HANDLERS)  # type: ignore[arg-type]

@@ -28,19 +28,14 @@ from tests.polling import eventually
 pytestmark = pytest.mark.e2e
 
 ROW = [5.1, 3.5, 1.4, 0.2]
+EXPERIMENT = "hostile"
 ADMIN_TOKEN = "s3cret"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, champion_dir: Path,
-           challenger_dir: Path) -> Iterator[Server]:
-    """A gateway in ab mode, units by ``body:user_id``, a real SQLite file, admin enabled."""
-    directory = tmp_path_factory.mktemp("hostile")
-    config = write_config(directory, champion=champion_dir, challenger=challenger_dir,
-                          experiment="hostile", store="sqlite:///outcomes.db",
-                          traffic={"challenger_percent": 50, "sticky_key": "body:user_id"})
-    with serve(config, directory, extra_env={"ROUTER_ADMIN_TOKEN": ADMIN_TOKEN}) as running:
-        yield running
+def server(ab_server: Server) -> Server:
+    """The shared ab gateway (tests/e2e/conftest.py) for this module's experiment."""
+    return ab_server
 
 
 class Connection:
