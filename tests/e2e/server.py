@@ -93,4 +93,3 @@ def wait_ready(server: Server, timeout: float) -> None:
             pass
         time.sleep(0.1)
     raise AssertionError(f"server not ready after {timeout} s:\n{server.output()}")
-
