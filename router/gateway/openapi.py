@@ -19,9 +19,9 @@ from starlette.responses import Response
 
 from router import __version__
 from router.gateway.endpoints import state_of
-from router.gateway.openapi_schemas import ERROR_CODES, MAX_ID, NO_CONTROL, ROLES, SCHEMAS, ref
+from router.gateway.openapi_schemas import ERROR_CODES, MAX_ID, NO_CONTROL, SCHEMAS, ref
 from router.gateway.openapi_served import served_document
-from router.snapshot import Snapshot
+from router.serving.snapshot import Snapshot
 
 Operation = dict[str, Any]
 
@@ -85,7 +85,7 @@ REQUEST_ID = {
                    "without it (or empty) the gateway issues a UUIDv7"}
 ANSWER_HEADERS = {
     "X-Request-Id": {"required": True, "schema": {"type": "string", "minLength": 1}},
-    "X-Variant": {"required": True, "schema": {"enum": ROLES}},
+    "X-Variant": {"required": True, "schema": ref("Variant")},
 }
 NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
         "description": "the experiment's name, or (under /v2) one of its models'"}

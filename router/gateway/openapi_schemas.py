@@ -20,7 +20,6 @@ MAX_ID = 200
 MAX_FEEDBACK_ID = MAX_ID + 8  # a batch row's "<id>:<i>"
 MAX_LABEL = 1_000
 MAX_REASON = 2_000
-ROLES = ["champion", "challenger"]
 
 
 def ref(name: str) -> Schema:
@@ -71,7 +70,7 @@ _ROW_ANSWER = {"prediction": _LABEL,
                "probability": nullable({"type": "number", "minimum": 0, "maximum": 1}),
                "probabilities": _PROBABILITIES}
 _HEAD = {"request_id": {"type": "string", "minLength": 1},
-         "variant": {"enum": ROLES, "description": "who answered (after any fallback)"},
+         "variant": ref("Variant"),
          "model": {"type": "string", "description": "the name the YAML serves it under"},
          "version": {"type": "string"}}
 _TENSOR_DATA: Schema = {
@@ -80,6 +79,9 @@ _TENSOR_DATA: Schema = {
     "description": "row-major values, flat or nested"}
 
 SCHEMAS: dict[str, Schema] = {
+    "Variant": {"type": "string", "minLength": 1,
+                "description": "who answered (after any fallback): champion, challenger, or a "
+                               "challenger listed under challengers: by its name"},
     "Error": closed(["error", "message", "detail"], {
         "error": {"type": "string", "description": "a stable machine-readable code"},
         "message": {"type": "string", "description": "what is wrong, for a person"},
@@ -156,8 +158,8 @@ SCHEMAS: dict[str, Schema] = {
     "Stats": {
         "type": "object",
         "required": ["experiment", "mode", "config_revision", "metric", "analysis_unit",
-                     "generated_at", "phase", "variants", "comparison", "guardrails",
-                     "decision", "unknown_feedback_ids"],
+                     "generated_at", "phase", "variants", "guardrails", "decision",
+                     "unknown_feedback_ids"],
         "properties": {
             "experiment": {"type": "string"},
             "mode": {"enum": ["ab", "shadow", "single"]},
@@ -168,19 +170,25 @@ SCHEMAS: dict[str, Schema] = {
             "phase": {"type": "object"},
             "variants": {"type": "object", "additionalProperties": {"type": "object"}},
             "comparison": nullable({"type": "object"}),
+            "challengers": {"type": "array", "items": {"type": "string"}},
+            "comparisons": {"type": "object", "additionalProperties": {"type": "object"}},
             "guardrails": nullable({"type": "object"}),
-            "decision": closed(["action", "reasons"], {
-                "action": {"enum": ["promote", "continue", "rollback"]},
-                "reasons": {"type": "array", "items": {"type": "string"}}}),
+            "decision": {
+                "type": "object", "required": ["action", "reasons"],
+                "properties": {"action": {"enum": ["promote", "continue", "rollback"]},
+                               "reasons": {"type": "array", "items": {"type": "string"}},
+                               "challenger": nullable({"type": "string"})},
+                "additionalProperties": False},
             "unknown_feedback_ids": {"type": "integer", "minimum": 0},
         },
-        "description": "the experiment's results (docs/statistics.md has every key); also "
-                       "drift, rolling and outputs"},
+        "description": "the experiment's results (docs/statistics.md has every key): with one "
+                       "challenger a comparison, with several (challengers:) comparisons and a "
+                       "decision naming the challenger it acts on; also drift, rolling, outputs "
+                       "and segments"},
     "Timeline": {
         "type": "object",
         "required": ["experiment", "mode", "metric", "higher_is_better", "alpha",
-                     "confidence", "generated_at", "phase", "axis", "labelled", "variants",
-                     "comparison"],
+                     "confidence", "generated_at", "phase", "axis"],
         "properties": {
             "experiment": {"type": "string"}, "mode": {"enum": ["ab", "shadow", "single"]},
             "metric": {"type": "string"}, "higher_is_better": {"type": "boolean"},
@@ -188,7 +196,9 @@ SCHEMAS: dict[str, Schema] = {
             "generated_at": {"type": "string", "format": "date-time"},
             "phase": {"type": "object"}, "axis": {"type": "string"},
             "labelled": {"type": "array", "items": {"type": "integer"}},
-            "variants": {"type": "object"}, "comparison": nullable({"type": "object"})},
+            "variants": {"type": "object"}, "comparison": nullable({"type": "object"}),
+            "challengers": {"type": "array", "items": {"type": "string"}},
+            "timelines": {"type": "object", "description": "per challenger (challengers:)"}},
         "additionalProperties": False},
     "History": closed(["history"], {"history": {"type": "array", "items": closed(
         ["ts", "action", "from", "to", "reason", "actor", "details"], {

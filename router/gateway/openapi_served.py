@@ -14,17 +14,31 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
-from router.assignment import CHALLENGER, CHAMPION
-from router.gateway.openapi_schemas import MAX_ID, NO_CONTROL, Schema
-from router.input_bounds import NO_BOUND
-from router.snapshot import Snapshot
+from router.gateway.openapi_schemas import NO_CONTROL, Schema
+from router.serving.input_bounds import NO_BOUND
+from router.serving.snapshot import Snapshot
+from router.strings import MAX_ID_LENGTH, MAX_SEGMENT_LENGTH
 
-# The operations that take a prediction's input (and so the sticky and override headers).
+# The operations that take a prediction's input (and so the sticky, segment and override
+# headers).
 PREDICTING = {"/predict", "/v1/models/{name}:predict", "/v2/models/{name}/infer",
               "/v2/models/{name}/versions/{version}/infer"}
-UNIT_ID: Schema = {"anyOf": [{"type": "string", "maxLength": MAX_ID, "pattern": NO_CONTROL},
-                             {"type": "integer"}, {"type": "null"}],
-                   "description": "the unit (user) id: empty or null for none"}
+
+
+def keyed_values(snapshot: Snapshot) -> dict[tuple[str, str], tuple[int, str]]:
+    """The values a request may carry under a configured key (the sticky key, the segments;
+    ``router.gateway.request_keys``): by (header or body, name), their longest and what."""
+    config = snapshot.config
+    keys = [(config.traffic.sticky_key, MAX_ID_LENGTH, "the unit (user) id a variant sticks to"),
+            *((key, MAX_SEGMENT_LENGTH, "a segment of the analysis")
+              for key in config.analysis.segments)]
+    values: dict[tuple[str, str], tuple[int, str]] = {}
+    for key, longest, what in keys:
+        if key is not None:
+            known = values.get((key.source, key.name))
+            values[(key.source, key.name)] = (longest, what) if known is None else \
+                (min(longest, known[0]), f"{known[1]}; {what}")
+    return values
 
 
 def served_document(base: dict[str, Any], snapshot: Snapshot) -> dict[str, Any]:
@@ -34,7 +48,8 @@ def served_document(base: dict[str, Any], snapshot: Snapshot) -> dict[str, Any]:
     features = snapshot.champion.feature_names
     schemas["FeatureRow"] = feature_row(features, snapshot.input_bound)
     schemas["PredictRequest"] = predict_request(schemas["PredictRequest"], snapshot)
-    roles = [CHAMPION] if snapshot.challenger is None else [CHAMPION, CHALLENGER]
+    roles = snapshot.variants
+    schemas["Variant"] = {**schemas["Variant"], "enum": list(roles)}
     experiment = snapshot.config.experiment
     names = list(dict.fromkeys([experiment, *(snapshot.names[r] for r in roles)]))
     versions = list(dict.fromkeys([str(snapshot.revision),
@@ -71,11 +86,14 @@ def feature_row(features: Sequence[str], bound: float) -> Schema:
 
 
 def predict_request(base: Schema, snapshot: Snapshot) -> Schema:
-    """``/predict``'s body: no key but the row(s), ``user_id`` and a body sticky key."""
+    """``/predict``'s body: no key but the row(s), ``user_id`` and the configured body keys."""
     properties = dict(base["properties"])
-    key = snapshot.config.traffic.sticky_key
-    if key is not None and key.source == "body":
-        properties[key.name] = UNIT_ID
+    for (source, name), (longest, what) in keyed_values(snapshot).items():
+        if source == "body":
+            properties[name] = {
+                "anyOf": [{"type": "string", "maxLength": longest, "pattern": NO_CONTROL},
+                          {"type": "integer"}, {"type": "null"}],
+                "description": f"{what}: a string or an integer; empty or null for none"}
     return {**base, "properties": properties, "additionalProperties": False}
 
 
@@ -92,15 +110,15 @@ def served_parameter(parameter: dict[str, Any], path: str, experiment: str,
 
 
 def headers_of(snapshot: Snapshot) -> list[dict[str, Any]]:
-    """The sticky-key and override headers the YAML names, as header parameters."""
+    """The sticky-key, segment and override headers the YAML names, as header parameters."""
+    headers = [{"name": name, "in": "header", "required": False,
+                "schema": {"type": "string", "maxLength": longest, "pattern": NO_CONTROL},
+                "description": what}
+               for (source, name), (longest, what) in keyed_values(snapshot).items()
+               if source == "header"]
     traffic = snapshot.config.traffic
-    headers = []
-    if traffic.sticky_key is not None and traffic.sticky_key.source == "header":
-        headers.append({"name": traffic.sticky_key.name, "in": "header", "required": False,
-                        "schema": {"type": "string", "maxLength": MAX_ID,
-                                   "pattern": NO_CONTROL},
-                        "description": "the unit (user) id a variant sticks to"})
-    if traffic.override_header is not None:
+    if traffic.override_header is not None and traffic.override_header not in \
+            {h["name"] for h in headers}:
         headers.append({"name": traffic.override_header, "in": "header", "required": False,
                         "schema": {"type": "string"},
                         "description": "a variant to force (champion, challenger or a served "
@@ -108,4 +126,3 @@ def headers_of(snapshot: Snapshot) -> list[dict[str, Any]]:
                                        + ("; read only with the admin token"
                                           if traffic.override_requires_token else "")})
     return headers
-

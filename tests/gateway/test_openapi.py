@@ -11,13 +11,22 @@ from pathlib import Path
 from typing import Any
 
 import schemathesis
+from schemathesis.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from starlette.applications import Starlette
 from starlette.routing import Route
 
 from router.gateway import create_app
 from router.gateway.openapi import openapi_document
+from router.strings import MAX_ID_LENGTH, MAX_SEGMENT_LENGTH
 from tests.conftest import IRIS_FEATURES
 
+ANSWER_CHECKS = [status_code_conformance, content_type_conformance,
+                 response_headers_conformance, response_schema_conformance]
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
 
@@ -102,10 +111,48 @@ def test_the_gateway_serves_its_own_features_names_and_headers(
     assert kserve["parameters"][0]["schema"] == {"enum": ["iris"]}
 
 
-def test_a_body_sticky_key_is_the_one_extra_key_a_prediction_takes(
+def test_body_keys_the_yaml_names_are_the_only_extra_keys_a_prediction_takes(
         make_client: Callable[..., Any], champion_dir: Path) -> None:
+    """The sticky key and the segments, in the body or as headers, each with its length."""
     client = make_client(champion=champion_dir, mode="single",
-                         traffic={"sticky_key": "body:customer"})
-    body = client.get("/openapi.json").json()["components"]["schemas"]["PredictRequest"]
-    assert set(body["properties"]) == {"features", "instances", "user_id", "customer"}
+                         traffic={"sticky_key": "body:customer"},
+                         analysis={"segments": ["body:plan", "header:x-country"]})
+    served = client.get("/openapi.json").json()
+    body = served["components"]["schemas"]["PredictRequest"]
+    assert set(body["properties"]) == {"features", "instances", "user_id", "customer", "plan"}
     assert body["additionalProperties"] is False
+    assert body["properties"]["plan"]["anyOf"][0]["maxLength"] == MAX_SEGMENT_LENGTH
+    assert body["properties"]["customer"]["anyOf"][0]["maxLength"] == MAX_ID_LENGTH
+    headers = served["paths"]["/predict"]["post"]["parameters"]
+    assert [h["name"] for h in headers] == ["X-Request-Id", "x-country"]
+
+
+def test_several_challengers_answer_as_their_gateway_describes(
+        make_client: Callable[..., Any], champion_dir: Path, challenger_dir: Path,
+        no_proba_dir: Path) -> None:
+    """With challengers: listed, variants are their names, /stats has comparisons and a
+    decision naming a challenger, the timeline one per challenger: all as the document says."""
+    client = make_client(champion=champion_dir, challengers=[
+        {"name": "gb", "path": str(challenger_dir), "percent": 30},
+        {"name": "svc", "path": str(no_proba_dir), "percent": 30}],
+        traffic={"sticky_key": "header:x-user-id"})
+    schema = schemathesis.openapi.from_dict(client.get("/openapi.json").json())
+    row = [5.1, 3.5, 1.4, 0.2]
+    requests: list[tuple[str, str, dict[str, Any]]] = [
+        *(("POST", "/predict", {"json": {"features": row}, "headers": {"x-user-id": f"u{i}"}})
+          for i in range(12)),
+        ("GET", "/stats", {}), ("GET", "/stats/timeline", {}), ("GET", "/ready", {}),
+        ("GET", "/v2/models/{name}", {"name": "exp"}),
+        ("GET", "/v2/models/{name}", {"name": "svc"}),
+        ("POST", "/v2/models/{name}/infer", {"name": "svc", "json": {"inputs": [
+            {"name": "input", "shape": [1, 4], "datatype": "FP64", "data": row}]}}),
+    ]
+    variants = set()
+    for method, template, options in requests:
+        parameters = {"name": options.pop("name")} if "name" in options else {}
+        answer = client.request(method, template.format(**parameters), **options)
+        assert answer.status_code == 200, answer.text
+        schema[template][method].Case(path_parameters=parameters).validate_response(
+            answer, checks=ANSWER_CHECKS)
+        variants.add(answer.headers.get("x-variant"))
+    assert {"champion", "gb", "svc"} <= variants
