@@ -290,7 +290,7 @@ def serve_unlogged(config: str, port: int) -> None:
     PredictionService._records = staticmethod(lambda *args, **kwargs: [])  # type: ignore[method-assign]
     os.environ[CONFIG_ENV] = str(Path(config).resolve())
     os.environ[BASE_DIR_ENV] = str(Path.cwd())
-    # The same settings as router.cli.cmd_serve.
+    # The same settings as router.cli.serve.cmd_serve.
     uvicorn.run("router.gateway.app:app_from_env", factory=True, host=HOST, port=port,
                 loop="auto", http="auto", access_log=False, log_level="warning")
 

@@ -1,0 +1,207 @@
+"""The commands besides serving: sign, the demo and its traffic, models, switches and
+history, statistics, training-serving skew."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from router.cli.common import DEFAULT_CONFIG, CommandError, open_config_store
+
+if TYPE_CHECKING:  # the CLI imports heavy modules only in the command that needs them
+    pass
+
+
+
+# -- sign -------------------------------------------------------------------------------------
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    import json
+
+    from router.artifacts import sign_directory
+
+    path = sign_directory(Path(args.dir), Path(args.key))
+    fingerprint = json.loads(path.read_text())["public_key_sha256"]
+    print(f"signed {args.dir} with key {fingerprint[:16]}: wrote {path}")
+    return 0
+
+
+# -- train-demo -------------------------------------------------------------------------------
+
+
+def cmd_train_demo(args: argparse.Namespace) -> int:
+    from router.demo.training import train_demo, training_summary
+
+    result = train_demo(Path(args.dir), force=args.force)
+    for line in training_summary(result):
+        print(line)
+    return 0
+
+
+# -- demo, simulate ---------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from router.demo.live import DemoError, DemoOptions, run_demo
+    from router.demo.simulate import SimulationError
+
+    options = DemoOptions(root=Path(args.dir), host=args.host, port=args.port,
+                          max_requests=args.max_requests, round_size=args.round,
+                          concurrency=args.concurrency, fresh=args.fresh, seed=args.seed)
+    try:
+        return run_demo(options)
+    except (DemoError, SimulationError) as exc:
+        raise CommandError(str(exc)) from None
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from router.demo.client import SimulationError
+    from router.demo.progress import ProgressBar
+    from router.demo.simulate import Simulator, holdout_rows
+
+    try:
+        X, y, names = holdout_rows(args.holdout)
+        simulator = Simulator(args.url, X, y, names, users=args.users,
+                              concurrency=args.concurrency, feedback_delay=args.feedback_delay,
+                              seed=args.seed, drift=dict(args.drift or ()))
+        bar = ProgressBar(args.requests)
+        try:
+            simulator.run(args.requests, bar.update)
+        finally:
+            # Stopped or done: the labels of every answered request still arrive.
+            simulator.flush_feedback()
+            bar.close(simulator.result)
+    except SimulationError as exc:
+        raise CommandError(str(exc)) from None
+    print(simulator.result.summary())
+    if simulator.result.answered == 0:
+        raise CommandError(f"no request was answered by {args.url}")
+    return 0
+
+
+# -- models list ------------------------------------------------------------------------------
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from router.artifacts import list_models
+
+    rows = list_models(Path(args.dir))
+    if not rows:
+        raise CommandError(f"no model directories under {args.dir}")
+    header = ("NAME", "VERSION", "TASK", "MODEL", "CREATED", "SHA256", "STATUS")
+    table = [header, *[(r["name"], r["version"], r["task"], r["model_type"], r["created_at"],
+                        r["sha256"][:12], r["status"]) for r in rows]]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+# -- promote, rollback, history ----------------------------------------------------------------
+
+
+def cmd_switch(args: argparse.Namespace) -> int:
+    import getpass
+
+    from router.live.switch import switch
+    from router.serving.registry import ModelRegistry
+    from router.serving.snapshot import load_models
+
+    path, store = open_config_store(args.config)
+    try:
+        # The new file's models must load, as a gateway will load them, before it is written.
+        entry = switch(args.command, path, Path.cwd(), store,
+                       reason=args.reason or f"{args.command} from the command line",
+                       actor=f"cli:{getpass.getuser()}", challenger=args.challenger,
+                       check=lambda config: load_models(config, ModelRegistry()))
+    finally:
+        store.close()
+    verb = "promoted" if entry.action == "promote" else "rolled back"
+    print(f"{verb}: {entry.to_model} now serves (was {entry.from_model}); {path} rewritten, "
+          "a running gateway applies it within 2 s")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from router.live.switch import history_document
+    from router.outcomes import open_store
+
+    if args.store:
+        store = open_store(args.store, Path.cwd())
+    else:
+        _, store = open_config_store(args.config)
+    try:
+        entries = store.history(args.limit)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(history_document(entries), indent=2))
+        return 0
+    if not entries:
+        print("no switches recorded yet")
+        return 0
+    for e in entries:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.ts))
+        print(f"{when}  {e.action:<8}  {e.from_model} -> {e.to_model}  ({e.actor})")
+        print(f"    {e.reason}")
+        figures = ", ".join(f"{k}={v}" for k, v in e.details.items()
+                            if isinstance(v, int | float | str))
+        if figures:
+            print(f"    {figures}")
+    return 0
+
+
+# -- stats ------------------------------------------------------------------------------------
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    import json
+
+    from router.stats.console import (
+        FetchError,
+        exported_report,
+        fetch_report,
+        offline_report,
+        render_report,
+    )
+
+    if sum(bool(x) for x in (args.url, args.store or args.config, args.outcomes)) > 1:
+        raise CommandError("give one of --url, --store/--config or --outcomes")
+    try:
+        if args.outcomes:
+            report = exported_report(args.outcomes, alpha=args.alpha, metric=args.metric,
+                                     mode=args.mode, challenger_percent=args.challenger_percent)
+        elif args.store or args.config:
+            report = offline_report(args.config or DEFAULT_CONFIG, args.store,
+                                    alpha=args.alpha, metric=args.metric)
+        else:
+            report = fetch_report(args.url or "http://127.0.0.1:8000", alpha=args.alpha,
+                                  metric=args.metric)
+    except FetchError as exc:
+        raise CommandError(str(exc)) from None
+    print(json.dumps(report, indent=2) if args.json else render_report(report))
+    return 0
+
+
+# -- skew -------------------------------------------------------------------------------------
+
+
+def cmd_skew(args: argparse.Namespace) -> int:
+    import json
+
+    from router.monitoring.skew import SkewRule, config_skew, render_skew
+
+    rule = SkewRule(args.rtol, args.atol, args.max_mismatch_share, args.alpha)
+    report = config_skew(args.config, Path(args.features), store_url=args.store, rule=rule)
+    if not report["rows_joined"]:
+        raise CommandError(f"none of the {report['rows_missing']} request ids of "
+                           f"{args.features} is in the log")
+    print(json.dumps(report, indent=2) if args.json else render_skew(report, rule))
+    return 0
+
+
