@@ -31,9 +31,9 @@ ORDER BY f.id IS NULL, f.id, p.id
 """
 
 
-def export_csv(database: Path, out: Path) -> None:
+def export_csv(database: Path, out: Path, query: str = EXPORT) -> None:
     with sqlite3.connect(database) as connection:
-        cursor = connection.execute(EXPORT)
+        cursor = connection.execute(query)
         names = [d[0] for d in cursor.description]
         with out.open("w", newline="") as handle:
             writer = csv.writer(handle)
