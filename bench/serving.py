@@ -261,7 +261,7 @@ def server_command(server: Server, paths: dict[str, Path], port: int
 def engines_chosen(target: Any, timeout: float = 120.0) -> dict[str, Any]:
     """``/config``'s models once each has its engine: the gateway is ready before ONNX
     Runtime's parity check ends, and a figure must price the engine that will serve."""
-    from router.serving.registry import ENGINE_PENDING
+    from router.serving.model import ENGINE_PENDING
 
     deadline = time.monotonic() + timeout
     while True:

@@ -15,7 +15,8 @@ import pytest
 
 from router.serving import batching
 from router.serving.batching import MicroBatcher, Predictor
-from router.serving.registry import ModelRegistry, Prediction
+from router.serving.model import Prediction
+from router.serving.registry import ModelRegistry
 
 BAD = -999.0  # a row whose first value is this makes the fake model raise
 

@@ -17,13 +17,8 @@ from starlette.testclient import TestClient
 from router.gateway.app import create_app
 from router.serving import engine_check, engines
 from router.serving.engines import ONNXRUNTIME, SKLEARN, OnnxRunner
-from router.serving.registry import (
-    ENGINE_PENDING,
-    ENGINES_IN_BACKGROUND,
-    ENGINES_UNCHOSEN,
-    ModelRegistry,
-    ServedModel,
-)
+from router.serving.model import ENGINE_PENDING, ServedModel
+from router.serving.registry import ENGINES_IN_BACKGROUND, ENGINES_UNCHOSEN, ModelRegistry
 from tests.configs import write_config
 
 Data = tuple[np.ndarray, np.ndarray]

@@ -15,7 +15,8 @@ from sklearn.svm import SVC
 
 from router.artifacts import load_model, save_model
 from router.errors import ModelLoadError
-from router.serving.registry import ModelRegistry, Prediction, ServedModel
+from router.serving.model import Prediction, ServedModel
+from router.serving.registry import ModelRegistry
 from tests.conftest import IRIS_FEATURES
 from tests.fixture_models import FAIL_ENV, DisagreeingClassifier
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from router.live.reload import Reloader
 from router.outcomes import MemoryStore
-from router.serving.registry import ENGINES_UNCHOSEN, ModelRegistry, ServedModel
+from router.serving.model import ServedModel
+from router.serving.registry import ENGINES_UNCHOSEN, ModelRegistry
 from tests.configs import write_config
 
 

@@ -18,7 +18,8 @@ from starlette.testclient import TestClient
 from router.config import load_config
 from router.gateway.state import GatewayState
 from router.outcomes.records import PredictionRecord
-from router.serving.registry import ModelRegistry, Prediction, ServedModel
+from router.serving.model import Prediction, ServedModel
+from router.serving.registry import ModelRegistry
 from router.serving.snapshot import Snapshot, load_models
 from router.shadow.mirror import Outcome, ProcessScorer, ShadowMirror, ThreadScorer
 from router.shadow.worker import _Models, own_seconds

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING, TextIO
+from collections.abc import Mapping
+from typing import Protocol, TextIO
 
-if TYPE_CHECKING:
-    from router.demo.simulate import SimulationResult
+
+class Progress(Protocol):
+    """What the bar shows of a simulation's running result."""
+
+    sent: int
+    variants: Mapping[str, int]
+    failed: Mapping[str, int]
+    labels_sent: int
+
+    @property
+    def rate(self) -> float: ...
 
 
 class ProgressBar:
@@ -26,7 +36,7 @@ class ProgressBar:
         self.note = ""
         self._drawn = 0.0
 
-    def line(self, result: SimulationResult) -> str:
+    def line(self, result: Progress) -> str:
         done = min(result.sent, self.total)
         filled = int(self.WIDTH * done / self.total) if self.total else self.WIDTH
         variants = " ".join(f"{k} {v}" for k, v in sorted(result.variants.items()))
@@ -36,7 +46,7 @@ class ProgressBar:
                 + (f"  failed {failed}" if failed else ""))
         return f"{text}  {self.note}" if self.note else text
 
-    def update(self, result: SimulationResult, *, force: bool = False) -> None:
+    def update(self, result: Progress, *, force: bool = False) -> None:
         if not self.tty:
             return
         now = time.monotonic()
@@ -47,7 +57,7 @@ class ProgressBar:
         self.stream.write("\r" + self.line(result) + "\x1b[K")
         self.stream.flush()
 
-    def close(self, result: SimulationResult) -> None:
+    def close(self, result: Progress) -> None:
         """Draw the final state and end the line (on a terminal)."""
         if self.tty:
             self.update(result, force=True)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from router.errors import InputValidationError, PayloadTooLargeError, UnsupportedMediaError
-from router.serving.registry import ServedModel
+from router.serving.model import ServedModel
 from router.strings import MAX_ID_LENGTH, text_problem
 
 INPUT = "input"

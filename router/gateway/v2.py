@@ -38,7 +38,7 @@ from router.gateway.oip import model_metadata, output_names, output_tensors, par
 from router.gateway.override import forced_variant
 from router.gateway.request_keys import segments_of
 from router.serving.inputs import check_within
-from router.serving.registry import ServedModel
+from router.serving.model import ServedModel
 from router.serving.snapshot import Snapshot
 
 Endpoint = Callable[[Request], Awaitable[Response]]

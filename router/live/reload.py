@@ -25,7 +25,8 @@ from router.errors import ConfigError, ConfigProblem, RouterError
 from router.live.sync import Resolved, resolve
 from router.live.yamledit import edit_file
 from router.outcomes import ExperimentState
-from router.serving.registry import ModelRegistry, ServedModel
+from router.serving.model import ServedModel
+from router.serving.registry import ModelRegistry
 from router.serving.snapshot import Snapshot, SnapshotHolder, config_digest, load_models
 
 log = logging.getLogger("router.live.reload")

@@ -23,7 +23,7 @@ import numpy as np
 from scipy.stats import binom
 
 from router.outcomes.columns import AnalysisColumns
-from router.serving.registry import ServedModel
+from router.serving.model import ServedModel
 
 __all__ = ["CONSTANT_ALPHA", "CONSTANT_SHARE", "MIN_PREDICTIONS", "QUANTILES", "output_report"]
 

@@ -18,7 +18,7 @@ import numpy as np
 from sklearn.metrics import precision_recall_fscore_support
 
 from router.outcomes.columns import AnalysisColumns
-from router.serving.registry import ServedModel
+from router.serving.model import ServedModel
 
 __all__ = ["rolling_report", "window_rows"]
 

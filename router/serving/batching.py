@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from router.serving.registry import Prediction, ServedModel
+from router.serving.model import Prediction, ServedModel
 
 # How often a batcher waiting for a full batch looks at its queue.
 _POLL_S = 0.0005

@@ -29,7 +29,7 @@ from router.serving.engines import (
 )
 
 if TYPE_CHECKING:
-    from router.serving.registry import ServedModel
+    from router.serving.model import ServedModel
 
 CHECK_TIMEOUT_S = 600.0
 
@@ -94,7 +94,7 @@ def choice_apart(served: ServedModel) -> EngineChoice:
 def main(argv: list[str]) -> int:
     from router.artifacts import load_model
     from router.artifacts.trust import ModelTrust
-    from router.serving.registry import ServedModel
+    from router.serving.model import ServedModel
 
     directory, sha256 = argv
     trust = ModelTrust.from_env()

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from router.serving.registry import ServedModel
+    from router.serving.model import ServedModel
 
 NO_BOUND = sys.float_info.max
 _SMALLEST_EXPONENT, _LARGEST_EXPONENT = 3, 308

@@ -18,7 +18,7 @@ from router.errors import BackpressureError, ModelFailedError
 from router.outcomes.records import PredictionRecord
 from router.serving.assignment import CHAMPION, assign_arm
 from router.serving.batching import Predictor
-from router.serving.registry import Prediction, ServedModel
+from router.serving.model import Prediction, ServedModel
 from router.serving.snapshot import Snapshot
 
 

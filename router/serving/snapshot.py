@@ -18,7 +18,8 @@ import orjson
 from router.config import RouterConfig
 from router.errors import ConfigError, ConfigProblem, ModelLoadError
 from router.serving.input_bounds import common_bound, input_bound
-from router.serving.registry import ModelRegistry, ServedModel
+from router.serving.model import ServedModel
+from router.serving.registry import ModelRegistry
 
 
 @dataclass(frozen=True)

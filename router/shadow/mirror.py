@@ -30,7 +30,7 @@ import numpy as np
 from router.errors import StoreError
 from router.outcomes.records import PredictionRecord
 from router.serving.assignment import CHALLENGER
-from router.serving.registry import Prediction, ServedModel
+from router.serving.model import Prediction, ServedModel
 from router.serving.service import PredictionService, RecordSink
 from router.serving.snapshot import Snapshot
 from router.shadow.scorers import Outcome, ProcessScorer, Scorer, ThreadScorer, scorer_from_env

@@ -23,7 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
-from router.serving.registry import Prediction, ServedModel
+from router.serving.model import Prediction, ServedModel
 from router.shadow.worker import describe
 
 __all__ = ["Outcome", "ProcessScorer", "Scorer", "ThreadScorer", "scorer_from_env"]

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from router.outcomes.columns import AnalysisColumns
-from router.serving.registry import ServedModel
+from router.serving.model import ServedModel
 from router.stats.drift import (
     DRIFT_ALPHA,
     PSI_MAJOR,

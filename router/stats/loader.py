@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from router.config import METRICS, RouterConfig
 from router.errors import InputValidationError
 from router.outcomes.records import RevisionRecord
-from router.serving.registry import ServedModel
+from router.serving.model import ServedModel
 from router.stats.reader import ColumnSource
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ import numpy as np
 
 from router.config import RouterConfig
 from router.outcomes.columns import AnalysisColumns
-from router.serving.registry import ServedModel
+from router.serving.model import ServedModel
 from router.stats.comparison import (
     CONFIDENCE,
     Outcomes,

@@ -14,7 +14,8 @@ from sklearn.preprocessing import StandardScaler
 from router.artifacts import save_model
 from router.monitoring import output_report
 from router.monitoring.outputs import CONSTANT_ALPHA
-from router.serving.registry import ModelRegistry, ServedModel
+from router.serving.model import ServedModel
+from router.serving.registry import ModelRegistry
 
 CLASSES = ("setosa", "versicolor", "virginica")
 

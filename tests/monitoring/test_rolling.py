@@ -15,7 +15,8 @@ from sklearn.metrics import (
 )
 
 from router.monitoring import rolling_report
-from router.serving.registry import ModelRegistry, ServedModel
+from router.serving.model import ServedModel
+from router.serving.registry import ModelRegistry
 
 CLASSES = ("setosa", "versicolor", "virginica")
 

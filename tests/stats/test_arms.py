@@ -19,7 +19,8 @@ from statsmodels.stats.proportion import (
 
 from router.config import RouterConfig, load_config
 from router.outcomes import MemoryStore
-from router.serving.registry import ModelRegistry, ServedModel
+from router.serving.model import ServedModel
+from router.serving.registry import ModelRegistry
 from router.serving.snapshot import config_digest, load_models
 from router.stats.arms import ArmReport, holm, summarise
 from router.stats.comparison import Outcomes, independent

@@ -14,7 +14,7 @@ import pytest
 from router.config import RouterConfig
 from router.errors import InputValidationError
 from router.outcomes import MemoryStore
-from router.serving.registry import ServedModel
+from router.serving.model import ServedModel
 from router.stats import analyze
 from tests.stats import test_report
 from tests.stats.test_report import CLASSES, Log, report

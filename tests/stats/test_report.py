@@ -25,7 +25,8 @@ from router.artifacts import save_model
 from router.config import RouterConfig, load_config
 from router.errors import InputValidationError
 from router.outcomes import FeedbackRecord, MemoryStore, PredictionRecord
-from router.serving.registry import ModelRegistry, ServedModel
+from router.serving.model import ServedModel
+from router.serving.registry import ModelRegistry
 from router.serving.snapshot import config_digest, load_models
 from router.stats.confidence import running_paired
 from router.stats.console import render_report

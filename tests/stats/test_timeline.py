@@ -11,7 +11,8 @@ import pytest
 
 from router.config import RouterConfig
 from router.outcomes import MemoryStore
-from router.serving.registry import ModelRegistry, ServedModel
+from router.serving.model import ServedModel
+from router.serving.registry import ModelRegistry
 from router.serving.snapshot import load_models
 from router.stats import difference_interval, mean_interval, wilson_interval
 from router.stats.confidence import running_arm, running_difference, running_paired
