@@ -38,7 +38,7 @@ from router.live.switch import move_traffic, switch
 from router.outcomes import ExperimentState
 
 if TYPE_CHECKING:
-    from router.stats.report import Report
+    from router.stats.model import Report
 
 log = logging.getLogger("router.live.rollout")
 

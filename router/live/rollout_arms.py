@@ -24,7 +24,7 @@ from router.config import RouterConfig
 from router.live.rollout import Move, RolloutView
 
 if TYPE_CHECKING:
-    from router.stats.report import Report
+    from router.stats.model import Report
 
 __all__ = ["arms_view", "plan_arms"]
 

@@ -26,41 +26,23 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from router.outcomes.columns import AnalysisColumns
-from router.stats.comparison import Outcomes, Running, independent, paired, repeats_units
+from router.stats.comparison import Outcomes, independent, paired, repeats_units
 from router.stats.decision import Decision, DecisionInputs, decide
 from router.stats.holm import holm
-from router.stats.loader import Phase, Settings
-from router.stats.report import (
-    Design,
-    Report,
-    _guardrails,
-    _guardrails_json,
-    _head,
-    _units,
-    _variant,
-)
+from router.stats.model import ArmReport, Design, Phase, Report, Settings
+from router.stats.report import _guardrails, _guardrails_json, _head, _units, _variant
 from router.stats.segments import segment_report, segment_warnings
 from router.stats.srm import SRM_ALPHA, srm_test
 
-__all__ = ["ArmReport", "arm_masks", "assemble_arms", "holm", "summarise"]
+__all__ = ["arm_masks", "assemble_arms", "holm", "summarise"]
 
 Columns = AnalysisColumns
 CHAMPION = "champion"
-
-
-@dataclass(frozen=True)
-class ArmReport:
-    """One of several challengers: its decision, the figures behind it and its sequence."""
-
-    decision: Decision
-    inputs: DecisionInputs
-    running: Running
 
 
 def arm_masks(columns: Columns, arms: Sequence[str]) -> dict[str, np.ndarray]:

@@ -24,7 +24,6 @@ checkpoints off the same arrays and ``/stats`` is its last point.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,25 +33,23 @@ from router.outcomes.columns import AnalysisColumns
 from router.stats.confidence import (
     MIN_UNITS,
     MIN_UNITS_UNBOUNDED,
-    RunningArm,
-    RunningDifference,
     ratio_variance,
     running_arm,
     running_difference,
     running_paired,
     samples_to_significance,
 )
-from router.stats.loader import Settings
 from router.stats.means import (
     mean_difference_interval,
     mean_interval,
     one_sample_t_test,
     welch_test,
 )
+from router.stats.model import Running, Settings
 from router.stats.paired import mcnemar_test, wilcoxon_test
 from router.stats.proportions import difference_interval, two_proportion_test, wilson_interval
 
-__all__ = ["CONFIDENCE", "Outcomes", "Running", "arrival_order", "cs_on_metric_scale",
+__all__ = ["CONFIDENCE", "Outcomes", "arrival_order", "cs_on_metric_scale",
            "fixed_test", "independent", "metric_interval", "paired", "paired_rows",
            "paired_test", "repeats_units", "tau2_of", "unit_codes"]
 
@@ -174,24 +171,6 @@ def unit_codes(columns: Columns, rows: np.ndarray) -> np.ndarray | None:
 
 
 # -- the running sequence ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Running:
-    """The comparison after each labelled outcome, in arrival order.
-
-    ``rows`` are the outcomes' row indices (pairs' champion rows in shadow mode); ``a`` and ``b``
-    the arms (None in shadow mode), ``difference`` the sequence on the tested scale.
-    """
-
-    rows: np.ndarray
-    a: RunningArm | None
-    b: RunningArm | None
-    difference: RunningDifference
-
-    def significant(self) -> bool:
-        return bool(self.rows.size) and bool(self.difference.low[-1] > 0
-                                             or self.difference.high[-1] < 0)
 
 
 def running_independent(columns: Columns, in_a: np.ndarray, in_b: np.ndarray,

@@ -11,51 +11,24 @@ The ``/stats`` route and ``router stats`` both call :func:`compute_report`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from router.config import METRICS, RouterConfig
 from router.errors import InputValidationError
 from router.outcomes.records import RevisionRecord
 from router.serving.model import ServedModel
+from router.stats.model import Phase, Settings
 from router.stats.reader import ColumnSource
 
 if TYPE_CHECKING:
-    from router.stats.report import Design, Report
+    from router.stats.model import Design, Report
 
-__all__ = ["DRIFT_ROWS", "Phase", "Settings", "assemble_report", "compute_report",
+__all__ = ["DRIFT_ROWS", "assemble_report", "compute_report",
            "current_phase", "design_of", "read_columns", "resolve_settings"]
 
 # Feature drift looks at the latest requests only: more rows add no information to a PSI,
 # and would make a KS test flag shifts far too small to matter.
 DRIFT_ROWS = 10_000
-
-
-
-@dataclass(frozen=True)
-class Phase:
-    """The revisions analysed together, with what each one configured.
-
-    ``revisions`` is ``None`` when the store recorded no revision for the experiment; then every
-    logged row is analysed, under the running configuration's split.
-    """
-
-    revisions: tuple[int, ...] | None
-    since: float | None = None
-    challenger_percent: Mapping[int, float] = field(default_factory=dict)
-    sticky: Mapping[int, bool] = field(default_factory=dict)
-    # Each challenger's share in bucket order (challenger:, then challengers:), per revision.
-    arm_percents: Mapping[int, tuple[float, ...]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The analysis settings in force: the config's, or the ``alpha``/``metric`` asked for."""
-
-    metric: str
-    alpha: float
-    min_effect: float
-    classes: tuple[str, ...] | None  # the labels of champion and challengers, as str
 
 
 def _ref(value: Any) -> tuple[str, str] | None:
@@ -164,7 +137,7 @@ def read_columns(store: ColumnSource, config: RouterConfig, settings: Settings, 
 
 def design_of(config: RouterConfig, models: Mapping[str, ServedModel]) -> Design:
     """The report's view of a running configuration."""
-    from router.stats.report import Design
+    from router.stats.model import Design
 
     refs = config.model_refs()
     guardrails = config.analysis.guardrails

@@ -34,8 +34,8 @@ import numpy as np
 
 from router.config.model import MAX_SEGMENT_KEYS, METRICS
 from router.outcomes.columns import segment_array
-from router.stats.loader import Phase, Settings
-from router.stats.report import Design, build_report
+from router.stats.model import Design, Phase, Settings
+from router.stats.report import build_report
 from router.tables import read_table
 from router.tables import table_error as _bad
 

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from router.outcomes.columns import AnalysisColumns
 from router.stats.comparison import (
     Outcomes,
-    Running,
     independent,
     metric_interval,
     paired,
@@ -32,65 +30,13 @@ from router.stats.comparison import (
 )
 from router.stats.decision import Decision, DecisionInputs, GuardrailCheck, decide
 from router.stats.guardrails import guardrail_test
-from router.stats.loader import Phase, Settings
+from router.stats.model import Design, Phase, Report, Running, Settings
 from router.stats.segments import segment_report, segment_warnings
 from router.stats.srm import SRM_ALPHA, srm_test
 
-if TYPE_CHECKING:
-    from router.stats.arms import ArmReport
-
-__all__ = ["Design", "Report", "assemble", "build_report"]
+__all__ = ["assemble", "build_report"]
 
 Columns = AnalysisColumns
-
-
-@dataclass(frozen=True, kw_only=True)
-class Design:
-    """What the report needs of the experiment besides its outcomes.
-
-    Attributes:
-        experiment: the experiment's name.
-        mode: ``ab``, ``shadow`` or ``single`` (``single`` whenever there is no challenger).
-        models: ``(name, version)`` by role.
-        challenger_percent: the configured share, for the SRM check where the phase has none.
-        sticky: units are users (a sticky key), so the analysis unit is the user.
-        min_samples: labelled outcomes per variant before a decision; challenger requests
-            before a guardrail can be ``held``.
-        error_rate_limit, p99_latency_ms: the guardrails, None when not set.
-        segments: the segment keys' names (``router.stats.segments``), in the config's order.
-        arms, arm_percents: with several challengers (``router.stats.arms``), their variants
-            and shares in bucket order; empty otherwise.
-    """
-
-    experiment: str
-    mode: str
-    models: Mapping[str, tuple[str, str | None]]
-    challenger_percent: float = 50.0
-    sticky: bool = False
-    min_samples: int = 200
-    error_rate_limit: float | None = None
-    p99_latency_ms: float | None = None
-    segments: tuple[str, ...] = ()
-    arms: tuple[str, ...] = ()
-    arm_percents: tuple[float, ...] = ()
-
-
-@dataclass(frozen=True)
-class Report:
-    """The report's JSON and the typed decision, with the sequence behind the comparison.
-
-    With several challengers ``decision`` summarises theirs, ``challenger`` names the one it
-    acts on (None for ``continue``), ``arms`` holds each one's and ``inputs`` and ``running``
-    are None.
-    """
-
-    json: dict[str, Any]
-    decision: Decision
-    inputs: DecisionInputs | None  # None without a challenger to compare
-    running: Running | None
-    clustered: bool = False  # the user is the unit and some user has several outcomes
-    arms: Mapping[str, ArmReport] = field(default_factory=dict)
-    challenger: str | None = None
 
 
 def _iso(ts: float | None) -> str | None:

@@ -29,7 +29,6 @@ from router.serving.model import ServedModel
 from router.stats.comparison import (
     CONFIDENCE,
     Outcomes,
-    Running,
     cs_on_metric_scale,
     fixed_test,
     metric_interval,
@@ -37,17 +36,11 @@ from router.stats.comparison import (
     paired_test,
     unit_codes,
 )
-from router.stats.loader import (
-    Phase,
-    Settings,
-    current_phase,
-    design_of,
-    read_columns,
-    resolve_settings,
-)
+from router.stats.loader import current_phase, design_of, read_columns, resolve_settings
+from router.stats.model import Design, Phase, Running, Settings
 from router.stats.paired import mcnemar_test
 from router.stats.reader import ColumnSource
-from router.stats.report import Design, _iso, _masks, _num, _pair, assemble
+from router.stats.report import _iso, _masks, _num, _pair, assemble
 
 __all__ = ["CHECKPOINTS", "build_timeline", "checkpoints", "compute_timeline"]
 

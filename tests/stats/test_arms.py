@@ -22,11 +22,12 @@ from router.outcomes import MemoryStore
 from router.serving.model import ServedModel
 from router.serving.registry import ModelRegistry
 from router.serving.snapshot import config_digest, load_models
-from router.stats.arms import ArmReport, holm, summarise
+from router.stats.arms import holm, summarise
 from router.stats.comparison import Outcomes, independent
 from router.stats.console import render_report
 from router.stats.decision import Decision, DecisionInputs
-from router.stats.loader import Settings, compute_report, current_phase, read_columns
+from router.stats.loader import compute_report, current_phase, read_columns
+from router.stats.model import ArmReport, Settings
 from tests.configs import write_config
 from tests.stats.test_report import CLASSES, T0, Log
 

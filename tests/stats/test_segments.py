@@ -18,8 +18,9 @@ from statsmodels.stats.proportion import (
 
 from router.outcomes import FeedbackRecord, MemoryStore, PredictionRecord
 from router.stats.console import render_report
-from router.stats.loader import Phase, Settings, compute_report
-from router.stats.report import Design, build_report
+from router.stats.loader import compute_report
+from router.stats.model import Design, Phase, Settings
+from router.stats.report import build_report
 from router.stats.segments import OTHER, segment_codes
 from router.stats.timeline import compute_timeline
 from tests.stats.test_arms import multi_config
