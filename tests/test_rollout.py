@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from router.config import Analysis, ModelRef, Rollout, RouterConfig, Traffic, load_config
-from router.live.rollout import FileLease, Move, RolloutController, RolloutView, plan
+from router.live.rollout import FileLease, RolloutController
+from router.live.rollout_plan import Move, RolloutView, plan
 from router.live.switch import switch
 from router.outcomes import MemoryStore
 

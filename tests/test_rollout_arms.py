@@ -9,7 +9,8 @@ import pytest
 
 from router.config import Analysis, ModelRef, Rollout, RouterConfig, load_config
 from router.config.challengers import ListedChallenger
-from router.live.rollout import Move, RolloutController, RolloutView, plan, view_of_report
+from router.live.rollout import RolloutController
+from router.live.rollout_plan import Move, RolloutView, plan, view_of_report
 from router.outcomes import MemoryStore
 
 BASE = RouterConfig(

@@ -12,7 +12,8 @@ from pathlib import Path
 from router.config import RouterConfig, load_config
 from router.gateway.request_ids import RequestIdLedger
 from router.live.reload import Reloader
-from router.live.rollout import RolloutController, RolloutView, lease_for, view_of_report
+from router.live.rollout import RolloutController, lease_for
+from router.live.rollout_plan import RolloutView, view_of_report
 from router.outcomes import OutcomeStore, OutcomeWriter, open_store
 from router.serving.batching import Predictor
 from router.serving.registry import ENGINES_IN_BACKGROUND, ModelRegistry

@@ -15,7 +15,7 @@ has ``min_samples`` labelled pairs, its guardrails judged and held, and the deci
 rolled back (stopped) in shadow, before any user was served by it.
 
 With several challengers each one is stepped, stopped and promoted on its own decision
-(``router.live.rollout_arms``).
+(``router.live.rollout_plan``).
 """
 
 from __future__ import annotations
@@ -28,118 +28,19 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from router.config import RouterConfig
 from router.errors import RouterError
+from router.live.rollout_plan import Move, RolloutView, plan
 from router.live.switch import move_traffic, switch
 from router.outcomes import ExperimentState
 
 if TYPE_CHECKING:
-    from router.stats.model import Report
+    pass
 
 log = logging.getLogger("router.live.rollout")
-
-
-@dataclass(frozen=True)
-class RolloutView:
-    """What the controller needs to know of the experiment's current phase."""
-
-    action: str  # the decision: promote | continue | rollback
-    reasons: tuple[str, ...]
-    labelled: dict[str, int]  # per variant, in the current phase
-    figures: dict[str, Any] = field(default_factory=dict)  # recorded with each move
-    guardrails_judged: bool = True  # every configured guardrail is held or breached
-    # Several challengers: each one's view by variant, and the challenger the summary names.
-    arms: dict[str, RolloutView] = field(default_factory=dict)
-    challenger: str | None = None
-
-
-@dataclass(frozen=True)
-class Move:
-    kind: str  # step | rollback | promote
-    reason: str
-    percent: float | None = None
-    challenger: str | None = None  # several challengers: which one (None: every one)
-
-
-def view_of_report(report: Report) -> RolloutView:
-    """What the controller reads of a report of the current phase: the typed decision and the
-    labelled counts it rests on, and the figures to record with a move."""
-    if report.arms:
-        from router.live.rollout_arms import arms_view
-
-        return arms_view(report)
-    variants = report.json.get("variants", {})
-    comparison = report.json.get("comparison") or {}
-    figures = {key: comparison.get(key) for key in (
-        "metric", "difference", "difference_ci95", "difference_cs", "p_value",
-        "sequential_p_value")}
-    for role, numbers in variants.items():
-        figures[f"{role}_metric"] = numbers.get("metric")
-        figures[f"{role}_requests"] = numbers.get("requests")
-        figures[f"{role}_error_rate"] = numbers.get("error_rate")
-    inputs = report.inputs
-    labelled = ({"champion": inputs.labelled_champion,
-                 "challenger": inputs.labelled_challenger} if inputs is not None
-                else {role: int(numbers.get("labelled") or 0)
-                      for role, numbers in variants.items()})
-    judged = inputs is None or all(check.state != "not enough data"
-                                   for check in inputs.guardrails or ())
-    return RolloutView(action=report.decision.action, reasons=report.decision.reasons,
-                       labelled=labelled, figures=figures, guardrails_judged=judged)
-
-
-def plan(config: RouterConfig, view: RolloutView) -> Move | None:
-    """The next move, or None to hold; pure, so every rule is tested without a server."""
-    rollout = config.rollout
-    if rollout is None or not config.arms:
-        return None
-    if config.multi_challenger:
-        from router.live.rollout_arms import plan_arms
-
-        return plan_arms(config, view)
-    if config.mode == "shadow" and rollout.from_shadow:
-        return _plan_shadow(config, view)
-    if config.mode != "ab":
-        return None
-    why = "; ".join(view.reasons)
-    if view.action == "rollback":
-        return Move("rollback", f"automatic rollback: {why}") if rollout.auto_rollback else None
-    percent = config.traffic.challenger_percent
-    if percent < rollout.steps[0]:
-        return Move("step", f"rollout starts at {rollout.steps[0]:g}%", rollout.steps[0])
-    needed = config.analysis.min_samples
-    short = {v: n for v, n in view.labelled.items() if n < needed}
-    if short or len(view.labelled) < 2:
-        return None
-    if percent >= rollout.steps[-1]:
-        if rollout.auto_promote and view.action == "promote":
-            return Move("promote", f"automatic promotion at {percent:g}%: {why}")
-        return None
-    following = next(step for step in rollout.steps if step > percent)
-    return Move("step", f"{percent:g}% healthy with {min(view.labelled.values())} labelled per "
-                        f"variant (decision {view.action}); moving to {following:g}%", following)
-
-
-def _plan_shadow(config: RouterConfig, view: RolloutView) -> Move | None:
-    """The shadow stage: the challenger answers no user yet. A worse challenger (or a breached
-    guardrail) is stopped here; one not found worse, with ``min_samples`` labelled pairs and
-    its guardrails judged, gets the first percentage of users."""
-    rollout = config.rollout
-    assert rollout is not None
-    why = "; ".join(view.reasons)
-    if view.action == "rollback":
-        return (Move("rollback", f"automatic rollback in shadow, before any user was served by "
-                                 f"the challenger: {why}") if rollout.auto_rollback else None)
-    pairs = min(view.labelled.values(), default=0)
-    if pairs < config.analysis.min_samples or not view.guardrails_judged:
-        return None
-    first = rollout.steps[0]
-    return Move("step", f"shadow healthy with {pairs} labelled pairs (decision {view.action}); "
-                        f"serving {first:g}% of users", first)
 
 
 class FileLease:

@@ -23,7 +23,8 @@ from router.config import parse_config
 from router.config.bounds import check_yaml_bounds
 from router.errors import ConfigError, ConfigProblem
 from router.live.sync import switchable
-from router.live.yamltext import write_state
+from router.live.yamllist import set_challengers
+from router.live.yamltext import ROLES, Text, Writer
 
 SwitchKeys = dict[str, Any]
 T = TypeVar("T")
@@ -231,3 +232,18 @@ def set_challenger_percent(percent: float, challenger: str | None = None
         state["challenger_percent"] = float(percent)
         return "shadow" if shadow else before_one, f"{float(percent):g}%"
     return edit
+
+
+def write_state(text: str, state: dict[str, Any], *, source: str, base_dir: Path) -> str:
+    """``text`` with its switchable keys set to ``state`` (``router.live.sync.switchable``).
+
+    Everything the state does not change stays byte for byte as it was.
+    """
+    document = Text(text, source)
+    writer = Writer(document, base_dir)
+    writer.set_mode(state["mode"])
+    for role in ROLES:
+        writer.set_model(role, state[role])
+    writer.set_percent(float(state["challenger_percent"]))
+    set_challengers(writer, state.get("challengers") or [])
+    return document.result()

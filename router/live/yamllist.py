@@ -15,12 +15,12 @@ from typing import Any
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
 from router.config import resolve_model_path
-from router.live.yamltext import _child, _is_null, _last_index, _number, _scalar, _Writer
+from router.live.yamltext import Writer, _child, _is_null, _last_index, _number, _scalar
 
 __all__ = ["set_challengers"]
 
 
-def _entry(w: _Writer, model: dict[str, Any], flow: bool, indent: str) -> str:
+def _entry(w: Writer, model: dict[str, Any], flow: bool, indent: str) -> str:
     """A new entry: ``{name, path, percent}`` on one line, or a block mapping under ``- ``."""
     name = _scalar(model["name"], False)
     path = _scalar(w._path_text(model["name"], model["path"]), False)
@@ -30,13 +30,13 @@ def _entry(w: _Writer, model: dict[str, Any], flow: bool, indent: str) -> str:
     return f"name: {name}\n{indent}path: {path}\n{indent}percent: {percent}"
 
 
-def _dash_column(w: _Writer, item: Node) -> int:
+def _dash_column(w: Writer, item: Node) -> int:
     """The column of the ``-`` that opens a block sequence's ``item``."""
     line = w.t.line(item.start_mark.line)
     return line.rindex("-", 0, item.start_mark.column)
 
 
-def _update(w: _Writer, item: MappingNode, model: dict[str, Any]) -> None:
+def _update(w: Writer, item: MappingNode, model: dict[str, Any]) -> None:
     path = _child(item, "path")
     if path is not None and \
             str(resolve_model_path(str(path.value), w.base_dir)) != model["path"]:
@@ -59,7 +59,7 @@ def _update(w: _Writer, item: MappingNode, model: dict[str, Any]) -> None:
         w.t.edit(at, at, f"{indent}percent: {_number(wanted)}\n")
 
 
-def _remove(w: _Writer, node: SequenceNode, index: int) -> None:
+def _remove(w: Writer, node: SequenceNode, index: int) -> None:
     item = node.value[index]
     if not node.flow_style:
         start = w.t.line_starts[item.start_mark.line]
@@ -70,7 +70,7 @@ def _remove(w: _Writer, node: SequenceNode, index: int) -> None:
         w.t.edit(_last_index(node.value[index - 1]), _last_index(item), "")
 
 
-def _append(w: _Writer, node: SequenceNode, models: list[dict[str, Any]]) -> None:
+def _append(w: Writer, node: SequenceNode, models: list[dict[str, Any]]) -> None:
     last = node.value[-1]
     flow_entries = not isinstance(last, MappingNode) or bool(last.flow_style)
     if node.flow_style:
@@ -84,7 +84,7 @@ def _append(w: _Writer, node: SequenceNode, models: list[dict[str, Any]]) -> Non
                              for m in models))
 
 
-def _new_key(w: _Writer, models: list[dict[str, Any]], key: Any | None) -> None:
+def _new_key(w: Writer, models: list[dict[str, Any]], key: Any | None) -> None:
     """Write a ``challengers:`` list where the file has none (or an empty key)."""
     if w.block:
         text = "".join(f"\n  - {_entry(w, m, True, '')}" for m in models)
@@ -99,7 +99,7 @@ def _new_key(w: _Writer, models: list[dict[str, Any]], key: Any | None) -> None:
     w._insert_after(anchor, "challengers:" + text)
 
 
-def set_challengers(w: _Writer, models: list[dict[str, Any]]) -> None:
+def set_challengers(w: Writer, models: list[dict[str, Any]]) -> None:
     """Make the text's ``challengers:`` list hold ``models`` (``{name, path, percent}``)."""
     entry = w.t.entries.get("challengers")
     if entry is None or _is_null(entry[1]):

@@ -44,7 +44,7 @@ class _Edit:
     empties: bool = False  # a removed value: its comment keeps its spacing, not its column
 
 
-class _Text:
+class Text:
     """One YAML text, its top-level entries and each line's comment, and the edits to it."""
 
     def __init__(self, text: str, source: str) -> None:
@@ -201,10 +201,10 @@ def _is_null(node: Node) -> bool:
     return isinstance(node, ScalarNode) and node.tag.endswith(":null")
 
 
-class _Writer:
+class Writer:
     """Works out the edits that make a text's switchable keys equal a switch state."""
 
-    def __init__(self, text: _Text, base_dir: Path) -> None:
+    def __init__(self, text: Text, base_dir: Path) -> None:
         self.t = text
         self.base_dir = base_dir
         self.block = not text.root.flow_style
@@ -358,20 +358,3 @@ class _Writer:
             line_start = self.t.line_starts[first.start_mark.line]
             self.t.edit(line_start, line_start,
                         " " * first.start_mark.column + f"challenger_percent: {text}\n")
-
-
-def write_state(text: str, state: dict[str, Any], *, source: str, base_dir: Path) -> str:
-    """``text`` with its switchable keys set to ``state`` (``router.live.sync.switchable``).
-
-    Everything the state does not change stays byte for byte as it was.
-    """
-    document = _Text(text, source)
-    writer = _Writer(document, base_dir)
-    writer.set_mode(state["mode"])
-    for role in ROLES:
-        writer.set_model(role, state[role])
-    writer.set_percent(float(state["challenger_percent"]))
-    from router.live.yamllist import set_challengers  # it builds on this module's writer
-
-    set_challengers(writer, state.get("challengers") or [])
-    return document.result()
