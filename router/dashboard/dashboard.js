@@ -11,7 +11,6 @@
   "use strict";
 
   var REFRESH_MS = 5000;
-  var ROLES = ["champion", "challenger"];
   var last = null;   // the latest payloads, redrawn as they are when the window is resized
   var renders = 0;
 
@@ -20,7 +19,8 @@
   var $ = shared.$, el = shared.el, svg = shared.svg, clear = shared.clear, isNum = shared.isNum;
   var empty = shared.empty, sig = shared.sig, pct = shared.pct, count = shared.count;
   var pValue = shared.pValue, metricFormat = shared.metricFormat, tickFormat = shared.tickFormat;
-  var decimalsFor = shared.decimalsFor;
+  var decimalsFor = shared.decimalsFor, roles = shared.roles, roleClass = shared.roleClass;
+  var chosenArm = null;  // several challengers: whose timeline the charts show
   var differenceFormat = shared.differenceFormat, metricName = shared.metricName, time = shared.time;
 
   // -- scales and ticks -------------------------------------------------------------------
@@ -239,6 +239,8 @@
     clear(box).appendChild(root);
   }
 
+  shared.stackedBars = stackedBars;  // the traffic cards draw with it (traffic.js)
+
   // Horizontal bars on one scale: rows [{group, cls, value, text}], limit {value, label}.
   // A limit far beyond the bars is named at the right edge instead of squeezing them.
   function barChart(box, rows, opts) {
@@ -355,15 +357,18 @@
   function renderKpis(stats) {
     var box = clear($("kpis"));
     var fmt = metricFormat(stats.metric);
-    ROLES.forEach(function (role) {
+    roles(stats).forEach(function (role) {
       var v = stats.variants[role];
-      if (!v) return;
       var ci = v.metric_ci95 ? "95 % CI " + fmt(v.metric_ci95[0]) + " – " + fmt(v.metric_ci95[1]) : "no interval yet";
-      box.appendChild(kpi(role, role + " · " + v.model + " v" + v.version + (v.shadow ? " (shadow)" : ""),
+      box.appendChild(kpi(roleClass(stats, role), role + " · " + v.model + " v" + v.version + (v.shadow ? " (shadow)" : ""),
                           fmt(v.metric), ci + " · " + count(v.labelled) + " labelled of " + count(v.requests)));
     });
-    var c = stats.comparison;
-    if (!c) return;
+    // One challenger's comparison, or each of several (their p-values Holm-adjusted too).
+    var compared = stats.comparisons || (stats.comparison ? { challenger: stats.comparison } : {});
+    Object.keys(compared).forEach(function (name) { comparisonKpis(box, name, compared[name]); });
+  }
+
+  function comparisonKpis(box, name, c) {
     var dfmt = differenceFormat(c.metric);
     // The side of zero the always-valid confidence sequence lies on decides, never the estimate.
     var cs = c.difference_cs;
@@ -372,10 +377,11 @@
     var tone = c.significant ? (better ? "good" : "bad") : "";
     var dci = (cs ? "always-valid " + dfmt(cs[0]) + " – " + dfmt(cs[1]) : "no confidence sequence yet") +
       (c.difference_ci95 ? " · 95 % CI " + dfmt(c.difference_ci95[0]) + " – " + dfmt(c.difference_ci95[1]) : "");
-    box.appendChild(kpi("difference", "difference · challenger − champion", dfmt(c.difference), dci, tone));
-    box.appendChild(kpi("pvalue", "sequential p-value (" + c.sequential_test + ")", pValue(c.sequential_p_value),
-                        (c.significant ? "significant" : "not significant") + " at α = " + c.alpha +
-                        " · fixed-horizon p " + pValue(c.p_value), tone));
+    box.appendChild(kpi("difference", "difference · " + name + " − champion", dfmt(c.difference), dci, tone));
+    box.appendChild(kpi("pvalue", "sequential p-value (" + c.sequential_test + ")" + (name === "challenger" ? "" : " · " + name),
+                        pValue(c.sequential_p_value), (c.significant ? "significant" : "not significant") + " at α = " +
+                        c.alpha + " · fixed-horizon p " + pValue(c.p_value) +
+                        (isNum(c.adjusted_p_value) ? " · Holm " + pValue(c.adjusted_p_value) : ""), tone));
   }
 
   function legend(box, entries) {
@@ -385,15 +391,29 @@
     });
   }
 
-  function renderTimeline(stats, timeline) {
+  // Several challengers: a choice of whose comparison the three charts draw.
+  function armPicker(timeline) {
+    var picker = $("timeline-arm");
+    picker.hidden = !timeline.challengers;
+    if (picker.hidden) return;
+    clear(picker);
+    timeline.challengers.forEach(function (name) {
+      picker.appendChild(el("option", { value: name, text: name, selected: name === timeline.challenger }));
+    });
+    picker.onchange = function () { chosenArm = picker.value; if (last) draw(last); };
+  }
+
+  function renderTimeline(stats, full) {
+    var timeline = shared.chosenTimeline(stats, full, chosenArm);
+    armPicker(timeline);
+    var shown = Object.keys(timeline.variants);
     var fmt = metricFormat(timeline.metric);
     var noLabels = "No labelled outcomes yet: the charts appear once ground truth arrives at POST /feedback.";
     var x = timeline.labelled;
     $("metric-sub").textContent = metricName(timeline.metric) + " of each variant with its 95 % interval, " +
       "as the labels arrived" + (timeline.higher_is_better ? " (higher is better)" : " (lower is better)");
-    legend($("metric-legend"), ROLES.filter(function (r) { return stats.variants[r]; }).map(function (r) {
-      var v = stats.variants[r];
-      return { cls: r, text: r + " · " + v.model };
+    legend($("metric-legend"), shown.filter(function (r) { return stats.variants[r]; }).map(function (r) {
+      return { cls: roleClass(stats, r), text: r + " · " + stats.variants[r].model };
     }).concat([{ cls: "band", text: "95 % interval" }]));
     if (!x.length) {
       empty($("metric-chart"), noLabels);
@@ -402,8 +422,8 @@
         x: x, tall: true, yFormat: fmt, tickFormat: tickFormat(timeline.metric, false), xTitle: "labelled outcomes, in order of arrival",
         label: "metric of each variant over labelled outcomes",
         clamp: timeline.metric === "accuracy" ? [0, 1] : [0, Infinity],
-        series: ROLES.filter(function (r) { return timeline.variants[r]; }).map(function (r) {
-          return { cls: r, name: r, y: timeline.variants[r].metric, band: timeline.variants[r].ci95 };
+        series: shown.map(function (r) {
+          return { cls: roleClass(stats, r), name: r, y: timeline.variants[r].metric, band: timeline.variants[r].ci95 };
         })
       });
     }
@@ -419,7 +439,7 @@
     }
     var dfmt = differenceFormat(timeline.metric);
     $("difference-sub").textContent = (timeline.higher_is_better ? "above zero" : "below zero") +
-      " favours the challenger" + (timeline.mode === "shadow" ? "; paired, on the requests both scored" : "");
+      " favours " + (timeline.challenger || "the challenger") + (timeline.mode === "shadow" ? "; paired, on the requests both scored" : "");
     $("pvalue-sub").textContent = "always valid (mSPRT): looking often does not inflate errors; " +
       "significant once below α = " + timeline.alpha;
     if (!x.length) {
@@ -439,56 +459,6 @@
     });
   }
 
-  function renderSplit(stats, config) {
-    var box = $("split-chart");
-    var c = (config && config.config) || {};
-    var verdict = clear($("srm-verdict"));
-    if (stats.mode === "single") {
-      $("split-sub").textContent = "mode single: the champion answers every request";
-      stackedBars(box, [{ label: "champion", parts: [{ cls: "champion", value: 1, text: "100 %" }] }], "traffic split");
-      return;
-    }
-    if (stats.mode === "shadow") {
-      // Observed from the log (every gateway, across restarts); the mirror's own counters
-      // (this process since it started) say what was dropped.
-      var calls = stats.variants.challenger.shadow_calls || {};
-      var sample = c.shadow ? c.shadow.sample_percent / 100 : null;
-      var answered = stats.variants.champion.requests;
-      var scored = answered > 0 ? stats.variants.challenger.requests / answered : null;
-      $("split-sub").textContent = "shadow mode: the champion answers; requests are mirrored to the challenger";
-      stackedBars(box, [
-        { label: "answers", parts: [{ cls: "champion", value: 1, text: "champion 100 %" }] },
-        { label: "mirrored", parts: [{ cls: "challenger", value: sample, text: pct(sample, 0) }] },
-        { label: "scored", parts: [{ cls: "challenger", value: scored, text: pct(scored, 1) }] }
-      ], "shadow sampling, configured and observed");
-      verdict.appendChild(document.createTextNode(isNum(scored)
-        ? count(stats.variants.challenger.requests) + " shadow predictions logged for " + count(answered) +
-          " champion answers" + (isNum(calls.dropped) && calls.dropped > 0 ? "; " + count(calls.dropped) +
-          " dropped by this gateway since it started" : "")
-        : "no request yet"));
-      return;
-    }
-    var srm = stats.comparison && stats.comparison.srm;
-    var expected = srm && isNum(srm.expected_percent) ? srm.expected_percent / 100 : c.traffic.challenger_percent / 100;
-    var observed = srm && isNum(srm.observed_percent) ? srm.observed_percent / 100 : null;
-    $("split-sub").textContent = "share of " + ((srm && srm.unit) || "units") + " per variant, configured against observed";
-    stackedBars(box, [
-      { label: "configured", parts: [{ cls: "champion", value: 1 - expected, text: pct(1 - expected) },
-                                     { cls: "challenger", value: expected, text: pct(expected) }] },
-      { label: "observed", parts: isNum(observed)
-        ? [{ cls: "champion", value: 1 - observed, text: pct(1 - observed) },
-           { cls: "challenger", value: observed, text: pct(observed) }]
-        : [] }
-    ], "traffic split, configured and observed");
-    if (!srm || !isNum(observed)) {
-      verdict.appendChild(document.createTextNode("no traffic yet"));
-      return;
-    }
-    verdict.appendChild(el("span", { "class": "badge " + (srm.mismatch ? "bad" : "ok"),
-                                     text: srm.mismatch ? "sample ratio mismatch" : "no sample ratio mismatch" }));
-    verdict.appendChild(document.createTextNode(" χ² p = " + pValue(srm.p_value) + " (mismatch below 0.001)"));
-  }
-
   function guardrails(config) {
     var analysis = config && config.config && config.config.analysis;
     return (analysis && analysis.guardrails) || {};
@@ -496,10 +466,11 @@
 
   function renderLatency(stats, config) {
     var limit = guardrails(config).p99_latency_ms;
-    var roles = ROLES.filter(function (r) { return stats.variants[r]; });
     var rows = [];
     ["p50", "p95", "p99"].forEach(function (p) {
-      roles.forEach(function (r) { rows.push({ group: p, cls: r, value: stats.variants[r].latency_ms[p] }); });
+      roles(stats).forEach(function (r) {
+        rows.push({ group: p, cls: roleClass(stats, r), value: stats.variants[r].latency_ms[p] });
+      });
     });
     $("latency-sub").textContent = "per variant, every answered row" +
       (isNum(limit) ? "; the challenger's p99 guardrail is " + limit + " ms" : "; no latency guardrail");
@@ -513,15 +484,14 @@
 
   function renderErrors(stats, config) {
     var limit = guardrails(config).error_rate;
-    var roles = ROLES.filter(function (r) { return stats.variants[r]; });
-    var rows = roles.map(function (r) {
-      return { group: r, cls: r, value: stats.variants[r].error_rate };
+    var rows = roles(stats).map(function (r) {
+      return { group: r, cls: roleClass(stats, r), value: stats.variants[r].error_rate };
     });
-    var counts = roles.map(function (r) {
+    var counts = roles(stats).map(function (r) {
       var v = stats.variants[r];
       return r + " " + count(v.errors) + " of " + count(v.requests);
     });
-    var fallbacks = stats.variants.challenger && stats.variants.challenger.fallbacks;
+    var fallbacks = roles(stats).reduce(function (sum, r) { return sum + (stats.variants[r].fallbacks || 0); }, 0);
     $("errors-sub").textContent = "model calls that failed (" + counts.join(", ") + ")" +
       (isNum(limit) ? "; the challenger's guardrail is " + pct(limit, 2) : "; no error-rate guardrail") +
       (isNum(fallbacks) && fallbacks > 0 ? "; " + count(fallbacks) + " answered by the champion instead" : "");
@@ -531,38 +501,6 @@
       tick: function (t, step) { return (t * 100).toFixed(decimalsFor(step * 100)) + " %"; },
       limit: isNum(limit) ? { value: limit, label: "guardrail " + pct(limit, 2) } : null
     });
-  }
-
-  function renderShadow(stats) {
-    var card = $("shadow-card");
-    var paired = stats.comparison && stats.comparison.paired;
-    card.hidden = stats.mode !== "shadow";
-    if (card.hidden) return;
-    var facts = clear($("shadow-facts"));
-    if (!paired || !paired.n) {
-      $("shadow-sub").textContent = "both models on the same labelled requests";
-      empty($("shadow-chart"), "No labelled pair yet: a pair is a request both models scored, with its label.");
-      return;
-    }
-    $("shadow-sub").textContent = count(paired.n) + " labelled requests scored by both models";
-    var rows = [];
-    if (isNum(paired.agreement)) {
-      rows.push({ label: "agreement", parts: [{ cls: "agree", value: paired.agreement, text: pct(paired.agreement) }] });
-    }
-    var only = (paired.champion_only_correct || 0) + (paired.challenger_only_correct || 0);
-    if (only > 0) {
-      rows.push({ label: "only right", parts: [
-        { cls: "champion", value: paired.champion_only_correct / only, text: "champion " + count(paired.champion_only_correct) },
-        { cls: "challenger", value: paired.challenger_only_correct / only, text: "challenger " + count(paired.challenger_only_correct) }] });
-    }
-    if (rows.length) stackedBars($("shadow-chart"), rows, "shadow agreement");
-    else empty($("shadow-chart"), "Agreement applies to classifiers; see the difference chart.");
-    function fact(name, value) { facts.appendChild(el("dt", { text: name })); facts.appendChild(el("dd", { text: value })); }
-    if (paired.agreement_ci95) fact("agreement, 95 % CI", pct(paired.agreement_ci95[0]) + " – " + pct(paired.agreement_ci95[1]));
-    if (isNum(paired.champion_only_correct)) fact("only champion right", count(paired.champion_only_correct));
-    if (isNum(paired.challenger_only_correct)) fact("only challenger right", count(paired.challenger_only_correct));
-    if (isNum(paired.mcnemar_p_value)) fact("McNemar exact p", pValue(paired.mcnemar_p_value));
-    if (isNum(paired.wilcoxon_p_value)) fact("Wilcoxon p", pValue(paired.wilcoxon_p_value));
   }
 
   var DRIFT_ROWS = 8;     // features shown before "show all", the most drifted first
@@ -608,8 +546,8 @@
     var body = el("tbody");
     var shown = driftAll ? names : names.slice(0, DRIFT_ROWS);
     shown.forEach(function (n) { body.appendChild(row(n, features[n])); });
-    ["champion", "challenger"].forEach(function (role) {
-      if (predictions[role] && stats.variants[role]) body.appendChild(row("predictions (" + role + ")", predictions[role]));
+    roles(stats).forEach(function (role) {
+      if (predictions[role]) body.appendChild(row("predictions (" + role + ")", predictions[role]));
     });
     box.appendChild(el("table", null, [
       el("thead", null, el("tr", null, [el("th", { text: "feature" }), el("th", { "class": "num", text: "PSI" }),
@@ -630,17 +568,17 @@
   function renderMonitoring(stats) {
     var rolling = (stats.rolling || {}).variants || {};
     var outputs = (stats.outputs || {}).variants || {};
-    var roles = ["champion", "challenger"].filter(function (r) { return rolling[r] || outputs[r]; });
+    var shown = roles(stats).filter(function (r) { return rolling[r] || outputs[r]; });
     var box = clear($("monitoring-table"));
     $("monitoring-sub").textContent = "quality over each variant's latest " + count((stats.rolling || {}).window) +
       " labels, outputs over its latest " + count((stats.outputs || {}).window) + " predictions, against its training data";
-    if (!roles.length) { empty(box, "No requests yet."); return; }
-    var classifier = roles.some(function (r) { return rolling[r] && "accuracy" in rolling[r]; });
+    if (!shown.length) { empty(box, "No requests yet."); return; }
+    var classifier = shown.some(function (r) { return rolling[r] && "accuracy" in rolling[r]; });
     var head = classifier
       ? ["variant", "labelled", "accuracy", "recorded", "macro F1", "lowest recall", "top class", "training share", "outputs"]
       : ["variant", "labelled", "MAE", "RMSE", "mean error", "output mean", "training mean", "outputs"];
     var body = el("tbody");
-    roles.forEach(function (role) {
+    shown.forEach(function (role) {
       var q = rolling[role] || {}, o = outputs[role] || {};
       var recorded = q.recorded || {};
       var flag = o.constant_output ? el("span", { "class": "badge major", text: "constant" })
@@ -727,10 +665,10 @@
       section("header", function () { renderHeader(stats, config); }, problems);
       section("decision", function () { renderDecision(stats, config, history); }, problems);
       section("key figures", function () { renderKpis(stats); }, problems);
-      section("split", function () { renderSplit(stats, config); }, problems);
+      section("split", function () { shared.renderSplit(stats, config); }, problems);
       section("latency", function () { renderLatency(stats, config); }, problems);
       section("errors", function () { renderErrors(stats, config); }, problems);
-      section("shadow", function () { renderShadow(stats); }, problems);
+      section("shadow", function () { shared.renderShadow(stats); }, problems);
       section("drift", function () { renderDrift(stats); }, problems);
       section("monitoring", function () { renderMonitoring(stats); }, problems);
       section("segments", function () { shared.renderSegments(stats); }, problems);

@@ -1,7 +1,8 @@
 /* The dashboard's small helpers: building DOM and SVG nodes, and formatting numbers.
  *
  * Loaded before the page's other scripts, which read them from window.RouterDashboard (and
- * add what they draw to it: segments.js its renderSegments).
+ * add what they draw to it: segments.js its renderSegments, traffic.js the split and shadow
+ * cards).
  */
 (function () {
   "use strict";
@@ -120,7 +121,35 @@
     return isNaN(d) ? iso : d.toLocaleString();
   }
 
+  // -- the variants ------------------------------------------------------------------------
+
+  // The report's variants, the champion first, then each challenger.
+  function roles(stats) { return Object.keys((stats && stats.variants) || {}); }
+
+  // The class that colours a variant: its role, or with several challengers its place.
+  function roleClass(stats, role) {
+    if (role === "champion" || role === "challenger") return role;
+    var place = ((stats && stats.challengers) || []).indexOf(role);
+    return "arm" + (Math.max(place, 0) % 4 + 1);
+  }
+
+  // The timeline to draw: with several challengers the one of the challenger chosen in the
+  // page (by default the one the decision names, else the first), shaped as one challenger's.
+  function chosenTimeline(stats, timeline, chosen) {
+    if (!timeline.timelines) return timeline;
+    var names = timeline.challengers || Object.keys(timeline.timelines);
+    var name = names.indexOf(chosen) >= 0 ? chosen
+      : ((stats.decision || {}).challenger || names[0]);
+    var one = timeline.timelines[name];
+    return { metric: timeline.metric, higher_is_better: timeline.higher_is_better, mode: timeline.mode,
+             alpha: one.alpha, labelled: one.labelled, variants: one.variants,
+             comparison: one.comparison, challenger: name, challengers: names };
+  }
+
   window.RouterDashboard = {
+    roles: roles,
+    roleClass: roleClass,
+    chosenTimeline: chosenTimeline,
     $: byId,
     el: el,
     svg: svg,

@@ -1,11 +1,11 @@
 """``GET /dashboard``: the experiment's web page, shipped inside the package.
 
-The page (``router/dashboard/``) is one HTML file, a stylesheet and three scripts (shared
-helpers, the segment table, the page's loop), read from the installed package once and then
-served from memory. The scripts read ``/stats``, ``/stats/timeline``, ``/config`` and
-``/history`` from the same gateway every few seconds and draw the charts as SVG themselves: no
-CDN, no library, so it works without internet. The Content-Security-Policy allows nothing but
-this origin, which keeps it that way.
+The page (``router/dashboard/``) is one HTML file, a stylesheet and four scripts (shared
+helpers, the segment table, the traffic cards, the page's loop), read from the installed
+package once and then served from memory. The scripts read ``/stats``, ``/stats/timeline``,
+``/config`` and ``/history`` from the same gateway every few seconds and draw the charts as SVG
+themselves: no CDN, no library, so it works without internet. The Content-Security-Policy
+allows nothing but this origin, which keeps it that way.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from starlette.responses import Response
 ASSETS = {
     "helpers.js": "text/javascript; charset=utf-8",
     "segments.js": "text/javascript; charset=utf-8",
+    "traffic.js": "text/javascript; charset=utf-8",
     "dashboard.js": "text/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
 }
