@@ -47,7 +47,7 @@ from __future__ import annotations
 import math
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
 import numpy as np
@@ -58,7 +58,7 @@ __all__ = [
     "FLAG_BITS", "FLAG_CHALLENGER", "FLAG_ERROR", "FLAG_FALLBACK", "FLAG_FORCED", "FLAG_MASK",
     "FLAG_SHADOW", "AnalysisColumns", "ColumnQuestion", "Columns", "KeptRead", "arm_case",
     "features_array", "flags_columns", "latest_feedback", "memory_columns", "revision_filter",
-    "segment_array", "unit_keys",
+    "segments_from", "unit_keys",
 ]
 
 Columns = dict[str, np.ndarray]
@@ -146,14 +146,18 @@ def unit_keys(ids: Sequence[str | None]) -> np.ndarray:
     return np.fromiter(map(hash, (i or "" for i in ids)), dtype=np.int64, count=len(ids))
 
 
-def segment_array(rows: Sequence[Sequence[str | None]], width: int) -> np.ndarray:
-    """Rows of segment values as an ``(n, width)`` object array, each distinct value one
-    object (values read from a database arrive as one string per row)."""
-    out = np.empty((len(rows), width), dtype=object)
-    if rows:
-        same: dict[str, str] = {}
-        out[:] = [[None if v is None else same.setdefault(str(v), str(v)) for v in row]
-                  for row in rows]
+def segments_from(logged: Sequence[Mapping[str, Any] | None], keys: Sequence[str]
+                  ) -> np.ndarray:
+    """The ``segments`` column of rows whose logged segment objects are ``logged`` (None for a
+    row without one): an ``(n, len(keys))`` object array, each distinct value one ``str``
+    object (a database hands over one string per row)."""
+    out = np.empty((len(logged), len(keys)), dtype=object)
+    same: dict[str, str] = {}
+    for j, key in enumerate(keys):
+        # Not a mapping: no values (a row written by hand, say), rather than a failed read.
+        found = [m.get(key) if isinstance(m, dict) else None for m in logged]
+        text = [v if v is None or type(v) is str else str(v) for v in found]
+        out[:, j] = [v if v is None else same.setdefault(v, v) for v in text]
     return out
 
 
@@ -196,7 +200,7 @@ def memory_columns(
         if feature_rows:
             columns["features"] = np.zeros((0, 0))
         if segments:
-            columns["segments"] = segment_array([], len(segments))
+            columns["segments"] = segments_from([], segments)
         if arms:
             columns["arm"] = np.zeros(0, np.int64)
         columns["unknown_feedback_ids"] = np.array(unknown)
@@ -237,8 +241,7 @@ def memory_columns(
         columns["unit_key"] = unit_keys([r.unit_id for r in rows])
         columns["ts"][columns["unit_key"] != 0] = math.nan
     if segments:
-        columns["segments"] = segment_array(
-            [[(r.segments or {}).get(key) for key in segments] for r in rows], len(segments))
+        columns["segments"] = segments_from([r.segments for r in rows], segments)
     if feature_rows:
         served = [r for r in predictions if r.experiment == experiment
                   and (wanted is None or r.revision in wanted)

@@ -9,17 +9,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from router.outcomes.columns import Columns, segment_array
+from router.outcomes.columns import Columns, segments_from
 
-__all__ = ["packed_columns", "segments_sql"]
-
-
-def segments_sql(names: Sequence[str]) -> str:
-    """A JSON array per row of the row's value for each segment key (``null`` for none). The
-    names are HTTP tokens (the config's rule), so only a quote needs doubling in a literal."""
-    values = ", ".join("p.segments::json ->> '{}'".format(name.replace("'", "''"))
-                       for name in names)
-    return f"json_build_array({values})"
+__all__ = ["packed_columns"]
 
 
 def packed_columns(conn: Any, select: Sequence[tuple[str, str, str]], source: str,
@@ -35,7 +27,8 @@ def packed_columns(conn: Any, select: Sequence[tuple[str, str, str]], source: st
     """
     send = {"i": "int8send", "f": "float8send"}
     row = " || ".join(f"{send[kind]}({expression})" for _, kind, expression in select)
-    texts = f", string_agg(({segments_sql(segments)})::text, ',')" if segments else ""
+    # Each row's logged JSON object as it is: one parse of the whole text picks the values.
+    texts = ", string_agg(coalesce(p.segments, 'null'), ',')" if segments else ""
     packed, *text = conn.execute(f"SELECT string_agg({row}, ''::bytea){texts} {source}",
                                  params).fetchone()
     dtype = np.dtype([(name, f">{kind}8") for name, kind, _ in select])
@@ -43,5 +36,5 @@ def packed_columns(conn: Any, select: Sequence[tuple[str, str, str]], source: st
     columns = {name: rows[name].astype(rows[name].dtype.newbyteorder("="))
                for name in dtype.names or ()}
     if segments:
-        columns["segments"] = segment_array(orjson.loads(f"[{text[0] or ''}]"), len(segments))
+        columns["segments"] = segments_from(orjson.loads(f"[{text[0] or ''}]"), segments)
     return columns

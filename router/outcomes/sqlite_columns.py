@@ -33,7 +33,7 @@ from router.outcomes.columns import (
     flags_columns,
     latest_feedback,
     revision_filter,
-    segment_array,
+    segments_from,
     unit_keys,
 )
 
@@ -127,14 +127,13 @@ class _SQLiteQuery(ColumnQuestion):
         if units:
             self.columns.append(("unit_key",
                                  f"ifnull(p.unit_id, ''), char({ord(_UNIT_SEPARATOR)})"))
-        if arms:  # no parameters: before the segments, whose parameters come last
+        if arms:
             self.columns.append(("arm", arm_case(arms)))
         if self.segments:
-            # Last, as its parameters come last: per row a JSON array of the values (JSON
-            # quotes whatever a value holds), the rows' arrays joined by commas.
-            values = ", ".join("json_extract(p.segments, ?)" for _ in self.segments)
-            self.columns.append(("segments", f"json_array({values})"))
-            params += [f'$."{name}"' for name in self.segments]
+            # Each row's logged JSON object as it is, the rows' joined by commas: one parse of
+            # the whole text picks the values out. A third of the cost of asking SQLite for
+            # them (json_extract per key and row) over 200,000 rows.
+            self.columns.append(("segments", "ifnull(p.segments, 'null')"))
         revision_sql, revision_params = revision_filter(revisions, "?")
         self.where = f"p.experiment = ?{revision_sql} AND p.id BETWEEN ? AND ?"
         self.params = params
@@ -170,8 +169,8 @@ class _SQLiteQuery(ColumnQuestion):
             elif name == "ts_us" and self.units:
                 out[name] = text  # parsed once the unit ids say where the values go
             elif name == "segments":
-                out[name] = segment_array(orjson.loads(f"[{text}]") if n else [],
-                                          len(self.segments))
+                out[name] = segments_from(orjson.loads(f"[{text}]") if n else [],
+                                          self.segments)
             else:
                 out[name] = _parse(text, np.int64, n, name)
         if self.units:

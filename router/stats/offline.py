@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from router.config.model import MAX_SEGMENT_KEYS, METRICS
-from router.outcomes.columns import segment_array
+from router.outcomes.columns import segments_from
 from router.stats.model import Design, Phase, Settings
 from router.stats.report import build_report
 from router.tables import read_table
@@ -181,8 +181,10 @@ def _segments(table: Mapping[str, list[Any]], named: Any) -> tuple[tuple[str, ..
                    "segments")
     if len(columns) > MAX_SEGMENT_KEYS:
         raise _bad(f"at most {MAX_SEGMENT_KEYS} segment keys, got {len(columns)}", "segments")
-    rows = list(zip(*(table[c] for c in columns.values()), strict=True)) if columns else []
-    return tuple(columns), segment_array(rows, len(columns))
+    keys = tuple(columns)
+    size = len(table["variant"])
+    logged = [{key: table[column][i] for key, column in columns.items()} for i in range(size)]
+    return keys, segments_from(logged, keys)
 
 
 def analyze(outcomes: Any, analysis: Mapping[str, Any] | None = None, *, mode: str = "ab",
