@@ -330,7 +330,7 @@ class PostgresStore:
                          ) -> dict[str, Any]:
         """The statistics' numpy columns (see ``router.outcomes.columns``), joined in SQL;
         a repeated question reads only what was logged since the last answer."""
-        from router.outcomes.postgres_columns import PostgresColumnCache, postgres_columns
+        from router.outcomes.postgres_reads import PostgresColumnCache, postgres_columns
 
         with self._cache_lock:
             if self._column_cache is None:

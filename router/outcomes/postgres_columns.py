@@ -10,17 +10,12 @@ the next reads look for those ids again (``router.outcomes.postgres_pending``,
 
 from __future__ import annotations
 
-import contextlib
 import math
-import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 
 from router.outcomes.columns import (
     FLAG_BITS,
@@ -32,27 +27,13 @@ from router.outcomes.columns import (
     FLAG_SHADOW,
     ColumnQuestion,
     Columns,
-    KeptRead,
     arm_case,
-    features_array,
     flags_columns,
     latest_feedback,
     revision_filter,
 )
 from router.outcomes.postgres_packing import packed_columns
-from router.outcomes.postgres_pending import (
-    ELSEWHERE_SQL,
-    Missing,
-    Snapshot,
-    pending_ids,
-    present_ids,
-    still_missing,
-)
 
-__all__ = ["MAX_KEPT_ROWS", "PostgresColumnCache", "postgres_columns"]
-
-# The kept read's bound, so that its memory stays bounded per gateway process, as on SQLite.
-MAX_KEPT_ROWS = 5_000_000
 # Above this much new feedback since the kept read, reading everything again is cheaper.
 _MAX_UPDATES = 100_000
 # At most this many missing ids are looked for again, and this many unknown request ids kept;
@@ -313,195 +294,3 @@ def _unknown_ids(conn: Any) -> tuple[int, list[str] | None]:
     return int(count), None
 
 
-class PostgresColumnCache(KeptRead):
-    """The raw columns of the latest question asked of one PostgreSQL log, kept so that the
-    next read of the same question reads only what was logged since.
-
-    Predictions and feedback are only ever appended: rows read before keep their values except
-    for the feedback joined to them. A read takes what has an id above the kept read's newest,
-    and what has an id the kept read looked for and did not find (a write under way then, see
-    the module doc), until whoever took those ids has ended. The unknown feedback ids are kept
-    as a set, which new feedback grows and new predictions shrink. One question is kept (what
-    ``/stats`` asks), up to :data:`MAX_KEPT_ROWS` rows: past that, each read is a full one.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.missing_predictions: list[Missing] = []
-        self.missing_feedback: list[Missing] = []
-        self.unknown: list[str] | None = None
-
-    @property
-    def pending_predictions(self) -> np.ndarray:
-        """The prediction ids the next read looks for again."""
-        return pending_ids(self.missing_predictions)
-
-    @property
-    def pending_feedback(self) -> np.ndarray:
-        """The feedback ids the next read looks for again."""
-        return pending_ids(self.missing_feedback)
-
-    def forget(self) -> None:
-        self.raw = None
-
-    def answers(self, question: tuple[Any, ...], max_prediction_id: int,
-                max_feedback_id: int) -> bool:
-        """True when the kept read is of ``question``, the log has only grown since, and not
-        by so much that reading it all again would cost less."""
-        return (self.raw is not None and self.question == question
-                and self.unknown is not None
-                and self.max_prediction_id <= max_prediction_id
-                and self.max_feedback_id <= max_feedback_id
-                and max_feedback_id - self.max_feedback_id <= _MAX_UPDATES)
-
-    def keep(self, question: tuple[Any, ...], raw: Columns, max_prediction_id: int,
-             max_feedback_id: int, missing_predictions: list[Missing],
-             missing_feedback: list[Missing], unknown: list[str] | None) -> None:
-        too_many = sum(g.ids.size for g in (*missing_predictions, *missing_feedback)) \
-            > _MAX_PENDING_IDS
-        # Past a bound nothing is kept, so memory stays bounded: the next read is a full one.
-        self.raw = None if too_many or raw["pid"].size > MAX_KEPT_ROWS else raw
-        self.question = question
-        self.max_prediction_id, self.max_feedback_id = max_prediction_id, max_feedback_id
-        self.missing_predictions, self.missing_feedback = missing_predictions, missing_feedback
-        self.unknown = unknown
-
-
-@dataclass
-class _Read:
-    """One read's outcome, before it is kept."""
-
-    raw: Columns
-    missing_predictions: list[Missing]
-    missing_feedback: list[Missing]
-    unknown_count: int
-    unknown: list[str] | None
-
-
-def _unknown_among(conn: Any, feedback_ids: np.ndarray) -> tuple[int, list[str] | None]:
-    """The unknown request ids, from the feedback rows (``feedback_ids``) that no prediction
-    of the question has: those no prediction of any other has either."""
-    if feedback_ids.size > _MAX_KEPT_UNKNOWN:  # many experiments in one log: the anti-join
-        return _unknown_ids(conn)
-    (unknown,) = conn.execute(
-        "SELECT coalesce(array_agg(request_id), '{}') FROM ("
-        + _UNKNOWN_SQL.format("SELECT request_id FROM feedback WHERE id = ANY(%s)") + ") AS u",
-        [feedback_ids.tolist()]).fetchone()
-    return len(unknown), list(unknown)
-
-
-def _full_read(conn: Any, query: _PostgresQuery, high: int, feedback_high: int,
-               snapshot: Snapshot, side: Connect | None) -> _Read:
-    """Every row of the question. The feedback table and the missing ids are read meanwhile
-    on ``side`` (a second connection, in this transaction's snapshot), or after on ``conn``;
-    the two tables are joined here (see :meth:`_PostgresQuery.every_row`)."""
-
-    def others(c: Any) -> tuple[Columns, np.ndarray, np.ndarray]:
-        empty = np.zeros(0, np.int64)
-        return (query.feedback_rows(c), present_ids(c, "predictions", 0, high, empty)[0],
-                present_ids(c, "feedback", 0, feedback_high, empty)[0])
-
-    if side is None:
-        rows = query.every_row(conn, high)
-        feedback, missing_p, missing_f = others(conn)
-    else:
-        (exported,) = conn.execute("SELECT pg_export_snapshot()").fetchone()
-
-        def in_snapshot() -> tuple[Columns, np.ndarray, np.ndarray]:
-            with side() as c, c.transaction():
-                c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                c.execute(f"SET TRANSACTION SNAPSHOT '{exported}'")
-                return others(c)
-
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stats") as pool:
-            future = pool.submit(in_snapshot)
-            rows = query.every_row(conn, high)
-            feedback, missing_p, missing_f = future.result()
-    raw, unmatched = query.join(conn, rows, feedback)
-    count, unknown = _unknown_among(conn, unmatched)
-    now, none = time.monotonic(), np.zeros(0, np.int64)
-    return _Read(raw, still_missing([], none, missing_p, snapshot, now),
-                 still_missing([], none, missing_f, snapshot, now), count, unknown)
-
-
-def _incremental_read(conn: Any, query: _PostgresQuery, cache: PostgresColumnCache, high: int,
-                      feedback_high: int, snapshot: Snapshot) -> _Read:
-    """The kept read brought up to date: new and found rows read, kept rows given newer
-    feedback, the unknown ids updated."""
-    assert cache.raw is not None and cache.unknown is not None
-    pending_p, pending_f = cache.pending_predictions, cache.pending_feedback
-    low, feedback_low = cache.max_prediction_id, cache.max_feedback_id
-    missing_p, found_p = present_ids(conn, "predictions", low, high, pending_p)
-    missing_f, found_f = present_ids(conn, "feedback", feedback_low, feedback_high, pending_f)
-    raw = cache.raw
-    if found_f.size or feedback_high > feedback_low:
-        raw = _apply(raw, query.updates(conn, feedback_low, feedback_high, found_f, low))
-    if found_p.size or high > low:
-        raw = _by_pid([raw, query.rows(conn, low + 1, high, found_p.tolist())])
-    # Unknown ids: those kept, and those new feedback names, that no prediction has now.
-    (unknown,) = conn.execute(
-        "SELECT coalesce(array_agg(request_id), '{}') FROM ("
-        + _UNKNOWN_SQL.format("SELECT unnest(%s::text[]) UNION ALL SELECT request_id "
-                              "FROM feedback WHERE id > %s AND id <= %s OR id = ANY(%s)")
-        + ") AS u", [cache.unknown, feedback_low, feedback_high, found_f.tolist()]).fetchone()
-    now = time.monotonic()
-    return _Read(raw, still_missing(cache.missing_predictions, found_p, missing_p, snapshot,
-                                     now),
-                 still_missing(cache.missing_feedback, found_f, missing_f, snapshot, now),
-                 len(unknown), list(unknown) if len(unknown) <= _MAX_KEPT_UNKNOWN else None)
-
-
-def postgres_columns(
-    conn: Any,
-    experiment: str,
-    revisions: Sequence[int] | None = None,
-    *,
-    classes: Sequence[str] | None = None,
-    units: bool = False,
-    true_probability: bool = False,
-    feature_rows: int = 0,
-    segments: Sequence[str] = (),
-    arms: Sequence[str] = (),
-    cache: PostgresColumnCache | None = None,
-    side: Connect | None = None,
-) -> Columns:
-    """The columns from PostgreSQL over the psycopg connection ``conn``, in one snapshot: the
-    join and the class lookups run in the server and the rows come back packed in one binary
-    value.
-
-    With a ``cache`` that holds an earlier read of the same question, only the rows and the
-    feedback logged since are read (see :class:`PostgresColumnCache`). A full read counts
-    the unknown feedback ids on ``side`` (a second connection, given as a context manager
-    factory) meanwhile, in the same snapshot; without it, on ``conn`` after the rest.
-    """
-    query = _PostgresQuery(experiment, revisions, classes, units, true_probability, segments,
-                           arms)
-    with cache.lock if cache is not None else contextlib.nullcontext(), conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        # Joins and anti-joins over whole tables hash them: in memory, not in batches on disk.
-        conn.execute("SET LOCAL work_mem = '256MB'")
-        text, high, feedback_high, elsewhere = conn.execute(
-            "SELECT pg_current_snapshot()::text, (SELECT coalesce(max(id), 0) FROM "
-            f"predictions), (SELECT coalesce(max(id), 0) FROM feedback), ({ELSEWHERE_SQL})"
-        ).fetchone()
-        snapshot = Snapshot.parse(text, elsewhere)
-        if cache is not None and cache.answers(query.question, high, feedback_high):
-            read = _incremental_read(conn, query, cache, high, feedback_high, snapshot)
-        else:
-            read = _full_read(conn, query, high, feedback_high, snapshot, side)
-        features = None
-        if feature_rows:
-            revision_sql, revision_params = revision_filter(revisions, "%s")
-            found = conn.execute(
-                "SELECT p.features FROM predictions AS p "
-                f"WHERE p.experiment = %s{revision_sql} AND p.shadow = 0 AND p.fallback = 0 "
-                "AND p.forced = 0 ORDER BY p.id DESC LIMIT %s",
-                [experiment, *revision_params, int(feature_rows)]).fetchall()
-            features = features_array([orjson.loads(r[0]) for r in found])
-        if cache is not None:
-            cache.keep(query.question, read.raw, high, feedback_high, read.missing_predictions,
-                       read.missing_feedback, read.unknown)
-    columns = query.finish(read.raw, read.unknown_count)
-    if features is not None:
-        columns["features"] = features
-    return columns

@@ -384,7 +384,7 @@ class SQLiteStore:
                          segments: Sequence[str] = (), arms: Sequence[str] = ()
                          ) -> dict[str, Any]:
         """The statistics' numpy columns (see ``router.outcomes.columns``), aggregated in SQL."""
-        from router.outcomes.sqlite_columns import SQLiteColumnCache, sqlite_columns
+        from router.outcomes.sqlite_reads import SQLiteColumnCache, sqlite_columns
 
         with self._lock:
             if self._column_cache is None:

@@ -188,10 +188,10 @@ def test_regression_values_after_more_logging_equal_a_full_read(log: Log) -> Non
 def test_a_phase_over_the_bound_is_read_in_full_each_time(
         log: Log, monkeypatch: pytest.MonkeyPatch) -> None:
     """The kept read's memory is bounded: past MAX_KEPT_ROWS rows nothing is kept."""
-    from router.outcomes import postgres_columns
+    from router.outcomes import postgres_reads, sqlite_reads
 
-    monkeypatch.setattr(columns_module, "MAX_KEPT_ROWS", 20)
-    monkeypatch.setattr(postgres_columns, "MAX_KEPT_ROWS", 20)
+    monkeypatch.setattr(sqlite_reads, "MAX_KEPT_ROWS", 20)
+    monkeypatch.setattr(postgres_reads, "MAX_KEPT_ROWS", 20)
     store = log.open()
     predictions, feedback = random_round(np.random.default_rng(2), 0, 50, [])
     store.write_predictions(predictions)
