@@ -113,3 +113,30 @@ def test_admin_switches_name_the_challenger(make_client: Any, champion_dir: Path
     history = client.get("/history").json()["history"]
     assert [(h["action"], h["details"].get("challenger")) for h in history] == [
         ("rollback", "svc"), ("promote", "gb")]
+
+
+def test_a_failing_challenger_falls_back_and_is_counted_under_its_name(
+        make_client: Any, champion_dir: Path, challenger_dir: Path, failing_dir: Path) -> None:
+    """A listed challenger that fails: the champion answers, /stats counts the failures and
+    fallbacks under that challenger, /metrics its model errors under its name."""
+    client = two_challengers(make_client, champion_dir, challenger_dir, failing_dir, (30, 30))
+    row = {"features": named_row(champion_dir)}
+    failed = 0
+    for i in range(60):
+        user = f"user-{i}"
+        response = client.post("/predict", json=row, headers={"x-user-id": user})
+        assert response.status_code == 200
+        if assign_arm("exp", user, [30, 30]) == 1:
+            failed += 1
+            assert response.headers["x-variant"] == "champion"
+    assert failed > 0
+    records(client)  # flushed to the store
+    stats = client.get("/stats").json()
+    broken = stats["variants"]["svc"]
+    assert (broken["errors"], broken["fallbacks"], broken["requests"]) == (failed,) * 3
+    assert stats["variants"]["gb"]["fallbacks"] == 0
+    metrics = client.get("/metrics").text
+    assert f'router_model_errors_total{{variant="svc"}} {failed}.0' in metrics
+    assert f"router_challenger_fallbacks_total {failed}.0" in metrics
+    assert any(line.startswith("router_model_info{") and 'role="svc"' in line
+               and 'model="svc"' in line for line in metrics.splitlines())
