@@ -12,15 +12,10 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from router.errors import RecordError, StoreError
 from router.outcomes.records import (
     FeedbackRecord,
-    HistoryEntry,
     PredictionRecord,
-    RevisionRecord,
-    SwitchState,
 )
 from router.outcomes.rows import (
     PREDICTION_COLUMNS,
@@ -29,7 +24,6 @@ from router.outcomes.rows import (
     feedback_row,
     prediction_from_row,
     prediction_row,
-    to_json,
 )
 from router.outcomes.sqlite_health import (
     DEFAULT_MIN_FREE_BYTES,
@@ -41,6 +35,7 @@ from router.outcomes.sqlite_health import (
     shm_writable,
 )
 from router.outcomes.sqlite_schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
+from router.outcomes.sqlite_state import SQLiteExperimentState
 from router.outcomes.store import StoreHealth
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -59,7 +54,7 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return "locked" in text or "busy" in text
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteExperimentState):
     """One SQLite file in WAL mode, one connection per thread.
 
     The writer thread writes while request threads read, and several gateway processes
@@ -241,47 +236,6 @@ class SQLiteStore:
             )
         self._kept(len(rows))
 
-    def append_history(self, entry: HistoryEntry) -> None:
-        """Record one switch of the experiment."""
-        row = (
-            float(entry.ts),
-            entry.action,
-            entry.from_model,
-            entry.to_model,
-            entry.reason,
-            entry.actor,
-            to_json(entry.details),
-        )
-        with self._errors(write=True), self._transaction() as conn:
-            conn.execute(
-                "INSERT INTO history (ts, action, from_model, to_model, reason, actor, details) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
-
-    def history(self, limit: int | None = None) -> list[HistoryEntry]:
-        """The switches oldest first; with ``limit``, only the latest ``limit`` of them."""
-        if limit is not None and limit < 0:
-            raise ValueError(f"limit must be >= 0, got {limit}")
-        sql = "SELECT ts, action, from_model, to_model, reason, actor, details FROM history"
-        if limit is None:
-            rows = self._query(f"{sql} ORDER BY ts, id")
-        else:
-            rows = self._query(f"{sql} ORDER BY ts DESC, id DESC LIMIT ?", (limit,))
-            rows.reverse()
-        return [
-            HistoryEntry(
-                ts=ts,
-                action=action,
-                from_model=from_model,
-                to_model=to_model,
-                reason=reason,
-                actor=actor,
-                details=orjson.loads(details),
-            )
-            for ts, action, from_model, to_model, reason, actor, details in rows
-        ]
-
     def logged_request_ids(self, request_ids: Sequence[str]) -> set[str]:
         """Which of ``request_ids`` some logged prediction carries (the request id index)."""
         found: set[str] = set()
@@ -328,55 +282,6 @@ class SQLiteStore:
         """Every logged feedback record, in insertion order, ``label`` as ``str``."""
         rows = self._query("SELECT request_id, ts, label, value FROM feedback ORDER BY id")
         return [FeedbackRecord(request_id=r, ts=ts, label=lb, value=v) for r, ts, lb, v in rows]
-
-    def register_revision(self, experiment: str, digest: str, config: dict[str, Any],
-                          ts: float) -> int:
-        """The latest revision if its digest matches, else a new one numbered one higher.
-
-        One ``BEGIN IMMEDIATE`` transaction, so processes applying the same file at once agree.
-        """
-        with self._errors(write=True), self._transaction() as conn:
-            row = conn.execute(
-                "SELECT revision, digest FROM revisions WHERE experiment = ? "
-                "ORDER BY revision DESC LIMIT 1", (experiment,)).fetchone()
-            if row is not None and row[1] == digest:
-                return int(row[0])
-            revision = int(row[0]) + 1 if row is not None else 1
-            conn.execute(
-                "INSERT INTO revisions (experiment, revision, ts, digest, config) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (experiment, revision, float(ts), digest, to_json(config)))
-            return revision
-
-    def revisions(self, experiment: str) -> list[RevisionRecord]:
-        """Every revision of an experiment, oldest first."""
-        rows = self._query(
-            "SELECT revision, ts, digest, config FROM revisions WHERE experiment = ? "
-            "ORDER BY revision", (experiment,))
-        return [RevisionRecord(experiment, int(rev), ts, digest, orjson.loads(config))
-                for rev, ts, digest, config in rows]
-
-    def publish_switch_state(self, experiment: str, state: dict[str, Any], ts: float) -> int:
-        """Replace the experiment's switch state, one generation up, in one transaction."""
-        with self._errors(write=True), self._transaction() as conn:
-            row = conn.execute("SELECT generation FROM switch_state WHERE experiment = ?",
-                               (experiment,)).fetchone()
-            generation = int(row[0]) + 1 if row else 1
-            conn.execute(
-                "INSERT INTO switch_state (experiment, generation, ts, state) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (experiment) DO UPDATE SET "
-                "generation = excluded.generation, ts = excluded.ts, state = excluded.state",
-                (experiment, generation, float(ts), to_json(state)))
-            return generation
-
-    def switch_state(self, experiment: str) -> SwitchState | None:
-        """The newest switch state of an experiment, if any."""
-        rows = self._query("SELECT generation, ts, state FROM switch_state WHERE experiment = ?",
-                           (experiment,))
-        if not rows:
-            return None
-        generation, ts, state = rows[0]
-        return SwitchState(experiment, int(generation), ts, orjson.loads(state))
 
     def analysis_columns(self, experiment: str, revisions: Sequence[int] | None = None, *,
                          classes: Sequence[str] | None = None, units: bool = False,
