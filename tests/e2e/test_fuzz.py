@@ -27,7 +27,7 @@ EXPERIMENT = "fuzz"
 # Requests sent by the whole module, at least; each operation is given this many fuzzed
 # examples (the coverage phase adds its own cases on top).
 MIN_REQUESTS = 2_000
-MAX_EXAMPLES = 100
+MAX_EXAMPLES = 80
 
 CONFIG = schemathesis.Config.from_dict({
     "seed": 13,
