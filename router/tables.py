@@ -62,7 +62,7 @@ def _read_csv(path: Path, what: str) -> dict[str, list[Any]]:
             repeated = sorted({name for name in header if header.count(name) > 1})
             if repeated:
                 raise table_error(f"{path} names a column twice: {', '.join(repeated)}", what)
-            rows = []
+            rows: list[list[str]] = []
             for row in reader:
                 if not row:  # a blank line, as csv.DictReader skips it
                     continue

@@ -42,8 +42,8 @@ def collect_version_warnings() -> Iterator[list[InconsistentVersionWarning]]:
         warnings.simplefilter("always", InconsistentVersionWarning)
         yield noted
     for w in caught:
-        if issubclass(w.category, InconsistentVersionWarning):
-            noted.append(w.message)  # type: ignore[arg-type]
+        if isinstance(w.message, InconsistentVersionWarning):
+            noted.append(w.message)
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 

@@ -39,11 +39,11 @@ def check_yaml_bounds(text: str, source: str) -> None:
         elif token in "]}":
             flow = max(0, flow - 1)
     # Block nesting: each line indented deeper than the one it belongs to opens a level.
-    for number, line in enumerate(text.splitlines(), 1):
-        stripped = line.lstrip(" ")
+    for number, text_line in enumerate(text.splitlines(), 1):
+        stripped = text_line.lstrip(" ")
         if not stripped or stripped.startswith("#"):
             continue
-        indent = len(line) - len(stripped)
+        indent = len(text_line) - len(stripped)
         while indents and indents[-1] >= indent:
             indents.pop()
         indents.append(indent)

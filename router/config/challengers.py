@@ -21,10 +21,13 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from router.config.read import (
     _Invalid,
+    _key_line,
     _kind,
+    _line,
     _number,
     _Reader,
     _text,
+    _value_line,
 )
 from router.serving.assignment import challenger_buckets, region_capacity
 
@@ -97,9 +100,9 @@ def read_challengers(r: _Reader, root: CommentedMap, resolve: Callable[[Commente
     if "challengers" not in root or root["challengers"] is None:
         return ()
     node = root["challengers"]
-    r.lines["challengers"] = _line(root.lc.key("challengers"))
+    r.lines["challengers"] = _key_line(root, "challengers") or 0
     if not isinstance(node, CommentedSeq) or not node:
-        r.fail("challengers", _line(root.lc.value("challengers")) or r.lines["challengers"],
+        r.fail("challengers", _value_line(root, "challengers"),
                f"must be a list of {{name, path, percent}}, got {_kind(node)}")
         return ()
     listed = []
@@ -119,10 +122,6 @@ def read_challengers(r: _Reader, root: CommentedMap, resolve: Callable[[Commente
         if name is not None and path is not None:
             listed.append(ListedChallenger(name, resolve(item, key, path), percent))
     return tuple(listed)
-
-
-def _line(position: Any) -> int | None:
-    return position[0] + 1 if position else None
 
 
 def arm_problems(arms: Sequence[Arm], champion: str | None, lines: dict[str, int]

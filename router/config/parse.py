@@ -238,8 +238,8 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
             r.fail("rollout.steps", _value_line(node, "steps"),
                    "in shadow mode a rollout starts with shadow (steps: [shadow, 5, 25, 50]); "
                    "percentages alone would never move")
-        if (problem := step_problems(steps, len(arms))) is not None:
-            r.fail("rollout.steps", _value_line(node, "steps"), problem)
+        if (step_problem := step_problems(steps, len(arms))) is not None:
+            r.fail("rollout.steps", _value_line(node, "steps"), step_problem)
         rollout = Rollout(
             steps=steps,
             from_shadow=from_shadow,

@@ -126,8 +126,7 @@ def create_app(config_path: str | Path, *, base_dir: str | Path | None = None,
         *v2_routes(),
         Route("/openapi.json", openapi.openapi_json, methods=["GET"]),
     ]
-    return Gateway(routes=routes, lifespan=lifespan,
-                   exception_handlers=EXCEPTION_HANDLERS)  # type: ignore[arg-type]
+    return Gateway(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
 
 
 def v2_routes() -> list[Route]:

@@ -62,7 +62,8 @@ class JSONAnswer(Response):
 
 
 def state_of(request: Request) -> GatewayState:
-    return request.app.state.gateway  # type: ignore[no-any-return]
+    gateway: GatewayState = request.app.state.gateway
+    return gateway
 
 
 async def read_json(request: Request, max_bytes: int, *, json_by_default: bool = False) -> Any:

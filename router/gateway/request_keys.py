@@ -27,10 +27,10 @@ def header_map(request: Request) -> dict[bytes, bytes]:
     missing name; the prediction path looks up four or five names.
     """
     scope = request.scope
-    headers = scope.get("router.headers")
+    headers: dict[bytes, bytes] | None = scope.get("router.headers")
     if headers is None:
         headers = scope["router.headers"] = dict(reversed(scope["headers"]))
-    return headers  # type: ignore[no-any-return]
+    return headers
 
 
 def keyed_value(key: StickyKey, request: Request, body: dict[str, Any], *, max_length: int,

@@ -32,9 +32,10 @@ def switchable(config: RouterConfig) -> dict[str, Any]:
     def ref(model: ModelRef | None) -> dict[str, str] | None:
         return None if model is None else {"name": model.name, "path": str(model.path)}
 
-    state = {"mode": config.mode, "champion": ref(config.champion),
-             "challenger": ref(config.challenger), "previous": ref(config.previous),
-             "challenger_percent": config.traffic.challenger_percent}
+    state: dict[str, Any] = {"mode": config.mode, "champion": ref(config.champion),
+                             "challenger": ref(config.challenger),
+                             "previous": ref(config.previous),
+                             "challenger_percent": config.traffic.challenger_percent}
     if config.challengers:  # absent with one challenger: its state is what it always was
         state["challengers"] = [{"name": c.name, "path": str(c.path), "percent": c.percent}
                                 for c in config.challengers]

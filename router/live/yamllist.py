@@ -113,7 +113,7 @@ def set_challengers(w: Writer, models: list[dict[str, Any]]) -> None:
     if not isinstance(node, SequenceNode):
         return  # not a list the parser took: the validation after the edit says so
     wanted = {m["name"]: m for m in models}
-    names = [None if (name := _child(item, "name")) is None else str(name.value)
+    names = [None if (name_node := _child(item, "name")) is None else str(name_node.value)
              for item in node.value]
     for index, (item, name) in enumerate(zip(node.value, names, strict=True)):
         if name in wanted and isinstance(item, MappingNode):

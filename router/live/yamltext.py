@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from ruamel.yaml.nodes import CollectionNode, MappingNode, Node, ScalarNode, SequenceNode
 
 from router.config import resolve_model_path
 from router.errors import ConfigError, ConfigProblem
@@ -164,7 +164,7 @@ def _code_ends(node: Node, ends: dict[int, int]) -> None:
     elif isinstance(node, SequenceNode):
         for item in node.value:
             _code_ends(item, ends)
-    if node.flow_style:
+    if isinstance(node, CollectionNode) and node.flow_style:
         note(node.end_mark)
 
 
@@ -198,7 +198,7 @@ def _child(node: Node, key: str) -> ScalarNode | None:
 
 
 def _is_null(node: Node) -> bool:
-    return isinstance(node, ScalarNode) and node.tag.endswith(":null")
+    return isinstance(node, ScalarNode) and node.tag is not None and node.tag.endswith(":null")
 
 
 class Writer:

@@ -68,10 +68,13 @@ def _regression(columns: Columns, rows: np.ndarray) -> dict[str, Any]:
 
 def _labelled(columns: Columns, classes: tuple[str, ...] | None) -> np.ndarray:
     """Rows with a prediction and the label its task needs."""
+    rows: np.ndarray
     if classes is not None:
-        return (columns["label"] != -1) & (columns["predicted"] >= 0) & ~columns["error"]
-    return np.isfinite(columns["value"]) & np.isfinite(columns["label_value"]) \
-        & ~columns["error"]
+        rows = (columns["label"] != -1) & (columns["predicted"] >= 0) & ~columns["error"]
+    else:
+        rows = np.isfinite(columns["value"]) & np.isfinite(columns["label_value"]) \
+            & ~columns["error"]
+    return rows
 
 
 def rolling_report(columns: Columns, masks: Mapping[str, np.ndarray],

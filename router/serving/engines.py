@@ -141,7 +141,8 @@ class OnnxRunner:
     def transform(self, X: np.ndarray) -> np.ndarray:
         """The preprocessing's output for ``X`` (float64 rows in feature order)."""
         if self._pre is not None:
-            return self._pre.run(None, {self._pre_input: X})[0]  # type: ignore[no-any-return]
+            transformed: np.ndarray = self._pre.run(None, {self._pre_input: X})[0]
+            return transformed
         return transform_steps(self._transformers, X, self._quiet)
 
     def raw_probabilities(self, X: np.ndarray) -> np.ndarray:

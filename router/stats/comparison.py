@@ -409,7 +409,7 @@ def _paired_t(d: np.ndarray) -> float | None:
 
 def _fields(mode: str, settings: Settings, sticky: bool, difference: float | None,
             interval: Interval | None, p_value: float | None, tau2: float, running: Running,
-            cs: list[float | None] | None, samples_needed: int | None,
+            cs: list[float] | None, samples_needed: int | None,
             labelled: tuple[int, int], details: dict[str, Any] | None) -> dict[str, Any]:
     """``/stats``'s ``comparison``, the same fields in both modes."""
     kind = "accuracy" if settings.metric == "accuracy" else "loss"

@@ -52,6 +52,7 @@ __all__ = [
 ]
 
 Floats = NDArray[np.float64]
+Bools = NDArray[np.bool_]
 
 # Units per arm before the comparison counts any evidence (see the module doc).
 MIN_UNITS = 30
@@ -76,7 +77,8 @@ class RunningArm:
 
 
 def _ratio(num: Floats, den: Floats) -> Floats:
-    return np.divide(num, den, out=np.zeros_like(num, dtype=float), where=den > 0)
+    ratio: Floats = np.divide(num, den, out=np.zeros_like(num, dtype=float), where=den > 0)
+    return ratio
 
 
 def _before_in_unit(values: Floats, units: NDArray[np.int64]) -> tuple[Floats, Floats]:
@@ -183,7 +185,7 @@ def _intersect(low: Floats, high: Floats) -> tuple[Floats, Floats]:
     return run_low, run_high
 
 
-def _sequence(estimate: Floats, variance: Floats, counts: Floats, tau2: float, alpha: float
+def _sequence(estimate: Floats, variance: Floats, counts: Bools, tau2: float, alpha: float
               ) -> RunningDifference:
     """Confidence sequence and p-values, counting evidence only where ``counts`` is True."""
     if not tau2 > 0:
@@ -250,7 +252,8 @@ def ratio_variance(y: ArrayLike, units: ArrayLike | None = None) -> float:
     residual = values - mean
     if units is not None:
         _, codes = np.unique(np.asarray(units), return_inverse=True)
-        residual = np.bincount(codes, weights=residual)
+        # numpy's stub types every bincount as integers; with weights it sums floats.
+        residual = np.bincount(codes, weights=residual)  # type: ignore[assignment]
     return float(np.sum(residual * residual)) / values.size**2
 
 

@@ -298,7 +298,7 @@ def _segments(segments: Mapping[str, Mapping[str, Any]], metric: str) -> list[st
     metric per variant, the difference and the Holm-adjusted p-value."""
     lines = [f"SEGMENTS  {metric} per value; p-values Holm-adjusted across each key's values"]
     for key, values in segments.items():
-        first = next(iter(values.values()), {})
+        first: Mapping[str, Any] = next(iter(values.values()), {})
         challengers = list(first.get("comparisons") or {}) or ["challenger"]
         for challenger in challengers:
             title = key if "comparison" in first else f"{key} ({challenger})"

@@ -132,7 +132,8 @@ def sample_from_histogram(
     starts = np.repeat(np.cumsum(c) - c, c)
     within = (np.arange(bin_index.size) - starts + 0.5) / np.repeat(c, c)
     left = e[bin_index]
-    return left + within * (e[bin_index + 1] - left)
+    points: NDArray[np.float64] = left + within * (e[bin_index + 1] - left)
+    return points
 
 
 @dataclass(frozen=True)

@@ -49,8 +49,10 @@ def _log_mixture(x: np.ndarray, n: np.ndarray, p0: float) -> np.ndarray:
     a, b = _prior(p0)
     with np.errstate(divide="ignore"):
         tail = np.log(betaincc(x + a, n - x + b, p0))
-    return (betaln(x + a, n - x + b) + tail - betaln(a, b) - math.log(betaincc(a, b, p0))
-            - x * math.log(p0) - (n - x) * math.log1p(-p0))
+    log_m: np.ndarray = (betaln(x + a, n - x + b) + tail - betaln(a, b)
+                         - math.log(betaincc(a, b, p0)) - x * math.log(p0)
+                         - (n - x) * math.log1p(-p0))
+    return log_m
 
 
 def _check_limit(limit: float) -> None:

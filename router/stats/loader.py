@@ -11,7 +11,7 @@ The ``/stats`` route and ``router stats`` both call :func:`compute_report`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from router.config import METRICS, RouterConfig
 from router.errors import InputValidationError
@@ -21,6 +21,7 @@ from router.stats.model import Phase, Settings
 from router.stats.reader import ColumnSource
 
 if TYPE_CHECKING:
+    from router.outcomes.columns import AnalysisColumns
     from router.stats.model import Design, Report
 
 __all__ = ["DRIFT_ROWS", "assemble_report", "compute_report",
@@ -123,16 +124,17 @@ def resolve_settings(config: RouterConfig, models: Mapping[str, ServedModel], *,
 
 
 def read_columns(store: ColumnSource, config: RouterConfig, settings: Settings, phase: Phase
-                 ) -> dict[str, Any]:
+                 ) -> AnalysisColumns:
     """The phase's analysis columns with everything the report needs (the timeline asks the
     same question, so a :class:`~router.stats.reader.SharedColumns` read serves both)."""
-    return store.analysis_columns(
+    # The stores build a plain dict under the names AnalysisColumns gives its columns.
+    return cast("AnalysisColumns", store.analysis_columns(
         config.experiment, phase.revisions, classes=settings.classes,
         units=any(phase.sticky.values()) or (phase.revisions is None
                                              and config.traffic.sticky_key is not None),
         true_probability=settings.metric == "log_loss", feature_rows=DRIFT_ROWS,
         segments=[key.name for key in config.analysis.segments],
-        arms=tuple(arm.variant for arm in config.arms) if config.multi_challenger else ())
+        arms=tuple(arm.variant for arm in config.arms) if config.multi_challenger else ()))
 
 
 def design_of(config: RouterConfig, models: Mapping[str, ServedModel]) -> Design:

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from router.config.model import MAX_SEGMENT_KEYS, METRICS
-from router.outcomes.columns import segments_from
+from router.outcomes.columns import AnalysisColumns, segments_from
 from router.stats.model import Design, Phase, Settings
 from router.stats.report import build_report
 from router.tables import read_table
@@ -110,7 +110,7 @@ def _settings(analysis: Mapping[str, Any] | None) -> tuple[Settings, int, Mappin
 
 
 def _columns(table: Mapping[str, list[Any]], metric: str, mode: str
-             ) -> tuple[dict[str, np.ndarray], tuple[str, ...] | None]:
+             ) -> tuple[AnalysisColumns, tuple[str, ...] | None]:
     size = len(table["variant"])
     variants = table["variant"]
     wrong = next((i for i, v in enumerate(variants) if v not in ("champion", "challenger")), None)
@@ -132,7 +132,7 @@ def _columns(table: Mapping[str, list[Any]], metric: str, mode: str
         for i, request_id in enumerate(table["request_id"]):
             if labelled[i] and request_id is not None:
                 feedback[i] = first.setdefault(request_id, i)
-    columns: dict[str, np.ndarray] = {
+    columns: AnalysisColumns = {
         "ts": np.arange(size, dtype=float), "revision": np.zeros(size, dtype=np.int64),
         "challenger": challenger, "shadow": shadow, "fallback": np.zeros(size, dtype=bool),
         "forced": np.zeros(size, dtype=bool), "error": error,

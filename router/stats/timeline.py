@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -189,9 +189,9 @@ def _arms_timeline(columns: Columns, *, design: Design, phase: Phase, settings: 
     for place, name in enumerate(design.arms, 1):
         keep = (arm == 0) | (arm == place)
         # The champion against this challenger alone: its rows as the challenger's.
-        pair: dict[str, Any] = {key: values[keep] if isinstance(values, np.ndarray)
-                                and values.ndim == 1 and values.size == rows else values
-                                for key, values in columns.items()}
+        pair = cast(AnalysisColumns, {key: values[keep] if isinstance(values, np.ndarray)
+                                      and values.ndim == 1 and values.size == rows else values
+                                      for key, values in columns.items()})
         pair["challenger"] = pair["arm"] == place
         alone = dataclasses.replace(
             design, arms=(), arm_percents=(), challenger_percent=design.arm_percents[place - 1],
