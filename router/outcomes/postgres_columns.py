@@ -138,10 +138,10 @@ class _PostgresQuery(ColumnQuestion):
         fixed = self.revisions is not None and len(set(self.revisions)) == 1
         select = [column for column in self.select if column[0] not in ("flags", "predicted")
                   and not (fixed and column[0] == "revision")]
-        code = sql["flags"]
+        code_sql = sql["flags"]
         if self.classes is not None:
-            code = f"({code} + (({sql['predicted']}) + 1) * {1 << FLAG_BITS})"
-        select += [("code", "i", code), ("key", "i", "hashtextextended(p.request_id, 0)")]
+            code_sql = f"({code_sql} + (({sql['predicted']}) + 1) * {1 << FLAG_BITS})"
+        select += [("code", "i", code_sql), ("key", "i", "hashtextextended(p.request_id, 0)")]
         if self.true_probability:
             select.append(("probability", "f", "CASE WHEN p.probabilities IS NULL "
                            "THEN 'NaN'::float8 ELSE coalesce(p.probability, 'NaN') END"))

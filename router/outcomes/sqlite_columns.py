@@ -146,6 +146,7 @@ class _SQLiteQuery(ColumnQuestion):
         n = int(row[0])
         texts = dict(zip((name for name, _ in self.columns), row[1:], strict=True))
         out: Columns = {}
+        unit_ts_text: str | None = None
         for name, text in texts.items():
             if name == "unit_key":
                 ids: list[str] = (text or "").split(_UNIT_SEPARATOR) if n else []
@@ -157,7 +158,7 @@ class _SQLiteQuery(ColumnQuestion):
             elif name in ("true_probability", "value", "label_value"):
                 out[name] = _parse(text, float, n, name)
             elif name == "ts_us" and self.units:
-                out[name] = text  # parsed once the unit ids say where the values go
+                unit_ts_text = text  # parsed once the unit ids say where the values go
             elif name == "segments":
                 out[name] = segments_from(orjson.loads(f"[{text}]") if n else [],
                                           self.segments)
@@ -166,7 +167,7 @@ class _SQLiteQuery(ColumnQuestion):
         if self.units:
             missing = out["unit_key"] == 0
             ts = np.full(n, math.nan)
-            ts[missing] = _parse(out.pop("ts_us"), np.int64, int(missing.sum()), "ts") / 1e6
+            ts[missing] = _parse(unit_ts_text, np.int64, int(missing.sum()), "ts") / 1e6
             out["ts"] = ts
         else:
             out["ts"] = out.pop("ts_us") / 1e6

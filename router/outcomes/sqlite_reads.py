@@ -4,6 +4,7 @@ the kept read and :func:`sqlite_columns`, the store's ``analysis_columns``."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -129,8 +130,9 @@ def sqlite_columns(
             with ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="stats") as pool:
                 unknown_future = pool.submit(on_own_connection, query.unknown_ids)
                 others = [pool.submit(on_own_connection,
-                                      lambda c, r=r: query.run(c, *r, max_feedback))
-                          for r in ranges[1:]]
+                                      functools.partial(query.run, low=low_id, high=high_id,
+                                                        max_feedback_id=max_feedback))
+                          for low_id, high_id in ranges[1:]]
                 first = on_own_connection(lambda c: query.run(c, *ranges[0], max_feedback))
                 parts = [first, *(f.result() for f in others)]
                 unknown = unknown_future.result()
