@@ -9,12 +9,20 @@ from typing import Protocol, TextIO
 
 
 class Progress(Protocol):
-    """What the bar shows of a simulation's running result."""
+    """What the bar shows of a simulation's running result (read only: a simulation's
+    ``Counter`` totals are the mappings it reads)."""
 
-    sent: int
-    variants: Mapping[str, int]
-    failed: Mapping[str, int]
-    labels_sent: int
+    @property
+    def sent(self) -> int: ...
+
+    @property
+    def variants(self) -> Mapping[str, int]: ...
+
+    @property
+    def failed(self) -> Mapping[str, int]: ...
+
+    @property
+    def labels_sent(self) -> int: ...
 
     @property
     def rate(self) -> float: ...

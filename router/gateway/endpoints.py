@@ -258,7 +258,8 @@ def _feedback_item(item: Any, prefix: str, now: float, problems: list[dict[str, 
     problems.extend({"field": f"{prefix}{printable(k)}", "message": "unknown field"}
                     for k in unknown)
     has_label, has_value = "label" in item, "value" in item
-    label, value = item.get("label"), item.get("value")
+    label: Any = item.get("label")  # any JSON value, checked below
+    value: Any = item.get("value")
     if has_label == has_value:
         problems.append({"field": f"{prefix}label",
                          "message": 'give exactly one of "label" (classes) or "value" (numbers)'})
@@ -266,7 +267,7 @@ def _feedback_item(item: Any, prefix: str, now: float, problems: list[dict[str, 
         problems.append({"field": f"{prefix}label", "message": problem})
     elif has_value and not _finite_number(value):
         problems.append({"field": f"{prefix}value", "message": "must be a finite number"})
-    if len(problems) > before:
+    if len(problems) > before or not isinstance(request_id, str):  # the latter reported above
         return None
     return FeedbackRecord(request_id=request_id, ts=now,
                           label=str(label) if has_label else None,

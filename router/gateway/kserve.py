@@ -8,16 +8,14 @@ from starlette.responses import Response
 from router.errors import InputValidationError, NotFoundError
 from router.gateway.endpoints import (
     answer_headers,
-    header_map,
     json_response,
     predict_logged,
     read_json,
     request_id_of,
     state_of,
-    unit_id_of,
 )
 from router.gateway.override import forced_variant
-from router.gateway.request_keys import segments_of
+from router.gateway.request_keys import header_map, segments_of, unit_id_of
 from router.serving.inputs import rows_to_array
 from router.serving.snapshot import Snapshot
 

@@ -96,7 +96,7 @@ def _requested_outputs(outputs: Any, available: Sequence[str]) -> tuple[str, ...
     problems = []
     for i, output in enumerate(outputs):
         name = output.get("name") if isinstance(output, dict) else None
-        if name not in available:
+        if not isinstance(name, str) or name not in available:
             problems.append({"field": f"outputs[{i}].name",
                              "message": f"no output {name!r}; this model gives "
                                         f"{', '.join(available)}"})
@@ -271,7 +271,7 @@ def output_tensors(labels: Sequence[Any], probabilities: Sequence[dict[str, floa
                    model: ServedModel, requested: Sequence[str]) -> list[dict[str, Any]]:
     """The ``$response_output`` tensors asked for, from one answer of ``model``."""
     n = len(labels)
-    tensors = []
+    tensors: list[dict[str, Any]] = []
     for name in requested:
         if name == LABEL and model.classes is not None:
             tensors.append({"name": LABEL, "datatype": "BYTES", "shape": [n],
@@ -294,8 +294,9 @@ def model_metadata(name: str, versions: Sequence[str], models: Sequence[ServedMo
     features, which every served model shares)."""
     first = models[0]
     features = list(first.feature_names)
-    outputs = [{"name": LABEL, "datatype": "BYTES" if first.classes is not None else "FP64",
-                "shape": [-1]}]
+    outputs: list[dict[str, Any]] = [
+        {"name": LABEL, "datatype": "BYTES" if first.classes is not None else "FP64",
+         "shape": [-1]}]
     parameters: dict[str, Any] = {"task": first.task, "features": features,
                                   "input_datatypes": list(_DATATYPES)}
     if PROBABILITIES in output_names(models) and first.classes is not None:

@@ -24,19 +24,17 @@ from router.errors import NotFoundError, NotReadyError, UnsupportedMediaError
 from router.gateway.endpoints import (
     CLIENT_CHOSE_ID,
     JSONAnswer,
-    header_map,
     json_response,
     predict_logged,
     raw_answer_headers,
     read_json,
     request_id_of,
     state_of,
-    unit_id_of,
 )
 from router.gateway.errors import render_error
 from router.gateway.oip import model_metadata, output_names, output_tensors, parse_infer_request
 from router.gateway.override import forced_variant
-from router.gateway.request_keys import segments_of
+from router.gateway.request_keys import header_map, segments_of, unit_id_of
 from router.serving.inputs import check_within
 from router.serving.model import ServedModel
 from router.serving.snapshot import Snapshot
