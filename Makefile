@@ -32,6 +32,7 @@ demo: install-demo
 
 lint: install
 	$(BIN)/ruff check router tests bench
+	$(BIN)/mypy
 
 test: lint
 	$(BIN)/pytest
@@ -54,4 +55,4 @@ bench: install
 	$(BIN)/python -m bench.serving
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache var
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache var
