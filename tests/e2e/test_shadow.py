@@ -20,6 +20,7 @@ from router.serving.registry import ModelRegistry
 from tests.configs import write_config
 from tests.e2e.server import Server, serve
 from tests.fixture_models import SLEEP_ENV
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -66,8 +67,13 @@ def test_every_answer_is_the_champions_and_both_are_logged_per_request(
     config = write_config(tmp_path, champion=champion_dir, challenger=challenger_dir,
                           mode="shadow", store="sqlite:///outcomes.db")
     rows = (iris_rows() * 2)[:300]
+    db = tmp_path / "outcomes.db"
     with serve(config, tmp_path) as server:
         responses = post_all(server, [{"features": row} for row in rows])
+        # The challenger's worker starts at low priority: on a busy machine it may take longer
+        # than the shutdown's drain to load, and the mirror would then drop the copies.
+        eventually(lambda: len(stored(db, shadow=True)), lambda n: n >= 300, timeout=300,
+                   interval=0.5, what="300 shadow rows scored and logged")
     champion = ModelRegistry().load(champion_dir)
     challenger = ModelRegistry().load(challenger_dir)
     expected = champion.predict(np.array(rows)).labels
@@ -75,7 +81,6 @@ def test_every_answer_is_the_champions_and_both_are_logged_per_request(
         assert response.status_code == 200
         assert response.headers["x-variant"] == "champion"
         assert (response.json()["model"], response.json()["prediction"]) == ("champ", label)
-    db = tmp_path / "outcomes.db"
     answered = {r["request_id"]: r for r in stored(db, shadow=False)}
     shadow = {r["request_id"]: r for r in stored(db, shadow=True)}
     assert len(answered) == len(shadow) == 300 and answered.keys() == shadow.keys()
@@ -109,6 +114,9 @@ def test_a_sleeping_challenger_leaves_the_client_median_within_3_ms_of_single_mo
                 assert client.post("/predict", json=body).status_code == 200
                 if round_ >= 100:
                     latencies[name].append((time.perf_counter() - started) * 1000)
+        eventually(lambda: len(stored(tmp_path / "shadow.db", shadow=True)),
+                   lambda n: n >= 400, timeout=300, interval=0.5,
+                   what="400 shadow rows scored and logged")
     assert len(stored(tmp_path / "shadow.db", shadow=True)) == 400  # the shadow did run
     medians = {name: statistics.median(values) for name, values in latencies.items()}
     assert medians["shadow"] - medians["single"] <= 3.0, medians
@@ -121,6 +129,9 @@ def test_a_challenger_that_always_raises_leaves_every_answer_200(
                           mode="shadow", store="sqlite:///outcomes.db")
     with serve(config, tmp_path) as server:
         responses = post_all(server, [{"features": row} for row in iris_rows()[:100]])
+        eventually(lambda: len(stored(tmp_path / "outcomes.db", shadow=True)),
+                   lambda n: n >= 100, timeout=300, interval=0.5,
+                   what="100 failed shadow calls logged (the worker starts slowly when busy)")
     assert [r.status_code for r in responses] == [200] * 100
     assert {r.headers["x-variant"] for r in responses} == {"champion"}
     assert summary(server) == {"offered": 100, "done": 0, "failed": 100, "timed_out": 0,
