@@ -116,6 +116,8 @@ STORE_REOPENED = Counter("router_outcome_store_reopened", "Store files opened ag
 LOG_ORPHANED = Counter("router_outcome_log_orphaned", "Outcome records written to a store file "
                        "that was then removed or replaced: gone from the log unless that file "
                        "is restored.", registry=None)
+LOG_LOST = Counter("router_outcome_log_lost", "Outcome records a writer process that was killed "
+                   "may have held unwritten (at most; a new one took over).", registry=None)
 RELOADS = Counter("router_config_reloads", "Config changes applied while running (per worker "
                   "process: each one applies the file).", registry=None)
 RELOAD_ERRORS = Counter("router_config_reload_errors", "Config files that failed to apply, the "
@@ -125,7 +127,7 @@ _PROCESS_METRICS: tuple[Collector, ...] = (
     REQUESTS, LATENCY, MODEL_ERRORS, FALLBACKS, SHADOW_OFFERED, SHADOW_DONE, SHADOW_DROPPED,
     SHADOW_FAILED, SHADOW_TIMED_OUT, SHADOW_QUEUE, LOG_BACKLOG, LOG_LAG, LOG_SPILLED,
     STORE_FAILING, LOG_WRITTEN, LOG_WRITE_ERRORS, LOG_DEAD_LETTERS, STORE_REOPENED,
-    LOG_ORPHANED, RELOADS, RELOAD_ERRORS, *monitoring_gauges.GAUGES)
+    LOG_ORPHANED, LOG_LOST, RELOADS, RELOAD_ERRORS, *monitoring_gauges.GAUGES)
 
 
 def multiprocess_dir() -> str | None:
@@ -258,6 +260,7 @@ class Telemetry:
         self._advance(LOG_DEAD_LETTERS, writer.dead_letters)
         self._advance(STORE_REOPENED, writer.store_reopened)
         self._advance(LOG_ORPHANED, writer.orphaned)
+        self._advance(LOG_LOST, writer.lost)
         self._advance(RELOADS, state.reloader.reloads)
         self._advance(RELOAD_ERRORS, state.reloader.failures)
         if state.shadow is not None:

@@ -14,7 +14,8 @@ from router.gateway.request_ids import RequestIdLedger
 from router.live.reload import Reloader
 from router.live.rollout import RolloutController, lease_for
 from router.live.rollout_plan import RolloutView, view_of_report
-from router.outcomes import OutcomeStore, OutcomeWriter, open_store
+from router.outcomes import OutcomeStore, open_store
+from router.outcomes.log_writer import LogWriter, start_writer
 from router.serving.batching import Predictor
 from router.serving.registry import ENGINES_IN_BACKGROUND, ModelRegistry
 from router.serving.service import PredictionService
@@ -34,7 +35,7 @@ class GatewayState:
     config_path: Path
     base_dir: Path
     store: OutcomeStore
-    writer: OutcomeWriter
+    writer: LogWriter
     registry: ModelRegistry
     executor: ThreadPoolExecutor
     snapshots: SnapshotHolder
@@ -58,7 +59,8 @@ class GatewayState:
         Blocking (file and model I/O); the lifespan runs it in a thread. ``registry`` may hold
         models already loaded (``router serve`` checks them before it starts the server).
         """
-        store = open_store(load_config(config_path, base_dir=base_dir).store, base_dir)
+        store_url = load_config(config_path, base_dir=base_dir).store
+        store = open_store(store_url, base_dir)
         # Each model serves with scikit-learn at once; ONNX Runtime takes over when its parity
         # check passes, so the check never delays readiness.
         registry = registry or ModelRegistry(engines=ENGINES_IN_BACKGROUND)
@@ -79,10 +81,14 @@ class GatewayState:
         assert reloader.holder is not None
         snapshots = reloader.holder
         # While the store is unreachable, records past a bound wait on local disk, and are
-        # written (also after a restart) once it answers again.
+        # written (also after a restart) once it answers again. A process of its own writes
+        # them, so that encoding and SQL never take the serving core (docs/performance.md).
         spill_dir = Path(os.environ.get(SPILL_DIR_ENV) or base_dir / "var" / "spill")
-        writer = OutcomeWriter(store, spill_dir=spill_dir)
-        writer.start()
+        try:
+            writer = start_writer(store, store_url, base_dir, spill_dir)
+        except BaseException:
+            store.close()
+            raise
         # Model calls get their own small pool: on 2 cores more threads only add contention,
         # and the batcher keeps one call per model in flight anyway.
         executor = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),

@@ -1,5 +1,5 @@
 """The outcome log: records of predictions, feedback and switches, the stores that keep them and
-the background writer that feeds a store without slowing requests."""
+the writer (a process of its own, or a thread) that feeds a store without slowing requests."""
 
 from router.outcomes.memory import MemoryStore
 from router.outcomes.opener import open_store
@@ -19,6 +19,7 @@ from router.outcomes.store import (
     StoreHealth,
 )
 from router.outcomes.writer import OutcomeWriter
+from router.outcomes.writer_process import WriterProcess
 
 __all__ = [
     "AnalysisReads",
@@ -34,5 +35,6 @@ __all__ = [
     "SQLiteStore",
     "StoreHealth",
     "SwitchState",
+    "WriterProcess",
     "open_store",
 ]

@@ -8,12 +8,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from router.errors import RecordError, StoreError
+from router.errors import StoreError
+from router.outcomes.batches import Chunk, ChunkQueue, IsolatingWrites
 from router.outcomes.dead_letters import DeadLetters
 from router.outcomes.records import FeedbackRecord, PredictionRecord
 from router.outcomes.spill import SpillDirectory
@@ -32,54 +32,21 @@ _BACKOFF_MAX_S = 2.0
 # also the longest wait between attempts while it lasts, so that a repair is seen as soon.
 _HEALTH_INTERVAL_S = 0.5
 
-# A chunk is what one submit call handed over: (time.monotonic() at submit, the records).
-_Chunk = tuple[float, tuple[Any, ...]]
-
-
-class _Queue:
-    """The writer thread's own FIFO of chunks of one kind; only that thread touches it."""
-
-    def __init__(self) -> None:
-        self.chunks: deque[_Chunk] = deque()
-
-    def take(self, limit: int) -> list[Any]:
-        """The oldest records, at most ``limit`` of them, without removing them."""
-        batch: list[Any] = []
-        for _, records in self.chunks:
-            batch.extend(records[: limit - len(batch)])
-            if len(batch) >= limit:
-                break
-        return batch
-
-    def drop(self, count: int) -> None:
-        """Remove the ``count`` oldest records (they were written)."""
-        while count:
-            submitted_at, records = self.chunks[0]
-            if len(records) <= count:
-                self.chunks.popleft()
-                count -= len(records)
-            else:
-                self.chunks[0] = (submitted_at, records[count:])
-                count = 0
-
-    def oldest(self) -> float | None:
-        return self.chunks[0][0] if self.chunks else None
-
 
 class OutcomeWriter:
     """Buffers outcome records in memory and writes them to ``store`` in a daemon thread.
 
-    ``submit_predictions`` and ``submit_feedback`` only take a lock and append a reference, so
-    they are safe on the event loop; serialization and I/O happen in the thread, which wakes
+    It runs in the writer process of a gateway (``WriterProcess``), or in the gateway's own
+    process for the in-memory store. ``submit_predictions`` and ``submit_feedback`` only take
+    a lock and append a reference; serialization and I/O happen in the thread, which wakes
     every ``flush_interval_s`` (sooner once ``batch_size`` records wait) and writes everything
     waiting in store calls of at most ``batch_size`` records. A call that fails because the
-    store is unavailable is retried with a capped backoff, in order, until it succeeds. A call
-    that fails on the records' content (``RecordError``, or any error that is not a
-    ``StoreError``) while the store still answers is split in halves until the records the
-    store refuses are found alone; those are set aside in ``dead_letter_dir`` (the spill
-    directory unless given), counted and logged, and the rest are written. ``max_pending`` is
-    a soft bound: ``submit`` always accepts (the answer was already given), and ``accepting``
-    turns False so that the gateway can refuse new requests until the backlog drains.
+    store is unavailable is retried with a capped backoff, in order, until it succeeds; one
+    that fails on the records' content sets the refused records aside in ``dead_letter_dir``
+    (the spill directory unless given) and writes the rest (``IsolatingWrites``).
+    ``max_pending`` is a soft bound: ``submit`` always accepts (the answer was already given),
+    and ``accepting`` turns False so that the gateway can refuse new requests until the
+    backlog drains.
 
     Args:
         store: where the records go; left open by ``close()`` (whoever opened it closes it).
@@ -92,17 +59,10 @@ class OutcomeWriter:
             either, only the log keeps them).
     """
 
-    def __init__(
-        self,
-        store: OutcomeLog,
-        *,
-        max_pending: int = 100_000,
-        flush_interval_s: float = 0.2,
-        batch_size: int = 5_000,
-        spill_dir: Path | None = None,
-        spill_after: int | None = None,
-        dead_letter_dir: Path | None = None,
-    ) -> None:
+    def __init__(self, store: OutcomeLog, *, max_pending: int = 100_000,
+                 flush_interval_s: float = 0.2, batch_size: int = 5_000,
+                 spill_dir: Path | None = None, spill_after: int | None = None,
+                 dead_letter_dir: Path | None = None) -> None:
         if max_pending < 1 or batch_size < 1 or flush_interval_s <= 0:
             raise ValueError("max_pending and batch_size must be >= 1, flush_interval_s > 0")
         self._store = store
@@ -112,8 +72,8 @@ class OutcomeWriter:
 
         # Guarded by _lock: what submit hands over, and the counters others read.
         self._lock = threading.Lock()
-        self._pending_predictions: list[_Chunk] = []
-        self._pending_feedback: list[_Chunk] = []
+        self._pending_predictions: list[Chunk] = []
+        self._pending_feedback: list[Chunk] = []
         self._pending_oldest: float | None = None
         self._inflight_oldest: float | None = None
         self._backlog = 0
@@ -126,17 +86,15 @@ class OutcomeWriter:
         self._closed = False
 
         # Owned by the writer thread once it runs.
-        self._predictions = _Queue()
-        self._feedback = _Queue()
+        self._predictions = ChunkQueue()
+        self._feedback = ChunkQueue()
 
         # While the store is down, records past ``spill_after`` go to local disk (so memory
         # stays bounded and new requests are still accepted) and come back once it answers.
         dead_letter_dir = dead_letter_dir if dead_letter_dir is not None else spill_dir
-        self._dead_letters = DeadLetters(dead_letter_dir) if dead_letter_dir is not None \
-            else None
-        self._dead_lettered_in_log = 0
-        self._spill = SpillDirectory(spill_dir, self._dead_letters) \
-            if spill_dir is not None else None
+        dead_letters = DeadLetters(dead_letter_dir) if dead_letter_dir is not None else None
+        self._isolating = IsolatingWrites(store, dead_letters, self._note_error)
+        self._spill = SpillDirectory(spill_dir, dead_letters) if spill_dir is not None else None
         self._spill_after = spill_after if spill_after is not None else max(1, max_pending // 2)
         self._spilled = 0
         self._replay_due = self._spill is not None  # files a crash or an outage left behind
@@ -149,17 +107,11 @@ class OutcomeWriter:
     # -- request path --------------------------------------------------------------------------
 
     def submit_predictions(self, records: Sequence[PredictionRecord]) -> None:
-        """Hand prediction records to the writer; never waits on I/O.
-
-        Raises ``StoreError`` after ``close()``.
-        """
+        """Hand prediction records to the writer; never waits on I/O. StoreError once closed."""
         self._submit("predictions", records)
 
     def submit_feedback(self, records: Sequence[FeedbackRecord]) -> None:
-        """Hand feedback records to the writer; never waits on I/O.
-
-        Raises ``StoreError`` after ``close()``.
-        """
+        """Hand feedback records to the writer; never waits on I/O. StoreError once closed."""
         self._submit("feedback", records)
 
     def _submit(self, kind: str, records: Sequence[Any]) -> None:
@@ -203,8 +155,7 @@ class OutcomeWriter:
     @property
     def dead_letters(self) -> int:
         """Records the store refused one by one, set aside so that the rest get written."""
-        in_file = self._dead_letters.count if self._dead_letters is not None else 0
-        return in_file + self._dead_lettered_in_log
+        return self._isolating.set_aside
 
     @property
     def failing(self) -> bool:
@@ -225,6 +176,11 @@ class OutcomeWriter:
     def orphaned(self) -> int:
         """Records written to a store file that was then removed or replaced (gone with it)."""
         return self._health.orphaned
+
+    @property
+    def lost(self) -> int:
+        """Records a killed writer process held: none, in a thread (``WriterProcess``'s own)."""
+        return 0
 
     @property
     def written(self) -> int:
@@ -278,17 +234,16 @@ class OutcomeWriter:
             self._wake.set()
             self._thread.join(30)
         if self._thread.is_alive():
-            raise StoreError(
-                f"outcome writer: {self._backlog} records not written after {timeout} s "
-                f"(last error: {self._last_error})"
-            )
+            raise StoreError(f"outcome writer: {self._backlog} records not written after "
+                             f"{timeout} s (last error: {self._last_error})")
+
+    def write_soon(self) -> None:
+        """Write what waits now rather than at the end of the flush interval."""
+        self._wake.set()
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until everything submitted so far is written; False if ``timeout`` passed.
-
-        For tests and for callers that must read their own writes (the statistics of a
-        gateway that just answered); the request path never calls it.
-        """
+        For tests and callers that read their own writes; the request path never calls it."""
         deadline = time.monotonic() + timeout
         self._wake.set()
         while self.backlog:
@@ -326,13 +281,12 @@ class OutcomeWriter:
                 if done and self._replay_due and self._store.ping():
                     self._replay()
                     continue  # write what came back on the next pass
-
             except Exception as exc:  # a bug here must not kill the thread and strand records
                 logger.exception("outcome writer: unexpected error")
                 self._note_error(exc)
                 done = False
             if not done and self._spill is not None and (
-                    self._queued() >= self._spill_after
+                    len(self._predictions) + len(self._feedback) >= self._spill_after
                     or (stopping and self._health.problem is not None)):
                 # At a stop with the store's file at fault, no retry can succeed in time.
                 self._spill_queued()
@@ -355,10 +309,6 @@ class OutcomeWriter:
                 self._last_error = health.problem
         self._health = health
         return health.problem is not None
-
-    def _queued(self) -> int:
-        return sum(len(records) for queue in (self._predictions, self._feedback)
-                   for _, records in queue.chunks)
 
     def _spill_queued(self) -> None:
         """Move every queued record to local disk (the store is failing)."""
@@ -389,7 +339,7 @@ class OutcomeWriter:
         self._replay_due = False
         for path in reversed(self._spill.claim()):
             now = time.monotonic()
-            entries: dict[str, list[_Chunk]] = {"predictions": [], "feedback": []}
+            entries: dict[str, list[Chunk]] = {"predictions": [], "feedback": []}
             for kind, records in self._spill.read(path):
                 entries[kind].append((now, records))
             for kind, queue in (("predictions", self._predictions), ("feedback", self._feedback)):
@@ -413,10 +363,6 @@ class OutcomeWriter:
         self._predictions.chunks.extend(predictions)
         self._feedback.chunks.extend(feedback)
 
-    def _oldest_inflight(self) -> float | None:
-        times = [t for t in (self._predictions.oldest(), self._feedback.oldest()) if t is not None]
-        return min(times) if times else None
-
     def _write_all(self) -> bool:
         """Write every waiting record; False when the store failed (the rest stays queued)."""
         self._take_pending()
@@ -426,11 +372,17 @@ class OutcomeWriter:
         ):
             while queue.chunks:
                 batch = queue.take(self._batch_size)
-                handled, written = self._write_isolating(kind, write, batch)
+                handled, written = self._isolating.write(kind, write, batch)
                 if handled:
                     queue.drop(handled)
-                    oldest = self._oldest_inflight()
+                    oldest = min((t for t in (self._predictions.oldest(),
+                                              self._feedback.oldest()) if t is not None),
+                                 default=None)
                     with self._lock:
+                        if handled == len(batch):
+                            # Before the backlog can read 0: who sees it empty sees the
+                            # store writable, not a stale failure.
+                            self._failing = False
                         self._inflight_oldest = oldest
                         self._backlog -= handled
                         self._written += written
@@ -440,50 +392,6 @@ class OutcomeWriter:
                         len(batch) - handled, self._backlog, self._last_error)
                     return False
         return True
-
-    def _write_isolating(self, kind: str, write: Callable[[Sequence[Any]], None],
-                         records: Sequence[Any]) -> tuple[int, int]:
-        """Write ``records`` in order, setting aside those the store refuses one by one.
-
-        Returns (records handled, of which written): handled short of ``len(records)`` means
-        the store failed, and the records from there on are still to be written.
-        """
-        try:
-            write(records)
-            return len(records), len(records)
-        except Exception as exc:
-            # One transaction per call: nothing of this call was written.
-            self._note_error(exc)
-            if not self._about_records(exc):
-                return 0, 0
-            if len(records) == 1:
-                self._set_aside(kind, records, exc)
-                return 1, 0
-        middle = len(records) // 2
-        first, first_written = self._write_isolating(kind, write, records[:middle])
-        if first < middle:
-            return first, first_written
-        second, second_written = self._write_isolating(kind, write, records[middle:])
-        return middle + second, first_written + second_written
-
-    def _about_records(self, exc: Exception) -> bool:
-        """True when a failed call is to be blamed on its records, not on the store.
-
-        A ``StoreError`` other than ``RecordError`` is the store being unavailable (wait and
-        retry); anything else is about what was written, provided the store still answers.
-        """
-        if isinstance(exc, StoreError) and not isinstance(exc, RecordError):
-            return False
-        return self._store.ping()
-
-    def _set_aside(self, kind: str, records: Sequence[Any], exc: Exception) -> None:
-        error = f"{type(exc).__name__}: {exc}"
-        if self._dead_letters is not None:
-            self._dead_letters.add_records(kind, records, error)
-            return
-        self._dead_lettered_in_log += len(records)
-        logger.error("outcome writer: %d record(s) the store cannot take dropped (no dead-letter "
-                     "directory): %s: %r", len(records), error, list(records))
 
     def _note_error(self, exc: BaseException) -> None:
         with self._lock:

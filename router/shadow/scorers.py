@@ -18,13 +18,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from router.serving.model import Prediction, ServedModel
 from router.shadow.worker import describe
+from router.subprocesses import child_environment
 
 __all__ = ["Outcome", "ProcessScorer", "Scorer", "ThreadScorer", "scorer_from_env"]
 
@@ -47,10 +47,8 @@ WORKER_PRIORITY = "10"
 START_TIMEOUT_S = 300.0
 # Waits are sliced this fine so that a drain deadline set by another thread cuts them short.
 _POLL_SLICE_S = 0.05
-# The directory that holds the router package: the worker must import this very copy.
-_ROUTER_ROOT = str(Path(__file__).resolve().parents[2])
 # One challenger call uses one core: the other is the gateway's.
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+_ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,12 +215,7 @@ class ProcessScorer:
     def _start(self, until: Callable[[], float]) -> None:
         self._kill()
         parent, child = multiprocessing.Pipe()
-        env = dict(os.environ)
-        for name in _THREAD_VARS:
-            env.setdefault(name, "1")
-        # The worker must run this very copy of the router, whatever else is installed.
-        env["PYTHONPATH"] = os.pathsep.join(
-            [_ROUTER_ROOT, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))])
+        env = child_environment(**_ONE_THREAD)
         try:
             process = subprocess.Popen(
                 [sys.executable, "-m", "router.shadow.worker", str(child.fileno()),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -158,3 +160,40 @@ def test_an_immutable_shm_file_while_serving_is_reported_not_fatal(
     stored = {r for (r,) in rows(tmp_path / "var" / "outcomes.db",
                                  "SELECT request_id FROM predictions")}
     assert stored == {f"{when}-{i}" for when in ("before", "during") for i in range(20)}
+
+
+def writer_processes(server_pid: int) -> list[int]:
+    """The outcome writer processes the gateway ``server_pid`` started."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == server_pid and b"router.outcomes.writer_child" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_killed_writer_process_is_replaced_and_counted(tmp_path: Path,
+                                                         champion_dir: Path) -> None:
+    """The log is written by a process of the gateway's own; killed, it is replaced, answers
+    go on and are written, and /metrics counts what the dead one may have held."""
+    config = write_config(tmp_path, champion=champion_dir, mode="single", store=STORE)
+    with serve(config, tmp_path) as server:
+        [writer] = writer_processes(server.process.pid)
+        for i in range(10):
+            predict(server.url, f"before-{i}")
+        wait_for(lambda: gauge(server.url, "router_outcome_log_backlog") == 0, 10, "written")
+        os.kill(writer, signal.SIGKILL)
+        wait_for(lambda: writer_processes(server.process.pid) not in ([], [writer]), 60,
+                 "no new writer process")
+        for i in range(10):
+            predict(server.url, f"after-{i}")
+        wait_for(lambda: gauge(server.url, "router_outcome_log_backlog") == 0, 10, "written")
+        assert gauge(server.url, "router_outcome_log_lost_total") == 0
+        assert gauge(server.url, "router_outcome_log_written_total") == 20
+    stored = {r for (r,) in rows(tmp_path / "var" / "outcomes.db",
+                                 "SELECT request_id FROM predictions")}
+    assert stored == {f"{when}-{i}" for when in ("before", "after") for i in range(10)}

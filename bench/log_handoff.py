@@ -1,0 +1,163 @@
+"""What logging costs the serving process, per record: the ways to hand records over, measured.
+
+``.venv/bin/python -m bench.log_handoff`` (about a minute). Two parts:
+
+1. Packing a batch of records for another process, in CPU microseconds per record: pickling
+   the named tuples, pickling them as plain tuples, orjson, and filling a numpy structured
+   array (what shared memory would need).
+2. The whole log at a steady 10,000 records/s (10 every millisecond, as 64 connections
+   bring them) into a SQLite file, for 3 s: the CPU time of this process (every thread) per
+   record, with no writer (building the records and the loop: the baseline to subtract), the
+   writer as a thread here (``OutcomeWriter``) and as a process of its own
+   (``WriterProcess``), whose own CPU per record is shown beside.
+
+The records are the ones ``router serve`` logs for the iris forest in ``ab`` mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import resource
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from router.outcomes import OutcomeWriter, PredictionRecord, open_store
+from router.outcomes.writer_process import WriterProcess
+
+RATE_PER_MS = 10
+SECONDS = 3.0
+PACK_BATCH = 50  # records handed over per 5 ms at 10,000 records/s
+
+
+def record(i: int) -> PredictionRecord:
+    return PredictionRecord(
+        f"0190f3a2-7b1c-7000-8000-{i:012d}", time.time(), "bench-ab", 1, "champion", "iris-rf",
+        "1", (5.1, 3.5, 1.4, 0.2), "setosa", 0.97, 1.234, False, str(i % 1000),
+        {"setosa": 0.97, "versicolor": 0.02, "virginica": 0.01}, None, False, False)
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def per_record_us(pack: Callable[[list[PredictionRecord]], Any], records: list[PredictionRecord],
+                  repeat: int = 400) -> float:
+    started = cpu_seconds()
+    for _ in range(repeat):
+        pack(records)
+    return (cpu_seconds() - started) / (repeat * len(records)) * 1e6
+
+
+_NUMPY_ROW = np.dtype([("request_id", "U36"), ("ts", "f8"), ("experiment", "U32"),
+                       ("revision", "i8"), ("variant", "U10"), ("model", "U32"),
+                       ("version", "U16"), ("features", "f8", 4), ("prediction", "U32"),
+                       ("probability", "f8"), ("latency_ms", "f8"), ("unit_id", "U36"),
+                       ("probabilities", "f8", 3)])
+
+
+def numpy_rows(records: list[PredictionRecord]) -> bytes:
+    rows = np.empty(len(records), _NUMPY_ROW)
+    for i, r in enumerate(records):
+        rows[i] = (r.request_id, r.ts, r.experiment, r.revision, r.variant, r.model, r.version,
+                   r.features, r.prediction, r.probability, r.latency_ms, r.unit_id,
+                   tuple(r.probabilities.values()) if r.probabilities else (0.0, 0.0, 0.0))
+    return rows.tobytes()
+
+
+def packing() -> list[tuple[str, float]]:
+    records = [record(i) for i in range(PACK_BATCH)]
+    return [
+        ("pickle, named tuples", per_record_us(lambda b: pickle.dumps(b, 5), records)),
+        ("pickle, plain tuples (map(tuple) included)",
+         per_record_us(lambda b: pickle.dumps(list(map(tuple, b)), 5), records)),
+        ("orjson, plain tuples (map(tuple) included)",
+         per_record_us(lambda b: orjson.dumps(list(map(tuple, b))), records)),
+        ("numpy structured array (shared memory's layout)", per_record_us(numpy_rows, records)),
+    ]
+
+
+def steady_log(make: Callable[[Path], Any], base: Path) -> tuple[float, float | None]:
+    """(CPU µs per record of this process, of the writer process or None)."""
+    writer = make(base)
+    total = int(SECONDS * 1000) * RATE_PER_MS
+    n = 0
+    started_cpu, started = cpu_seconds(), time.perf_counter()
+    while n < total:
+        for _ in range(RATE_PER_MS):
+            writer.submit_predictions([record(n)])
+            n += 1
+        # Sleep to the next millisecond: the serving loop is idle between requests too.
+        pause = started + n / (RATE_PER_MS * 1000) - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+    pid = getattr(writer, "pid", None)
+    child_before = _process_cpu(pid)
+    assert writer.flush(120)
+    mine = (cpu_seconds() - started_cpu) / total * 1e6
+    child = _process_cpu(pid)
+    writer.close(timeout=60)
+    if isinstance(writer, OutcomeWriter):
+        writer._store.close()
+    return mine, None if child is None or child_before is None else child / total * 1e6
+
+
+def _process_cpu(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    import os
+
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(prog="python -m bench.log_handoff",
+                            description=__doc__.split("\n\n")[0]).parse_args(argv)
+    print(f"packing a batch of {PACK_BATCH} records, CPU µs per record:")
+    for name, us in packing():
+        print(f"  {name:52s} {us:6.2f}")
+    print(f"\nthe whole log at {RATE_PER_MS * 1000:,} records/s for {SECONDS:g} s into SQLite, "
+          "CPU µs per record:")
+    url = "sqlite:///log.db"
+    makers: dict[str, Callable[[Path], Any]] = {
+        "no writer (building records, the loop)": lambda base: _NoWriter(),
+        "writer thread in this process": lambda base: _started(OutcomeWriter(
+            open_store(url, base))),
+        "writer process": lambda base: _started(WriterProcess(url, base)),
+    }
+    for name, make in makers.items():
+        with tempfile.TemporaryDirectory(prefix="router-log-") as tmp:
+            mine, child = steady_log(make, Path(tmp))
+        other = "" if child is None else f"   (writer process {child:5.2f})"
+        print(f"  {name:34s} this process {mine:6.2f}{other}")
+    return 0
+
+
+class _NoWriter:
+    """What the loop costs without a writer: the baseline to subtract."""
+
+    def submit_predictions(self, records: list[PredictionRecord]) -> None:
+        pass
+
+    def flush(self, timeout: float) -> bool:
+        return True
+
+    def close(self, timeout: float) -> None:
+        pass
+
+
+def _started(writer: Any) -> Any:
+    writer.start()
+    return writer
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,387 @@
+"""``WriterProcess``: the outcome log written by a child process, so that encoding records and
+running SQL never take the serving process's CPU or its interpreter lock.
+
+On the request path, ``submit_predictions`` appends the caller's list to a deque and returns.
+A hand-over thread wakes when records wait, lets them gather for ``handoff_interval_s``, then
+packs the lot with one ``pickle.dumps`` (predictions as plain tuples) and sends it down a
+socket pair to the child (:mod:`router.outcomes.writer_child`), where an ``OutcomeWriter``
+does what it does in a thread otherwise: batches, retries, spill files, dead letters. A second
+thread reads the child's counts as they change; every property here (backlog, written,
+failing, ...) answers from them, so ``/metrics`` and ``/ready`` show the child's state.
+
+What each way out costs: ``close`` hands over what is left and waits while the child writes
+it (or spills it, the store being down); if this process is killed, the child still reads
+what was handed over, writes it and exits, so only the records of the last hand-over interval
+are lost; if the child is killed, a new one is started and what the dead one held is counted
+in ``lost``. docs/performance.md has the measurements behind the design.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from router.errors import StoreError
+from router.outcomes.records import FeedbackRecord, PredictionRecord
+from router.outcomes.writer_child import (
+    IDLE_STATUS,
+    Settings,
+    WriterStatus,
+    pack_records,
+    receive,
+    start_child,
+)
+
+__all__ = ["HANDOFF_INTERVAL_S", "WriterProcess"]
+
+log = logging.getLogger("router.outcomes.writer")
+
+# How long records gather before one hand-over packs them: the loss bound if this process is
+# killed, and short enough that a test's flush or a /stats read never notices it.
+HANDOFF_INTERVAL_S = 0.005
+START_TIMEOUT_S = 120.0  # spawning Python and opening the store; slow on a loaded machine
+_PREDICTIONS, _FEEDBACK = 0, 1
+_RESTART_BACKOFF_S = 1.0  # between attempts to start a writer process
+
+
+class WriterProcess:
+    """Hands records to a writer process; the same members as ``OutcomeWriter``.
+
+    Args:
+        store_url: the store the child opens (relative SQLite paths against ``base_dir``).
+        base_dir: where relative paths resolve.
+        max_pending: backlog at which ``accepting`` turns False (records are still taken).
+        handoff_interval_s: how long records gather before they are handed over.
+        flush_interval_s, batch_size, spill_dir, spill_after, dead_letter_dir: the child's
+            ``OutcomeWriter``'s.
+    """
+
+    def __init__(self, store_url: str, base_dir: Path, *, max_pending: int = 100_000,
+                 handoff_interval_s: float = HANDOFF_INTERVAL_S, flush_interval_s: float = 0.2,
+                 batch_size: int = 5_000, spill_dir: Path | None = None,
+                 spill_after: int | None = None, dead_letter_dir: Path | None = None) -> None:
+        if max_pending < 1 or batch_size < 1 or flush_interval_s <= 0 or handoff_interval_s < 0:
+            raise ValueError("max_pending and batch_size must be >= 1, intervals > 0")
+        self._settings = Settings(
+            store_url, str(base_dir), None if spill_dir is None else str(spill_dir),
+            None if dead_letter_dir is None else str(dead_letter_dir), max_pending,
+            flush_interval_s, batch_size, spill_after, list(sys.path))
+        self._max_pending = max_pending
+        self._handoff_interval_s = handoff_interval_s
+
+        # The request path's side: an append (atomic) and two flags, no lock.
+        self._queue: deque[tuple[int, Sequence[Any]]] = deque()
+        self._awake = False  # the hand-over thread was woken for what is queued
+        self.closed = False
+        self._accepting = True  # kept by the two threads: the request path reads a flag
+        self._wake = threading.Event()
+
+        # Written by the hand-over thread only; _taken (and a restart's reset of the status)
+        # under _count_lock, so that a backlog read never sees records in neither place.
+        self._count_lock = threading.Lock()
+        self._taken = 0  # records taken off the queue for the current child
+        self._sent = 0  # of which sent to it
+        self._last_handoff = time.monotonic()
+        self._flush_asked = 0
+        self._closing_timeout: float | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._connection: Connection | None = None
+        # Counts of children that ended (a restart starts from zero), and their loss.
+        self._past = IDLE_STATUS
+        self._lost = 0
+
+        # Written by the status thread (and by a restart).
+        self._status = IDLE_STATUS
+        self._status_changed = threading.Condition()
+        self._child_ended = threading.Event()
+        self._close_error: str | None = None
+
+        self._handoff: threading.Thread | None = None
+        self._reader: threading.Thread | None = None
+
+    # -- request path --------------------------------------------------------------------------
+
+    def submit_predictions(self, records: Sequence[PredictionRecord]) -> None:
+        """Hand prediction records over; never waits, never encodes. StoreError once closed."""
+        self._submit(_PREDICTIONS, records)
+
+    def submit_feedback(self, records: Sequence[FeedbackRecord]) -> None:
+        """Hand feedback records over; never waits, never encodes. StoreError once closed."""
+        self._submit(_FEEDBACK, records)
+
+    def _submit(self, kind: int, records: Sequence[Any]) -> None:
+        if self.closed:
+            raise StoreError("outcome writer is closed; records not accepted")
+        if records:
+            # tuple(): the caller may reuse its list (free for a tuple, a C copy otherwise).
+            self._queue.append((kind, tuple(records)))
+            if not self._awake:
+                self._awake = True
+                self._wake.set()
+
+    @property
+    def accepting(self) -> bool:
+        """False while the backlog is at or above ``max_pending`` (as of the last hand-over
+        or report from the child: a soft bound, read on every request)."""
+        return self._accepting
+
+    # -- observation ---------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        """The writer process's id while one runs."""
+        process = self._process
+        return None if process is None or process.poll() is not None else process.pid
+
+    @property
+    def handed_over(self) -> int:
+        """Records sent to the current writer process."""
+        return self._sent
+
+    @property
+    def received(self) -> int:
+        """Records the current writer process said it read."""
+        return self._status.received
+
+    @property
+    def backlog(self) -> int:
+        """Records submitted and not yet written: waiting here, in the pipe, or in the child."""
+        with self._count_lock:
+            waiting = sum(len(records) for _, records in list(self._queue))
+            status = self._status
+            return waiting + self._taken - status.received + status.backlog
+
+    @property
+    def lag_seconds(self) -> float:
+        """Age of the oldest record not yet written (the child's, or of what waits here)."""
+        waiting = time.monotonic() - self._last_handoff if self._queue else 0.0
+        return max(waiting, self._status.lag_seconds)
+
+    # The child's own figures, as ``OutcomeWriter`` defines them: the current child's state,
+    # and counts summed over every child this gateway ran (a restart starts from zero).
+    spilled = property(lambda self: self._status.spilled, doc="Records on local disk.")
+    failing = property(lambda self: self._status.failing, doc="The store refuses writes.")
+    store_problem = property(lambda self: self._status.store_problem,
+                             doc="What the store's latest health check found wrong.")
+    last_error = property(lambda self: self._status.last_error or self._past.last_error,
+                          doc="The latest failed store call, as ``Type: message``.")
+    written = property(lambda self: self._past.written + self._status.written,
+                       doc="Records written to the store.")
+    write_errors = property(lambda self: self._past.write_errors + self._status.write_errors,
+                            doc="Store calls that failed (each was retried).")
+    dead_letters = property(lambda self: self._past.dead_letters + self._status.dead_letters,
+                            doc="Records the store refused, set aside.")
+    store_reopened = property(
+        lambda self: self._past.store_reopened + self._status.store_reopened,
+        doc="Store files opened again after they were removed or replaced.")
+    orphaned = property(lambda self: self._past.orphaned + self._status.orphaned,
+                        doc="Records written to a store file that was then removed.")
+
+    @property
+    def lost(self) -> int:
+        """Records killed writer processes held (at most): handed over, not known written."""
+        return self._lost
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the writer process (the store is opened there) and the hand-over thread.
+
+        Raises ``StoreError`` when the child cannot open the store or does not start.
+        """
+        if self._handoff is not None:
+            raise RuntimeError("WriterProcess.start() called twice")
+        self._spawn()
+        self._handoff = threading.Thread(target=self._run_handoff, name="outcome-handoff",
+                                         daemon=True)
+        self._handoff.start()
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until everything submitted so far is written; False if ``timeout`` passed.
+
+        For tests and callers that must read their own writes; the request path never calls it.
+        """
+        deadline = time.monotonic() + timeout
+        self._flush_asked += 1
+        asked = self._flush_asked
+        self._awake = True
+        self._wake.set()
+        with self._status_changed:
+            while not (self._status.flushed >= asked and self.backlog == 0):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._handoff is None:
+                    return False
+                self._status_changed.wait(min(remaining, 0.1))
+        return True
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop taking records, hand over the rest and wait while the child writes them.
+
+        With the store down, the child spills what it cannot write within ``timeout`` (10 s
+        by default); without a spill directory it raises ``StoreError`` naming the records it
+        could not write, as ``OutcomeWriter.close`` does.
+        """
+        self.closed = True
+        if self._handoff is None:
+            self.start()
+        assert self._handoff is not None
+        self._closing_timeout = 10.0 if timeout is None else timeout
+        self._awake = True
+        self._wake.set()
+        self._handoff.join()
+        process = self._process
+        if process is not None:
+            try:
+                # The child's writer spills what is left within 30 s after the timeout.
+                process.wait(self._closing_timeout + 60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                raise StoreError("outcome writer process did not stop; killed") from None
+        if self._reader is not None:
+            self._reader.join(5)
+        if self._close_error is not None:
+            raise StoreError(self._close_error)
+
+    # -- the hand-over thread ------------------------------------------------------------------
+
+    def _run_handoff(self) -> None:
+        while True:
+            self._wake.wait()
+            if self._closing_timeout is None and self._handoff_interval_s:
+                time.sleep(self._handoff_interval_s)  # let the records of a few ms gather
+            self._wake.clear()
+            # Cleared before the queue is read: a submit from here on wakes the next pass.
+            self._awake = False
+            closing = self._closing_timeout
+            try:
+                if self._child_ended.is_set() and not self._replace_child(in_hand=0):
+                    return  # closing, and no child to close: what was left is counted lost
+                self._hand_over()
+                if closing is not None:
+                    self._hand_over()  # a submit that was under way as close() began
+                flush = self._flush_asked
+                if flush > self._status.flushed or closing is not None:
+                    self._deliver(pickle.dumps(("flush", flush)))
+                if closing is not None:
+                    self._deliver(pickle.dumps(("close", closing)))
+                    return
+            except Exception:  # a bug here must not end the thread and strand every record
+                log.exception("outcome writer: unexpected error handing records over")
+
+    def _hand_over(self) -> None:
+        """Send everything queued to the child as one message."""
+        queue = self._queue
+        count = len(queue)
+        if not count:
+            return
+        predictions: list[PredictionRecord] = []
+        feedback: list[FeedbackRecord] = []
+        with self._count_lock:
+            for _ in range(count):
+                kind, records = queue.popleft()
+                (predictions if kind == _PREDICTIONS else feedback).extend(records)
+            taken = len(predictions) + len(feedback)
+            self._taken += taken
+        self._last_handoff = time.monotonic()
+        self._deliver(pack_records(predictions, feedback), taken)
+        self._sent += taken
+        self._accepting = self.backlog < self._max_pending
+
+    def _deliver(self, body: bytes, records: int = 0) -> None:
+        """Send to the child, starting a new one first when the last one ended."""
+        while True:
+            if self._child_ended.is_set() and not self._replace_child(in_hand=records):
+                return
+            connection = self._connection
+            assert connection is not None
+            try:
+                connection.send_bytes(body)
+                return
+            except OSError:
+                # The status thread sees the end too; wait for it to take the last counts.
+                self._child_ended.wait(5)
+                self._child_ended.set()
+
+    def _replace_child(self, in_hand: int) -> bool:
+        """Count what the ended child held as lost and start another; ``in_hand`` records,
+        taken for it and not sent, go to the new one. Tries until one starts, unless
+        closing: then False, and what is left is lost too."""
+        status = self._status
+        held = self._taken - in_hand - status.received + status.backlog
+        self._past = self._past._replace(
+            written=self._past.written + status.written,
+            write_errors=self._past.write_errors + status.write_errors,
+            dead_letters=self._past.dead_letters + status.dead_letters,
+            store_reopened=self._past.store_reopened + status.store_reopened,
+            orphaned=self._past.orphaned + status.orphaned,
+            last_error=status.last_error or self._past.last_error)
+        with self._count_lock:
+            self._taken = in_hand
+            self._status = IDLE_STATUS
+        while True:
+            try:
+                self._spawn()
+                break
+            except StoreError as exc:
+                self._set_status(IDLE_STATUS._replace(failing=True, last_error=str(exc)))
+                if self._closing_timeout is not None:
+                    held += in_hand + sum(len(r) for _, r in self._queue)
+                    self._close_error = f"{exc}; {held} records not written"
+                    break
+                log.error("outcome writer: %s; trying again", exc)
+                time.sleep(_RESTART_BACKOFF_S)
+        if held > 0:
+            self._lost += held
+            log.error("outcome writer: the writer process ended; up to %d records it held are "
+                      "lost", held)
+        return not self._child_ended.is_set()
+
+    # -- the child -----------------------------------------------------------------------------
+
+    def _spawn(self) -> None:
+        """Start a child, wait for its store to open, start its status thread."""
+        process, connection = start_child(self._settings, START_TIMEOUT_S)
+        self._process, self._connection = process, connection
+        self._sent = 0
+        self._child_ended.clear()
+        self._set_status(IDLE_STATUS)  # the last attempt's failure, if any, is over
+        self._reader = threading.Thread(target=self._read_status, args=(connection, process),
+                                        name="outcome-status", daemon=True)
+        self._reader.start()
+
+    def _read_status(self, connection: Connection, process: subprocess.Popen[bytes]) -> None:
+        """Take the child's counts as they come, until it closes or ends."""
+        try:
+            while True:
+                message = receive(connection)
+                self._set_status(message[1])
+                if message[0] == "closed":
+                    self._close_error = message[2]
+                    break
+        except Exception:  # the end of the pipe, or a message that makes no sense
+            if not self.closed:
+                log.error("outcome writer: the writer process %d ended unexpectedly (exit code "
+                          "%s)", process.pid, process.poll())
+        finally:
+            connection.close()
+            self._child_ended.set()
+            self._awake = True
+            self._wake.set()  # the hand-over thread starts another child
+            with self._status_changed:
+                self._status_changed.notify_all()
+
+    def _set_status(self, status: WriterStatus) -> None:
+        with self._status_changed:
+            self._status = status
+            self._accepting = self.backlog < self._max_pending
+            self._status_changed.notify_all()
