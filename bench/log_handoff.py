@@ -1,15 +1,16 @@
 """What logging costs the serving process, per record: the ways to hand records over, measured.
 
-``.venv/bin/python -m bench.log_handoff`` (about a minute). Two parts:
+``.venv/bin/python -m bench.log_handoff`` (about two minutes). Two parts:
 
 1. Packing a batch of records for another process, in CPU microseconds per record: pickling
    the named tuples, pickling them as plain tuples, orjson, and filling a numpy structured
    array (what shared memory would need).
-2. The whole log at a steady 10,000 records/s (10 every millisecond, as 64 connections
-   bring them) into a SQLite file, for 3 s: the CPU time of this process (every thread) per
-   record, with no writer (building the records and the loop: the baseline to subtract), the
+2. A saturated serving loop, as at 64 connections: each "request" is about 30 µs of Python
+   work and one record handed to the writer, for 3 s, into a SQLite file. The CPU time of
+   this process (every thread) per request over the same loop without a writer, with the
    writer as a thread here (``OutcomeWriter``) and as a process of its own
-   (``WriterProcess``), whose own CPU per record is shown beside.
+   (``WriterProcess``, whose own CPU per record is shown beside); the median of five rounds,
+   the variants interleaved, since a shared machine's noise is as large as the differences.
 
 The records are the ones ``router serve`` logs for the iris forest in ``ab`` mode.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import pickle
 import resource
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,9 +33,9 @@ import orjson
 from router.outcomes import OutcomeWriter, PredictionRecord, open_store
 from router.outcomes.writer_process import WriterProcess
 
-RATE_PER_MS = 10
 SECONDS = 3.0
-PACK_BATCH = 50  # records handed over per 5 ms at 10,000 records/s
+ROUNDS = 5
+PACK_BATCH = 200  # records handed over per 20 ms at 10,000 records/s
 
 
 def record(i: int) -> PredictionRecord:
@@ -84,29 +86,31 @@ def packing() -> list[tuple[str, float]]:
     ]
 
 
-def steady_log(make: Callable[[Path], Any], base: Path) -> tuple[float, float | None]:
-    """(CPU µs per record of this process, of the writer process or None)."""
+def busy_request() -> int:
+    """About 30 µs of Python, standing for the rest of a request's work."""
+    total = 0
+    for i in range(800):
+        total += i * i
+    return total
+
+
+def saturated_log(make: Callable[[Path], Any], base: Path) -> tuple[float, float | None]:
+    """(CPU µs per request of this process, of the writer process per record or None)."""
     writer = make(base)
-    total = int(SECONDS * 1000) * RATE_PER_MS
     n = 0
     started_cpu, started = cpu_seconds(), time.perf_counter()
-    while n < total:
-        for _ in range(RATE_PER_MS):
-            writer.submit_predictions([record(n)])
-            n += 1
-        # Sleep to the next millisecond: the serving loop is idle between requests too.
-        pause = started + n / (RATE_PER_MS * 1000) - time.perf_counter()
-        if pause > 0:
-            time.sleep(pause)
+    while time.perf_counter() - started < SECONDS:
+        busy_request()
+        writer.submit_predictions([record(n)])
+        n += 1
+    mine = (cpu_seconds() - started_cpu) / n * 1e6
     pid = getattr(writer, "pid", None)
-    child_before = _process_cpu(pid)
     assert writer.flush(120)
-    mine = (cpu_seconds() - started_cpu) / total * 1e6
     child = _process_cpu(pid)
     writer.close(timeout=60)
     if isinstance(writer, OutcomeWriter):
         writer._store.close()
-    return mine, None if child is None or child_before is None else child / total * 1e6
+    return mine, None if child is None else child / n * 1e6
 
 
 def _process_cpu(pid: int | None) -> float | None:
@@ -124,20 +128,29 @@ def main(argv: list[str] | None = None) -> int:
     print(f"packing a batch of {PACK_BATCH} records, CPU µs per record:")
     for name, us in packing():
         print(f"  {name:52s} {us:6.2f}")
-    print(f"\nthe whole log at {RATE_PER_MS * 1000:,} records/s for {SECONDS:g} s into SQLite, "
-          "CPU µs per record:")
+    print(f"\na saturated serving loop logging into SQLite, {SECONDS:g} s, median of {ROUNDS} "
+          "rounds, CPU µs per request:")
     url = "sqlite:///log.db"
     makers: dict[str, Callable[[Path], Any]] = {
-        "no writer (building records, the loop)": lambda base: _NoWriter(),
+        "no writer": lambda base: _NoWriter(),
         "writer thread in this process": lambda base: _started(OutcomeWriter(
             open_store(url, base))),
         "writer process": lambda base: _started(WriterProcess(url, base)),
     }
-    for name, make in makers.items():
-        with tempfile.TemporaryDirectory(prefix="router-log-") as tmp:
-            mine, child = steady_log(make, Path(tmp))
-        other = "" if child is None else f"   (writer process {child:5.2f})"
-        print(f"  {name:34s} this process {mine:6.2f}{other}")
+    mine: dict[str, list[float]] = {name: [] for name in makers}
+    child: list[float] = []
+    for _ in range(ROUNDS):
+        for name, make in makers.items():
+            with tempfile.TemporaryDirectory(prefix="router-log-") as tmp:
+                cost, other = saturated_log(make, Path(tmp))
+            mine[name].append(cost)
+            if other is not None:
+                child.append(other)
+    base = statistics.median(mine["no writer"])
+    for name, costs in mine.items():
+        extra = "" if name == "no writer" else f" (+{statistics.median(costs) - base:.2f})"
+        print(f"  {name:30s} this process {statistics.median(costs):6.2f}{extra}")
+    print(f"  the writer process itself: {statistics.median(child):.2f} per record")
     return 0
 
 

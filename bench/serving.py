@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from bench import mlserver
+from bench.targets import MLSERVER_ADAPTIVE_RPS, find, issue17_targets, mlserver_targets, targets
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -70,9 +71,6 @@ HOST = "127.0.0.1"
 SERVER_CPU, CLIENT_CPU = "0", "1"
 CONNECTIONS = (1, 16, 64)
 FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
-# MLServer 1.7 with adaptive batching 64 / 1 ms in an earlier run on this kind of machine: the
-# reference for issue 6's target when a run leaves MLServer out.
-MLSERVER_ADAPTIVE_RPS = 1_107
 SOAK_MARK_BEGIN, SOAK_MARK_END = "<!-- soak:begin -->", "<!-- soak:end -->"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -135,6 +133,10 @@ class Point:
     errors: int
     cpu_us_per_request: float | None
     error_kinds: dict[str, int] = field(default_factory=dict)
+    # The server's own process alone: for the router, the gateway (the core that serves),
+    # without its writer process and shadow worker. None for MLServer, whose main process
+    # does not serve, and in runs before it was measured.
+    serving_cpu_us_per_request: float | None = None
 
 
 # -- tools --------------------------------------------------------------------------------------
@@ -342,10 +344,23 @@ class Running:
             frontier = children
         return found
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU of the server and its descendants, all threads."""
+    def move_log_writer(self, cpus: str) -> list[int]:
+        """Put the router's outcome-log writer process on ``cpus``: it inherits the server's
+        core, and on a machine with a core to spare it runs beside the serving one, not on it.
+        Returns the processes moved."""
+        moved = []
+        for pid in self.pids()[1:]:
+            with contextlib.suppress(OSError):
+                if b"router.outcomes.writer_child" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.sched_setaffinity(pid, {int(c) for c in cpus.split(",")})
+                    moved.append(pid)
+        return moved
+
+    def cpu_seconds(self, *, own: bool = False) -> float:
+        """User + system CPU of the server and its descendants (``own``: of the server's
+        process alone), all threads."""
         total = 0
-        for pid in self.pids():
+        for pid in [self.process.pid] if own else self.pids():
             with contextlib.suppress(OSError, ValueError, IndexError):
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 total += int(fields[11]) + int(fields[12])  # utime, stime
@@ -376,6 +391,8 @@ def running(server: Server, paths: dict[str, Path], logs: Path) -> Iterator[Runn
     started = Running(server, paths, logs / f"{server.key}.log")
     try:
         started.wait_ready(paths[server.bodies].read_text().splitlines()[0].encode())
+        if server.kind == "router" and server.logging:
+            started.move_log_writer(CLIENT_CPU)
         yield started
     finally:
         started.stop()
@@ -420,10 +437,11 @@ class Load:
         raise RuntimeError(f"the load generator printed no result:\n{output[-2000:]}")
 
     def run(self, target: Running, connections: int, seconds: float) -> Point:
-        cpu_before = target.cpu_seconds()
+        cpu_before, own_before = target.cpu_seconds(), target.cpu_seconds(own=True)
         process = self.start(target, connections, seconds)
         raw = self.result(process, seconds + 90)
         cpu = target.cpu_seconds() - cpu_before
+        own = target.cpu_seconds(own=True) - own_before
         requests = int(raw["requests"])
         errors = dict(raw["errors"])
         return Point(
@@ -432,7 +450,9 @@ class Load:
             p50_ms=raw["p50_us"] / 1000, p99_ms=raw["p99_us"] / 1000,
             max_ms=raw["max_us"] / 1000, errors=sum(errors.values()),
             cpu_us_per_request=cpu / requests * 1e6 if requests else None,
-            error_kinds={k: v for k, v in errors.items() if v})
+            error_kinds={k: v for k, v in errors.items() if v},
+            serving_cpu_us_per_request=own / requests * 1e6
+            if requests and target.server.kind != "mlserver" else None)
 
 
 def _wrk_version(wrk: str) -> str:
@@ -590,7 +610,8 @@ def measure(servers: list[Server], connections: tuple[int, ...], seconds: float,
                 points.append(point)
                 print(f"  {n:>3} conns: {point.rps:9.0f} req/s  p50 {point.p50_ms:8.2f} ms  "
                       f"p99 {point.p99_ms:8.2f} ms  errors {point.errors}  "
-                      f"cpu {point.cpu_us_per_request or 0:7.0f} us/req", flush=True)
+                      f"cpu {point.cpu_us_per_request or 0:7.0f} us/req (serving process "
+                      f"{point.serving_cpu_us_per_request or 0:.0f})", flush=True)
             answered = sum(p.requests for p in points if p.server == server.key)
         if server.kind == "router" and server.logging and server.mode:
             note["logged_rows"] = logged_rows(paths, server.mode)
@@ -602,83 +623,6 @@ def measure(servers: list[Server], connections: tuple[int, ...], seconds: float,
 # -- the report ---------------------------------------------------------------------------------
 
 
-def _find(points: list[Point], key: str, n: int) -> Point | None:
-    return next((p for p in points if p.server == key and p.connections == n), None)
-
-
-def targets(points: list[Point]) -> list[tuple[str, str, bool | None]]:
-    """Issue 6's targets: (target, what was measured, met?); None when not measured."""
-    rows: list[tuple[str, str, bool | None]] = []
-
-    def get(key: str, n: int) -> Point | None:
-        return _find(points, key, n)
-
-    base64, ceil64 = get("baseline", 64), get("ceiling", 64)
-    sk = get("ab-sklearn", 64)
-    if sk is not None:
-        measured = get("mlserver-batch", 64)
-        reference = measured.rps if measured is not None else MLSERVER_ADAPTIVE_RPS
-        floor = 4 * reference
-        rows.append(("64 conns, scikit-learn, ab + log: >= 4x MLServer adaptive batching "
-                     f"({floor:,.0f} req/s{'' if measured else ', an earlier run'})",
-                     f"{sk.rps:,.0f} req/s ({sk.rps / reference:.1f}x)",
-                     sk.rps >= floor))
-        if base64 is not None:
-            ratio = sk.rps / base64.rps
-            rows.append(("64 conns, scikit-learn, ab + log: >= 50x the common way",
-                         f"{ratio:.0f}x", ratio >= 50))
-        rows.append(("64 conns, scikit-learn, ab + log: p99 < 30 ms", f"{sk.p99_ms:.1f} ms",
-                     sk.p99_ms < 30))
-    fast = get("ab-fast", 64)
-    if fast is not None and ceil64 is not None:
-        ratio = fast.rps / ceil64.rps
-        rows.append(("64 conns, fast backend, ab + log: >= 0.5x the bare-Starlette ceiling",
-                     f"{fast.rps:,.0f} of {ceil64.rps:,.0f} req/s ({ratio:.2f}x)", ratio >= 0.5))
-    fast1, base1 = get("single-fast", 1), get("baseline", 1)
-    if fast1 is not None and base1 is not None:
-        ratio = base1.p50_ms / fast1.p50_ms
-        rows.append(("1 conn, fast backend: p50 <= a tenth of the common way's",
-                     f"{fast1.p50_ms:.2f} ms vs {base1.p50_ms:.2f} ms ({ratio:.0f}x lower)",
-                     ratio >= 10))
-    for engine in ("fast", "sklearn"):
-        on, off = get(f"ab-{engine}", 64), get(f"ab-{engine}-nolog", 64)
-        if on is not None and off is not None:
-            cost = 1 - on.rps / off.rps
-            rows.append((f"logging costs <= 10 % of throughput ({engine}, ab, 64 conns)",
-                         f"{cost * 100:.1f} % ({on.rps:,.0f} vs {off.rps:,.0f} req/s)",
-                         cost <= 0.10))
-        ab, shadow = get(f"ab-{engine}", 64), get(f"shadow-{engine}", 64)
-        if ab is not None and shadow is not None:
-            ratio = shadow.rps / ab.rps
-            rows.append((f"shadow (equally costly challenger) >= 0.7x ab ({engine}, 64 conns)",
-                         f"{ratio:.2f}x", ratio >= 0.7))
-    return rows
-
-
-def mlserver_targets(points: list[Point]) -> list[tuple[str, str, bool | None]]:
-    """Issue 17's targets against MLServer measured in the same run."""
-    rows: list[tuple[str, str, bool | None]] = []
-    sk64, batch64, plain64 = (_find(points, k, 64) for k in ("ab-sklearn", "mlserver-batch",
-                                                             "mlserver"))
-    if sk64 is not None and batch64 is not None:
-        ratio = sk64.rps / batch64.rps
-        rows.append(("64 conns, scikit-learn, ab + log: >= 8x MLServer's best adaptive batching",
-                     f"{ratio:.1f}x ({sk64.rps:,.0f} vs {batch64.rps:,.0f} req/s)", ratio >= 8))
-    if sk64 is not None and plain64 is not None:
-        ratio = sk64.rps / plain64.rps
-        rows.append(("64 conns, scikit-learn, ab + log: >= 40x MLServer without batching",
-                     f"{ratio:.1f}x ({sk64.rps:,.0f} vs {plain64.rps:,.0f} req/s)", ratio >= 40))
-    sk1 = _find(points, "ab-sklearn", 1)
-    for key in ("mlserver", "mlserver-batch"):
-        other = _find(points, key, 1)
-        if sk1 is not None and other is not None:
-            ratio = sk1.p50_ms / other.p50_ms
-            rows.append((f"1 conn, scikit-learn, ab + log: p50 <= 1/5 of {BY_KEY[key].label}'s",
-                         f"{sk1.p50_ms:.2f} vs {other.p50_ms:.2f} ms ({ratio:.2f}x)",
-                         ratio <= 0.2))
-    return rows
-
-
 def mlserver_ratios(points: list[Point]) -> str:
     """Each router server's requests/s over MLServer's (both ways), and its p50 over theirs,
     at every connection count measured."""
@@ -688,8 +632,8 @@ def mlserver_ratios(points: list[Point]) -> str:
     for p in points:
         if BY_KEY[p.server].kind != "router":
             continue
-        batch, plain = _find(points, "mlserver-batch", p.connections), \
-            _find(points, "mlserver", p.connections)
+        batch, plain = find(points, "mlserver-batch", p.connections), \
+            find(points, "mlserver", p.connections)
         if batch is None and plain is None:
             continue
         cells = [f"{p.rps / o.rps:.1f}" if o else "-" for o in (batch, plain)]
@@ -700,17 +644,18 @@ def mlserver_ratios(points: list[Point]) -> str:
 
 def table(points: list[Point]) -> str:
     lines = ["| server | conns | req/s | p50 ms | p99 ms | errors | server CPU µs/req "
-             "| req/s x common way | req/s x ceiling |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| serving process CPU µs/req | req/s x common way | req/s x ceiling |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for p in points:
-        base, ceil = _find(points, "baseline", p.connections), _find(points, "ceiling",
+        base, ceil = find(points, "baseline", p.connections), find(points, "ceiling",
                                                                       p.connections)
-        cpu = f"{p.cpu_us_per_request:,.0f}" if p.cpu_us_per_request is not None else "-"
+        cpu, own = (f"{v:,.0f}" if v is not None else "-"
+                    for v in (p.cpu_us_per_request, p.serving_cpu_us_per_request))
         ratios = (f"{p.rps / base.rps:.1f}" if base else "-",
                   f"{p.rps / ceil.rps:.2f}" if ceil else "-")
         lines.append(
             f"| {BY_KEY[p.server].label} | {p.connections} | {p.rps:,.0f} | {p.p50_ms:.2f} "
-            f"| {p.p99_ms:.2f} | {p.errors} | {cpu} | {ratios[0]} | {ratios[1]} |")
+            f"| {p.p99_ms:.2f} | {p.errors} | {cpu} | {own} | {ratios[0]} | {ratios[1]} |")
     return "\n".join(lines)
 
 
@@ -726,7 +671,7 @@ def write_chart(points: list[Point], path: Path) -> None:
                                       gridspec_kw={"width_ratios": [3, 2]})
     width = 0.8 / len(conns)
     for j, n in enumerate(conns):
-        values = [(_find(points, k, n).rps if _find(points, k, n) else 0) for k in keys]
+        values = [(find(points, k, n).rps if find(points, k, n) else 0) for k in keys]
         bars = left.bar([i + j * width for i in range(len(keys))], values, width,
                         label=f"{n} conn{'s' if n > 1 else ''}")
         if n == max(conns):
@@ -739,8 +684,8 @@ def write_chart(points: list[Point], path: Path) -> None:
     left.legend(fontsize=8)
     left.set_title("throughput")
     top = max(conns)
-    p99 = [(_find(points, k, top).p99_ms if _find(points, k, top) else 0) for k in keys]
-    p50 = [(_find(points, k, top).p50_ms if _find(points, k, top) else 0) for k in keys]
+    p99 = [(find(points, k, top).p99_ms if find(points, k, top) else 0) for k in keys]
+    p50 = [(find(points, k, top).p50_ms if find(points, k, top) else 0) for k in keys]
     ys = range(len(keys))
     right.barh([y + 0.2 for y in ys], p99, 0.4, label="p99")
     right.barh([y - 0.2 for y in ys], p50, 0.4, label="p50")
@@ -796,6 +741,16 @@ def mlserver_section(points: list[Point], notes: dict[str, Any]) -> str:
     return text
 
 
+def issue17_section(points: list[Point]) -> str:
+    """Issue 17's targets on logging and the tail, when the run measured them."""
+    met = issue17_targets(points)
+    if not met:
+        return ""
+    return ("## Targets (issue 17: logging and the tail)\n\n| target | measured | met |\n"
+            "| --- | --- | --- |\n"
+            + "".join(f"| {t} | {m} | {'yes' if ok else 'NO'} |\n" for t, m, ok in met) + "\n")
+
+
 def write_report(points: list[Point], notes: dict[str, Any], info: dict[str, Any],
                  out: Path) -> None:
     met = targets(points)
@@ -815,7 +770,9 @@ Written by `{info['command']}` on {info['date']}. Do not edit by hand: run it ag
 - Load average (1, 5, 15 min) before the run: {info['load_before']}; after: {info['load_after']}.
   Other work on the machine during the run shows up here and makes absolute figures noisy;
   compare figures within one run.
-- Server on core {SERVER_CPU} (`taskset`), load generator on core {CLIENT_CPU}:
+- Server on core {SERVER_CPU} (`taskset`), load generator on core {CLIENT_CPU}, and so is the
+  router's outcome-log writer process (on a machine with a core to spare it runs beside the
+  serving core; on one core it would take its CPU from serving):
   {info['client']}, one thread, closed loop, keep-alive; {info['seconds']:g} s per point after
   a {info['warmup']:g} s warm-up; errors are connect, read, write, timeout (30 s) and
   non-2xx answers.
@@ -824,8 +781,10 @@ Written by `{info['command']}` on {info['date']}. Do not edit by hand: run it ag
   seed), so it costs the same. `ab` sends 50 % of users (random `X-User-Id`) to the challenger;
   `shadow` mirrors 100 % of requests to it. The log is SQLite (`store: sqlite:///…`); "log off"
   builds no records at all (a benchmark-only switch).
-- Server CPU is user + system time of the server process and its children (the shadow worker)
-  over the point, divided by the requests answered.
+- Server CPU is user + system time of the server process and its children (the router's
+  shadow worker and outcome-log writer) over the point, divided by the requests answered;
+  serving process CPU counts the server's process alone (the router's gateway, the core that
+  serves).
 {mlserver_lines(notes, info)}
 
 ## Results
@@ -840,7 +799,7 @@ Written by `{info['command']}` on {info['date']}. Do not edit by hand: run it ag
 | --- | --- | --- |
 """ + "\n".join(f"| {t} | {m} | {'yes' if ok else 'NO'} |" for t, m, ok in met) + """
 
-""" + mlserver_section(points, notes) + """## Engines
+""" + issue17_section(points) + mlserver_section(points, notes) + """## Engines
 
 What `/config` reported for each router server:
 
@@ -1131,7 +1090,8 @@ def main(argv: list[str] | None = None) -> int:
         info["load_after"] = load_average()
     write_report(points, notes, info, args.out)
     print(f"\nwrote {args.out / 'results.md'} and {args.out / 'results.png'}")
-    for target, measured, ok in [*targets(points), *mlserver_targets(points)]:
+    for target, measured, ok in [*targets(points), *issue17_targets(points),
+                                 *mlserver_targets(points)]:
         print(f"  [{'met' if ok else 'MISSED'}] {target}: {measured}")
     return 0
 

@@ -1,5 +1,9 @@
 """The outcome log: records of predictions, feedback and switches, the stores that keep them and
-the writer (a process of its own, or a thread) that feeds a store without slowing requests."""
+the writer (a process of its own, or a thread) that feeds a store without slowing requests.
+
+``router.outcomes.writer_process`` is not imported here: ``python -m
+router.outcomes.writer_child`` imports this package first, and must not find its own module
+already loaded."""
 
 from router.outcomes.memory import MemoryStore
 from router.outcomes.opener import open_store
@@ -19,7 +23,6 @@ from router.outcomes.store import (
     StoreHealth,
 )
 from router.outcomes.writer import OutcomeWriter
-from router.outcomes.writer_process import WriterProcess
 
 __all__ = [
     "AnalysisReads",
@@ -35,6 +38,5 @@ __all__ = [
     "SQLiteStore",
     "StoreHealth",
     "SwitchState",
-    "WriterProcess",
     "open_store",
 ]

@@ -9,8 +9,8 @@ end of a socket pair. Each message is one pickle:
   tuple pickles four times faster than a named tuple, and the gateway pays for the pickling),
   ``("flush", n)`` and ``("close", timeout_s)``;
 - child to gateway: ``("ready", pid)`` or ``("failed", text)``, then ``("status",
-  WriterStatus)`` whenever a count changed (at most every ``STATUS_INTERVAL_S``, at once after
-  a flush request), and ``("closed", WriterStatus, error)`` last.
+  WriterStatus)`` whenever a count changed (at most every ``Settings.status_interval_s``, at
+  once after a flush request), and ``("closed", WriterStatus, error)`` last.
 
 The child ignores SIGINT and SIGTERM, which a terminal or a supervisor may send to the whole
 process group: it stops when its gateway closes it, after writing everything it was handed,
@@ -38,12 +38,10 @@ from router.outcomes.store import OutcomeLog, open_store
 from router.outcomes.writer import OutcomeWriter
 from router.subprocesses import child_environment
 
-__all__ = ["STATUS_INTERVAL_S", "Settings", "WriterStatus", "main"]
+__all__ = ["Settings", "WriterStatus", "main", "pack_records", "start_child"]
 
 log = logging.getLogger("router.outcomes.writer")
 
-# How stale the counts the gateway shows (/metrics, /ready) may be while they change.
-STATUS_INTERVAL_S = 0.025
 # With the gateway gone there is nobody to say how long to try: as long as a clean stop does.
 DRAIN_WITHOUT_GATEWAY_S = 10.0
 
@@ -60,6 +58,7 @@ class Settings(NamedTuple):
     batch_size: int
     spill_after: int | None
     sys_path: list[str]
+    status_interval_s: float  # how stale the counts the gateway shows may be
 
 
 class WriterStatus(NamedTuple):
@@ -164,16 +163,18 @@ def open_writer(settings: Settings) -> tuple[OutcomeLog, OutcomeWriter]:
     return store, writer
 
 
-def serve(connection: Connection, writer: OutcomeWriter) -> tuple[WriterStatus, str | None]:
+def serve(connection: Connection, writer: OutcomeWriter, settings: Settings
+          ) -> tuple[WriterStatus, str | None]:
     """Hand what the gateway sends to ``writer`` until told to close or the pipe ends; then
     close the writer. Returns the last status and why closing failed (None when it did not)."""
     received = flushed = 0
+    interval = settings.status_interval_s
     last: WriterStatus | None = None
     last_sent = 0.0
     timeout_s = DRAIN_WITHOUT_GATEWAY_S
     while True:
         asked = False
-        if connection.poll(STATUS_INTERVAL_S):
+        if connection.poll(interval):
             try:
                 message = receive(connection)
             except (EOFError, OSError):
@@ -194,7 +195,7 @@ def serve(connection: Connection, writer: OutcomeWriter) -> tuple[WriterStatus, 
                 timeout_s = message[1]
                 break
         now = time.monotonic()
-        if asked or now - last_sent >= STATUS_INTERVAL_S:
+        if asked or now - last_sent >= interval:
             status = status_of(writer, received, flushed)
             if asked or status != last:
                 send(connection, ("status", status))
@@ -226,7 +227,7 @@ def main(argv: list[str]) -> int:
         send(connection, ("failed", str(exc)))
         return 1
     send(connection, ("ready", os.getpid()))
-    status, error = serve(connection, writer)
+    status, error = serve(connection, writer, settings)
     with contextlib.suppress(OSError):  # the gateway is gone: nobody to tell
         send(connection, ("closed", status, error))
     store.close()  # opened here; the writer leaves it open

@@ -26,6 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from itertools import chain
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -46,10 +47,12 @@ __all__ = ["HANDOFF_INTERVAL_S", "WriterProcess"]
 log = logging.getLogger("router.outcomes.writer")
 
 # How long records gather before one hand-over packs them: the loss bound if this process is
-# killed, and short enough that a test's flush or a /stats read never notices it.
-HANDOFF_INTERVAL_S = 0.005
+# killed. Each hand-over and each report of the child's counts wakes a thread here, which takes
+# the interpreter lock from the serving loop: fewer, larger ones cost the serving core less
+# (docs/performance.md).
+HANDOFF_INTERVAL_S = 0.02
+STATUS_INTERVAL_S = 0.1
 START_TIMEOUT_S = 120.0  # spawning Python and opening the store; slow on a loaded machine
-_PREDICTIONS, _FEEDBACK = 0, 1
 _RESTART_BACKOFF_S = 1.0  # between attempts to start a writer process
 
 
@@ -61,6 +64,7 @@ class WriterProcess:
         base_dir: where relative paths resolve.
         max_pending: backlog at which ``accepting`` turns False (records are still taken).
         handoff_interval_s: how long records gather before they are handed over.
+        status_interval_s: how often, at most, the child reports its changing counts.
         flush_interval_s, batch_size, spill_dir, spill_after, dead_letter_dir: the child's
             ``OutcomeWriter``'s.
     """
@@ -68,18 +72,20 @@ class WriterProcess:
     def __init__(self, store_url: str, base_dir: Path, *, max_pending: int = 100_000,
                  handoff_interval_s: float = HANDOFF_INTERVAL_S, flush_interval_s: float = 0.2,
                  batch_size: int = 5_000, spill_dir: Path | None = None,
-                 spill_after: int | None = None, dead_letter_dir: Path | None = None) -> None:
+                 spill_after: int | None = None, dead_letter_dir: Path | None = None,
+                 status_interval_s: float = STATUS_INTERVAL_S) -> None:
         if max_pending < 1 or batch_size < 1 or flush_interval_s <= 0 or handoff_interval_s < 0:
             raise ValueError("max_pending and batch_size must be >= 1, intervals > 0")
         self._settings = Settings(
             store_url, str(base_dir), None if spill_dir is None else str(spill_dir),
             None if dead_letter_dir is None else str(dead_letter_dir), max_pending,
-            flush_interval_s, batch_size, spill_after, list(sys.path))
+            flush_interval_s, batch_size, spill_after, list(sys.path), status_interval_s)
         self._max_pending = max_pending
         self._handoff_interval_s = handoff_interval_s
 
         # The request path's side: an append (atomic) and two flags, no lock.
-        self._queue: deque[tuple[int, Sequence[Any]]] = deque()
+        self._predictions: deque[tuple[PredictionRecord, ...]] = deque()
+        self._feedback: deque[tuple[FeedbackRecord, ...]] = deque()
         self._awake = False  # the hand-over thread was woken for what is queued
         self.closed = False
         self._accepting = True  # kept by the two threads: the request path reads a flag
@@ -112,18 +118,18 @@ class WriterProcess:
 
     def submit_predictions(self, records: Sequence[PredictionRecord]) -> None:
         """Hand prediction records over; never waits, never encodes. StoreError once closed."""
-        self._submit(_PREDICTIONS, records)
+        self._submit(self._predictions, records)
 
     def submit_feedback(self, records: Sequence[FeedbackRecord]) -> None:
         """Hand feedback records over; never waits, never encodes. StoreError once closed."""
-        self._submit(_FEEDBACK, records)
+        self._submit(self._feedback, records)
 
-    def _submit(self, kind: int, records: Sequence[Any]) -> None:
+    def _submit(self, queue: deque[Any], records: Sequence[Any]) -> None:
         if self.closed:
             raise StoreError("outcome writer is closed; records not accepted")
         if records:
             # tuple(): the caller may reuse its list (free for a tuple, a C copy otherwise).
-            self._queue.append((kind, tuple(records)))
+            queue.append(tuple(records))
             if not self._awake:
                 self._awake = True
                 self._wake.set()
@@ -156,14 +162,15 @@ class WriterProcess:
     def backlog(self) -> int:
         """Records submitted and not yet written: waiting here, in the pipe, or in the child."""
         with self._count_lock:
-            waiting = sum(len(records) for _, records in list(self._queue))
+            waiting = self._waiting()
             status = self._status
             return waiting + self._taken - status.received + status.backlog
 
     @property
     def lag_seconds(self) -> float:
         """Age of the oldest record not yet written (the child's, or of what waits here)."""
-        waiting = time.monotonic() - self._last_handoff if self._queue else 0.0
+        waiting = time.monotonic() - self._last_handoff \
+            if self._predictions or self._feedback else 0.0
         return max(waiting, self._status.lag_seconds)
 
     # The child's own figures, as ``OutcomeWriter`` defines them: the current child's state,
@@ -280,22 +287,24 @@ class WriterProcess:
 
     def _hand_over(self) -> None:
         """Send everything queued to the child as one message."""
-        queue = self._queue
-        count = len(queue)
-        if not count:
-            return
-        predictions: list[PredictionRecord] = []
-        feedback: list[FeedbackRecord] = []
         with self._count_lock:
-            for _ in range(count):
-                kind, records = queue.popleft()
-                (predictions if kind == _PREDICTIONS else feedback).extend(records)
-            taken = len(predictions) + len(feedback)
+            # Popped one chunk at a time (an append may come meanwhile), flattened in C.
+            predictions = [self._predictions.popleft() for _ in range(len(self._predictions))]
+            feedback = [self._feedback.popleft() for _ in range(len(self._feedback))]
+            taken = sum(map(len, predictions)) + sum(map(len, feedback))
             self._taken += taken
+        if not taken:
+            return
         self._last_handoff = time.monotonic()
-        self._deliver(pack_records(predictions, feedback), taken)
+        body = pack_records(list(chain.from_iterable(predictions)),
+                            list(chain.from_iterable(feedback)))
+        self._deliver(body, taken)
         self._sent += taken
         self._accepting = self.backlog < self._max_pending
+
+    def _waiting(self) -> int:
+        """Records submitted and not yet taken for the child."""
+        return sum(map(len, list(self._predictions))) + sum(map(len, list(self._feedback)))
 
     def _deliver(self, body: bytes, records: int = 0) -> None:
         """Send to the child, starting a new one first when the last one ended."""
@@ -335,7 +344,7 @@ class WriterProcess:
             except StoreError as exc:
                 self._set_status(IDLE_STATUS._replace(failing=True, last_error=str(exc)))
                 if self._closing_timeout is not None:
-                    held += in_hand + sum(len(r) for _, r in self._queue)
+                    held += in_hand + self._waiting()
                     self._close_error = f"{exc}; {held} records not written"
                     break
                 log.error("outcome writer: %s; trying again", exc)
