@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from router.errors import StoreError
+from router.outcomes.opener import open_store
 from router.outcomes.records import FeedbackRecord, PredictionRecord
-from router.outcomes.store import OutcomeLog, open_store
+from router.outcomes.store import OutcomeLog
 from router.outcomes.writer import OutcomeWriter
 from router.subprocesses import child_environment
 
