@@ -4,6 +4,7 @@ demo models, trained in a temporary directory by the project's own train-demo co
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -23,6 +24,11 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project directory holding the demo's trained models, as `router train-demo` writes it."""
     root = tmp_path_factory.mktemp("project")
     train_demo(root)
+    # The several-challengers example names three models of its own: copies of the demo's,
+    # which take the same features, stand in for them.
+    for name, source in (("churn-rf/3", "breast-cancer-rf/1"), ("churn-gb/1", "breast-cancer-rf/1"),
+                         ("churn-lr/1", "breast-cancer-lr/1")):
+        shutil.copytree(root / "models" / source, root / "models" / name)
     return root
 
 
