@@ -5,14 +5,8 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from router.cli.common import DEFAULT_CONFIG, CommandError, open_config_store
-
-if TYPE_CHECKING:  # the CLI imports heavy modules only in the command that needs them
-    pass
-
-
 
 # -- sign -------------------------------------------------------------------------------------
 

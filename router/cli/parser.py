@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from router.cli.commands import (
     cmd_demo,
@@ -27,11 +26,6 @@ from router.cli.values import (
     share,
     significance,
 )
-
-if TYPE_CHECKING:  # the CLI imports heavy modules only in the command that needs them
-    pass
-
-
 
 # -- the parser -------------------------------------------------------------------------------
 

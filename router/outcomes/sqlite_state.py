@@ -6,31 +6,32 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from router.outcomes.records import HistoryEntry, RevisionRecord, SwitchState
 from router.outcomes.rows import to_json
 
-__all__ = ["SQLiteExperimentState"]
+__all__ = ["SQLiteExperimentState", "SQLiteFile"]
+
+
+class SQLiteFile(Protocol):
+    """What the experiment's state needs of the store that holds the file."""
+
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]: ...
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
+
+    def _errors(self, *, write: bool = False) -> AbstractContextManager[None]: ...
 
 
 class SQLiteExperimentState:
     """Revisions, switch state and history, written in ``BEGIN IMMEDIATE`` transactions so
     that processes sharing the file agree; :class:`~router.outcomes.sqlite.SQLiteStore` gives
-    the connection, the transaction and the error mapping."""
+    the connection, the transaction and the error mapping (:class:`SQLiteFile`)."""
 
-    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError
-
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        raise NotImplementedError
-
-    def _errors(self, *, write: bool = False) -> AbstractContextManager[None]:
-        raise NotImplementedError
-
-    def append_history(self, entry: HistoryEntry) -> None:
+    def append_history(self: SQLiteFile, entry: HistoryEntry) -> None:
         """Record one switch of the experiment."""
         row = (
             float(entry.ts),
@@ -48,7 +49,7 @@ class SQLiteExperimentState:
                 row,
             )
 
-    def history(self, limit: int | None = None) -> list[HistoryEntry]:
+    def history(self: SQLiteFile, limit: int | None = None) -> list[HistoryEntry]:
         """The switches oldest first; with ``limit``, only the latest ``limit`` of them."""
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
@@ -71,7 +72,7 @@ class SQLiteExperimentState:
             for ts, action, from_model, to_model, reason, actor, details in rows
         ]
 
-    def register_revision(self, experiment: str, digest: str, config: dict[str, Any],
+    def register_revision(self: SQLiteFile, experiment: str, digest: str, config: dict[str, Any],
                           ts: float) -> int:
         """The latest revision if its digest matches, else a new one numbered one higher.
 
@@ -90,7 +91,7 @@ class SQLiteExperimentState:
                 (experiment, revision, float(ts), digest, to_json(config)))
             return revision
 
-    def revisions(self, experiment: str) -> list[RevisionRecord]:
+    def revisions(self: SQLiteFile, experiment: str) -> list[RevisionRecord]:
         """Every revision of an experiment, oldest first."""
         rows = self._query(
             "SELECT revision, ts, digest, config FROM revisions WHERE experiment = ? "
@@ -98,7 +99,8 @@ class SQLiteExperimentState:
         return [RevisionRecord(experiment, int(rev), ts, digest, orjson.loads(config))
                 for rev, ts, digest, config in rows]
 
-    def publish_switch_state(self, experiment: str, state: dict[str, Any], ts: float) -> int:
+    def publish_switch_state(self: SQLiteFile, experiment: str, state: dict[str, Any],
+                             ts: float) -> int:
         """Replace the experiment's switch state, one generation up, in one transaction."""
         with self._errors(write=True), self._transaction() as conn:
             row = conn.execute("SELECT generation FROM switch_state WHERE experiment = ?",
@@ -111,7 +113,7 @@ class SQLiteExperimentState:
                 (experiment, generation, float(ts), to_json(state)))
             return generation
 
-    def switch_state(self, experiment: str) -> SwitchState | None:
+    def switch_state(self: SQLiteFile, experiment: str) -> SwitchState | None:
         """The newest switch state of an experiment, if any."""
         rows = self._query("SELECT generation, ts, state FROM switch_state WHERE experiment = ?",
                            (experiment,))
