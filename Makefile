@@ -6,6 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+DEMO_ARGS ?=
 DEMO_INSTALLED := $(VENV)/.installed-demo
 DEV_INSTALLED := $(VENV)/.installed-dev
 
@@ -28,7 +29,7 @@ install: $(DEV_INSTALLED)
 install-demo: $(DEMO_INSTALLED)
 
 demo: install-demo
-	$(BIN)/router demo --host $(HOST) --port $(PORT)
+	$(BIN)/router demo --host $(HOST) --port $(PORT) $(DEMO_ARGS)
 
 lint: install
 	$(BIN)/ruff check router tests bench

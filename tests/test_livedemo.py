@@ -239,3 +239,23 @@ def test_the_demo_needs_none_of_the_extras(start_demo: Callable[..., Demo], trai
     assert answered_at_stop(demo) == 200
     log = (root / "var" / "demo-server.log").read_text()
     assert "Traceback" not in log and "Traceback" not in "\n".join(demo.lines)
+
+
+def test_after_a_promotion_the_demo_says_how_to_start_again(start_demo: Callable[..., Demo],
+                                                           trained: Path, tmp_path: Path) -> None:
+    """Once the file serves one model (a promotion leaves mode single), the demo sends no
+    traffic that could never reach a verdict: it says so, names --fresh, and serves on."""
+    root = tmp_path / "demo"
+    shutil.copytree(trained, root)
+    promoted = subprocess.run(
+        [sys.executable, "-m", "router.cli", "promote", "--config", "configs/router.yaml",
+         "--reason", "the demo's challenger won"], cwd=root, capture_output=True, text=True,
+        timeout=120, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert promoted.returncode == 0, promoted.stderr
+    demo = start_demo(root, "--max-requests", "3000", "--round", "500")
+    line = demo.wait_for(r"serves one model")
+    assert "--fresh" in line
+    demo.wait_for(r"until Ctrl-C$")
+    text = "\n".join(demo.lines)
+    assert "sending traffic" not in text and "no verdict" not in text
+    assert demo.interrupt() == 0, text

@@ -208,6 +208,14 @@ def _decision(stats: dict[str, Any] | None) -> tuple[str, str]:
     return str(decision.get("action", "unknown")), str(reasons[0])
 
 
+def _mode(url: str) -> str | None:
+    """The running configuration's mode, or None when ``/config`` does not say."""
+    status, payload = get_json(url, "/config")
+    if status != 200 or not isinstance(payload, dict):
+        return None
+    return str((payload.get("config") or {}).get("mode"))
+
+
 def _print_stats(url: str, out: TextIO) -> None:
     from router.stats.console import render_report
 
@@ -263,9 +271,17 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
             gateway.wait_ready()
             simulator = Simulator(gateway.url, X, y, names, concurrency=options.concurrency,
                                   seed=options.seed)
-            print(f"sending traffic (at most {options.max_requests} requests, labels "
-                  "arriving late) until /stats gives a verdict …", file=out, flush=True)
-            _simulate(simulator, options, out)
+            if _mode(gateway.url) == "single":
+                # After a promotion the file serves one model: traffic could never give a
+                # verdict, so say how to start a new experiment instead of sending it.
+                print(f"{config} serves one model (mode single, as a promotion or rollback "
+                      "leaves it): there is nothing to compare. `router demo --fresh` (or "
+                      "`make demo DEMO_ARGS=--fresh`) trains anew and starts a new experiment",
+                      file=out, flush=True)
+            else:
+                print(f"sending traffic (at most {options.max_requests} requests, labels "
+                      "arriving late) until /stats gives a verdict …", file=out, flush=True)
+                _simulate(simulator, options, out)
             time.sleep(0.5)  # the gateway's writer flushes every 0.2 s: the table sees it all
             _print_stats(gateway.url, out)
             print(f"dashboard: {gateway.url}/dashboard", file=out)
