@@ -13,7 +13,7 @@ connections in runs of the same length, alternated (``--repeats`` pairs, 2 by de
   types ...), each answered with its own 4xx; the other 90 % send valid requests.
 
 It reports p50 and p99 of the valid requests in each run, and over all clean and all hostile
-runs with their ratio (issue 13's target:
+runs with their ratio (the target:
 p99 within 1.5x), every status counted (no 5xx may appear), and the machine's load, in
 ``bench/hostile-results.md``. ``tests/e2e/test_hostile_soak.py`` runs a few seconds of the
 hostile run and checks the statuses, never a timing.

@@ -718,11 +718,11 @@ def mlserver_lines(notes: dict[str, Any], info: dict[str, Any]) -> str:
 
 
 def mlserver_section(points: list[Point], notes: dict[str, Any]) -> str:
-    """Issue 17's comparison with MLServer, when the run measured it."""
+    """The comparison with MLServer, when the run measured it."""
     ratios = mlserver_ratios(points)
     if not ratios:
         return ""
-    text = "## Against MLServer (issue 17)\n\n" + ratios + "\n\n"
+    text = "## Against MLServer\n\n" + ratios + "\n\n"
     trials = notes.get("mlserver-batch", {}).get("batching_trials")
     if trials:
         size, wait_ms = notes["mlserver-batch"]["batching"]
@@ -742,11 +742,11 @@ def mlserver_section(points: list[Point], notes: dict[str, Any]) -> str:
 
 
 def issue17_section(points: list[Point]) -> str:
-    """Issue 17's targets on logging and the tail, when the run measured them."""
+    """The targets on logging and the tail, when the run measured them."""
     met = issue17_targets(points)
     if not met:
         return ""
-    return ("## Targets (issue 17: logging and the tail)\n\n| target | measured | met |\n"
+    return ("## Targets: logging and the tail\n\n| target | measured | met |\n"
             "| --- | --- | --- |\n"
             + "".join(f"| {t} | {m} | {'yes' if ok else 'NO'} |\n" for t, m, ok in met) + "\n")
 

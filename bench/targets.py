@@ -1,4 +1,4 @@
-"""The issues' targets for the serving benchmark, judged from its points: each a row of
+"""The targets for the serving benchmark, judged from its points: each a row of
 (target, what was measured, met?)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ __all__ = ["MLSERVER_ADAPTIVE_RPS", "find", "issue17_targets", "mlserver_targets
 MLSERVER_ADAPTIVE_RPS = 1_107
 MLSERVER_LABELS = {"mlserver": "MLServer, no batching",
                    "mlserver-batch": "MLServer, adaptive batching"}
-# Issue 17: what logging may cost, and how far the tail may be from the framework's.
+# What logging may cost, and how far the tail may be from the framework's.
 LOG_THROUGHPUT_COST = 0.05
 LOG_SERVING_CPU_US = 5.0
 P99_OVER_CEILING = 3.0
@@ -84,7 +84,7 @@ def targets(points: Sequence[Point]) -> list[tuple[str, str, bool | None]]:
 
 
 def mlserver_targets(points: Sequence[Point]) -> list[tuple[str, str, bool | None]]:
-    """Issue 17's targets against MLServer measured in the same run."""
+    """The targets against MLServer measured in the same run."""
     rows: list[tuple[str, str, bool | None]] = []
     sk64, batch64, plain64 = (find(points, k, 64) for k in ("ab-sklearn", "mlserver-batch",
                                                              "mlserver"))
@@ -108,7 +108,7 @@ def mlserver_targets(points: Sequence[Point]) -> list[tuple[str, str, bool | Non
 
 
 def issue17_targets(points: Sequence[Point]) -> list[tuple[str, str, bool | None]]:
-    """Issue 17's targets on logging and the tail, for each engine measured."""
+    """The targets on logging and the tail, for each engine measured."""
     rows: list[tuple[str, str, bool | None]] = []
     ceiling = find(points, "ceiling", 64)
     for engine, name in (("fast", "ONNX Runtime"), ("sklearn", "scikit-learn")):

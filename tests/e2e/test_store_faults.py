@@ -78,7 +78,7 @@ def not_ready_because(server_url: str, words: str) -> bool:
 
 def test_removing_the_store_directory_while_serving_loses_nothing_unreported(
         tmp_path: Path, champion_dir: Path) -> None:
-    """The issue's case 6: the directory removed under a serving gateway is seen, /ready says
+    """Found by probing: the directory removed under a serving gateway is seen, /ready says
     503 naming it, answers go on and wait in memory; once the directory is back a fresh file
     takes them, and the records the removed file held are counted in /metrics as orphaned."""
     config = write_config(tmp_path, champion=champion_dir, mode="single", store=STORE)
@@ -131,7 +131,7 @@ def test_a_directory_moved_away_and_back_keeps_every_answer(tmp_path: Path,
 
 def test_an_immutable_shm_file_while_serving_is_reported_not_fatal(
         tmp_path: Path, champion_dir: Path) -> None:
-    """The issue's case 9b with a real server: chattr +i on outcomes.db-shm used to kill it
+    """Found by probing, with a real server: chattr +i on outcomes.db-shm used to kill it
     with SIGBUS; now /ready names the file, answers go on, and once the flag is cleared
     every answer is written and the server stops cleanly."""
     config = write_config(tmp_path, champion=champion_dir, mode="single", store=STORE)

@@ -27,7 +27,7 @@ def dead_letter_lines(directory: Path) -> list[dict]:
 
 def test_a_feedback_record_sqlite_cannot_encode_does_not_block_the_rest(
         tmp_path: Path, make_writer: Callable[..., OutcomeWriter]) -> None:
-    """The issue's case 1: a lone surrogate in a request id is set aside in the dead-letter
+    """Found by probing: a lone surrogate in a request id is set aside in the dead-letter
     file, counted, and every label queued behind it is written to the SQLite file."""
     store = open_store("sqlite:///outcomes.db", tmp_path)
     writer = make_writer(store, spill_dir=tmp_path / "spill", flush_interval_s=0.01)

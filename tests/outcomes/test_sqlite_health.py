@@ -161,7 +161,7 @@ _SHM_SCRIPT = textwrap.dedent("""
 
 
 def test_an_immutable_shm_file_does_not_kill_the_process(tmp_path: Path) -> None:
-    """The issue's case 9b: with chattr +i on outcomes.db-shm, writes, reads and close used
+    """Found by probing: with chattr +i on outcomes.db-shm, writes, reads and close used
     to fault on SQLite's shared-memory mapping (SIGBUS); now they are refused, and the
     process ends normally."""
     database = tmp_path / "outcomes.db"

@@ -89,7 +89,7 @@ def test_significance_is_the_sequence_leaving_zero_and_never_flips() -> None:
 
 
 def test_early_all_alike_outcomes_are_no_evidence() -> None:
-    """The issue's case: champion 8/8 right, challenger 2/8, then 2,000 more outcomes each at
+    """Found by probing: champion 8/8 right, challenger 2/8, then 2,000 more outcomes each at
     exactly 50 %: no decision is possible early, and none is left at the end."""
     y = [1.0] * 8 + [1.0, 1.0] + [0.0] * 6
     is_b = [False] * 8 + [True] * 8
