@@ -793,7 +793,7 @@ Written by `{info['command']}` on {info['date']}. Do not edit by hand: run it ag
 
 ![throughput and latency](results.png)
 
-## Targets (issue 6)
+## Targets
 
 | target | measured | met |
 | --- | --- | --- |
