@@ -20,6 +20,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,13 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 LAPTOP = (1366, 900)
 PHONE = (390, 844)
+
+
+def fixed(value: float, digits: int) -> str:
+    """``value.toFixed(digits)`` as the page's JavaScript writes it: the float's exact value
+    rounded with ties away from zero, where Python's format rounds ties to even (-3.125 is
+    "-3.13" on the page, "-3.12" from ``f"{-3.125:.2f}"``)."""
+    return str(Decimal(value).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
 
 
 def missing_requirements() -> list[str]:

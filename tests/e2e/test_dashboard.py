@@ -18,6 +18,7 @@ from tests.e2e.browser import (
     PHONE,
     chromium,
     console_errors,
+    fixed,
     full_page_png,
     require_chromium,
     set_viewport,
@@ -131,7 +132,7 @@ def test_dashboard_draws_the_experiment_and_agrees_with_stats(
     for row in state["monitoring"]:
         quality = after["rolling"]["variants"][row[0]]
         assert row[1] == f"{quality['labelled']:,}"
-        assert row[2] == f"{quality['accuracy'] * 100:.1f} %"
+        assert row[2] == fixed(quality['accuracy'] * 100, 1) + " %"
         assert row[-1] == "mixed"
     assert phone["scrollWidth"] <= phone["innerWidth"] == PHONE[0], phone
     assert phone["action"] == state["action"]

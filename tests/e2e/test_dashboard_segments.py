@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.configs import write_config
-from tests.e2e.browser import chromium, console_errors, require_chromium, wait_rendered
+from tests.e2e.browser import chromium, console_errors, fixed, require_chromium, wait_rendered
 from tests.e2e.server import Server, serve
 from tests.e2e.test_segment_stats import labelled_segments, segmented_config
 from tests.e2e.test_stats import send_users, traffic
@@ -52,11 +52,11 @@ def test_the_segment_table_shows_each_keys_values_as_stats_has_them(
             segment = shown[row[0]]
             champion, challenger = (segment["variants"][r] for r in ("champion", "challenger"))
             assert row[1] == f"{champion['labelled']:,}"
-            assert row[2] == f"{champion['metric'] * 100:.1f} %"
+            assert row[2] == fixed(champion['metric'] * 100, 1) + " %"
             assert row[3] == f"{challenger['labelled']:,}"
-            assert row[4] == f"{challenger['metric'] * 100:.1f} %"
+            assert row[4] == fixed(challenger['metric'] * 100, 1) + " %"
             difference = segment["comparison"]["difference"] * 100
-            assert row[5] == ("+" if difference > 0 else "") + f"{difference:.2f} pp"
+            assert row[5] == ("+" if difference > 0 else "") + fixed(difference, 2) + " pp"
 
 
 def test_without_segment_keys_the_card_is_hidden(tmp_path: Path, champion_dir: Path,
@@ -92,4 +92,4 @@ def test_with_several_challengers_each_has_its_tables(tmp_path: Path, champion_d
         for row in table["rows"]:
             comparison = shown[row[0]]["comparisons"][table["challenger"]]
             difference = comparison["difference"] * 100
-            assert row[5] == ("+" if difference > 0 else "") + f"{difference:.2f} pp"
+            assert row[5] == ("+" if difference > 0 else "") + fixed(difference, 2) + " pp"
