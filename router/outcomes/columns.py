@@ -51,14 +51,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
 import numpy as np
+import orjson
 
 from router.outcomes.records import FeedbackRecord, PredictionRecord
 
 __all__ = [
     "FLAG_BITS", "FLAG_CHALLENGER", "FLAG_ERROR", "FLAG_FALLBACK", "FLAG_FORCED", "FLAG_MASK",
     "FLAG_SHADOW", "AnalysisColumns", "ColumnQuestion", "Columns", "KeptRead", "arm_case",
-    "features_array", "flags_columns", "latest_feedback", "memory_columns", "revision_filter",
-    "segments_from", "unit_keys",
+    "features_array", "features_from_json", "flags_columns", "latest_features_query",
+    "latest_feedback", "memory_columns", "revision_filter", "segments_from", "unit_keys",
 ]
 
 Columns = dict[str, np.ndarray]
@@ -166,6 +167,25 @@ def features_array(rows: list[Any], width: int | None = None) -> np.ndarray:
     if not rows:
         return np.zeros((0, width or 0))
     return np.array(rows, dtype=float)
+
+
+def latest_features_query(experiment: str, revisions: Sequence[int] | None, limit: int,
+                          placeholder: str, *, experiment_sql: str = "p.experiment"
+                          ) -> tuple[str, list[Any]]:
+    """The query of the ``limit`` latest served rows' ``id`` and ``features`` (their JSON
+    text), newest first, for the store to aggregate into one JSON array text, and its
+    parameters."""
+    revision_sql, revision_params = revision_filter(revisions, placeholder)
+    return ("SELECT p.id, p.features FROM predictions AS p "
+            f"WHERE {experiment_sql} = {placeholder}{revision_sql} AND p.shadow = 0 "
+            f"AND p.fallback = 0 AND p.forced = 0 ORDER BY p.id DESC LIMIT {placeholder}",
+            [experiment, *revision_params, int(limit)])
+
+
+def features_from_json(text: str | None) -> np.ndarray:
+    """:func:`features_array` of the rows' features aggregated into one JSON array text (one
+    parse instead of one per row); None when there were none."""
+    return features_array(orjson.loads(text) if text else [])
 
 
 # -- memory ------------------------------------------------------------------------------------

@@ -33,6 +33,8 @@ from router.outcomes.columns import (
     revision_filter,
 )
 from router.outcomes.postgres_packing import packed_columns
+from router.outcomes.postgres_probabilities import TRUE_PROBABILITY_SQL, wrong_probabilities
+from router.sorting import stable_argsort
 
 # Above this much new feedback since the kept read, reading everything again is cheaper.
 _MAX_UPDATES = 100_000
@@ -41,14 +43,6 @@ _MAX_UPDATES = 100_000
 _MAX_PENDING_IDS = 100_000
 _MAX_KEPT_UNKNOWN = 100_000
 Connect = Callable[[], AbstractContextManager[Any]]
-
-# The probability the model gave the true label: at hand when the prediction was right; only
-# wrong ones need the JSON.
-_TRUE_PROBABILITY_SQL = (
-    "coalesce(CASE WHEN f.label IS NULL OR p.probabilities IS NULL THEN 'NaN'::float8 "
-    "WHEN p.label = f.label THEN p.probability "
-    "ELSE coalesce((p.probabilities::jsonb ->> f.label)::float8, 0.0) END, 'NaN')")
-
 
 def _ascending(values: np.ndarray) -> bool:
     return values.size < 2 or bool((values[1:] > values[:-1]).all())
@@ -92,7 +86,7 @@ class _PostgresQuery(ColumnQuestion):
                 "ELSE coalesce(array_position(%s::text[], f.label) - 1, -2) END)::int8"))
             self.feedback_params.append(self.classes)
             if self.true_probability:
-                self.feedback_select.append(("true_probability", "f", _TRUE_PROBABILITY_SQL))
+                self.feedback_select.append(("true_probability", "f", TRUE_PROBABILITY_SQL))
         else:
             self.select.append(("value", "f", "coalesce(p.value, 'NaN')"))
             self.feedback_select.append(("label_value", "f", "coalesce(f.value, 'NaN')"))
@@ -161,33 +155,26 @@ class _PostgresQuery(ColumnQuestion):
         return raw
 
     def join(self, conn: Any, raw: Columns, feedback: Columns) -> tuple[Columns, np.ndarray]:
-        """:meth:`every_row`'s ``raw`` with each row's latest feedback from ``feedback`` (the
-        whole table, as :meth:`feedback_rows` reads it), in the columns of :meth:`rows`; and
-        the ids of the latest feedback of each request id that no row has."""
+        """:meth:`every_row`'s ``raw`` with each row's latest feedback from ``feedback`` (as
+        :meth:`latest_feedback` gives it), in the columns of :meth:`rows`; and the ids of the
+        latest feedback of each request id that no row has."""
         # Sorts and binary searches of sorted values throughout: np.isin and np.unique hash,
         # many times slower on a million values, and searching unsorted values misses the
         # cache at every step.
         raw = dict(raw)
         key = raw.pop("key")
-        # The latest feedback of each request id: the last of its run, sorted by id within
-        # (the table comes in id order, which a stable sort keeps).
-        fid = feedback["feedback_id"]
-        by_key = np.argsort(feedback["key"], kind="stable") if _ascending(fid) \
-            else np.lexsort((fid, feedback["key"]))
-        keys = feedback["key"][by_key]
-        latest = by_key[np.r_[keys[1:] != keys[:-1], True]] if keys.size else by_key
-        keys = feedback["key"][latest]
+        keys = feedback["key"]
         key_order = np.argsort(key)
         sorted_key = key[key_order]
         if keys.size:
             at = np.empty(key.size, np.int64)
             at[key_order] = np.minimum(np.searchsorted(keys, sorted_key), keys.size - 1)
-            joined, source = keys[at] == key, latest[at]
+            joined = keys[at] == key
         else:
-            joined, source = np.zeros(key.size, bool), np.zeros(0, np.int64)
+            joined, at = np.zeros(key.size, bool), np.zeros(0, np.int64)
 
         def joined_or(name: str, missing: float) -> np.ndarray:
-            values = feedback[name][source] if keys.size else np.zeros(key.size, np.int64)
+            values = feedback[name][at] if keys.size else np.zeros(key.size, np.int64)
             return np.where(joined, values, missing)
 
         raw["feedback_id"] = joined_or("feedback_id", -1)
@@ -202,18 +189,12 @@ class _PostgresQuery(ColumnQuestion):
             # Feedback without a label (-1) leaves NaN; other rows need the JSON.
             wrong = np.flatnonzero(joined & ~right & (raw["label"] != -1))
             if wrong.size:
-                # Both sides picked by id (a bitmap scan each), then joined: one row per
-                # prediction, as its feedback is one row among those picked.
-                found = packed_columns(
-                    conn, [("pid", "i", "p.id"), ("true_probability", "f", _TRUE_PROBABILITY_SQL)],
-                    "FROM predictions AS p JOIN feedback AS f ON f.request_id = p.request_id "
-                    "WHERE p.id = ANY(%s) AND f.id = ANY(%s)",
-                    [raw["pid"][wrong].tolist(), raw["feedback_id"][wrong].tolist()])
-                at = np.searchsorted(raw["pid"], found["pid"])
-                raw["true_probability"][at] = found["true_probability"]
+                assert self.classes is not None
+                raw["true_probability"][wrong] = wrong_probabilities(conn, raw, wrong,
+                                                                     self.classes)
         found_at = np.minimum(np.searchsorted(sorted_key, keys), max(key.size - 1, 0))
         unmatched = sorted_key[found_at] != keys if key.size else np.ones(keys.size, bool)
-        return raw, fid[latest[unmatched]]
+        return raw, feedback["feedback_id"][unmatched]
 
     def feedback_rows(self, conn: Any) -> Columns:
         """Every feedback record: ``feedback_id``, ``key`` (the request id's hash) and the
@@ -222,6 +203,22 @@ class _PostgresQuery(ColumnQuestion):
                   *[column for column in self.feedback_select
                     if column[0] in ("label", "label_value")]]
         return packed_columns(conn, select, "FROM feedback AS f", self.feedback_params)
+
+    @staticmethod
+    def latest_feedback(feedback: Columns) -> Columns:
+        """Of :meth:`feedback_rows`, the latest record of each request id, sorted by ``key``
+        (what :meth:`join` takes: on a second connection, sorted while the predictions are
+        still being read)."""
+        # The last of each key's run, sorted by id within: the table mostly comes in id order,
+        # which a stable sort by key keeps.
+        fid = feedback["feedback_id"]
+        by_id = None if _ascending(fid) else np.argsort(fid)
+        by_key = stable_argsort(feedback["key"] if by_id is None else feedback["key"][by_id])
+        if by_id is not None:
+            by_key = by_id[by_key]
+        keys = feedback["key"][by_key]
+        latest = by_key[np.r_[keys[1:] != keys[:-1], True]] if keys.size else by_key
+        return {name: values[latest] for name, values in feedback.items()}
 
     def updates(self, conn: Any, after_feedback_id: int, max_feedback_id: int,
                 pending: np.ndarray, max_prediction_id: int) -> Columns:

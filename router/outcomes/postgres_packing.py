@@ -22,15 +22,17 @@ def packed_columns(conn: Any, select: Sequence[tuple[str, str, str]], source: st
     The server packs every row into bytes (each value big-endian, 8 bytes: ``int8send`` for
     kind ``i``, ``float8send`` for ``f``) and all rows into one ``bytea``, which numpy reads
     in one call. A million rows as Python tuples, or as COPY messages read one per row, cost
-    the client several times what the query itself costs. The segment values travel as one
-    JSON text, aggregated in the same pass, so in the same row order as the numbers.
+    the client several times what the query itself costs. The result comes in binary format:
+    as text, the ``bytea`` would be hex that the server writes and the client decodes, twice
+    the bytes and a third of the read's time at a million rows. The segment values travel as
+    one JSON text, aggregated in the same pass, so in the same row order as the numbers.
     """
     send = {"i": "int8send", "f": "float8send"}
     row = " || ".join(f"{send[kind]}({expression})" for _, kind, expression in select)
     # Each row's logged JSON object as it is: one parse of the whole text picks the values.
     texts = ", string_agg(coalesce(p.segments, 'null'), ',')" if segments else ""
     packed, *text = conn.execute(f"SELECT string_agg({row}, ''::bytea){texts} {source}",
-                                 params).fetchone()
+                                 params, binary=True).fetchone()
     dtype = np.dtype([(name, f">{kind}8") for name, kind, _ in select])
     rows = np.frombuffer(packed or b"", dtype=dtype)
     columns = {name: rows[name].astype(rows[name].dtype.newbyteorder("="))

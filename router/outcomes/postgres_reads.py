@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 
 from router.outcomes.columns import (
     Columns,
     KeptRead,
-    features_array,
-    revision_filter,
+    features_from_json,
+    latest_features_query,
 )
 from router.outcomes.postgres_columns import (
     _MAX_KEPT_UNKNOWN,
@@ -108,6 +107,7 @@ class _Read:
     missing_feedback: list[Missing]
     unknown_count: int
     unknown: list[str] | None
+    features: np.ndarray | None = None  # when read with the rest
 
 
 def _unknown_among(conn: Any, feedback_ids: np.ndarray) -> tuple[int, list[str] | None]:
@@ -122,24 +122,48 @@ def _unknown_among(conn: Any, feedback_ids: np.ndarray) -> tuple[int, list[str] 
     return len(unknown), list(unknown)
 
 
-def _full_read(conn: Any, query: _PostgresQuery, high: int, feedback_high: int,
-               snapshot: Snapshot, side: Connect | None) -> _Read:
-    """Every row of the question. The feedback table and the missing ids are read meanwhile
-    on ``side`` (a second connection, in this transaction's snapshot), or after on ``conn``;
-    the two tables are joined here (see :meth:`_PostgresQuery.every_row`)."""
+def latest_features(conn: Any, experiment: str, revisions: Sequence[int] | None,
+                    rows: int) -> np.ndarray:
+    """The features of the question's ``rows`` latest served requests (for drift), newest
+    first, as one JSON array text that one parse reads."""
+    latest, params = latest_features_query(experiment, revisions, rows, "%s")
+    (text,) = conn.execute("SELECT '[' || string_agg(features, ',' ORDER BY id DESC) || ']' "
+                           f"FROM ({latest}) AS latest", params).fetchone()
+    return features_from_json(text)
 
-    def others(c: Any) -> tuple[Columns, np.ndarray, np.ndarray]:
-        empty = np.zeros(0, np.int64)
-        return (query.feedback_rows(c), present_ids(c, "predictions", 0, high, empty)[0],
-                present_ids(c, "feedback", 0, feedback_high, empty)[0])
+
+def _absent_ids(ids: np.ndarray, high: int) -> np.ndarray:
+    """The ids in ``[1, high]`` that ``ids`` (all of a table's ids up to ``high``, as a read
+    saw them) does not hold."""
+    seen = np.zeros(high + 1, dtype=bool)
+    seen[ids[ids <= high]] = True
+    seen[0] = True
+    return np.flatnonzero(~seen).astype(np.int64)
+
+
+def _full_read(conn: Any, query: _PostgresQuery, high: int, feedback_high: int,
+               snapshot: Snapshot, side: Connect | None,
+               features: Callable[[Any], np.ndarray | None]) -> _Read:
+    """Every row of the question. The feedback table and the latest features are read
+    meanwhile on ``side`` (a second connection, in this transaction's snapshot), or after on
+    ``conn``; the two tables are joined here (see :meth:`_PostgresQuery.every_row`).
+
+    The ids this snapshot does not see come from what was read: the whole feedback table was,
+    and the question's rows are every prediction up to ``high`` unless the log holds others
+    (other experiments or phases), which only then are asked for."""
+
+    def others(c: Any) -> tuple[Columns, np.ndarray, np.ndarray | None]:
+        feedback = query.feedback_rows(c)
+        return (query.latest_feedback(feedback),
+                _absent_ids(feedback["feedback_id"], feedback_high), features(c))
 
     if side is None:
         rows = query.every_row(conn, high)
-        feedback, missing_p, missing_f = others(conn)
+        feedback, missing_f, latest = others(conn)
     else:
         (exported,) = conn.execute("SELECT pg_export_snapshot()").fetchone()
 
-        def in_snapshot() -> tuple[Columns, np.ndarray, np.ndarray]:
+        def in_snapshot() -> tuple[Columns, np.ndarray, np.ndarray | None]:
             with side() as c, c.transaction():
                 c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 c.execute(f"SET TRANSACTION SNAPSHOT '{exported}'")
@@ -148,12 +172,14 @@ def _full_read(conn: Any, query: _PostgresQuery, high: int, feedback_high: int,
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stats") as pool:
             future = pool.submit(in_snapshot)
             rows = query.every_row(conn, high)
-            feedback, missing_p, missing_f = future.result()
+            feedback, missing_f, latest = future.result()
+    missing_p = np.zeros(0, np.int64) if rows["pid"].size == high else \
+        present_ids(conn, "predictions", 0, high, np.zeros(0, np.int64))[0]
     raw, unmatched = query.join(conn, rows, feedback)
     count, unknown = _unknown_among(conn, unmatched)
     now, none = time.monotonic(), np.zeros(0, np.int64)
     return _Read(raw, still_missing([], none, missing_p, snapshot, now),
-                 still_missing([], none, missing_f, snapshot, now), count, unknown)
+                 still_missing([], none, missing_f, snapshot, now), count, unknown, latest)
 
 
 def _incremental_read(conn: Any, query: _PostgresQuery, cache: PostgresColumnCache, high: int,
@@ -217,23 +243,21 @@ def postgres_columns(
             f"predictions), (SELECT coalesce(max(id), 0) FROM feedback), ({ELSEWHERE_SQL})"
         ).fetchone()
         snapshot = Snapshot.parse(text, elsewhere)
+
+        def features(c: Any) -> np.ndarray | None:
+            return latest_features(c, experiment, revisions, feature_rows) \
+                if feature_rows else None
+
         if cache is not None and cache.answers(query.question, high, feedback_high):
             read = _incremental_read(conn, query, cache, high, feedback_high, snapshot)
+            read.features = features(conn)
         else:
-            read = _full_read(conn, query, high, feedback_high, snapshot, side)
-        features = None
-        if feature_rows:
-            revision_sql, revision_params = revision_filter(revisions, "%s")
-            found = conn.execute(
-                "SELECT p.features FROM predictions AS p "
-                f"WHERE p.experiment = %s{revision_sql} AND p.shadow = 0 AND p.fallback = 0 "
-                "AND p.forced = 0 ORDER BY p.id DESC LIMIT %s",
-                [experiment, *revision_params, int(feature_rows)]).fetchall()
-            features = features_array([orjson.loads(r[0]) for r in found])
+            read = _full_read(conn, query, high, feedback_high, snapshot, side, features)
+        features_read = read.features
         if cache is not None:
             cache.keep(query.question, read.raw, high, feedback_high, read.missing_predictions,
                        read.missing_feedback, read.unknown)
     columns = query.finish(read.raw, read.unknown_count)
-    if features is not None:
-        columns["features"] = features
+    if features_read is not None:
+        columns["features"] = features_read
     return columns

@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
 from router.outcomes.columns import (
     Columns,
     KeptRead,
-    features_array,
-    revision_filter,
+    features_from_json,
+    latest_features_query,
 )
 from router.outcomes.sqlite_columns import (
     _MAX_UPDATES,
@@ -147,12 +146,10 @@ def sqlite_columns(
 
 def _sqlite_features(conn: sqlite3.Connection, experiment: str,
                      revisions: Sequence[int] | None, limit: int) -> np.ndarray:
-    revision_sql, revision_params = revision_filter(revisions, "?")
-    # One JSON text for all rows: one parse instead of one per row. The unary + keeps SQLite
-    # on the rowid order (newest first, stopping after ``limit``) rather than the index.
-    (text,) = conn.execute(
-        "SELECT '[' || group_concat(features) || ']' FROM (SELECT p.features FROM predictions "
-        f"AS p WHERE +p.experiment = ?{revision_sql} AND p.shadow = 0 AND p.fallback = 0 "
-        "AND p.forced = 0 "
-        "ORDER BY p.id DESC LIMIT ?)", [experiment, *revision_params, int(limit)]).fetchone()
-    return features_array(orjson.loads(text) if text else [])
+    # The unary + keeps SQLite on the rowid order (newest first, stopping after ``limit``)
+    # rather than the index.
+    latest, params = latest_features_query(experiment, revisions, limit, "?",
+                                           experiment_sql="+p.experiment")
+    (text,) = conn.execute(f"SELECT '[' || group_concat(features) || ']' FROM ({latest})",
+                           params).fetchone()
+    return features_from_json(text)

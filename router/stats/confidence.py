@@ -38,6 +38,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from router.sorting import stable_argsort
+
 __all__ = [
     "MIN_UNITS",
     "MIN_UNITS_UNBOUNDED",
@@ -83,7 +85,7 @@ def _ratio(num: Floats, den: Floats) -> Floats:
 
 def _before_in_unit(values: Floats, units: NDArray[np.int64]) -> tuple[Floats, Floats]:
     """For each element: the sum of ``values`` and the count of earlier elements of its unit."""
-    order = np.argsort(units, kind="stable")
+    order = stable_argsort(units)
     sorted_units = units[order]
     sorted_values = values[order]
     starts = np.r_[True, sorted_units[1:] != sorted_units[:-1]] if units.size else \

@@ -126,6 +126,26 @@ def test_true_probability_of_the_label(classified: OutcomeStore) -> None:
     assert math.isnan(p[2]) and math.isnan(p[3]) and p[4] == 0.0
 
 
+def test_true_probability_of_wrong_predictions(store: OutcomeStore) -> None:
+    """A wrong prediction's probability of the true label comes from its logged probabilities:
+    0 where they leave the label out, NaN where there are none; a correction counts."""
+    store.write_predictions([
+        prediction("w1", T0 + 1),
+        prediction("w2", T0 + 2, probabilities={"setosa": 0.9, "versicolor": 0.1}),
+        prediction("w3", T0 + 3, prediction=None, probability=None, probabilities=None,
+                   error="RuntimeError: boom"),
+        prediction("w4", T0 + 4),
+        prediction("w5", T0 + 5),
+    ])
+    store.write_feedback([feedback("w1", "virginica"), feedback("w2", "virginica"),
+                          feedback("w3", "versicolor"), feedback("w4", "setosa"),
+                          feedback("w4", "versicolor"), feedback("w5", "setosa")])
+    p = by_time(store.analysis_columns("iris", classes=CLASSES, true_probability=True)
+                )["true_probability"]
+    assert p[0] == pytest.approx(0.1) and p[1] == 0.0 and math.isnan(p[2])
+    assert p[3] == pytest.approx(0.2) and p[4] == pytest.approx(0.7)
+
+
 def test_units_and_features(classified: OutcomeStore) -> None:
     """Unit ids come back as 64-bit keys (0 where absent; equal ids, equal keys), with the time
     only where there is none; features of the latest served rows."""
