@@ -269,6 +269,8 @@ def _apply(raw: Columns, updates: Columns) -> Columns:
 
 def _by_pid(parts: list[Columns]) -> Columns:
     raw = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    if _ascending(raw["pid"]):  # new rows after the kept ones, as they mostly come
+        return raw
     order = np.argsort(raw["pid"], kind="stable")
     return {name: values[order] for name, values in raw.items()}
 

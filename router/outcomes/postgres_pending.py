@@ -100,8 +100,10 @@ def present_ids(conn: Any, table: str, low: int, high: int, pending: np.ndarray
                                 [low, high]).fetchone()
         if count == high - low:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    # Two index scans: one condition with OR would scan the whole table.
     present = packed_columns(conn, [("id", "i", "id")],
-                             f"FROM {table} WHERE id > %s AND id <= %s OR id = ANY(%s)",
+                             f"FROM (SELECT id FROM {table} WHERE id > %s AND id <= %s "
+                             f"UNION ALL SELECT id FROM {table} WHERE id = ANY(%s)) AS present",
                              [low, high, pending.tolist()])["id"]
     in_range = present[(present > low) & (present <= high)]
     missing = np.setdiff1d(np.arange(low + 1, high + 1, dtype=np.int64), in_range,

@@ -47,10 +47,12 @@ def wrong_probabilities(conn: Any, raw: Columns, rows: np.ndarray,
     if known.size:
         pid = raw["pid"][rows[known]]
         # One scan feeds both aggregates, so the ids and the JSON texts come in one order.
+        # The ids go as one array literal: as a list, psycopg would dump them one by one.
         ids, text = conn.execute(
             "SELECT string_agg(int8send(id), ''::bytea), "
             "'[' || string_agg(coalesce(probabilities, 'null'), ',') || ']' "
-            "FROM predictions WHERE id = ANY(%s)", [pid.tolist()], binary=True).fetchone()
+            "FROM predictions WHERE id = ANY(%s::int8[])",
+            ["{" + ",".join(map(str, pid.tolist())) + "}"], binary=True).fetchone()
         found = np.frombuffer(ids or b"", dtype=">i8").astype(np.int64)
         at = np.searchsorted(pid, found)
         names = [classes[i] for i in labels[known][at].tolist()]

@@ -294,6 +294,47 @@ def test_postgres_forgets_the_ids_of_a_write_rolled_back(
     store.close()
 
 
+def test_postgres_full_read_of_a_log_of_one_question_notes_the_ids_in_flight(
+        postgres_url: str, tmp_path: Path) -> None:
+    """A first read of a log that holds only the question's rows, while a write is under way
+    with ids below the newest: the ids it took are looked for again, and the later reads,
+    after it commits and after more logging, equal a full read."""
+    store = open_store(postgres_url, tmp_path)
+    rng = np.random.default_rng(17)
+    known: list[str] = []
+
+    def iris_round(start: int, size: int, known: list[str]
+                   ) -> tuple[list[PredictionRecord], list[FeedbackRecord]]:
+        predictions, feedback = random_round(rng, start, size, known)
+        return [p._replace(experiment="iris") for p in predictions], feedback
+
+    store.write_predictions((first := iris_round(0, 60, known))[0])
+    store.write_feedback(first[1])
+    slow = uncommitted_round(postgres_url, *iris_round(60, 20, [*known]))
+    try:
+        store.write_predictions((second := iris_round(80, 10, known))[0])
+        store.write_feedback(second[1])
+        before_commit = store.analysis_columns("iris", **QUESTION)
+        cache = store._column_cache  # type: ignore[attr-defined]
+        assert cache.pending_predictions.size == 20 and cache.pending_feedback.size == 21
+        slow.commit()
+    finally:
+        slow.close()
+    fresh = open_store(postgres_url, tmp_path)
+    for start in (90, 100):
+        predictions, feedback = iris_round(start, 10, known)
+        store.write_predictions(predictions)
+        store.write_feedback(feedback)
+        kept = store.analysis_columns("iris", **QUESTION)
+        full = fresh.analysis_columns("iris", **QUESTION)
+        assert len(canonical(kept)) > len(canonical(before_commit))
+        assert canonical(kept) == canonical(full)
+        assert int(kept["unknown_feedback_ids"]) == int(full["unknown_feedback_ids"])
+    assert cache.pending_predictions.size == 0
+    fresh.close()
+    store.close()
+
+
 def test_missing_ids_wait_for_the_transactions_running_when_they_were_missed() -> None:
     """Ids a read missed are looked for while a transaction running then may still commit
     them, and for the grace period; transactions of other databases do not count."""
