@@ -52,7 +52,7 @@ from router.gateway.errors import status_of
 from router.gateway.state import GatewayState
 from router.monitoring import gauges as monitoring_gauges
 from router.serving.assignment import CHALLENGER, CHAMPION
-from router.stats.loader import compute_report
+from router.stats.loader import monitoring_sections
 
 __all__ = ["REFRESH_SECONDS", "Telemetry", "counted", "metrics", "start"]
 
@@ -300,8 +300,7 @@ def start(app: Starlette, state: GatewayState) -> None:
 
     def report() -> dict[str, Any]:
         snapshot = state.snapshots.current
-        return compute_report(state.columns, snapshot.config, snapshot.models,
-                              config_revision=snapshot.revision)
+        return monitoring_sections(state.columns, snapshot.config, snapshot.models)
 
     monitor = monitoring_gauges.MonitoringGauges(
         report, lambda: state.snapshots.current.config.monitoring.interval_s)

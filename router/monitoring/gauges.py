@@ -1,9 +1,10 @@
 """The monitoring gauges of ``/metrics``, refreshed by a background task, never on a scrape.
 
-A scrape only reads values already set: :class:`MonitoringGauges` computes the report (drift,
-rolling quality, outputs) off the event loop every ``monitoring.interval_s`` seconds, and at
+A scrape only reads values already set: :class:`MonitoringGauges` computes the report's drift,
+rolling quality and outputs off the event loop every ``monitoring.interval_s`` seconds, and at
 least :data:`COST_FACTOR` times as long as the last computation took, so that over a large log
-the gauges cost at most a fifth of a core; then it sets every gauge at once, on the event loop.
+the gauges cost at most a fiftieth of the core that serves; then it sets every gauge at once,
+on the event loop.
 A failed computation (the store unreachable) keeps the last values and leaves
 ``router_monitoring_refreshed_timestamp_seconds`` where it was, which an alert watches.
 
@@ -26,11 +27,14 @@ from prometheus_client import Gauge
 
 from router.errors import StoreError
 
-__all__ = ["COST_FACTOR", "GAUGES", "MonitoringGauges", "publish"]
+__all__ = ["COST_FACTOR", "GAUGES", "MonitoringGauges", "publish", "wait_after"]
 
 log = logging.getLogger("router.monitoring")
 
-COST_FACTOR = 5.0
+# The computation runs on the serving process and holds its interpreter lock for most of its
+# time: at a fifth of a core (a factor of 5), over a log of a few hundred thousand rows it was
+# most of what logging seemed to cost the serving benchmark, and its p99.
+COST_FACTOR = 50.0
 _DRIFT_LEVEL = {"stable": 0.0, "moderate": 1.0, "major": 2.0}
 
 
@@ -128,7 +132,8 @@ class MonitoringGauges:
     """The background task: compute a report off the event loop, then publish it.
 
     Args:
-        compute: returns the current ``/stats`` report (blocking: run in a thread).
+        compute: returns the current report's ``drift``, ``rolling`` and ``outputs`` (blocking:
+            run in a thread).
         interval_s: returns the configured refresh interval (read each time: it may be
             reloaded).
     """
@@ -163,4 +168,9 @@ class MonitoringGauges:
     async def run(self) -> None:
         while True:
             took = await self.refresh()
-            await asyncio.sleep(max(self._interval_s(), COST_FACTOR * took))
+            await asyncio.sleep(wait_after(took, self._interval_s()))
+
+
+def wait_after(took: float, interval_s: float) -> float:
+    """Seconds between a refresh that took ``took`` seconds and the next one."""
+    return max(interval_s, COST_FACTOR * took)
