@@ -24,8 +24,11 @@ thread, keep-alive connections, ``bench/serving.lua``), or, where ``wrk`` cannot
 asyncio client below. Each server gets a warm-up, then 15 s per point at 1, 16 and 64
 connections (closed loop). A point reports requests/s, p50, p99, errors (connect, read, write,
 timeouts and non-2xx answers) and the server's CPU time per request (its process and children,
-from ``/proc``). Results go to ``bench/results.md`` (a table with ratios to the baseline, the
-ceiling and MLServer, and the targets of issues 6 and 17) and ``bench/results.png``.
+from ``/proc``). Results go to ``bench/results.md``, which leads with CPU per request (far
+steadier than requests/s on a shared machine) over the ceiling's, then requests/s with ratios
+to the baseline and the ceiling, the targets (``bench/targets.py``) and where the time goes,
+and ``bench/results.png``. The run ends with a py-spy profile of ``ab`` on each engine
+(``bench/profiles.py``; ``--no-profile`` skips them).
 
 ``--soak 600`` instead runs the router (``ab``, default engine) for 600 s at 16 connections and
 records its resident memory; ``--profile KEY`` runs one server at 64 connections under py-spy
@@ -61,8 +64,8 @@ from typing import Any
 
 import numpy as np
 
-from bench import mlserver
-from bench.targets import MLSERVER_ADAPTIVE_RPS, find, issue17_targets, mlserver_targets, targets
+from bench import mlserver, profiles
+from bench.targets import MLSERVER_ADAPTIVE_RPS, Row, find, targets
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -579,6 +582,14 @@ def best_batching(server: Server, grid: Sequence[tuple[int, float]], seconds: fl
     return replace(server, batching=(best["max_batch_size"], best["max_batch_time_ms"])), trials
 
 
+def start_empty_log(server: Server, paths: dict[str, Path]) -> None:
+    """Remove a router server's SQLite log: each server starts on an empty one, so every
+    figure prices the same work."""
+    if server.kind == "router" and server.mode:
+        with contextlib.suppress(FileNotFoundError):
+            (paths[server.mode].parent / "var" / f"{server.mode}.db").unlink()
+
+
 def measure(servers: list[Server], connections: tuple[int, ...], seconds: float,
             warmup_s: float, load: Load, paths: dict[str, Path], logs: Path,
             grid: Sequence[tuple[int, float]] = mlserver.GRID, grid_seconds: float = 5.0
@@ -592,10 +603,7 @@ def measure(servers: list[Server], connections: tuple[int, ...], seconds: float,
                                                             warmup_s, load, paths, logs)
         if server.kind == "mlserver":
             note["batching"] = server.batching
-        if server.kind == "router":
-            # Each server starts on an empty log, so every figure prices the same work.
-            with contextlib.suppress(FileNotFoundError):
-                (paths[server.mode or ""].parent / "var" / f"{server.mode}.db").unlink()
+        start_empty_log(server, paths)
         print(f"{server.key}: starting", flush=True)
         with running(server, paths, logs) as target:
             if server.kind == "router":
@@ -642,21 +650,44 @@ def mlserver_ratios(points: list[Point]) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+def cpu_table(points: list[Point]) -> str:
+    """Server CPU per request at each point, all processes and the serving one alone, each
+    with its ratio to the ceiling's at the same connection count."""
+    lines = ["| server | conns | server CPU µs/req | x ceiling | serving process CPU µs/req "
+             "| x ceiling |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for p in points:
+        ceil = find(points, "ceiling", p.connections)
+        cells = []
+        for ours, theirs in ((p.cpu_us_per_request, ceil and ceil.cpu_us_per_request),
+                             (p.serving_cpu_us_per_request,
+                              ceil and ceil.serving_cpu_us_per_request)):
+            cells.append(f"{ours:,.1f}" if ours is not None else "-")
+            cells.append(f"{ours / theirs:.2f}" if ours is not None and theirs else "-")
+        lines.append(f"| {BY_KEY[p.server].label} | {p.connections} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
 def table(points: list[Point]) -> str:
-    lines = ["| server | conns | req/s | p50 ms | p99 ms | errors | server CPU µs/req "
-             "| serving process CPU µs/req | req/s x common way | req/s x ceiling |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    """Requests/s and latency at each point, with ratios to the common way and the ceiling."""
+    lines = ["| server | conns | req/s | p50 ms | p99 ms | errors | req/s x common way "
+             "| req/s x ceiling |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for p in points:
         base, ceil = find(points, "baseline", p.connections), find(points, "ceiling",
                                                                       p.connections)
-        cpu, own = (f"{v:,.0f}" if v is not None else "-"
-                    for v in (p.cpu_us_per_request, p.serving_cpu_us_per_request))
         ratios = (f"{p.rps / base.rps:.1f}" if base else "-",
                   f"{p.rps / ceil.rps:.2f}" if ceil else "-")
         lines.append(
             f"| {BY_KEY[p.server].label} | {p.connections} | {p.rps:,.0f} | {p.p50_ms:.2f} "
-            f"| {p.p99_ms:.2f} | {p.errors} | {cpu} | {own} | {ratios[0]} | {ratios[1]} |")
+            f"| {p.p99_ms:.2f} | {p.errors} | {ratios[0]} | {ratios[1]} |")
     return "\n".join(lines)
+
+
+def targets_table(rows: list[Row]) -> str:
+    met = {True: "yes", False: "NO", None: "-"}
+    return "| target | measured | met |\n| --- | --- | --- |\n" + "".join(
+        f"| {target} | {measured} | {met[ok]} |\n" for target, measured, ok in rows)
 
 
 def write_chart(points: list[Point], path: Path) -> None:
@@ -733,27 +764,13 @@ def mlserver_section(points: list[Point], notes: dict[str, Any]) -> str:
                  + "".join(f"| {t['max_batch_size']} | {t['max_batch_time_ms']:g} "
                            f"| {t['rps']:,.0f} | {t['p99_ms']:.1f} | {t['errors']} |\n"
                            for t in trials) + "\n")
-    met = mlserver_targets(points)
-    if met:
-        text += ("| target | measured | met |\n| --- | --- | --- |\n"
-                 + "".join(f"| {t} | {m} | {'yes' if ok else 'NO'} |\n" for t, m, ok in met)
-                 + "\n")
     return text
 
 
-def issue17_section(points: list[Point]) -> str:
-    """The targets on logging and the tail, when the run measured them."""
-    met = issue17_targets(points)
-    if not met:
-        return ""
-    return ("## Targets: logging and the tail\n\n| target | measured | met |\n"
-            "| --- | --- | --- |\n"
-            + "".join(f"| {t} | {m} | {'yes' if ok else 'NO'} |\n" for t, m, ok in met) + "\n")
-
-
-def write_report(points: list[Point], notes: dict[str, Any], info: dict[str, Any],
-                 out: Path) -> None:
-    met = targets(points)
+def report_text(points: list[Point], notes: dict[str, Any], info: dict[str, Any],
+                found: list[profiles.Profile]) -> str:
+    """results.md without the soak section: CPU per request first, then requests/s and
+    latency, the targets, where the time goes (``found``), MLServer, how it was measured."""
     engines = []
     for key, note in notes.items():
         for role, engine in note.get("engines", {}).items():
@@ -761,10 +778,30 @@ def write_report(points: list[Point], notes: dict[str, Any], info: dict[str, Any
             engines.append(f"| {BY_KEY[key].label} | {role} | {engine['engine']} | {reason} |")
     logged = [f"| {BY_KEY[k].label} | {n['answered_in_points']:,} | {n['logged_rows']:,} |"
               for k, n in notes.items() if n.get("logged_rows") is not None]
-    text = f"""# Serving benchmark
+    return f"""# Serving benchmark
 
 Written by `{info['command']}` on {info['date']}. Do not edit by hand: run it again.
 {SHORT_NOTE if info.get('short') else ''}
+## Server CPU per request
+
+CPU time per request answered, of the server's processes (server CPU) and of the process that
+serves alone (for the router, its gateway; MLServer's main process does not serve), each over
+the ceiling's at the same connection count. On a machine shared with other work it is far
+steadier than requests/s, which move with whatever else runs.
+
+{cpu_table(points)}
+
+## Requests per second and latency
+
+{table(points)}
+
+![throughput and latency](results.png)
+
+## Targets
+
+{targets_table(targets(points))}
+{profiles.section(found)}{mlserver_section(points, notes)}## How it was measured
+
 - Machine: {info['machine']['cpu']}, {info['machine']['cores']} cores; Python
   {info['machine']['python']}; {info['machine']['versions']}.
 - Load average (1, 5, 15 min) before the run: {info['load_before']}; after: {info['load_after']}.
@@ -787,19 +824,7 @@ Written by `{info['command']}` on {info['date']}. Do not edit by hand: run it ag
   serves).
 {mlserver_lines(notes, info)}
 
-## Results
-
-{table(points)}
-
-![throughput and latency](results.png)
-
-## Targets
-
-| target | measured | met |
-| --- | --- | --- |
-""" + "\n".join(f"| {t} | {m} | {'yes' if ok else 'NO'} |" for t, m, ok in met) + """
-
-""" + issue17_section(points) + mlserver_section(points, notes) + """## Engines
+## Engines
 
 What `/config` reported for each router server:
 
@@ -815,19 +840,16 @@ answered in the measured points (the warm-up adds a few more):
 | server | answered in points | rows logged |
 | --- | ---: | ---: |
 """ + "\n".join(logged) + "\n"
-    profile_path = out / "profile-ab-fast.txt"
-    if profile_path.exists():
-        taken = dt.datetime.fromtimestamp(profile_path.stat().st_mtime, dt.UTC)
-        text += (
-            "\n## Where the time goes\n\n"
-            f"`python -m bench.serving --profile ab-fast` ({taken:%Y-%m-%d %H:%M} UTC): py-spy "
-            "sampling the gateway's GIL holder (`--gil`) at 64 connections, `ab`, ONNX Runtime, "
-            "log on; each sample counted once, for the innermost frame of a known part. ONNX "
-            "Runtime releases the GIL while it computes, so its share is understated. The raw "
-            "stacks go to `bench/profile-ab-fast.txt` (not kept in the repository)."
-            "\n\n| part | share of samples |\n| --- | ---: |\n"
-            + "".join(f"| {name} | {share * 100:.1f} % |\n"
-                      for name, share in profile_breakdown(profile_path)))
+
+
+def write_report(points: list[Point], notes: dict[str, Any], info: dict[str, Any],
+                 out: Path) -> None:
+    """results.md (keeping its soak section), results.json and results.png in ``out``, with
+    the profiles found there."""
+    # The figures first: a report that fails to render can be written again from them.
+    (out / "results.json").write_text(json.dumps(
+        {"info": info, "points": [asdict(p) for p in points], "notes": notes}, indent=1))
+    text = report_text(points, notes, info, profiles.load(out, PROFILED))
     # The reading of a run's misses is a person's: kept in its own file, shown with the figures.
     gaps = Path(__file__).with_name("gaps.md")
     if gaps.exists():
@@ -840,8 +862,6 @@ answered in the measured points (the warm-up adds a few more):
             soak = old[old.index(SOAK_MARK_BEGIN):old.index(SOAK_MARK_END)
                        + len(SOAK_MARK_END)] + "\n"
     previous.write_text(text + "\n" + soak)
-    (out / "results.json").write_text(json.dumps(
-        {"info": info, "points": [asdict(p) for p in points], "notes": notes}, indent=1))
     write_chart(points, out / "results.png")
 
 
@@ -887,90 +907,50 @@ def soak(seconds: float, load: Load, paths: dict[str, Path], logs: Path, out: Pa
     print(section)
 
 
+PROFILED = ("ab-fast", "ab-sklearn")
+PROFILE_CONNECTIONS = 64
+
+
 def profile(key: str, seconds: float, load: Load, paths: dict[str, Path], logs: Path,
-            out: Path) -> None:
-    """Run one server at 64 connections under py-spy; print the functions that take its time."""
+            out: Path) -> profiles.Profile:
+    """Run one server at 64 connections under py-spy; keep its raw stacks and what was
+    measured meanwhile in ``out`` (``profile-KEY.txt`` and ``.json``), and print where its
+    time goes."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(py_spy).exists() and not shutil.which("py-spy"):
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "py-spy"], check=True)
-    raw_path = out / f"profile-{key}.txt"
-    with running(BY_KEY[key], paths, logs) as target:
-        load.run(target, 64, 2)
+    server = BY_KEY[key]
+    raw_path = profiles.raw_path(out, key)
+    start_empty_log(server, paths)
+    with running(server, paths, logs) as target:
+        if server.kind == "router":
+            engines_chosen(target)  # a profile of the engine that serves, not of the check
+        load.run(target, PROFILE_CONNECTIONS, 2)
+        # The GIL's holder only: bench/profiles.py says why.
         spy = subprocess.Popen(pinned(CLIENT_CPU, [py_spy, "record", "--pid",
                                                    str(target.process.pid), "--duration",
                                                    f"{seconds:g}", "--rate", "100", "--gil",
-                                                   "--format",
-                                                   "raw", "--output", str(raw_path)]),
+                                                   "--format", "raw", "--output",
+                                                   str(raw_path)]),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        point = load.run(target, 64, seconds)
+        point = load.run(target, PROFILE_CONNECTIONS, seconds)
         spy.wait(60)
-    print(f"{key} at 64 conns: {point.rps:,.0f} req/s, p99 {point.p99_ms:.1f} ms, "
-          f"{point.cpu_us_per_request or 0:.0f} us CPU/req; stacks in {raw_path}")
-    print(summarize_profile(raw_path))
-    print("by component:")
-    for name, share in profile_breakdown(raw_path):
-        print(f"  {share * 100:5.1f} %  {name}")
-
-
-# Where a profile's samples go, by the innermost frame that names one of these parts.
-COMPONENTS = (
-    ("uvicorn: HTTP parsing and protocol", ("uvicorn/",)),
-    ("Starlette: middleware, routing, Request and Response", ("starlette/",)),
-    ("/metrics counting (router.gateway.metrics, prometheus_client)",
-     ("gateway/metrics.py", "prometheus_client")),
-    ("ONNX Runtime and the engine",
-     ("onnxruntime", "router/serving/engines.py", "router/serving/registry.py")),
-    ("micro-batcher", ("router/serving/batching.py",)),
-    ("outcome log: records, hand-over, writer thread, SQLite",
-     ("router/outcomes/", "_records", "<string>")),
-    ("service: assignment, answer", ("router/serving/service.py", "router/serving/assignment.py")),
-    ("endpoint: headers, body, validation, JSON", ("router/gateway/endpoints.py",
-                                                    "router/serving/inputs.py", "orjson")),
-    ("event loop", ("asyncio/", "uvloop")),
-)
-
-
-def profile_breakdown(path: Path) -> list[tuple[str, float]]:
-    """Shares of a py-spy profile's samples by component (see COMPONENTS)."""
-    shares: Counter[str] = Counter()
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        total += int(count_text)
-        for frame in reversed(stack.split(";")):
-            part = next((name for name, keys in COMPONENTS if any(k in frame for k in keys)),
-                        None)
-            if part is not None:
-                shares[part] += int(count_text)
-                break
-        else:
-            shares["other"] += int(count_text)
-    return [(name, n / total) for name, n in shares.most_common()] if total else []
-
-
-def summarize_profile(path: Path, top: int = 25) -> str:
-    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
-    own: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        # Non-blocking sampling reads a running process: a torn sample is skipped.
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        total += count
-        frames = [re.sub(r" \((/.*/)?", " (", f) for f in stack.split(";")]
-        own[frames[-1]] += count
-        for frame in set(frames):
-            inclusive[frame] += count
-    lines = [f"{total} samples; self time:"]
-    lines += [f"  {n / total * 100:5.1f} %  {f}" for f, n in own.most_common(top)]
-    lines.append("inclusive:")
-    lines += [f"  {n / total * 100:5.1f} %  {f}" for f, n in inclusive.most_common(top)]
-    return "\n".join(lines)
+    text = raw_path.read_text()
+    samples, shares = profiles.breakdown(text)
+    measured = profiles.Profile(
+        key=key, label=server.label, taken=f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
+        seconds=seconds, connections=PROFILE_CONNECTIONS, rps=point.rps,
+        serving_cpu_us_per_request=point.serving_cpu_us_per_request or 0.0, samples=samples,
+        shares=shares)
+    profiles.save(measured, out)
+    print(f"{key} at {PROFILE_CONNECTIONS} conns: {point.rps:,.0f} req/s, p99 "
+          f"{point.p99_ms:.1f} ms, serving process {measured.serving_cpu_us_per_request:.0f} "
+          f"us CPU/req; stacks in {raw_path}")
+    print(profiles.summarize(text))
+    print("by part:")
+    for part, share in shares.items():
+        print(f"  {share * 100:5.1f} %  {measured.us_per_request(part):6.1f} us/req  {part}")
+    return measured
 
 
 # -- entry point --------------------------------------------------------------------------------
@@ -978,18 +958,22 @@ def summarize_profile(path: Path, top: int = 25) -> str:
 
 USAGE = """\
 the full run (on a quiet machine; about 25 minutes; writes bench/results.md, results.json and
-results.png):
+results.png, and ends with a py-spy profile of ab on each engine, which --no-profile skips):
   .venv/bin/python -m bench.serving
 
-the short smoke run (about 3 minutes; checks that every server starts and answers, figures
-too short and too few to quote; writes var/bench-short/):
+the short smoke run (about 4 minutes; checks that every server starts and answers and that the
+profiles are taken, figures too short and too few to quote; writes var/bench-short/):
   .venv/bin/python -m bench.serving --short
+
+one server under py-spy (its profile goes beside the report, which shows it when written
+again, for example with --rewrite-report):
+  .venv/bin/python -m bench.serving --profile ab-sklearn --seconds 20
 
 one server, or a few (keys: see --only), with a report elsewhere:
   .venv/bin/python -m bench.serving --only ceiling,ab-sklearn,mlserver-batch --out var/bench
 """
 
-SHORT_SERVERS = "ceiling,ab-sklearn,mlserver,mlserver-batch"
+SHORT_SERVERS = "ceiling,ab-fast,ab-sklearn,mlserver,mlserver-batch"
 SHORT_NOTE = ("\n**A short smoke run** (`--short`): it shows that every server starts and "
               "answers; its points are too short and too few to quote.\n")
 
@@ -997,6 +981,7 @@ SHORT_NOTE = ("\n**A short smoke run** (`--short`): it shows that every server s
 def apply_short(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """``--short``: the smoke run's settings, where the command line left the defaults."""
     for name, value in (("seconds", 3.0), ("warmup", 1.0), ("connections", "1,64"),
+                        ("profile_seconds", 3.0),
                         ("only", SHORT_SERVERS), ("grid_seconds", 2.0),
                         ("mlserver_grid", ",".join(f"{s}:{t:g}" for s, t in mlserver.GRID[:2])),
                         ("out", REPO / "var" / "bench-short")):
@@ -1017,7 +1002,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=BENCH, help="where results go (bench/)")
     parser.add_argument("--soak", type=float, metavar="SECONDS",
                         help="instead: the memory soak run at 16 connections")
-    parser.add_argument("--profile", metavar="KEY", help="instead: py-spy one server")
+    parser.add_argument("--profile", metavar="KEY", help="instead: py-spy one server at 64 "
+                        "connections for --seconds")
+    parser.add_argument("--profile-seconds", type=float, default=20.0,
+                        help="the full run's profiles of ab on each engine, each (20)")
+    parser.add_argument("--no-profile", action="store_true",
+                        help="the full run without its profiles")
     parser.add_argument("--batching", metavar="MAX_BATCH,MAX_WAIT_MS", default="",
                         help="batching settings for the router (default: the router's own)")
     parser.add_argument("--mlserver-grid", metavar="SIZE:MS,...",
@@ -1028,8 +1018,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="per trial of the grid, at 64 connections (5)")
     parser.add_argument("--short", action="store_true",
                         help="the smoke run: 3 s per point, 1 and 64 connections, the ceiling, "
-                        "ab on scikit-learn and MLServer, two batching settings; results go to "
-                        "var/bench-short/ unless --out says otherwise")
+                        "ab on each engine and MLServer, two batching settings, 3 s profiles; "
+                        "results go to var/bench-short/ unless --out says otherwise")
     parser.add_argument("--rewrite-report", action="store_true",
                         help="write results.md and results.png again from results.json")
     parser.add_argument("--client", metavar="URL", help=argparse.SUPPRESS)
@@ -1072,6 +1062,8 @@ def main(argv: list[str] | None = None) -> int:
             soak(args.soak, load, paths, logs, args.out)
             return 0
         if args.profile:
+            if args.profile not in BY_KEY:
+                parser.error(f"--profile: unknown server {args.profile!r}")
             profile(args.profile, args.seconds, load, paths, logs, args.out)
             return 0
         keys = [k for k in args.only.split(",") if k] or list(BY_KEY)
@@ -1088,10 +1080,14 @@ def main(argv: list[str] | None = None) -> int:
         points, notes = measure([BY_KEY[k] for k in keys], connections, args.seconds,
                                 args.warmup, load, paths, logs, grid, args.grid_seconds)
         info["load_after"] = load_average()
-    write_report(points, notes, info, args.out)
+        write_report(points, notes, info, args.out)
+        # The whole run (not a choice of servers) ends with where ab's time goes.
+        if (args.short or not args.only) and not args.no_profile:
+            for key in PROFILED:
+                profile(key, args.profile_seconds, load, paths, logs, args.out)
+            write_report(points, notes, info, args.out)
     print(f"\nwrote {args.out / 'results.md'} and {args.out / 'results.png'}")
-    for target, measured, ok in [*targets(points), *issue17_targets(points),
-                                 *mlserver_targets(points)]:
+    for target, measured, ok in targets(points):
         print(f"  [{'met' if ok else 'MISSED'}] {target}: {measured}")
     return 0
 

@@ -181,6 +181,11 @@ def render_answer(answer: Answer, batch: bool) -> dict[str, Any]:
     return {**head, "predictions": rows}
 
 
+def encoded_answer(answer: Answer, batch: bool) -> bytes:
+    """The answer's JSON body (a function of its own, so a profile can tell encoding apart)."""
+    return orjson.dumps(render_answer(answer, batch), option=orjson.OPT_SERIALIZE_NUMPY)
+
+
 async def predict(request: Request) -> Response:
     state = state_of(request)
     request_id = request_id_of(request)
@@ -195,9 +200,8 @@ async def predict(request: Request) -> Response:
         unit_id=unit_id_of(snapshot, request, parsed.body),
         segments=segments_of(snapshot, request, parsed.body),
         forced=forced_variant(snapshot, header_map(request)))
-    return JSONAnswer(orjson.dumps(render_answer(answer, parsed.batch),
-                                   option=orjson.OPT_SERIALIZE_NUMPY),
-                      raw_answer_headers(answer), variant=answer.variant)
+    return JSONAnswer(encoded_answer(answer, parsed.batch), raw_answer_headers(answer),
+                      variant=answer.variant)
 
 
 async def feedback(request: Request) -> Response:

@@ -1,0 +1,242 @@
+"""The serving benchmark's report, from made-up points and profiles: its tables, the targets
+it judges and how a profile's samples group into parts (``bench/serving.py``,
+``bench/targets.py``, ``bench/profiles.py``). Nothing here measures anything."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from bench import profiles
+from bench.serving import Point, cpu_table, report_text, targets_table
+from bench.targets import targets
+
+
+def point(server: str, connections: int = 64, *, rps: float = 1_000.0, p50_ms: float = 1.0,
+          p99_ms: float = 5.0, cpu: float | None = 100.0,
+          serving: float | None = 90.0) -> Point:
+    return Point(server=server, connections=connections, seconds=15.0,
+                 requests=int(rps * 15), rps=rps, p50_ms=p50_ms, p99_ms=p99_ms,
+                 max_ms=p99_ms * 2, errors=0, cpu_us_per_request=cpu,
+                 serving_cpu_us_per_request=serving)
+
+
+CEILING = point("ceiling", rps=20_000, p99_ms=4.0, cpu=40.0, serving=40.0)
+FAST = point("ab-fast", rps=12_500, p99_ms=10.0, cpu=80.0, serving=60.0)
+FAST_NOLOG = point("ab-fast-nolog", rps=13_000, cpu=75.0, serving=57.0)
+SKLEARN = point("ab-sklearn", rps=9_000, p99_ms=13.0, cpu=120.0, serving=100.0)
+SKLEARN_NOLOG = point("ab-sklearn-nolog", rps=9_200, cpu=115.0, serving=96.0)
+MLSERVER = point("mlserver", rps=200.0, cpu=5_000.0, serving=None)
+MLSERVER_BATCH = point("mlserver-batch", rps=1_000.0, cpu=1_000.0, serving=None)
+ONE_CONN = [point("ab-sklearn", 1, p50_ms=0.8), point("mlserver", 1, p50_ms=5.0),
+            point("mlserver-batch", 1, p50_ms=6.0)]
+RUN = [CEILING, FAST, FAST_NOLOG, SKLEARN, SKLEARN_NOLOG, MLSERVER, MLSERVER_BATCH, *ONE_CONN]
+
+
+def judged(points: list[Point]) -> dict[str, tuple[str, bool | None]]:
+    return {target: (measured, met) for target, measured, met in targets(points)}
+
+
+def test_cpu_table_gives_each_point_its_ratio_to_the_ceilings_cpu() -> None:
+    rows = cpu_table([CEILING, FAST, MLSERVER]).splitlines()
+    assert rows[0].startswith("| server | conns | server CPU µs/req | x ceiling")
+    assert rows[2].endswith("| 64 | 40.0 | 1.00 | 40.0 | 1.00 |")
+    assert rows[3].endswith("| 64 | 80.0 | 2.00 | 60.0 | 1.50 |")
+    # MLServer's main process does not serve: no serving figure, no ratio.
+    assert rows[4].endswith("| 64 | 5,000.0 | 125.00 | - | - |")
+
+
+def test_cpu_table_without_a_ceiling_at_that_count_shows_no_ratio() -> None:
+    row = cpu_table([point("ab-fast", 16, cpu=80.0, serving=60.0)]).splitlines()[2]
+    assert row.endswith("| 16 | 80.0 | - | 60.0 | - |")
+
+
+def test_the_report_leads_with_cpu_per_request_before_requests_per_second() -> None:
+    info = {"command": "python -m bench.serving", "date": "2026-01-01 00:00 UTC",
+            "machine": {"cpu": "a cpu", "cores": "2", "python": "3.11", "versions": ""},
+            "load_before": "0 0 0", "load_after": "0 0 0", "client": "wrk", "seconds": 15,
+            "warmup": 3}
+    text = report_text(RUN, {}, info, [])
+    sections = [line for line in text.splitlines() if line.startswith("## ")]
+    assert sections[:3] == ["## Server CPU per request", "## Requests per second and latency",
+                            "## Targets"]
+    assert "## Where the time goes" not in text
+
+
+def test_every_target_of_the_round_is_judged_on_a_full_run() -> None:
+    rows = judged(RUN)
+    wanted = {
+        "scikit-learn, ab + log, 64 conns: >= 8x MLServer's best adaptive batching": True,
+        "scikit-learn, ab + log, 64 conns: >= 40x MLServer without batching": True,
+        "scikit-learn, ab + log, 1 conn: p50 <= 1/5 of MLServer, no batching's": True,
+        "ONNX Runtime, ab + log, 64 conns: >= 0.6x the ceiling's req/s": True,
+        "ONNX Runtime, ab + log, 64 conns: serving process CPU per request <= 1.6x the "
+        "ceiling's": True,
+        "ONNX Runtime, ab, 64 conns: logging costs <= 5 % of throughput": True,
+        "ONNX Runtime, ab, 64 conns: logging costs <= 5 µs of the serving process's CPU per "
+        "request": True,
+        "scikit-learn, ab, 64 conns: logging costs <= 5 % of throughput": True,
+        "scikit-learn, ab, 64 conns: logging costs <= 5 µs of the serving process's CPU per "
+        "request": True,
+        "ONNX Runtime, ab + log, 64 conns: p99 <= 3x the ceiling's": True,
+        "scikit-learn, ab + log, 64 conns: p99 <= 3x the ceiling's": False,
+    }
+    assert {target: rows[target][1] for target in wanted} == wanted
+    assert rows["ONNX Runtime, ab + log, 64 conns: serving process CPU per request <= 1.6x the "
+                "ceiling's"][0] == "1.50x (60 vs 40 µs)"
+
+
+def test_targets_replaced_by_this_rounds_are_gone() -> None:
+    names = " ".join(judged(RUN))
+    assert ">= 4x MLServer" not in names
+    assert "0.5x" not in names
+    assert "<= 10 %" not in names
+
+
+@pytest.mark.parametrize(("serving", "met"), [(64.0, True), (64.5, False)])
+def test_the_onnx_cpu_target_is_at_most_1_6x_the_ceilings(serving: float, met: bool) -> None:
+    rows = judged([CEILING, replace(FAST, serving_cpu_us_per_request=serving)])
+    assert rows["ONNX Runtime, ab + log, 64 conns: serving process CPU per request <= 1.6x the "
+                "ceiling's"][1] is met
+
+
+@pytest.mark.parametrize("ceiling_cpu", [None, 0.0])
+def test_the_onnx_cpu_target_is_left_out_when_the_ceilings_cpu_was_not_measured(
+        ceiling_cpu: float | None) -> None:
+    """None: a run before the serving process was measured; 0: a point shorter than one tick
+    of the CPU clock."""
+    rows = judged([replace(CEILING, serving_cpu_us_per_request=ceiling_cpu), FAST])
+    assert not any("serving process CPU per request <= 1.6x" in target for target in rows)
+
+
+def test_without_mlserver_the_sklearn_target_uses_an_earlier_runs_figure() -> None:
+    rows = judged([SKLEARN])
+    measured, met = rows["scikit-learn, ab + log, 64 conns: >= 8x MLServer's best adaptive "
+                         "batching (an earlier run)"]
+    assert measured == "8.1x (9,000 vs 1,107 req/s)"
+    assert met is True
+
+
+def test_targets_table_marks_misses() -> None:
+    table = targets_table([("a", "1", True), ("b", "2", False), ("c", "3", None)])
+    assert table.splitlines()[2:] == ["| a | 1 | yes |", "| b | 2 | NO |", "| c | 3 | - |"]
+
+
+def stack(count: int, *frames: str) -> str:
+    """A line of py-spy's raw output: frames outermost first, then the samples."""
+    return ";".join(frames) + f" {count}"
+
+
+# py-spy 0.4's frames: qualified function names, paths from site-packages or the checkout.
+THREAD = "Thread._bootstrap (threading.py:1002)"
+POOL = (THREAD, "_worker (concurrent/futures/thread.py:83)",
+        "_WorkItem.run (concurrent/futures/thread.py:58)",
+        "ServedModel.predict (router/serving/model.py:215)")
+LOOP = ("run (uvicorn/main.py:643)", "Runner.run (asyncio/runners.py:118)")
+CYCLE = (*LOOP, "RequestResponseCycle.run_asgi (uvicorn/protocols/http/httptools_impl.py:420)",
+         "Gateway.__call__ (router/gateway/app.py:73)")
+ENDPOINT = (*CYCLE, "predict (router/gateway/endpoints.py:198)")
+NUMPY = "asarray (numpy/_core/numeric.py:10)"
+SKLEARN_STACKS = "\n".join([
+    stack(40, *POOL, "DirectForest.predict_proba (router/serving/forest.py:53)"),
+    stack(10, *POOL, "DirectForest.predict_proba (router/serving/forest.py:46)",
+          "StandardScaler.transform (sklearn/preprocessing/_data.py:1111)", NUMPY),
+    stack(5, THREAD, "_worker (concurrent/futures/thread.py:81)"),
+    stack(8, *LOOP, "MicroBatcher._drain (router/serving/batching.py:84)",
+          "MicroBatcher._call (router/serving/batching.py:157)",
+          "ThreadPoolExecutor.submit (concurrent/futures/thread.py:175)"),
+    stack(2, *LOOP, "MicroBatcher._drain (router/serving/batching.py:80)",
+          "MicroBatcher._gather_more (router/serving/batching.py:102)",
+          "sleep (asyncio/tasks.py:643)"),
+    stack(6, *LOOP, "HttpToolsProtocol.data_received "
+          "(uvicorn/protocols/http/httptools_impl.py:173)"),
+    stack(2, *ENDPOINT, "read_json (router/gateway/endpoints.py:88)",
+          "Request.stream (starlette/requests.py:243)",
+          "receive_within.<locals>.receive_body (router/gateway/body_deadline.py:80)",
+          "current_task (asyncio/tasks.py:38)"),
+    stack(4, *ENDPOINT, "parse_predict_body (router/serving/inputs.py:90)", NUMPY),
+    stack(2, *ENDPOINT, "encoded_answer (router/gateway/endpoints.py:186)"),
+    stack(1, *ENDPOINT, "encoded_answer (router/gateway/endpoints.py:186)",
+          "render_answer (router/gateway/endpoints.py:172)",
+          "render_answer.<locals>.<listcomp> (router/gateway/endpoints.py:172)"),
+    stack(9, *CYCLE, "Response.__call__ (starlette/responses.py:171)",
+          "RequestResponseCycle.send (uvicorn/protocols/http/httptools_impl.py:522)"),
+    stack(2, *ENDPOINT, "PredictionService.predict (router/serving/service.py:126)",
+          "PredictionService._records (router/serving/service.py:175)",
+          "__create_fn__.<locals>.__init__ (<string>:3)"),
+    stack(2, *ENDPOINT, "PredictionService.predict (router/serving/service.py:95)",
+          "PredictionService.variant_for (router/serving/service.py:80)"),
+    stack(1, *CYCLE, "counted.<locals>.wrapper (router/gateway/metrics.py:179)",
+          "Histogram.observe (prometheus_client/metrics.py:681)"),
+    stack(2, *LOOP),
+    stack(4, THREAD),
+    "a torn sample",
+])
+
+
+def test_scikit_learns_frames_and_the_thread_pool_hop_group_as_model_and_batching() -> None:
+    samples, shares = profiles.breakdown(SKLEARN_STACKS)
+    assert samples == 100
+    assert shares == pytest.approx({
+        "parsing": 0.08, "validation": 0.04, "assignment": 0.02, "batching": 0.15,
+        "model": 0.50, "encoding": 0.03, "sending": 0.09, "logging": 0.02, "metrics": 0.01,
+        "framework": 0.02, "other": 0.04})
+    assert list(shares) == [p for p in profiles.ORDER if p in shares]
+
+
+def test_every_part_is_in_the_reports_order_and_has_a_meaning() -> None:
+    parts = {name for name, _, _ in profiles.PARTS} | {"other"}
+    assert set(profiles.ORDER) == parts == set(profiles.MEANING)
+
+
+@pytest.mark.parametrize(("frame", "part"), [
+    ("PredictionService._records (router/serving/service.py:175)", "logging"),
+    ("PredictionService.variant_for (router/serving/service.py:80)", "assignment"),
+    ("render_answer.<locals>.<listcomp> (router/gateway/endpoints.py:172)", "encoding"),
+    ("header_map (router/gateway/request_keys.py:23)", "parsing"),
+    ("predict (router/gateway/endpoints.py:198)", "framework"),
+    ("Session.run (onnxruntime/capi/onnxruntime_inference_collection.py:406)", "model"),
+    ("sleep (asyncio/tasks.py:643)", None),
+    ("recorder_send (router/gateway/x.py:1)", "framework"),
+])
+def test_a_frame_belongs_to_its_functions_part_before_its_files(frame: str,
+                                                                 part: str | None) -> None:
+    assert profiles.part_of(frame) == part
+
+
+def test_a_profile_shows_each_part_as_microseconds_per_request_and_share() -> None:
+    _, shares = profiles.breakdown(SKLEARN_STACKS)
+    profile = profiles.Profile(key="ab-sklearn", label="router ab, scikit-learn",
+                               taken="2026-01-01 00:00 UTC", seconds=20, connections=64,
+                               rps=9_000, serving_cpu_us_per_request=120.0, samples=100,
+                               shares=shares)
+    assert profile.us_per_request("model") == pytest.approx(60.0)
+    rows = profiles.parts_table([profile]).splitlines()
+    assert rows[0] == ("| part | what it holds | router ab, scikit-learn: µs/req | share |")
+    model = next(row for row in rows if row.startswith("| model |"))
+    assert model.endswith("| 60.0 | 50.0 % |")
+    assert rows[-1].endswith("| **120.0** | 100 % |")
+    assert "## Where the time goes" in profiles.section([profile])
+    assert profiles.section([]) == ""
+
+
+def test_profiles_are_saved_and_found_again_in_the_order_asked(tmp_path: Path) -> None:
+    made = [profiles.Profile(key=key, label=key, taken="t", seconds=3, connections=64, rps=1.0,
+                             serving_cpu_us_per_request=1.0, samples=1, shares={"model": 1.0})
+            for key in ("ab-sklearn", "ab-fast")]
+    for profile in made:
+        profiles.save(profile, tmp_path)
+    assert profiles.load(tmp_path, ("ab-fast", "ab-sklearn", "ceiling")) == made[::-1]
+
+
+def test_profiles_found_again_are_grouped_again_from_their_raw_stacks(tmp_path: Path) -> None:
+    stale = profiles.Profile(key="ab-sklearn", label="ab", taken="t", seconds=3, connections=64,
+                             rps=1.0, serving_cpu_us_per_request=100.0, samples=1,
+                             shares={"other": 1.0})
+    profiles.save(stale, tmp_path)
+    profiles.raw_path(tmp_path, "ab-sklearn").write_text(SKLEARN_STACKS)
+    (found,) = profiles.load(tmp_path, ("ab-sklearn",))
+    assert found.samples == 100
+    assert found.us_per_request("model") == pytest.approx(50.0)
