@@ -104,6 +104,10 @@ LOG_SPILLED = Gauge("router_outcome_log_spilled", "Outcome records kept on local
 STORE_FAILING = Gauge("router_outcome_store_failing", "1 while the outcome store refuses writes "
                       "(records wait in memory, then on local disk), else 0.", registry=None,
                       multiprocess_mode="livemax")
+STATS_KEPT = Gauge("router_stats_kept_bytes", "Bytes of analysis columns this gateway keeps "
+                   "so that /stats and the monitoring gauges read only what was logged since "
+                   "(about 60 a logged row of the current phase, at most 5 million rows).",
+                   registry=None, multiprocess_mode="livesum")
 LOG_WRITTEN = Counter("router_outcome_log_written", "Outcome records written to the store.",
                       registry=None)
 LOG_WRITE_ERRORS = Counter("router_outcome_log_write_errors", "Store writes that failed (each "
@@ -126,7 +130,7 @@ RELOAD_ERRORS = Counter("router_config_reload_errors", "Config files that failed
 _PROCESS_METRICS: tuple[Collector, ...] = (
     REQUESTS, LATENCY, MODEL_ERRORS, FALLBACKS, SHADOW_OFFERED, SHADOW_DONE, SHADOW_DROPPED,
     SHADOW_FAILED, SHADOW_TIMED_OUT, SHADOW_QUEUE, LOG_BACKLOG, LOG_LAG, LOG_SPILLED,
-    STORE_FAILING, LOG_WRITTEN, LOG_WRITE_ERRORS, LOG_DEAD_LETTERS, STORE_REOPENED,
+    STORE_FAILING, STATS_KEPT, LOG_WRITTEN, LOG_WRITE_ERRORS, LOG_DEAD_LETTERS, STORE_REOPENED,
     LOG_ORPHANED, LOG_LOST, RELOADS, RELOAD_ERRORS, *monitoring_gauges.GAUGES)
 
 
@@ -261,6 +265,7 @@ class Telemetry:
         self._advance(STORE_REOPENED, writer.store_reopened)
         self._advance(LOG_ORPHANED, writer.orphaned)
         self._advance(LOG_LOST, writer.lost)
+        STATS_KEPT.set(state.columns.kept_bytes())
         self._advance(RELOADS, state.reloader.reloads)
         self._advance(RELOAD_ERRORS, state.reloader.failures)
         if state.shadow is not None:

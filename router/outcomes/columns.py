@@ -315,6 +315,11 @@ class KeptRead:
         self.max_prediction_id = 0
         self.max_feedback_id = 0
 
+    def arrays(self) -> list[np.ndarray]:
+        """The kept columns (none when nothing is kept)."""
+        raw = self.raw
+        return [] if raw is None else [v for v in raw.values() if isinstance(v, np.ndarray)]
+
 
 def revision_filter(revisions: Sequence[int] | None, placeholder: str) -> tuple[str, list[int]]:
     if revisions is None:

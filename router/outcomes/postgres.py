@@ -323,6 +323,11 @@ class PostgresStore:
             return None
         return SwitchState(experiment, int(row[0]), row[1], orjson.loads(row[2]))
 
+    def kept_arrays(self) -> list[Any]:
+        """The numpy columns kept from the last analysis read (what a gateway holds for it)."""
+        cache = self._column_cache
+        return [] if cache is None else cache.arrays()
+
     def analysis_columns(self, experiment: str, revisions: Sequence[int] | None = None, *,
                          classes: Sequence[str] | None = None, units: bool = False,
                          true_probability: bool = False, feature_rows: int = 0,

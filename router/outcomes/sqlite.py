@@ -283,6 +283,11 @@ class SQLiteStore(SQLiteExperimentState):
         rows = self._query("SELECT request_id, ts, label, value FROM feedback ORDER BY id")
         return [FeedbackRecord(request_id=r, ts=ts, label=lb, value=v) for r, ts, lb, v in rows]
 
+    def kept_arrays(self) -> list[Any]:
+        """The numpy columns kept from the last analysis read (what a gateway holds for it)."""
+        cache = self._column_cache
+        return [] if cache is None else cache.arrays()
+
     def analysis_columns(self, experiment: str, revisions: Sequence[int] | None = None, *,
                          classes: Sequence[str] | None = None, units: bool = False,
                          true_probability: bool = False, feature_rows: int = 0,

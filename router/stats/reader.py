@@ -92,3 +92,18 @@ class SharedColumns:
             self._last = _Read(question, units, feature_rows, columns,
                                time.monotonic() + 2 * took if took >= SLOW_READ_S else 0.0)
             return columns
+
+    def kept_bytes(self) -> int:
+        """Bytes of numpy arrays this process holds for the statistics: the store's kept read
+        (``kept_arrays``, about 60 bytes a logged row of the current phase, bounded) and the
+        columns last handed out. Each buffer counts once: a column that is a view of a kept
+        array adds nothing."""
+        last = self._last
+        arrays = [*(getattr(self._store, "kept_arrays", list)()),
+                  *([] if last is None else last.columns.values())]
+        buffers: dict[int, int] = {}
+        for array in arrays:
+            if isinstance(array, np.ndarray):
+                owner = array if array.base is None else array.base
+                buffers[id(owner)] = getattr(owner, "nbytes", array.nbytes)
+        return sum(buffers.values())

@@ -123,13 +123,18 @@ def test_outcome_log_and_config_figures_are_read_at_scrape(make_client: Any, cha
         state(client).reloader.reload()
     for model in state(client).snapshots.current.models.values():
         assert model.engine_chosen.wait(600)  # the parity check runs beside serving
+    kept_before = state(client).columns.kept_bytes()
     after, _ = scrape(client)
+    kept_after = state(client).columns.kept_bytes()
     assert types["router_outcome_log_backlog"] == "gauge"
     assert types["router_outcome_log_lag_seconds"] == "gauge"
     assert value(after, "router_outcome_log_written_total") \
         - value(before, "router_outcome_log_written_total") == 5
     assert value(after, "router_outcome_log_backlog") == 0
     assert value(after, "router_outcome_log_lag_seconds") == 0
+    assert types["router_stats_kept_bytes"] == "gauge"
+    # What /stats keeps, as of the scrape (a monitoring refresh may read again around it).
+    assert value(after, "router_stats_kept_bytes") in (kept_before, kept_after)
     assert value(after, "router_config_reload_errors_total") \
         - value(before, "router_config_reload_errors_total") == 1
     assert value(after, "router_config_revision") == state(client).snapshots.current.revision

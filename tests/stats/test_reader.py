@@ -87,3 +87,46 @@ def test_callers_arriving_during_a_read_wait_for_it() -> None:
     for thread in threads:
         thread.join()
     assert store.reads == 1 and all(r is results[0] for r in results)
+
+
+class KeepingStore(CountingStore):
+    """A store that keeps its read, as the SQL stores do: the columns it returns are views of
+    the arrays it keeps, and one column is its own."""
+
+    def __init__(self) -> None:
+        super().__init__(0.0)
+        self.kept = np.arange(1000.0)
+
+    def analysis_columns(self, experiment: str, revisions: Sequence[int] | None = None,
+                         **options: Any) -> dict[str, Any]:
+        return {"ts": self.kept[10:], "latency_ms": np.ones(500)}
+
+    def kept_arrays(self) -> list[np.ndarray]:
+        return [self.kept]
+
+
+def test_kept_bytes_count_each_buffer_once() -> None:
+    """What a gateway process holds for /stats: the store's kept read and the last columns
+    handed out, a view of a kept array counted with it, not again."""
+    shared = SharedColumns(KeepingStore())
+    assert shared.kept_bytes() == 8 * 1000
+    shared.analysis_columns("exp", [1])
+    assert shared.kept_bytes() == 8 * 1000 + 8 * 500
+
+
+def test_kept_bytes_of_a_sqlite_log_grow_with_it(tmp_path: Any) -> None:
+    from router.outcomes import SQLiteStore
+    from tests.stats.test_report import Log
+
+    store = SQLiteStore(tmp_path / "outcomes.db")
+    log = Log(store)  # type: ignore[arg-type]
+    shared = SharedColumns(store)
+    sizes = []
+    for _ in range(2):
+        for _ in range(500):
+            log.label(log.predict(), "setosa")
+        shared.analysis_columns("exp", [1], classes=["setosa", "versicolor", "virginica"])
+        sizes.append(shared.kept_bytes())
+    # Every logged row keeps at least its id, time, variant and outcome: 8 bytes each at least.
+    assert sizes[0] >= 4 * 8 * 500 and 2 * sizes[0] - 64 <= sizes[1] <= 2 * sizes[0] + 4096
+    store.close()
