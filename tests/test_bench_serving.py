@@ -240,3 +240,20 @@ def test_profiles_found_again_are_grouped_again_from_their_raw_stacks(tmp_path: 
     (found,) = profiles.load(tmp_path, ("ab-sklearn",))
     assert found.samples == 100
     assert found.us_per_request("model") == pytest.approx(50.0)
+
+
+def test_the_soak_judges_the_memory_beside_the_kept_columns() -> None:
+    """The kept analysis columns grow with the log by design; everything else must stay within
+    +10 % of the first minute's."""
+    from bench.serving import soak_section
+
+    mb = 1024 * 1024
+    raw = {"requests": 600_000, "errors": {"read": 0}, "p99_us": 9_000}
+    # RSS grows by exactly what the kept columns grow by: the rest is flat.
+    flat = [(t, 300 * mb + t * mb, t * mb) for t in range(0, 600, 5)]
+    text = soak_section(600, raw, flat)
+    assert "**+0.0 %**" in text and "met)" in text and "NOT met" not in text
+    # The rest grows by a fifth after the first minute: a leak.
+    leak = [(t, 300 * mb + (60 * mb if t >= 300 else 0) + t * mb, t * mb)
+            for t in range(0, 600, 5)]
+    assert "NOT met" in soak_section(600, raw, leak)
