@@ -44,6 +44,15 @@ _MAX_PENDING_IDS = 100_000
 _MAX_KEPT_UNKNOWN = 100_000
 Connect = Callable[[], AbstractContextManager[Any]]
 
+def _class_index_sql(column: str, classes: int, otherwise: str) -> str:
+    """SQL giving ``column``'s place among the ``classes`` bound parameters (from 0), else
+    ``otherwise``: a CASE of equalities, which costs the server about half what
+    ``array_position`` does on every row of a full read."""
+    whens = " ".join(f"WHEN %s THEN {i}" for i in range(classes))
+    return f"(CASE {column} {whens} ELSE {otherwise} END)::int8" if classes \
+        else f"({otherwise})::int8"
+
+
 def _ascending(values: np.ndarray) -> bool:
     return values.size < 2 or bool((values[1:] > values[:-1]).all())
 
@@ -78,13 +87,12 @@ class _PostgresQuery(ColumnQuestion):
         ]
         self.params: list[Any] = []
         if self.classes is not None:
-            self.select.append(("predicted", "i",
-                                "coalesce(array_position(%s::text[], p.label) - 1, -1)::int8"))
-            self.params.append(self.classes)
-            self.feedback_select.append((
-                "label", "i", "(CASE WHEN f.label IS NULL THEN -1 "
-                "ELSE coalesce(array_position(%s::text[], f.label) - 1, -2) END)::int8"))
-            self.feedback_params.append(self.classes)
+            self.select.append(("predicted", "i", _class_index_sql("p.label", len(self.classes),
+                                                                   "-1")))
+            self.params.extend(self.classes)
+            self.feedback_select.append(("label", "i", _class_index_sql(
+                "f.label", len(self.classes), "CASE WHEN f.label IS NULL THEN -1 ELSE -2 END")))
+            self.feedback_params.extend(self.classes)
             if self.true_probability:
                 self.feedback_select.append(("true_probability", "f", TRUE_PROBABILITY_SQL))
         else:
