@@ -114,32 +114,39 @@ def running_arm(y: ArrayLike, members: ArrayLike, units: ArrayLike | None = None
     """
     values = np.asarray(y, dtype=float)
     member = np.asarray(members, dtype=bool)
-    inside = np.where(member, values, 0.0)
+    # The figures move only at the arm's own outcomes: computed over those, then carried along
+    # the sequence (half the arithmetic of computing them at every element, same numbers).
+    rows = np.flatnonzero(member)
+    mine = values[rows]
     if units is None:
-        prior_sum = np.zeros_like(values)
-        prior_count = np.zeros_like(values)
+        prior_sum = np.zeros_like(mine)
+        prior_count = np.zeros_like(mine)
     else:
-        codes = np.asarray(units, dtype=np.int64)
-        rows = np.flatnonzero(member)
-        prior_sum = np.zeros_like(values)
-        prior_count = np.zeros_like(values)
-        prior_sum[rows], prior_count[rows] = _before_in_unit(values[rows], codes[rows])
-    one = member.astype(float)
+        prior_sum, prior_count = _before_in_unit(mine, np.asarray(units, dtype=np.int64)[rows])
     # When a unit with sums (S, N) gains a value y: S² grows by 2Sy + y², N² by 2N + 1 and
     # S·N by S + yN + y. Their running totals give the delta-method variance at every step.
-    n = np.cumsum(one)
-    total = np.cumsum(inside)
-    sq_sums = np.cumsum(one * (2 * prior_sum * values + values * values))
-    sq_counts = np.cumsum(one * (2 * prior_count + 1))
-    cross = np.cumsum(one * (prior_sum + values * prior_count + values))
-    distinct = np.cumsum(one * (prior_count == 0))
-    mean = _ratio(total, n)
+    n = np.arange(1.0, rows.size + 1.0)
+    total = np.cumsum(mine)
+    sq_sums = np.cumsum(2 * prior_sum * mine + mine * mine)
+    sq_counts = np.cumsum(2 * prior_count + 1)
+    cross = np.cumsum(prior_sum + mine * prior_count + mine)
+    distinct = np.cumsum((prior_count == 0).astype(float))
+    mean = total / n
     spread = np.maximum(sq_sums - 2 * mean * cross + mean * mean * sq_counts, 0.0)
-    variance = _ratio(spread, n * n)
+    variance = spread / (n * n)
     if bounded:
         shrunk = (total + 1.0) / (n + 2.0)
-        variance = np.maximum(variance, _ratio(shrunk * (1.0 - shrunk), n))
-    return RunningArm(n=n, units=distinct, mean=mean, variance=variance)
+        variance = np.maximum(variance, shrunk * (1.0 - shrunk) / n)
+    # Each element takes the figures after the arm's latest outcome up to it; 0 before any.
+    latest = np.cumsum(member) - 1
+    before = latest < 0
+
+    def carried(figures: Floats) -> Floats:
+        out: Floats = np.concatenate([figures, [0.0]])[np.where(before, rows.size, latest)]
+        return out
+
+    return RunningArm(n=carried(n), units=carried(distinct), mean=carried(mean),
+                      variance=carried(variance))
 
 
 def mixture_half_width(variance: ArrayLike, tau2: float, alpha: float) -> Floats:

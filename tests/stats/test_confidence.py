@@ -126,6 +126,28 @@ def test_delta_method_is_statsmodels_cluster_robust_variance() -> None:
     assert ratio_variance(y[arm]) == pytest.approx(p * (1 - p) / arm.sum(), rel=1e-12)
 
 
+def test_running_arm_after_each_element_is_the_arm_so_far() -> None:
+    """At every element, the arm's own or not (and before its first outcome), the running
+    figures are those of the arm's outcomes up to it."""
+    rng = np.random.default_rng(5)
+    y = (rng.random(400) < 0.7).astype(float)
+    unit = rng.integers(0, 60, y.size)
+    arm = rng.random(y.size) < 0.3
+    arm[:5] = False
+    run = running_arm(y, arm, unit, bounded=True)
+    for at in (0, 4, 5, 17, 123, 250, 399):
+        mine = np.flatnonzero(arm[:at + 1])
+        assert run.n[at] == mine.size and run.units[at] == len(np.unique(unit[mine]))
+        if not mine.size:
+            assert run.mean[at] == 0.0 and run.variance[at] == 0.0
+            continue
+        p = (y[mine].sum() + 1) / (mine.size + 2)
+        floor = p * (1 - p) / mine.size
+        assert run.mean[at] == pytest.approx(y[mine].mean(), rel=1e-12)
+        assert run.variance[at] == pytest.approx(
+            max(ratio_variance(y[mine], unit[mine]), floor), rel=1e-9)
+
+
 def test_half_width_inverts_the_msprt() -> None:
     """At the half-width the normal-mixture likelihood ratio is exactly 1/alpha."""
     for v, tau2 in ((1e-4, 1e-4), (3e-3, 1e-2), (0.02, 0.04)):
