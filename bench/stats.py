@@ -363,6 +363,12 @@ def machine_load() -> str:
     return f"load average {load:.1f} and CPU pressure {cpu_pressure()}"
 
 
+def niceness() -> str:
+    """This process's niceness, where the system has one: under ``nice`` it yields the CPU to
+    other work, which shows in the wall times."""
+    return f", niceness {os.nice(0)}" if hasattr(os, "nice") else ""
+
+
 def write_results(rows: list[Row], repeat: int, started: str, verdicts: list[str]) -> None:
     targets = [
         f"Targets, at {TARGET_ROWS:,} predictions on PostgreSQL (medians): live within "
@@ -388,7 +394,8 @@ def write_results(rows: list[Row], repeat: int, started: str, verdicts: list[str
         "in it), and the calling thread's alone.",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
-        f"{platform.python_version()}, SQLite {sqlite3.sqlite_version}; at the start of the "
+        f"{platform.python_version()}, SQLite {sqlite3.sqlite_version}{niceness()}; at the "
+        "start of the "
         f"run, {started}; at the end, {machine_load()} (CPU pressure: the share of the last "
         "minute in which some task waited for a core).",
         "",
