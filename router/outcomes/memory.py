@@ -7,6 +7,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import orjson
 
 from router.errors import StoreError
@@ -162,17 +163,22 @@ class MemoryStore:
     def analysis_columns(self, experiment: str, revisions: Sequence[int] | None = None, *,
                          classes: Sequence[str] | None = None, units: bool = False,
                          true_probability: bool = False, feature_rows: int = 0,
-                         segments: Sequence[str] = (), arms: Sequence[str] = ()
-                         ) -> dict[str, Any]:
+                         segments: Sequence[str] = (), arms: Sequence[str] = (),
+                         latest_rows: int = 0) -> dict[str, Any]:
         """The statistics' numpy columns (see ``router.outcomes.columns``)."""
         from router.outcomes.columns import memory_columns
 
         with self._lock:
             self._check_open()
             predictions, feedback = list(self._predictions), list(self._feedback)
-        return memory_columns(predictions, feedback, experiment, revisions, classes=classes,
-                              units=units, true_probability=true_probability,
-                              feature_rows=feature_rows, segments=segments, arms=arms)
+        if latest_rows:
+            predictions = predictions[-latest_rows:]
+        columns = memory_columns(predictions, feedback, experiment, revisions, classes=classes,
+                                 units=units, true_probability=true_probability,
+                                 feature_rows=feature_rows, segments=segments, arms=arms)
+        if latest_rows:
+            columns["unknown_feedback_ids"] = np.array(0)  # not counted on a partial read
+        return columns
 
     def ping(self) -> bool:
         """True until the store is closed."""

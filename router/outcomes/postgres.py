@@ -331,8 +331,8 @@ class PostgresStore:
     def analysis_columns(self, experiment: str, revisions: Sequence[int] | None = None, *,
                          classes: Sequence[str] | None = None, units: bool = False,
                          true_probability: bool = False, feature_rows: int = 0,
-                         segments: Sequence[str] = (), arms: Sequence[str] = ()
-                         ) -> dict[str, Any]:
+                         segments: Sequence[str] = (), arms: Sequence[str] = (),
+                         latest_rows: int = 0) -> dict[str, Any]:
         """The statistics' numpy columns (see ``router.outcomes.columns``), joined in SQL;
         a repeated question reads only what was logged since the last answer."""
         from router.outcomes.postgres_reads import PostgresColumnCache, postgres_columns
@@ -345,7 +345,7 @@ class PostgresStore:
                                     true_probability=true_probability,
                                     feature_rows=feature_rows, segments=segments, arms=arms,
                                     cache=self._column_cache,
-                                    side=self._connection)
+                                    side=self._connection, latest_rows=latest_rows)
 
     def ping(self) -> bool:
         """True when a pooled connection answers within 2 s; never raises."""

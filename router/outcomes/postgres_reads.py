@@ -222,6 +222,7 @@ def postgres_columns(
     arms: Sequence[str] = (),
     cache: PostgresColumnCache | None = None,
     side: Connect | None = None,
+    latest_rows: int = 0,
 ) -> Columns:
     """The columns from PostgreSQL over the psycopg connection ``conn``, in one snapshot: the
     join and the class lookups run in the server and the rows come back packed in one binary
@@ -231,6 +232,8 @@ def postgres_columns(
     feedback logged since are read (see :class:`PostgresColumnCache`). A full read counts
     the unknown feedback ids on ``side`` (a second connection, given as a context manager
     factory) meanwhile, in the same snapshot; without it, on ``conn`` after the rest.
+    ``latest_rows`` reads only the question's rows among the log's newest that many, joined
+    in the server, leaves the cache alone and counts no unknown feedback ids.
     """
     query = _PostgresQuery(experiment, revisions, classes, units, true_probability, segments,
                            arms)
@@ -248,6 +251,13 @@ def postgres_columns(
             return latest_features(c, experiment, revisions, feature_rows) \
                 if feature_rows else None
 
+        if latest_rows:
+            raw = query.rows(conn, max(1, high - latest_rows + 1), high)
+            latest = features(conn)
+            columns = query.finish(raw, 0)
+            if latest is not None:
+                columns["features"] = latest
+            return columns
         if cache is not None and cache.answers(query.question, high, feedback_high):
             read = _incremental_read(conn, query, cache, high, feedback_high, snapshot)
             read.features = features(conn)

@@ -291,8 +291,8 @@ class SQLiteStore(SQLiteExperimentState):
     def analysis_columns(self, experiment: str, revisions: Sequence[int] | None = None, *,
                          classes: Sequence[str] | None = None, units: bool = False,
                          true_probability: bool = False, feature_rows: int = 0,
-                         segments: Sequence[str] = (), arms: Sequence[str] = ()
-                         ) -> dict[str, Any]:
+                         segments: Sequence[str] = (), arms: Sequence[str] = (),
+                         latest_rows: int = 0) -> dict[str, Any]:
         """The statistics' numpy columns (see ``router.outcomes.columns``), aggregated in SQL."""
         from router.outcomes.sqlite_reads import SQLiteColumnCache, sqlite_columns
 
@@ -305,7 +305,7 @@ class SQLiteStore(SQLiteExperimentState):
                                   true_probability=true_probability,
                                   feature_rows=feature_rows, segments=segments, arms=arms,
                                   timeout_s=self._busy_timeout_s,
-                                  cache=self._column_cache)
+                                  cache=self._column_cache, latest_rows=latest_rows)
 
     def ping(self) -> bool:
         """True when the file is healthy and answers a query; never raises."""

@@ -86,6 +86,7 @@ def sqlite_columns(
     arms: Sequence[str] = (),
     timeout_s: float = 10.0,
     cache: SQLiteColumnCache | None = None,
+    latest_rows: int = 0,
 ) -> Columns:
     """The columns from a SQLite file: one pass joined with the latest feedback per request.
 
@@ -93,6 +94,8 @@ def sqlite_columns(
     another one counts the unknown feedback ids; ``conn`` (the caller's) reads the bounds and
     the latest features. With a ``cache`` that holds an earlier read of the same question, only
     the rows and the feedback logged since are read (see :class:`SQLiteColumnCache`).
+    ``latest_rows`` reads only the question's rows among the log's newest that many, leaves
+    the cache alone and counts no unknown feedback ids.
     """
     query = _SQLiteQuery(experiment, revisions, classes, units, true_probability, segments,
                          arms)
@@ -112,6 +115,12 @@ def sqlite_columns(
         low, high, max_feedback = conn.execute(
             "SELECT ifnull(min(id), 1), ifnull(max(id), 0), "
             "(SELECT ifnull(max(id), 0) FROM feedback) FROM predictions").fetchone()
+        if latest_rows:
+            window = (max(low, high - latest_rows + 1), high)
+            raw = _by_pid(on_own_connection(lambda c: query.run(c, *window, max_feedback)))
+            columns = query.finish([raw], (0, np.zeros(0, np.int64)))
+            columns["unknown_feedback_ids"] = np.array(0)  # not counted on a partial read
+            return _with_features(columns, conn, experiment, revisions, feature_rows)
         if cache is not None and cache.answers(query.question, high, max_feedback):
             assert cache.raw is not None
             before = cache.raw
@@ -138,7 +147,12 @@ def sqlite_columns(
             raw = _by_pid({name: np.concatenate([p[name] for p in parts]) for name in parts[0]})
         if cache is not None:
             cache.keep(query.question, raw, high, max_feedback)
-    columns = query.finish([raw], unknown)
+    return _with_features(query.finish([raw], unknown), conn, experiment, revisions,
+                          feature_rows)
+
+
+def _with_features(columns: Columns, conn: sqlite3.Connection, experiment: str,
+                   revisions: Sequence[int] | None, feature_rows: int) -> Columns:
     if feature_rows:
         columns["features"] = _sqlite_features(conn, experiment, revisions, feature_rows)
     return columns

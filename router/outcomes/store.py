@@ -140,12 +140,14 @@ class AnalysisReads(StoreLifecycle, Protocol):
     def analysis_columns(self, experiment: str, revisions: Sequence[int] | None = None, *,
                          classes: Sequence[str] | None = None, units: bool = False,
                          true_probability: bool = False, feature_rows: int = 0,
-                         segments: Sequence[str] = (), arms: Sequence[str] = ()
-                         ) -> dict[str, np.ndarray]:
+                         segments: Sequence[str] = (), arms: Sequence[str] = (),
+                         latest_rows: int = 0) -> dict[str, np.ndarray]:
         """The experiment's predictions in ``revisions`` (all when ``None``) joined with the
         latest feedback of each request id, as numpy columns for the statistics; the columns
         are defined in ``router.outcomes.columns``. Aggregated by the database, no row objects.
         ``arms`` (the challengers' variants, for an experiment with several) adds ``arm``.
+        ``latest_rows`` reads only those among the log's newest that many rows, keeps nothing
+        for the next read and counts no unknown feedback ids (``unknown_feedback_ids`` is 0).
         """
         ...
 

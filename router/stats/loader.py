@@ -24,12 +24,17 @@ if TYPE_CHECKING:
     from router.outcomes.columns import AnalysisColumns
     from router.stats.model import Design, Report
 
-__all__ = ["DRIFT_ROWS", "assemble_report", "compute_report", "current_phase", "design_of",
-           "monitoring_sections", "read_columns", "resolve_settings"]
+__all__ = ["DRIFT_ROWS", "MONITORING_ROWS", "assemble_report", "compute_report",
+           "current_phase", "design_of", "monitoring_sections", "read_columns",
+           "resolve_settings"]
 
 # Feature drift looks at the latest requests only: more rows add no information to a PSI,
 # and would make a KS test flag shifts far too small to matter.
 DRIFT_ROWS = 10_000
+# The monitoring gauges read the log's newest rows only, so that what a refresh costs and what
+# it holds stay the same however long the log grows: a hundred times the default window of
+# rolling quality, ten times the drift's rows.
+MONITORING_ROWS = 100_000
 
 
 def _ref(value: Any) -> tuple[str, str] | None:
@@ -123,8 +128,8 @@ def resolve_settings(config: RouterConfig, models: Mapping[str, ServedModel], *,
                     classes=classes)
 
 
-def read_columns(store: ColumnSource, config: RouterConfig, settings: Settings, phase: Phase
-                 ) -> AnalysisColumns:
+def read_columns(store: ColumnSource, config: RouterConfig, settings: Settings, phase: Phase,
+                 *, latest_rows: int = 0) -> AnalysisColumns:
     """The phase's analysis columns with everything the report needs (the timeline asks the
     same question, so a :class:`~router.stats.reader.SharedColumns` read serves both)."""
     # The stores build a plain dict under the names AnalysisColumns gives its columns.
@@ -134,7 +139,8 @@ def read_columns(store: ColumnSource, config: RouterConfig, settings: Settings, 
                                              and config.traffic.sticky_key is not None),
         true_probability=settings.metric == "log_loss", feature_rows=DRIFT_ROWS,
         segments=[key.name for key in config.analysis.segments],
-        arms=tuple(arm.variant for arm in config.arms) if config.multi_challenger else ()))
+        arms=tuple(arm.variant for arm in config.arms) if config.multi_challenger else (),
+        **({"latest_rows": latest_rows} if latest_rows else {})))
 
 
 def design_of(config: RouterConfig, models: Mapping[str, ServedModel]) -> Design:
@@ -192,9 +198,13 @@ def monitoring_sections(store: ColumnSource, config: RouterConfig,
     gives them, without its comparisons, tests and decision.
 
     The monitoring gauges refresh from these on the serving process every few seconds; over a
-    log of a few hundred thousand rows the rest of the report cost as much again as these.
+    log of a few hundred thousand rows the rest of the report cost as much again as these. They
+    read the phase's rows among the log's newest :data:`MONITORING_ROWS`, nothing kept: the
+    same sections as the report's while the log is smaller, and over a longer log rolling
+    quality and outputs over their windows (unless labels are scarcer than one in a hundred
+    rows) and prediction drift over those rows.
     """
-    read = _read(store, config, models)
+    read = _read(store, config, models, latest_rows=MONITORING_ROWS)
     return _sections(read, config, models)
 
 
@@ -207,14 +217,14 @@ class _Read(NamedTuple):
 
 
 def _read(store: ColumnSource, config: RouterConfig, models: Mapping[str, ServedModel], *,
-          alpha: float | None = None, metric: str | None = None) -> _Read:
+          alpha: float | None = None, metric: str | None = None, latest_rows: int = 0) -> _Read:
     """The current phase's columns, and each arm's rows among them."""
     from router.stats.arms import arm_masks
     from router.stats.report import _masks
 
     settings = resolve_settings(config, models, alpha=alpha, metric=metric)
     phase = current_phase(store.revisions(config.experiment))
-    columns = read_columns(store, config, settings, phase)
+    columns = read_columns(store, config, settings, phase, latest_rows=latest_rows)
     several = config.multi_challenger and config.mode != "single"
     masks = arm_masks(columns, design_of(config, models).arms) if several else _masks(columns)
     return _Read(settings, phase, columns, masks, several)

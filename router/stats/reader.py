@@ -35,8 +35,8 @@ class ColumnSource(Protocol):
     def analysis_columns(self, experiment: str, revisions: Sequence[int] | None = None, *,
                          classes: Sequence[str] | None = None, units: bool = False,
                          true_probability: bool = False, feature_rows: int = 0,
-                         segments: Sequence[str] = (), arms: Sequence[str] = ()
-                         ) -> dict[str, Any]: ...
+                         segments: Sequence[str] = (), arms: Sequence[str] = (),
+                         latest_rows: int = 0) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,14 @@ class SharedColumns:
     def analysis_columns(self, experiment: str, revisions: Sequence[int] | None = None, *,
                          classes: Sequence[str] | None = None, units: bool = False,
                          true_probability: bool = False, feature_rows: int = 0,
-                         segments: Sequence[str] = (), arms: Sequence[str] = ()
-                         ) -> dict[str, Any]:
+                         segments: Sequence[str] = (), arms: Sequence[str] = (),
+                         latest_rows: int = 0) -> dict[str, Any]:
+        if latest_rows:
+            # The newest rows only (the monitoring gauges): small, never shared or kept.
+            return self._store.analysis_columns(
+                experiment, revisions, classes=classes, units=units,
+                true_probability=true_probability, feature_rows=feature_rows,
+                segments=segments, arms=arms, latest_rows=latest_rows)
         question = (experiment, None if revisions is None else tuple(revisions),
                     None if classes is None else tuple(classes), true_probability,
                     tuple(segments), tuple(arms))
@@ -79,12 +85,12 @@ class SharedColumns:
             if last is not None and last.answers(question, units, feature_rows):
                 return last.columns
             started = time.monotonic()
+            # Asked only when wanted: a source of one challenger need not know the word.
+            arms_asked: dict[str, Any] = {"arms": arms} if arms else {}
             columns = self._store.analysis_columns(
                 experiment, revisions, classes=classes, units=units,
                 true_probability=true_probability, feature_rows=feature_rows,
-                segments=segments,
-                # Asked only when wanted: a source of one challenger need not know the word.
-                **({"arms": arms} if arms else {}))
+                segments=segments, **arms_asked)
             took = time.monotonic() - started
             for values in columns.values():
                 if isinstance(values, np.ndarray):

@@ -58,3 +58,40 @@ def test_with_several_challengers_each_arm_is_in_the_sections(
     for name in SECTIONS:
         assert sections[name] == whole[name], name
     assert set(sections["rolling"]["variants"]) == {"champion", "gb", "svc"}
+
+
+def test_over_a_longer_log_the_sections_read_its_newest_rows_and_keep_nothing(
+        tmp_path: Path, make_config: Callable[..., RouterConfig],  # noqa: F811
+        iris_models: dict[str, ServedModel],  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A log of 600 rows read through the gateway's shared reader with room for 300: the
+    sections are those of the report over the newest 300 rows alone (their feedback
+    included), and the reader holds no column afterwards."""
+    from router.outcomes import SQLiteStore
+    from router.stats import loader
+    from router.stats.reader import SharedColumns
+    from tests.stats.test_report import Log
+
+    # Scaled down together, as they stand: feature drift reads its newest rows within these.
+    monkeypatch.setattr(loader, "MONITORING_ROWS", 300)
+    monkeypatch.setattr(loader, "DRIFT_ROWS", 150)
+    store, newest = SQLiteStore(tmp_path / "outcomes.db"), MemoryStore()
+    config = make_config(store, traffic={"challenger_percent": 50}, monitoring={"window": 100})
+    make_config(newest, traffic={"challenger_percent": 50}, monitoring={"window": 100})
+    rng = np.random.default_rng(23)
+    logs = Log(store), Log(newest)  # type: ignore[arg-type]
+    for i in range(600):
+        arm = "challenger" if rng.random() < 0.5 else "champion"
+        guess, truth = ("setosa", "setosa") if rng.random() < 0.7 else ("setosa", "virginica")
+        features = tuple(float(v) for v in rng.normal([5.8, 3.0, 3.7, 1.2], 0.4))
+        for log in logs[: 1 if i < 300 else 2]:
+            log.label(log.predict(variant=arm, prediction=guess, features=features,
+                                  request_id=f"r{i}"), truth)
+    shared = SharedColumns(store)
+    sections = monitoring_sections(shared, config, iris_models)
+    whole = compute_report(newest, config, iris_models)
+    for name in SECTIONS:
+        assert sections[name] == whole[name], name
+    assert sum(e["labelled"] for e in sections["rolling"]["variants"].values()) == 200
+    assert shared.kept_bytes() == 0
+    store.close()

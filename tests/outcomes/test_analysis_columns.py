@@ -291,3 +291,18 @@ def test_arms_number_each_challenger(store: OutcomeStore) -> None:
     again = by_time(store.analysis_columns("iris", classes=CLASSES, arms=arms))
     assert again["arm"].tolist() == [0, 1, 2, 1, 2]
     assert again["label"].tolist() == [-1, 0, -1, -1, -1]
+
+
+def test_latest_rows_read_only_the_newest_of_the_log(classified: OutcomeStore) -> None:
+    """``latest_rows``: the question's rows among the log's newest that many, with their latest
+    feedback (what the monitoring gauges read, whatever the log's size); nothing kept."""
+    # The log's 4 newest rows are c (fallback), d and x (another experiment).
+    c = by_time(classified.analysis_columns("iris", classes=CLASSES, latest_rows=3))
+    assert c["ts"].tolist() == [T0 + 3.5, T0 + 4]
+    assert c["label"].tolist() == [-1, -2]
+    everything = by_time(classified.analysis_columns("iris", classes=CLASSES, latest_rows=100))
+    assert everything["ts"].tolist() == [T0 + 1, T0 + 2, T0 + 3, T0 + 3.5, T0 + 4]
+    assert everything["label"].tolist() == [0, 1, -1, -1, -2]
+    # A read of the newest rows does not replace a kept whole read, nor is it kept itself.
+    kept = getattr(classified, "kept_arrays", list)()
+    assert kept == []
