@@ -1,12 +1,11 @@
-"""The router's own helper processes (the shadow worker, the log writer): their environment and
-their priority."""
+"""The environment of the router's own helper processes (the shadow worker, the log writer)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-__all__ = ["child_environment", "lower_priority"]
+__all__ = ["child_environment"]
 
 _ROUTER_ROOT = str(Path(__file__).resolve().parent.parent)
 
@@ -21,16 +20,3 @@ def child_environment(**defaults: str) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(
         [_ROUTER_ROOT, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))])
     return env
-
-
-def lower_priority(priority: str) -> None:
-    """``idle``: SCHED_IDLE, so that any task of the gateway that wakes takes the core at once;
-    where that policy is missing, the highest niceness. Otherwise a niceness, 0 to 19."""
-    if priority == "idle":
-        try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-            return
-        except (AttributeError, OSError):
-            priority = "19"
-    if int(priority):
-        os.nice(int(priority))

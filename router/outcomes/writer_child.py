@@ -37,7 +37,7 @@ from router.outcomes.opener import open_store
 from router.outcomes.records import FeedbackRecord, PredictionRecord
 from router.outcomes.store import OutcomeLog
 from router.outcomes.writer import OutcomeWriter
-from router.subprocesses import child_environment, lower_priority
+from router.subprocesses import child_environment
 
 __all__ = ["Settings", "WriterStatus", "main", "pack_records", "start_child"]
 
@@ -45,14 +45,6 @@ log = logging.getLogger("router.outcomes.writer")
 
 # With the gateway gone there is nobody to say how long to try: as long as a clean stop does.
 DRAIN_WITHOUT_GATEWAY_S = 10.0
-
-
-# The writer yields the CPU to everything at normal priority: on a core it shares, with the
-# gateway or with whatever else the machine runs, serving comes first, and the backlog (bounded,
-# then spilled) takes up the wait. At the serving benchmark's 64 connections, with the writer
-# beside the load generator, niceness 10 brought the p99 from 16 ms to 12.4 (docs/performance.md);
-# at SCHED_IDLE the writer fell behind until the gateway refused requests.
-NICENESS = "10"
 
 
 class Settings(NamedTuple):
@@ -221,7 +213,6 @@ def serve(connection: Connection, writer: OutcomeWriter, settings: Settings
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    lower_priority(NICENESS)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     connection = Connection(int(argv[1]))
     try:

@@ -25,8 +25,6 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-from router.subprocesses import lower_priority
-
 SCHEDSTAT = "/proc/thread-self/schedstat"
 
 # Models kept loaded: the current challenger and the one before it, so a reload that swaps
@@ -117,6 +115,19 @@ def serve(connection: Connection) -> None:
                              own_seconds(started, queued)))
         else:
             connection.send(("error", f"unknown request {kind!r}"))
+
+
+def lower_priority(priority: str) -> None:
+    """``idle``: SCHED_IDLE, so that any task of the gateway that wakes takes the core at once;
+    where that policy is missing, the highest niceness. Otherwise a niceness, 0 to 19."""
+    if priority == "idle":
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return
+        except (AttributeError, OSError):
+            priority = "19"
+    if int(priority):
+        os.nice(int(priority))
 
 
 def main(argv: list[str]) -> int:

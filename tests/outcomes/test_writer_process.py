@@ -272,15 +272,3 @@ def test_a_label_pickle_cannot_take_is_written_as_its_text(
             ("before", "a"), ("odd", "odd-label"), ("after", "a")]
     finally:
         store.close()
-
-
-def test_the_writer_process_yields_to_serving(tmp_path: Path,
-                                              make_process: Callable[..., WriterProcess]
-                                              ) -> None:
-    """The child runs ten niceness steps below the gateway: on a core it shares (with the
-    gateway, or with anything else the machine runs) it takes what is left over, and its
-    bounded backlog and spill cover the while it waits."""
-    writer = make_process(tmp_path)
-    assert writer.pid is not None
-    ours = os.getpriority(os.PRIO_PROCESS, 0)
-    assert os.getpriority(os.PRIO_PROCESS, writer.pid) == min(19, ours + 10)
