@@ -922,7 +922,7 @@ def soak_section(seconds: float, raw: dict[str, Any],
         f"Resident memory of the server and its children: {samples[0][1] / mb:.1f} MB at start, "
         f"{base_rss / mb:.1f} MB after the first minute, {last_rss / mb:.1f} MB at the end. Of "
         f"it, the analysis columns the gateway keeps so that `/stats` and the monitoring gauges "
-        f"read only what was logged since (`router_stats_kept_bytes`: about 60 bytes a logged "
+        f"read only what was logged since (`router_stats_kept_bytes`: about 110 bytes a logged "
         f"row, up to 5 million rows) went from {base_kept / mb:.1f} to {last_kept / mb:.1f} MB. "
         f"Everything else: {rest_base / mb:.1f} MB after the first minute, peak "
         f"{peak / mb:.1f} MB, {rest_last / mb:.1f} MB at the end: **{growth * 100:+.1f} %** "

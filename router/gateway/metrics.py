@@ -106,7 +106,7 @@ STORE_FAILING = Gauge("router_outcome_store_failing", "1 while the outcome store
                       multiprocess_mode="livemax")
 STATS_KEPT = Gauge("router_stats_kept_bytes", "Bytes of analysis columns this gateway keeps "
                    "so that /stats and the monitoring gauges read only what was logged since "
-                   "(about 60 a logged row of the current phase, at most 5 million rows).",
+                   "(about 110 a logged row of the current phase, at most 5 million rows).",
                    registry=None, multiprocess_mode="livesum")
 LOG_WRITTEN = Counter("router_outcome_log_written", "Outcome records written to the store.",
                       registry=None)

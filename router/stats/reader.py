@@ -101,9 +101,9 @@ class SharedColumns:
 
     def kept_bytes(self) -> int:
         """Bytes of numpy arrays this process holds for the statistics: the store's kept read
-        (``kept_arrays``, about 60 bytes a logged row of the current phase, bounded) and the
-        columns last handed out. Each buffer counts once: a column that is a view of a kept
-        array adds nothing."""
+        (``kept_arrays``, bounded) and the columns last handed out, about 110 bytes a logged
+        row together. Each buffer counts once: a column that is a view of a kept array adds
+        nothing."""
         last = self._last
         arrays = [*(getattr(self._store, "kept_arrays", list)()),
                   *([] if last is None else last.columns.values())]
