@@ -110,17 +110,17 @@ def sqlite_columns(
         finally:
             side.close()
 
+    if latest_rows:
+        # The newest rows only: the kept read is neither used nor waited for.
+        low, high, max_feedback = _bounds(conn)
+        window = (max(low, high - latest_rows + 1), high)
+        raw = _by_pid(on_own_connection(lambda c: query.run(c, *window, max_feedback)))
+        columns = query.finish([raw], (0, np.zeros(0, np.int64)))
+        columns["unknown_feedback_ids"] = np.array(0)  # not counted on a partial read
+        return _with_features(columns, conn, experiment, revisions, feature_rows)
     with cache.lock if cache is not None else contextlib.nullcontext():
         # The bounds first: rows and feedback committed later are left to the next read.
-        low, high, max_feedback = conn.execute(
-            "SELECT ifnull(min(id), 1), ifnull(max(id), 0), "
-            "(SELECT ifnull(max(id), 0) FROM feedback) FROM predictions").fetchone()
-        if latest_rows:
-            window = (max(low, high - latest_rows + 1), high)
-            raw = _by_pid(on_own_connection(lambda c: query.run(c, *window, max_feedback)))
-            columns = query.finish([raw], (0, np.zeros(0, np.int64)))
-            columns["unknown_feedback_ids"] = np.array(0)  # not counted on a partial read
-            return _with_features(columns, conn, experiment, revisions, feature_rows)
+        low, high, max_feedback = _bounds(conn)
         if cache is not None and cache.answers(query.question, high, max_feedback):
             assert cache.raw is not None
             before = cache.raw
@@ -149,6 +149,14 @@ def sqlite_columns(
             cache.keep(query.question, raw, high, max_feedback)
     return _with_features(query.finish([raw], unknown), conn, experiment, revisions,
                           feature_rows)
+
+
+def _bounds(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """The lowest and highest prediction ids and the highest feedback id."""
+    low, high, max_feedback = conn.execute(
+        "SELECT ifnull(min(id), 1), ifnull(max(id), 0), "
+        "(SELECT ifnull(max(id), 0) FROM feedback) FROM predictions").fetchone()
+    return int(low), int(high), int(max_feedback)
 
 
 def _with_features(columns: Columns, conn: sqlite3.Connection, experiment: str,
