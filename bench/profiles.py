@@ -29,7 +29,7 @@ from pathlib import Path
 # ``render_answer.<locals>.<listcomp>`` too). A frame takes the first part that names it, so
 # the parts with specific functions come before those owning whole packages.
 PARTS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
-    ("logging", ("router/outcomes/",), ("_records", "submit_predictions")),
+    ("logging", ("router/outcomes/",), ("PredictionService._log", "submit_answered")),
     ("metrics", ("router/gateway/metrics.py", "prometheus_client/"), ()),
     ("encoding", (), ("encoded_answer", "render_answer", "raw_answer_headers", "JSONAnswer",
                       "PredictionService._answer")),

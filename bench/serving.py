@@ -290,9 +290,9 @@ def serve_unlogged(config: str, port: int) -> None:
     from router.gateway.app import BASE_DIR_ENV, CONFIG_ENV
     from router.serving.service import PredictionService
 
-    if not hasattr(PredictionService, "_records"):
-        raise SystemExit("PredictionService._records is gone: update serve_unlogged")
-    PredictionService._records = staticmethod(lambda *args, **kwargs: [])  # type: ignore[method-assign]
+    if not hasattr(PredictionService, "_log"):
+        raise SystemExit("PredictionService._log is gone: update serve_unlogged")
+    PredictionService._log = lambda *args, **kwargs: None  # type: ignore[method-assign]
     os.environ[CONFIG_ENV] = str(Path(config).resolve())
     os.environ[BASE_DIR_ENV] = str(Path.cwd())
     # The same settings as router.cli.serve.cmd_serve.

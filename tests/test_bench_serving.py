@@ -164,7 +164,7 @@ SKLEARN_STACKS = "\n".join([
     stack(9, *CYCLE, "Response.__call__ (starlette/responses.py:171)",
           "RequestResponseCycle.send (uvicorn/protocols/http/httptools_impl.py:522)"),
     stack(2, *ENDPOINT, "PredictionService.predict (router/serving/service.py:126)",
-          "PredictionService._records (router/serving/service.py:175)",
+          "PredictionService._log (router/serving/service.py:168)",
           "__create_fn__.<locals>.__init__ (<string>:3)"),
     stack(2, *ENDPOINT, "PredictionService.predict (router/serving/service.py:95)",
           "PredictionService.variant_for (router/serving/service.py:80)"),
@@ -192,7 +192,7 @@ def test_every_part_is_in_the_reports_order_and_has_a_meaning() -> None:
 
 
 @pytest.mark.parametrize(("frame", "part"), [
-    ("PredictionService._records (router/serving/service.py:175)", "logging"),
+    ("PredictionService._log (router/serving/service.py:168)", "logging"),
     ("PredictionService.variant_for (router/serving/service.py:80)", "assignment"),
     ("render_answer.<locals>.<listcomp> (router/gateway/endpoints.py:172)", "encoding"),
     ("header_map (router/gateway/request_keys.py:23)", "parsing"),

@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 
 from router.config import load_config
 from router.gateway.state import GatewayState
+from router.outcomes.answered import AnsweredRows, records_of
 from router.outcomes.records import PredictionRecord
 from router.serving.model import Prediction, ServedModel
 from router.serving.registry import ModelRegistry
@@ -40,9 +41,9 @@ class ListSink:
         self.records: list[PredictionRecord] = []
         self._lock = threading.Lock()
 
-    def submit_predictions(self, records: list[PredictionRecord]) -> None:
+    def submit_answered(self, answered: AnsweredRows) -> None:
         with self._lock:
-            self.records.extend(records)
+            self.records.extend(records_of(answered))
 
 
 class GatedScorer:

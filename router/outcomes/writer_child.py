@@ -27,12 +27,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from router.errors import StoreError
+from router.outcomes.answered import AnsweredRows, pack, records_of, unpack
 from router.outcomes.opener import open_store
 from router.outcomes.records import FeedbackRecord, PredictionRecord
 from router.outcomes.store import OutcomeLog
@@ -90,15 +92,18 @@ def status_of(writer: OutcomeWriter, received: int, flushed: int) -> WriterStatu
                         round(writer.lag_seconds, 3))
 
 
-def pack_records(predictions: list[PredictionRecord], feedback: list[FeedbackRecord]) -> bytes:
+def pack_records(predictions: list[PredictionRecord], feedback: list[FeedbackRecord],
+                 answered: Sequence[AnsweredRows] = ()) -> bytes:
     """One ``records`` message. A value pickle cannot take (a label of an odd type) travels
     as its text, which is what the store would have written for it."""
+    packed = pack(answered) if answered else None
     try:
         # map(tuple): a named tuple pickles through a Python method per record, a tuple in C.
-        return pickle.dumps(("records", list(map(tuple, predictions)), feedback),
+        return pickle.dumps(("records", list(map(tuple, predictions)), feedback, packed),
                             protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
-        return pickle.dumps(("records", [_picklable(p) for p in predictions], feedback),
+        every = [*predictions, *(r for rows in answered for r in records_of(rows))]
+        return pickle.dumps(("records", [_picklable(p) for p in every], feedback, None),
                             protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -182,10 +187,12 @@ def serve(connection: Connection, writer: OutcomeWriter, settings: Settings
                 log.warning("outcome writer: the gateway is gone; writing what it handed over")
                 break
             if message[0] == "records":
-                _, predictions, feedback = message
+                _, plain, feedback, packed = message
+                predictions = [tuple.__new__(PredictionRecord, p) for p in plain]
+                if packed is not None:
+                    predictions += unpack(packed)
                 if predictions:
-                    writer.submit_predictions(
-                        [tuple.__new__(PredictionRecord, p) for p in predictions])
+                    writer.submit_predictions(predictions)
                 if feedback:
                     writer.submit_feedback(feedback)
                 received += len(predictions) + len(feedback)

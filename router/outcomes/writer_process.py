@@ -1,10 +1,12 @@
 """``WriterProcess``: the outcome log written by a child process, so that encoding records and
 running SQL never take the serving process's CPU or its interpreter lock.
 
-On the request path, ``submit_predictions`` appends the caller's list to a deque and returns.
-A hand-over thread wakes when records wait, lets them gather for ``handoff_interval_s``, then
-packs the lot with one ``pickle.dumps`` (predictions as plain tuples) and sends it down a
-socket pair to the child (:mod:`router.outcomes.writer_child`), where an ``OutcomeWriter``
+On the request path, ``submit_answered`` appends one request's rows, as the model answered
+them (:mod:`router.outcomes.answered`), to a deque and returns; ``submit_predictions`` does the
+same with a list of records. A hand-over thread wakes when records wait, lets them gather for
+``handoff_interval_s``, then packs the lot with one ``pickle.dumps`` (answered rows as bytes of
+their arrays, records as plain tuples) and sends it down a socket pair to the child
+(:mod:`router.outcomes.writer_child`). There the records are made, and an ``OutcomeWriter``
 does what it does in a thread otherwise: batches, retries, spill files, dead letters. A second
 thread reads the child's counts as they change; every property here (backlog, written,
 failing, ...) answers from them, so ``/metrics`` and ``/ready`` show the child's state.
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from router.errors import StoreError
+from router.outcomes.answered import AnsweredRows, row_count
 from router.outcomes.records import FeedbackRecord, PredictionRecord
 from router.outcomes.writer_child import (
     IDLE_STATUS,
@@ -85,6 +88,7 @@ class WriterProcess:
 
         # The request path's side: an append (atomic) and two flags, no lock.
         self._predictions: deque[tuple[PredictionRecord, ...]] = deque()
+        self._answered: deque[AnsweredRows] = deque()
         self._feedback: deque[tuple[FeedbackRecord, ...]] = deque()
         self._awake = False  # the hand-over thread was woken for what is queued
         self.closed = False
@@ -119,6 +123,16 @@ class WriterProcess:
     def submit_predictions(self, records: Sequence[PredictionRecord]) -> None:
         """Hand prediction records over; never waits, never encodes. StoreError once closed."""
         self._submit(self._predictions, records)
+
+    def submit_answered(self, answered: AnsweredRows) -> None:
+        """Hand one request's answered rows over as they are; never waits, never encodes.
+        StoreError once closed."""
+        if self.closed:
+            raise StoreError("outcome writer is closed; records not accepted")
+        self._answered.append(answered)
+        if not self._awake:
+            self._awake = True
+            self._wake.set()
 
     def submit_feedback(self, records: Sequence[FeedbackRecord]) -> None:
         """Hand feedback records over; never waits, never encodes. StoreError once closed."""
@@ -170,7 +184,7 @@ class WriterProcess:
     def lag_seconds(self) -> float:
         """Age of the oldest record not yet written (the child's, or of what waits here)."""
         waiting = time.monotonic() - self._last_handoff \
-            if self._predictions or self._feedback else 0.0
+            if self._predictions or self._answered or self._feedback else 0.0
         return max(waiting, self._status.lag_seconds)
 
     # The child's own figures, as ``OutcomeWriter`` defines them: the current child's state,
@@ -290,21 +304,23 @@ class WriterProcess:
         with self._count_lock:
             # Popped one chunk at a time (an append may come meanwhile), flattened in C.
             predictions = [self._predictions.popleft() for _ in range(len(self._predictions))]
+            answered = [self._answered.popleft() for _ in range(len(self._answered))]
             feedback = [self._feedback.popleft() for _ in range(len(self._feedback))]
-            taken = sum(map(len, predictions)) + sum(map(len, feedback))
+            taken = sum(map(len, predictions)) + row_count(answered) + sum(map(len, feedback))
             self._taken += taken
         if not taken:
             return
         self._last_handoff = time.monotonic()
         body = pack_records(list(chain.from_iterable(predictions)),
-                            list(chain.from_iterable(feedback)))
+                            list(chain.from_iterable(feedback)), answered)
         self._deliver(body, taken)
         self._sent += taken
         self._accepting = self.backlog < self._max_pending
 
     def _waiting(self) -> int:
         """Records submitted and not yet taken for the child."""
-        return sum(map(len, list(self._predictions))) + sum(map(len, list(self._feedback)))
+        return sum(map(len, list(self._predictions))) + row_count(list(self._answered)) \
+            + sum(map(len, list(self._feedback)))
 
     def _deliver(self, body: bytes, records: int = 0) -> None:
         """Send to the child, starting a new one first when the last one ended."""

@@ -15,10 +15,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from router.errors import BackpressureError, ModelFailedError
-from router.outcomes.records import PredictionRecord
+from router.outcomes.answered import AnsweredRows
 from router.serving.assignment import CHAMPION, assign_arm
 from router.serving.batching import Predictor
-from router.serving.model import Prediction, ServedModel
+from router.serving.model import Prediction
 from router.serving.snapshot import Snapshot
 
 
@@ -28,7 +28,7 @@ class RecordSink(Protocol):
     @property
     def accepting(self) -> bool: ...
 
-    def submit_predictions(self, records: list[PredictionRecord]) -> None: ...
+    def submit_answered(self, answered: AnsweredRows) -> None: ...
 
 
 class Mirror(Protocol):
@@ -98,41 +98,33 @@ class PredictionService:
         is_forced = forced is not None
         model = snapshot.models[variant]
         started = time.perf_counter()
-        records: list[PredictionRecord] = []
         try:
             prediction = await self.predictor.predict(model, rows)
         except Exception as exc:
             self.counts[(variant, "errors")] += 1
-            records += self._records(snapshot, variant, model, rows, row_ids, None, started,
-                                     unit_id, error=_describe(exc), forced=is_forced,
-                                     segments=segments)
+            self._log(snapshot, variant, rows, row_ids, None, started, unit_id,
+                      error=_describe(exc), forced=is_forced, segments=segments)
             if is_forced:
-                self.sink.submit_predictions(records)
                 raise ModelFailedError(
                     f"the {variant} model failed on forced request {request_id}: "
                     f"{_describe(exc)}", [{"request_id": request_id, "variant": variant}]
                 ) from exc
             if variant == CHAMPION:
-                self.sink.submit_predictions(records)
                 raise ModelFailedError(
                     f"the champion model failed on request {request_id}: {_describe(exc)}",
                     [{"request_id": request_id}]) from exc
             # A challenger failed: the champion answers, the failure stays the challenger's.
             self.counts[(variant, "fallbacks")] += 1
-            return await self._fallback(snapshot, rows, row_ids, request_id, unit_id, records,
-                                        segments)
+            return await self._fallback(snapshot, rows, row_ids, request_id, unit_id, segments)
         self.counts[(variant, "requests")] += 1
-        answer = self._answer(snapshot, request_id, row_ids, variant, prediction)
-        records += self._records(snapshot, variant, model, rows, row_ids, answer, started,
-                                 unit_id, forced=is_forced, segments=segments)
-        self.sink.submit_predictions(records)
+        self._log(snapshot, variant, rows, row_ids, prediction, started, unit_id,
+                  forced=is_forced, segments=segments)
         if self.mirror is not None and snapshot.config.mode == "shadow" and not is_forced:
             self.mirror.offer(snapshot, rows, row_ids, unit_id, segments)
-        return answer
+        return self._answer(snapshot, request_id, row_ids, variant, prediction)
 
     async def _fallback(self, snapshot: Snapshot, rows: np.ndarray, row_ids: list[str],
                         request_id: str, unit_id: str | None,
-                        records: list[PredictionRecord],
                         segments: dict[str, str] | None) -> Answer:
         model = snapshot.champion
         started = time.perf_counter()
@@ -140,52 +132,50 @@ class PredictionService:
             prediction = await self.predictor.predict(model, rows)
         except Exception as exc:
             self.counts[(CHAMPION, "errors")] += 1
-            records += self._records(snapshot, CHAMPION, model, rows, row_ids, None, started,
-                                     unit_id, error=_describe(exc), fallback=True,
-                                     segments=segments)
-            self.sink.submit_predictions(records)
+            self._log(snapshot, CHAMPION, rows, row_ids, None, started, unit_id,
+                      error=_describe(exc), fallback=True, segments=segments)
             raise ModelFailedError(
                 f"both models failed on request {request_id}: {_describe(exc)}",
                 [{"request_id": request_id}]) from exc
-        answer = self._answer(snapshot, request_id, row_ids, CHAMPION, prediction)
-        records += self._records(snapshot, CHAMPION, model, rows, row_ids, answer, started,
-                                 unit_id, fallback=True, segments=segments)
-        self.sink.submit_predictions(records)
-        return answer
+        self._log(snapshot, CHAMPION, rows, row_ids, prediction, started, unit_id,
+                  fallback=True, segments=segments)
+        return self._answer(snapshot, request_id, row_ids, CHAMPION, prediction)
 
     @staticmethod
     def _answer(snapshot: Snapshot, request_id: str, row_ids: list[str], variant: str,
                 prediction: Prediction) -> Answer:
         model = snapshot.models[variant]
         probabilities = None
-        if prediction.probabilities is not None and model.classes is not None:
-            names = [str(c) for c in model.classes]
-            probabilities = [dict(zip(names, row, strict=True))
+        classes = snapshot.tags[variant].classes
+        if prediction.probabilities is not None and classes is not None:
+            probabilities = [dict(zip(classes, row, strict=True))
                              for row in prediction.probabilities.tolist()]
         return Answer(request_id, row_ids, variant, snapshot.names[variant], model.version,
                       prediction.labels, probabilities)
 
-    @staticmethod
-    def _records(snapshot: Snapshot, variant: str, model: ServedModel, rows: np.ndarray,
-                 row_ids: list[str], answer: Answer | None, started: float,
-                 unit_id: str | None, *, error: str | None = None, shadow: bool = False,
-                 fallback: bool = False, forced: bool = False,
-                 segments: dict[str, str] | None = None) -> list[PredictionRecord]:
-        now = time.time()
+    def _log(self, snapshot: Snapshot, variant: str, rows: np.ndarray, row_ids: list[str],
+             prediction: Prediction | None, started: float, unit_id: str | None, *,
+             error: str | None = None, fallback: bool = False, forced: bool = False,
+             segments: dict[str, str] | None = None) -> None:
         latency_ms = (time.perf_counter() - started) * 1000
-        experiment, name = snapshot.config.experiment, snapshot.names[variant]
-        features = rows.tolist()
-        # Positional, in the field order: keywords cost three times as much per record (binding
-        # 17 of them), and this runs for every answered row on the serving core.
-        return [
-            PredictionRecord(
-                row_id, now, experiment, snapshot.revision, variant, name, model.version,
-                tuple(features[i]), None if answer is None else answer.labels[i],
-                None if answer is None else answer.probability(i), latency_ms, shadow, unit_id,
-                None if answer is None or answer.probabilities is None
-                else answer.probabilities[i], error, fallback, forced, segments)
-            for i, row_id in enumerate(row_ids)
-        ]
+        self.sink.submit_answered(answered_rows(
+            snapshot, variant, rows, row_ids, prediction, latency_ms, unit_id, error=error,
+            fallback=fallback, forced=forced, segments=segments))
+
+
+def answered_rows(snapshot: Snapshot, variant: str, rows: np.ndarray, row_ids: list[str],
+                  prediction: Prediction | None, latency_ms: float, unit_id: str | None, *,
+                  error: str | None = None, shadow: bool = False, fallback: bool = False,
+                  forced: bool = False, segments: dict[str, str] | None = None
+                  ) -> AnsweredRows:
+    """A request's rows for the outcome log as they are: one tuple of references, no
+    per-row record on the serving core (``router.outcomes.answered``)."""
+    # Positional, in the field order: keywords cost three times as much on this path.
+    return AnsweredRows(
+        row_ids, time.time(), snapshot.tags[variant],
+        None if prediction is None else prediction.labels, latency_ms, shadow, unit_id, error,
+        fallback, forced, segments, rows,
+        None if prediction is None else prediction.probabilities)
 
 
 def _describe(exc: BaseException) -> str:

@@ -17,6 +17,7 @@ import orjson
 
 from router.config import RouterConfig
 from router.errors import ConfigError, ConfigProblem, ModelLoadError
+from router.outcomes.answered import ModelTag
 from router.serving.input_bounds import common_bound, input_bound
 from router.serving.model import ServedModel
 from router.serving.registry import ModelRegistry
@@ -63,6 +64,15 @@ class Snapshot:
     def names(self) -> Mapping[str, str]:
         """The name each role is served under: the YAML's, which may differ from metadata's."""
         return {role: ref.name for role, ref in self.config.model_refs().items()}
+
+    @cached_property
+    def tags(self) -> Mapping[str, ModelTag]:
+        """Who answers for each role, as the outcome log names it: one tuple each, shared by
+        every request the role answers."""
+        return {role: ModelTag(self.config.experiment, self.revision, role, self.names[role],
+                               model.version, None if model.classes is None
+                               else tuple(str(c) for c in model.classes))
+                for role, model in self.models.items()}
 
 
 def load_models(config: RouterConfig, registry: ModelRegistry) -> dict[str, ServedModel]:

@@ -28,10 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from router.errors import StoreError
-from router.outcomes.records import PredictionRecord
 from router.serving.assignment import CHALLENGER
 from router.serving.model import Prediction, ServedModel
-from router.serving.service import PredictionService, RecordSink
+from router.serving.service import RecordSink, answered_rows
 from router.serving.snapshot import Snapshot
 from router.shadow.scorers import Outcome, ProcessScorer, Scorer, ThreadScorer, scorer_from_env
 from router.shadow.worker import describe
@@ -251,7 +250,7 @@ class ShadowMirror:
         kind = outcome.kind
         if kind != "cut":
             try:
-                self._sink.submit_predictions(_records(batch, outcome, self.variant))
+                _log(self._sink, batch, outcome, self.variant)
             except StoreError as exc:
                 log.warning("shadow: %d records not logged: %s", n, exc)
                 kind = "cut"  # not in the log, so not done: counted as dropped
@@ -275,25 +274,18 @@ def _rows_of(work: _Work) -> int:
     return len(work.row_ids)
 
 
-def _records(batch: list[_Work], outcome: Outcome, variant: str) -> list[PredictionRecord]:
-    """The challenger's records for each offer of the batch, in the service's own format."""
-    records: list[PredictionRecord] = []
-    # The service measures latency from a perf_counter start: this one is the call's duration.
-    started = time.perf_counter() - outcome.seconds
+def _log(sink: RecordSink, batch: list[_Work], outcome: Outcome, variant: str) -> None:
+    """Hand the challenger's rows of each offer of the batch to the log, as the service does."""
     start = 0
     for work in batch:
-        snapshot, n = work.snapshot, _rows_of(work)
-        answer = None
-        if outcome.prediction is not None:
-            prediction = outcome.prediction
+        n = _rows_of(work)
+        prediction = outcome.prediction
+        if prediction is not None:
             probabilities = None if prediction.probabilities is None \
                 else prediction.probabilities[start:start + n]
-            answer = PredictionService._answer(
-                snapshot, work.row_ids[0], work.row_ids, variant,
-                Prediction(prediction.labels[start:start + n], probabilities))
-        model = snapshot.models[variant]
-        records += PredictionService._records(
-            snapshot, variant, model, work.rows, work.row_ids, answer, started,
-            work.unit_id, error=outcome.error, shadow=True, segments=work.segments)
+            prediction = Prediction(prediction.labels[start:start + n], probabilities)
+        # The latency is the call's duration, which the whole batch shared.
+        sink.submit_answered(answered_rows(
+            work.snapshot, variant, work.rows, work.row_ids, prediction, outcome.seconds * 1000,
+            work.unit_id, error=outcome.error, shadow=True, segments=work.segments))
         start += n
-    return records
