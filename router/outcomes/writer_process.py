@@ -55,6 +55,9 @@ log = logging.getLogger("router.outcomes.writer")
 # (docs/performance.md).
 HANDOFF_INTERVAL_S = 0.02
 STATUS_INTERVAL_S = 0.1
+# How often the child writes: shorter, smaller writes than a thread writer's 0.2 s, since the
+# child shares a core with other work and a long write holds that core up (docs/performance.md).
+FLUSH_INTERVAL_S = 0.05
 START_TIMEOUT_S = 120.0  # spawning Python and opening the store; slow on a loaded machine
 _RESTART_BACKOFF_S = 1.0  # between attempts to start a writer process
 
@@ -73,7 +76,8 @@ class WriterProcess:
     """
 
     def __init__(self, store_url: str, base_dir: Path, *, max_pending: int = 100_000,
-                 handoff_interval_s: float = HANDOFF_INTERVAL_S, flush_interval_s: float = 0.2,
+                 handoff_interval_s: float = HANDOFF_INTERVAL_S,
+                 flush_interval_s: float = FLUSH_INTERVAL_S,
                  batch_size: int = 5_000, spill_dir: Path | None = None,
                  spill_after: int | None = None, dead_letter_dir: Path | None = None,
                  status_interval_s: float = STATUS_INTERVAL_S) -> None:

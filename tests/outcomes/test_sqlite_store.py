@@ -21,6 +21,8 @@ from router.outcomes import (
     SQLiteStore,
     open_store,
 )
+from router.outcomes import sqlite as sqlite_module
+from router.outcomes.sqlite import WRITE_SLICE_ROWS
 
 
 def prediction(request_id: str, **changes: Any) -> PredictionRecord:
@@ -262,3 +264,24 @@ def test_two_processes_writing_one_file_lose_and_duplicate_nothing(tmp_path: Pat
     assert len(ids) == 10_000
     assert len(set(ids)) == 10_000
     assert sum(i.startswith("a-") for i in ids) == 5_000
+
+
+def test_a_large_write_gives_the_core_back_between_slices_in_one_transaction(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rows go in slices with a yield of the core between them, and still all or none."""
+    store = SQLiteStore(tmp_path / "log.db")
+    records = [prediction(f"r{i}") for i in range(3 * WRITE_SLICE_ROWS + 1)]
+    yields: list[int] = []
+    monkeypatch.setattr(sqlite_module.os, "sched_yield", lambda: yields.append(1))
+    store.write_predictions(records)
+    assert len(yields) == 3
+    assert [r.request_id for r in store.prediction_records()] == [r.request_id for r in records]
+
+    def interrupted() -> None:
+        raise OSError("interrupted between slices")
+
+    monkeypatch.setattr(sqlite_module.os, "sched_yield", interrupted)
+    with pytest.raises(OSError, match="between slices"):
+        store.write_predictions([prediction(f"s{i}") for i in range(2 * WRITE_SLICE_ROWS)])
+    assert len(store.prediction_records()) == len(records)  # the first slice rolled back
+    store.close()
