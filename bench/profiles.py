@@ -60,7 +60,7 @@ MEANING = {
     "model": "ONNX Runtime or scikit-learn, and the engine around it (with the GIL held)",
     "encoding": "the answer's JSON and headers",
     "sending": "uvicorn's send: the answer written to the socket",
-    "logging": "the outcome records and their hand-over to the writer process",
+    "logging": "the answered rows handed to the writer process, and their packing",
     "metrics": "/metrics counting",
     "framework": "Starlette, uvicorn's ASGI cycle, the endpoint's own lines, the event loop's C "
                  "code",
