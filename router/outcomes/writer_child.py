@@ -96,8 +96,8 @@ def pack_records(predictions: list[PredictionRecord], feedback: list[FeedbackRec
                  answered: Sequence[AnsweredRows] = ()) -> bytes:
     """One ``records`` message. A value pickle cannot take (a label of an odd type) travels
     as its text, which is what the store would have written for it."""
-    packed = pack(answered) if answered else None
     try:
+        packed = pack(answered) if answered else None
         # map(tuple): a named tuple pickles through a Python method per record, a tuple in C.
         return pickle.dumps(("records", list(map(tuple, predictions)), feedback, packed),
                             protocol=pickle.HIGHEST_PROTOCOL)

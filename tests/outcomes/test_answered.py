@@ -10,6 +10,7 @@ import numpy as np
 
 from router.outcomes import PredictionRecord, open_store
 from router.outcomes.answered import AnsweredRows, ModelTag, pack, records_of, row_count, unpack
+from router.outcomes.writer_child import pack_records
 from router.outcomes.writer_process import WriterProcess
 from tests.outcomes.test_writer_process import DEADLINE_S, URL, make_process  # noqa: F401
 
@@ -91,3 +92,28 @@ def test_the_writer_process_writes_answered_rows_beside_records(
     finally:
         store.close()
     assert writer.written == 1_001 and writer.backlog == 0
+
+
+def test_a_label_pickle_cannot_take_travels_as_its_text() -> None:
+    """The whole batch then goes as records, the odd value as the text the store would write."""
+
+    class Odd:
+        def __reduce__(self) -> object:
+            raise TypeError("not picklable")
+
+        def __str__(self) -> str:
+            return "odd-label"
+
+    batch = [answered(["a"], labels=["setosa"], probabilities=np.array([[0.9, 0.05, 0.05]])),
+             answered(["b"], labels=[Odd()])]
+    kind, plain, feedback, packed = pickle.loads(pack_records([], [], batch))
+    assert (kind, feedback, packed) == ("records", [], None)
+    assert [(p[0], p[8]) for p in plain] == [("a", "setosa"), ("b", "odd-label")]
+
+
+def test_probabilities_that_are_not_numbers_travel_as_records() -> None:
+    odd = answered(["c"], labels=["setosa"],
+                   probabilities=np.array([["high", 0.5, 0.5]], dtype=object))
+    _, plain, _, packed = pickle.loads(pack_records([], [], [odd]))
+    assert packed is None
+    assert plain[0][13] == {"setosa": "high", "versicolor": 0.5, "virginica": 0.5}
