@@ -126,28 +126,23 @@ class WriterProcess:
 
     def submit_predictions(self, records: Sequence[PredictionRecord]) -> None:
         """Hand prediction records over; never waits, never encodes. StoreError once closed."""
-        self._submit(self._predictions, records)
+        # tuple(): the caller may reuse its list (free for a tuple, a C copy otherwise).
+        self._submit(self._predictions, tuple(records))
 
     def submit_answered(self, answered: AnsweredRows) -> None:
         """Hand one request's answered rows over as they are; never waits, never encodes.
         StoreError once closed."""
-        if self.closed:
-            raise StoreError("outcome writer is closed; records not accepted")
-        self._answered.append(answered)
-        if not self._awake:
-            self._awake = True
-            self._wake.set()
+        self._submit(self._answered, answered)
 
     def submit_feedback(self, records: Sequence[FeedbackRecord]) -> None:
         """Hand feedback records over; never waits, never encodes. StoreError once closed."""
-        self._submit(self._feedback, records)
+        self._submit(self._feedback, tuple(records))
 
-    def _submit(self, queue: deque[Any], records: Sequence[Any]) -> None:
+    def _submit(self, queue: deque[Any], item: tuple[Any, ...]) -> None:
         if self.closed:
             raise StoreError("outcome writer is closed; records not accepted")
-        if records:
-            # tuple(): the caller may reuse its list (free for a tuple, a C copy otherwise).
-            queue.append(tuple(records))
+        if item:  # an empty list of records is nothing to hand over
+            queue.append(item)
             if not self._awake:
                 self._awake = True
                 self._wake.set()
