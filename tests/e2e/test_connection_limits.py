@@ -93,6 +93,26 @@ def test_stalled_headers_are_closed(tmp_path: Path, champion_dir: Path) -> None:
         assert httpx.get(f"{server.url}/health").status_code == 200
 
 
+def test_a_kept_alive_connection_stalling_its_next_headers_is_closed(
+    tmp_path: Path, champion_dir: Path
+) -> None:
+    """The header timer also runs for a kept-alive connection's second request, whether it
+    stalls in its first packet or after a byte at a time."""
+    path = _config(tmp_path, champion_dir, header_timeout_s=1)
+    with serve(path, tmp_path) as server, _connections(server, 2) as [whole, trickle]:
+        for sock in (whole, trickle):
+            sock.sendall(b"GET /health HTTP/1.1\r\nhost: gateway\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        whole.sendall(b"POST /predict HTTP/1.1\r\nhost: gateway\r\ncontent-ty")
+        for byte in b"GET /hea":
+            trickle.sendall(bytes([byte]))
+            time.sleep(0.05)
+        for sock in (whole, trickle):
+            answer = _read_until_closed(sock)
+            assert answer.startswith(b"HTTP/1.1 408 "), answer
+            assert b"limits.header_timeout_s = 1 s" in answer
+
+
 def test_connections_over_the_cap_are_refused(tmp_path: Path, champion_dir: Path) -> None:
     """With limits.max_connections open, the next connection gets a 503 and is closed."""
     cap = 20
