@@ -55,7 +55,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "http": "router.gateway.connections:LimitedHttpToolsProtocol",
         "access_log": args.access_log, "log_level": args.log_level,
         "log_config": _log_config(args.log_level),
-        "timeout_graceful_shutdown": SHUTDOWN_GRACE_S}
+        "timeout_graceful_shutdown": SHUTDOWN_GRACE_S,
+        # No "server: uvicorn" on every answer: bytes and a header check per request, and
+        # nothing a client needs to know.
+        "server_header": False}
     with shared_by_workers(args.workers):
         if args.workers == 1:
             uvicorn.run(create_app(config_path, base_dir=base_dir, tune_gc=True,

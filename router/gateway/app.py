@@ -24,7 +24,7 @@ from router.gateway import (
     stats_route,
     v2,
 )
-from router.gateway.body_deadline import receive_within
+from router.gateway.body_deadline import BODY_ARRIVED, receive_within
 from router.gateway.errors import EXCEPTION_HANDLERS, render_error
 from router.gateway.state import GatewayState
 from router.serving.registry import ModelRegistry
@@ -63,7 +63,7 @@ class Gateway(Starlette):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gateway = getattr(self.state, "gateway", None)
-        if scope["type"] == "http" and gateway is not None:
+        if scope["type"] == "http" and gateway is not None and BODY_ARRIVED not in scope:
             receive = receive_within(receive, gateway.config.limits.body_timeout_s)
         if scope["type"] == "http" and scope["path"] == "/predict" \
                 and scope["method"] == "POST" and not self.user_middleware:

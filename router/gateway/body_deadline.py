@@ -11,6 +11,11 @@ more than half of what uvicorn and Starlette spend on one; instead each receive 
 is noted in a table (a dict insert), and one sweep every :data:`SWEEP_S`, scheduled only while
 the table is not empty, cancels the overdue ones. A timeout so fires between
 ``body_timeout_s`` and ``body_timeout_s`` + :data:`SWEEP_S` after the headers.
+
+A request whose whole body came with its headers cannot stall: the gateway's connection
+protocol marks its scope with :data:`BODY_ARRIVED` before the app runs, and the app then reads
+it without this bookkeeping (about 1 µs a request). Under another server, every request is
+watched.
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ from starlette.types import Message, Receive
 
 from router.errors import ClientClosedError, RequestTimeoutError
 
-__all__ = ["SWEEP_S", "receive_within"]
+__all__ = ["BODY_ARRIVED", "SWEEP_S", "receive_within"]
 
 SWEEP_S = 0.5
+# A scope key: True when the request's body had all arrived when the app was called.
+BODY_ARRIVED = "router.body_arrived"
 
 
 class _Deadlines:

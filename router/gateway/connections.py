@@ -34,6 +34,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from router.gateway.body_deadline import BODY_ARRIVED
 from router.gateway.response_writes import JoinedWrites
 
 __all__ = ["LIMITS_ENV", "SHUTDOWN_GRACE_S", "ConnectionLimits", "LimitedHttpToolsProtocol",
@@ -107,6 +108,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
+        cycle = self.cycle
+        if cycle is not None and not cycle.more_body and not cycle.response_started:
+            # Its app has not run yet (it starts on a later turn of the loop), and its body
+            # is all here: no body deadline to keep (router.gateway.body_deadline).
+            cycle.scope[BODY_ARRIVED] = True  # type: ignore[literal-required]
         if self._request_begun and self._header_timer is None:
             # A kept-alive connection's next request began and its headers are not all in.
             # Armed here rather than at its first byte: most requests arrive whole, and a

@@ -45,6 +45,8 @@ def test_split_is_close_to_the_percent_and_sticky(tmp_path: Path, champion_dir: 
         for user in list(variants)[:100]:
             again = client.post("/predict", json=body, headers={"x-user-id": user})
             assert again.headers["x-variant"] == variants[user]
+        # What the server is stays unsaid; the date is there, as HTTP asks.
+        assert "server" not in again.headers and "date" in again.headers
 
 
 def test_sigterm_loses_no_answered_prediction(tmp_path: Path, champion_dir: Path,

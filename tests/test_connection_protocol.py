@@ -1,4 +1,5 @@
-"""One write per answer: the gateway's HTTP protocol sends a response's head with its body."""
+"""The gateway's HTTP protocol: one write per answer, and the mark on a request whose body
+came whole."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import pytest
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
+from router.gateway.body_deadline import BODY_ARRIVED
 from router.gateway.connections import LimitedHttpToolsProtocol
+
+SCOPES: list[dict[str, Any]] = []
 
 
 class RecordingTransport(asyncio.Transport):
@@ -42,6 +46,7 @@ class RecordingTransport(asyncio.Transport):
 
 async def answer(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Echoes the body; ``/stream`` answers in three pieces, ``/fail`` fails after its head."""
+    SCOPES.append(dict(scope))  # as the app saw it when called
     body = b""
     while True:
         message = await receive()
@@ -63,6 +68,7 @@ async def answer(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 async def exchange(*requests: bytes) -> RecordingTransport:
+    SCOPES.clear()
     config = Config(app=answer, http="httptools", lifespan="off", access_log=False,
                     log_level="critical")
     config.load()
@@ -131,3 +137,16 @@ def test_an_application_failing_after_its_head_gets_the_head_and_a_closed_connec
     assert transport.writes == [transport.writes[0]]
     assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
     assert transport.closed
+
+
+def test_a_request_whose_body_came_with_its_headers_is_marked_so() -> None:
+    asyncio.run(exchange(post("/a", b"whole"), post("/b", b"")))
+    assert [scope.get(BODY_ARRIVED) for scope in SCOPES] == [True, True]
+
+
+def test_a_request_whose_body_is_still_coming_is_not_marked() -> None:
+    """Its app starts before the rest arrives: the body deadline must watch it."""
+    request = post("/a", b"0123456789")
+    transport = asyncio.run(exchange(request[:-4], request[-4:]))
+    assert BODY_ARRIVED not in SCOPES[0]
+    assert transport.writes[0].endswith(b"0123456789")
