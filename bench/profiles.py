@@ -33,7 +33,7 @@ PARTS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("metrics", ("router/gateway/metrics.py", "prometheus_client/"), ()),
     ("encoding", (), ("encoded_answer", "render_answer", "raw_answer_headers", "JSONAnswer",
                       "PredictionService._answer")),
-    ("sending", (), ("RequestResponseCycle.send",)),
+    ("sending", ("router/gateway/response_writes.py",), ("RequestResponseCycle.send",)),
     ("parsing", ("uvicorn/protocols/", "router/gateway/connections.py",
                  "router/gateway/body_deadline.py", "starlette/requests.py"),
      ("read_json", "decode_json", "header_map")),
@@ -59,7 +59,7 @@ MEANING = {
     "batching": "micro-batcher, futures, the thread-pool hop",
     "model": "ONNX Runtime or scikit-learn, and the engine around it (with the GIL held)",
     "encoding": "the answer's JSON and headers",
-    "sending": "uvicorn's send: the answer written to the socket",
+    "sending": "uvicorn's send: the answer written to the socket (one write, head and body)",
     "logging": "the answered rows handed to the writer process, and their packing",
     "metrics": "/metrics counting",
     "framework": "Starlette, uvicorn's ASGI cycle, the endpoint's own lines, the event loop's C "

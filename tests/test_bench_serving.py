@@ -200,6 +200,7 @@ def test_every_part_is_in_the_reports_order_and_has_a_meaning() -> None:
     ("Session.run (onnxruntime/capi/onnxruntime_inference_collection.py:406)", "model"),
     ("sleep (asyncio/tasks.py:643)", None),
     ("recorder_send (router/gateway/x.py:1)", "framework"),
+    ("JoinedWrites.write (router/gateway/response_writes.py:52)", "sending"),
 ])
 def test_a_frame_belongs_to_its_functions_part_before_its_files(frame: str,
                                                                  part: str | None) -> None:

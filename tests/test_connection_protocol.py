@@ -23,6 +23,7 @@ class RecordingTransport(asyncio.Transport):
         super().__init__()
         self.writes: list[bytes] = []
         self.closed = False
+        self.open_at_end = False  # still open when the client hung up
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.writes.append(bytes(data))
@@ -80,6 +81,7 @@ async def exchange(*requests: bytes) -> RecordingTransport:
         protocol.data_received(request)
         for _ in range(20):  # the ASGI task's turns
             await asyncio.sleep(0)
+    transport.open_at_end = not transport.closed
     protocol.connection_lost(None)
     return transport
 
@@ -150,3 +152,112 @@ def test_a_request_whose_body_is_still_coming_is_not_marked() -> None:
     transport = asyncio.run(exchange(request[:-4], request[-4:]))
     assert BODY_ARRIVED not in SCOPES[0]
     assert transport.writes[0].endswith(b"0123456789")
+
+
+class DirectGateway:
+    """Stands for the router's gateway: answers ``/predict`` itself, everything else by ASGI."""
+
+    def __init__(self, *, open_: bool = True, fail: bool = False) -> None:
+        self.open = open_
+        self.fail = fail
+        self.direct: list[bytes] = []
+        self.by_asgi: list[str] = []
+
+    def direct_predict_open(self) -> bool:
+        return self.open
+
+    async def answer_predict(self, scope: dict[str, Any], body: bytes
+                             ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        if self.fail:
+            raise RuntimeError("a bug")
+        self.direct.append(body)
+        await asyncio.sleep(0)  # as the micro-batcher's future makes it wait
+        return 200, [(b"content-length", str(len(body)).encode()),
+                     (b"x-request-id", scope["path"].encode())], body
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self.by_asgi.append(scope["path"])
+        await answer(scope, receive, send)
+
+
+async def exchange_with(app: Any, *requests: bytes) -> RecordingTransport:
+    config = Config(app=app, http="httptools", lifespan="off", access_log=False,
+                    log_level="critical", proxy_headers=True)
+    config.load()
+    state = ServerState()
+    state.default_headers = [(b"date", b"Sat, 05 Dec 2026 00:00:00 GMT")]  # as the server keeps
+    protocol = LimitedHttpToolsProtocol(config=config, server_state=state, app_state={})
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+    for request in requests:
+        protocol.data_received(request)
+        for _ in range(20):
+            await asyncio.sleep(0)
+    transport.open_at_end = not transport.closed
+    protocol.connection_lost(None)
+    return transport
+
+
+def test_a_whole_predict_is_answered_by_the_gateway_in_one_write() -> None:
+    """Behind uvicorn's proxy-headers wrapper too; kept alive, with the server's date."""
+    gateway = DirectGateway()
+    transport = asyncio.run(exchange_with(gateway, post("/predict", b'{"features":[1]}'),
+                                          post("/predict", b"second")))
+    assert gateway.direct == [b'{"features":[1]}', b"second"] and gateway.by_asgi == []
+    first, second = transport.writes
+    assert first.startswith(b"HTTP/1.1 200 OK\r\ndate: ")
+    assert b"\r\nx-request-id: /predict\r\n" in first and b"connection: close" not in first
+    assert first.endswith(b'\r\n\r\n{"features":[1]}') and second.endswith(b"\r\n\r\nsecond")
+    assert transport.open_at_end
+
+
+def test_a_predict_whose_body_is_still_coming_goes_through_the_app() -> None:
+    gateway = DirectGateway()
+    request = post("/predict", b"0123456789")
+    transport = asyncio.run(exchange_with(gateway, request[:-4], request[-4:]))
+    assert gateway.direct == [] and gateway.by_asgi == ["/predict"]
+    assert transport.writes[0].endswith(b"0123456789")
+
+
+@pytest.mark.parametrize(("request_bytes", "reason"), [
+    (post("/feedback", b"{}"), "another route"),
+    (post("/predict", b"", b"expect: 100-continue\r\n"), "a client waiting to send"),
+    (b"GET /predict HTTP/1.1\r\nhost: x\r\n\r\n", "another method"),
+])
+def test_other_requests_go_through_the_app(request_bytes: bytes, reason: str) -> None:
+    gateway = DirectGateway()
+    asyncio.run(exchange_with(gateway, request_bytes))
+    assert gateway.direct == [] and len(gateway.by_asgi) == 1, reason
+
+
+def test_a_gateway_closed_to_the_direct_path_gets_every_request() -> None:
+    """As when a middleware was added: it must see /predict too."""
+    gateway = DirectGateway(open_=False)
+    asyncio.run(exchange_with(gateway, post("/predict", b"x")))
+    assert gateway.direct == [] and gateway.by_asgi == ["/predict"]
+
+
+def test_pipelined_predictions_are_answered_in_order() -> None:
+    gateway = DirectGateway()
+    transport = asyncio.run(exchange_with(gateway, post("/predict", b"first")
+                                          + post("/predict", b"second")))
+    joined = b"".join(transport.writes)
+    assert joined.count(b"HTTP/1.1 200 OK") == 2
+    assert joined.index(b"first") < joined.index(b"second")
+
+
+def test_a_client_that_asks_to_close_gets_its_answer_then_the_close() -> None:
+    gateway = DirectGateway()
+    request = post("/predict", b"x", b"connection: close\r\n")
+    transport = asyncio.run(exchange_with(gateway, request))
+    [written] = transport.writes
+    assert b"\r\nconnection: close\r\n" in written and written.endswith(b"\r\n\r\nx")
+    assert transport.closed
+
+
+def test_a_failure_outside_the_error_renderer_is_a_500_and_a_close() -> None:
+    gateway = DirectGateway(fail=True)
+    transport = asyncio.run(exchange_with(gateway, post("/predict", b"x")))
+    [written] = transport.writes
+    assert written.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert written.endswith(b"\r\n\r\nInternal Server Error") and transport.closed

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from router.gateway import (
     admin,
@@ -25,6 +26,7 @@ from router.gateway import (
     v2,
 )
 from router.gateway.body_deadline import BODY_ARRIVED, receive_within
+from router.gateway.direct_predict import DirectAnswer
 from router.gateway.errors import EXCEPTION_HANDLERS, render_error
 from router.gateway.state import GatewayState
 from router.serving.registry import ModelRegistry
@@ -68,14 +70,36 @@ class Gateway(Starlette):
         if scope["type"] == "http" and scope["path"] == "/predict" \
                 and scope["method"] == "POST" and not self.user_middleware:
             scope["app"] = self
-            request = Request(scope, receive)
-            try:
-                response = await PREDICT(request)
-            except Exception as exc:
-                response = await render_error(request, exc)
+            response = await _predict_response(Request(scope, receive))
             await response(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+    def direct_predict_open(self) -> bool:
+        """Whether the connection protocol may answer ``/predict`` itself
+        (``router.gateway.direct_predict``): started, and no middleware added."""
+        return not self.user_middleware and getattr(self.state, "gateway", None) is not None
+
+    async def answer_predict(self, scope: Scope, body: bytes) -> DirectAnswer:
+        """The answer to a ``POST /predict`` whose whole body is ``body``: status, headers
+        and body, from the same endpoint and error renderer as through ASGI."""
+        scope["app"] = self
+        response = await _predict_response(Request(scope, _whole_body(body)))
+        return response.status_code, response.raw_headers, bytes(response.body)
+
+
+async def _predict_response(request: Request) -> Response:
+    try:
+        return await PREDICT(request)
+    except Exception as exc:
+        return await render_error(request, exc)
+
+
+def _whole_body(body: bytes) -> Receive:
+    async def receive() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
 
 
 def create_app(config_path: str | Path, *, base_dir: str | Path | None = None,

@@ -15,7 +15,9 @@ never finish their headers are never counted out. :class:`LimitedHttpToolsProtoc
 * at shutdown, a connection whose request body is still arriving is closed (uvicorn would
   wait up to its graceful timeout for it): the request was never answered, so nothing it
   carried is lost, and the client may retry on another replica;
-* one write per answer, head and body together (:mod:`router.gateway.response_writes`).
+* one write per answer, head and body together (:mod:`router.gateway.response_writes`);
+* ``POST /predict`` with its whole body in hand answered without the ASGI exchange
+  (:mod:`router.gateway.direct_predict`).
 
 The body timeout is the application's (:mod:`router.gateway.body_deadline`). The settings are
 read once per process from :data:`LIMITS_ENV`, which ``router serve`` sets from the YAML's
@@ -32,9 +34,11 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn._types import ASGI3Application
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from router.gateway.body_deadline import BODY_ARRIVED
+from router.gateway.direct_predict import Predicting, direct_gateway, response_bytes
 from router.gateway.response_writes import JoinedWrites
 
 __all__ = ["LIMITS_ENV", "SHUTDOWN_GRACE_S", "ConnectionLimits", "LimitedHttpToolsProtocol",
@@ -87,10 +91,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._request_begun = False
         self._writes: JoinedWrites | None = None
+        self._direct: Predicting | None = None  # the gateway, when it may answer /predict
+        self._receiving = False  # within data_received
+        self._held: RequestResponseCycle | None = None  # a /predict, until its body is in
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._writes = JoinedWrites(transport)
+        self._direct = None if self.access_log else direct_gateway(self.app)
         if len(self.connections) > self._limits.max_connections:
             log.warning("refused a connection: %d open, limits.max_connections = %d",
                         len(self.connections) - 1, self._limits.max_connections)
@@ -107,7 +115,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+        self._receiving = True
+        try:
+            super().data_received(data)
+        finally:
+            self._receiving = False
+        held, self._held = self._held, None
+        if held is not None:
+            if held.more_body or held.disconnected:
+                # The rest of its body is to come: the app reads it under its deadline.
+                super()._start_asgi_task(held, self.app)
+            else:
+                self._start_direct(held)
         cycle = self.cycle
         if cycle is not None and not cycle.more_body and not cycle.response_started:
             # Its app has not run yet (it starts on a later turn of the loop), and its body
@@ -134,6 +153,50 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 and self._writes is not None:
             self._writes.start(cycle)
             cycle.transport = self._writes  # type: ignore[assignment]
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        direct = self._direct
+        if self._receiving and direct is not None and app is self.app \
+                and cycle.scope["path"] == "/predict" and cycle.scope["method"] == "POST" \
+                and not cycle.waiting_for_100_continue and direct.direct_predict_open():
+            # Decided once this data_received has parsed what it holds of the body.
+            self._held = cycle
+            return
+        super()._start_asgi_task(cycle, app)
+
+    def _start_direct(self, cycle: RequestResponseCycle) -> None:
+        task = self.loop.create_task(self._answer_direct(cycle))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    async def _answer_direct(self, cycle: RequestResponseCycle) -> None:
+        """Answer a whole ``POST /predict`` through the gateway and write it in one call."""
+        assert self._direct is not None
+        try:
+            status, headers, body = await self._direct.answer_predict(
+                cycle.scope, bytes(cycle.body))  # type: ignore[arg-type]
+            answer = response_bytes(status, headers, self.server_state.default_headers, body,
+                                    keep_alive=cycle.keep_alive)
+        except Exception:
+            # What uvicorn does when an app fails before its response started.
+            log.exception("Exception in the prediction route")
+            status, headers, body = 500, [(b"content-type", b"text/plain; charset=utf-8")], \
+                b"Internal Server Error"
+            answer = response_bytes(status, [*headers, (b"content-length", b"21")], [], body,
+                                    keep_alive=False)
+            cycle.keep_alive = False
+        except BaseException:  # cancelled at shutdown: nobody is answered
+            self.transport.close()
+            raise
+        if cycle.disconnected:
+            return
+        cycle.response_started = True
+        self.transport.write(answer)
+        cycle.response_complete = True
+        cycle.message_event.set()
+        if not cycle.keep_alive:
+            self.transport.close()
+        self.on_response_complete()
 
     def on_response_complete(self) -> None:
         if self._writes is not None:

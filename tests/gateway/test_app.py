@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -294,3 +295,56 @@ def test_a_middleware_added_through_the_public_api_sees_predict(
     assert answer.headers["access-control-allow-origin"] == "https://app.example"
     assert preflight.status_code == 200
     assert "POST" in preflight.headers["access-control-allow-methods"]
+
+
+def _scope(headers: dict[str, str]) -> dict[str, Any]:
+    """A ``POST /predict`` scope as uvicorn builds it."""
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": "POST", "scheme": "http", "path": "/predict", "raw_path": b"/predict",
+            "root_path": "", "query_string": b"", "client": ("127.0.0.1", 5000),
+            "server": ("127.0.0.1", 8000),
+            "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}
+
+
+@pytest.mark.parametrize(("headers", "body"), [
+    ({"content-type": "application/json"}, b'{"features": [1, 2'),
+    ({"content-type": "text/plain"}, b"{}"),
+    ({"content-type": "application/json"}, b'{"features": {"nope": 1}}'),
+])
+def test_the_direct_answer_is_the_asgi_answer(make_client: Any, champion_dir: Path,
+                                              headers: dict[str, str], body: bytes) -> None:
+    """What the connection protocol gets from ``answer_predict`` is what ASGI clients get."""
+    client = make_client(champion=champion_dir, mode="single")
+    app = client.app
+    assert app.direct_predict_open()
+    status, raw, answer = client.portal.call(app.answer_predict, _scope(headers), body)
+    through_asgi = client.post("/predict", content=body, headers=headers)
+    assert status == through_asgi.status_code >= 400
+    assert answer == through_asgi.content
+    assert dict(raw)[b"content-type"] == b"application/json"
+
+
+def test_a_good_direct_answer_carries_the_prediction(make_client: Any,
+                                                     champion_dir: Path) -> None:
+    client = make_client(champion=champion_dir, mode="single")
+    body = json.dumps({"features": named_row(champion_dir)}).encode()
+    status, raw, answer = client.portal.call(
+        client.app.answer_predict, _scope({"content-type": "application/json"}), body)
+    headers = dict(raw)
+    assert status == 200 and headers[b"content-length"] == str(len(answer)).encode()
+    assert headers[b"x-variant"] in (b"champion", b"challenger")
+    assert b'"prediction"' in answer and headers[b"x-request-id"] in answer
+
+
+def test_an_added_middleware_closes_the_direct_path(tmp_path: Path, champion_dir: Path) -> None:
+    from starlette.middleware.cors import CORSMiddleware
+
+    from router.gateway import create_app
+    from tests.configs import write_config
+
+    app = create_app(write_config(tmp_path, champion=champion_dir, mode="single"),
+                     base_dir=tmp_path)
+    assert not app.direct_predict_open()  # type: ignore[attr-defined]  # not started
+    app.add_middleware(CORSMiddleware, allow_origins=["https://app.example"])
+    with TestClient(app):
+        assert not app.direct_predict_open()  # type: ignore[attr-defined]
