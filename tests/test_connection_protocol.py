@@ -261,3 +261,38 @@ def test_a_failure_outside_the_error_renderer_is_a_500_and_a_close() -> None:
     [written] = transport.writes
     assert written.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
     assert written.endswith(b"\r\n\r\nInternal Server Error") and transport.closed
+
+
+async def kept_alive(timeout_s: int, *sends_at: float, until: float) -> list[float]:
+    """Requests sent at ``sends_at`` seconds on one connection; when it was closed, if."""
+    config = Config(app=answer, http="httptools", lifespan="off", access_log=False,
+                    log_level="critical", timeout_keep_alive=timeout_s)
+    config.load()
+    protocol = LimitedHttpToolsProtocol(config=config, server_state=ServerState(),
+                                        app_state={})
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    closed_at: list[float] = []
+    pending = list(sends_at)
+    while loop.time() - start < until and not closed_at:
+        if pending and loop.time() - start >= pending[0]:
+            pending.pop(0)
+            protocol.data_received(post("/a", b"x"))
+        await asyncio.sleep(0.01)
+        if transport.closed:
+            closed_at.append(loop.time() - start)
+    protocol.connection_lost(None)
+    return closed_at
+
+
+def test_an_idle_kept_alive_connection_is_closed_after_the_keep_alive_timeout() -> None:
+    [closed_at] = asyncio.run(kept_alive(1, 0.0, until=3))
+    assert 0.95 <= closed_at <= 1.5
+
+
+def test_a_connection_in_use_stays_open_until_idle_for_the_timeout() -> None:
+    """Requests every 0.6 s hold it open past 1 s; it closes 1 s after the last answer."""
+    [closed_at] = asyncio.run(kept_alive(1, 0.0, 0.6, 1.2, until=4))
+    assert 2.15 <= closed_at <= 2.7

@@ -94,6 +94,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._direct: Predicting | None = None  # the gateway, when it may answer /predict
         self._receiving = False  # within data_received
         self._held: RequestResponseCycle | None = None  # a /predict, until its body is in
+        self._idle_since: float | None = None  # when the last answer went, while no request
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -112,6 +114,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_timer()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -141,6 +146,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._request_begun = True
+        self._idle_since = None
 
     def on_headers_complete(self) -> None:
         self._disarm_header_timer()
@@ -199,9 +205,33 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.on_response_complete()
 
     def on_response_complete(self) -> None:
+        # uvicorn's own, but for the keep-alive timeout: uvicorn arms a timer after every
+        # answer and cancels it at the next request's first byte (about 1.5 µs a request).
+        # Here one timer per connection looks, when it fires, at how long it has been idle.
         if self._writes is not None:
             self._writes.flush()
-        super().on_response_complete()
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_since = self.loop.time()
+        if self._idle_timer is None:
+            self._idle_timer = self.loop.call_later(self.timeout_keep_alive, self._idle_timeout)
+
+    def _idle_timeout(self) -> None:
+        self._idle_timer = None
+        since = self._idle_since
+        if since is None or self.transport.is_closing():
+            return  # a request is under way: its answer arms the timer again
+        left = since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self._idle_timer = self.loop.call_later(left, self._idle_timeout)
+        else:
+            self.transport.close()
 
     def shutdown(self) -> None:
         cycle = self.cycle
