@@ -33,7 +33,11 @@ PARTS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("metrics", ("router/gateway/metrics.py", "prometheus_client/"), ()),
     ("encoding", (), ("encoded_answer", "render_answer", "raw_answer_headers", "JSONAnswer",
                       "PredictionService._answer")),
-    ("sending", ("router/gateway/response_writes.py",), ("RequestResponseCycle.send",)),
+    ("sending", ("router/gateway/response_writes.py",),
+     ("RequestResponseCycle.send", "_answer_direct", "response_bytes")),
+    # The request cycle's own lines in the connection protocol (the direct /predict path).
+    ("framework", (), ("_start_direct", "_start_asgi_task", "answer_predict",
+                       "_predict_response", "direct_predict_open")),
     ("parsing", ("uvicorn/protocols/", "router/gateway/connections.py",
                  "router/gateway/body_deadline.py", "starlette/requests.py"),
      ("read_json", "decode_json", "header_map")),
@@ -59,11 +63,11 @@ MEANING = {
     "batching": "micro-batcher, futures, the thread-pool hop",
     "model": "ONNX Runtime or scikit-learn, and the engine around it (with the GIL held)",
     "encoding": "the answer's JSON and headers",
-    "sending": "uvicorn's send: the answer written to the socket (one write, head and body)",
+    "sending": "the answer written to the socket, head and body in one write",
     "logging": "the answered rows handed to the writer process, and their packing",
     "metrics": "/metrics counting",
-    "framework": "Starlette, uvicorn's ASGI cycle, the endpoint's own lines, the event loop's C "
-                 "code",
+    "framework": "the request's task, Starlette and uvicorn's ASGI cycle where used, the "
+                 "endpoint's own lines, the event loop's C code",
     "other": "frames of no part above",
 }
 ORDER = ("parsing", "validation", "assignment", "batching", "model", "encoding", "sending",

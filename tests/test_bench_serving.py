@@ -201,6 +201,9 @@ def test_every_part_is_in_the_reports_order_and_has_a_meaning() -> None:
     ("sleep (asyncio/tasks.py:643)", None),
     ("recorder_send (router/gateway/x.py:1)", "framework"),
     ("JoinedWrites.write (router/gateway/response_writes.py:52)", "sending"),
+    ("LimitedHttpToolsProtocol._answer_direct (router/gateway/connections.py:194)", "sending"),
+    ("LimitedHttpToolsProtocol._start_direct (router/gateway/connections.py:168)", "framework"),
+    ("LimitedHttpToolsProtocol.data_received (router/gateway/connections.py:110)", "parsing"),
 ])
 def test_a_frame_belongs_to_its_functions_part_before_its_files(frame: str,
                                                                  part: str | None) -> None:
