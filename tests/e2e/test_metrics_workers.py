@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.configs import write_config
 from tests.e2e.server import serve
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +39,8 @@ def requests_in(path: Path) -> float:
 
 def test_two_workers_share_their_counters(tmp_path: Path, champion_dir: Path,
                                           challenger_dir: Path) -> None:
-    """Requests spread over two workers are all counted in every scrape; the directory goes."""
+    """Requests spread over two workers are all counted in every scrape once each worker has
+    published its count (every second); the directory goes."""
     config = write_config(tmp_path, champion=champion_dir, challenger=challenger_dir,
                           store="sqlite:///var/outcomes.db",
                           traffic={"challenger_percent": 50, "sticky_key": "header:x-user-id"})
@@ -54,17 +56,20 @@ def test_two_workers_share_their_counters(tmp_path: Path, champion_dir: Path,
                                   headers={"x-user-id": f"u{i}"}, timeout=30)
             assert response.status_code == 200, response.text
 
+        def published() -> list[float]:
+            return [requests_in(p) for p in sorted(directory.glob("counter_*.db"))]
+
         sent = 0
         with ThreadPoolExecutor(4) as pool:
             while sent < MAX_REQUESTS:
                 list(pool.map(send, range(sent, sent + ROUND)))
                 sent += ROUND
-                per_worker = [requests_in(p) for p in sorted(directory.glob("counter_*.db"))]
+                per_worker = eventually(published, lambda found: sum(found) == sent,
+                                        what=f"both workers' files to count {sent} requests")
                 if len(per_worker) == 2 and all(per_worker):
                     break
         # Both workers answered some: a scrape by either must merge the other's file.
         assert len(per_worker) == 2 and all(per_worker), per_worker
-        assert sum(per_worker) == sent, (sent, per_worker)
         for _ in range(6):
             # A new connection each time: any worker may answer the scrape.
             response = httpx.get(f"{server.url}/metrics", timeout=10)

@@ -214,3 +214,37 @@ def test_an_unexpected_failure_on_predict_is_a_counted_json_500(
     after, _ = scrape(client)
     assert (value(after, "router_requests_total", variant="none", code="500")
             - value(before, "router_requests_total", variant="none", code="500")) == 1
+
+
+def test_the_request_tally_reads_as_one_observe_per_request() -> None:
+    """What the request path counts in plain numbers, drained, is what Prometheus's own
+    counter and histogram give for the same requests (bucket edges included)."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from router.gateway.metrics import LATENCY_BUCKETS, RequestTally
+
+    def pair(registry: CollectorRegistry) -> tuple[Counter, Histogram]:
+        return (Counter("r", "r", ["variant", "code"], registry=registry),
+                Histogram("d", "d", ["variant"], buckets=LATENCY_BUCKETS, registry=registry))
+
+    answers = [("champion", 200, s) for s in (0.0001, 0.0005, 0.0007, 0.001, 0.003, 0.2, 20.0)]
+    answers += [("challenger", 200, 0.0025), ("none", 422, 0.0004), ("champion", 200, 0.0)]
+    observed, tallied = CollectorRegistry(), CollectorRegistry()
+    requests, latency = pair(observed)
+    for variant, code, seconds in answers:
+        requests.labels(variant, str(code)).inc()
+        latency.labels(variant).observe(seconds)
+    tally, into = RequestTally(), pair(tallied)
+    for i, (variant, code, seconds) in enumerate(answers):
+        tally.add(variant, code, seconds)
+        if i == 4:
+            tally.drain(*into)  # two drains add up
+    tally.drain(*into)
+
+    def read(registry: CollectorRegistry) -> Samples:
+        text = generate_latest(registry).decode()
+        return {(sample.name, frozenset(sample.labels.items())): sample.value
+                for family in text_string_to_metric_families(text) for sample in family.samples}
+
+    # Equal but for the sums' last bits: the tally adds a drain's latencies before the metric.
+    assert read(tallied) == pytest.approx(read(observed), rel=1e-12)
