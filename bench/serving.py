@@ -283,21 +283,16 @@ def serve_unlogged(config: str, port: int) -> None:
     """``router serve`` with the outcome log switched off, to measure what logging costs.
 
     The product has no such switch (an answered prediction is always logged); here the
-    service builds no records at all, so nothing reaches the writer or the store.
+    service builds no records at all, so nothing reaches the writer or the store. Everything
+    else is ``router serve`` itself, run in this process: the same protocol and settings.
     """
-    import uvicorn
-
-    from router.gateway.app import BASE_DIR_ENV, CONFIG_ENV
+    from router.cli import main as router_main
     from router.serving.service import PredictionService
 
     if not hasattr(PredictionService, "_log"):
         raise SystemExit("PredictionService._log is gone: update serve_unlogged")
     PredictionService._log = lambda *args, **kwargs: None  # type: ignore[method-assign]
-    os.environ[CONFIG_ENV] = str(Path(config).resolve())
-    os.environ[BASE_DIR_ENV] = str(Path.cwd())
-    # The same settings as router.cli.serve.cmd_serve.
-    uvicorn.run("router.gateway.app:app_from_env", factory=True, host=HOST, port=port,
-                loop="auto", http="auto", access_log=False, log_level="warning")
+    sys.exit(router_main(["serve", "--config", config, "--host", HOST, "--port", str(port)]))
 
 
 class Running:
