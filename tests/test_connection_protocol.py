@@ -4,6 +4,7 @@ came whole."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -259,8 +260,9 @@ def test_a_failure_outside_the_error_renderer_is_a_500_and_a_close() -> None:
     gateway = DirectGateway(fail=True)
     transport = asyncio.run(exchange_with(gateway, post("/predict", b"x")))
     [written] = transport.writes
-    assert written.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
-    assert written.endswith(b"\r\n\r\nInternal Server Error") and transport.closed
+    head, _, body = written.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 500 Internal Server Error\r\n") and transport.closed
+    assert json.loads(body)["error"] == "internal_error"
 
 
 async def kept_alive(timeout_s: int, *sends_at: float, until: float) -> list[float]:

@@ -183,13 +183,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 cycle.scope, bytes(cycle.body))  # type: ignore[arg-type]
             answer = response_bytes(status, headers, self.server_state.default_headers, body,
                                     keep_alive=cycle.keep_alive)
-        except Exception:
-            # What uvicorn does when an app fails before its response started.
-            log.exception("Exception in the prediction route")
-            status, headers, body = 500, [(b"content-type", b"text/plain; charset=utf-8")], \
-                b"Internal Server Error"
-            answer = response_bytes(status, [*headers, (b"content-length", b"21")], [], body,
-                                    keep_alive=False)
+        except Exception as exc:
+            # Past the error renderer (which answers every failure of the route): a bug.
+            log.exception("unexpected error answering POST /predict")
+            answer = _answer(b"500 Internal Server Error", "internal_error",
+                             f"unexpected error: {type(exc).__name__}")
             cycle.keep_alive = False
         except BaseException:  # cancelled at shutdown: nobody is answered
             self.transport.close()

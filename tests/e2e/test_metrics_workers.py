@@ -64,7 +64,7 @@ def test_two_workers_share_their_counters(tmp_path: Path, champion_dir: Path,
             while sent < MAX_REQUESTS:
                 list(pool.map(send, range(sent, sent + ROUND)))
                 sent += ROUND
-                per_worker = eventually(published, lambda found: sum(found) == sent,
+                per_worker = eventually(published, lambda found, n=sent: sum(found) == n,
                                         what=f"both workers' files to count {sent} requests")
                 if len(per_worker) == 2 and all(per_worker):
                     break
