@@ -180,7 +180,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         assert self._direct is not None
         try:
             status, headers, body = await self._direct.answer_predict(
-                cycle.scope, bytes(cycle.body))  # type: ignore[arg-type]
+                cycle.scope, bytes(cycle.body))
             answer = response_bytes(status, headers, self.server_state.default_headers, body,
                                     keep_alive=cycle.keep_alive)
         except Exception as exc:

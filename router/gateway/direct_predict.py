@@ -17,7 +17,6 @@ request, so then every request goes through ASGI). Anything else is served as be
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
@@ -30,17 +29,17 @@ DirectAnswer = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
 class Predicting(Protocol):
-    """The gateway's side: ``Gateway.answer_predict``."""
+    """The gateway's side (``router.gateway.app.Gateway``)."""
 
     def direct_predict_open(self) -> bool: ...
 
-    answer_predict: Callable[[dict[str, Any], bytes], Awaitable[DirectAnswer]]
+    async def answer_predict(self, scope: Any, body: bytes) -> DirectAnswer: ...
 
 
 def direct_gateway(app: Any) -> Predicting | None:
     """The router's gateway behind uvicorn's wrappers (proxy headers, message logger), or None
     when the app is something else."""
-    for _ in range(8):
+    for _ in range(8):  # uvicorn wraps an app at most twice; this bounds a cycle of wrappers
         if hasattr(app, "answer_predict") and hasattr(app, "direct_predict_open"):
             found: Predicting = app
             return found
