@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +46,13 @@ logger = logging.getLogger(__name__)
 
 # Rows inserted between two yields of the core: about 0.3 ms of SQLite.
 WRITE_SLICE_ROWS = 64
-_INSERT_PREDICTION = (
-    f"INSERT INTO predictions ({PREDICTION_COLUMNS}) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+_ROW_MARKS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_PREDICTION = f"INSERT INTO predictions ({PREDICTION_COLUMNS}) VALUES {_ROW_MARKS}"
+# A whole slice in one statement: stepping a statement per row cost about 0.65 µs of the
+# writer's 4 µs a row. 1,280 variables, within SQLite's limit since 3.32 (32,766).
+_INSERT_SLICE = (f"INSERT INTO predictions ({PREDICTION_COLUMNS}) VALUES "
+                 + ", ".join([_ROW_MARKS] * WRITE_SLICE_ROWS))
+_SLICE_VARIABLES = WRITE_SLICE_ROWS * _ROW_MARKS.count("?")
 _SELECT_PREDICTION = f"SELECT {SELECTED_PREDICTION_COLUMNS} FROM predictions"
 
 
@@ -224,13 +228,19 @@ class SQLiteStore(SQLiteExperimentState):
         if not rows:
             return
         with self._errors(write=True), self._record_errors(), self._transaction() as conn:
+            one_statement = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) \
+                >= _SLICE_VARIABLES
             for start in range(0, len(rows), WRITE_SLICE_ROWS):
                 if start:
                     # The writer shares a core with other work (the clients, in the serving
                     # benchmark): giving it back between slices turns one long burst into short
                     # ones that a waiting process can cut in between (docs/performance.md).
                     os.sched_yield()
-                conn.executemany(_INSERT_PREDICTION, rows[start:start + WRITE_SLICE_ROWS])
+                piece = rows[start:start + WRITE_SLICE_ROWS]
+                if len(piece) == WRITE_SLICE_ROWS and one_statement:
+                    conn.execute(_INSERT_SLICE, list(chain.from_iterable(piece)))
+                else:
+                    conn.executemany(_INSERT_PREDICTION, piece)
         self._kept(len(rows))
 
     def write_feedback(self, records: Sequence[FeedbackRecord]) -> None:
