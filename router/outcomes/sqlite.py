@@ -46,12 +46,12 @@ logger = logging.getLogger(__name__)
 
 # Rows inserted between two yields of the core: about 0.3 ms of SQLite.
 WRITE_SLICE_ROWS = 64
+_INSERT_INTO = f"INSERT INTO predictions ({PREDICTION_COLUMNS}) VALUES "
 _ROW_MARKS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_INSERT_PREDICTION = f"INSERT INTO predictions ({PREDICTION_COLUMNS}) VALUES {_ROW_MARKS}"
+_INSERT_PREDICTION = _INSERT_INTO + _ROW_MARKS
 # A whole slice in one statement: stepping a statement per row cost about 0.65 µs of the
 # writer's 4 µs a row. 1,280 variables, within SQLite's limit since 3.32 (32,766).
-_INSERT_SLICE = (f"INSERT INTO predictions ({PREDICTION_COLUMNS}) VALUES "
-                 + ", ".join([_ROW_MARKS] * WRITE_SLICE_ROWS))
+_INSERT_SLICE = _INSERT_INTO + ", ".join([_ROW_MARKS] * WRITE_SLICE_ROWS)
 _SLICE_VARIABLES = WRITE_SLICE_ROWS * _ROW_MARKS.count("?")
 _SELECT_PREDICTION = f"SELECT {SELECTED_PREDICTION_COLUMNS} FROM predictions"
 
