@@ -345,12 +345,16 @@ class Running:
     def move_log_writer(self, cpus: str) -> list[int]:
         """Put the router's outcome-log writer process on ``cpus``: it inherits the server's
         core, and on a machine with a core to spare it runs beside the serving one, not on it.
-        Returns the processes moved."""
+        Returns the processes moved.
+
+        Every thread is moved: ``sched_setaffinity`` on a process id moves its main thread
+        alone, and the writer thread, which runs SQLite, is already started by then."""
         moved = []
         for pid in self.pids()[1:]:
             with contextlib.suppress(OSError):
                 if b"router.outcomes.writer_child" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    os.sched_setaffinity(pid, {int(c) for c in cpus.split(",")})
+                    for task in os.listdir(f"/proc/{pid}/task"):
+                        os.sched_setaffinity(int(task), {int(c) for c in cpus.split(",")})
                     moved.append(pid)
         return moved
 

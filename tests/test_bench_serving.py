@@ -4,6 +4,9 @@ it judges and how a profile's samples group into parts (``bench/serving.py``,
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -261,3 +264,30 @@ def test_the_soak_judges_the_memory_beside_the_kept_columns() -> None:
     leak = [(t, 300 * mb + (60 * mb if t >= 300 else 0) + t * mb, t * mb)
             for t in range(0, 600, 5)]
     assert "NOT met" in soak_section(600, raw, leak)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to move between")
+def test_moving_the_log_writer_moves_every_one_of_its_threads() -> None:
+    """The writer process's writer thread (SQLite's inserts) starts before the benchmark moves
+    the process: moving the process id alone would leave that thread on the serving core."""
+    from bench.serving import Running
+
+    code = ("import threading, time\n"
+            "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(60)\n")
+    cpus = sorted(os.sched_getaffinity(0))
+    child = subprocess.Popen([sys.executable, "-c", code, "router.outcomes.writer_child"],
+                             stdout=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: os.sched_setaffinity(0, {cpus[0]}))
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "ready\n"
+        target = object.__new__(Running)
+        target.pids = lambda: [os.getpid(), child.pid]  # type: ignore[method-assign]
+        assert target.move_log_writer(str(cpus[1])) == [child.pid]
+        threads = os.listdir(f"/proc/{child.pid}/task")
+        assert len(threads) == 2
+        assert all(os.sched_getaffinity(int(t)) == {cpus[1]} for t in threads)
+    finally:
+        child.kill()
+        child.communicate()
