@@ -62,7 +62,7 @@ class JSONAnswer(Response):
 
 
 def state_of(request: Request) -> GatewayState:
-    gateway: GatewayState = request.app.state.gateway
+    gateway: GatewayState = request.app.gateway  # the Gateway's own attribute: a plain lookup
     return gateway
 
 

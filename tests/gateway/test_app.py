@@ -348,3 +348,18 @@ def test_an_added_middleware_closes_the_direct_path(tmp_path: Path, champion_dir
     app.add_middleware(CORSMiddleware, allow_origins=["https://app.example"])
     with TestClient(app):
         assert not app.direct_predict_open()  # type: ignore[attr-defined]
+
+
+def test_the_started_state_is_the_apps_own_attribute_and_its_state_entry(
+        tmp_path: Path, champion_dir: Path) -> None:
+    """Embedding code reads ``app.state.gateway``; the request path reads the app's plain
+    attribute (Starlette's ``State`` answers through a Python ``__getattr__``): one object."""
+    from router.gateway import create_app
+    from tests.configs import write_config
+
+    app = create_app(write_config(tmp_path, champion=champion_dir, mode="single"),
+                     base_dir=tmp_path)
+    assert app.gateway is None  # type: ignore[attr-defined]  # not started
+    with TestClient(app) as client:
+        assert app.gateway is app.state.gateway  # type: ignore[attr-defined]
+        assert client.post("/predict", json={"features": [5.1, 3.5, 1.4, 0.2]}).status_code == 200
