@@ -65,7 +65,7 @@ from typing import Any
 import numpy as np
 
 from bench import mlserver, profiles
-from bench.targets import MLSERVER_ADAPTIVE_RPS, Row, find, targets
+from bench.targets import ENGINES, MLSERVER_ADAPTIVE_RPS, Pairs, Row, find, targets
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -73,6 +73,8 @@ LUA_SCRIPT = BENCH / "serving.lua"
 HOST = "127.0.0.1"
 SERVER_CPU, CLIENT_CPU = "0", "1"
 CONNECTIONS = (1, 16, 64)
+# Interleaved pairs of ab with and without its log, per engine (log_pairs).
+LOG_PAIRS = 3
 FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 SOAK_MARK_BEGIN, SOAK_MARK_END = "<!-- soak:begin -->", "<!-- soak:end -->"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -637,6 +639,54 @@ def measure(servers: list[Server], connections: tuple[int, ...], seconds: float,
     return points, notes
 
 
+def log_pairs(rounds: int, seconds: float, warmup_s: float, load: Load,
+              paths: dict[str, Path], logs: Path, keys: Sequence[str]) -> dict[str, Any]:
+    """Logging's cost in interleaved pairs, for each engine whose ``ab`` servers are in
+    ``keys``: ``ab`` with its log and without, each on a fresh server and an empty log, at 64
+    connections, the order alternating from pair to pair. A pair's two points are seconds
+    apart, where the run's own are minutes apart."""
+    pairs: dict[str, Any] = {}
+    for engine, _ in ENGINES:
+        on, off = BY_KEY[f"ab-{engine}"], BY_KEY[f"ab-{engine}-nolog"]
+        if on.key not in keys or off.key not in keys:
+            continue
+        for turn in range(rounds):
+            pair: dict[str, Any] = {}
+            for server in (on, off) if turn % 2 == 0 else (off, on):
+                start_empty_log(server, paths)
+                with running(server, paths, logs) as target:
+                    engines_chosen(target)
+                    load.run(target, 16, warmup_s)
+                    point = load.run(target, 64, seconds)
+                pair["on" if server is on else "off"] = asdict(point)
+                print(f"{server.key} (pair {turn + 1}): {point.rps:9.0f} req/s  serving "
+                      f"process {point.serving_cpu_us_per_request or 0:.1f} us/req", flush=True)
+            pairs.setdefault(engine, []).append(pair)
+    return pairs
+
+
+def pairs_section(pairs: Pairs | None) -> str:
+    """The table of logging's interleaved pairs; empty when the run measured none."""
+    if not pairs:
+        return ""
+    lines = []
+    for engine, name in ENGINES:
+        for i, pair in enumerate(pairs.get(engine, ()), 1):
+            on, off = pair["on"], pair["off"]
+            cpu_on, cpu_off = (on.get("serving_cpu_us_per_request"),
+                               off.get("serving_cpu_us_per_request"))
+            extra = "-" if cpu_on is None or cpu_off is None else \
+                f"{cpu_on:.1f} / {cpu_off:.1f} ({cpu_on - cpu_off:+.1f})"
+            lines.append(f"| {name} | {i} | {on['rps']:,.0f} | {off['rps']:,.0f} | "
+                         f"{(1 - on['rps'] / off['rps']) * 100:.1f} % | {extra} |")
+    return ("## Logging's cost, in interleaved pairs\n\n"
+            "`ab` at 64 connections with its log and without, each on a fresh server, the order "
+            "alternating from pair to pair; the targets above take each engine's median.\n\n"
+            "| engine | pair | log on, req/s | log off, req/s | throughput cost | serving CPU "
+            "µs/req, on / off |\n| --- | ---: | ---: | ---: | ---: | ---: |\n"
+            + "\n".join(lines) + "\n\n")
+
+
 # -- the report ---------------------------------------------------------------------------------
 
 
@@ -787,6 +837,9 @@ def report_text(points: list[Point], notes: dict[str, Any], info: dict[str, Any]
             engines.append(f"| {BY_KEY[key].label} | {role} | {engine['engine']} | {reason} |")
     logged = [f"| {BY_KEY[k].label} | {n['answered_in_points']:,} | {n['logged_rows']:,} |"
               for k, n in notes.items() if n.get("logged_rows") is not None]
+    pairs = notes.get("log_pairs")
+    after_targets = pairs_section(pairs) + profiles.section(found) \
+        + mlserver_section(points, notes)
     return f"""# Serving benchmark
 
 Written by `{info['command']}` on {info['date']}. Do not edit by hand: run it again.
@@ -808,8 +861,8 @@ steadier than requests/s, which move with whatever else runs.
 
 ## Targets
 
-{targets_table(targets(points))}
-{profiles.section(found)}{mlserver_section(points, notes)}## How it was measured
+{targets_table(targets(points, pairs))}
+{after_targets}## How it was measured
 
 - Machine: {info['machine']['cpu']}, {info['machine']['cores']} cores; Python
   {info['machine']['python']}; {info['machine']['versions']}.
@@ -1006,6 +1059,7 @@ SHORT_NOTE = ("\n**A short smoke run** (`--short`): it shows that every server s
 def apply_short(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """``--short``: the smoke run's settings, where the command line left the defaults."""
     for name, value in (("seconds", 3.0), ("warmup", 1.0), ("connections", "1,64"),
+                        ("log_pairs", 1),
                         ("profile_seconds", 3.0),
                         ("only", SHORT_SERVERS), ("grid_seconds", 2.0),
                         ("mlserver_grid", ",".join(f"{s}:{t:g}" for s, t in mlserver.GRID[:2])),
@@ -1031,6 +1085,9 @@ def main(argv: list[str] | None = None) -> int:
                         "connections for --seconds")
     parser.add_argument("--profile-seconds", type=float, default=20.0,
                         help="the full run's profiles of ab on each engine, each (20)")
+    parser.add_argument("--log-pairs", type=int, default=LOG_PAIRS, metavar="N",
+                        help=f"logging's cost: N interleaved pairs of ab with and without its "
+                        f"log per engine ({LOG_PAIRS}; 0: none)")
     parser.add_argument("--no-profile", action="store_true",
                         help="the full run without its profiles")
     parser.add_argument("--batching", metavar="MAX_BATCH,MAX_WAIT_MS", default="",
@@ -1104,6 +1161,9 @@ def main(argv: list[str] | None = None) -> int:
             info["mlserver"] = mlserver.installed_version()
         points, notes = measure([BY_KEY[k] for k in keys], connections, args.seconds,
                                 args.warmup, load, paths, logs, grid, args.grid_seconds)
+        if args.log_pairs:
+            notes["log_pairs"] = log_pairs(args.log_pairs, args.seconds, args.warmup, load,
+                                           paths, logs, keys)
         info["load_after"] = load_average()
         write_report(points, notes, info, args.out)
         # The whole run (not a choice of servers) ends with where ab's time goes.
@@ -1112,7 +1172,7 @@ def main(argv: list[str] | None = None) -> int:
                 profile(key, args.profile_seconds, load, paths, logs, args.out)
             write_report(points, notes, info, args.out)
     print(f"\nwrote {args.out / 'results.md'} and {args.out / 'results.png'}")
-    for target, measured, ok in targets(points):
+    for target, measured, ok in targets(points, notes.get("log_pairs")):
         print(f"  [{'met' if ok else 'MISSED'}] {target}: {measured}")
     return 0
 

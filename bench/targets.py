@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
-__all__ = ["MLSERVER_ADAPTIVE_RPS", "Row", "ceiling_targets", "earlier_targets", "find",
+__all__ = ["MLSERVER_ADAPTIVE_RPS", "Pairs", "Row", "ceiling_targets", "earlier_targets", "find",
            "logging_and_tail_targets", "mlserver_targets", "targets"]
 
 # MLServer 1.7 with adaptive batching 64 / 1 ms in an earlier run on this kind of machine: the
@@ -27,6 +28,9 @@ P99_OVER_CEILING = 3.0
 ENGINES = (("fast", "ONNX Runtime"), ("sklearn", "scikit-learn"))
 
 Row = tuple[str, str, bool | None]
+# Logging's cost measured in interleaved pairs, by engine ("fast", "sklearn"): each pair's
+# "on" and "off" points (``bench.serving.log_pairs``), as plain dicts of a point's fields.
+Pairs = Mapping[str, Sequence[Mapping[str, Mapping[str, Any]]]]
 
 
 class Point(Protocol):
@@ -45,11 +49,11 @@ def find(points: Sequence[Point], key: str, n: int) -> Point | None:
     return next((p for p in points if p.server == key and p.connections == n), None)
 
 
-def targets(points: Sequence[Point]) -> list[Row]:
+def targets(points: Sequence[Point], pairs: Pairs | None = None) -> list[Row]:
     """Every target the run measured: the current ones, then those of earlier rounds that
-    they do not replace."""
+    they do not replace. Logging's cost comes from ``pairs`` where the run measured them."""
     return [*mlserver_targets(points), *ceiling_targets(points),
-            *logging_and_tail_targets(points), *earlier_targets(points)]
+            *logging_and_tail_targets(points, pairs), *earlier_targets(points)]
 
 
 def mlserver_targets(points: Sequence[Point]) -> list[Row]:
@@ -104,30 +108,59 @@ def ceiling_targets(points: Sequence[Point]) -> list[Row]:
     return rows
 
 
-def logging_and_tail_targets(points: Sequence[Point]) -> list[Row]:
-    """What logging costs, and the tail against the ceiling's, for each engine measured."""
+def logging_and_tail_targets(points: Sequence[Point], pairs: Pairs | None = None
+                             ) -> list[Row]:
+    """What logging costs, and the tail against the ceiling's, for each engine measured.
+
+    Logging's cost is the median over ``pairs`` when the run measured that engine's pairs: the
+    run's own log-on and log-off points are minutes apart, and on a shared machine two points
+    that far apart differed by up to a fifth. Without pairs, those two points."""
     rows: list[Row] = []
     ceiling = find(points, "ceiling", 64)
     for engine, name in ENGINES:
         on, off = find(points, f"ab-{engine}", 64), find(points, f"ab-{engine}-nolog", 64)
-        if on is not None and off is not None:
-            cost = 1 - on.rps / off.rps
-            rows.append((f"{name}, ab, 64 conns: logging costs <= 5 % of throughput",
-                         f"{cost * 100:.1f} % ({on.rps:,.0f} vs {off.rps:,.0f} req/s)",
-                         cost <= LOG_THROUGHPUT_COST))
-            if on.serving_cpu_us_per_request is not None \
-                    and off.serving_cpu_us_per_request is not None:
-                extra = on.serving_cpu_us_per_request - off.serving_cpu_us_per_request
-                rows.append((f"{name}, ab, 64 conns: logging costs <= 5 µs of the serving "
-                             "process's CPU per request",
-                             f"{extra:+.1f} µs ({on.serving_cpu_us_per_request:.0f} vs "
-                             f"{off.serving_cpu_us_per_request:.0f})",
-                             extra <= LOG_SERVING_CPU_US))
+        measured = (pairs or {}).get(engine)
+        if measured:
+            rows += _paired_logging_rows(name, measured)
+        elif on is not None and off is not None:
+            rows += _logging_rows(name, [{"on": vars(on), "off": vars(off)}])
         if on is not None and ceiling is not None:
             ratio = on.p99_ms / ceiling.p99_ms
             rows.append((f"{name}, ab + log, 64 conns: p99 <= 3x the ceiling's",
                          f"{ratio:.1f}x ({on.p99_ms:.1f} vs {ceiling.p99_ms:.1f} ms)",
                          ratio <= P99_OVER_CEILING))
+    return rows
+
+
+def _paired_logging_rows(name: str, pairs: Sequence[Mapping[str, Mapping[str, Any]]]
+                         ) -> list[Row]:
+    return [(target, f"{measured}, the median of {len(pairs)} interleaved pairs", ok)
+            for target, measured, ok in _logging_rows(name, pairs)]
+
+
+def _logging_rows(name: str, pairs: Sequence[Mapping[str, Mapping[str, Any]]]) -> list[Row]:
+    """Logging's cost in throughput and in serving CPU per request: the median over ``pairs``
+    of each pair's cost, shown with the figures of the pair at the median."""
+    rows: list[Row] = []
+    by_cost = sorted(pairs, key=lambda p: 1 - p["on"]["rps"] / p["off"]["rps"])
+    cost = statistics.median(1 - p["on"]["rps"] / p["off"]["rps"] for p in pairs)
+    middle = by_cost[len(by_cost) // 2]
+    rows.append((f"{name}, ab, 64 conns: logging costs <= 5 % of throughput",
+                 f"{cost * 100:.1f} % ({middle['on']['rps']:,.0f} vs "
+                 f"{middle['off']['rps']:,.0f} req/s)", cost <= LOG_THROUGHPUT_COST))
+    cpu = [p for p in pairs if p["on"].get("serving_cpu_us_per_request") is not None
+           and p["off"].get("serving_cpu_us_per_request") is not None]
+    if cpu:
+        def extra(pair: Mapping[str, Mapping[str, Any]]) -> float:
+            return float(pair["on"]["serving_cpu_us_per_request"]
+                         - pair["off"]["serving_cpu_us_per_request"])
+        middle = sorted(cpu, key=extra)[len(cpu) // 2]
+        added = statistics.median(extra(p) for p in cpu)
+        rows.append((f"{name}, ab, 64 conns: logging costs <= 5 µs of the serving "
+                     "process's CPU per request",
+                     f"{added:+.1f} µs ({middle['on']['serving_cpu_us_per_request']:.0f} vs "
+                     f"{middle['off']['serving_cpu_us_per_request']:.0f})",
+                     added <= LOG_SERVING_CPU_US))
     return rows
 
 
