@@ -1,7 +1,7 @@
 """The serving benchmark: the router against the common way, MLServer and the framework's
 ceiling, in one run.
 
-One command, from the repository root: ``.venv/bin/python -m bench.serving`` (about 15 minutes;
+One command, from the repository root: ``.venv/bin/python -m bench.serving`` (about 20 minutes;
 ``--short`` is a 3-minute smoke run, see ``--help``). It installs what it needs (Debian's
 ``wrk``, the ``fast`` and ``bench`` extras, and MLServer in an environment of its own, see
 ``bench/mlserver.py``), trains one model (StandardScaler + 100-tree random forest on iris, which
@@ -27,8 +27,10 @@ timeouts and non-2xx answers) and the server's CPU time per request (its process
 from ``/proc``). Results go to ``bench/results.md``, which leads with CPU per request (far
 steadier than requests/s on a shared machine) over the ceiling's, then requests/s with ratios
 to the baseline and the ceiling, the targets (``bench/targets.py``) and where the time goes,
-and ``bench/results.png``. The run ends with a py-spy profile of ``ab`` on each engine
-(``bench/profiles.py``; ``--no-profile`` skips them).
+and ``bench/results.png``. Logging's cost is then measured again in three interleaved pairs of
+``ab`` with and without its log per engine (``--log-pairs``), whose medians the targets take:
+two points minutes apart differ by up to a fifth on a shared machine. The run ends with a
+py-spy profile of ``ab`` on each engine (``bench/profiles.py``; ``--no-profile`` skips them).
 
 ``--soak 600`` instead runs the router (``ab``, default engine) for 600 s at 16 connections and
 records its resident memory; ``--profile KEY`` runs one server at 64 connections under py-spy
