@@ -67,7 +67,16 @@ from typing import Any
 import numpy as np
 
 from bench import mlserver, profiles
-from bench.targets import ENGINES, MLSERVER_ADAPTIVE_RPS, Pairs, Row, find, targets
+from bench.targets import (
+    ENGINES,
+    MLSERVER_ADAPTIVE_RPS,
+    Pairs,
+    Row,
+    find,
+    serving_cpu_added,
+    targets,
+    throughput_cost,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -678,9 +687,9 @@ def pairs_section(pairs: Pairs | None) -> str:
             cpu_on, cpu_off = (on.get("serving_cpu_us_per_request"),
                                off.get("serving_cpu_us_per_request"))
             extra = "-" if cpu_on is None or cpu_off is None else \
-                f"{cpu_on:.1f} / {cpu_off:.1f} ({cpu_on - cpu_off:+.1f})"
+                f"{cpu_on:.1f} / {cpu_off:.1f} ({serving_cpu_added(pair):+.1f})"
             lines.append(f"| {name} | {i} | {on['rps']:,.0f} | {off['rps']:,.0f} | "
-                         f"{(1 - on['rps'] / off['rps']) * 100:.1f} % | {extra} |")
+                         f"{throughput_cost(pair) * 100:.1f} % | {extra} |")
     return ("## Logging's cost, in interleaved pairs\n\n"
             "`ab` at 64 connections with its log and without, each on a fresh server, the order "
             "alternating from pair to pair; the targets above take each engine's median.\n\n"
