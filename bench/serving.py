@@ -1070,7 +1070,6 @@ SHORT_NOTE = ("\n**A short smoke run** (`--short`): it shows that every server s
 def apply_short(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """``--short``: the smoke run's settings, where the command line left the defaults."""
     for name, value in (("seconds", 3.0), ("warmup", 1.0), ("connections", "1,64"),
-                        ("log_pairs", 1),
                         ("profile_seconds", 3.0),
                         ("only", SHORT_SERVERS), ("grid_seconds", 2.0),
                         ("mlserver_grid", ",".join(f"{s}:{t:g}" for s, t in mlserver.GRID[:2])),
@@ -1098,7 +1097,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the full run's profiles of ab on each engine, each (20)")
     parser.add_argument("--log-pairs", type=int, default=LOG_PAIRS, metavar="N",
                         help=f"logging's cost: N interleaved pairs of ab with and without its "
-                        f"log per engine ({LOG_PAIRS}; 0: none)")
+                        f"log per engine whose log-off server the run has ({LOG_PAIRS}; "
+                        "0: none)")
     parser.add_argument("--no-profile", action="store_true",
                         help="the full run without its profiles")
     parser.add_argument("--batching", metavar="MAX_BATCH,MAX_WAIT_MS", default="",
