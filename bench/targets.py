@@ -135,7 +135,9 @@ def logging_and_tail_targets(points: Sequence[Point], pairs: Pairs | None = None
 
 def _paired_logging_rows(name: str, pairs: Sequence[Mapping[str, Mapping[str, Any]]]
                          ) -> list[Row]:
-    return [(target, f"{measured}, the median of {len(pairs)} interleaved pairs", ok)
+    source = "one interleaved pair" if len(pairs) == 1 else \
+        f"the median of {len(pairs)} interleaved pairs"
+    return [(target, f"{measured}, {source}", ok)
             for target, measured, ok in _logging_rows(name, pairs)]
 
 
