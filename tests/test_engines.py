@@ -15,7 +15,7 @@ from sklearn.linear_model import LogisticRegression
 from starlette.testclient import TestClient
 
 from router.gateway.app import create_app
-from router.serving import engine_check, engines
+from router.serving import engine_check, engines, registry
 from router.serving.engines import ONNXRUNTIME, SKLEARN, OnnxRunner
 from router.serving.model import ENGINE_PENDING, ServedModel
 from router.serving.registry import ENGINES_IN_BACKGROUND, ENGINES_UNCHOSEN, ModelRegistry
@@ -177,11 +177,15 @@ def test_the_parity_check_runs_beside_serving_and_the_engine_switches_after(
     release = threading.Event()
     check = engine_check.choice_apart
 
+    held: list[str] = []
+
     def held_check(served: ServedModel) -> engines.EngineChoice:
+        held.append(served.name)
         assert release.wait(60)
         return check(served)
 
-    monkeypatch.setattr(engine_check, "choice_apart", held_check)
+    # Patched where the background choice looks it up: the registry imports it by name.
+    monkeypatch.setattr(registry, "choice_apart", held_check)
     served = ModelRegistry(engines=ENGINES_IN_BACKGROUND).load(champion_dir)
     assert (served.engine, served.engine_reason) == (SKLEARN, ENGINE_PENDING)
     assert not served.engine_chosen.is_set()
@@ -189,6 +193,7 @@ def test_the_parity_check_runs_beside_serving_and_the_engine_switches_after(
     assert served.predict(X).labels == served.model.predict(X).tolist()
     release.set()
     assert served.engine_chosen.wait(600)
+    assert held == [served.name]  # the choice went through the held check, not around it
     assert served.engine == ONNXRUNTIME and "0 labels differ" in served.engine_reason
     for rows in (X, _noisy(X)):
         np.testing.assert_array_equal(served.predict(rows).probabilities,
