@@ -93,6 +93,7 @@ class Gateway(Starlette):
         """The answer to a ``POST /predict`` whose whole body is ``body``: status, headers
         and body, from the same endpoint and error renderer as through ASGI."""
         scope["app"] = self
+        scope[endpoints.WHOLE_BODY] = body
         response = await _predict_response(Request(scope, _whole_body(body)))
         return response.status_code, response.raw_headers, bytes(response.body)
 

@@ -66,6 +66,11 @@ def state_of(request: Request) -> GatewayState:
     return gateway
 
 
+# Set in a request's scope when its whole body is already in hand (the connection protocol's
+# direct answer): decoding it as it is spares an async generator and a receive per request.
+WHOLE_BODY = "router.whole_body"
+
+
 async def read_json(request: Request, max_bytes: int, *, json_by_default: bool = False) -> Any:
     """The decoded body, after the content type and size checks every POST route shares.
 
@@ -83,6 +88,11 @@ async def read_json(request: Request, max_bytes: int, *, json_by_default: bool =
     declared = headers.get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(int(declared), max_bytes)
+    whole: bytes | None = request.scope.get(WHOLE_BODY)
+    if whole is not None:
+        if len(whole) > max_bytes:
+            raise _too_large(len(whole), max_bytes)
+        return decode_json(whole)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():

@@ -336,6 +336,30 @@ def test_a_good_direct_answer_carries_the_prediction(make_client: Any,
     assert b'"prediction"' in answer and headers[b"x-request-id"] in answer
 
 
+def test_a_direct_answer_decodes_the_body_it_was_given_and_keeps_the_size_limit(
+        make_client: Any, champion_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole body is in hand: it is decoded as it is, not streamed again through a
+    receive (an async generator and a coroutine per request); a body over
+    ``limits.max_body_bytes`` is still refused with 413."""
+    from starlette.requests import Request
+
+    client = make_client(champion=champion_dir, mode="single")
+    body = json.dumps({"features": named_row(champion_dir)}).encode()
+
+    def streamed(self: Request) -> None:
+        raise AssertionError("the body was streamed again")
+
+    monkeypatch.setattr(Request, "stream", streamed)
+    status, _, answer = client.portal.call(
+        client.app.answer_predict, _scope({"content-type": "application/json"}), body)
+    assert status == 200, answer
+    limit = client.app.gateway.config.limits.max_body_bytes
+    padded = body[:-1] + b", " + b" " * limit + b"}"
+    status, _, answer = client.portal.call(
+        client.app.answer_predict, _scope({"content-type": "application/json"}), padded)
+    assert status == 413 and b"max_body_bytes" in answer
+
+
 def test_an_added_middleware_closes_the_direct_path(tmp_path: Path, champion_dir: Path) -> None:
     from starlette.middleware.cors import CORSMiddleware
 
