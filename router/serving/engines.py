@@ -18,8 +18,8 @@ that passes is kept:
    compares inputs rounded to float32 with float64 thresholds and adds the trees' votes in
    float64. skl2onnx offers no graph that does this (its double conversion rounds the thresholds
    to float32 and fails parity; its float32 one sums in float32, off by up to 1e-6), so the graph
-   is built here from the fitted trees (ONNX-ML opset 5 ``TreeEnsemble``): its probabilities are
-   scikit-learn's, bit for bit.
+   is built here from the fitted trees (ONNX-ML opset 5 ``TreeEnsemble``, each tree walked
+   once; ``router.serving.onnx_graphs``): its probabilities are scikit-learn's, bit for bit.
 2. ``float64``: skl2onnx's double conversion, exact for linear models and most others.
 3. ``float32``: skl2onnx's float conversion.
 
