@@ -57,14 +57,14 @@ def exact_forest(final: Any, n_features: int) -> Any:
     """An ONNX graph that computes a forest's ``predict_proba`` as scikit-learn does.
 
     scikit-learn compares float32-rounded inputs with float64 thresholds, adds each tree's
-    normalised leaf values in float64 in tree order and divides by the number of trees. ONNX-ML
-    opset 5 ``TreeEnsemble`` walks the trees in float64 (the caller rounds the input), but gives
-    each leaf one target only. So each tree is one target whose leaves answer their index in a
-    table of the leaves' class values: one walk a tree gives a row its leaves, ``Gather`` their
-    values, ``CumSum`` adds them in tree order and a ``Div`` node divides. On a 100-tree iris
-    forest that costs 2.9 µs a row at 32 rows a call against 5.0 with a walk per tree and class.
-    A forest whose trees times classes pass :data:`LEAF_TABLE_MAX_VALUES` has its trees repeated
-    once per class instead, each leaf answering its class's value.
+    leaf values (:func:`_leaf_values`) in float64 in tree order and divides by the number of
+    trees. ONNX-ML opset 5 ``TreeEnsemble`` walks the trees in float64 (the caller rounds the
+    input), but gives each leaf one target only. So each tree is one target whose leaves answer
+    their index in a table of the leaves' class values: one walk a tree gives a row its leaves,
+    ``Gather`` their values, ``CumSum`` adds them in tree order and a ``Div`` node divides. On a
+    100-tree iris forest that costs 2.9 µs a row at 32 rows a call against 5.0 with a walk per
+    tree and class. A forest whose trees times classes pass :data:`LEAF_TABLE_MAX_VALUES` has
+    its trees repeated once per class instead, each leaf answering its class's value.
     """
     from onnx import TensorProto, helper, numpy_helper
 
