@@ -49,8 +49,10 @@ _SKLEARN_STORES_FRACTIONS = \
     tuple(int(part) for part in re.findall(r"\d+", sklearn_version)[:2]) >= (1, 4)
 
 # Above this many trees times classes, the leaf table's intermediate arrays (a float64 per tree,
-# class and row, twice) would grow past 64 KB a row; the graph then repeats the trees per class.
-LEAF_TABLE_MAX_VALUES = 4096
+# class and row, twice) would grow past 16 KB a row, 16 MB for a request of limits.max_batch's
+# default 1,000 rows (ONNX Runtime's arena keeps its peak); the graph then repeats the trees
+# per class instead.
+LEAF_TABLE_MAX_VALUES = 1024
 
 
 def exact_forest(final: Any, n_features: int) -> Any:
