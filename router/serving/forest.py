@@ -21,6 +21,7 @@ import numpy as np
 from sklearn.preprocessing import StandardScaler
 
 from router.serving.engines import split_pipeline, transform_steps
+from router.serving.onnx_graphs import leaf_values
 
 __all__ = ["DirectForest", "direct_forest"]
 
@@ -69,9 +70,10 @@ class DirectForest:
         self._steps = [(step, _Scaling.of(step)) for step in transformers]
         self._quiet = quiet
         self._n_classes = n_classes = int(forest.n_classes_)
-        # Each tree with its leaves' values for the classes, as Tree.predict reads them: a view
-        # of the tree's own array, made once (``Tree.value`` builds a new one at every access).
-        self._trees = [(tree, tree.value[:, 0, :n_classes])
+        # Each tree with its leaves' values for the classes, as its predict_proba answers them:
+        # made once (``Tree.value`` builds a new array at every access), a view of the tree's
+        # own array where scikit-learn stores them as they are answered.
+        self._trees = [(tree, leaf_values(tree)[:, :n_classes])
                        for tree in (estimator.tree_ for estimator in forest.estimators_)]
         self.n_trees = len(self._trees)
         self.checked_rows = 0  # rows of the reference sample it was found identical on

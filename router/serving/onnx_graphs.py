@@ -44,7 +44,7 @@ def convert(final: Any, n_features: int, precision: str) -> Any:
                            options={id(final): {"zipmap": False}})
 
 
-# What a fitted classifier tree stores changed in scikit-learn 1.4 (see _leaf_values).
+# What a fitted classifier tree stores changed in scikit-learn 1.4 (see leaf_values).
 _SKLEARN_STORES_FRACTIONS = \
     tuple(int(part) for part in re.findall(r"\d+", sklearn_version)[:2]) >= (1, 4)
 
@@ -59,7 +59,7 @@ def exact_forest(final: Any, n_features: int) -> Any:
     """An ONNX graph that computes a forest's ``predict_proba`` as scikit-learn does.
 
     scikit-learn compares float32-rounded inputs with float64 thresholds, adds each tree's
-    leaf values (:func:`_leaf_values`) in float64 in tree order and divides by the number of
+    leaf values (:func:`leaf_values`) in float64 in tree order and divides by the number of
     trees. ONNX-ML opset 5 ``TreeEnsemble`` walks the trees in float64 (the caller rounds the
     input), but gives each leaf one target only. So each tree is one target whose leaves answer
     their index in a table of the leaves' class values: one walk a tree gives a row its leaves,
@@ -68,49 +68,69 @@ def exact_forest(final: Any, n_features: int) -> Any:
     tree and class. A forest whose trees times classes pass :data:`LEAF_TABLE_MAX_VALUES` has
     its trees repeated once per class instead, each leaf answering its class's value.
     """
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
     trees = [e.tree_ for e in getattr(final, "estimators_", [final])]
     n_classes = int(trees[0].value.shape[2])
-    probabilities = [_leaf_values(tree) for tree in trees]
-    table: list[np.ndarray] = []
-    initializers = [numpy_helper.from_array(np.array(float(len(trees))), "n_trees")]
-    if len(trees) * n_classes <= LEAF_TABLE_MAX_VALUES:
-        def leaf_table(index: int, node: int) -> tuple[int, float]:
-            table.append(probabilities[index][node])
-            return index, float(len(table) - 1)
-
-        columns = _ensemble(trees, range(len(trees)), leaf_table)
-        forest = _tree_ensemble(columns, len(trees), "leaf_ids")
-        summed = [helper.make_node("Cast", ["leaf_ids"], ["leaves"], to=TensorProto.INT64),
-                  helper.make_node("Gather", ["table", "leaves"], ["values"], axis=0),
-                  helper.make_node("CumSum", ["values", "tree_axis"], ["running"]),
-                  helper.make_node("Gather", ["running", "last_tree"], ["votes"], axis=1)]
-        initializers += [numpy_helper.from_array(np.array(table, dtype=np.float64), "table"),
-                         numpy_helper.from_array(np.array(1, dtype=np.int64), "tree_axis"),
-                         numpy_helper.from_array(np.array(len(trees) - 1, dtype=np.int64),
-                                                 "last_tree")]
-    else:
-        def class_value(index: int, node: int) -> tuple[int, float]:
-            target = index // len(trees)
-            return target, float(probabilities[index % len(trees)][node, target])
-
-        columns = _ensemble(trees * n_classes, range(len(trees) * n_classes), class_value)
-        forest, summed = _tree_ensemble(columns, n_classes, "votes"), []
+    values = [leaf_values(tree) for tree in trees]
+    fits = len(trees) * n_classes <= LEAF_TABLE_MAX_VALUES
+    votes, initializers = (_by_leaf_table if fits else _by_class)(trees, values)
     average = helper.make_node("Div", ["votes", "n_trees"], ["probabilities"])
     # scikit-learn's trees see their input rounded to float32 (and compare it in float64).
     rounding = [helper.make_node("Cast", ["X"], ["X32"], to=TensorProto.FLOAT),
                 helper.make_node("Cast", ["X32"], ["X64"], to=TensorProto.DOUBLE)]
     graph = helper.make_graph(
-        [*rounding, forest, *summed, average], "forest",
+        [*rounding, *votes, average], "forest",
         [helper.make_tensor_value_info("X", TensorProto.DOUBLE, [None, n_features])],
         [helper.make_tensor_value_info("probabilities", TensorProto.DOUBLE, [None, n_classes])],
-        initializer=initializers)
+        initializer=[*initializers, _constant(float(len(trees)), np.float64, "n_trees")])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21),
                                                    helper.make_opsetid("ai.onnx.ml", 5)])
 
 
-def _leaf_values(tree: Any) -> np.ndarray:
+def _by_leaf_table(trees: list[Any], values: list[np.ndarray]) -> tuple[list[Any], list[Any]]:
+    """The nodes that make ``votes`` with one walk a tree: each tree is a target whose leaves
+    answer their row in a table of leaf values, summed over the trees in order; and the
+    initializers they read."""
+    from onnx import TensorProto, helper
+
+    table: list[np.ndarray] = []
+
+    def table_row(index: int, node: int) -> tuple[int, float]:
+        table.append(values[index][node])
+        return index, float(len(table) - 1)
+
+    forest = _tree_ensemble(_ensemble(trees, range(len(trees)), table_row), len(trees),
+                            "leaf_ids")
+    nodes = [forest,
+             helper.make_node("Cast", ["leaf_ids"], ["leaves"], to=TensorProto.INT64),
+             helper.make_node("Gather", ["table", "leaves"], ["values"], axis=0),
+             helper.make_node("CumSum", ["values", "tree_axis"], ["running"]),
+             helper.make_node("Gather", ["running", "last_tree"], ["votes"], axis=1)]
+    return nodes, [_constant(table, np.float64, "table"), _constant(1, np.int64, "tree_axis"),
+                   _constant(len(trees) - 1, np.int64, "last_tree")]
+
+
+def _by_class(trees: list[Any], values: list[np.ndarray]) -> tuple[list[Any], list[Any]]:
+    """The node that makes ``votes`` with the trees repeated once per class, each leaf
+    answering its class's value; no initializer."""
+    n_trees, n_classes = len(trees), values[0].shape[1]
+
+    def class_value(index: int, node: int) -> tuple[int, float]:
+        target = index // n_trees
+        return target, float(values[index % n_trees][node, target])
+
+    columns = _ensemble(trees * n_classes, range(n_trees * n_classes), class_value)
+    return [_tree_ensemble(columns, n_classes, "votes")], []
+
+
+def _constant(value: Any, dtype: Any, name: str) -> Any:
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(np.array(value, dtype=dtype), name)
+
+
+def leaf_values(tree: Any) -> np.ndarray:
     """Each node's class values as the tree's ``predict_proba`` answers them. scikit-learn 1.4
     and later store them as fractions and answer them as they are (dividing them by their sum
     again moved some by one unit in the last place); 1.3 stored weighted counts and divided
