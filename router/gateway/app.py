@@ -7,6 +7,7 @@ import contextlib
 import gc
 import os
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -30,6 +31,7 @@ from router.gateway.direct_predict import DirectAnswer
 from router.gateway.errors import EXCEPTION_HANDLERS, render_error
 from router.gateway.state import GatewayState
 from router.serving.registry import ModelRegistry
+from router.thread_names import name_native_thread
 
 CONFIG_ENV = "ROUTER_CONFIG"
 BASE_DIR_ENV = "ROUTER_BASE_DIR"
@@ -117,7 +119,9 @@ def create_app(config_path: str | Path, *, base_dir: str | Path | None = None,
     """A gateway for one YAML file; relative paths in it resolve against ``base_dir`` (cwd).
 
     ``tune_gc`` (what ``router serve`` does) calls :func:`settle_heap` once the first snapshot
-    is loaded; it changes process-wide settings, so an embedding application decides.
+    is loaded, and gives the event loop a default executor whose threads carry their names to
+    the OS (``router-io_N``); it changes process-wide settings, so an embedding application
+    decides.
     ``registry`` may hold the models already loaded, which the first snapshot then reuses.
     """
     path = Path(config_path)
@@ -125,6 +129,11 @@ def create_app(config_path: str | Path, *, base_dir: str | Path | None = None,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Gateway) -> AsyncIterator[None]:
+        if tune_gc:
+            # Before its first use: threads named where the OS shows them (the monitoring
+            # gauges refresh there).
+            asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(
+                thread_name_prefix="router-io", initializer=name_native_thread))
         state = await asyncio.to_thread(GatewayState.start, path, base, registry)
         app.attach(state)
         if tune_gc:

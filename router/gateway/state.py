@@ -23,6 +23,7 @@ from router.serving.snapshot import Snapshot, SnapshotHolder
 from router.shadow.fleet import ShadowFleet
 from router.stats.loader import assemble_report
 from router.stats.reader import SharedColumns
+from router.thread_names import name_native_thread
 
 log = logging.getLogger("router.gateway")
 
@@ -92,7 +93,8 @@ class GatewayState:
         # Model calls get their own small pool: on 2 cores more threads only add contention,
         # and the batcher keeps one call per model in flight anyway.
         executor = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
-                                      thread_name_prefix="router-model")
+                                      thread_name_prefix="router-model",
+                                      initializer=name_native_thread)
         predictor = Predictor(executor, max_batch=config.batching.max_batch,
                               max_wait_ms=config.batching.max_wait_ms)
         # Always there, idle until offered work: a reload may switch the mode to shadow.

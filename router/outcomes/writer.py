@@ -19,6 +19,7 @@ from router.outcomes.dead_letters import DeadLetters
 from router.outcomes.records import FeedbackRecord, PredictionRecord
 from router.outcomes.spill import SpillDirectory
 from router.outcomes.store import OutcomeLog, StoreHealth
+from router.thread_names import name_native_thread
 
 __all__ = ["OutcomeWriter"]
 
@@ -260,6 +261,7 @@ class OutcomeWriter:
     # -- writer thread -------------------------------------------------------------------------
 
     def _run(self) -> None:
+        name_native_thread()
         failures = 0
         while True:
             if failures:

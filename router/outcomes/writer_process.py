@@ -44,6 +44,7 @@ from router.outcomes.writer_child import (
     receive,
     start_child,
 )
+from router.thread_names import name_native_thread
 
 __all__ = ["HANDOFF_INTERVAL_S", "WriterProcess"]
 
@@ -275,6 +276,7 @@ class WriterProcess:
     # -- the hand-over thread ------------------------------------------------------------------
 
     def _run_handoff(self) -> None:
+        name_native_thread()
         while True:
             self._wake.wait()
             if self._closing_timeout is None and self._handoff_interval_s:
@@ -385,6 +387,7 @@ class WriterProcess:
 
     def _read_status(self, connection: Connection, process: subprocess.Popen[bytes]) -> None:
         """Take the child's counts as they come, until it closes or ends."""
+        name_native_thread()
         try:
             while True:
                 message = receive(connection)

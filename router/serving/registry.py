@@ -21,6 +21,7 @@ from router.artifacts.trust import ModelTrust
 from router.serving.engine_check import choice_apart
 from router.serving.engines import SKLEARN, EngineChoice, onnx_possible
 from router.serving.model import ServedModel
+from router.thread_names import name_native_thread
 
 __all__ = ["ModelRegistry", "choose_engine_in_background"]
 
@@ -33,6 +34,7 @@ def choose_engine_in_background(served: ServedModel) -> None:
     """Choose the engine in a thread, the check itself in a child process (see
     :mod:`router.serving.engine_check`): the model serves with scikit-learn meanwhile."""
     def run() -> None:
+        name_native_thread()
         try:
             # Without a chance of ONNX Runtime the choice is immediate: no child needed.
             served.use_engine(choice_apart(served) if onnx_possible() else served.engine_choice())

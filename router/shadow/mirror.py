@@ -34,6 +34,7 @@ from router.serving.service import RecordSink, answered_rows
 from router.serving.snapshot import Snapshot
 from router.shadow.scorers import Outcome, ProcessScorer, Scorer, ThreadScorer, scorer_from_env
 from router.shadow.worker import describe
+from router.thread_names import name_native_thread
 
 __all__ = ["Outcome", "ProcessScorer", "Scorer", "ShadowMirror", "ThreadScorer", "scorer_from_env"]
 
@@ -182,6 +183,7 @@ class ShadowMirror:
         return self._until
 
     def _run(self) -> None:
+        name_native_thread()
         while True:
             with self._lock:
                 while not (self._queue or self._closed or self._warm is not None):
