@@ -52,6 +52,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,7 +60,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,9 @@ class Point:
     # without its writer process and shadow worker. None for MLServer, whose main process
     # does not serve, and in runs before it was measured.
     serving_cpu_us_per_request: float | None = None
+    # The router's serving process thread by thread (``Running.thread_seconds``), per request
+    # answered; None for other servers and in runs before it was read.
+    thread_cpu_us_per_request: dict[str, float] | None = None
 
 
 # -- tools --------------------------------------------------------------------------------------
@@ -381,6 +385,22 @@ class Running:
                 total += int(fields[11]) + int(fields[12])  # utime, stime
         return total / CLK_TCK
 
+    def thread_seconds(self) -> dict[str, float]:
+        """CPU seconds of each thread of the server's own process that is alive now, as the
+        kernel counts it (``schedstat``, in nanoseconds, where ``stat`` counts 10 ms ticks):
+        the main thread as "event loop", the others by the names they gave the OS, a pool's
+        numbered threads (``router-model_0``, ``router-model_1``) as one."""
+        out: dict[str, float] = {}
+        task_dir = Path(f"/proc/{self.process.pid}/task")
+        with contextlib.suppress(OSError):
+            for task in task_dir.iterdir():
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    ran_ns = int((task / "schedstat").read_text().split()[0])
+                    name = "event loop" if int(task.name) == self.process.pid else \
+                        re.sub(r"_\d+$", "", (task / "comm").read_text().strip())
+                    out[name] = out.get(name, 0.0) + ran_ns / 1e9
+        return out
+
     def kept_bytes(self) -> int:
         """The router's ``router_stats_kept_bytes`` (0 when it cannot be read)."""
         try:
@@ -462,11 +482,14 @@ class Load:
         raise RuntimeError(f"the load generator printed no result:\n{output[-2000:]}")
 
     def run(self, target: Running, connections: int, seconds: float) -> Point:
+        router = target.server.kind == "router"
         cpu_before, own_before = target.cpu_seconds(), target.cpu_seconds(own=True)
+        threads_before = target.thread_seconds() if router else {}
         process = self.start(target, connections, seconds)
         raw = self.result(process, seconds + 90)
         cpu = target.cpu_seconds() - cpu_before
         own = target.cpu_seconds(own=True) - own_before
+        threads_after = target.thread_seconds() if router else {}
         requests = int(raw["requests"])
         errors = dict(raw["errors"])
         return Point(
@@ -477,7 +500,10 @@ class Load:
             cpu_us_per_request=cpu / requests * 1e6 if requests else None,
             error_kinds={k: v for k, v in errors.items() if v},
             serving_cpu_us_per_request=own / requests * 1e6
-            if requests and target.server.kind != "mlserver" else None)
+            if requests and target.server.kind != "mlserver" else None,
+            thread_cpu_us_per_request={
+                name: (after - threads_before.get(name, 0.0)) / requests * 1e6
+                for name, after in threads_after.items()} if router and requests else None)
 
 
 def _wrk_version(wrk: str) -> str:
@@ -690,12 +716,31 @@ def pairs_section(pairs: Pairs | None) -> str:
                 f"{cpu_on:.1f} / {cpu_off:.1f} ({serving_cpu_added(pair):+.1f})"
             lines.append(f"| {name} | {i} | {on['rps']:,.0f} | {off['rps']:,.0f} | "
                          f"{throughput_cost(pair) * 100:.1f} % | {extra} |")
+    by_thread = [line for engine, name in ENGINES
+                 if (line := pairs_by_thread(name, pairs.get(engine, ())))]
     return ("## Logging's cost, in interleaved pairs\n\n"
             "`ab` at 64 connections with its log and without, each on a fresh server, the order "
             "alternating from pair to pair; the targets above take each engine's median.\n\n"
             "| engine | pair | log on, req/s | log off, req/s | throughput cost | serving CPU "
             "µs/req, on / off |\n| --- | ---: | ---: | ---: | ---: | ---: |\n"
-            + "\n".join(lines) + "\n\n")
+            + "\n".join(lines) + "\n\n" + "".join(f"{line}\n\n" for line in by_thread))
+
+
+def pairs_by_thread(name: str, pairs: Sequence[Mapping[str, Any]]) -> str:
+    """One sentence: the median over an engine's pairs of each thread's CPU per request with
+    the log less without it (``Running.thread_seconds``); empty for pairs measured before
+    threads were read."""
+    read = [(p["on"].get("thread_cpu_us_per_request"), p["off"].get("thread_cpu_us_per_request"))
+            for p in pairs]
+    if not read or any(on is None or off is None for on, off in read):
+        return ""
+    names = {n for on, _ in read for n in on}
+    added = {n: statistics.median([on.get(n, 0.0) - off.get(n, 0.0) for on, off in read])
+             for n in names}
+    shown = [n for n in THREAD_ORDER if n in added] + sorted(set(added) - set(THREAD_ORDER))
+    parts = [f"{n} {added[n]:+.1f}" for n in shown if abs(added[n]) >= THREAD_SHOWN_US]
+    return (f"By thread, log on less log off, the median of {name}'s pairs (µs per request): "
+            + ", ".join(parts) + ".")
 
 
 # -- the report ---------------------------------------------------------------------------------
@@ -736,6 +781,58 @@ def cpu_table(points: list[Point]) -> str:
             cells.append(f"{ours / theirs:.2f}" if ours is not None and theirs else "-")
         lines.append(f"| {BY_KEY[p.server].label} | {p.connections} | {' | '.join(cells)} |")
     return "\n".join(lines)
+
+
+# The threads of the router's serving process, in the order the table shows them; any other
+# comes after, by its CPU.
+THREAD_ORDER = ("event loop", "router-model", "outcome-handoff", "outcome-status", "router-io",
+                "shadow-dispatcher")
+THREAD_SHOWN_US = 0.05  # a thread below this at every point is left out
+
+
+def thread_table(points: list[Point]) -> str:
+    """The router's serving process thread by thread, µs of CPU per request, for each router
+    server at the run's most connections; empty when no point read its threads."""
+    most = max((p.connections for p in points), default=0)
+    rows = [p for p in points if p.thread_cpu_us_per_request is not None
+            and p.connections == most]
+    if not rows:
+        return ""
+    largest: dict[str, float] = {}
+    for p in rows:
+        for name, us in (p.thread_cpu_us_per_request or {}).items():
+            largest[name] = max(largest.get(name, 0.0), us)
+    shown = {n for n, us in largest.items() if us >= THREAD_SHOWN_US}
+    names = [n for n in THREAD_ORDER if n in shown] + sorted(
+        shown - set(THREAD_ORDER), key=lambda n: -largest[n])
+    lines = ["| server | conns | " + " | ".join(names) + " |",
+             "| --- | ---: | " + " | ".join("---:" for _ in names) + " |"]
+    for p in rows:
+        threads = p.thread_cpu_us_per_request or {}
+        cells = [f"{threads[n]:.1f}" if threads.get(n, 0.0) >= THREAD_SHOWN_US else "-"
+                 for n in names]
+        lines.append(f"| {BY_KEY[p.server].label} | {p.connections} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def thread_section(points: list[Point]) -> str:
+    """The by-thread table with what it says; empty without it."""
+    rows = thread_table(points)
+    if not rows:
+        return ""
+    return f"""### The serving process, thread by thread
+
+µs of CPU per request of each thread of the router's serving process, as the kernel counts it
+(`/proc/PID/task/*/schedstat`), at the run's most connections: the event loop (the main
+thread), the model pool (`router-model`), the outcome log's hand-over and the reader of its
+counts (`outcome-handoff`, `outcome-status`), the default executor that refreshes the
+monitoring gauges (`router-io`) and the shadow dispatcher; a thread under
+{THREAD_SHOWN_US} µs at every point is left out. The rows with the log and without it show
+what the log costs, thread by thread.
+
+{rows}
+
+"""
 
 
 def table(points: list[Point]) -> str:
@@ -864,7 +961,7 @@ steadier than requests/s, which move with whatever else runs.
 
 {cpu_table(points)}
 
-## Requests per second and latency
+{thread_section(points)}## Requests per second and latency
 
 {table(points)}
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -14,8 +16,16 @@ from typing import Any
 import pytest
 
 from bench import profiles
-from bench.serving import Point, cpu_table, report_text, targets_table
+from bench.serving import (
+    Point,
+    cpu_table,
+    pairs_section,
+    report_text,
+    targets_table,
+    thread_table,
+)
 from bench.targets import targets
+from router.thread_names import name_native_thread
 
 
 def point(server: str, connections: int = 64, *, rps: float = 1_000.0, p50_ms: float = 1.0,
@@ -329,3 +339,65 @@ def test_the_report_shows_every_pair_after_the_targets() -> None:
     assert sections[2:4] == ["## Targets", "## Logging's cost, in interleaved pairs"]
     assert "| ONNX Runtime | 2 | 8,000 | 10,000 | 20.0 % | 110.0 / 101.0 (+9.0) |" in text
     assert "interleaved pairs" not in report_text(RUN, {}, info, [])
+
+
+def test_the_serving_process_is_read_thread_by_thread_its_pools_as_one() -> None:
+    """The main thread is the event loop; a pool's threads (``router-model_0``,
+    ``router-model_1``) count as one, by the names they give the OS; in seconds of CPU."""
+    from bench.serving import Running
+
+    spun, release = threading.Barrier(3), threading.Event()
+
+    def spin() -> None:
+        name_native_thread()
+        deadline = time.thread_time() + 0.05
+        while time.thread_time() < deadline:
+            pass
+        spun.wait()
+        release.wait()
+
+    workers = [threading.Thread(target=spin, name=f"bench-pool_{i}") for i in range(2)]
+    for worker in workers:
+        worker.start()
+    try:
+        spun.wait()
+        target = object.__new__(Running)
+        target.process = type("Process", (), {"pid": os.getpid()})()  # type: ignore[assignment]
+        seconds = target.thread_seconds()
+    finally:
+        release.set()
+        for worker in workers:
+            worker.join()
+    assert 0.1 <= seconds["bench-pool"] < 1.0
+    assert seconds["event loop"] > 0
+    assert not any(name.startswith("bench-pool_") for name in seconds)
+
+
+def test_the_thread_table_shows_each_router_server_at_the_most_connections() -> None:
+    fast = replace(FAST, thread_cpu_us_per_request={
+        "event loop": 55.0, "outcome-handoff": 2.5, "router-io": 1.0, "outcome-status": 0.1})
+    nolog = replace(FAST_NOLOG, thread_cpu_us_per_request={"event loop": 56.5})
+    rows = thread_table([CEILING, fast, nolog, point("ab-fast", 16)]).splitlines()
+    assert rows[0] == ("| server | conns | event loop | outcome-handoff | outcome-status "
+                       "| router-io |")
+    assert rows[2] == "| router ab, ONNX Runtime | 64 | 55.0 | 2.5 | 0.1 | 1.0 |"
+    assert rows[3] == "| router ab, ONNX Runtime, log off | 64 | 56.5 | - | - | - |"
+    assert len(rows) == 4
+    assert thread_table([CEILING, FAST]) == ""  # a run before threads were read
+
+
+def test_the_pairs_say_what_the_log_added_thread_by_thread() -> None:
+    """The median over an engine's pairs of each thread's CPU with the log less without."""
+    threads = [({"event loop": 58.0, "outcome-handoff": 2.4, "router-io": 0.9},
+                {"event loop": 55.0}),
+               ({"event loop": 60.0, "outcome-handoff": 2.2, "router-io": 1.1},
+                {"event loop": 56.0}),
+               ({"event loop": 57.0, "outcome-handoff": 2.6, "router-io": 1.0},
+                {"event loop": 55.5})]
+    pairs = {"fast": [{"on": {**p["on"], "thread_cpu_us_per_request": on},
+                       "off": {**p["off"], "thread_cpu_us_per_request": off}}
+                      for p, (on, off) in zip(PAIRS["fast"], threads, strict=True)]}
+    text = pairs_section(pairs)
+    assert ("By thread, log on less log off, the median of ONNX Runtime's pairs (µs per "
+            "request): event loop +3.0, outcome-handoff +2.4, router-io +1.0.") in text
+    assert "By thread" not in pairs_section(PAIRS)  # pairs measured before threads were read
