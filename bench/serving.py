@@ -786,7 +786,7 @@ def cpu_table(points: list[Point]) -> str:
 # The threads of the router's serving process, in the order the table shows them; any other
 # comes after, by its CPU.
 THREAD_ORDER = ("event loop", "router-model", "outcome-handoff", "outcome-status", "router-io",
-                "shadow-dispatcher")
+                "shadow-dispatch")
 THREAD_SHOWN_US = 0.05  # a thread below this at every point is left out
 
 

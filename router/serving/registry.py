@@ -44,7 +44,7 @@ def choose_engine_in_background(served: ServedModel) -> None:
             served.use_engine(EngineChoice(SKLEARN, f"engine choice failed: "
                                                   f"{type(exc).__name__}: {exc}"))
 
-    threading.Thread(target=run, name=f"router-engine-{served.name}", daemon=True).start()
+    threading.Thread(target=run, name=f"engine-{served.name}", daemon=True).start()
 
 
 class ModelRegistry:

@@ -100,7 +100,7 @@ class ShadowMirror:
             raise RuntimeError("ShadowMirror.start() called twice")
         if snapshot is not None and snapshot.config.mode == "shadow":
             self._warm = snapshot.models.get(self.variant)
-        self._thread = threading.Thread(target=self._run, name="shadow-dispatcher",
+        self._thread = threading.Thread(target=self._run, name="shadow-dispatch",
                                         daemon=True)
         self._thread.start()
 
