@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,17 @@ def test_the_outcome_writers_threads_are_named(tmp_path: Path) -> None:
         writer.close(timeout=60)
 
 
+@pytest.fixture
+def collector_restored() -> Iterator[None]:
+    """``tune_gc`` freezes the heap and raises the collector's thresholds for the process:
+    undone after the test, so that the tests after it run with the collector they expect."""
+    threshold = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+
+
+@pytest.mark.usefixtures("collector_restored")
 def test_a_served_gateway_names_its_model_and_background_threads(
         tmp_path: Path, champion_dir: Path) -> None:
     """The model pool's threads and, under ``router serve`` (``tune_gc``), the default
