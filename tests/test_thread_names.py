@@ -69,10 +69,15 @@ def collector_restored() -> Iterator[None]:
 
 @pytest.mark.usefixtures("collector_restored")
 def test_a_served_gateway_names_its_model_and_background_threads(
-        tmp_path: Path, champion_dir: Path) -> None:
+        tmp_path: Path, champion_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The model pool's threads and, under ``router serve`` (``tune_gc``), the default
     executor's, which refreshes the monitoring gauges."""
     from router.gateway.app import create_app
+    from router.serving.engines import ENGINE_ENV
+
+    # scikit-learn's calls go to the pool; ONNX Runtime's run on the event loop, and it may be
+    # chosen at once when an earlier test checked the same model.
+    monkeypatch.setenv(ENGINE_ENV, "sklearn")
 
     (tmp_path / "router.yaml").write_text(
         f"experiment: names\nmode: single\nchampion: {{name: iris, path: {champion_dir}}}\n"
