@@ -702,6 +702,21 @@ def log_pairs(rounds: int, seconds: float, warmup_s: float, load: Load,
     return pairs
 
 
+# The threads of the router's serving process, in the order the reports show them; any other
+# comes after, the busiest first.
+THREAD_ORDER = ("event loop", "router-model", "outcome-handoff", "outcome-status", "router-io",
+                "shadow-dispatch")
+THREAD_SHOWN_US = 0.05  # a thread below this (at every point, or in the median) is left out
+
+
+def ordered_threads(us: Mapping[str, float]) -> list[str]:
+    """The threads of ``us`` (µs per request each) at or above :data:`THREAD_SHOWN_US`, in
+    :data:`THREAD_ORDER`, then the others, the busiest first."""
+    shown = {name for name, value in us.items() if abs(value) >= THREAD_SHOWN_US}
+    return [n for n in THREAD_ORDER if n in shown] + sorted(
+        shown - set(THREAD_ORDER), key=lambda n: -abs(us[n]))
+
+
 def pairs_section(pairs: Pairs | None) -> str:
     """The table of logging's interleaved pairs; empty when the run measured none."""
     if not pairs:
@@ -737,8 +752,7 @@ def pairs_by_thread(name: str, pairs: Sequence[Mapping[str, Any]]) -> str:
     names = {n for on, _ in read for n in on}
     added = {n: statistics.median([on.get(n, 0.0) - off.get(n, 0.0) for on, off in read])
              for n in names}
-    shown = [n for n in THREAD_ORDER if n in added] + sorted(set(added) - set(THREAD_ORDER))
-    parts = [f"{n} {added[n]:+.1f}" for n in shown if abs(added[n]) >= THREAD_SHOWN_US]
+    parts = [f"{n} {added[n]:+.1f}" for n in ordered_threads(added)]
     return (f"By thread, log on less log off, the median of {name}'s pairs (µs per request): "
             + ", ".join(parts) + ".")
 
@@ -783,13 +797,6 @@ def cpu_table(points: list[Point]) -> str:
     return "\n".join(lines)
 
 
-# The threads of the router's serving process, in the order the table shows them; any other
-# comes after, by its CPU.
-THREAD_ORDER = ("event loop", "router-model", "outcome-handoff", "outcome-status", "router-io",
-                "shadow-dispatch")
-THREAD_SHOWN_US = 0.05  # a thread below this at every point is left out
-
-
 def thread_table(points: list[Point]) -> str:
     """The router's serving process thread by thread, µs of CPU per request, for each router
     server at the run's most connections; empty when no point read its threads."""
@@ -802,9 +809,7 @@ def thread_table(points: list[Point]) -> str:
     for p in rows:
         for name, us in (p.thread_cpu_us_per_request or {}).items():
             largest[name] = max(largest.get(name, 0.0), us)
-    shown = {n for n, us in largest.items() if us >= THREAD_SHOWN_US}
-    names = [n for n in THREAD_ORDER if n in shown] + sorted(
-        shown - set(THREAD_ORDER), key=lambda n: -largest[n])
+    names = ordered_threads(largest)
     lines = ["| server | conns | " + " | ".join(names) + " |",
              "| --- | ---: | " + " | ".join("---:" for _ in names) + " |"]
     for p in rows:
