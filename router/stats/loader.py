@@ -131,14 +131,20 @@ def resolve_settings(config: RouterConfig, models: Mapping[str, ServedModel], *,
 def read_columns(store: ColumnSource, config: RouterConfig, settings: Settings, phase: Phase,
                  *, latest_rows: int = 0) -> AnalysisColumns:
     """The phase's analysis columns with everything the report needs (the timeline asks the
-    same question, so a :class:`~router.stats.reader.SharedColumns` read serves both)."""
+    same question, so a :class:`~router.stats.reader.SharedColumns` read serves both).
+
+    ``latest_rows`` is the monitoring sections' read: the newest rows, without the columns
+    that only the comparisons use (each row's unit key, segment values and the true label's
+    probability), which cost a third of the read.
+    """
+    whole = not latest_rows
     # The stores build a plain dict under the names AnalysisColumns gives its columns.
     return cast("AnalysisColumns", store.analysis_columns(
         config.experiment, phase.revisions, classes=settings.classes,
-        units=any(phase.sticky.values()) or (phase.revisions is None
-                                             and config.traffic.sticky_key is not None),
-        true_probability=settings.metric == "log_loss", feature_rows=DRIFT_ROWS,
-        segments=[key.name for key in config.analysis.segments],
+        units=whole and (any(phase.sticky.values())
+                         or (phase.revisions is None and config.traffic.sticky_key is not None)),
+        true_probability=whole and settings.metric == "log_loss", feature_rows=DRIFT_ROWS,
+        segments=[key.name for key in config.analysis.segments] if whole else [],
         arms=tuple(arm.variant for arm in config.arms) if config.multi_challenger else (),
         **({"latest_rows": latest_rows} if latest_rows else {})))
 

@@ -105,3 +105,33 @@ def test_over_a_longer_log_the_sections_read_its_newest_rows_and_keep_nothing(
     assert sum(e["labelled"] for e in sections["rolling"]["variants"].values()) == 200
     assert shared.kept_bytes() == 0
     store.close()
+
+
+def test_the_sections_read_no_column_they_do_not_use(
+        make_config: Callable[..., RouterConfig],  # noqa: F811
+        iris_models: dict[str, ServedModel]) -> None:  # noqa: F811
+    """Sticky users, segments and log loss ask the full report's read for each row's unit key,
+    segment values and the true label's probability; drift, rolling quality and outputs use
+    none of them, and the gauges read on the serving process, so they are not asked for."""
+    store = MemoryStore()
+    config = make_config(store, traffic={"challenger_percent": 50,
+                                         "sticky_key": "header:x-user-id"},
+                         analysis={"metric": "log_loss",
+                                   "segments": ["header:x-country"]})
+    ab_log(store, np.random.default_rng(24), 300, 0.7, 0.8)
+    asked: list[dict[str, Any]] = []
+    read = store.analysis_columns
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        asked.append(kwargs)
+        return read(*args, **kwargs)
+
+    store.analysis_columns = recording  # type: ignore[method-assign]
+    monitoring_sections(store, config, iris_models)
+    (question,) = asked
+    assert question["units"] is False
+    assert question["true_probability"] is False
+    assert list(question["segments"]) == []
+    compute_report(store, config, iris_models)
+    assert asked[1]["units"] is True and asked[1]["true_probability"] is True
+    assert list(asked[1]["segments"]) == ["x-country"]
