@@ -39,6 +39,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from router.sorting import stable_argsort
+from router.stats.units import UnitCodes, group_sums, stable_order
 
 __all__ = [
     "MIN_UNITS",
@@ -83,9 +84,14 @@ def _ratio(num: Floats, den: Floats) -> Floats:
     return ratio
 
 
-def _before_in_unit(values: Floats, units: NDArray[np.int64]) -> tuple[Floats, Floats]:
+def _before_in_unit(values: Floats, units: NDArray[np.int64] | UnitCodes
+                    ) -> tuple[Floats, Floats]:
     """For each element: the sum of ``values`` and the count of earlier elements of its unit."""
-    order = stable_argsort(units)
+    if isinstance(units, UnitCodes):
+        order = stable_order(units)
+        units = units.codes
+    else:
+        order = stable_argsort(units)
     sorted_units = units[order]
     sorted_values = values[order]
     starts = np.r_[True, sorted_units[1:] != sorted_units[:-1]] if units.size else \
@@ -101,15 +107,16 @@ def _before_in_unit(values: Floats, units: NDArray[np.int64]) -> tuple[Floats, F
     return prior_sum, prior_count
 
 
-def running_arm(y: ArrayLike, members: ArrayLike, units: ArrayLike | None = None, *,
+def running_arm(y: ArrayLike, members: ArrayLike, units: ArrayLike | UnitCodes | None = None, *,
                 bounded: bool = False) -> RunningArm:
     """The running estimate of one arm along a sequence of outcomes.
 
     Args:
         y: each outcome's value in sequence order (1/0 correctness, or a loss).
         members: True where the outcome belongs to this arm.
-        units: each outcome's unit (any integers; equal means the same unit), or None when
-            every outcome is a unit of its own.
+        units: each outcome's unit (any integers; equal means the same unit; as
+            :class:`UnitCodes` the grouping costs less), or None when every outcome is a unit
+            of its own.
         bounded: the values lie in ``[0, 1]``, so the variance is floored (module doc).
     """
     values = np.asarray(y, dtype=float)
@@ -121,6 +128,8 @@ def running_arm(y: ArrayLike, members: ArrayLike, units: ArrayLike | None = None
     if units is None:
         prior_sum = np.zeros_like(mine)
         prior_count = np.zeros_like(mine)
+    elif isinstance(units, UnitCodes):
+        prior_sum, prior_count = _before_in_unit(mine, UnitCodes(units.codes[rows], units.size))
     else:
         prior_sum, prior_count = _before_in_unit(mine, np.asarray(units, dtype=np.int64)[rows])
     # When a unit with sums (S, N) gains a value y: S² grows by 2Sy + y², N² by 2N + 1 and
@@ -250,16 +259,18 @@ def running_paired(differences: ArrayLike, tau2: float, alpha: float, *,
     return _sequence(mean, variance, n >= max(min_pairs, 1), tau2, alpha)
 
 
-def ratio_variance(y: ArrayLike, units: ArrayLike | None = None) -> float:
+def ratio_variance(y: ArrayLike, units: ArrayLike | UnitCodes | None = None) -> float:
     """The delta-method variance of ``Σ y / n`` over the units of ``y`` (module doc):
     ``Σ_u (S_u - r N_u)² / n²``, which is ``mean((y - r)²) / n`` with one value a unit.
-    NaN without values."""
+    NaN without values. ``units`` as :class:`UnitCodes` spares the grouping's sort."""
     values = np.asarray(y, dtype=float)
     if values.size == 0:
         return math.nan
     mean = float(values.mean())
     residual = values - mean
-    if units is not None:
+    if isinstance(units, UnitCodes):
+        residual = group_sums(units, residual)
+    elif units is not None:
         _, codes = np.unique(np.asarray(units), return_inverse=True)
         # numpy's stub types every bincount as integers; with weights it sums floats.
         residual = np.bincount(codes, weights=residual)  # type: ignore[assignment]
