@@ -38,6 +38,7 @@ from router.stats.model import ArmReport, Design, Phase, Report, Settings
 from router.stats.report import _guardrails, _guardrails_json, _head, _units, _variant
 from router.stats.segments import segment_report, segment_warnings
 from router.stats.srm import SRM_ALPHA, srm_test
+from router.stats.units import UnitIndex
 
 __all__ = ["arm_masks", "assemble_arms", "holm", "summarise"]
 
@@ -55,8 +56,8 @@ def arm_masks(columns: Columns, arms: Sequence[str]) -> dict[str, np.ndarray]:
     return masks
 
 
-def _srm(columns: Columns, masks: Mapping[str, np.ndarray], phase: Phase, design: Design
-         ) -> dict[str, Any]:
+def _srm(columns: Columns, masks: Mapping[str, np.ndarray], phase: Phase, design: Design,
+         index: UnitIndex | None = None) -> dict[str, Any]:
     """Observed units of every arm at once against the shares each revision asked for."""
     names = [CHAMPION, *design.arms]
     assigned = ~columns["shadow"] & ~columns["fallback"] & ~columns["forced"]
@@ -69,7 +70,7 @@ def _srm(columns: Columns, masks: Mapping[str, np.ndarray], phase: Phase, design
         shares = phase.arm_percents.get(r, design.arm_percents)
         sticky = phase.sticky.get(r, design.sticky)
         rows = assigned & (revision == r)
-        counts = [_units(columns, rows & masks[name], sticky) for name in names]
+        counts = [_units(columns, rows & masks[name], sticky, index) for name in names]
         if sum(counts) == 0 or len(shares) != len(design.arms):
             continue
         percents = [100.0 - sum(shares), *shares]
@@ -155,14 +156,17 @@ def assemble_arms(columns: Columns, *, design: Design, phase: Phase, settings: S
     masks = arm_masks(columns, arms)
     outcomes = Outcomes(columns, settings.metric)
     by_user = design.sticky and mode == "ab"
-    clustered = by_user and repeats_units(columns, np.flatnonzero(outcomes.scored))
+    # Every grouping by user below reads these codes: one sort of the units for all of them.
+    index = UnitIndex.of(columns) if mode == "ab" else None
+    clustered = by_user and repeats_units(columns, np.flatnonzero(outcomes.scored), index)
     variants = {role: _variant(columns, masks[role], outcomes, design.models[role],
                                shadow=mode == "shadow" and role != CHAMPION,
-                               classes=settings.classes, sticky=by_user, clustered=clustered)
+                               classes=settings.classes, sticky=by_user, clustered=clustered,
+                               index=index)
                 for role in (CHAMPION, *arms)}
     for place, role in enumerate((CHAMPION, *arms)):
         variants[role]["forced"] = int((columns["forced"] & (columns["arm"] == place)).sum())
-    srm = _srm(columns, masks, phase, design) if mode == "ab" else None
+    srm = _srm(columns, masks, phase, design, index) if mode == "ab" else None
     # Each challenger's sequential test and guardrails at alpha / k (module doc).
     split = dataclasses.replace(settings, alpha=settings.alpha / len(arms))
     in_a = masks[CHAMPION] & outcomes.scored
@@ -175,7 +179,8 @@ def assemble_arms(columns: Columns, *, design: Design, phase: Phase, settings: S
         if mode == "ab":
             variants[role]["fallbacks"] = int((rows & columns["error"] & ~columns["shadow"]
                                                ).sum())
-            comparison, running = independent(columns, in_a, in_b, outcomes, split, clustered)
+            comparison, running = independent(columns, in_a, in_b, outcomes, split, clustered,
+                                              index)
         else:
             if shadow_calls is not None and role in shadow_calls:
                 variants[role]["shadow_calls"] = dict(shadow_calls[role])
@@ -194,7 +199,7 @@ def assemble_arms(columns: Columns, *, design: Design, phase: Phase, settings: S
         comparisons[role]["adjusted_p_value"] = adjusted
     outcome, chosen = summarise(reports)
     segments = segment_report(columns, masks, outcomes, mode=mode, keys=design.segments,
-                              clustered=clustered, challengers=arms)
+                              clustered=clustered, challengers=arms, index=index)
     warnings = segment_warnings(segments, settings.metric, settings.alpha)
     if warnings:  # the action stays the whole experiment's
         outcome = Decision(outcome.action, (*outcome.reasons, *warnings))

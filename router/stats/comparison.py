@@ -48,13 +48,15 @@ from router.stats.means import (
 from router.stats.model import Running, Settings
 from router.stats.paired import mcnemar_test, wilcoxon_test
 from router.stats.proportions import difference_interval, two_proportion_test, wilson_interval
+from router.stats.units import UnitCodes, UnitIndex, unit_values
 
-__all__ = ["CONFIDENCE", "Outcomes", "arrival_order", "cs_on_metric_scale",
+__all__ = ["CONFIDENCE", "Outcomes", "Units", "arrival_order", "cs_on_metric_scale",
            "fixed_test", "independent", "metric_interval", "paired", "paired_rows",
-           "paired_test", "repeats_units", "tau2_of", "unit_codes"]
+           "paired_test", "repeats_units", "tau2_of", "unit_codes", "units_of"]
 
 Columns = AnalysisColumns
 Interval = tuple[float, float]
+Units = np.ndarray | UnitCodes  # each outcome's unit: raw, or coded by a UnitIndex
 
 CONFIDENCE = 0.95  # of every *_ci95
 POWER = 0.8  # of samples_needed_per_variant
@@ -113,7 +115,7 @@ class Outcomes:
         return math.sqrt(max(mean, 0.0)) if self.metric == "rmse" else mean
 
 
-def metric_interval(outcomes: Outcomes, y: np.ndarray, units: np.ndarray | None
+def metric_interval(outcomes: Outcomes, y: np.ndarray, units: Units | None
                     ) -> Interval | None:
     """A variant's 95 % interval: Wilson (accuracy) or Student t (a mean loss; its square
     roots for RMSE) per request; with units, the normal interval of the delta method."""
@@ -150,9 +152,12 @@ def arrival_order(columns: Columns, rows: np.ndarray) -> np.ndarray:
     return found[np.argsort(columns["feedback_id"][found], kind="stable")]
 
 
-def repeats_units(columns: Columns, rows: np.ndarray) -> bool:
+def repeats_units(columns: Columns, rows: np.ndarray, index: UnitIndex | None = None) -> bool:
     """Some unit has more than one of ``rows`` (indices): only then does the unit change the
-    analysis; with one outcome a unit, the per-request tests are the delta method's own."""
+    analysis; with one outcome a unit, the per-request tests are the delta method's own.
+    ``index``, the columns' units coded, spares a sort."""
+    if index is not None:
+        return index.take(rows).repeats()
     codes = unit_codes(columns, rows)
     if codes is None or codes.size < 2:
         return False
@@ -164,22 +169,25 @@ def unit_codes(columns: Columns, rows: np.ndarray) -> np.ndarray | None:
     """The unit of each of ``rows`` (indices) as an integer, or None without a sticky key; a row
     without a unit id was assigned at random, so it is a unit of its own."""
     keys = columns.get("unit_key")
-    if keys is None:
-        return None
-    selected = keys[rows]
-    return np.where(selected != 0, selected, -1 - rows.astype(np.int64))
+    return None if keys is None else unit_values(keys, rows)
+
+
+def units_of(columns: Columns, rows: np.ndarray, index: UnitIndex | None) -> Units | None:
+    """:func:`unit_codes`, coded by ``index`` when the report has one."""
+    return index.take(rows) if index is not None else unit_codes(columns, rows)
 
 
 # -- the running sequence ----------------------------------------------------------------------
 
 
 def running_independent(columns: Columns, in_a: np.ndarray, in_b: np.ndarray,
-                        outcomes: Outcomes, tau2: float, alpha: float, sticky: bool) -> Running:
+                        outcomes: Outcomes, tau2: float, alpha: float, sticky: bool,
+                        index: UnitIndex | None = None) -> Running:
     """ab mode: the two groups' outcomes laid along the order their labels arrived."""
     rows = arrival_order(columns, in_a | in_b)
     y = outcomes.y[rows]
     is_b = in_b[rows]
-    units = unit_codes(columns, rows) if sticky else None
+    units = units_of(columns, rows, index) if sticky else None
     a = running_arm(y, ~is_b, units, bounded=outcomes.bounded)
     b = running_arm(y, is_b, units, bounded=outcomes.bounded)
     minimum = MIN_UNITS if outcomes.bounded else MIN_UNITS_UNBOUNDED
@@ -270,8 +278,8 @@ def _rmse_difference_interval(sq_a: np.ndarray, sq_b: np.ndarray, *, paired: boo
     return difference - half, difference + half
 
 
-def _unit_test(outcomes: Outcomes, y_a: np.ndarray, u_a: np.ndarray, y_b: np.ndarray,
-               u_b: np.ndarray) -> tuple[float | None, Interval | None]:
+def _unit_test(outcomes: Outcomes, y_a: np.ndarray, u_a: Units, y_b: np.ndarray,
+               u_b: Units) -> tuple[float | None, Interval | None]:
     """The fixed-horizon z-test and interval with the delta-method variance (a sticky key)."""
     if y_a.size < 2 or y_b.size < 2:
         return None, None
@@ -298,15 +306,16 @@ def _plan(settings: Settings, sd_a: float | None, sd_b: float | None, share_b: f
                                    share_b=share_b, power=POWER)
 
 
-def _unit_pair(columns: Columns, in_a: np.ndarray, in_b: np.ndarray, sticky: bool
-               ) -> tuple[np.ndarray | None, np.ndarray | None]:
+def _unit_pair(columns: Columns, in_a: np.ndarray, in_b: np.ndarray, sticky: bool,
+               index: UnitIndex | None) -> tuple[Units | None, Units | None]:
     if not sticky:
         return None, None
-    return unit_codes(columns, np.flatnonzero(in_a)), unit_codes(columns, np.flatnonzero(in_b))
+    return (units_of(columns, np.flatnonzero(in_a), index),
+            units_of(columns, np.flatnonzero(in_b), index))
 
 
 def fixed_test(outcomes: Outcomes, y_a: np.ndarray, y_b: np.ndarray,
-               u_a: np.ndarray | None = None, u_b: np.ndarray | None = None
+               u_a: Units | None = None, u_b: Units | None = None
                ) -> tuple[float | None, Interval | None]:
     """ab mode's fixed-horizon p-value and 95 % interval of the difference (module doc);
     ``u_a`` and ``u_b`` are the outcomes' units under a sticky key."""
@@ -337,15 +346,19 @@ def paired_test(outcomes: Outcomes, y_a: np.ndarray, y_b: np.ndarray, mcnemar_p:
 
 
 def independent(columns: Columns, in_a: np.ndarray, in_b: np.ndarray, outcomes: Outcomes,
-                settings: Settings, sticky: bool) -> tuple[dict[str, Any], Running]:
-    """ab mode's comparison and the sequence behind it."""
+                settings: Settings, sticky: bool, index: UnitIndex | None = None
+                ) -> tuple[dict[str, Any], Running]:
+    """ab mode's comparison and the sequence behind it (``index``: the columns' units coded,
+    which spares the groupings by unit their sorts)."""
     y_a, y_b = outcomes.y[in_a], outcomes.y[in_b]
     metric_a, metric_b = outcomes.value(y_a), outcomes.value(y_b)
     difference = None if metric_a is None or metric_b is None else metric_b - metric_a
     tau2 = tau2_of(settings.metric, settings.min_effect, metric_a)
-    running = running_independent(columns, in_a, in_b, outcomes, tau2, settings.alpha, sticky)
+    running = running_independent(columns, in_a, in_b, outcomes, tau2, settings.alpha, sticky,
+                                  index)
 
-    p_value, interval = fixed_test(outcomes, y_a, y_b, *_unit_pair(columns, in_a, in_b, sticky))
+    p_value, interval = fixed_test(outcomes, y_a, y_b,
+                                   *_unit_pair(columns, in_a, in_b, sticky, index))
     sd_a = sd_b = None
     if running.a is not None and running.b is not None and running.rows.size:
         a, b = running.a, running.b

@@ -26,13 +26,14 @@ from router.stats.comparison import (
     metric_interval,
     paired,
     repeats_units,
-    unit_codes,
+    units_of,
 )
 from router.stats.decision import Decision, DecisionInputs, GuardrailCheck, decide
 from router.stats.guardrails import guardrail_test
 from router.stats.model import Design, Phase, Report, Running, Settings
 from router.stats.segments import segment_report, segment_warnings
 from router.stats.srm import SRM_ALPHA, srm_test
+from router.stats.units import UnitIndex
 
 __all__ = ["assemble", "build_report"]
 
@@ -86,8 +87,8 @@ def _distribution(columns: Columns, rows: np.ndarray, classes: tuple[str, ...] |
 
 
 def _variant(columns: Columns, rows: np.ndarray, outcomes: Outcomes, model: tuple[str, str | None],
-             shadow: bool, classes: tuple[str, ...] | None, sticky: bool, clustered: bool
-             ) -> dict[str, Any]:
+             shadow: bool, classes: tuple[str, ...] | None, sticky: bool, clustered: bool,
+             index: UnitIndex | None = None) -> dict[str, Any]:
     requests = int(rows.sum())
     errors = int((rows & columns["error"]).sum())
     latency = columns["latency_ms"][rows]
@@ -96,12 +97,12 @@ def _variant(columns: Columns, rows: np.ndarray, outcomes: Outcomes, model: tupl
                    else [None, None, None])
     scored = np.flatnonzero(rows & outcomes.scored)
     y = outcomes.y[scored]
-    units = unit_codes(columns, scored) if clustered else None
+    units = units_of(columns, scored, index) if clustered else None
     return {
         "model": model[0],
         "version": model[1],
         "requests": requests,
-        "units": _units(columns, rows, sticky),
+        "units": _units(columns, rows, sticky, index),
         "shadow": shadow,
         "errors": errors,
         "error_rate": errors / requests if requests else None,
@@ -124,22 +125,26 @@ def _distinct(values: np.ndarray) -> int:
     return int(np.count_nonzero(ordered[1:] != ordered[:-1])) + 1
 
 
-def _units(columns: Columns, rows: np.ndarray, sticky: bool) -> int:
+def _units(columns: Columns, rows: np.ndarray, sticky: bool, index: UnitIndex | None = None
+           ) -> int:
     """Assignment units among ``rows``: distinct unit ids with a sticky key, else requests.
 
     The rows of one batch request share the timestamp the gateway stamped on them, so distinct
     timestamps count requests, not rows (a batch goes to one variant as a whole). A request
     without a unit id, under a sticky key, was assigned at random like one without a key.
+    ``index``, the columns' units coded, counts the ids without a sort.
     """
     keys = columns.get("unit_key")
     if not sticky or keys is None:
         return _distinct(columns["ts"][rows])
+    if index is not None:
+        return index.users(rows) + _distinct(columns["ts"][rows & ~index.has_id])
     has_id = rows & (keys != 0)
     return _distinct(keys[has_id]) + _distinct(columns["ts"][rows & ~has_id])
 
 
-def _srm(columns: Columns, masks: dict[str, np.ndarray], phase: Phase, design: Design
-         ) -> dict[str, Any]:
+def _srm(columns: Columns, masks: dict[str, np.ndarray], phase: Phase, design: Design,
+         index: UnitIndex | None = None) -> dict[str, Any]:
     """Observed units per variant against the shares each revision of the phase asked for."""
     assigned = ~columns["shadow"] & ~columns["fallback"] & ~columns["forced"]
     revision = columns["revision"]
@@ -153,7 +158,8 @@ def _srm(columns: Columns, masks: dict[str, np.ndarray], phase: Phase, design: D
         share = phase.challenger_percent.get(r, design.challenger_percent)
         sticky = phase.sticky.get(r, design.sticky)
         rows = assigned & (revision == r)
-        counts = [_units(columns, rows & masks[v], sticky) for v in ("champion", "challenger")]
+        counts = [_units(columns, rows & masks[v], sticky, index)
+                  for v in ("champion", "challenger")]
         if sum(counts) == 0:
             continue
         sticky_seen.add(sticky)
@@ -270,12 +276,15 @@ def assemble(columns: Columns, *, design: Design, phase: Phase, settings: Settin
     outcomes = Outcomes(columns, settings.metric)
     roles = ("champion", "challenger") if mode != "single" else ("champion",)
     by_user = design.sticky and mode == "ab"
+    # Every grouping by user below reads these codes: one sort of the units for all of them.
+    index = UnitIndex.of(columns) if mode == "ab" else None
     # Users are the unit; they change the formulas only once a user has several outcomes.
-    clustered = by_user and repeats_units(columns, np.flatnonzero(outcomes.scored))
+    clustered = by_user and repeats_units(columns, np.flatnonzero(outcomes.scored), index)
     variants = {
         role: _variant(columns, masks[role], outcomes, design.models[role],
                        shadow=mode == "shadow" and role == "challenger",
-                       classes=settings.classes, sticky=by_user, clustered=clustered)
+                       classes=settings.classes, sticky=by_user, clustered=clustered,
+                       index=index)
         for role in roles
     }
     for role in roles:  # served on request, counted apart from the experiment's requests
@@ -289,8 +298,9 @@ def assemble(columns: Columns, *, design: Design, phase: Phase, settings: Settin
     in_b = masks["challenger"] & outcomes.scored
     if mode == "ab":
         variants["challenger"]["fallbacks"] = int((columns["fallback"] & ~columns["shadow"]).sum())
-        comparison, running = independent(columns, in_a, in_b, outcomes, settings, clustered)
-        comparison["srm"] = _srm(columns, masks, phase, design)
+        comparison, running = independent(columns, in_a, in_b, outcomes, settings, clustered,
+                                          index)
+        comparison["srm"] = _srm(columns, masks, phase, design, index)
     elif mode == "shadow":
         if shadow_calls is not None:
             variants["challenger"]["shadow_calls"] = dict(shadow_calls)
@@ -325,7 +335,7 @@ def assemble(columns: Columns, *, design: Design, phase: Phase, settings: Settin
         )
         outcome = decide(inputs)
     segments = segment_report(columns, masks, outcomes, mode=mode, keys=design.segments,
-                              clustered=clustered)
+                              clustered=clustered, index=index)
     warnings = segment_warnings(segments, settings.metric, settings.alpha)
     if warnings:  # the action stays the whole experiment's
         outcome = Decision(outcome.action, (*outcome.reasons, *warnings))

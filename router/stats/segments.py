@@ -30,14 +30,16 @@ import numpy as np
 from router.outcomes.columns import AnalysisColumns
 from router.stats.comparison import (
     Outcomes,
+    Units,
     fixed_test,
     metric_interval,
     paired_rows,
     paired_test,
-    unit_codes,
+    units_of,
 )
 from router.stats.holm import holm
 from router.stats.paired import mcnemar_test
+from router.stats.units import UnitIndex
 
 __all__ = ["MAX_VALUES", "OTHER", "segment_codes", "segment_report", "segment_warnings"]
 
@@ -80,7 +82,7 @@ def segment_codes(values: np.ndarray, counted: np.ndarray, limit: int = MAX_VALU
     return names, codes
 
 
-def _figures(outcomes: Outcomes, requests: int, rows: np.ndarray, units: np.ndarray | None
+def _figures(outcomes: Outcomes, requests: int, rows: np.ndarray, units: Units | None
              ) -> dict[str, Any]:
     """A variant's figures within a segment; ``rows`` are its scored rows (indices)."""
     y = outcomes.y[rows]
@@ -118,12 +120,13 @@ def _paired(outcomes: Outcomes, in_segment: np.ndarray, pairs: tuple[np.ndarray,
 
 def segment_report(columns: Columns, masks: Mapping[str, np.ndarray], outcomes: Outcomes, *,
                    mode: str, keys: Sequence[str], clustered: bool = False,
-                   challengers: Sequence[str] = ("challenger",)) -> dict[str, dict[str, Any]]:
+                   challengers: Sequence[str] = ("challenger",),
+                   index: UnitIndex | None = None) -> dict[str, dict[str, Any]]:
     """``/stats``'s ``segments`` (module doc): per key, per value, the variants' figures and,
     with one challenger, its ``comparison``; with several (``challengers`` names their masks),
     ``comparisons`` by name, each corrected across the key's values on its own. ``masks`` are
     the variants' rows (the report's), ``clustered`` says the user is the unit and some user
-    has several outcomes."""
+    has several outcomes; ``index``, the columns' units coded, spares the groupings a sort."""
     values = columns.get("segments")
     if not keys or values is None:
         return {}
@@ -141,7 +144,7 @@ def segment_report(columns: Columns, masks: Mapping[str, np.ndarray], outcomes: 
             in_segment = codes == code
             rows = {role: np.flatnonzero(masks[role] & in_segment & outcomes.scored)
                     for role in roles}
-            units = {role: unit_codes(columns, found) if clustered else None
+            units = {role: units_of(columns, found, index) if clustered else None
                      for role, found in rows.items()}
             variants = {role: _figures(outcomes, int((masks[role] & in_segment).sum()),
                                        rows[role], units[role]) for role in roles}
