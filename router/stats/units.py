@@ -23,6 +23,8 @@ from router.outcomes.columns import AnalysisColumns
 __all__ = ["UnitCodes", "UnitIndex", "factorize", "group_sums", "stable_order", "unit_values"]
 
 Codes = NDArray[np.int64]
+_DIGIT_BITS = 16  # the radix sort's digit: numpy sorts uint16 stably by radix
+_DIGIT_MASK = (1 << _DIGIT_BITS) - 1
 Floats = NDArray[np.float64]
 
 
@@ -67,15 +69,15 @@ def group_sums(units: UnitCodes, weights: Floats) -> Floats:
 
 
 def stable_order(units: UnitCodes) -> Codes:
-    """``np.argsort(units.codes, kind="stable")``: the codes are ranks already, so one sort of
-    ``code * 2^bits + position`` (all distinct, ordered as the stable order) is enough."""
-    n = units.codes.size
-    bits = max(n - 1, 1).bit_length()  # a position fits in this many bits
-    if (max(units.size - 1, 1).bit_length() + bits) > 62:
-        return np.argsort(units.codes, kind="stable")
-    composite = (units.codes << bits) | np.arange(n, dtype=np.int64)
-    composite.sort()
-    order: Codes = composite & ((1 << bits) - 1)
+    """``np.argsort(units.codes, kind="stable")``, as a radix sort: the codes are below
+    ``units.size``, so a few 16-bit digits, and numpy sorts 16-bit integers stably by radix,
+    several times faster than it sorts 64-bit ones (a merge sort)."""
+    order: Codes = np.arange(units.codes.size, dtype=np.int64)
+    # Least significant digit first: each pass is stable, so ties keep the previous passes'
+    # order, and in the end the positions' own.
+    for shift in range(0, max(units.size - 1, 1).bit_length(), _DIGIT_BITS):
+        digits = ((units.codes[order] >> shift) & _DIGIT_MASK).astype(np.uint16)
+        order = order[np.argsort(digits, kind="stable")]
     return order
 
 

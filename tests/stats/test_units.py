@@ -17,6 +17,7 @@ VALUES = [
     _RNG.integers(0, 50, 10_000),
     _RNG.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, 5_000),
     np.repeat(_RNG.integers(-10**12, 10**12, 3_000), 4)[_RNG.permutation(12_000)],
+    _RNG.integers(0, 300_000, 400_000),  # codes past one 16-bit digit
 ]
 
 
