@@ -146,12 +146,13 @@ def running_arm(y: ArrayLike, members: ArrayLike, units: ArrayLike | UnitCodes |
     if bounded:
         shrunk = (total + 1.0) / (n + 2.0)
         variance = np.maximum(variance, shrunk * (1.0 - shrunk) / n)
-    # Each element takes the figures after the arm's latest outcome up to it; 0 before any.
+    # Each element takes the figures after the arm's latest outcome up to it; 0 before any
+    # (the figures' extra last place). One index serves the four figures.
     latest = np.cumsum(member) - 1
-    before = latest < 0
+    taken = np.where(latest < 0, rows.size, latest)
 
     def carried(figures: Floats) -> Floats:
-        out: Floats = np.concatenate([figures, [0.0]])[np.where(before, rows.size, latest)]
+        out: Floats = np.concatenate([figures, [0.0]])[taken]
         return out
 
     return RunningArm(n=carried(n), units=carried(distinct), mean=carried(mean),
