@@ -204,8 +204,8 @@ def section(profiles: Sequence[Profile]) -> str:
             "CPU per request measured while they were taken (py-spy pauses the process to "
             "read it, so that figure can differ from the table's above). On a virtual "
             "machine the pauses land on system calls far more often than their share of the "
-            "time: the batcher's `asyncio.get_running_loop()`, which makes one (getpid), "
-            "drew 13 to 19 % of the samples though it costs 0.1 µs in a loop and leaving it "
-            "out saved about 1 µs of 40 in process. Parts around a system call (batching, "
-            "sending) are overstated; paired runs, not these shares, decide a change.\n\n"
+            "time: the batcher's `asyncio.get_running_loop()`, which made one (getpid) for "
+            "each request until 2026-12-06, drew 13 to 19 % of the samples though it cost "
+            "0.2 µs in a loop. Parts around a system call (batching, sending) are overstated; "
+            "paired runs, not these shares, decide a change.\n\n"
             + runs + "\n" + parts_table(profiles) + "\n\n")

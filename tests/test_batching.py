@@ -194,3 +194,29 @@ def test_the_batchers_of_one_predictor_take_turns_in_the_pool(pool: ThreadPoolEx
     assert [a.labels for a in answers] == [[float(i)] for i in range(20) for _ in range(2)]
     assert OverlapModel.most == 1
     assert len(champion.calls) > 1 and len(challenger.calls) > 1
+
+
+def test_a_request_does_not_ask_for_the_running_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``asyncio.get_running_loop`` makes a system call (getpid) on every call in Python 3.11;
+    a batcher asks once per event loop, not once per request. Under a second loop (a second
+    ``asyncio.run``) it asks again and answers as before."""
+    asked = 0
+    real = asyncio.get_running_loop
+
+    def counting() -> asyncio.AbstractEventLoop:
+        nonlocal asked
+        asked += 1
+        return real()
+
+    monkeypatch.setattr(batching.asyncio, "get_running_loop", counting)
+    model = InlineModel()
+    batcher = MicroBatcher(model, NoExecutor(), max_batch=8,  # type: ignore[arg-type]
+                           max_wait_ms=1)
+
+    async def one_by_one(first: float) -> list[Any]:
+        return [await batcher.predict(_row(first + i)) for i in range(20)]
+
+    for first in (0.0, 100.0):
+        answers = asyncio.run(one_by_one(first))
+        assert [a.labels for a in answers] == [[first + i] for i in range(20)]
+    assert asked <= 2  # once a loop

@@ -55,6 +55,7 @@ class MicroBatcher:
         self._queue: deque[_Job] = deque()
         self._running = False
         self._task: asyncio.Task[None] | None = None  # a reference keeps the task alive
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.calls = 0
         self.rows = 0
 
@@ -63,16 +64,25 @@ class MicroBatcher:
         self._max_wait_s = max_wait_ms / 1000
 
     async def predict(self, rows: np.ndarray) -> Prediction:
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         job = _Job(rows, loop.create_future())
         self._queue.append(job)
         if not self._running:
             self._running = True
-            self._task = loop.create_task(self._drain())
+            self._task = loop.create_task(self._drain(loop))
         return await job.future
 
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop this batcher's requests run on, asked for once per loop:
+        ``asyncio.get_running_loop`` makes a system call (getpid) every time in Python 3.11.
+        One loop runs a thread's requests at a time, so a kept loop that no longer runs
+        means a new one (an application started again, or a test's second loop)."""
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
+    async def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
         busy = False  # whether a call just ran: only then is waiting for more rows worth it
         try:
             while self._queue:
