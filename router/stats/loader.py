@@ -135,7 +135,7 @@ def read_columns(store: ColumnSource, config: RouterConfig, settings: Settings, 
 
     ``latest_rows`` is the monitoring sections' read: the newest rows, without the columns
     that only the comparisons use (each row's unit key, segment values and the true label's
-    probability), which cost a third of the read.
+    probability): a tenth of the read over 100,000 rows, on the serving process.
     """
     whole = not latest_rows
     # The stores build a plain dict under the names AnalysisColumns gives its columns.
