@@ -36,7 +36,7 @@ _PRCTL = _prctl()
 def name_native_thread(name: str | None = None) -> None:
     """Give the calling thread ``name`` (its Python name by default) where the OS shows it.
 
-    Not for the main thread: its native name is the process's, which ``ps`` and ``kill -l``
+    Not for the main thread: its native name is the process's, which ``ps`` and ``pkill``
     users know it by.
     """
     if _PRCTL is None or threading.current_thread() is threading.main_thread():
