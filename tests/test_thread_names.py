@@ -14,6 +14,7 @@ import pytest
 
 from router.outcomes.writer_process import WriterProcess
 from router.thread_names import NAME_BYTES, name_native_thread
+from tests.polling import eventually
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="native thread names are read from /proc")
@@ -52,7 +53,10 @@ def test_the_outcome_writers_threads_are_named(tmp_path: Path) -> None:
     writer = WriterProcess("sqlite:///var/outcomes.db", tmp_path)
     writer.start()
     try:
-        assert {"outcome-handoff", "outcome-status"} <= native_names()
+        # A started thread names itself when it first runs, which may be after start() returns.
+        wanted = {"outcome-handoff", "outcome-status"}
+        assert wanted <= eventually(native_names, lambda names: wanted <= names,
+                                    what="the writer's threads named in /proc")
     finally:
         writer.close(timeout=60)
 
