@@ -66,8 +66,8 @@ MEANING = {
     "sending": "the answer written to the socket, head and body in one write",
     "logging": "the answered rows handed to the writer process, and their packing",
     "metrics": "/metrics counting",
-    "framework": "the request's task, Starlette and uvicorn's ASGI cycle where used, the "
-                 "endpoint's own lines, the event loop's C code",
+    "framework": "the request's coroutine and its stepping, Starlette and uvicorn's ASGI cycle "
+                 "where used, the endpoint's own lines, the event loop's C code",
     "other": "frames of no part above",
 }
 ORDER = ("parsing", "validation", "assignment", "batching", "model", "encoding", "sending",

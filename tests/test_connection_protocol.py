@@ -163,6 +163,7 @@ class DirectGateway:
         self.fail = fail
         self.direct: list[bytes] = []
         self.by_asgi: list[str] = []
+        self.tasks_seen: list[asyncio.Task[Any] | None] = []
 
     def direct_predict_open(self) -> bool:
         return self.open
@@ -173,6 +174,7 @@ class DirectGateway:
             raise RuntimeError("a bug")
         self.direct.append(body)
         await asyncio.sleep(0)  # as the micro-batcher's future makes it wait
+        self.tasks_seen.append(asyncio.current_task())
         return 200, [(b"content-length", str(len(body)).encode()),
                      (b"x-request-id", scope["path"].encode())], body
 
@@ -181,10 +183,15 @@ class DirectGateway:
         await answer(scope, receive, send)
 
 
-async def exchange_with(app: Any, *requests: bytes) -> RecordingTransport:
+def _config(app: Any) -> Config:
     config = Config(app=app, http="httptools", lifespan="off", access_log=False,
                     log_level="critical", proxy_headers=True)
     config.load()
+    return config
+
+
+async def exchange_with(app: Any, *requests: bytes) -> RecordingTransport:
+    config = _config(app)
     state = ServerState()
     state.default_headers = [(b"date", b"Sat, 05 Dec 2026 00:00:00 GMT")]  # as the server keeps
     protocol = LimitedHttpToolsProtocol(config=config, server_state=state, app_state={})
@@ -212,10 +219,33 @@ def test_a_whole_predict_is_answered_by_the_gateway_in_one_write() -> None:
     assert transport.open_at_end
 
 
-def test_a_predict_whose_body_is_still_coming_goes_through_the_app() -> None:
+def test_a_whole_predict_runs_in_no_task_and_is_counted_while_it_runs() -> None:
+    """A task per answer cost its creation, asyncio's registry of tasks and a turn of the
+    loop (router.gateway.driven); uvicorn's shutdown still sees the answer under way."""
+    gateway = DirectGateway()
+    state = ServerState()
+    running: list[int] = []
+
+    async def main() -> None:
+        protocol = LimitedHttpToolsProtocol(config=_config(gateway), server_state=state,
+                                            app_state={})
+        protocol.connection_made(RecordingTransport())
+        protocol.data_received(post("/predict", b"x"))
+        running.append(len(state.tasks))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        running.append(len(state.tasks))
+
+    asyncio.run(main())
+    assert gateway.direct == [b"x"] and gateway.tasks_seen == [None]
+    assert running == [1, 0]
+
+
+@pytest.mark.parametrize("first_read", [-4, -10], ids=["part of the body", "no body"])
+def test_a_predict_whose_body_is_still_coming_goes_through_the_app(first_read: int) -> None:
     gateway = DirectGateway()
     request = post("/predict", b"0123456789")
-    transport = asyncio.run(exchange_with(gateway, request[:-4], request[-4:]))
+    transport = asyncio.run(exchange_with(gateway, request[:first_read], request[first_read:]))
     assert gateway.direct == [] and gateway.by_asgi == ["/predict"]
     assert transport.writes[0].endswith(b"0123456789")
 
@@ -298,3 +328,18 @@ def test_a_connection_in_use_stays_open_until_idle_for_the_timeout() -> None:
     """Requests every 0.6 s hold it open past 1 s; it closes 1 s after the last answer."""
     [closed_at] = asyncio.run(kept_alive(1, 0.0, 0.6, 1.2, until=4))
     assert 2.15 <= closed_at <= 2.7
+
+
+def test_an_answers_head_is_what_uvicorn_writes_and_a_bad_header_value_is_refused() -> None:
+    from router.gateway.direct_predict import response_bytes
+
+    date = [(b"date", b"Sat, 05 Dec 2026 00:00:00 GMT")]
+    headers = [(b"content-length", b"2"), (b"x-request-id", b"a\tb")]
+    assert response_bytes(200, headers, date, b"{}", keep_alive=False) == (
+        b"HTTP/1.1 200 OK\r\ndate: Sat, 05 Dec 2026 00:00:00 GMT\r\ncontent-length: 2\r\n"
+        b"x-request-id: a\tb\r\nconnection: close\r\n\r\n{}")
+    with pytest.raises(ValueError, match="x-variant"):
+        response_bytes(200, [*headers, (b"x-variant", b"a\r\nset-cookie: x")], date, b"{}",
+                       keep_alive=True)
+    with pytest.raises(ValueError, match="date"):
+        response_bytes(200, headers, [(b"date", b"\x00")], b"{}", keep_alive=True)

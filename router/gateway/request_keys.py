@@ -17,7 +17,7 @@ from router.errors import InputValidationError
 from router.serving.snapshot import Snapshot
 from router.strings import MAX_ID_LENGTH, MAX_SEGMENT_LENGTH, text_problem
 
-__all__ = ["header_map", "request_body_keys", "segments_of", "unit_id_of"]
+__all__ = ["header_map", "segments_of", "unit_id_of"]
 
 
 def header_map(request: Request) -> dict[bytes, bytes]:
@@ -80,10 +80,3 @@ def segments_of(snapshot: Snapshot, request: Request, body: dict[str, Any], *,
         if value is not None:
             values[key.name] = value
     return values or None
-
-
-def request_body_keys(snapshot: Snapshot) -> frozenset[str]:
-    """The top-level body fields a /predict body may hold besides its features."""
-    config = snapshot.config
-    keys = (config.traffic.sticky_key, *config.analysis.segments)
-    return frozenset(key.name for key in keys if key is not None and key.source == "body")

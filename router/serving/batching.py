@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Coroutine
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -208,8 +210,10 @@ class Predictor:
             self._batchers[id(model)] = batcher
         return batcher
 
-    async def predict(self, model: ServedModel, rows: np.ndarray) -> Prediction:
-        return await self.batcher(model).predict(rows)
+    def predict(self, model: ServedModel, rows: np.ndarray) -> Coroutine[Any, Any, Prediction]:
+        """The model's batcher's coroutine itself, to await: not one more coroutine around
+        it, which every request would create and step through twice."""
+        return self.batcher(model).predict(rows)
 
     def forget_except(self, keep: list[ServedModel]) -> None:
         """Drop batchers of models no longer served (after a reload)."""

@@ -31,9 +31,11 @@ LABELS_FROM_PROBABILITIES = "predict_proba"
 LABELS_FROM_PREDICT = "predict"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Prediction:
-    """The answer for a batch of rows.
+    """The answer for a batch of rows (not frozen: a frozen dataclass sets each field through
+    ``object.__setattr__``, four times the cost of a plain one's ``__init__``, and a request
+    makes two).
 
     ``labels`` holds one JSON-native scalar per row (the class label, or the value for a
     regressor); ``probabilities`` is ``(n_rows, n_classes)`` float64 in ``classes`` order, or

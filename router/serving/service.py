@@ -38,9 +38,11 @@ class Mirror(Protocol):
               unit_id: str | None, segments: dict[str, str] | None = None) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Answer:
-    """What the client gets back, before any wire format."""
+    """What the client gets back, before any wire format (not frozen: a frozen dataclass sets
+    each of its seven fields through ``object.__setattr__``, six times the cost of a plain
+    one's ``__init__``)."""
 
     request_id: str
     row_ids: list[str]

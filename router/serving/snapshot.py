@@ -55,6 +55,14 @@ class Snapshot:
         return tuple(arm.percent for arm in self.config.arms)
 
     @cached_property
+    def body_keys(self) -> frozenset[str]:
+        """The top-level fields a ``/predict`` body may hold besides its features: the sticky
+        key's and the segments' that are body fields."""
+        config = self.config
+        keys = (config.traffic.sticky_key, *config.analysis.segments)
+        return frozenset(key.name for key in keys if key is not None and key.source == "body")
+
+    @cached_property
     def input_bound(self) -> float:
         """The largest absolute feature value every loaded model takes
         (``router.serving.input_bounds``; probed when the models were loaded: a lookup)."""

@@ -47,8 +47,8 @@ def test_single_answer_has_spec_fields_and_headers(make_client: Any, champion_di
     response = client.post("/predict", json={"features": named_row(champion_dir)})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"request_id", "variant", "model", "version", "prediction",
-                         "probability", "probabilities"}
+    assert list(body) == ["request_id", "variant", "model", "version", "prediction",
+                          "probability", "probabilities"]
     assert body["variant"] == "champion" and body["model"] == "champ"
     assert response.headers["x-variant"] == "champion"
     assert response.headers["x-request-id"] == body["request_id"]
