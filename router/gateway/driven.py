@@ -9,8 +9,8 @@ later one when the future it awaits is done (a bare ``yield``, as ``asyncio.slee
 makes, on the loop's next turn), every step in one context of its own as a task's are.
 
 What a task gives and this does not: ``asyncio.current_task()`` is None inside, so
-``asyncio.timeout`` and ``asyncio.wait_for`` cannot be used there (the prediction path uses
-neither), and nothing awaits its end. It takes a task's place in uvicorn's set of running
+``asyncio.timeout`` cannot be used there (the prediction path does not use it), and nothing
+awaits its end. It takes a task's place in uvicorn's set of running
 requests, which a graceful shutdown waits on and, past its timeout, cancels.
 """
 
