@@ -132,6 +132,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 # The rest of its body is to come: the app reads it under its deadline, and
                 # its first read must not wait for the part already here (on_body).
                 held.message_event.set()
+                self._join_writes(held)
                 super()._start_asgi_task(held, self.app)
             else:
                 self._start_direct(held)
@@ -169,14 +170,21 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._idle_since = None
 
     def on_headers_complete(self) -> None:
-        self._disarm_header_timer()
+        if self._header_timer is not None:
+            self._disarm_header_timer()
         self._request_begun = False
         before = self.cycle
         super().on_headers_complete()
         cycle = self.cycle
-        # A pipelined request waits its turn: its cycle keeps the transport itself.
+        # A pipelined request waits its turn: its cycle keeps the transport itself. A
+        # /predict held for a direct answer is written by this protocol in one call; its
+        # writes are joined only if it goes to the app after all (data_received).
         if cycle is not before and (before is None or before.response_complete) \
-                and self._writes is not None:
+                and cycle is not self._held:
+            self._join_writes(cycle)
+
+    def _join_writes(self, cycle: RequestResponseCycle) -> None:
+        if self._writes is not None:
             self._writes.start(cycle)
             cycle.transport = self._writes  # type: ignore[assignment]
 
