@@ -10,8 +10,8 @@ makes, on the loop's next turn), every step in one context of its own as a task'
 
 What a task gives and this does not: ``asyncio.current_task()`` is None inside, so
 ``asyncio.timeout`` cannot be used there (the prediction path does not use it), and nothing
-awaits its end. It takes a task's place in uvicorn's set of running
-requests, which a graceful shutdown waits on and, past its timeout, cancels.
+awaits its end. It takes a task's place in uvicorn's set of running requests, which a
+graceful shutdown waits on and, past its timeout, cancels.
 """
 
 from __future__ import annotations
@@ -66,10 +66,7 @@ class Driven:
             else:
                 self._cancel_message = None
                 yielded = self._coroutine.throw(asyncio.CancelledError(message or None))
-        except StopIteration:
-            self._running.discard(self)
-            return
-        except asyncio.CancelledError:
+        except (StopIteration, asyncio.CancelledError):  # its end, or cancelled at shutdown
             self._running.discard(self)
             return
         except BaseException:
