@@ -5,6 +5,7 @@ dumps' per-thread totals are read as callgrind writes them."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,6 @@ def test_the_gateway_answers_each_round_over_in_memory_connections(
     assert rounds[-1]["engines"] == {"champion": "scikit-learn", "challenger": "scikit-learn"}
     assert all(r["event_loop_cpu_us"] > 0 for r in rounds)
     # Every answer was a 200 (the harness raises otherwise) and every one was logged.
-    import sqlite3
-
     with sqlite3.connect(tmp_path / "var" / "ab.db") as db:
         (logged,) = db.execute("SELECT count(*) FROM predictions").fetchone()
     assert logged == 205
