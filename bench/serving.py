@@ -856,6 +856,42 @@ def table(points: list[Point]) -> str:
     return "\n".join(lines)
 
 
+# A server's CPU per request at 64 connections above its own at 16 by more than this is the
+# machine's doing: more connections put more requests in each turn of the loop, so a server
+# costs less a request at 64, or about as much (the common way and MLServer, 1.12x, on
+# 2026-12-06 08:31 UTC, when the ceiling cost 1.44x).
+OUT_OF_LINE = 1.25
+
+
+def out_of_line(points: list[Point]) -> list[str]:
+    """One line for each server whose serving CPU per request at 64 connections is over
+    :data:`OUT_OF_LINE` times its own at 16: a ratio to such a point says more about the
+    machine than about the servers."""
+    by_key = {(p.server, p.connections): p for p in points}
+    lines = []
+    for (key, connections), high in by_key.items():
+        low = by_key.get((key, 16))
+        if connections != 64 or low is None:
+            continue
+        cost_high = high.serving_cpu_us_per_request or high.cpu_us_per_request
+        cost_low = low.serving_cpu_us_per_request or low.cpu_us_per_request
+        if cost_high and cost_low and cost_high > OUT_OF_LINE * cost_low:
+            lines.append(f"- {BY_KEY[key].label}: {cost_high:,.1f} µs per request at 64 "
+                         f"connections against {cost_low:,.1f} at 16 "
+                         f"({cost_high / cost_low:.2f}x)")
+    return lines
+
+
+def out_of_line_section(points: list[Point]) -> str:
+    lines = out_of_line(points)
+    if not lines:
+        return ""
+    return ("\nPoints out of line: CPU per request at 64 connections more than "
+            f"{OUT_OF_LINE:g}x the same server's at 16, where more connections should cost "
+            "less. A target that takes its ratio to such a point reads the machine, not the "
+            "servers; compare at 16 connections too.\n\n" + "\n".join(lines) + "\n")
+
+
 def targets_table(rows: list[Row]) -> str:
     met = {True: "yes", False: "NO", None: "-"}
     return "| target | measured | met |\n| --- | --- | --- |\n" + "".join(
@@ -974,7 +1010,7 @@ steadier than requests/s, which move with whatever else runs.
 
 ## Targets
 
-{targets_table(targets(points, pairs))}
+{targets_table(targets(points, pairs))}{out_of_line_section(points)}
 {after_targets}## How it was measured
 
 - Machine: {info['machine']['cpu']}, {info['machine']['cores']} cores; Python

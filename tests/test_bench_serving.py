@@ -19,6 +19,7 @@ from bench import profiles
 from bench.serving import (
     Point,
     cpu_table,
+    out_of_line,
     pairs_section,
     report_text,
     targets_table,
@@ -62,17 +63,36 @@ def test_cpu_table_gives_each_point_its_ratio_to_the_ceilings_cpu() -> None:
     assert rows[4].endswith("| 64 | 5,000.0 | 125.00 | - | - |")
 
 
+def test_a_point_costlier_at_64_connections_than_at_16_is_named_out_of_line() -> None:
+    """More connections put more requests in each turn of the loop: a server's CPU per request
+    at 64 above its own at 16 by a quarter is the machine's, and the report says so."""
+    points = [point("ceiling", 16, serving=82.7, cpu=82.7), point("ceiling", serving=118.8,
+                                                                    cpu=118.8),
+              point("ab-fast", 16, serving=147.5), point("ab-fast", serving=124.9),
+              point("baseline", 16, cpu=22_000.0, serving=22_000.0),
+              point("baseline", cpu=24_800.0, serving=24_800.0)]
+    [line] = out_of_line(points)
+    assert line.startswith("- bare Starlette, constant: 118.8 µs per request at 64 connections")
+    assert "against 82.7 at 16 (1.44x)" in line
+    assert out_of_line([CEILING, FAST]) == []  # no 16-connection points to compare
+    text = report_text(points, {}, INFO, [])
+    assert "Points out of line" in text and line in text
+    assert "Points out of line" not in report_text(RUN, {}, INFO, [])
+
+
 def test_cpu_table_without_a_ceiling_at_that_count_shows_no_ratio() -> None:
     row = cpu_table([point("ab-fast", 16, cpu=80.0, serving=60.0)]).splitlines()[2]
     assert row.endswith("| 16 | 80.0 | - | 60.0 | - |")
 
 
+INFO = {"command": "python -m bench.serving", "date": "2026-01-01 00:00 UTC",
+        "machine": {"cpu": "a cpu", "cores": "2", "python": "3.11", "versions": ""},
+        "load_before": "0 0 0", "load_after": "0 0 0", "client": "wrk", "seconds": 15,
+        "warmup": 3}
+
+
 def test_the_report_leads_with_cpu_per_request_before_requests_per_second() -> None:
-    info = {"command": "python -m bench.serving", "date": "2026-01-01 00:00 UTC",
-            "machine": {"cpu": "a cpu", "cores": "2", "python": "3.11", "versions": ""},
-            "load_before": "0 0 0", "load_after": "0 0 0", "client": "wrk", "seconds": 15,
-            "warmup": 3}
-    text = report_text(RUN, {}, info, [])
+    text = report_text(RUN, {}, INFO, [])
     sections = [line for line in text.splitlines() if line.startswith("## ")]
     assert sections[:3] == ["## Server CPU per request", "## Requests per second and latency",
                             "## Targets"]
@@ -330,15 +350,11 @@ def test_logging_is_judged_on_the_median_of_the_interleaved_pairs() -> None:
 
 
 def test_the_report_shows_every_pair_after_the_targets() -> None:
-    info = {"command": "python -m bench.serving", "date": "2026-01-01 00:00 UTC",
-            "machine": {"cpu": "a cpu", "cores": "2", "python": "3.11", "versions": ""},
-            "load_before": "0 0 0", "load_after": "0 0 0", "client": "wrk", "seconds": 15,
-            "warmup": 3}
-    text = report_text(RUN, {"log_pairs": PAIRS}, info, [])
+    text = report_text(RUN, {"log_pairs": PAIRS}, INFO, [])
     sections = [line for line in text.splitlines() if line.startswith("## ")]
     assert sections[2:4] == ["## Targets", "## Logging's cost, in interleaved pairs"]
     assert "| ONNX Runtime | 2 | 8,000 | 10,000 | 20.0 % | 110.0 / 101.0 (+9.0) |" in text
-    assert "interleaved pairs" not in report_text(RUN, {}, info, [])
+    assert "interleaved pairs" not in report_text(RUN, {}, INFO, [])
 
 
 def test_the_serving_process_is_read_thread_by_thread_its_pools_as_one() -> None:
