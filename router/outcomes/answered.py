@@ -1,11 +1,11 @@
 """``AnsweredRows``: what the gateway hands to the outcome log for one request, as it stands.
 
-A request's rows leave the serving process as the model answered them: one tuple of
-references per request (its row ids, its model, its label list, and its feature and
-probability arrays), not one ``PredictionRecord`` per row. The per-row work (feature tuples,
-probability dicts, the probability of the predicted label) happens where the rows are written:
-in the writer process, off the core that serves. :func:`pack` turns many of them into one
-message with a C-level copy per array; :func:`unpack` and :func:`records_of` make the records.
+A request's rows leave the serving process as the model answered them, not as one
+``PredictionRecord`` per row: :func:`hand` encodes a request's fields and arrays as one JSON
+bytes object where the request is answered (one C call), and the hand-over thread pickles
+those. The per-row work (feature tuples, probability dicts, the probability of the predicted
+label) happens where the rows are written: in the writer process, off the core that serves,
+by :func:`records_of_handed` (or :func:`records_of`, for a writer in the serving process).
 """
 
 from __future__ import annotations
@@ -14,10 +14,14 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+import orjson
 
 from router.outcomes.records import PredictionRecord
 
-__all__ = ["AnsweredRows", "ModelTag", "pack", "records_of", "row_count", "unpack"]
+_NAN = float("nan")
+
+__all__ = ["AnsweredRows", "Handed", "ModelTag", "hand", "records_of", "records_of_handed",
+           "row_count"]
 
 
 class ModelTag(NamedTuple):
@@ -57,80 +61,81 @@ class AnsweredRows(NamedTuple):
     probabilities: np.ndarray | None
 
 
-_ARRAYS = 2  # the trailing fields of AnsweredRows that pack() sends as bytes
-_HEAD = len(AnsweredRows._fields) - _ARRAYS
+_HEAD = len(AnsweredRows._fields) - 2  # the fields before the two arrays
 _FLOAT = np.dtype(np.float64)
-
-# One packed batch: the leading fields of each request, then each request's arrays as float64
-# bytes (None for no probabilities).
-Packed = tuple[list[tuple[Any, ...]], list[bytes], list[bytes | None]]
-
-
-def row_count(entries: Iterable[AnsweredRows]) -> int:
-    return sum(len(entry[0]) for entry in entries)
+_NUMBERS = "biuf"  # numpy dtype kinds
+# Labels JSON carries back as the same value, so the store writes the same str() of it: a
+# tuple would come back a list, an enum its value; such labels travel as they are.
+_PLAIN_LABELS = frozenset({str, int, float, bool})
+_JSON = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_PASSTHROUGH_SUBCLASS
+_dumps = orjson.dumps
 
 
-def pack(entries: Sequence[AnsweredRows]) -> Packed:
-    """Many requests' rows as plain values for one pickle: an array pickles through a Python
-    reduction each, its bytes in C."""
-    head = [entry[:_HEAD] for entry in entries]
-    features = [_bytes(entry[-2]) for entry in entries]
-    probabilities = [None if entry[-1] is None else _bytes(entry[-1]) for entry in entries]
-    return head, features, probabilities
+# One request's rows as the writer process is sent them: who answered, how many rows, and the
+# rest as JSON bytes (or, for values JSON would change, the ``AnsweredRows`` itself). A plain
+# tuple: a named tuple's constructor is a Python call, on the request path.
+Handed = tuple[ModelTag, int, "bytes | AnsweredRows"]
 
 
-def _bytes(array: np.ndarray) -> bytes:
-    if array.dtype != _FLOAT:
-        array = array.astype(_FLOAT)
-    return array.tobytes()
+def row_count(entries: Iterable[Handed]) -> int:
+    return sum(entry[1] for entry in entries)
 
 
-def unpack(packed: Packed) -> list[PredictionRecord]:
-    """The records of a packed batch, in order."""
-    head, features, probabilities = packed
-    counts = [len(fields[0]) for fields in head]
-    feature_rows = _row_lists(features, counts)
-    probability_rows = _row_lists(probabilities, counts)
-    out: list[PredictionRecord] = []
-    start = 0
-    for fields in head:
-        out += _records(fields, feature_rows, probability_rows, start)
-        start += len(fields[0])
-    return out
+def hand(answered: AnsweredRows) -> Handed:
+    """``answered`` encoded where it was made, while its objects are in the core's cache, so
+    that the hand-over thread reads one bytes object per request instead of a dozen objects
+    gone cold (docs/performance.md, "Where logging's cost goes")."""
+    (row_ids, ts, tag, labels, latency_ms, shadow, unit_id, error, fallback, forced, segments,
+     features, probabilities) = answered
+    if labels is None or (len(labels) == 1 and type(labels[0]) in _PLAIN_LABELS) \
+            or _PLAIN_LABELS.issuperset(map(type, labels)):
+        # Numbers as float64, as the record holds them (an engine may answer float32).
+        if features.dtype is not _FLOAT and features.dtype.kind in _NUMBERS:
+            features = features.astype(_FLOAT)
+        if probabilities is not None and probabilities.dtype is not _FLOAT \
+                and probabilities.dtype.kind in _NUMBERS:
+            probabilities = probabilities.astype(_FLOAT)
+        try:
+            return tag, len(row_ids), _dumps(
+                (row_ids, ts, labels, latency_ms, shadow, unit_id, error, fallback, forced,
+                 segments, features, probabilities), option=_JSON)
+        except TypeError:  # an array orjson takes only as lists (not contiguous, objects)
+            pass
+        try:
+            return tag, len(row_ids), _dumps(
+                (row_ids, ts, labels, latency_ms, shadow, unit_id, error, fallback, forced,
+                 segments, features.tolist(),
+                 None if probabilities is None else probabilities.tolist()), option=_JSON)
+        except TypeError:  # a value JSON has no form for: a huge int, an object
+            pass
+    return tag, len(row_ids), answered
+
+
+def records_of_handed(handed: Handed) -> list[PredictionRecord]:
+    """The records of one handed request."""
+    tag, _, payload = handed
+    if not isinstance(payload, bytes):
+        return records_of(payload)
+    (row_ids, ts, labels, latency_ms, shadow, unit_id, error, fallback, forced, segments,
+     features, probabilities) = orjson.loads(payload)
+    if probabilities is not None:
+        # JSON has no NaN: orjson writes it (and an infinity) as null.
+        probabilities = [[_NAN if p is None else p for p in row] if None in row else row
+                         for row in probabilities]
+    return _records((row_ids, ts, tag, labels, latency_ms, shadow, unit_id, error, fallback,
+                     forced, segments), features, probabilities)
 
 
 def records_of(answered: AnsweredRows) -> list[PredictionRecord]:
     """One ``PredictionRecord`` per row of ``answered``."""
     probabilities = answered.probabilities
     return _records(answered, answered.features.tolist(),
-                    None if probabilities is None else probabilities.tolist(), 0)
+                    None if probabilities is None else probabilities.tolist())
 
 
-def _row_lists(chunks: Sequence[bytes | None], counts: list[int]
-               ) -> list[list[float] | None]:
-    """Every request's rows of one array, as lists, in one list (None where a request has
-    none). One conversion for the batch when every request has the same width, as the
-    requests of one model do: numpy's per-call cost is most of the work for one row."""
-    total = sum(counts)
-    if chunks and None not in chunks:
-        data = b"".join(chunks)  # type: ignore[arg-type]  # no None, as checked
-        width = len(data) // (_FLOAT.itemsize * total) if total else 0
-        if width and all(len(c) == n * width * _FLOAT.itemsize  # type: ignore[arg-type]
-                         for c, n in zip(chunks, counts, strict=True)):
-            rows: list[Any] = \
-                np.frombuffer(data, dtype=_FLOAT).reshape(total, width).tolist()
-            return rows
-    each: list[list[float] | None] = []
-    for chunk, n in zip(chunks, counts, strict=True):
-        each += [None] * n if chunk is None else \
-            np.frombuffer(chunk, dtype=_FLOAT).reshape(n, -1).tolist()
-    return each
-
-
-def _records(fields: Sequence[Any], feature_rows: Sequence[list[float] | None],
-             probability_rows: Sequence[list[float] | None] | None, start: int
-             ) -> list[PredictionRecord]:
-    """The records of one request whose rows start at ``start`` of the row lists."""
+def _records(fields: Sequence[Any], feature_rows: Sequence[list[float]],
+             probability_rows: Sequence[list[float]] | None) -> list[PredictionRecord]:
+    """The records of one request: its leading fields, and its arrays as lists of rows."""
     (row_ids, ts, tag, labels, latency_ms, shadow, unit_id, error, fallback, forced,
      segments) = fields[:_HEAD]
     experiment, revision, variant, model, version, classes = tag
@@ -138,13 +143,13 @@ def _records(fields: Sequence[Any], feature_rows: Sequence[list[float] | None],
     for i, row_id in enumerate(row_ids):
         label = None if labels is None else labels[i]
         values = None if probability_rows is None or classes is None \
-            else probability_rows[start + i]
+            else probability_rows[i]
         by_class = None if values is None else dict(zip(classes, values, strict=True))
         probability = None if by_class is None or label is None else by_class.get(str(label))
         # Positional, in the field order: keywords cost three times as much per record.
         out.append(PredictionRecord(
             row_id, ts, experiment, revision, variant, model, version,
-            tuple(feature_rows[start + i]),  # type: ignore[arg-type]  # features are never None
+            tuple(feature_rows[i]),
             label, probability, latency_ms, shadow, unit_id, by_class, error, fallback, forced,
             segments))
     return out

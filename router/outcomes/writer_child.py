@@ -5,8 +5,10 @@ store with an ``OutcomeWriter`` (retries, spill, dead letters) and reports its c
 end of a socket pair. Each message is one pickle:
 
 - gateway to child: ``("hello", Settings)`` first, then ``("records", predictions,
-  feedback)`` (predictions as plain tuples in ``PredictionRecord``'s field order: a plain
-  tuple pickles four times faster than a named tuple, and the gateway pays for the pickling),
+  feedback, answered)`` (predictions as plain tuples in ``PredictionRecord``'s field order: a
+  plain tuple pickles four times faster than a named tuple, and the gateway pays for the
+  pickling; ``answered``, requests' rows as ``router.outcomes.answered.hand`` encoded them, or
+  None),
   ``("flush", n)`` and ``("close", timeout_s)``;
 - child to gateway: ``("ready", pid)`` or ``("failed", text)``, then ``("status",
   WriterStatus)`` whenever a count changed (at most every ``Settings.status_interval_s``, at
@@ -34,7 +36,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from router.errors import StoreError
-from router.outcomes.answered import AnsweredRows, pack, records_of, unpack
+from router.outcomes.answered import Handed, records_of_handed
 from router.outcomes.opener import open_store
 from router.outcomes.records import FeedbackRecord, PredictionRecord
 from router.outcomes.store import OutcomeLog
@@ -93,16 +95,16 @@ def status_of(writer: OutcomeWriter, received: int, flushed: int) -> WriterStatu
 
 
 def pack_records(predictions: list[PredictionRecord], feedback: list[FeedbackRecord],
-                 answered: Sequence[AnsweredRows] = ()) -> bytes:
+                 answered: Sequence[Handed] = ()) -> bytes:
     """One ``records`` message. A value pickle cannot take (a label of an odd type) travels
     as its text, which is what the store would have written for it."""
     try:
-        packed = pack(answered) if answered else None
         # map(tuple): a named tuple pickles through a Python method per record, a tuple in C.
-        return pickle.dumps(("records", list(map(tuple, predictions)), feedback, packed),
+        return pickle.dumps(("records", list(map(tuple, predictions)), feedback,
+                             list(answered) or None),
                             protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
-        every = [*predictions, *(r for rows in answered for r in records_of(rows))]
+        every = [*predictions, *(r for rows in answered for r in records_of_handed(rows))]
         return pickle.dumps(("records", [_picklable(p) for p in every], feedback, None),
                             protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -187,10 +189,10 @@ def serve(connection: Connection, writer: OutcomeWriter, settings: Settings
                 log.warning("outcome writer: the gateway is gone; writing what it handed over")
                 break
             if message[0] == "records":
-                _, plain, feedback, packed = message
+                _, plain, feedback, answered = message
                 predictions = [tuple.__new__(PredictionRecord, p) for p in plain]
-                if packed is not None:
-                    predictions += unpack(packed)
+                for handed in answered or ():
+                    predictions += records_of_handed(handed)
                 if predictions:
                     writer.submit_predictions(predictions)
                 if feedback:

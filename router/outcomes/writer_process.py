@@ -1,11 +1,11 @@
 """``WriterProcess``: the outcome log written by a child process, so that encoding records and
 running SQL never take the serving process's CPU or its interpreter lock.
 
-On the request path, ``submit_answered`` appends one request's rows, as the model answered
-them (:mod:`router.outcomes.answered`), to a deque and returns; ``submit_predictions`` does the
-same with a list of records. A hand-over thread wakes when records wait, lets them gather for
-``handoff_interval_s``, then packs the lot with one ``pickle.dumps`` (answered rows as bytes of
-their arrays, records as plain tuples) and sends it down a socket pair to the child
+On the request path, ``submit_answered`` encodes one request's rows, as the model answered
+them, into one bytes object (:func:`router.outcomes.answered.hand`), appends it to a deque and
+returns; ``submit_predictions`` appends a list of records. A hand-over thread wakes when records
+wait, lets them gather for ``handoff_interval_s``, then packs the lot with one ``pickle.dumps``
+(records as plain tuples) and sends it down a socket pair to the child
 (:mod:`router.outcomes.writer_child`). There the records are made, and an ``OutcomeWriter``
 does what it does in a thread otherwise: batches, retries, spill files, dead letters. A second
 thread reads the child's counts as they change; every property here (backlog, written,
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from router.errors import StoreError
-from router.outcomes.answered import AnsweredRows, row_count
+from router.outcomes.answered import AnsweredRows, Handed, hand, row_count
 from router.outcomes.records import FeedbackRecord, PredictionRecord
 from router.outcomes.writer_child import (
     IDLE_STATUS,
@@ -93,7 +93,7 @@ class WriterProcess:
 
         # The request path's side: an append (atomic) and two flags, no lock.
         self._predictions: deque[tuple[PredictionRecord, ...]] = deque()
-        self._answered: deque[AnsweredRows] = deque()
+        self._answered: deque[Handed] = deque()
         self._feedback: deque[tuple[FeedbackRecord, ...]] = deque()
         self._awake = False  # the hand-over thread was woken for what is queued
         self.closed = False
@@ -131,9 +131,9 @@ class WriterProcess:
         self._submit(self._predictions, tuple(records))
 
     def submit_answered(self, answered: AnsweredRows) -> None:
-        """Hand one request's answered rows over as they are; never waits, never encodes.
+        """Hand one request's answered rows over, encoded in one C call; never waits.
         StoreError once closed."""
-        self._submit(self._answered, answered)
+        self._submit(self._answered, hand(answered))
 
     def submit_feedback(self, records: Sequence[FeedbackRecord]) -> None:
         """Hand feedback records over; never waits, never encodes. StoreError once closed."""

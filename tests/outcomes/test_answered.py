@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import gc
+import math
 import pickle
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from router.outcomes import PredictionRecord, open_store
-from router.outcomes.answered import AnsweredRows, ModelTag, pack, records_of, row_count, unpack
+from router.outcomes.answered import (
+    AnsweredRows,
+    ModelTag,
+    hand,
+    records_of,
+    records_of_handed,
+    row_count,
+)
 from router.outcomes.writer_child import pack_records
 from router.outcomes.writer_process import WriterProcess
 from tests.outcomes.test_writer_process import DEADLINE_S, URL, make_process  # noqa: F401
@@ -56,19 +66,62 @@ def test_integer_labels_find_their_probability_under_their_text() -> None:
     assert (record.prediction, record.probability) == (1, 0.75)
 
 
-def test_a_packed_batch_pickles_and_unpacks_to_the_same_records() -> None:
+def handed_and_back(rows: AnsweredRows) -> list[PredictionRecord]:
+    """``rows`` as the writer process makes them: handed, pickled in a message, unpickled."""
+    message = pickle.loads(pack_records([], [], [hand(rows)]))
+    [handed] = message[3]
+    return records_of_handed(handed)
+
+
+def test_handed_rows_become_the_same_records_in_the_writer_process() -> None:
     batch = [
         answered(["a"], labels=["setosa"], probabilities=np.array([[0.9, 0.05, 0.05]])),
         answered(["b:0", "b:1", "b:2"], labels=["setosa", "versicolor", "virginica"],
                  # float32 from some engine: sent as float64, as the record would hold it
-                 probabilities=np.eye(3, dtype=np.float32)),
+                 probabilities=np.eye(3, dtype=np.float32) / 3),
         answered(["c"], error="TimeoutError: timeout"),
         answered(["d"], labels=[2.5], tag=ModelTag("price", 1, "champion", "gbr", "1", None)),
+        answered(["e"], labels=[1], tag=IRIS._replace(classes=("0", "1")),
+                 probabilities=np.array([[0.1, 0.2, 0.3, 0.7]])[:, 2:]),  # a view
+        answered(["f"], labels=[True], tag=IRIS._replace(classes=("False", "True")),
+                 probabilities=np.array([[0.1, 0.3, 0.2, 0.7]])[:, ::2]),  # not contiguous
     ]
-    message = pickle.loads(pickle.dumps(pack(batch), protocol=pickle.HIGHEST_PROTOCOL))
-    expected = [record for rows in batch for record in records_of(rows)]
-    assert unpack(message) == expected
-    assert row_count(batch) == len(expected) == 6
+    for rows in batch:
+        assert isinstance(hand(rows)[2], bytes)
+        assert handed_and_back(rows) == records_of(rows)
+    assert row_count(map(hand, batch)) == 8
+
+
+def test_labels_json_would_change_travel_as_they_are() -> None:
+    """A tuple would come back a list and a big int not at all: the store writes str()."""
+    for label in [(1, 2), 2 ** 70, 1.5 + 2j]:
+        rows = answered(["t"], labels=[label])
+        assert isinstance(hand(rows)[2], AnsweredRows)
+        [record] = handed_and_back(rows)
+        assert record.prediction == label and str(record.prediction) == str(label)
+
+
+def test_a_probability_json_has_no_number_for_comes_back_not_a_number() -> None:
+    rows = answered(["n"], labels=["setosa"], probabilities=np.array([[math.nan, 0.5, 0.5]]))
+    [record] = handed_and_back(rows)
+    assert record.probabilities is not None
+    assert math.isnan(record.probabilities["setosa"]) and record.probability is not None
+    assert math.isnan(record.probability)
+
+
+def test_the_request_path_keeps_no_reference_to_a_requests_arrays(tmp_path: Path) -> None:
+    """What a request answered is encoded as it is handed over, so its arrays are freed then,
+    not read again, gone cold, by the hand-over thread."""
+    writer = WriterProcess(URL, tmp_path)  # not started: nothing is taken off its queue
+    rows = answered(["w"], labels=["setosa"], probabilities=np.array([[0.9, 0.05, 0.05]]))
+    features, probabilities = weakref.ref(rows.features), weakref.ref(rows.probabilities)
+    writer.submit_answered(rows)
+    del rows
+    gc.collect()
+    assert features() is None and probabilities() is None
+    assert writer.backlog == 1
+    writer.close(timeout=DEADLINE_S)  # starts it, hands the row over and writes it
+    assert writer.written == 1
 
 
 def test_the_writer_process_writes_answered_rows_beside_records(
@@ -106,14 +159,14 @@ def test_a_label_pickle_cannot_take_travels_as_its_text() -> None:
 
     batch = [answered(["a"], labels=["setosa"], probabilities=np.array([[0.9, 0.05, 0.05]])),
              answered(["b"], labels=[Odd()])]
-    kind, plain, feedback, packed = pickle.loads(pack_records([], [], batch))
-    assert (kind, feedback, packed) == ("records", [], None)
+    kind, plain, feedback, handed = pickle.loads(pack_records([], [], list(map(hand, batch))))
+    assert (kind, feedback, handed) == ("records", [], None)
     assert [(p[0], p[8]) for p in plain] == [("a", "setosa"), ("b", "odd-label")]
 
 
-def test_probabilities_that_are_not_numbers_travel_as_records() -> None:
+def test_probabilities_that_are_not_numbers_travel_as_they_are() -> None:
     odd = answered(["c"], labels=["setosa"],
                    probabilities=np.array([["high", 0.5, 0.5]], dtype=object))
-    _, plain, _, packed = pickle.loads(pack_records([], [], [odd]))
-    assert packed is None
-    assert plain[0][13] == {"setosa": "high", "versicolor": 0.5, "virginica": 0.5}
+    [record] = handed_and_back(odd)
+    assert record == records_of(odd)[0]
+    assert record.probabilities == {"setosa": "high", "versicolor": 0.5, "virginica": 0.5}
