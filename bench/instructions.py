@@ -190,9 +190,12 @@ def slow_log_clock() -> None:
 
 def worker_main(workdir: Path, mode: str, requests: int, counted: bool, logged: bool) -> None:
     if not logged:  # as bench/serving.py's log-off servers: no records built at all
+        from router.serving import batching
         from router.serving.service import PredictionService
 
         PredictionService._log = lambda *args, **kwargs: None  # type: ignore[method-assign]
+        if hasattr(batching.Predictor, "log_to"):  # answers logged by the batcher
+            batching.Predictor.log_to = lambda self, log: None  # type: ignore[method-assign]
     counter = None
     if counted:
         counter = ctypes.CDLL(str(workdir.parent / "count.so"))

@@ -299,16 +299,21 @@ def engines_chosen(target: Any, timeout: float = 120.0) -> dict[str, Any]:
 def serve_unlogged(config: str, port: int) -> None:
     """``router serve`` with the outcome log switched off, to measure what logging costs.
 
-    The product has no such switch (an answered prediction is always logged); here the
-    service builds no records at all, so nothing reaches the writer or the store. Everything
-    else is ``router serve`` itself, run in this process: the same protocol and settings.
+    The product has no such switch (an answered prediction is always logged); here neither
+    the service nor the models' batchers hand anything to the log (a request still builds the
+    tuple it gives its batcher), so nothing reaches the writer or the store. Everything else
+    is ``router serve`` itself, run in this process: the same protocol and settings.
     """
     from router.cli import main as router_main
+    from router.serving.batching import Predictor
     from router.serving.service import PredictionService
 
-    if not hasattr(PredictionService, "_log"):
-        raise SystemExit("PredictionService._log is gone: update serve_unlogged")
+    if not hasattr(PredictionService, "_log") or not hasattr(Predictor, "log_to"):
+        raise SystemExit("PredictionService._log or Predictor.log_to is gone: update "
+                         "serve_unlogged")
+    # Failed calls are logged by the service, answers by the model's batcher.
     PredictionService._log = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    Predictor.log_to = lambda self, log: None  # type: ignore[method-assign]
     sys.exit(router_main(["serve", "--config", config, "--host", HOST, "--port", str(port)]))
 
 

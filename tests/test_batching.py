@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from router.errors import StoreError
+from router.outcomes.answered import AnsweredBatch, Asked, ModelTag, records_of_batch
 from router.serving import batching
 from router.serving.batching import MicroBatcher, Predictor
 from router.serving.model import Prediction
@@ -220,3 +222,102 @@ def test_a_request_does_not_ask_for_the_running_loop(monkeypatch: pytest.MonkeyP
         answers = asyncio.run(one_by_one(first))
         assert [a.labels for a in answers] == [[first + i] for i in range(20)]
     assert asked <= 2  # once a loop
+
+
+# -- logging each answered call ------------------------------------------------------------------
+
+TAG = ModelTag("exp", 1, "champion", "m", "1", ("a", "b", "c"))
+
+
+def _asked(i: int, rows: int = 1) -> Asked:
+    ids = [f"r{i}"] if rows == 1 else [f"r{i}:{k}" for k in range(rows)]
+    return (TAG, ids, f"user-{i}", None, False, False, time.perf_counter())
+
+
+async def _asking(batcher: MicroBatcher, rows: list[np.ndarray]) -> list[Any]:
+    return await asyncio.gather(*(batcher.predict(r, _asked(i, len(r)))
+                                  for i, r in enumerate(rows)), return_exceptions=True)
+
+
+def test_each_call_is_logged_once_with_every_request_it_answered(
+        pool: ThreadPoolExecutor) -> None:
+    """One model call is one hand-over to the log, whatever number of requests it answered;
+    each request's records carry its own rows, ids and latency."""
+    batches: list[AnsweredBatch] = []
+    model = FakeModel()
+    batcher = MicroBatcher(model, pool, max_batch=64, max_wait_ms=1,  # type: ignore[arg-type]
+                           log=batches.append)
+    rows = [_row(float(i)) for i in range(20)] + [np.array([[50.0] * 3, [51.0] * 3])]
+    answers = asyncio.run(_asking(batcher, rows))
+    assert all(isinstance(a, Prediction) for a in answers)
+    assert len(batches) == len(model.calls) < len(rows)
+    records = [r for batch in batches for r in records_of_batch(batch)]
+    assert sum(batch.rows for batch in batches) == len(records) == 22
+    by_id = {r.request_id: r for r in records}
+    for i, row in enumerate(rows[:20]):
+        record = by_id[f"r{i}"]
+        assert (record.features, record.prediction, record.unit_id, record.variant) == \
+            (tuple(row[0].tolist()), float(i), f"user-{i}", "champion")
+        assert record.probabilities == dict(zip("abc", (row[0] * 2).tolist(), strict=True))
+        assert 0 < record.latency_ms < 10_000
+    assert [by_id[f"r20:{k}"].prediction for k in range(2)] == [50.0, 51.0]
+
+
+def test_a_request_answered_alone_after_a_failed_call_is_logged_alone(
+        pool: ThreadPoolExecutor) -> None:
+    batches: list[AnsweredBatch] = []
+    batcher = MicroBatcher(FakeModel(), pool, max_batch=64,  # type: ignore[arg-type]
+                           max_wait_ms=1, log=batches.append)
+    rows = [_row(float(i)) for i in range(6)]
+    rows[3] = _row(BAD)
+    answers = asyncio.run(_asking(batcher, rows))
+    assert isinstance(answers[3], ValueError)
+    logged = sorted(r.request_id for b in batches for r in records_of_batch(b))
+    assert logged == ["r0", "r1", "r2", "r4", "r5"]  # the failure is the service's to log
+
+
+def test_an_answer_the_log_refuses_is_not_given(pool: ThreadPoolExecutor) -> None:
+    """An answered prediction is always logged: if the log takes no more, the requests get
+    its error, not an answer."""
+
+    def refuse(batch: AnsweredBatch) -> None:
+        raise StoreError("outcome writer is closed; records not accepted")
+
+    batcher = MicroBatcher(FakeModel(), pool, max_batch=64,  # type: ignore[arg-type]
+                           max_wait_ms=1, log=refuse)
+    answers = asyncio.run(_asking(batcher, [_row(1.0), _row(2.0)]))
+    assert all(isinstance(a, StoreError) for a in answers)
+    # A request that gives no Asked tuple is its caller's to log.
+    assert asyncio.run(batcher.predict(_row(3.0))).labels == [3.0]
+
+
+def test_a_request_gone_before_its_answer_is_not_logged(pool: ThreadPoolExecutor) -> None:
+    batches: list[AnsweredBatch] = []
+    model = OverlapModel()  # a call lasts 5 ms: time to cancel one request during it
+    batcher = MicroBatcher(model, pool, max_batch=64, max_wait_ms=1,  # type: ignore[arg-type]
+                           log=batches.append)
+
+    async def one_cancelled() -> None:
+        first = asyncio.ensure_future(batcher.predict(_row(1.0), _asked(1)))
+        await asyncio.sleep(0)  # the first call starts with the first row alone
+        kept = asyncio.ensure_future(batcher.predict(_row(2.0), _asked(2)))
+        gone = asyncio.ensure_future(batcher.predict(_row(3.0), _asked(3)))
+        await asyncio.sleep(0)
+        gone.cancel()
+        await asyncio.gather(first, kept)
+
+    asyncio.run(one_cancelled())
+    logged = [r.request_id for b in batches for r in records_of_batch(b)]
+    assert sorted(logged) == ["r1", "r2"]
+
+
+def test_a_predictor_logs_through_every_batcher_it_makes(pool: ThreadPoolExecutor) -> None:
+    batches: list[AnsweredBatch] = []
+    predictor = Predictor(pool, max_batch=8, max_wait_ms=1)
+    first = FakeModel()
+    asyncio.run(predictor.predict(first, _row(1.0), _asked(1)))  # type: ignore[arg-type]
+    predictor.log_to(batches.append)
+    second = FakeModel()
+    asyncio.run(predictor.predict(first, _row(2.0), _asked(2)))  # type: ignore[arg-type]
+    asyncio.run(predictor.predict(second, _row(3.0), _asked(3)))  # type: ignore[arg-type]
+    assert [r.request_id for b in batches for r in records_of_batch(b)] == ["r2", "r3"]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from router.outcomes.answered import AnsweredRows
+from router.outcomes.answered import AnsweredBatch, AnsweredRows
 from router.outcomes.records import FeedbackRecord, PredictionRecord
 from router.outcomes.store import OutcomeLog
 from router.outcomes.writer import OutcomeWriter
@@ -30,6 +30,8 @@ class LogWriter(Protocol):
     def submit_predictions(self, records: Sequence[PredictionRecord]) -> None: ...
 
     def submit_answered(self, answered: AnsweredRows) -> None: ...
+
+    def submit_batch(self, batch: AnsweredBatch) -> None: ...
 
     def submit_feedback(self, records: Sequence[FeedbackRecord]) -> None: ...
 

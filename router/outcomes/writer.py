@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from router.errors import StoreError
-from router.outcomes.answered import AnsweredRows, records_of
+from router.outcomes.answered import AnsweredBatch, AnsweredRows, records_of, records_of_batch
 from router.outcomes.batches import Chunk, ChunkQueue, IsolatingWrites
 from router.outcomes.dead_letters import DeadLetters
 from router.outcomes.records import FeedbackRecord, PredictionRecord
@@ -115,6 +115,10 @@ class OutcomeWriter:
     def submit_answered(self, answered: AnsweredRows) -> None:
         """Hand one request's answered rows to the writer, as records; never waits on I/O."""
         self._submit("predictions", records_of(answered))
+
+    def submit_batch(self, batch: AnsweredBatch) -> None:
+        """Hand one model call's answered rows to the writer, as records; never waits on I/O."""
+        self._submit("predictions", records_of_batch(batch))
 
     def submit_feedback(self, records: Sequence[FeedbackRecord]) -> None:
         """Hand feedback records to the writer; never waits on I/O. StoreError once closed."""

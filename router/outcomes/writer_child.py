@@ -5,10 +5,11 @@ store with an ``OutcomeWriter`` (retries, spill, dead letters) and reports its c
 end of a socket pair. Each message is one pickle:
 
 - gateway to child: ``("hello", Settings)`` first, then ``("records", predictions,
-  feedback, answered)`` (predictions as plain tuples in ``PredictionRecord``'s field order: a
-  plain tuple pickles four times faster than a named tuple, and the gateway pays for the
-  pickling; ``answered``, requests' rows as ``router.outcomes.answered.hand`` encoded them, or
-  None),
+  feedback, answered, batches)`` (predictions as plain tuples in ``PredictionRecord``'s field
+  order: a plain tuple pickles four times faster than a named tuple, and the gateway pays for
+  the pickling; ``answered``, requests' rows as ``router.outcomes.answered.hand`` encoded them,
+  and ``batches``, model calls' answers as ``router.outcomes.answered.plain_batch`` made them,
+  or None),
   ``("flush", n)`` and ``("close", timeout_s)``;
 - child to gateway: ``("ready", pid)`` or ``("failed", text)``, then ``("status",
   WriterStatus)`` whenever a count changed (at most every ``Settings.status_interval_s``, at
@@ -36,7 +37,13 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from router.errors import StoreError
-from router.outcomes.answered import Handed, records_of_handed
+from router.outcomes.answered import (
+    AnsweredBatch,
+    Handed,
+    plain_batch,
+    records_of_batch,
+    records_of_handed,
+)
 from router.outcomes.opener import open_store
 from router.outcomes.records import FeedbackRecord, PredictionRecord
 from router.outcomes.store import OutcomeLog
@@ -95,17 +102,19 @@ def status_of(writer: OutcomeWriter, received: int, flushed: int) -> WriterStatu
 
 
 def pack_records(predictions: list[PredictionRecord], feedback: list[FeedbackRecord],
-                 answered: Sequence[Handed] = ()) -> bytes:
+                 answered: Sequence[Handed] = (), batches: Sequence[AnsweredBatch] = ()
+                 ) -> bytes:
     """One ``records`` message. A value pickle cannot take (a label of an odd type) travels
     as its text, which is what the store would have written for it."""
     try:
         # map(tuple): a named tuple pickles through a Python method per record, a tuple in C.
         return pickle.dumps(("records", list(map(tuple, predictions)), feedback,
-                             list(answered) or None),
+                             list(answered) or None, list(map(plain_batch, batches)) or None),
                             protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
-        every = [*predictions, *(r for rows in answered for r in records_of_handed(rows))]
-        return pickle.dumps(("records", [_picklable(p) for p in every], feedback, None),
+        every = [*predictions, *(r for rows in answered for r in records_of_handed(rows)),
+                 *(r for batch in batches for r in records_of_batch(batch))]
+        return pickle.dumps(("records", [_picklable(p) for p in every], feedback, None, None),
                             protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -189,10 +198,12 @@ def serve(connection: Connection, writer: OutcomeWriter, settings: Settings
                 log.warning("outcome writer: the gateway is gone; writing what it handed over")
                 break
             if message[0] == "records":
-                _, plain, feedback, answered = message
+                _, plain, feedback, answered, batches = message
                 predictions = [tuple.__new__(PredictionRecord, p) for p in plain]
                 for handed in answered or ():
                     predictions += records_of_handed(handed)
+                for batch in batches or ():
+                    predictions += records_of_batch(batch)
                 if predictions:
                     writer.submit_predictions(predictions)
                 if feedback:

@@ -1,9 +1,11 @@
 """``WriterProcess``: the outcome log written by a child process, so that encoding records and
 running SQL never take the serving process's CPU or its interpreter lock.
 
-On the request path, ``submit_answered`` encodes one request's rows, as the model answered
-them, into one bytes object (:func:`router.outcomes.answered.hand`), appends it to a deque and
-returns; ``submit_predictions`` appends a list of records. A hand-over thread wakes when records
+On the request path, ``submit_batch`` appends one model call's answer, as the batcher handed
+it (:class:`router.outcomes.answered.AnsweredBatch`), to a deque and returns;
+``submit_answered`` encodes one request's rows (a failed call, a shadow copy) into one bytes
+object (:func:`router.outcomes.answered.hand`) and appends that; ``submit_predictions`` appends
+a list of records. A hand-over thread wakes when records
 wait, lets them gather for ``handoff_interval_s``, then packs the lot with one ``pickle.dumps``
 (records as plain tuples) and sends it down a socket pair to the child
 (:mod:`router.outcomes.writer_child`). There the records are made, and an ``OutcomeWriter``
@@ -34,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from router.errors import StoreError
-from router.outcomes.answered import AnsweredRows, Handed, hand, row_count
+from router.outcomes.answered import AnsweredBatch, AnsweredRows, Handed, hand, row_count
 from router.outcomes.records import FeedbackRecord, PredictionRecord
 from router.outcomes.writer_child import (
     IDLE_STATUS,
@@ -94,6 +96,7 @@ class WriterProcess:
         # The request path's side: an append (atomic) and two flags, no lock.
         self._predictions: deque[tuple[PredictionRecord, ...]] = deque()
         self._answered: deque[Handed] = deque()
+        self._batches: deque[AnsweredBatch] = deque()
         self._feedback: deque[tuple[FeedbackRecord, ...]] = deque()
         self._awake = False  # the hand-over thread was woken for what is queued
         self.closed = False
@@ -134,6 +137,11 @@ class WriterProcess:
         """Hand one request's answered rows over, encoded in one C call; never waits.
         StoreError once closed."""
         self._submit(self._answered, hand(answered))
+
+    def submit_batch(self, batch: AnsweredBatch) -> None:
+        """Hand one model call's answered rows over as they are; never waits, never encodes.
+        StoreError once closed."""
+        self._submit(self._batches, batch)
 
     def submit_feedback(self, records: Sequence[FeedbackRecord]) -> None:
         """Hand feedback records over; never waits, never encodes. StoreError once closed."""
@@ -184,7 +192,7 @@ class WriterProcess:
     def lag_seconds(self) -> float:
         """Age of the oldest record not yet written (the child's, or of what waits here)."""
         waiting = time.monotonic() - self._last_handoff \
-            if self._predictions or self._answered or self._feedback else 0.0
+            if self._predictions or self._answered or self._batches or self._feedback else 0.0
         return max(waiting, self._status.lag_seconds)
 
     # The child's own figures, as ``OutcomeWriter`` defines them: the current child's state,
@@ -306,14 +314,16 @@ class WriterProcess:
             # Popped one chunk at a time (an append may come meanwhile), flattened in C.
             predictions = [self._predictions.popleft() for _ in range(len(self._predictions))]
             answered = [self._answered.popleft() for _ in range(len(self._answered))]
+            batches = [self._batches.popleft() for _ in range(len(self._batches))]
             feedback = [self._feedback.popleft() for _ in range(len(self._feedback))]
-            taken = sum(map(len, predictions)) + row_count(answered) + sum(map(len, feedback))
+            taken = sum(map(len, predictions)) + row_count(answered) \
+                + sum(batch[0] for batch in batches) + sum(map(len, feedback))
             self._taken += taken
         if not taken:
             return
         self._last_handoff = time.monotonic()
         body = pack_records(list(chain.from_iterable(predictions)),
-                            list(chain.from_iterable(feedback)), answered)
+                            list(chain.from_iterable(feedback)), answered, batches)
         self._deliver(body, taken)
         self._sent += taken
         self._accepting = self.backlog < self._max_pending
@@ -321,7 +331,7 @@ class WriterProcess:
     def _waiting(self) -> int:
         """Records submitted and not yet taken for the child."""
         return sum(map(len, list(self._predictions))) + row_count(list(self._answered)) \
-            + sum(map(len, list(self._feedback)))
+            + sum(batch[0] for batch in list(self._batches)) + sum(map(len, list(self._feedback)))
 
     def _deliver(self, body: bytes, records: int = 0) -> None:
         """Send to the child, starting a new one first when the last one ended."""

@@ -10,20 +10,26 @@ Calls run in a thread pool, except what the ONNX Runtime engine can answer alone
 (``ServedModel.predict_inline``, tens of microseconds a call), which runs on the
 event loop for batches of at most :data:`INLINE_MAX_ROWS` rows. The batchers of one
 :class:`Predictor` take turns in the pool: one scikit-learn call at a time.
+
+Each answered call is handed to the outcome log in one piece (:meth:`Predictor.log_to`): the
+batch's arrays once, and for each request the ``Asked`` tuple it came with. Logging per request
+instead built and encoded a dozen objects a request on the event loop (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from router.outcomes.answered import AnsweredBatch, Asked
 from router.serving.model import Prediction, ServedModel
 
 # How often a batcher waiting for a full batch looks at its queue.
@@ -37,14 +43,21 @@ INLINE_MAX_ROWS = 128
 class _Job:
     rows: np.ndarray
     future: asyncio.Future[Prediction]
+    asked: Asked | None  # None: not logged here (the caller logs, or nobody does)
+
+
+# Takes an answered batch for the log; raises (StoreError) when the log takes no more.
+BatchSink = Callable[[AnsweredBatch], None]
 
 
 class MicroBatcher:
     """Queues rows for one model and feeds them to it in batches, one call at a time."""
 
     def __init__(self, model: ServedModel, executor: Executor, *, max_batch: int,
-                 max_wait_ms: float, turn: asyncio.Lock | None = None) -> None:
+                 max_wait_ms: float, turn: asyncio.Lock | None = None,
+                 log: BatchSink | None = None) -> None:
         self.model = model
+        self.log = log
         self._executor = executor
         # Shared by the batchers of one Predictor: one thread-pool call at a time. Two
         # scikit-learn calls at once only fight over the GIL (and, on a busy core, with the event
@@ -65,9 +78,10 @@ class MicroBatcher:
         self._max_batch = max_batch
         self._max_wait_s = max_wait_ms / 1000
 
-    async def predict(self, rows: np.ndarray) -> Prediction:
+    async def predict(self, rows: np.ndarray, asked: Asked | None = None) -> Prediction:
+        """The model's answer for ``rows``; logged with ``asked`` once answered, if given."""
         loop = self._running_loop()
-        job = _Job(rows, loop.create_future())
+        job = _Job(rows, loop.create_future(), asked)
         self._queue.append(job)
         if not self._running:
             self._running = True
@@ -144,17 +158,41 @@ class MicroBatcher:
             # One bad row must fail only its own request: retry each job alone.
             for job in jobs:
                 try:
-                    _settle(job.future, await self._call(loop, job.rows))
+                    self._answer([job], job.rows, await self._call(loop, job.rows))
                 except Exception as job_exc:
                     _settle(job.future, exc=job_exc)
             return
         finally:
             self.calls += 1
             self.rows += len(rows)
+        self._answer(jobs, rows, result)
+
+    def _answer(self, jobs: list[_Job], rows: np.ndarray, result: Prediction) -> None:
+        """Log the call's answer for the requests still waiting, then give each its rows.
+        If the log refuses it, they get its error instead: an answer is never sent unlogged."""
+        if self.log is not None:
+            asked, start = [], 0
+            for job in jobs:
+                # A request no longer waiting (its client went away) was not answered.
+                if job.asked is not None and not job.future.done():
+                    asked.append((start, job.asked))
+                start += len(job.rows)
+            if asked:
+                try:
+                    self.log(AnsweredBatch(
+                        sum(len(a[1]) for _, a in asked), time.time(), time.perf_counter(), rows,
+                        result.labels, result.probabilities, asked))
+                except Exception as exc:
+                    for job in jobs:
+                        _settle(job.future, exc=exc)
+                    return
+        if len(jobs) == 1:
+            _settle(jobs[0].future, result)
+            return
         start = 0
         for job in jobs:
             end = start + len(job.rows)
-            _settle(job.future, result if len(jobs) == 1 else _slice(result, start, end))
+            _settle(job.future, _slice(result, start, end))
             start = end
 
 
@@ -195,6 +233,13 @@ class Predictor:
         self._max_wait_ms = max_wait_ms
         self._batchers: dict[int, MicroBatcher] = {}
         self._turn = asyncio.Lock()
+        self._log: BatchSink | None = None
+
+    def log_to(self, log: BatchSink | None) -> None:
+        """Where every batcher, present and future, hands its answered calls."""
+        self._log = log
+        for batcher in self._batchers.values():
+            batcher.log = log
 
     def configure(self, *, max_batch: int, max_wait_ms: float) -> None:
         """New batching limits (after a reload) for every batcher, present and future."""
@@ -206,14 +251,16 @@ class Predictor:
         batcher = self._batchers.get(id(model))
         if batcher is None or batcher.model is not model:
             batcher = MicroBatcher(model, self._executor, max_batch=self._max_batch,
-                                   max_wait_ms=self._max_wait_ms, turn=self._turn)
+                                   max_wait_ms=self._max_wait_ms, turn=self._turn,
+                                   log=self._log)
             self._batchers[id(model)] = batcher
         return batcher
 
-    def predict(self, model: ServedModel, rows: np.ndarray) -> Coroutine[Any, Any, Prediction]:
+    def predict(self, model: ServedModel, rows: np.ndarray, asked: Asked | None = None
+                ) -> Coroutine[Any, Any, Prediction]:
         """The model's batcher's coroutine itself, to await: not one more coroutine around
         it, which every request would create and step through twice."""
-        return self.batcher(model).predict(rows)
+        return self.batcher(model).predict(rows, asked)
 
     def forget_except(self, keep: list[ServedModel]) -> None:
         """Drop batchers of models no longer served (after a reload)."""

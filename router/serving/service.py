@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from router.errors import BackpressureError, ModelFailedError
-from router.outcomes.answered import AnsweredRows
+from router.errors import BackpressureError, ModelFailedError, StoreError
+from router.outcomes.answered import AnsweredBatch, AnsweredRows
 from router.serving.assignment import CHAMPION, assign_arm
 from router.serving.batching import Predictor
 from router.serving.model import Prediction
@@ -29,6 +29,8 @@ class RecordSink(Protocol):
     def accepting(self) -> bool: ...
 
     def submit_answered(self, answered: AnsweredRows) -> None: ...
+
+    def submit_batch(self, batch: AnsweredBatch) -> None: ...
 
 
 class Mirror(Protocol):
@@ -65,12 +67,17 @@ def row_ids_for(request_id: str, n_rows: int, batch: bool) -> list[str]:
 
 
 class PredictionService:
-    """Routes one validated request to a variant, answers it and logs every row."""
+    """Routes one validated request to a variant, answers it and logs every row.
+
+    An answer is logged by the model's batcher, with the batch it came in
+    (:meth:`Predictor.log_to`); a failed call, here.
+    """
 
     def __init__(self, predictor: Predictor, sink: RecordSink, *,
                  mirror: Mirror | None = None, rng: random.Random | None = None) -> None:
         self.predictor = predictor
         self.sink = sink
+        predictor.log_to(sink.submit_batch)
         self.mirror = mirror
         self._rng = rng or random.Random()
         # (variant, what) -> count; read by /stats and /metrics.
@@ -101,7 +108,10 @@ class PredictionService:
         model = snapshot.models[variant]
         started = time.perf_counter()
         try:
-            prediction = await self.predictor.predict(model, rows)
+            prediction = await self.predictor.predict(model, rows, (
+                snapshot.tags[variant], row_ids, unit_id, segments, is_forced, False, started))
+        except StoreError:
+            raise  # the log refused the answer: not a model failure
         except Exception as exc:
             self.counts[(variant, "errors")] += 1
             self._log(snapshot, variant, rows, row_ids, None, started, unit_id,
@@ -119,8 +129,6 @@ class PredictionService:
             self.counts[(variant, "fallbacks")] += 1
             return await self._fallback(snapshot, rows, row_ids, request_id, unit_id, segments)
         self.counts[(variant, "requests")] += 1
-        self._log(snapshot, variant, rows, row_ids, prediction, started, unit_id,
-                  forced=is_forced, segments=segments)
         if self.mirror is not None and snapshot.config.mode == "shadow" and not is_forced:
             self.mirror.offer(snapshot, rows, row_ids, unit_id, segments)
         return self._answer(snapshot, request_id, row_ids, variant, prediction)
@@ -131,7 +139,10 @@ class PredictionService:
         model = snapshot.champion
         started = time.perf_counter()
         try:
-            prediction = await self.predictor.predict(model, rows)
+            prediction = await self.predictor.predict(model, rows, (
+                snapshot.tags[CHAMPION], row_ids, unit_id, segments, False, True, started))
+        except StoreError:
+            raise
         except Exception as exc:
             self.counts[(CHAMPION, "errors")] += 1
             self._log(snapshot, CHAMPION, rows, row_ids, None, started, unit_id,
@@ -139,8 +150,6 @@ class PredictionService:
             raise ModelFailedError(
                 f"both models failed on request {request_id}: {_describe(exc)}",
                 [{"request_id": request_id}]) from exc
-        self._log(snapshot, CHAMPION, rows, row_ids, prediction, started, unit_id,
-                  fallback=True, segments=segments)
         return self._answer(snapshot, request_id, row_ids, CHAMPION, prediction)
 
     @staticmethod

@@ -10,13 +10,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from router.outcomes import PredictionRecord, open_store
 from router.outcomes.answered import (
+    AnsweredBatch,
     AnsweredRows,
     ModelTag,
     hand,
     records_of,
+    records_of_batch,
     records_of_handed,
     row_count,
 )
@@ -159,8 +162,9 @@ def test_a_label_pickle_cannot_take_travels_as_its_text() -> None:
 
     batch = [answered(["a"], labels=["setosa"], probabilities=np.array([[0.9, 0.05, 0.05]])),
              answered(["b"], labels=[Odd()])]
-    kind, plain, feedback, handed = pickle.loads(pack_records([], [], list(map(hand, batch))))
-    assert (kind, feedback, handed) == ("records", [], None)
+    kind, plain, feedback, handed, batches = \
+        pickle.loads(pack_records([], [], list(map(hand, batch))))
+    assert (kind, feedback, handed, batches) == ("records", [], None, None)
     assert [(p[0], p[8]) for p in plain] == [("a", "setosa"), ("b", "odd-label")]
 
 
@@ -170,3 +174,49 @@ def test_probabilities_that_are_not_numbers_travel_as_they_are() -> None:
     [record] = handed_and_back(odd)
     assert record == records_of(odd)[0]
     assert record.probabilities == {"setosa": "high", "versicolor": 0.5, "virginica": 0.5}
+
+
+def test_a_batch_becomes_the_records_of_its_requests_in_the_writer_process() -> None:
+    """A model call's answer, sent once for the requests it answered, makes each request's
+    records as if it had been sent alone."""
+    features = np.arange(12, dtype=np.float64).reshape(3, 4) + 0.25
+    probabilities = np.array([[0.1, 0.2, 0.7], [0.6, 0.3, 0.1], [0.2, 0.2, 0.6]],
+                             dtype=np.float32)  # some engine's: float64 in the records
+    labels = ["virginica", "setosa", "virginica"]
+    asked = [(0, (IRIS, ["a:0", "a:1"], "user-1", {"country": "fr"}, False, False, 10.0)),
+             (2, (IRIS, ["b"], None, None, True, True, 10.5))]
+    batch = AnsweredBatch(3, 1.5, 10.75, features, labels, probabilities, asked)
+    message = pickle.loads(pack_records([], [], [], [batch]))
+    [sent] = message[4]
+    expected = [
+        *records_of(AnsweredRows(["a:0", "a:1"], 1.5, IRIS, labels[:2], 750.0, False,
+                                 "user-1", None, False, False, {"country": "fr"},
+                                 features[:2], probabilities[:2].astype(np.float64))),
+        *records_of(AnsweredRows(["b"], 1.5, IRIS, labels[2:], 250.0, False, None, None,
+                                 True, True, None, features[2:],
+                                 probabilities[2:].astype(np.float64))),
+    ]
+    assert records_of_batch(sent) == records_of_batch(batch) == expected
+    assert [r.probability for r in expected] == pytest.approx([0.7, 0.6, 0.6])
+
+
+def test_the_writer_process_writes_batches_beside_requests(
+        tmp_path: Path, make_process: Callable[..., WriterProcess]) -> None:  # noqa: F811
+    writer = make_process(tmp_path)
+    alone = answered(["alone"], labels=["setosa"], probabilities=np.array([[0.9, 0.05, 0.05]]))
+    writer.submit_answered(alone)
+    expected = records_of(alone)
+    for i in range(300):
+        batch = AnsweredBatch(
+            2, 2.5, 3.0, np.full((3, 4), float(i)), ["setosa", "versicolor", "virginica"],
+            np.full((3, 3), 1 / 3), [(0, (IRIS, [f"q{i}"], None, None, False, False, 2.0)),
+                                     (2, (IRIS, [f"s{i}"], "u", None, False, False, 2.5))])
+        writer.submit_batch(batch)
+        expected += records_of_batch(batch)
+    assert writer.backlog == 601
+    writer.close(timeout=DEADLINE_S)
+    store = open_store(URL, tmp_path)
+    try:
+        assert sorted(store.prediction_records()) == sorted(expected)
+    finally:
+        store.close()
