@@ -189,6 +189,7 @@ def serve(connection: Connection, writer: OutcomeWriter, settings: Settings
     last: WriterStatus | None = None
     last_sent = 0.0
     timeout_s = DRAIN_WITHOUT_GATEWAY_S
+    reporting = True  # until a report finds the gateway gone
     while True:
         asked = False
         if connection.poll(interval):
@@ -216,10 +217,14 @@ def serve(connection: Connection, writer: OutcomeWriter, settings: Settings
                 timeout_s = message[1]
                 break
         now = time.monotonic()
-        if asked or now - last_sent >= interval:
+        if reporting and (asked or now - last_sent >= interval):
             status = status_of(writer, received, flushed)
             if asked or status != last:
-                send(connection, ("status", status))
+                try:
+                    send(connection, ("status", status))
+                except OSError:
+                    # Killed: what it sent before is still in the pipe, to read to the end.
+                    reporting = False
                 last, last_sent = status, now
     error = None
     try:

@@ -17,6 +17,7 @@ import pytest
 
 from router.errors import StoreError
 from router.outcomes import FeedbackRecord, PredictionRecord, open_store
+from router.outcomes.writer_child import Settings, open_writer, pack_records, serve
 from router.outcomes.writer_process import WriterProcess
 from tests.outcomes.test_writer import eventually, prediction
 
@@ -272,3 +273,37 @@ def test_a_label_pickle_cannot_take_is_written_as_its_text(
             ("before", "a"), ("odd", "odd-label"), ("after", "a")]
     finally:
         store.close()
+
+
+class GoneGateway:
+    """The child's end of the pipe once the gateway was killed: what it sent is still there to
+    read, then the end of file; nothing can be sent back."""
+
+    def __init__(self, messages: list[bytes]) -> None:
+        self.messages = messages
+
+    def poll(self, timeout: float) -> bool:
+        return True
+
+    def recv_bytes(self) -> bytes:
+        if self.messages:
+            return self.messages.pop(0)
+        raise EOFError
+
+    def send_bytes(self, data: bytes) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_child_whose_gateway_is_gone_writes_what_it_was_handed(tmp_path: Path) -> None:
+    """The child's report of its counts finds the pipe broken: it still reads what is left in
+    the pipe and writes it before it exits, instead of dying with the records."""
+    settings = Settings(URL, str(tmp_path), None, None, 1_000, 30.0, 5_000, None, list(sys.path),
+                        0.0)
+    store, writer = open_writer(settings)
+    records = [prediction(f"r{i}") for i in range(3)]
+    more = [prediction(f"s{i}") for i in range(2)]
+    pipe = GoneGateway([pack_records(records, []), pack_records(more, [])])
+    status, error = serve(pipe, writer, settings)  # type: ignore[arg-type]
+    store.close()
+    assert error is None and status.received == 5
+    assert stored_ids(tmp_path / "var" / "outcomes.db") == ["r0", "r1", "r2", "s0", "s1"]
