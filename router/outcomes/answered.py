@@ -1,11 +1,16 @@
-"""``AnsweredRows``: what the gateway hands to the outcome log for one request, as it stands.
+"""What the gateway hands to the outcome log, as the model answered it: no
+``PredictionRecord`` per row on the core that serves.
 
-A request's rows leave the serving process as the model answered them, not as one
-``PredictionRecord`` per row: :func:`hand` encodes a request's fields and arrays as one JSON
-bytes object where the request is answered (one C call), and the hand-over thread pickles
-those. The per-row work (feature tuples, probability dicts, the probability of the predicted
-label) happens where the rows are written: in the writer process, off the core that serves,
-by :func:`records_of_handed` (or :func:`records_of`, for a writer in the serving process).
+- ``AnsweredBatch``: one model call's answer, handed over by the model's batcher: the batch's
+  arrays once, and for each request the ``Asked`` tuple of references it gave the batcher.
+  :func:`plain_batch` readies it for the pickle to the writer process.
+- ``AnsweredRows``: one request's rows, logged alone (a failed call, a shadow copy);
+  :func:`hand` encodes it as one JSON bytes object where it is made (one C call).
+
+The per-row work (feature tuples, probability dicts, the probability of the predicted label)
+happens where the rows are written, in the writer process, off the core that serves:
+:func:`records_of_batch`, :func:`records_of_handed`, or :func:`records_of` for a writer in the
+serving process.
 """
 
 from __future__ import annotations
