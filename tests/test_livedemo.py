@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import io
 import json
 import os
 import queue
@@ -16,13 +17,15 @@ import time
 import tomllib
 import urllib.error
 import urllib.request
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from router.demo.live import admin_token
+from router.demo.live import DemoOptions, _interrupts, _simulate, admin_token
+from router.demo.simulate import SimulationResult
 from router.demo.training import train_demo
 from router.outcomes import open_store
 from tests.e2e.server import REPO_ROOT, free_port
@@ -259,3 +262,42 @@ def test_after_a_promotion_the_demo_says_how_to_start_again(start_demo: Callable
     text = "\n".join(demo.lines)
     assert "sending traffic" not in text and "no verdict" not in text
     assert demo.interrupt() == 0, text
+
+
+class _Dropped:
+    """An object whose death runs a weakref callback, as a freed thread's does."""
+
+
+# The dropped KeyboardInterrupt is what this test makes happen.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_ctrl_c_python_drops_still_stops_the_demos_traffic() -> None:
+    """A signal that lands while a weakref callback runs (a finished thread being freed) raises
+    its KeyboardInterrupt there, where Python prints "Exception ignored" and drops it: the
+    demo kept sending traffic to a verdict and served on. It must stop at the next round."""
+
+    class DroppingSimulator:
+        url = "http://127.0.0.1:9"  # nothing there: /stats is not available
+
+        def __init__(self) -> None:
+            self.result = SimulationResult()
+            self.rounds = 0
+
+        def run(self, requests: int, progress: Any = None) -> SimulationResult:
+            self.rounds += 1
+            if self.rounds == 1:
+                dropped = _Dropped()
+                watch = weakref.ref(dropped, lambda _: (os.kill(os.getpid(), signal.SIGINT),
+                                                        sum(range(1000))))
+                del dropped  # the callback runs, and swallows the KeyboardInterrupt
+                assert watch() is None
+            self.result.sent += requests
+            return self.result
+
+        def flush_feedback(self) -> None:
+            """Nothing held back."""
+
+    simulator = DroppingSimulator()
+    options = DemoOptions(root=Path("."), max_requests=1_000, round_size=100)
+    with pytest.raises(KeyboardInterrupt), _interrupts():
+        _simulate(simulator, options, io.StringIO())  # type: ignore[arg-type]
+    assert simulator.rounds == 1

@@ -17,6 +17,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -130,18 +131,34 @@ def _count_predictions(root: Path) -> int:
         store.close()
 
 
+# Set by Ctrl-C or SIGTERM. Python drops the KeyboardInterrupt a signal raises while a weakref
+# callback or a __del__ runs (it prints "Exception ignored in ..."), as when a finished traffic
+# thread is freed: the demo then sent traffic to a verdict and served on. Its loops look here too.
+_STOP = threading.Event()
+
+
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """A SIGTERM to the demo stops it as Ctrl-C does, in the same careful order."""
+def _interrupts() -> Iterator[None]:
+    """Ctrl-C and SIGTERM stop the demo, in the same careful order: each raises
+    KeyboardInterrupt and sets ``_STOP``."""
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
+        _STOP.set()
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    _STOP.clear()
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stop_if_asked() -> None:
+    """Raise the KeyboardInterrupt of a signal Python dropped."""
+    if _STOP.is_set():
+        raise KeyboardInterrupt
 
 
 class _Gateway:
@@ -232,6 +249,7 @@ def _simulate(simulator: Simulator, options: DemoOptions, out: TextIO) -> str:
     action = "unknown"
     started = time.monotonic()
     while simulator.result.sent < options.max_requests:
+        _stop_if_asked()
         simulator.run(min(options.round_size, options.max_requests - simulator.result.sent),
                       bar.update)
         action, reason = _decision(_fetch_stats(simulator.url))
@@ -258,7 +276,7 @@ def _simulate(simulator: Simulator, options: DemoOptions, out: TextIO) -> str:
 def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
     """The whole demo; returns the exit code. Blocks until Ctrl-C (or SIGTERM)."""
     out = out if out is not None else sys.stdout
-    with _sigterm_as_interrupt():
+    with _interrupts():
         config = _prepare(options, out)
         X, y, names = holdout_rows(options.root / HOLDOUT_PATH)
         before = _count_predictions(options.root)
@@ -295,6 +313,7 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
                 print(f"admin routes take the {TOKEN_ENV} set in this shell", file=out)
             print(f"serving on {gateway.url} until Ctrl-C", file=out, flush=True)
             while gateway.alive():
+                _stop_if_asked()
                 time.sleep(0.2)
             raise DemoError(f"the gateway exited with {gateway.process.returncode}; its log "
                             f"({gateway.log}) ends:\n{gateway.tail()}")
