@@ -94,12 +94,8 @@ def hand(answered: AnsweredRows) -> Handed:
      features, probabilities) = answered
     if labels is None or (len(labels) == 1 and type(labels[0]) in _PLAIN_LABELS) \
             or _PLAIN_LABELS.issuperset(map(type, labels)):
-        # Numbers as float64, as the record holds them (an engine may answer float32).
-        if features.dtype is not _FLOAT and features.dtype.kind in _NUMBERS:
-            features = features.astype(_FLOAT)
-        if probabilities is not None and probabilities.dtype is not _FLOAT \
-                and probabilities.dtype.kind in _NUMBERS:
-            probabilities = probabilities.astype(_FLOAT)
+        features = _floats(features)
+        probabilities = None if probabilities is None else _floats(probabilities)
         try:
             return tag, len(row_ids), _dumps(
                 (row_ids, ts, labels, latency_ms, shadow, unit_id, error, fallback, forced,
@@ -205,8 +201,8 @@ def _floats(array: np.ndarray) -> np.ndarray:
 def records_of(answered: AnsweredRows) -> list[PredictionRecord]:
     """One ``PredictionRecord`` per row of ``answered``."""
     probabilities = answered.probabilities
-    return _records(answered, answered.features.tolist(),
-                    None if probabilities is None else probabilities.tolist())
+    return _records(answered, _floats(answered.features).tolist(),
+                    None if probabilities is None else _floats(probabilities).tolist())
 
 
 def _records(fields: Sequence[Any], feature_rows: Sequence[list[float]],
