@@ -22,11 +22,13 @@ import numpy as np
 import orjson
 
 from router.outcomes.records import PredictionRecord
+from router.outcomes.rows import StoreRow, prediction_columns, to_json
 
 _NAN = float("nan")
 
 __all__ = ["AnsweredBatch", "AnsweredRows", "Asked", "Handed", "ModelTag", "hand", "plain_batch",
-           "records_of", "records_of_batch", "records_of_handed", "row_count"]
+           "records_of", "records_of_batch", "records_of_handed", "row_count",
+           "store_rows_of_batch"]
 
 
 class ModelTag(NamedTuple):
@@ -190,6 +192,42 @@ def records_of_batch(batch: Sequence[Any]) -> list[PredictionRecord]:
             (row_ids, ts, tag, labels[start:end], (done - asked_at) * 1000, False, unit_id,
              None, fallback, forced, segments), feature_rows[start:end],
             None if probability_rows is None else probability_rows[start:end])
+    return out
+
+
+def store_rows_of_batch(batch: Sequence[Any]) -> list[StoreRow]:
+    """The rows the SQL stores write for an ``AnsweredBatch`` (or its :func:`plain_batch`):
+    ``prediction_row`` of each of :func:`records_of_batch`'s records, made without them (the
+    writer process's 2.4 µs a row against 4.8). Raises on values a store cannot take (a
+    probability that is not a number): the records then go as they are, to be set aside."""
+    _, ts, done, features, labels, probabilities, asked = batch
+    ts = float(ts)
+    feature_texts = list(map(to_json, _floats(_array(features)).tolist()))
+    probability_rows = None if probabilities is None \
+        else _floats(_array(probabilities)).tolist()
+    columns: dict[Any, tuple[str | None, str | None, float | None]] = {}  # by label
+    out: list[StoreRow] = []
+    for start, (tag, row_ids, unit_id, segments, forced, fallback, asked_at) in asked:
+        experiment, revision, variant, model, version, classes = tag
+        head = (ts, str(experiment), int(revision), str(variant), 0, str(model), str(version),
+                None if unit_id is None else str(unit_id))
+        tail = (float((done - asked_at) * 1000), None, 1 if fallback else 0, 1 if forced else 0,
+                to_json(segments) if segments else None)
+        for i, row_id in enumerate(row_ids, start):
+            label = labels[i]
+            try:
+                prediction = columns.get((type(label), label))
+                if prediction is None:
+                    prediction = columns[(type(label), label)] = prediction_columns(label)
+            except TypeError:  # a label that is no dict key (a list)
+                prediction = prediction_columns(label)
+            by_class = None if probability_rows is None or classes is None \
+                else dict(zip(classes, probability_rows[i], strict=True))
+            probability = None if by_class is None else by_class.get(prediction[1])
+            out.append(StoreRow((
+                str(row_id), *head, feature_texts[i], *prediction,
+                None if probability is None else float(probability),
+                None if by_class is None else to_json(by_class), *tail)))
     return out
 
 

@@ -18,6 +18,7 @@ from router.outcomes.records import (
     RevisionRecord,
     SwitchState,
 )
+from router.outcomes.rows import StoreRow, record_of_row
 from router.outcomes.store import StoreHealth
 
 __all__ = ["MemoryStore"]
@@ -44,9 +45,9 @@ class MemoryStore:
         if self._closed:
             raise StoreError("store memory:// is closed")
 
-    def write_predictions(self, records: Sequence[PredictionRecord]) -> None:
+    def write_predictions(self, records: Sequence[PredictionRecord | StoreRow]) -> None:
         """Append ``records`` at once (all or nothing, like one transaction)."""
-        batch = list(records)
+        batch = [record_of_row(r) if isinstance(r, StoreRow) else r for r in records]
         with self._lock:
             self._check_open()
             self._predictions.extend(batch)

@@ -26,6 +26,7 @@ from router.outcomes.records import (
 from router.outcomes.rows import (
     PREDICTION_COLUMNS,
     SELECTED_PREDICTION_COLUMNS,
+    StoreRow,
     features_by_request,
     feedback_row,
     prediction_from_row,
@@ -191,7 +192,7 @@ class PostgresStore:
 
     # -- the OutcomeStore protocol -----------------------------------------------------------
 
-    def write_predictions(self, records: Sequence[PredictionRecord]) -> None:
+    def write_predictions(self, records: Sequence[PredictionRecord | StoreRow]) -> None:
         """Append ``records`` in one transaction, with ``COPY``."""
         if not records:
             return

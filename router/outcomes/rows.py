@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -13,11 +13,14 @@ from router.outcomes.records import FeedbackRecord, PredictionRecord
 
 __all__ = [
     "PREDICTION_COLUMNS",
+    "StoreRow",
     "features_by_request",
     "features_from_json",
     "feedback_row",
+    "prediction_columns",
     "prediction_from_row",
     "prediction_row",
+    "record_of_row",
     "to_json",
 ]
 
@@ -47,14 +50,29 @@ def to_json(obj: Any) -> str:
     return orjson.dumps(obj, default=_json_default, option=_JSON_OPTIONS).decode()
 
 
-def prediction_row(r: PredictionRecord) -> tuple[Any, ...]:
-    p = r.prediction
-    if p is None:
-        prediction = label = value = None
-    else:
-        prediction = to_json(p)
-        label = str(p)
-        value = float(p) if isinstance(p, numbers.Real) and not isinstance(p, bool) else None
+class StoreRow(tuple[Any, ...]):
+    """A prediction already as the SQL stores write it: ``prediction_row``'s values, in
+    ``PREDICTION_COLUMNS`` order. The writer process makes these straight from a model call's
+    arrays (``router.outcomes.answered.store_rows_of_batch``), without a record per row; a
+    store takes one wherever it takes a record, and spill files and dead letters hold the
+    record it reads back as (:func:`record_of_row`)."""
+
+    __slots__ = ()
+
+
+def prediction_columns(prediction: Any) -> tuple[str | None, str | None, float | None]:
+    """The ``prediction``, ``label`` and ``value`` columns of a label or a value."""
+    if prediction is None:
+        return None, None, None
+    value = float(prediction) if isinstance(prediction, numbers.Real) \
+        and not isinstance(prediction, bool) else None
+    return to_json(prediction), str(prediction), value
+
+
+def prediction_row(r: PredictionRecord | StoreRow) -> tuple[Any, ...]:
+    if isinstance(r, StoreRow):
+        return r
+    prediction, label, value = prediction_columns(r.prediction)
     # Explicit conversions: sqlite3 cannot bind numpy scalars (np.int64 revision, ...).
     return (
         str(r.request_id),
@@ -78,6 +96,12 @@ def prediction_row(r: PredictionRecord) -> tuple[Any, ...]:
         1 if r.forced else 0,
         to_json(r.segments) if r.segments else None,
     )
+
+
+def record_of_row(row: Sequence[Any]) -> PredictionRecord:
+    """The record a row of ``PREDICTION_COLUMNS`` holds (``label`` and ``value`` are made
+    from ``prediction``, so they are not read)."""
+    return prediction_from_row((*row[:11], *row[13:]))
 
 
 def features_from_json(text: str) -> tuple[float, ...]:

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from router.outcomes.records import FeedbackRecord, PredictionRecord
+from router.outcomes.rows import StoreRow, record_of_row
 
 __all__ = ["FORMAT", "VERSION", "decode_record", "encode_line", "encode_record", "known_kind"]
 
@@ -41,6 +42,8 @@ def known_kind(kind: str) -> bool:
 
 def encode_record(kind: str, record: Any) -> dict[str, Any]:
     """The line object of a record of the writer's ``kind``: its fields by name."""
+    if isinstance(record, StoreRow):
+        record = record_of_row(record)
     if isinstance(record, PredictionRecord):
         fields = record._asdict()
     elif dataclasses.is_dataclass(record) and not isinstance(record, type):

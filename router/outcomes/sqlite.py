@@ -22,6 +22,7 @@ from router.outcomes.records import (
 from router.outcomes.rows import (
     PREDICTION_COLUMNS,
     SELECTED_PREDICTION_COLUMNS,
+    StoreRow,
     features_by_request,
     feedback_row,
     prediction_from_row,
@@ -221,7 +222,7 @@ class SQLiteStore(SQLiteExperimentState):
             raise RecordError(f"store {self.url!r} cannot take a record: "
                               f"{type(exc).__name__}: {exc}") from exc
 
-    def write_predictions(self, records: Sequence[PredictionRecord]) -> None:
+    def write_predictions(self, records: Sequence[PredictionRecord | StoreRow]) -> None:
         """Append ``records`` in one transaction (serialized here, in the caller's thread)."""
         with self._record_errors():
             rows = [prediction_row(r) for r in records]

@@ -17,6 +17,8 @@ from router.outcomes.records import (
 if TYPE_CHECKING:
     import numpy as np
 
+    from router.outcomes.rows import StoreRow
+
 __all__ = [
     "AnalysisReads",
     "ExperimentState",
@@ -68,8 +70,8 @@ class OutcomeLog(StoreLifecycle, Protocol):
     reached or written raises ``StoreError``.
     """
 
-    def write_predictions(self, records: Sequence[PredictionRecord]) -> None:
-        """Append ``records`` in one transaction."""
+    def write_predictions(self, records: Sequence[PredictionRecord | StoreRow]) -> None:
+        """Append ``records`` in one transaction (a ``StoreRow`` stands for its record)."""
         ...
 
     def write_feedback(self, records: Sequence[FeedbackRecord]) -> None:

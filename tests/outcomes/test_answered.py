@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import math
 import pickle
 import weakref
@@ -22,7 +23,11 @@ from router.outcomes.answered import (
     records_of_batch,
     records_of_handed,
     row_count,
+    store_rows_of_batch,
 )
+from router.outcomes.memory import MemoryStore
+from router.outcomes.rows import StoreRow, prediction_row, record_of_row
+from router.outcomes.spill_format import encode_record
 from router.outcomes.writer_child import pack_records
 from router.outcomes.writer_process import WriterProcess
 from tests.outcomes.test_writer_process import DEADLINE_S, URL, make_process  # noqa: F401
@@ -220,3 +225,74 @@ def test_the_writer_process_writes_batches_beside_requests(
         assert sorted(store.prediction_records()) == sorted(expected)
     finally:
         store.close()
+
+
+def varied_batch() -> AnsweredBatch:
+    """Requests of every kind a model call answers: segments or none, forced, a fallback, an
+    integer label, float32 probabilities, a feature and a probability that are not numbers."""
+    features = np.arange(20, dtype=np.float32).reshape(5, 4) + 0.25
+    features[1, 2] = np.nan
+    probabilities = np.array([[0.1, 0.2, 0.7], [0.6, 0.3, np.nan], [0.2, 0.2, 0.6],
+                              [0.5, 0.25, 0.25], [0.3, 0.3, 0.4]], dtype=np.float32)
+    labels: list[object] = ["virginica", "setosa", "virginica", 1, "virginica"]
+    integers = IRIS._replace(classes=("0", "1", "2"))
+    asked = [(0, (IRIS, ["a:0", "a:1"], "user-1", {"country": "fr"}, False, False, 10.0)),
+             (2, (IRIS, ["b"], None, None, True, True, 10.5)),
+             (3, (integers, ["c"], "user-2", {}, False, False, 10.25)),
+             (4, (IRIS._replace(revision=np.int64(4)), ["d"], None, None, False, False, 9.0))]
+    return AnsweredBatch(5, 1.5, 10.75, features, labels, probabilities, asked)
+
+
+def test_a_batch_becomes_the_store_rows_its_records_would_be_written_as() -> None:
+    """The writer process writes a model call's rows without a record per row: each row is
+    the one the store would have made of the record."""
+    for batch in [varied_batch(), *[AnsweredBatch(
+            2, 2.0, 3.0, np.ones((2, 3)), labels, None,
+            [(0, (ModelTag("price", 2, "champion", "gbr", "1", None), ["r0", "r1"], None,
+                  None, False, False, 2.5))])
+            for labels in ([2.5, 3.25], [(1, 2), 1.5 + 2j], [[1], {"a": 1}])]]:
+        sent = pickle.loads(pack_records([], [], [], [batch]))[4][0]
+        expected = [prediction_row(r) for r in records_of_batch(batch)]
+        assert store_rows_of_batch(sent) == store_rows_of_batch(batch) == expected
+        assert all(type(row) is StoreRow for row in store_rows_of_batch(batch))
+
+
+def test_a_store_row_reads_back_as_its_record() -> None:
+    """Spill files and dead letters hold records: a row the store refused is set aside as the
+    record it came from, and the memory store keeps it as one."""
+    records = records_of_batch(varied_batch())
+    rows = store_rows_of_batch(varied_batch())
+    for record, row in zip(records, rows, strict=True):
+        if record.request_id == "a:1":
+            continue  # its NaNs: JSON's null, read back as NaN (features) or None
+        # No segments at all and an empty set of them are the same column: NULL.
+        record = record._replace(segments=record.segments or None)
+        assert record_of_row(row) == record
+        assert encode_record("predictions", row) == encode_record("predictions", record)
+    store = MemoryStore()
+    store.write_predictions(rows[:1])
+    assert store.prediction_records() == records[:1]
+
+
+def test_the_writer_process_sets_a_batch_row_aside_and_writes_the_rest(
+        tmp_path: Path, make_process: Callable[..., WriterProcess]) -> None:  # noqa: F811
+    writer = make_process(tmp_path, spill_dir=tmp_path / "spill")
+    good = varied_batch()
+    odd = AnsweredBatch(1, 1.5, 2.0, np.ones((1, 4)), ["setosa"],
+                        np.array([["high", 0.5, 0.5]], dtype=object),
+                        [(0, (IRIS, ["odd"], None, None, False, False, 1.0))])
+    bad_id = good._replace(asked=[(0, (IRIS, ["\udc00bad", "ok"], None, None, False, False,
+                                       10.0))], rows=2)
+    for batch in (good, odd, bad_id):
+        writer.submit_batch(batch)
+    writer.close(timeout=DEADLINE_S)
+    assert writer.dead_letters == 2
+    store = open_store(URL, tmp_path)
+    try:
+        written = store.prediction_records()
+    finally:
+        store.close()
+    assert [r.request_id for r in written] == ["a:0", "a:1", "b", "c", "d", "ok"]
+    assert written[0] == records_of_batch(good)[0]
+    lines = (tmp_path / "spill" / "dead-letters.jsonl").read_text().splitlines()[1:]
+    assert [json.loads(line)["record"]["request_id"] for line in lines] == ["odd", "\udc00bad"]
