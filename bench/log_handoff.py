@@ -1,6 +1,6 @@
 """What logging costs the serving process, per record: the ways to hand records over, measured.
 
-``.venv/bin/python -m bench.log_handoff`` (about two minutes). Two parts:
+``.venv/bin/python -m bench.log_handoff`` (about three minutes). Three parts:
 
 1. Packing a batch of records for another process, in CPU microseconds per record: pickling
    the named tuples, pickling them as plain tuples, orjson, and filling a numpy structured
@@ -11,6 +11,11 @@
    writer as a thread here (``OutcomeWriter``) and as a process of its own
    (``WriterProcess``, whose own CPU per record is shown beside); the median of five rounds,
    the variants interleaved, since a shared machine's noise is as large as the differences.
+3. The writer process's own CPU per row, fed 20,000 rows a second for 5 s as the gateway feeds
+   it: model calls' answers (``submit_batch``, 16 one-row requests a call), whose rows it makes
+   straight from the arrays, against the same rows as records made here
+   (``submit_predictions``), which it only turns into rows; the median of three interleaved
+   rounds.
 
 The records are the ones ``router serve`` logs for the iris forest in ``ab`` mode.
 """
@@ -31,10 +36,14 @@ import numpy as np
 import orjson
 
 from router.outcomes import OutcomeWriter, PredictionRecord, open_store
+from router.outcomes.answered import AnsweredBatch, Asked, ModelTag, records_of_batch
 from router.outcomes.writer_process import WriterProcess
 
 SECONDS = 3.0
 ROUNDS = 5
+FEED_SECONDS, FEED_ROWS_PER_S, FEED_CALL_ROWS, FEED_ROUNDS = 5.0, 20_000, 16, 3
+CLASSES = ("setosa", "versicolor", "virginica")
+TAG = ModelTag("bench-ab", 1, "champion", "iris-rf", "1", CLASSES)
 PACK_BATCH = 200  # records handed over per 20 ms at 10,000 records/s
 
 
@@ -113,6 +122,41 @@ def saturated_log(make: Callable[[Path], Any], base: Path) -> tuple[float, float
     return mine, None if child is None else child / n * 1e6
 
 
+def model_call(rng: np.random.Generator, first: int) -> AnsweredBatch:
+    """One call's answer as the batcher hands it over: 16 one-row requests."""
+    features = rng.random((FEED_CALL_ROWS, 4)) * 7
+    probabilities = rng.dirichlet(np.ones(3), FEED_CALL_ROWS)
+    labels = [CLASSES[i] for i in probabilities.argmax(axis=1)]
+    now = time.perf_counter()
+    asked: list[tuple[int, Asked]] = [
+        (i, (TAG, [f"0190f3a2-7b1c-7000-8000-{first + i:012d}"], str((first + i) % 1000), None,
+             False, False, now - 0.001)) for i in range(FEED_CALL_ROWS)]
+    return AnsweredBatch(FEED_CALL_ROWS, time.time(), now, features, labels, probabilities,
+                         asked)
+
+
+def writer_process_rows(as_records: bool, base: Path) -> float:
+    """The writer process's CPU µs per row, fed model calls' answers (or their records)."""
+    writer = _started(WriterProcess("sqlite:///log.db", base))
+    before = _process_cpu(writer.pid) or 0.0
+    rng = np.random.default_rng(0)
+    rows, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < FEED_SECONDS:
+        if rows > elapsed * FEED_ROWS_PER_S:
+            time.sleep(0.0005)
+            continue
+        call = model_call(rng, rows)
+        if as_records:
+            writer.submit_predictions(records_of_batch(call))
+        else:
+            writer.submit_batch(call)
+        rows += FEED_CALL_ROWS
+    assert writer.flush(120)
+    spent = (_process_cpu(writer.pid) or 0.0) - before
+    writer.close(timeout=60)
+    return spent / rows * 1e6
+
+
 def _process_cpu(pid: int | None) -> float | None:
     if pid is None:
         return None
@@ -151,6 +195,17 @@ def main(argv: list[str] | None = None) -> int:
         extra = "" if name == "no writer" else f" (+{statistics.median(costs) - base:.2f})"
         print(f"  {name:30s} this process {statistics.median(costs):6.2f}{extra}")
     print(f"  the writer process itself: {statistics.median(child):.2f} per record")
+    print(f"\nthe writer process fed {FEED_ROWS_PER_S:,} rows/s for {FEED_SECONDS:g} s, median of "
+          f"{FEED_ROUNDS} rounds, its CPU µs per row:")
+    fed: dict[str, list[float]] = {"model calls' answers (submit_batch)": [],
+                                   "the same rows as records (submit_predictions)": []}
+    for _ in range(FEED_ROUNDS):
+        for name, costs in fed.items():
+            with tempfile.TemporaryDirectory(prefix="router-log-") as tmp:
+                costs.append(writer_process_rows("records" in name, Path(tmp)))
+    for name, costs in fed.items():
+        print(f"  {name:48s} {statistics.median(costs):6.2f}  "
+              f"({', '.join(f'{c:.2f}' for c in costs)})")
     return 0
 
 
