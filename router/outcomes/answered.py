@@ -7,10 +7,10 @@
 - ``AnsweredRows``: one request's rows, logged alone (a failed call, a shadow copy);
   :func:`hand` encodes it as one JSON bytes object where it is made (one C call).
 
-The per-row work (feature tuples, probability dicts, the probability of the predicted label)
+The per-row work (feature texts, probability dicts, the probability of the predicted label)
 happens where the rows are written, in the writer process, off the core that serves:
-:func:`records_of_batch`, :func:`records_of_handed`, or :func:`records_of` for a writer in the
-serving process.
+:func:`store_rows_of_batch` (a batch's rows as the store writes them), :func:`records_of_handed`,
+or :func:`records_of_batch` and :func:`records_of` for a writer in the serving process.
 """
 
 from __future__ import annotations
@@ -197,9 +197,9 @@ def records_of_batch(batch: Sequence[Any]) -> list[PredictionRecord]:
 
 def store_rows_of_batch(batch: Sequence[Any]) -> list[StoreRow]:
     """The rows the SQL stores write for an ``AnsweredBatch`` (or its :func:`plain_batch`):
-    ``prediction_row`` of each of :func:`records_of_batch`'s records, made without them (the
-    writer process's 2 µs a row against 4.6). Raises on values a store cannot take (a
-    probability that is not a number): the records then go as they are, to be set aside."""
+    ``prediction_row`` of each of :func:`records_of_batch`'s records, made without them (2.5
+    µs a row against 4.3 to 4.8, docs/performance.md). Raises on a value a store cannot take
+    (a probability that is not a number): the records then go as they are, to be set aside."""
     _, ts, done, features, labels, probabilities, asked = batch
     ts = float(ts)
     feature_texts = list(map(_json_text, _floats(_array(features)).tolist()))

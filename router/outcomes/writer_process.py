@@ -7,7 +7,7 @@ it (:class:`router.outcomes.answered.AnsweredBatch`), to a deque and returns;
 object (:func:`router.outcomes.answered.hand`) and appends that; ``submit_predictions`` appends
 a list of records. A hand-over thread wakes when records wait, lets them gather for
 ``handoff_interval_s``, then packs the lot with one ``pickle.dumps`` and sends it down a socket
-pair to the child (:mod:`router.outcomes.writer_child`). There the records are made, and an
+pair to the child (:mod:`router.outcomes.writer_child`). There the store's rows are made, and an
 ``OutcomeWriter`` does what it does in a thread otherwise: batches, retries, spill files, dead
 letters. A second thread reads the child's counts as they change; every property here
 (backlog, written, failing, ...) answers from them, so ``/metrics`` and ``/ready`` show the
