@@ -229,7 +229,7 @@ def test_the_writer_process_writes_batches_beside_requests(
 
 def varied_batch() -> AnsweredBatch:
     """Requests of every kind a model call answers: segments or none, forced, a fallback, an
-    integer label, float32 probabilities, a feature and a probability that are not numbers."""
+    integer label, float32 arrays, a NaN feature and a NaN probability, a numpy revision."""
     features = np.arange(20, dtype=np.float32).reshape(5, 4) + 0.25
     features[1, 2] = np.nan
     probabilities = np.array([[0.1, 0.2, 0.7], [0.6, 0.3, np.nan], [0.2, 0.2, 0.6],
