@@ -197,13 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  the writer process itself: {statistics.median(child):.2f} per record")
     print(f"\nthe writer process fed {FEED_ROWS_PER_S:,} rows/s for {FEED_SECONDS:g} s, median of "
           f"{FEED_ROUNDS} rounds, its CPU µs per row:")
-    fed: dict[str, list[float]] = {"model calls' answers (submit_batch)": [],
-                                   "the same rows as records (submit_predictions)": []}
+    fed: dict[bool, list[float]] = {False: [], True: []}  # as records?
     for _ in range(FEED_ROUNDS):
-        for name, costs in fed.items():
+        for as_records, costs in fed.items():
             with tempfile.TemporaryDirectory(prefix="router-log-") as tmp:
-                costs.append(writer_process_rows("records" in name, Path(tmp)))
-    for name, costs in fed.items():
+                costs.append(writer_process_rows(as_records, Path(tmp)))
+    for as_records, costs in fed.items():
+        name = "the same rows as records (submit_predictions)" if as_records \
+            else "model calls' answers (submit_batch)"
         print(f"  {name:48s} {statistics.median(costs):6.2f}  "
               f"({', '.join(f'{c:.2f}' for c in costs)})")
     return 0
