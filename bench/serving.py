@@ -27,9 +27,10 @@ timeouts and non-2xx answers) and the server's CPU time per request (its process
 from ``/proc``). Results go to ``bench/results.md``, which leads with CPU per request (far
 steadier than requests/s on a shared machine) over the ceiling's, then requests/s with ratios
 to the baseline and the ceiling, the targets (``bench/targets.py``) and where the time goes,
-and ``bench/results.png``. Logging's cost is then measured again in three interleaved pairs of
+and ``bench/results.png``. Logging's cost is then measured again in ten interleaved pairs of
 ``ab`` with and without its log per engine (``--log-pairs``), whose medians the targets take:
-two points minutes apart differ by up to a fifth on a shared machine. The run ends with a
+the two servers run side by side and take the load in turn, 5 s each, the idle one paused,
+since two points minutes apart differ by up to a fifth on a shared machine. The run ends with a
 py-spy profile of ``ab`` on each engine (``bench/profiles.py``; ``--no-profile`` skips them).
 
 ``--soak 600`` instead runs the router (``ab``, default engine) for 600 s at 16 connections and
@@ -85,8 +86,10 @@ LUA_SCRIPT = BENCH / "serving.lua"
 HOST = "127.0.0.1"
 SERVER_CPU, CLIENT_CPU = "0", "1"
 CONNECTIONS = (1, 16, 64)
-# Interleaved pairs of ab with and without its log, per engine (log_pairs).
-LOG_PAIRS = 3
+# Interleaved pairs of ab with and without its log, per engine (log_pairs), and the load each
+# point of a pair gets: two servers warm side by side, given the load in turn.
+LOG_PAIRS = 10
+LOG_SLICE_S = 5.0
 FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 SOAK_MARK_BEGIN, SOAK_MARK_END = "<!-- soak:begin -->", "<!-- soak:end -->"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -423,7 +426,21 @@ class Running:
                 out[pid] = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
         return out
 
+    def pause(self) -> None:
+        """Stop every process of the server (SIGSTOP): while another server is measured,
+        nothing of this one runs, not its timers, not its log's writer."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, number: int) -> None:
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, number)
+
     def stop(self) -> None:
+        self.resume()  # a paused server would not act on SIGTERM
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
@@ -684,26 +701,38 @@ def measure(servers: list[Server], connections: tuple[int, ...], seconds: float,
 def log_pairs(rounds: int, seconds: float, warmup_s: float, load: Load,
               paths: dict[str, Path], logs: Path, keys: Sequence[str]) -> dict[str, Any]:
     """Logging's cost in interleaved pairs, for each engine whose ``ab`` servers are in
-    ``keys``: ``ab`` with its log and without, each on a fresh server and an empty log, at 64
-    connections, the order alternating from pair to pair. A pair's two points are seconds
-    apart, where the run's own are minutes apart."""
+    ``keys``: ``ab`` with its log and without, both started on an empty log and warmed, then
+    given the load in turn, ``seconds`` at 64 connections each, the order alternating from pair
+    to pair. The server not under load is paused (``Running.pause``), so nothing of it runs
+    beside the other. A pair's two points are seconds apart, and every pair prices servers
+    that have run as long: separate servers a pair, started anew, read the machine's drift
+    over the minute between them as much as the log."""
     pairs: dict[str, Any] = {}
     for engine, _ in ENGINES:
         on, off = BY_KEY[f"ab-{engine}"], BY_KEY[f"ab-{engine}-nolog"]
         if on.key not in keys or off.key not in keys:
             continue
-        for turn in range(rounds):
-            pair: dict[str, Any] = {}
-            for server in (on, off) if turn % 2 == 0 else (off, on):
+        with contextlib.ExitStack() as servers:
+            targets: dict[str, Running] = {}
+            for server in (on, off):
                 start_empty_log(server, paths)
-                with running(server, paths, logs) as target:
-                    engines_chosen(target)
-                    load.run(target, 16, warmup_s)
+                target = servers.enter_context(running(server, paths, logs))
+                engines_chosen(target)
+                load.run(target, 16, warmup_s)
+                target.pause()
+                targets[server.key] = target
+            for turn in range(rounds):
+                pair: dict[str, Any] = {}
+                for server in (on, off) if turn % 2 == 0 else (off, on):
+                    target = targets[server.key]
+                    target.resume()
                     point = load.run(target, 64, seconds)
-                pair["on" if server is on else "off"] = asdict(point)
-                print(f"{server.key} (pair {turn + 1}): {point.rps:9.0f} req/s  serving "
-                      f"process {point.serving_cpu_us_per_request or 0:.1f} us/req", flush=True)
-            pairs.setdefault(engine, []).append(pair)
+                    target.pause()
+                    pair["on" if server is on else "off"] = asdict(point)
+                    print(f"{server.key} (pair {turn + 1}): {point.rps:9.0f} req/s  serving "
+                          f"process {point.serving_cpu_us_per_request or 0:.1f} us/req",
+                          flush=True)
+                pairs.setdefault(engine, []).append(pair)
     return pairs
 
 
@@ -722,8 +751,10 @@ def ordered_threads(us: Mapping[str, float]) -> list[str]:
         shown - set(THREAD_ORDER), key=lambda n: -abs(us[n]))
 
 
-def pairs_section(pairs: Pairs | None) -> str:
-    """The table of logging's interleaved pairs; empty when the run measured none."""
+def pairs_section(pairs: Pairs | None, seconds: float | None = None) -> str:
+    """The table of logging's interleaved pairs, measured ``seconds`` a point on two servers
+    side by side (None: a run that started each point's server anew); empty when the run
+    measured none."""
     if not pairs:
         return ""
     lines = []
@@ -738,12 +769,29 @@ def pairs_section(pairs: Pairs | None) -> str:
                          f"{throughput_cost(pair) * 100:.1f} % | {extra} |")
     by_thread = [line for engine, name in ENGINES
                  if (line := pairs_by_thread(name, pairs.get(engine, ())))]
+    spreads = [line for engine, name in ENGINES
+               if (line := pairs_spread(name, pairs.get(engine, ())))]
     return ("## Logging's cost, in interleaved pairs\n\n"
-            "`ab` at 64 connections with its log and without, each on a fresh server, the order "
-            "alternating from pair to pair; the targets above take each engine's median.\n\n"
+            + (f"`ab` at 64 connections with its log and without, {seconds:g} s each: two servers "
+               "started side by side on an empty log, warmed, then given the load in turn, the "
+               "other one paused (SIGSTOP), the order alternating from pair to pair"
+               if seconds else "`ab` at 64 connections with its log and without, each on a "
+               "fresh server, the order alternating from pair to pair")
+            + "; the targets above take each engine's median.\n\n"
             "| engine | pair | log on, req/s | log off, req/s | throughput cost | serving CPU "
             "µs/req, on / off |\n| --- | ---: | ---: | ---: | ---: | ---: |\n"
-            + "\n".join(lines) + "\n\n" + "".join(f"{line}\n\n" for line in by_thread))
+            + "\n".join(lines) + "\n\n" + "".join(f"{line}\n\n" for line in spreads + by_thread))
+
+
+def pairs_spread(name: str, pairs: Sequence[Mapping[str, Any]]) -> str:
+    """One sentence: the middle half of an engine's pairs' throughput costs, how far one
+    pair is from the next on this machine; empty under four pairs."""
+    if len(pairs) < 4:
+        return ""
+    low, _, high = statistics.quantiles([throughput_cost(p) * 100 for p in pairs], n=4,
+                                        method="inclusive")
+    return (f"{name}: the middle half of the {len(pairs)} pairs cost {low:.1f} to {high:.1f} % "
+            "of throughput.")
 
 
 def pairs_by_thread(name: str, pairs: Sequence[Mapping[str, Any]]) -> str:
@@ -992,7 +1040,7 @@ def report_text(points: list[Point], notes: dict[str, Any], info: dict[str, Any]
     logged = [f"| {BY_KEY[k].label} | {n['answered_in_points']:,} | {n['logged_rows']:,} |"
               for k, n in notes.items() if n.get("logged_rows") is not None]
     pairs = notes.get("log_pairs")
-    after_targets = pairs_section(pairs) + profiles.section(found) \
+    after_targets = pairs_section(pairs, notes.get("log_pair_seconds")) + profiles.section(found) \
         + mlserver_section(points, notes)
     return f"""# Serving benchmark
 
@@ -1316,8 +1364,9 @@ def main(argv: list[str] | None = None) -> int:
         points, notes = measure([BY_KEY[k] for k in keys], connections, args.seconds,
                                 args.warmup, load, paths, logs, grid, args.grid_seconds)
         if args.log_pairs:
-            notes["log_pairs"] = log_pairs(args.log_pairs, args.seconds, args.warmup, load,
-                                           paths, logs, keys)
+            notes["log_pair_seconds"] = min(args.seconds, LOG_SLICE_S)
+            notes["log_pairs"] = log_pairs(args.log_pairs, notes["log_pair_seconds"],
+                                           args.warmup, load, paths, logs, keys)
         info["load_after"] = load_average()
         write_report(points, notes, info, args.out)
         # The whole run (not a choice of servers) ends with where ab's time goes.

@@ -324,6 +324,42 @@ def test_moving_the_log_writer_moves_every_one_of_its_threads() -> None:
         child.communicate()
 
 
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_a_paused_server_runs_nothing_until_resumed_and_stops_while_paused() -> None:
+    """The log pairs pause the server not under load, every process of it (the log's writer
+    process too), and a paused server must still stop at the end of the run."""
+    from bench.serving import Running
+
+    code = ("import subprocess, sys, time\n"
+            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(60)\n")
+    server = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    target = object.__new__(Running)
+    target.process = server
+    target._log = open(os.devnull, "wb")  # noqa: SIM115  closed by stop()
+    try:
+        assert server.stdout is not None and server.stdout.readline() == "ready\n"
+        deadline = time.monotonic() + 10
+        while len(pids := target.pids()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(pids) == 2
+        target.pause()
+        assert [_state(pid) for pid in pids] == ["T", "T"]
+        target.resume()
+        assert "T" not in [_state(pid) for pid in pids]
+        target.pause()
+    finally:
+        target.stop()
+        assert server.stdout is not None
+        server.stdout.close()
+    assert server.returncode is not None
+
+
 def pair(on_rps: float, off_rps: float, on_cpu: float, off_cpu: float) -> dict[str, Any]:
     return {"on": asdict(point("ab-fast", rps=on_rps, serving=on_cpu)),
             "off": asdict(point("ab-fast-nolog", rps=off_rps, serving=off_cpu))}
@@ -355,6 +391,16 @@ def test_the_report_shows_every_pair_after_the_targets() -> None:
     assert sections[2:4] == ["## Targets", "## Logging's cost, in interleaved pairs"]
     assert "| ONNX Runtime | 2 | 8,000 | 10,000 | 20.0 % | 110.0 / 101.0 (+9.0) |" in text
     assert "interleaved pairs" not in report_text(RUN, {}, INFO, [])
+
+
+def test_pairs_measured_side_by_side_say_so_and_how_far_they_spread() -> None:
+    pairs = {"fast": [*PAIRS["fast"], pair(9_500, 10_000, 104, 100)]}  # 2, 20, 4 and 5 %
+    text = pairs_section(pairs, 5.0)
+    assert "5 s each: two servers started side by side" in text
+    assert "ONNX Runtime: the middle half of the 4 pairs cost 3.5 to 8.8 % of throughput." \
+        in text
+    assert "middle half" not in pairs_section(PAIRS)  # three pairs: no quartiles
+    assert "each on a fresh server" in pairs_section(PAIRS)  # a run from before, as it was
 
 
 def test_the_serving_process_is_read_thread_by_thread_its_pools_as_one() -> None:
