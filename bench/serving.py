@@ -117,6 +117,13 @@ class Server:
         return mlserver.INFER_PATH if self.kind == "mlserver" else "/predict"
 
     @property
+    def config(self) -> str:
+        """The key of a router server's YAML in ``prepare``'s paths: a log-off server has its
+        own store, so that it can run beside its log-on pair (``log_pairs``)."""
+        assert self.mode is not None
+        return self.mode if self.logging else f"{self.mode}-nolog"
+
+    @property
     def bodies(self) -> str:
         """The key of its request bodies in ``prepare``'s paths."""
         return "bodies-v2" if self.kind == "mlserver" else "bodies"
@@ -241,6 +248,9 @@ def prepare(workdir: Path, batching: str = "") -> dict[str, Path]:
         )
         paths[mode] = workdir / f"{mode}.yaml"
         paths[mode].write_text(text)
+    # The log-off server's own, the same but for its store (Server.config).
+    paths["ab-nolog"] = workdir / "ab-nolog.yaml"
+    paths["ab-nolog"].write_text(paths["ab"].read_text().replace("var/ab.db", "var/ab-nolog.db"))
     paths["bodies"] = workdir / "bodies.jsonl"
     # Every iris row, in a fixed shuffled order, so the forest sees varied inputs.
     order = np.random.default_rng(0).permutation(len(X))
@@ -272,15 +282,15 @@ def server_command(server: Server, paths: dict[str, Path], port: int
                                 port, free_port)
     assert server.mode is not None and server.engine is not None
     env["ROUTER_ENGINE"] = server.engine
-    config = str(paths[server.mode])
+    config = str(paths[server.config])
     if server.logging:
         router = Path(sys.executable).with_name("router")
         command = [str(router)] if router.exists() else \
             [sys.executable, "-c", "import sys; from router.cli import main; sys.exit(main())"]
         return [*command, "serve", "--config", config, "--host", HOST, "--port", str(port)], \
-            env, paths[server.mode].parent
+            env, paths[server.config].parent
     return [sys.executable, "-m", "bench.serving", "--serve-unlogged", config,
-            "--port", str(port)], env, paths[server.mode].parent
+            "--port", str(port)], env, paths[server.config].parent
 
 
 def engines_chosen(target: Any, timeout: float = 120.0) -> dict[str, Any]:
@@ -657,7 +667,7 @@ def start_empty_log(server: Server, paths: dict[str, Path]) -> None:
     figure prices the same work."""
     if server.kind == "router" and server.mode:
         with contextlib.suppress(FileNotFoundError):
-            (paths[server.mode].parent / "var" / f"{server.mode}.db").unlink()
+            (paths[server.config].parent / "var" / f"{server.config}.db").unlink()
 
 
 def measure(servers: list[Server], connections: tuple[int, ...], seconds: float,
@@ -1040,7 +1050,7 @@ def report_text(points: list[Point], notes: dict[str, Any], info: dict[str, Any]
     logged = [f"| {BY_KEY[k].label} | {n['answered_in_points']:,} | {n['logged_rows']:,} |"
               for k, n in notes.items() if n.get("logged_rows") is not None]
     pairs = notes.get("log_pairs")
-    after_targets = pairs_section(pairs, notes.get("log_pair_seconds")) + profiles.section(found) \
+    after_targets = pairs_section(pairs, info.get("log_pair_seconds")) + profiles.section(found) \
         + mlserver_section(points, notes)
     return f"""# Serving benchmark
 
@@ -1364,8 +1374,8 @@ def main(argv: list[str] | None = None) -> int:
         points, notes = measure([BY_KEY[k] for k in keys], connections, args.seconds,
                                 args.warmup, load, paths, logs, grid, args.grid_seconds)
         if args.log_pairs:
-            notes["log_pair_seconds"] = min(args.seconds, LOG_SLICE_S)
-            notes["log_pairs"] = log_pairs(args.log_pairs, notes["log_pair_seconds"],
+            info["log_pair_seconds"] = min(args.seconds, LOG_SLICE_S)
+            notes["log_pairs"] = log_pairs(args.log_pairs, info["log_pair_seconds"],
                                            args.warmup, load, paths, logs, keys)
         info["load_after"] = load_average()
         write_report(points, notes, info, args.out)

@@ -324,8 +324,17 @@ def test_moving_the_log_writer_moves_every_one_of_its_threads() -> None:
         child.communicate()
 
 
-def _state(pid: int) -> str:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+def _states(pids: list[int], stopped: bool) -> list[str]:
+    """Each process's state once all are stopped ("T"), or none is: a signal takes effect
+    when the kernel next schedules the process."""
+    deadline = time.monotonic() + 10
+    while True:
+        states = [Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                  for pid in pids]
+        settled = states.count("T") == len(pids) if stopped else "T" not in states
+        if settled or time.monotonic() > deadline:
+            return states
+        time.sleep(0.01)
 
 
 def test_a_paused_server_runs_nothing_until_resumed_and_stops_while_paused() -> None:
@@ -349,9 +358,9 @@ def test_a_paused_server_runs_nothing_until_resumed_and_stops_while_paused() -> 
             time.sleep(0.05)
         assert len(pids) == 2
         target.pause()
-        assert [_state(pid) for pid in pids] == ["T", "T"]
+        assert _states(pids, stopped=True) == ["T", "T"]
         target.resume()
-        assert "T" not in [_state(pid) for pid in pids]
+        assert "T" not in _states(pids, stopped=False)
         target.pause()
     finally:
         target.stop()
@@ -399,6 +408,8 @@ def test_pairs_measured_side_by_side_say_so_and_how_far_they_spread() -> None:
     assert "5 s each: two servers started side by side" in text
     assert "ONNX Runtime: the middle half of the 4 pairs cost 3.5 to 8.8 % of throughput." \
         in text
+    assert "two servers started side by side" in \
+        report_text(RUN, {"log_pairs": pairs}, {**INFO, "log_pair_seconds": 5.0}, [])
     assert "middle half" not in pairs_section(PAIRS)  # three pairs: no quartiles
     assert "each on a fresh server" in pairs_section(PAIRS)  # a run from before, as it was
 
