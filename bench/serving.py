@@ -248,9 +248,9 @@ def prepare(workdir: Path, batching: str = "") -> dict[str, Path]:
         )
         paths[mode] = workdir / f"{mode}.yaml"
         paths[mode].write_text(text)
-    # The log-off server's own, the same but for its store (Server.config).
-    paths["ab-nolog"] = workdir / "ab-nolog.yaml"
-    paths["ab-nolog"].write_text(paths["ab"].read_text().replace("var/ab.db", "var/ab-nolog.db"))
+        # A log-off server's, the same but for its store (Server.config).
+        paths[f"{mode}-nolog"] = workdir / f"{mode}-nolog.yaml"
+        paths[f"{mode}-nolog"].write_text(text.replace(f"var/{mode}.db", f"var/{mode}-nolog.db"))
     paths["bodies"] = workdir / "bodies.jsonl"
     # Every iris row, in a fixed shuffled order, so the forest sees varied inputs.
     order = np.random.default_rng(0).permutation(len(X))
