@@ -292,6 +292,7 @@ def test_an_answer_the_log_refuses_is_not_given(pool: ThreadPoolExecutor) -> Non
 
 
 def test_a_request_gone_before_its_answer_is_not_logged(pool: ThreadPoolExecutor) -> None:
+    """The call's other requests are logged with their own rows, the gone one's left out."""
     batches: list[AnsweredBatch] = []
     model = OverlapModel()  # a call lasts 5 ms: time to cancel one request during it
     batcher = MicroBatcher(model, pool, max_batch=64, max_wait_ms=1,  # type: ignore[arg-type]
@@ -302,13 +303,18 @@ def test_a_request_gone_before_its_answer_is_not_logged(pool: ThreadPoolExecutor
         await asyncio.sleep(0)  # the first call starts with the first row alone
         kept = asyncio.ensure_future(batcher.predict(_row(2.0), _asked(2)))
         gone = asyncio.ensure_future(batcher.predict(_row(3.0), _asked(3)))
+        after = asyncio.ensure_future(batcher.predict(_row(4.0), _asked(4)))
         await asyncio.sleep(0)
         gone.cancel()
-        await asyncio.gather(first, kept)
+        await asyncio.gather(first, kept, after)
 
     asyncio.run(one_cancelled())
-    logged = [r.request_id for b in batches for r in records_of_batch(b)]
-    assert sorted(logged) == ["r1", "r2"]
+    assert model.calls == [1, 3]
+    records = sorted((r for b in batches for r in records_of_batch(b)),
+                     key=lambda r: r.request_id)
+    assert [(r.request_id, r.features, r.prediction) for r in records] == [
+        ("r1", (1.0,) * 3, 1.0), ("r2", (2.0,) * 3, 2.0), ("r4", (4.0,) * 3, 4.0)]
+    assert [b.rows for b in batches] == [1, 2]
 
 
 def test_a_predictor_logs_through_every_batcher_it_makes(pool: ThreadPoolExecutor) -> None:

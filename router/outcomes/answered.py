@@ -2,8 +2,9 @@
 ``PredictionRecord`` per row on the core that serves.
 
 - ``AnsweredBatch``: one model call's answer, handed over by the model's batcher: the batch's
-  arrays once, and for each request the ``Asked`` tuple of references it gave the batcher.
-  :func:`plain_batch` readies it for the pickle to the writer process.
+  arrays once, and the ``Asked`` tuples its requests gave the batcher, as columns
+  (:func:`answered_batch`). :mod:`router.outcomes.batch_packing` packs it for the pipe to the
+  writer process.
 - ``AnsweredRows``: one request's rows, logged alone (a failed call, a shadow copy);
   :func:`hand` encodes it as one JSON bytes object where it is made (one C call).
 
@@ -26,8 +27,8 @@ from router.outcomes.rows import StoreRow, prediction_columns, to_json
 
 _NAN = float("nan")
 
-__all__ = ["AnsweredBatch", "AnsweredRows", "Asked", "Handed", "ModelTag", "hand", "plain_batch",
-           "records_of", "records_of_batch", "records_of_handed", "row_count",
+__all__ = ["AnsweredBatch", "AnsweredRows", "Asked", "Handed", "ModelTag", "answered_batch",
+           "floats", "hand", "records_of", "records_of_batch", "records_of_handed", "row_count",
            "store_rows_of_batch"]
 
 
@@ -96,8 +97,8 @@ def hand(answered: AnsweredRows) -> Handed:
      features, probabilities) = answered
     if labels is None or (len(labels) == 1 and type(labels[0]) in _PLAIN_LABELS) \
             or _PLAIN_LABELS.issuperset(map(type, labels)):
-        features = _floats(features)
-        probabilities = None if probabilities is None else _floats(probabilities)
+        features = floats(features)
+        probabilities = None if probabilities is None else floats(probabilities)
         try:
             return tag, len(row_ids), _dumps(
                 (row_ids, ts, labels, latency_ms, shadow, unit_id, error, fallback, forced,
@@ -137,77 +138,62 @@ Asked = tuple[ModelTag, list[str], "str | None", "dict[str, str] | None", bool, 
 
 
 class AnsweredBatch(NamedTuple):
-    """One model call's answer as the log takes it: the batch's arrays once, and each request
-    still waiting for its answer with the row its rows start at.
+    """One model call's answer as the log takes it: the arrays of the rows it logs, once, and
+    its requests' ``Asked`` fields as seven columns, one entry a request, in row order (each
+    request's rows follow the last one's). Made by :func:`answered_batch`; the records are
+    made where the batch is written (:func:`records_of_batch`)."""
 
-    The request path adds one ``Asked`` tuple per request; the records are made where the
-    batch is written (:func:`records_of_batch`).
-    """
-
-    rows: int  # rows to log: those of the requests in ``asked``
+    rows: int  # rows to log: len(features), the sum of the requests' row ids
     ts: float  # unix seconds, when the model answered
     done: float  # time.perf_counter() then: each request's latency is done - its asked time
-    features: np.ndarray  # the batch's rows, (n_rows, n_features)
+    features: np.ndarray  # (n_rows, n_features)
     labels: list[Any]
     probabilities: np.ndarray | None  # (n_rows, n_classes), or None
-    asked: list[tuple[int, Asked]]  # (first row in the batch, what the request said)
+    # tags, row ids, unit ids, segments, forced, fallback, asked times: a column each
+    asked: tuple[tuple[Any, ...], ...]
 
 
-# An array as pickle takes it fastest: its dtype, shape and bytes (2.6 against 0.5 µs a
-# 10-row array, each a Python reduction otherwise).
-PlainArray = tuple[str, tuple[int, ...], bytes]
+def answered_batch(ts: float, done: float, features: np.ndarray, labels: list[Any],
+                   probabilities: np.ndarray | None, asked: Sequence[Asked]) -> AnsweredBatch:
+    """``asked``'s requests, whose rows are those of the arrays in order, as one batch.
+
+    Turned into columns here (``zip``, in C), so that each request's tuple is freed on the
+    event loop that made it, not 20 ms later by the thread that hands the batch over, and
+    that thread packs seven columns instead of a tuple a request (docs/performance.md)."""
+    return AnsweredBatch(len(features), ts, done, features, labels, probabilities,
+                         tuple(zip(*asked, strict=False)))  # seven fields each: strict costs a fifth
 
 
-def plain_batch(batch: AnsweredBatch) -> tuple[Any, ...]:
-    """``batch`` as plain values for one pickle of many: a tuple, and its arrays as bytes."""
-    rows, ts, done, features, labels, probabilities, asked = batch
-    return (rows, ts, done, _plain(features), labels,
-            None if probabilities is None else _plain(probabilities), asked)
-
-
-def _plain(array: np.ndarray) -> np.ndarray | PlainArray:
-    if array.dtype.kind not in _NUMBERS:
-        return array  # objects: pickled as they are
-    return array.dtype.str, array.shape, array.tobytes()
-
-
-def _array(value: np.ndarray | PlainArray) -> np.ndarray:
-    if isinstance(value, np.ndarray):
-        return value
-    dtype, shape, data = value
-    return np.frombuffer(data, dtype=dtype).reshape(shape)
-
-
-def records_of_batch(batch: Sequence[Any]) -> list[PredictionRecord]:
-    """The records of an ``AnsweredBatch`` (or of its :func:`plain_batch`), request by request
-    in its order."""
+def records_of_batch(batch: AnsweredBatch) -> list[PredictionRecord]:
+    """The records of an ``AnsweredBatch``, request by request in its order."""
     _, ts, done, features, labels, probabilities, asked = batch
-    feature_rows = _floats(_array(features)).tolist()
-    probability_rows = None if probabilities is None \
-        else _floats(_array(probabilities)).tolist()
+    feature_rows = floats(features).tolist()
+    probability_rows = None if probabilities is None else floats(probabilities).tolist()
     out: list[PredictionRecord] = []
-    for start, (tag, row_ids, unit_id, segments, forced, fallback, asked_at) in asked:
+    start = 0
+    for tag, row_ids, unit_id, segments, forced, fallback, asked_at in zip(*asked, strict=True):
         end = start + len(row_ids)
         out += _records(
             (row_ids, ts, tag, labels[start:end], (done - asked_at) * 1000, False, unit_id,
              None, fallback, forced, segments), feature_rows[start:end],
             None if probability_rows is None else probability_rows[start:end])
+        start = end
     return out
 
 
-def store_rows_of_batch(batch: Sequence[Any]) -> list[StoreRow]:
-    """The rows the SQL stores write for an ``AnsweredBatch`` (or its :func:`plain_batch`):
+def store_rows_of_batch(batch: AnsweredBatch) -> list[StoreRow]:
+    """The rows the SQL stores write for an ``AnsweredBatch``:
     ``prediction_row`` of each of :func:`records_of_batch`'s records, made without them (2.5
     µs a row against 4.3 to 4.8, docs/performance.md). Raises on a value a store cannot take
     (a probability that is not a number): the records then go as they are, to be set aside."""
     _, ts, done, features, labels, probabilities, asked = batch
     ts = float(ts)
-    feature_texts = list(map(_json_text, _floats(_array(features)).tolist()))
-    probability_rows = None if probabilities is None \
-        else _floats(_array(probabilities)).tolist()
+    feature_texts = list(map(_json_text, floats(features).tolist()))
+    probability_rows = None if probabilities is None else floats(probabilities).tolist()
     columns: dict[Any, tuple[str | None, str | None, float | None]] = {}  # by label
     out: list[StoreRow] = []
-    for start, (tag, row_ids, unit_id, segments, forced, fallback, asked_at) in asked:
+    start = 0
+    for tag, row_ids, unit_id, segments, forced, fallback, asked_at in zip(*asked, strict=True):
         experiment, revision, variant, model, version, classes = tag
         experiment, revision, variant = str(experiment), int(revision), str(variant)
         model, version = str(model), str(version)
@@ -235,6 +221,7 @@ def store_rows_of_batch(batch: Sequence[Any]) -> list[StoreRow]:
                 str(row_id), ts, experiment, revision, variant, 0, model, version, unit_id,
                 feature_texts[i], prediction[0], prediction[1], prediction[2], probability,
                 probability_text, latency_ms, None, fallback, forced, segments)))
+        start += len(row_ids)
     return out
 
 
@@ -247,7 +234,7 @@ def _json_text(value: Any) -> str:
         return to_json(value)
 
 
-def _floats(array: np.ndarray) -> np.ndarray:
+def floats(array: np.ndarray) -> np.ndarray:
     """Numbers as float64, as a record holds them (an engine may answer float32)."""
     return array.astype(_FLOAT, copy=False) if array.dtype.kind in _NUMBERS else array
 
@@ -255,8 +242,8 @@ def _floats(array: np.ndarray) -> np.ndarray:
 def records_of(answered: AnsweredRows) -> list[PredictionRecord]:
     """One ``PredictionRecord`` per row of ``answered``."""
     probabilities = answered.probabilities
-    return _records(answered, _floats(answered.features).tolist(),
-                    None if probabilities is None else _floats(probabilities).tolist())
+    return _records(answered, floats(answered.features).tolist(),
+                    None if probabilities is None else floats(probabilities).tolist())
 
 
 def _records(fields: Sequence[Any], feature_rows: Sequence[list[float]],

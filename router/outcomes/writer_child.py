@@ -8,8 +8,8 @@ end of a socket pair. Each message is one pickle:
   feedback, answered, batches)`` (predictions as plain tuples in ``PredictionRecord``'s field
   order: a plain tuple pickles four times faster than a named tuple, and the gateway pays for
   the pickling; ``answered``, requests' rows as ``router.outcomes.answered.hand`` encoded them,
-  and ``batches``, model calls' answers as ``router.outcomes.answered.plain_batch`` made them,
-  or None),
+  and ``batches``, model calls' answers as ``router.outcomes.batch_packing.pack_batches``
+  packed them, or None),
   ``("flush", n)`` and ``("close", timeout_s)``;
 - child to gateway: ``("ready", pid)`` or ``("failed", text)``, then ``("status",
   WriterStatus)`` whenever a count changed (at most every ``Settings.status_interval_s``, at
@@ -41,11 +41,11 @@ from router.errors import StoreError
 from router.outcomes.answered import (
     AnsweredBatch,
     Handed,
-    plain_batch,
     records_of_batch,
     records_of_handed,
     store_rows_of_batch,
 )
+from router.outcomes.batch_packing import pack_batches, unpack_batches
 from router.outcomes.opener import open_store
 from router.outcomes.records import FeedbackRecord, PredictionRecord
 from router.outcomes.store import OutcomeLog
@@ -111,7 +111,7 @@ def pack_records(predictions: list[PredictionRecord], feedback: list[FeedbackRec
     try:
         # map(tuple): a named tuple pickles through a Python method per record, a tuple in C.
         return pickle.dumps(("records", list(map(tuple, predictions)), feedback,
-                             list(answered) or None, list(map(plain_batch, batches)) or None),
+                             list(answered) or None, pack_batches(batches) if batches else None),
                             protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
         every = [*predictions, *(r for rows in answered for r in records_of_handed(rows)),
@@ -205,7 +205,7 @@ def serve(connection: Connection, writer: OutcomeWriter, settings: Settings
                 predictions = [tuple.__new__(PredictionRecord, p) for p in plain]
                 for handed in answered or ():
                     predictions += records_of_handed(handed)
-                for batch in batches or ():
+                for batch in unpack_batches(batches) if batches else ():
                     predictions += _rows_of(batch)
                 if predictions:
                     writer.submit_predictions(predictions)
@@ -237,7 +237,7 @@ def serve(connection: Connection, writer: OutcomeWriter, settings: Settings
     return status_of(writer, received, flushed), error
 
 
-def _rows_of(batch: Sequence[Any]) -> list[Any]:
+def _rows_of(batch: AnsweredBatch) -> list[Any]:
     """A batch's rows as the store writes them; its records where a value is one the store
     cannot take, for the writer to set that one aside (``IsolatingWrites``)."""
     try:

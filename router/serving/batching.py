@@ -12,8 +12,9 @@ event loop for batches of at most :data:`INLINE_MAX_ROWS` rows. The batchers of 
 :class:`Predictor` take turns in the pool: one scikit-learn call at a time.
 
 Each answered call is handed to the outcome log in one piece (:meth:`Predictor.log_to`): the
-batch's arrays once, and for each request the ``Asked`` tuple it came with. Logging per request
-instead built and encoded a dozen objects a request on the event loop (docs/performance.md).
+batch's arrays once, and the ``Asked`` tuples its requests came with, as columns. Logging per
+request instead built and encoded a dozen objects a request on the event loop
+(docs/performance.md).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from router.outcomes.answered import AnsweredBatch, Asked
+from router.outcomes.answered import AnsweredBatch, Asked, answered_batch
 from router.serving.model import Prediction, ServedModel
 
 # How often a batcher waiting for a full batch looks at its queue.
@@ -171,17 +172,12 @@ class MicroBatcher:
         """Log the call's answer for the requests still waiting, then give each its rows.
         If the log refuses it, they get its error instead: an answer is never sent unlogged."""
         if self.log is not None:
-            asked, start = [], 0
-            for job in jobs:
-                # A request no longer waiting (its client went away) was not answered.
-                if job.asked is not None and not job.future.done():
-                    asked.append((start, job.asked))
-                start += len(job.rows)
+            # A request no longer waiting (its client went away) was not answered.
+            asked = [job.asked for job in jobs
+                     if job.asked is not None and not job.future.done()]
             if asked:
                 try:
-                    self.log(AnsweredBatch(
-                        sum(len(a[1]) for _, a in asked), time.time(), time.perf_counter(), rows,
-                        result.labels, result.probabilities, asked))
+                    self.log(_logged(jobs, asked, rows, result))
                 except Exception as exc:
                     for job in jobs:
                         _settle(job.future, exc=exc)
@@ -195,7 +191,6 @@ class MicroBatcher:
             _settle(job.future, _slice(result, start, end))
             start = end
 
-
     async def _call(self, loop: asyncio.AbstractEventLoop, rows: np.ndarray) -> Prediction:
         # The hop to a thread and back costs more than an ONNX Runtime call, and on a busy
         # core the two threads would only take turns.
@@ -205,6 +200,25 @@ class MicroBatcher:
             if result is not None:
                 return result
         return await loop.run_in_executor(self._executor, self.model.predict, rows)
+
+
+def _logged(jobs: list[_Job], asked: list[Asked], rows: np.ndarray, result: Prediction
+            ) -> AnsweredBatch:
+    """The batch the log takes: every row, or, when some requests are not logged here, the
+    rows of those that are."""
+    ts, done = time.time(), time.perf_counter()
+    if len(asked) == len(jobs):
+        return answered_batch(ts, done, rows, result.labels, result.probabilities, asked)
+    kept: list[int] = []
+    start = 0
+    for job in jobs:
+        end = start + len(job.rows)
+        if job.asked is not None and not job.future.done():
+            kept += range(start, end)
+        start = end
+    probabilities = None if result.probabilities is None else result.probabilities[kept]
+    return answered_batch(ts, done, rows[kept], [result.labels[i] for i in kept],
+                          probabilities, asked)
 
 
 def _slice(prediction: Prediction, start: int, end: int) -> Prediction:

@@ -18,6 +18,7 @@ from router.outcomes.answered import (
     AnsweredBatch,
     AnsweredRows,
     ModelTag,
+    answered_batch,
     hand,
     records_of,
     records_of_batch,
@@ -28,6 +29,7 @@ from router.outcomes.answered import (
 from router.outcomes.memory import MemoryStore
 from router.outcomes.rows import StoreRow, prediction_row, record_of_row
 from router.outcomes.spill_format import encode_record
+from router.outcomes.batch_packing import unpack_batches
 from router.outcomes.writer_child import pack_records
 from router.outcomes.writer_process import WriterProcess
 from tests.outcomes.test_writer_process import DEADLINE_S, URL, make_process  # noqa: F401
@@ -181,6 +183,11 @@ def test_probabilities_that_are_not_numbers_travel_as_they_are() -> None:
     assert record.probabilities == {"setosa": "high", "versicolor": 0.5, "virginica": 0.5}
 
 
+def sent_as(batches: list[AnsweredBatch]) -> list[AnsweredBatch]:
+    """``batches`` as the writer process reads them from its pipe."""
+    return unpack_batches(pickle.loads(pack_records([], [], [], batches))[4])
+
+
 def test_a_batch_becomes_the_records_of_its_requests_in_the_writer_process() -> None:
     """A model call's answer, sent once for the requests it answered, makes each request's
     records as if it had been sent alone."""
@@ -188,11 +195,10 @@ def test_a_batch_becomes_the_records_of_its_requests_in_the_writer_process() -> 
     probabilities = np.array([[0.1, 0.2, 0.7], [0.6, 0.3, 0.1], [0.2, 0.2, 0.6]],
                              dtype=np.float32)  # some engine's: float64 in the records
     labels = ["virginica", "setosa", "virginica"]
-    asked = [(0, (IRIS, ["a:0", "a:1"], "user-1", {"country": "fr"}, False, False, 10.0)),
-             (2, (IRIS, ["b"], None, None, True, True, 10.5))]
-    batch = AnsweredBatch(3, 1.5, 10.75, features, labels, probabilities, asked)
-    message = pickle.loads(pack_records([], [], [], [batch]))
-    [sent] = message[4]
+    batch = answered_batch(1.5, 10.75, features, labels, probabilities, [
+        (IRIS, ["a:0", "a:1"], "user-1", {"country": "fr"}, False, False, 10.0),
+        (IRIS, ["b"], None, None, True, True, 10.5)])
+    [sent] = sent_as([batch])
     expected = [
         *records_of(AnsweredRows(["a:0", "a:1"], 1.5, IRIS, labels[:2], 750.0, False,
                                  "user-1", None, False, False, {"country": "fr"},
@@ -212,10 +218,10 @@ def test_the_writer_process_writes_batches_beside_requests(
     writer.submit_answered(alone)
     expected = records_of(alone)
     for i in range(300):
-        batch = AnsweredBatch(
-            2, 2.5, 3.0, np.full((3, 4), float(i)), ["setosa", "versicolor", "virginica"],
-            np.full((3, 3), 1 / 3), [(0, (IRIS, [f"q{i}"], None, None, False, False, 2.0)),
-                                     (2, (IRIS, [f"s{i}"], "u", None, False, False, 2.5))])
+        batch = answered_batch(
+            2.5, 3.0, np.full((2, 4), float(i)), ["setosa", "virginica"],
+            np.full((2, 3), 1 / 3), [(IRIS, [f"q{i}"], None, None, False, False, 2.0),
+                                     (IRIS, [f"s{i}"], "u", None, False, False, 2.5)])
         writer.submit_batch(batch)
         expected += records_of_batch(batch)
     assert writer.backlog == 601
@@ -236,22 +242,22 @@ def varied_batch() -> AnsweredBatch:
                               [0.5, 0.25, 0.25], [0.3, 0.3, 0.4]], dtype=np.float32)
     labels: list[object] = ["virginica", "setosa", "virginica", 1, "virginica"]
     integers = IRIS._replace(classes=("0", "1", "2"))
-    asked = [(0, (IRIS, ["a:0", "a:1"], "user-1", {"country": "fr"}, False, False, 10.0)),
-             (2, (IRIS, ["b"], None, None, True, True, 10.5)),
-             (3, (integers, ["c"], "user-2", {}, False, False, 10.25)),
-             (4, (IRIS._replace(revision=np.int64(4)), ["d"], None, None, False, False, 9.0))]
-    return AnsweredBatch(5, 1.5, 10.75, features, labels, probabilities, asked)
+    return answered_batch(1.5, 10.75, features, labels, probabilities, [
+        (IRIS, ["a:0", "a:1"], "user-1", {"country": "fr"}, False, False, 10.0),
+        (IRIS, ["b"], None, None, True, True, 10.5),
+        (integers, ["c"], "user-2", {}, False, False, 10.25),
+        (IRIS._replace(revision=np.int64(4)), ["d"], None, None, False, False, 9.0)])
 
 
 def test_a_batch_becomes_the_store_rows_its_records_would_be_written_as() -> None:
     """The writer process writes a model call's rows without a record per row: each row is
     the one the store would have made of the record."""
-    for batch in [varied_batch(), *[AnsweredBatch(
-            2, 2.0, 3.0, np.ones((2, 3)), labels, None,
-            [(0, (ModelTag("price", 2, "champion", "gbr", "1", None), ["r0", "r1"], None,
-                  None, False, False, 2.5))])
+    for batch in [varied_batch(), *[answered_batch(
+            2.0, 3.0, np.ones((2, 3)), labels, None,
+            [(ModelTag("price", 2, "champion", "gbr", "1", None), ["r0", "r1"], None, None,
+              False, False, 2.5)])
             for labels in ([2.5, 3.25], [(1, 2), 1.5 + 2j], [[1], {"a": 1}])]]:
-        sent = pickle.loads(pack_records([], [], [], [batch]))[4][0]
+        [sent] = sent_as([batch])
         expected = [prediction_row(r) for r in records_of_batch(batch)]
         assert store_rows_of_batch(sent) == store_rows_of_batch(batch) == expected
         assert all(type(row) is StoreRow for row in store_rows_of_batch(batch))
@@ -278,11 +284,13 @@ def test_the_writer_process_sets_a_batch_row_aside_and_writes_the_rest(
         tmp_path: Path, make_process: Callable[..., WriterProcess]) -> None:  # noqa: F811
     writer = make_process(tmp_path, spill_dir=tmp_path / "spill")
     good = varied_batch()
-    odd = AnsweredBatch(1, 1.5, 2.0, np.ones((1, 4)), ["setosa"],
-                        np.array([["high", 0.5, 0.5]], dtype=object),
-                        [(0, (IRIS, ["odd"], None, None, False, False, 1.0))])
-    bad_id = good._replace(asked=[(0, (IRIS, ["\udc00bad", "ok"], None, None, False, False,
-                                       10.0))], rows=2)
+    odd = answered_batch(1.5, 2.0, np.ones((1, 4)), ["setosa"],
+                         np.array([["high", 0.5, 0.5]], dtype=object),
+                         [(IRIS, ["odd"], None, None, False, False, 1.0)])
+    assert good.probabilities is not None
+    bad_id = answered_batch(good.ts, good.done, good.features[:2], good.labels[:2],
+                            good.probabilities[:2],
+                            [(IRIS, ["\udc00bad", "ok"], None, None, False, False, 10.0)])
     for batch in (good, odd, bad_id):
         writer.submit_batch(batch)
     writer.close(timeout=DEADLINE_S)
