@@ -44,6 +44,7 @@ from router.outcomes.writer_child import (
     WriterStatus,
     pack_records,
     receive,
+    send_in_one_write,
     start_child,
 )
 from router.thread_names import name_native_thread
@@ -57,7 +58,7 @@ log = logging.getLogger("router.outcomes.writer")
 # the interpreter lock from the serving loop: fewer, larger ones cost the serving core less
 # (docs/performance.md).
 HANDOFF_INTERVAL_S = 0.02
-STATUS_INTERVAL_S = 0.1
+STATUS_INTERVAL_S = 0.25
 # How often the child writes: shorter, smaller writes than a thread writer's 0.2 s, since the
 # child shares a core with other work and a long write holds that core up (docs/performance.md).
 FLUSH_INTERVAL_S = 0.05
@@ -191,8 +192,7 @@ class WriterProcess:
     @property
     def lag_seconds(self) -> float:
         """Age of the oldest record not yet written (the child's, or of what waits here)."""
-        waiting = time.monotonic() - self._last_handoff \
-            if self._predictions or self._answered or self._batches or self._feedback else 0.0
+        waiting = time.monotonic() - self._last_handoff if self._queued() else 0.0
         return max(waiting, self._status.lag_seconds)
 
     # The child's own figures, as ``OutcomeWriter`` defines them: the current child's state,
@@ -290,13 +290,12 @@ class WriterProcess:
             if self._closing_timeout is None and self._handoff_interval_s:
                 time.sleep(self._handoff_interval_s)  # let the records of a few ms gather
             self._wake.clear()
-            # Cleared before the queue is read: a submit from here on wakes the next pass.
-            self._awake = False
             closing = self._closing_timeout
+            handed = 0
             try:
                 if self._child_ended.is_set() and not self._replace_child(in_hand=0):
                     return  # closing, and no child to close: what was left is counted lost
-                self._hand_over()
+                handed = self._hand_over()
                 if closing is not None:
                     self._hand_over()  # a submit that was under way as close() began
                 flush = self._flush_asked
@@ -307,9 +306,23 @@ class WriterProcess:
                     return
             except Exception:  # a bug here must not end the thread and strand every record
                 log.exception("outcome writer: unexpected error handing records over")
+            if handed:
+                # Records keep coming: the next pass follows the interval. The request path
+                # sees _awake still set and does not wake this thread for each pass, which
+                # cost the event loop a wake-up and this thread a switch (docs/performance.md).
+                self._wake.set()
+            else:
+                # Idle: the next submit wakes it. Cleared before the queues are read again,
+                # so a submit that came meanwhile is seen here or wakes the thread.
+                self._awake = False
+                if self._queued():
+                    self._wake.set()
 
-    def _hand_over(self) -> None:
-        """Send everything queued to the child as one message."""
+    def _queued(self) -> bool:
+        return bool(self._predictions or self._answered or self._batches or self._feedback)
+
+    def _hand_over(self) -> int:
+        """Send everything queued to the child as one message; the records it held."""
         with self._count_lock:
             # Popped one chunk at a time (an append may come meanwhile), flattened in C.
             predictions = [self._predictions.popleft() for _ in range(len(self._predictions))]
@@ -320,13 +333,14 @@ class WriterProcess:
                 + sum(batch[0] for batch in batches) + sum(map(len, feedback))
             self._taken += taken
         if not taken:
-            return
+            return 0
         self._last_handoff = time.monotonic()
         body = pack_records(list(chain.from_iterable(predictions)),
                             list(chain.from_iterable(feedback)), answered, batches)
         self._deliver(body, taken)
         self._sent += taken
         self._accepting = self.backlog < self._max_pending
+        return taken
 
     def _waiting(self) -> int:
         """Records submitted and not yet taken for the child."""
@@ -341,7 +355,7 @@ class WriterProcess:
             connection = self._connection
             assert connection is not None
             try:
-                connection.send_bytes(body)
+                send_in_one_write(connection, body)
                 return
             except OSError:
                 # The status thread sees the end too; wait for it to take the last counts.

@@ -26,10 +26,10 @@ from router.outcomes.answered import (
     row_count,
     store_rows_of_batch,
 )
+from router.outcomes.batch_packing import unpack_batches
 from router.outcomes.memory import MemoryStore
 from router.outcomes.rows import StoreRow, prediction_row, record_of_row
 from router.outcomes.spill_format import encode_record
-from router.outcomes.batch_packing import unpack_batches
 from router.outcomes.writer_child import pack_records
 from router.outcomes.writer_process import WriterProcess
 from tests.outcomes.test_writer_process import DEADLINE_S, URL, make_process  # noqa: F401

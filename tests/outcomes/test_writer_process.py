@@ -9,7 +9,10 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Callable, Iterator
+from multiprocessing import Pipe
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,13 @@ import pytest
 
 from router.errors import StoreError
 from router.outcomes import FeedbackRecord, PredictionRecord, open_store
-from router.outcomes.writer_child import Settings, open_writer, pack_records, serve
+from router.outcomes.writer_child import (
+    Settings,
+    open_writer,
+    pack_records,
+    send_in_one_write,
+    serve,
+)
 from router.outcomes.writer_process import WriterProcess
 from tests.outcomes.test_writer import eventually, prediction
 
@@ -307,3 +316,70 @@ def test_a_child_whose_gateway_is_gone_writes_what_it_was_handed(tmp_path: Path)
     store.close()
     assert error is None and status.received == 5
     assert stored_ids(tmp_path / "var" / "outcomes.db") == ["r0", "r1", "r2", "s0", "s1"]
+
+
+class CountingEvent(threading.Event):
+    """An Event that counts its ``set`` calls made from the calling (request) thread."""
+
+    def __init__(self, owner: int) -> None:
+        super().__init__()
+        self.owner = owner
+        self.sets_by_owner = 0
+
+    def set(self) -> None:
+        if threading.get_ident() == self.owner:
+            self.sets_by_owner += 1
+        super().set()
+
+
+def test_a_steady_stream_does_not_wake_the_hand_over_thread_for_each_pass(
+        tmp_path: Path) -> None:
+    """Waking the thread costs the event loop a system call and a switch of threads: while
+    records keep coming, it hands over every interval without being woken; once idle, the
+    next record wakes it again, and nothing is stranded on the way."""
+    writer = WriterProcess(URL, tmp_path, handoff_interval_s=0.005)
+    event = writer._wake = CountingEvent(threading.get_ident())
+    writer.start()
+    try:
+        stream(writer, event)
+    finally:
+        writer.close(timeout=DEADLINE_S)
+
+
+def stream(writer: WriterProcess, event: CountingEvent) -> None:
+    writer.submit_predictions([prediction("first")])
+    deadline = time.monotonic() + 0.5
+    n = 0
+    while time.monotonic() < deadline:
+        writer.submit_predictions([prediction(f"r{n}")])
+        n += 1
+        time.sleep(0.0005)
+    assert writer.flush(DEADLINE_S)
+    assert writer.written == n + 1
+    # About a hundred passes, and only the first record woke the thread (a flush wakes it too).
+    assert event.sets_by_owner <= 3
+    time.sleep(0.1)  # idle now
+    writer.submit_predictions([prediction("late")])
+    eventually(lambda: writer.written == n + 2, "the late record written")
+
+
+def test_a_message_cut_short_is_sent_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One write for a whole message; if the system writes only part of it, the rest follows
+    and the other end reads the message as ``send_bytes`` would have sent it."""
+    body = os.urandom(100_000)
+    ours, theirs = Pipe()
+    writev = os.writev
+
+    def short_writev(fd: int, buffers: list[bytes]) -> int:
+        return writev(fd, [buffers[0], buffers[1][:10]])
+
+    monkeypatch.setattr(os, "writev", short_writev)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(theirs.recv_bytes()))
+    reader.start()
+    send_in_one_write(ours, body)
+    reader.join(DEADLINE_S)
+    assert got == [body]
+    monkeypatch.undo()
+    send_in_one_write(ours, b"short")
+    assert theirs.recv_bytes() == b"short"
