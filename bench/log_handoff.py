@@ -36,7 +36,13 @@ import numpy as np
 import orjson
 
 from router.outcomes import OutcomeWriter, PredictionRecord, open_store
-from router.outcomes.answered import AnsweredBatch, Asked, ModelTag, records_of_batch
+from router.outcomes.answered import (
+    AnsweredBatch,
+    Asked,
+    ModelTag,
+    answered_batch,
+    records_of_batch,
+)
 from router.outcomes.writer_process import WriterProcess
 
 SECONDS = 3.0
@@ -128,11 +134,10 @@ def model_call(rng: np.random.Generator, first: int) -> AnsweredBatch:
     probabilities = rng.dirichlet(np.ones(3), FEED_CALL_ROWS)
     labels = [CLASSES[i] for i in probabilities.argmax(axis=1)]
     now = time.perf_counter()
-    asked: list[tuple[int, Asked]] = [
-        (i, (TAG, [f"0190f3a2-7b1c-7000-8000-{first + i:012d}"], str((first + i) % 1000), None,
-             False, False, now - 0.001)) for i in range(FEED_CALL_ROWS)]
-    return AnsweredBatch(FEED_CALL_ROWS, time.time(), now, features, labels, probabilities,
-                         asked)
+    asked: list[Asked] = [
+        (TAG, [f"0190f3a2-7b1c-7000-8000-{first + i:012d}"], str((first + i) % 1000), None,
+         False, False, now - 0.001) for i in range(FEED_CALL_ROWS)]
+    return answered_batch(time.time(), now, features, labels, probabilities, asked)
 
 
 def writer_process_rows(as_records: bool, base: Path) -> float:

@@ -28,7 +28,7 @@ from router.outcomes.rows import StoreRow, prediction_columns, to_json
 _NAN = float("nan")
 
 __all__ = ["AnsweredBatch", "AnsweredRows", "Asked", "Handed", "ModelTag", "answered_batch",
-           "floats", "hand", "records_of", "records_of_batch", "records_of_handed", "row_count",
+           "hand", "records_of", "records_of_batch", "records_of_handed", "row_count",
            "store_rows_of_batch"]
 
 
@@ -97,8 +97,8 @@ def hand(answered: AnsweredRows) -> Handed:
      features, probabilities) = answered
     if labels is None or (len(labels) == 1 and type(labels[0]) in _PLAIN_LABELS) \
             or _PLAIN_LABELS.issuperset(map(type, labels)):
-        features = floats(features)
-        probabilities = None if probabilities is None else floats(probabilities)
+        features = _floats(features)
+        probabilities = None if probabilities is None else _floats(probabilities)
         try:
             return tag, len(row_ids), _dumps(
                 (row_ids, ts, labels, latency_ms, shadow, unit_id, error, fallback, forced,
@@ -168,8 +168,8 @@ def answered_batch(ts: float, done: float, features: np.ndarray, labels: list[An
 def records_of_batch(batch: AnsweredBatch) -> list[PredictionRecord]:
     """The records of an ``AnsweredBatch``, request by request in its order."""
     _, ts, done, features, labels, probabilities, asked = batch
-    feature_rows = floats(features).tolist()
-    probability_rows = None if probabilities is None else floats(probabilities).tolist()
+    feature_rows = _floats(features).tolist()
+    probability_rows = None if probabilities is None else _floats(probabilities).tolist()
     out: list[PredictionRecord] = []
     start = 0
     for tag, row_ids, unit_id, segments, forced, fallback, asked_at in zip(*asked, strict=True):
@@ -189,8 +189,8 @@ def store_rows_of_batch(batch: AnsweredBatch) -> list[StoreRow]:
     (a probability that is not a number): the records then go as they are, to be set aside."""
     _, ts, done, features, labels, probabilities, asked = batch
     ts = float(ts)
-    feature_texts = list(map(_json_text, floats(features).tolist()))
-    probability_rows = None if probabilities is None else floats(probabilities).tolist()
+    feature_texts = list(map(_json_text, _floats(features).tolist()))
+    probability_rows = None if probabilities is None else _floats(probabilities).tolist()
     columns: dict[Any, tuple[str | None, str | None, float | None]] = {}  # by label
     out: list[StoreRow] = []
     start = 0
@@ -235,7 +235,7 @@ def _json_text(value: Any) -> str:
         return to_json(value)
 
 
-def floats(array: np.ndarray) -> np.ndarray:
+def _floats(array: np.ndarray) -> np.ndarray:
     """Numbers as float64, as a record holds them (an engine may answer float32)."""
     return array.astype(_FLOAT, copy=False) if array.dtype.kind in _NUMBERS else array
 
@@ -243,8 +243,8 @@ def floats(array: np.ndarray) -> np.ndarray:
 def records_of(answered: AnsweredRows) -> list[PredictionRecord]:
     """One ``PredictionRecord`` per row of ``answered``."""
     probabilities = answered.probabilities
-    return _records(answered, floats(answered.features).tolist(),
-                    None if probabilities is None else floats(probabilities).tolist())
+    return _records(answered, _floats(answered.features).tolist(),
+                    None if probabilities is None else _floats(probabilities).tolist())
 
 
 def _records(fields: Sequence[Any], feature_rows: Sequence[list[float]],
