@@ -6,12 +6,13 @@ it (:class:`router.outcomes.answered.AnsweredBatch`), to a deque and returns;
 ``submit_answered`` encodes one request's rows (a failed call, a shadow copy) into one bytes
 object (:func:`router.outcomes.answered.hand`) and appends that; ``submit_predictions`` appends
 a list of records. A hand-over thread wakes when records wait, lets them gather for
-``handoff_interval_s``, then packs the lot with one ``pickle.dumps`` and sends it down a socket
-pair to the child (:mod:`router.outcomes.writer_child`). There the store's rows are made, and an
-``OutcomeWriter`` does what it does in a thread otherwise: batches, retries, spill files, dead
-letters. A second thread reads the child's counts as they change; every property here
-(backlog, written, failing, ...) answers from them, so ``/metrics`` and ``/ready`` show the
-child's state.
+``handoff_interval_s``, then packs the lot in one pickle (:func:`pack_records`) and sends it
+down a socket pair to the child (:mod:`router.outcomes.writer_child`) in one write; while
+records keep coming it goes on every interval without being woken for each pass. There the
+store's rows are made, and an ``OutcomeWriter`` does what it does in a thread otherwise:
+batches, retries, spill files, dead letters. A second thread reads the child's counts as
+they change; every property here (backlog, written, failing, ...) answers from them, so
+``/metrics`` and ``/ready`` show the child's state.
 
 What each way out costs: ``close`` hands over what is left and waits while the child writes
 it (or spills it, the store being down); if this process is killed, the child still reads

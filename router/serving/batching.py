@@ -213,7 +213,7 @@ def _logged(jobs: list[_Job], asked: list[Asked], rows: np.ndarray, result: Pred
     start = 0
     for job in jobs:
         end = start + len(job.rows)
-        if job.asked is not None and not job.future.done():
+        if job.asked is not None and not job.future.done():  # _answer's test, same turn
             kept += range(start, end)
         start = end
     probabilities = None if result.probabilities is None else result.probabilities[kept]
