@@ -10,8 +10,8 @@ core's, so the format is made for pickle's speed:
   it writes in a table, and that table cost about a fifth of the hand-over thread;
 - without a memo a repeated object would be written again each time, so the models' tags,
   shared by every request a model answers, go once in a table of the pass, and each batch
-  names them by their place in it; the columns that are one value for a whole call
-  (segments, forced, fallback, the tag) go as that value once.
+  names them by their place in it; the columns that are one value for a whole call (the
+  tag, forced, fallback, and segments when no request has any) go as that value once.
 
 docs/performance.md ("Where logging's cost goes") has the measurements.
 """
@@ -46,7 +46,7 @@ def pack_batches(batches: Sequence[AnsweredBatch]) -> bytes:
         plain.append((
             ts, done, _plain(features), labels,
             None if probabilities is None else _plain(probabilities),
-            _places(tag_column, places, tags), row_ids, unit_ids, _one_if_same(segments),
+            _places(tag_column, places, tags), row_ids, unit_ids, _one_if_all(segments, None),
             _one_if_same(forced), _one_if_same(fallback), asked_at))
     buffer = io.BytesIO()
     pickler = pickle.Pickler(buffer, pickle.HIGHEST_PROTOCOL)
@@ -94,7 +94,15 @@ def _place(tag: tuple[Any, ...], places: dict[int, int], tags: list[tuple[Any, .
 
 
 def _one_if_same(column: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A column of flags the gateway sets (``bool``) as one value when they are all equal."""
     return column[:1] if column.count(column[0]) == len(column) else column
+
+
+def _one_if_all(column: tuple[Any, ...], value: Any) -> tuple[Any, ...]:
+    """``(value,)`` when every entry is ``value``; else the column. Segments are squeezed only
+    when no request has any: two equal dicts may list their keys in another order, which the
+    store's JSON text keeps."""
+    return (value,) if column.count(value) == len(column) else column
 
 
 def _every(column: tuple[Any, ...], n: int) -> tuple[Any, ...]:

@@ -62,3 +62,13 @@ def test_a_batch_the_fast_pickle_cannot_take_goes_as_records() -> None:
     _, records, _, _, batches = pickle.loads(pack_records([], [], [], [bad]))
     assert batches is None
     assert [r[0] for r in records] == ["g"]
+
+
+def test_equal_segments_in_another_order_keep_their_own() -> None:
+    """The store writes a request's segments as JSON in their order: two requests whose
+    segments are equal but listed differently (a reload between them) keep each its own."""
+    batch = answered_batch(1.0, 2.0, np.ones((2, 2)), ["a", "b"], None, [
+        (IRIS, ["h"], None, {"country": "fr", "plan": "pro"}, False, False, 1.0),
+        (IRIS, ["i"], None, {"plan": "pro", "country": "fr"}, False, False, 1.0)])
+    [read] = unpack_batches(pack_batches([batch]))
+    assert [list(s) for s in read.asked[3]] == [["country", "plan"], ["plan", "country"]]
