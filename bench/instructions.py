@@ -12,6 +12,7 @@ outside valgrind and is not counted.
 
     .venv/bin/python -m bench.instructions                        # this checkout, both engines
     .venv/bin/python -m bench.instructions --tree ../before --tree .   # two checkouts
+    .venv/bin/python -m bench.instructions --engine auto --cache       # and each thread's misses
 
 It needs valgrind (``apt-get install valgrind``, which brings its headers) and a C compiler:
 the counting is switched on and off from inside the process through callgrind's client
@@ -39,6 +40,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 CONNECTIONS = 64
 WARMUP_REQUESTS = 1_000
+CPU0_CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
 _TOGGLE_C = """#include <valgrind/callgrind.h>
 void count_start(void) { CALLGRIND_ZERO_STATS; CALLGRIND_START_INSTRUMENTATION; }
 void count_stop(void) { CALLGRIND_STOP_INSTRUMENTATION; CALLGRIND_DUMP_STATS; }
@@ -223,22 +225,59 @@ def build_counter(directory: Path) -> Path:
     return library
 
 
-def thread_totals(prefix: Path) -> dict[int, int]:
-    """Instructions by thread number (1 is the event loop) in callgrind's dumps."""
-    totals: dict[int, int] = {}
+def thread_totals(prefix: Path) -> dict[int, dict[str, int]]:
+    """Each thread's counts by event (``Ir``, and with ``--cache`` the simulated misses) in
+    callgrind's dumps, threads by number (1 is the event loop); threads that ran nothing
+    counted are left out."""
+    totals: dict[int, dict[str, int]] = {}
     for dump in prefix.parent.glob(prefix.name + "*"):
         match = re.search(r"-(\d+)$", dump.name)
         if match is None:
             continue
+        events: list[str] = []
         for line in dump.read_text(errors="replace").splitlines():
-            if line.startswith("totals:"):
-                thread = int(match.group(1))
-                totals[thread] = totals.get(thread, 0) + int(line.split()[1])
-    return {thread: count for thread, count in totals.items() if count}
+            if line.startswith("events:"):
+                events = line.split()[1:]
+            elif line.startswith("totals:"):
+                counts = totals.setdefault(int(match.group(1)), {})
+                for event, value in zip(events, line.split()[1:], strict=False):
+                    counts[event] = counts.get(event, 0) + int(value)
+    return {thread: counts for thread, counts in totals.items() if counts.get("Ir")}
+
+
+def misses_by_level(counts: dict[str, int]) -> tuple[int, int]:
+    """Misses of the first level (instructions, data read and written), then of the last level
+    callgrind simulates."""
+    return (sum(counts.get(e, 0) for e in ("I1mr", "D1mr", "D1mw")),
+            sum(counts.get(e, 0) for e in ("ILmr", "DLmr", "DLmw")))
+
+
+def cache_options(cpu_caches: Path = CPU0_CACHES) -> list[str]:
+    """callgrind's cache simulation shaped as this core's caches, the last level simulated
+    being the core's own (its L2 where it has one): the cache a second thread of the serving
+    process shares with the event loop and evicts. callgrind otherwise simulates the shared
+    L3 as the last level, which holds both threads' data at once. Empty when the caches
+    cannot be read (valgrind then asks the CPU itself)."""
+    found: dict[tuple[int, str], str] = {}
+    for folder in sorted(cpu_caches.glob("index*")):
+        try:
+            level = int((folder / "level").read_text())
+            kind = (folder / "type").read_text().strip()
+            size = (folder / "size").read_text().strip()
+            ways = (folder / "ways_of_associativity").read_text().strip()
+            line = (folder / "coherency_line_size").read_text().strip()
+        except (OSError, ValueError):
+            continue
+        factor = {"K": 1024, "M": 1024 * 1024}.get(size[-1:], 1)
+        found[(level, kind)] = f"{int(size.rstrip('KM')) * factor},{ways},{line}"
+    wanted = {"--I1": (1, "Instruction"), "--D1": (1, "Data"), "--LL": (2, "Unified")}
+    if not all(cache in found for cache in wanted.values()):
+        return []
+    return [f"{option}={found[cache]}" for option, cache in wanted.items()]
 
 
 def run_one(tree: Path, engine: str, mode: str, requests: int, workdir: Path,
-            valgrind: bool, logged: bool) -> dict[str, Any]:
+            valgrind: bool, logged: bool, cache: bool = False) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=str(tree), ROUTER_ENGINE=engine)
     # This file run as a script: an older checkout under test has no such module.
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", str(workdir), mode,
@@ -246,7 +285,8 @@ def run_one(tree: Path, engine: str, mode: str, requests: int, workdir: Path,
     prefix = workdir / f"callgrind-{engine}"
     if valgrind:
         command = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
-                   "--separate-threads=yes", f"--callgrind-out-file={prefix}", *command,
+                   "--separate-threads=yes", f"--callgrind-out-file={prefix}",
+                   *(["--cache-sim=yes", *cache_options()] if cache else []), *command,
                    "--counted"]
     output = subprocess.run(command, env=env, cwd=tree, capture_output=True, text=True,
                             check=False)
@@ -255,8 +295,11 @@ def run_one(tree: Path, engine: str, mode: str, requests: int, workdir: Path,
         raise SystemExit(f"{tree} ({engine}) failed:\n{output.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(lines[-1][len("RESULT "):])
     if valgrind:
-        result["instructions_per_request"] = {
-            thread: count / requests for thread, count in sorted(thread_totals(prefix).items())}
+        totals = sorted(thread_totals(prefix).items())
+        result["instructions_per_request"] = {t: c["Ir"] / requests for t, c in totals}
+        if cache:
+            result["misses_per_request"] = {
+                t: [m / requests for m in misses_by_level(c)] for t, c in totals}
     return result
 
 
@@ -270,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=3_000)
     parser.add_argument("--log-off", action="store_true",
                         help="build no outcome records, to price the log")
+    parser.add_argument("--cache", action="store_true",
+                        help="also simulate this core's caches and count each thread's misses "
+                             "(about three times slower)")
     parser.add_argument("--no-valgrind", action="store_true",
                         help="answer the requests without counting (a check of the harness)")
     parser.add_argument("--worker", nargs=3, metavar=("DIR", "MODE", "REQUESTS"),
@@ -302,9 +348,13 @@ def main(argv: list[str] | None = None) -> int:
                     (workdir / name).symlink_to(base / name)
                 (workdir / "var").mkdir()  # the YAML's SQLite log
                 result = run_one(tree.resolve(), engine, args.mode, args.requests, workdir,
-                                 valgrind, logged=not args.log_off)
-                counts = ", ".join(f"{thread}: {count:,.0f}" for thread, count in
-                                   result.get("instructions_per_request", {}).items())
+                                 valgrind, logged=not args.log_off, cache=args.cache)
+                misses = result.get("misses_per_request", {})
+                counts = ", ".join(
+                    f"{thread}: {count:,.0f}" + (
+                        " ({:,.0f} L1 and {:,.0f} L2 misses)".format(*misses[thread])
+                        if thread in misses else "")
+                    for thread, count in result.get("instructions_per_request", {}).items())
                 print(f"{tree} {engine} {result['engines']}: {counts or 'not counted'}; "
                       f"event loop CPU {result['event_loop_cpu_us']:.1f} us/request",
                       flush=True)

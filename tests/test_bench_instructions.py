@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.instructions import serve_rounds, thread_totals
+from bench.instructions import cache_options, misses_by_level, serve_rounds, thread_totals
 from bench.serving import prepare
 
 
@@ -33,4 +33,34 @@ def test_instructions_are_summed_by_thread_across_dumps(tmp_path: Path) -> None:
     for name, total in (("callgrind-auto.1-01", 900), ("callgrind-auto.1-02", 0),
                         ("callgrind-auto.1-03", 40), ("callgrind-auto-01", 100)):
         (tmp_path / name).write_text(f"events: Ir\nsummary: 0\n\ntotals: {total}\n")
-    assert thread_totals(prefix) == {1: 1000, 3: 40}
+    assert thread_totals(prefix) == {1: {"Ir": 1000}, 3: {"Ir": 40}}
+
+
+def test_a_cache_simulation_s_events_are_summed_by_name(tmp_path: Path) -> None:
+    prefix = tmp_path / "callgrind-auto"
+    events = "Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw"
+    for name, totals in (("callgrind-auto.1-01", "900 5 5 3 2 1 1 2 3"),
+                         ("callgrind-auto-01", "100 5 5 1 1 1 0 0 1"),
+                         ("callgrind-auto-02", "0 0 0 0 0 0 0 0 0")):
+        (tmp_path / name).write_text(f"events: {events}\nsummary: 0\n\ntotals: {totals}\n")
+    counts = thread_totals(prefix)
+    assert counts == {1: {"Ir": 1000, "Dr": 10, "Dw": 10, "I1mr": 4, "D1mr": 3, "D1mw": 2,
+                          "ILmr": 1, "DLmr": 2, "DLmw": 4}}
+    # Every miss of the first level, then of the last level callgrind simulates.
+    assert misses_by_level(counts[1]) == (9, 7)
+
+
+def test_the_simulated_caches_are_the_cores_own(tmp_path: Path) -> None:
+    """The last level simulated is the core's own (its L2 here), the one a second thread of
+    the serving process shares and evicts; the L3 serves both cores."""
+    for index, (level, kind, size, ways) in enumerate((
+            ("1", "Data", "32K", "8"), ("1", "Instruction", "64K", "4"),
+            ("2", "Unified", "1024K", "8"), ("3", "Unified", "32768K", "16"))):
+        folder = tmp_path / f"index{index}"
+        folder.mkdir()
+        for name, value in (("level", level), ("type", kind), ("size", size),
+                            ("ways_of_associativity", ways), ("coherency_line_size", "64")):
+            (folder / name).write_text(value + "\n")
+    assert cache_options(tmp_path) == ["--I1=65536,4,64", "--D1=32768,8,64",
+                                       "--LL=1048576,8,64"]
+    assert cache_options(tmp_path / "missing") == []  # valgrind then reads the CPU itself
