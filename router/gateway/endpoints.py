@@ -6,7 +6,7 @@ import math
 import os
 import random
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -224,13 +224,52 @@ async def feedback(request: Request) -> Response:
     state = state_of(request)
     snapshot = state.snapshots.current
     body = await read_json(request, snapshot.config.limits.max_body_bytes)
-    records = parse_feedback(body, max_batch=snapshot.config.limits.max_batch)
+    records = parse_feedback(body, max_batch=snapshot.config.limits.max_batch,
+                             truths=Truths.of(snapshot))
     state.writer.submit_feedback(records)
     return json_response({"accepted": len(records)}, status=202)
 
 
-def parse_feedback(body: Any, *, max_batch: int) -> list[FeedbackRecord]:
-    """``{"request_id", "label" | "value"}`` or ``{"feedback": [...]}``; every fault named."""
+class Truths(NamedTuple):
+    """What ground truth the served models' statistics can use: feedback of another kind would
+    be stored and then count wrongly (a label that is no class is every model's mistake) or
+    erase what was right (a number as a classifier's latest feedback leaves its request with
+    no label)."""
+
+    task: str | None  # "classification" or "regression" when every served model is one
+    labels: frozenset[str]  # the served classifiers' classes, as the store keeps a label
+
+    @classmethod
+    def of(cls, snapshot: Snapshot) -> Truths:
+        models = snapshot.models.values()
+        tasks = {model.task for model in models}
+        return cls(tasks.pop() if len(tasks) == 1 else None,
+                   frozenset(str(c) for model in models for c in model.classes or ()))
+
+    def problem(self, label: Any, has_label: bool) -> tuple[str, str] | None:
+        """The field at fault and why, for feedback these models could never count."""
+        if self.task == "classification" and not has_label:
+            return "value", 'the served models are classifiers: give "label"'
+        if self.task == "regression" and has_label:
+            return "label", 'the served models are regressors: give "value"'
+        if self.task == "classification" and str(label) not in self.labels:
+            classes = sorted(self.labels)
+            shown = ", ".join(classes[:MAX_CLASSES_NAMED]) + (
+                f", and {len(classes) - MAX_CLASSES_NAMED} more"
+                if len(classes) > MAX_CLASSES_NAMED else "")
+            return "label", f"{printable(str(label))!r} is none of the served models' classes " \
+                            f"({shown})"
+        return None
+
+
+ANY_TRUTH = Truths(None, frozenset())
+MAX_CLASSES_NAMED = 20
+
+
+def parse_feedback(body: Any, *, max_batch: int, truths: Truths = ANY_TRUTH
+                   ) -> list[FeedbackRecord]:
+    """``{"request_id", "label" | "value"}`` or ``{"feedback": [...]}``; every fault named,
+    feedback that ``truths`` says could never count included."""
     if isinstance(body, dict) and "feedback" in body:
         items, prefixes = body["feedback"], None
         unknown = [{"field": printable(k), "message": "unknown field"}
@@ -253,7 +292,7 @@ def parse_feedback(body: Any, *, max_batch: int) -> list[FeedbackRecord]:
     records: list[FeedbackRecord] = []
     problems: list[dict[str, str]] = []
     for item, prefix in zip(items, prefixes, strict=True):
-        record = _feedback_item(item, prefix, now, problems)
+        record = _feedback_item(item, prefix, now, problems, truths)
         if record is not None:
             records.append(record)
     if problems:
@@ -262,8 +301,8 @@ def parse_feedback(body: Any, *, max_batch: int) -> list[FeedbackRecord]:
     return records
 
 
-def _feedback_item(item: Any, prefix: str, now: float, problems: list[dict[str, str]]
-                   ) -> FeedbackRecord | None:
+def _feedback_item(item: Any, prefix: str, now: float, problems: list[dict[str, str]],
+                   truths: Truths) -> FeedbackRecord | None:
     if not isinstance(item, dict):
         problems.append({"field": prefix.rstrip(".") or "(body)",
                          "message": "expected an object with request_id and label or value"})
@@ -287,6 +326,8 @@ def _feedback_item(item: Any, prefix: str, now: float, problems: list[dict[str, 
         problems.append({"field": f"{prefix}label", "message": problem})
     elif has_value and not _finite_number(value):
         problems.append({"field": f"{prefix}value", "message": "must be a finite number"})
+    elif (fault := truths.problem(label, has_label)) is not None:
+        problems.append({"field": f"{prefix}{fault[0]}", "message": fault[1]})
     if len(problems) > before or not isinstance(request_id, str):  # the latter reported above
         return None
     return FeedbackRecord(request_id=request_id, ts=now,

@@ -220,12 +220,50 @@ def test_feedback_single_and_batch_is_stored(make_client: Any, champion_dir: Pat
     client = make_client(champion=champion_dir, mode="single")
     assert client.post("/feedback", json={"request_id": "a", "label": "setosa"}).status_code == 202
     response = client.post("/feedback", json={"feedback": [
-        {"request_id": "b", "label": 2}, {"request_id": "never-seen", "value": 3.5}]})
+        {"request_id": "b", "label": "virginica"}, {"request_id": "never-seen", "label": "setosa"}]})
     assert response.status_code == 202 and response.json() == {"accepted": 2}
     gateway = state(client)
     gateway.writer.flush()
     stored = {(f.request_id, f.label, f.value) for f in gateway.store.feedback_records()}
-    assert stored == {("a", "setosa", None), ("b", "2", None), ("never-seen", None, 3.5)}
+    assert stored == {("a", "setosa", None), ("b", "virginica", None),
+                      ("never-seen", "setosa", None)}
+
+
+@pytest.mark.parametrize(("body", "field", "said"), [
+    # A number as a classifier's truth: stored, it would replace the request's label with none.
+    ({"request_id": "a", "value": 0}, "value", 'the served models are classifiers: give "label"'),
+    # A label that is no class of any served model could never be predicted: a typo, counted
+    # as every model's mistake.
+    ({"request_id": "a", "label": "Setosa"}, "label",
+     "none of the served models' classes (setosa, versicolor, virginica)"),
+    ({"feedback": [{"request_id": "a", "label": "setosa"}, {"request_id": "b", "label": 7}]},
+     "feedback[1].label", "none of the served models' classes"),
+])
+def test_feedback_that_could_never_count_is_refused(make_client: Any, champion_dir: Path,
+                                                    body: dict[str, Any], field: str,
+                                                    said: str) -> None:
+    """Feedback a classifier's statistics cannot use is a 422 naming the field and why, and
+    nothing of that body is stored: a request's label is never erased by it."""
+    client = make_client(champion=champion_dir, mode="single")
+    assert client.post("/feedback", json={"request_id": "a", "label": "setosa"}).status_code \
+        == 202
+    response = client.post("/feedback", json=body)
+    assert response.status_code == 422
+    detail = {d["field"]: d["message"] for d in response.json()["detail"]}
+    assert said in detail[field]
+    gateway = state(client)
+    gateway.writer.flush()
+    assert [(f.request_id, f.label) for f in gateway.store.feedback_records()] == [("a", "setosa")]
+
+
+def test_a_regressor_takes_values_and_refuses_labels(make_client: Any, regressor_dir: Path
+                                                     ) -> None:
+    client = make_client(champion=regressor_dir, mode="single")
+    assert client.post("/feedback", json={"request_id": "a", "value": 151.0}).status_code == 202
+    response = client.post("/feedback", json={"request_id": "a", "label": "151"})
+    assert response.status_code == 422
+    assert response.json()["detail"] == [
+        {"field": "label", "message": 'the served models are regressors: give "value"'}]
 
 
 @pytest.mark.parametrize(("body", "field"), [
