@@ -220,7 +220,8 @@ def test_feedback_single_and_batch_is_stored(make_client: Any, champion_dir: Pat
     client = make_client(champion=champion_dir, mode="single")
     assert client.post("/feedback", json={"request_id": "a", "label": "setosa"}).status_code == 202
     response = client.post("/feedback", json={"feedback": [
-        {"request_id": "b", "label": "virginica"}, {"request_id": "never-seen", "label": "setosa"}]})
+        {"request_id": "b", "label": "virginica"},
+        {"request_id": "never-seen", "label": "setosa"}]})
     assert response.status_code == 202 and response.json() == {"accepted": 2}
     gateway = state(client)
     gateway.writer.flush()
