@@ -103,6 +103,33 @@ def test_missing_config_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path
     assert code == 1 and err.startswith("router: error: ") and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("command", [
+    ["history", "--store", "sqlite:///var/nope.db"],
+    ["history", "--config", "{config}"],
+    ["stats", "--store", "sqlite:///var/nope.db", "--config", "{config}"],
+    ["stats", "--config", "{config}"],
+    ["skew", "--config", "{config}", "--features", "{features}"],
+])
+def test_a_command_that_reads_a_store_creates_no_missing_one(
+        command: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        champion_dir: Path, challenger_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mistyped SQLite path given to a command that only reads: one line naming the file,
+    exit 1, and no empty database left behind to read zeros from next time."""
+    monkeypatch.chdir(tmp_path)
+    missing = tmp_path / "var" / "nope.db"
+    config = write_config(tmp_path, champion=champion_dir, challenger=challenger_dir,
+                          store=f"sqlite:///{missing}")
+    features = tmp_path / "features.csv"
+    features.write_text("request_id,sepal_length,sepal_width,petal_length,petal_width\n"
+                        "a,5.1,3.5,1.4,0.2\n")
+    argv = [arg.format(config=config, features=features) for arg in command]
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (1, "")
+    assert err.startswith("router: error: ") and err.count("\n") == 1, err
+    assert str(missing) in err
+    assert not missing.exists() and not missing.parent.exists()
+
+
 def test_models_list(capsys: pytest.CaptureFixture[str], champion_dir: Path,
                      challenger_dir: Path) -> None:
     """`router models list DIR` prints a header and one row per model directory."""

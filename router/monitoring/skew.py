@@ -221,7 +221,7 @@ def config_skew(config_file: str | Path, offline: Any, *, store_url: str | None 
     metadata, _ = read_metadata(config.champion.path, config.model_roots)
     names = [feature["name"] for feature in metadata["features"]]
     rule = rule or SkewRule()
-    store = open_store(store_url or config.store, base)
+    store = open_store(store_url or config.store, base, create=False)
     try:
         return store_skew(store, offline, names, rtol=rule.rtol, atol=rule.atol,
                           max_mismatch_share=rule.max_mismatch_share, alpha=rule.alpha)
