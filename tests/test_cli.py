@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -155,6 +156,26 @@ def test_train_demo_twice_is_a_clear_error(capsys: pytest.CaptureFixture[str],
     assert code == 1 and err.startswith("router: error: ") and "--force" in err
     assert err.count("\n") == 1
     assert run(capsys, "train-demo", "--dir", str(tmp_path), "--force")[0] == 0
+
+
+def test_train_demo_prints_a_serve_command_that_works_from_anywhere(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The config's model paths are relative to the directory it is served from: the command
+    train-demo prints, run from another directory, finds the models it trained."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, out, _ = run(capsys, "train-demo", "--dir", str(tmp_path / "td"))
+    assert code == 0
+    command = out.strip().splitlines()[-1].split("serve it with: ")[1]
+    assert command.endswith("router serve --config configs/router.yaml")
+    # validate loads what serve would, and returns.
+    check = command.replace("router serve --config",
+                            f"{shlex.quote(sys.executable)} -m router.cli validate")
+    done = subprocess.run(check, shell=True, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
 
 
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
