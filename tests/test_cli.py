@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -204,7 +205,8 @@ HEAVY = ("sklearn", "scipy", "numpy", "uvicorn", "starlette", "onnxruntime")
 def imported_after(*argv: str) -> tuple[str, set[str]]:
     """Run the CLI in a fresh interpreter; its output and which heavy modules it imported."""
     script = ("import sys, json\nfrom router.cli import main\n"
-              f"code = main({list(argv)!r})\n"
+              f"try:\n    code = main({list(argv)!r})\n"
+              "except SystemExit as exit:\n    code = exit.code\n"
               f"print(json.dumps([code, [m for m in {HEAVY!r} if m in sys.modules]]))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120, check=False)
@@ -237,6 +239,21 @@ def test_a_config_error_is_reported_before_any_model_library_loads(
         outcome, heavy = imported_after(*argv)
         assert outcome.startswith("1:") and expected in outcome, outcome
         assert "Traceback" not in outcome and not heavy & {"sklearn", "scipy", "uvicorn"}
+
+
+def test_serve_on_a_port_in_use_is_one_line_before_any_model_loads(
+        tmp_path: Path, champion_dir: Path) -> None:
+    """Another process listens on the port: one line naming the address, exit 1, before
+    scikit-learn or uvicorn is imported (not uvicorn's startup log and exit 3)."""
+    path = write_config(tmp_path, champion=champion_dir, mode="single")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        outcome, heavy = imported_after("serve", "--config", str(path), "--port", str(port))
+    assert outcome == (f"1:router: error: cannot listen on 127.0.0.1:{port}: "
+                       "address already in use\n")
+    assert not heavy & {"sklearn", "scipy", "uvicorn"}, heavy
 
 
 def test_history_json_is_what_get_history_answers(
