@@ -104,8 +104,14 @@ def test_the_yaml_shown_in_the_docs_validates(
     ("models/README.md", False),
     ("configs/router.yaml", True),
     ("configs/ab.yaml", False),
+    # Beside any YAML promote or rollback rewrites (its edit lock) or a rollout runs (its lease).
+    ("configs/.ab.yaml.lock", True),
+    ("configs/.router.yaml.lock", True),
+    ("configs/.rollout.yaml.rollout", True),
+    ("configs/.router.yaml.rollout", True),
 ])
 def test_trained_models_and_the_demo_config_stay_out_of_git(path: str, ignored: bool) -> None:
-    """models/ keeps only its README under version control, configs/ only the examples."""
+    """models/ keeps only its README under version control, configs/ only the examples: not
+    the demo's config, nor the lock and lease files the router keeps beside a YAML."""
     result = subprocess.run(["git", "check-ignore", "--no-index", "-q", path], cwd=ROOT)
     assert result.returncode == (0 if ignored else 1), f"{path}: ignored should be {ignored}"
