@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +105,33 @@ def test_missing_config_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path
     assert code == 1 and err.startswith("router: error: ") and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("command", [
+    ["history", "--store", "sqlite:///var/nope.db"],
+    ["history", "--config", "{config}"],
+    ["stats", "--store", "sqlite:///var/nope.db", "--config", "{config}"],
+    ["stats", "--config", "{config}"],
+    ["skew", "--config", "{config}", "--features", "{features}"],
+])
+def test_a_command_that_reads_a_store_creates_no_missing_one(
+        command: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        champion_dir: Path, challenger_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mistyped SQLite path given to a command that only reads: one line naming the file,
+    exit 1, and no empty database left behind to read zeros from next time."""
+    monkeypatch.chdir(tmp_path)
+    missing = tmp_path / "var" / "nope.db"
+    config = write_config(tmp_path, champion=champion_dir, challenger=challenger_dir,
+                          store=f"sqlite:///{missing}")
+    features = tmp_path / "features.csv"
+    features.write_text("request_id,sepal_length,sepal_width,petal_length,petal_width\n"
+                        "a,5.1,3.5,1.4,0.2\n")
+    argv = [arg.format(config=config, features=features) for arg in command]
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (1, "")
+    assert err.startswith("router: error: ") and err.count("\n") == 1, err
+    assert str(missing) in err
+    assert not missing.exists() and not missing.parent.exists()
+
+
 def test_models_list(capsys: pytest.CaptureFixture[str], champion_dir: Path,
                      challenger_dir: Path) -> None:
     """`router models list DIR` prints a header and one row per model directory."""
@@ -128,6 +157,26 @@ def test_train_demo_twice_is_a_clear_error(capsys: pytest.CaptureFixture[str],
     assert code == 1 and err.startswith("router: error: ") and "--force" in err
     assert err.count("\n") == 1
     assert run(capsys, "train-demo", "--dir", str(tmp_path), "--force")[0] == 0
+
+
+def test_train_demo_prints_a_serve_command_that_works_from_anywhere(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The config's model paths are relative to the directory it is served from: the command
+    train-demo prints, run from another directory, finds the models it trained."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, out, _ = run(capsys, "train-demo", "--dir", str(tmp_path / "td"))
+    assert code == 0
+    command = out.strip().splitlines()[-1].split("serve it with: ")[1]
+    assert command.endswith("router serve --config configs/router.yaml")
+    # validate loads what serve would, and returns.
+    check = command.replace("router serve --config",
+                            f"{shlex.quote(sys.executable)} -m router.cli validate")
+    done = subprocess.run(check, shell=True, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
 
 
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
@@ -156,7 +205,8 @@ HEAVY = ("sklearn", "scipy", "numpy", "uvicorn", "starlette", "onnxruntime")
 def imported_after(*argv: str) -> tuple[str, set[str]]:
     """Run the CLI in a fresh interpreter; its output and which heavy modules it imported."""
     script = ("import sys, json\nfrom router.cli import main\n"
-              f"code = main({list(argv)!r})\n"
+              f"try:\n    code = main({list(argv)!r})\n"
+              "except SystemExit as exit:\n    code = exit.code\n"
               f"print(json.dumps([code, [m for m in {HEAVY!r} if m in sys.modules]]))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120, check=False)
@@ -189,6 +239,21 @@ def test_a_config_error_is_reported_before_any_model_library_loads(
         outcome, heavy = imported_after(*argv)
         assert outcome.startswith("1:") and expected in outcome, outcome
         assert "Traceback" not in outcome and not heavy & {"sklearn", "scipy", "uvicorn"}
+
+
+def test_serve_on_a_port_in_use_is_one_line_before_any_model_loads(
+        tmp_path: Path, champion_dir: Path) -> None:
+    """Another process listens on the port: one line naming the address, exit 1, before
+    scikit-learn or uvicorn is imported (not uvicorn's startup log and exit 3)."""
+    path = write_config(tmp_path, champion=champion_dir, mode="single")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        outcome, heavy = imported_after("serve", "--config", str(path), "--port", str(port))
+    assert outcome == (f"1:router: error: cannot listen on 127.0.0.1:{port}: "
+                       "address already in use\n")
+    assert not heavy & {"sklearn", "scipy", "uvicorn"}, heavy
 
 
 def test_history_json_is_what_get_history_answers(

@@ -78,10 +78,10 @@ def test_json_is_the_python_functions_report(capsys: pytest.CaptureFixture[str],
 
 @pytest.mark.parametrize(("rows", "message"), [
     ([["request_id", *NAMES, "colour"], ["a", 1, 1, 1, 1, "red"]],
-     "offline has columns that are no feature of the model: colour"),
-    ([["request_id", *NAMES[:3]], ["a", 1, 1, 1]], "offline lacks feature columns: petal_width"),
+     "{path} has columns that are no feature of the model: colour"),
+    ([["request_id", *NAMES[:3]], ["a", 1, 1, 1]], "{path} lacks feature columns: petal_width"),
     ([["request_id", *NAMES], ["a", 1, 1, 1, 1], ["b:0", 1, "n/a", 1, 1]],
-     "offline row 2, column sepal_width: not a number: 'n/a'"),
+     "{path} row 2, column sepal_width: not a number: 'n/a'"),
     ([["request_id", *NAMES], ["x", 1, 1, 1, 1], ["y", 1, 1, 1, 1]],
      "none of the 2 request ids of {path} is in the log"),
     ([], "offline.csv is empty"),
@@ -90,7 +90,7 @@ def test_a_bad_file_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str], c
                                            tmp_path: Path, rows: list[list[object]],
                                            message: str) -> None:
     """Unknown or missing columns, a value that is no number, no id in the log, an empty file:
-    `router: error: …` on one line, exit 1."""
+    `router: error: …` on one line naming the file, exit 1."""
     path = offline_csv(tmp_path / "offline.csv", rows)
     code, out, err = run(capsys, "skew", "--config", str(config), "--features", str(path))
     assert code == 1 and out == ""

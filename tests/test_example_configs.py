@@ -11,10 +11,18 @@ from pathlib import Path
 import pytest
 
 from router.cli import main
-from router.demo.training import train_demo
+from router.demo.training import CONFIG_PATH, train_demo
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def examples(root: Path) -> list[Path]:
+    """The example configurations in ``root/configs``: not the demo's own config, which
+    `make demo` (train-demo) writes there as git-ignored build output."""
+    return sorted(p for p in (root / "configs").glob("*.yaml") if p != root / CONFIG_PATH)
+
+
+EXAMPLES = examples(ROOT)
 # Whole configurations shown to readers (not fragments of one): each must validate as shown.
 DOCUMENTED = (ROOT / "README.md", ROOT / "docs" / "configuration.md")
 
@@ -40,6 +48,12 @@ def validate(root: Path, name: str, text: str, monkeypatch: pytest.MonkeyPatch,
     code = main(["validate", f"configs/{name}"])
     captured = capsys.readouterr()
     return code, captured.out + captured.err
+
+
+def test_the_demo_config_is_no_example(demo_root: Path) -> None:
+    """The config `make demo` writes beside the examples is left out of them."""
+    assert (demo_root / CONFIG_PATH).is_file()
+    assert demo_root / CONFIG_PATH not in examples(demo_root)
 
 
 def test_the_four_documented_examples_are_there() -> None:
@@ -90,8 +104,14 @@ def test_the_yaml_shown_in_the_docs_validates(
     ("models/README.md", False),
     ("configs/router.yaml", True),
     ("configs/ab.yaml", False),
+    # Beside any YAML promote or rollback rewrites (its edit lock) or a rollout runs (its lease).
+    ("configs/.ab.yaml.lock", True),
+    ("configs/.router.yaml.lock", True),
+    ("configs/.rollout.yaml.rollout", True),
+    ("configs/.router.yaml.rollout", True),
 ])
 def test_trained_models_and_the_demo_config_stay_out_of_git(path: str, ignored: bool) -> None:
-    """models/ keeps only its README under version control, configs/ only the examples."""
+    """models/ keeps only its README under version control, configs/ only the examples: not
+    the demo's config, nor the lock and lease files the router keeps beside a YAML."""
     result = subprocess.run(["git", "check-ignore", "--no-index", "-q", path], cwd=ROOT)
     assert result.returncode == (0 if ignored else 1), f"{path}: ignored should be {ignored}"

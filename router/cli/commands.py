@@ -126,9 +126,9 @@ def cmd_history(args: argparse.Namespace) -> int:
     from router.outcomes import open_store
 
     if args.store:
-        store = open_store(args.store, Path.cwd())
+        store = open_store(args.store, Path.cwd(), create=False)
     else:
-        _, store = open_config_store(args.config)
+        _, store = open_config_store(args.config, create=False)
     try:
         entries = store.history(args.limit)
     finally:

@@ -52,12 +52,13 @@ def trust_arguments(p: argparse.ArgumentParser) -> None:
 
 
 
-def open_config_store(config_file: str) -> tuple[Path, OutcomeStore]:
+def open_config_store(config_file: str, *, create: bool = True) -> tuple[Path, OutcomeStore]:
+    """The config's path and its store; ``create=False`` for a command that only reads it."""
     from router.config import load_config
     from router.outcomes import open_store
 
     path = Path(config_file)
     config = load_config(path, base_dir=Path.cwd())
-    return path, open_store(config.store, Path.cwd())
+    return path, open_store(config.store, Path.cwd(), create=create)
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from router.cli.common import apply_trust
+from router.cli.common import CommandError, apply_trust
 from router.errors import ConfigError, ConfigProblem
 
 if TYPE_CHECKING:  # the CLI imports heavy modules only in the command that needs them
@@ -31,6 +31,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # A config fault is one line here, before a second goes to importing scikit-learn.
     config = load_config(config_path, base_dir=base_dir)
     check_model_directories(config)
+    check_can_listen(args.host, args.port)
 
     import uvicorn
 
@@ -90,6 +91,32 @@ def check_model_directories(config: RouterConfig) -> None:
                 for role, ref in config.model_refs().items() if not ref.path.is_dir()]
     if problems:
         raise ConfigError(config.source, problems)
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Bind each address the server will listen on, then let go, so that a port another
+    process holds is one line now rather than uvicorn's startup log and exit 3 once the models
+    have loaded. Should something take the port in between, uvicorn reports it as before."""
+    import socket
+
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        # The addresses asyncio's create_server binds, with the same options.
+        for family, kind, proto, _, address in socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
+            try:
+                probe = socket.socket(family, kind, proto)
+            except OSError:
+                continue  # a family this machine lacks, which the server skips too
+            with probe:
+                # Connections of an earlier server lingering in TIME_WAIT do not hold the port.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                probe.bind(address)
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise CommandError(f"cannot listen on {where}: {reason}") from None
 
 
 # -- validate ---------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ labels as feedback.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -222,5 +223,16 @@ def training_summary(result: dict[str, Any]) -> list[str]:
         lines.append(f"trained {model['name']} ({role}): held-out accuracy "
                      f"{model['metrics']['accuracy']:.3f} -> {model['path']}")
     lines.append(f"wrote {result['config']} (experiment {result['experiment']}); serve it with: "
-                 f"router serve --config {result['config']}")
+                 f"{serve_command(result['root'], result['config'])}")
     return lines
+
+
+def serve_command(root: Path, config: Path) -> str:
+    """``router serve`` for the demo's config, to paste anywhere: its model paths are relative
+    to the directory a config is served from (SPEC.md), so the command goes to ``root`` first
+    unless that is already the working directory."""
+    root = Path(root).resolve()
+    command = f"router serve --config {Path(config).resolve().relative_to(root).as_posix()}"
+    if root == Path.cwd().resolve():
+        return command
+    return f"cd {shlex.quote(str(root))} && {command}"

@@ -26,6 +26,7 @@ import math
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
+from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,29 +80,33 @@ class _Features:
 
 def _read_features(table: Any, what: str, features: Sequence[str] | None) -> _Features:
     """``table`` (CSV path, DataFrame, mapping) checked: request ids present and unique, the
-    columns exactly ``features`` (any order; all but the id when None), values numbers."""
+    columns exactly ``features`` (any order; all but the id when None), values numbers.
+
+    Messages name a CSV file by its path, which the person who made it knows; another table
+    by ``what``, the argument it was passed as (which also names the fault's field)."""
     columns = read_table(table, what)
+    table_name = str(table) if isinstance(table, str | PathLike) else what
     if ID_COLUMN not in columns:
-        raise table_error(f"{what} has no {ID_COLUMN!r} column (columns: "
+        raise table_error(f"{table_name} has no {ID_COLUMN!r} column (columns: "
                           f"{', '.join(columns) or 'none'})", ID_COLUMN)
     given = [name for name in columns if name != ID_COLUMN]
     names = list(features) if features is not None else given
     unknown = [name for name in given if name not in names]
     if unknown:
-        raise table_error(f"{what} has columns that are no feature of the model: "
+        raise table_error(f"{table_name} has columns that are no feature of the model: "
                           f"{', '.join(unknown)} (features: {', '.join(names)})", unknown[0])
     missing = [name for name in names if name not in columns]
     if missing or not names:
-        raise table_error(f"{what} lacks feature columns: {', '.join(missing) or 'all'} "
+        raise table_error(f"{table_name} lacks feature columns: {', '.join(missing) or 'all'} "
                           f"(features: {', '.join(names) or 'none'})", (missing or [what])[0])
     ids: list[str] = []
     first_row: dict[str, int] = {}
     for i, value in enumerate(columns[ID_COLUMN]):
         if value is None:
-            raise table_error(f"{what} row {i + 1}: {ID_COLUMN} is empty", ID_COLUMN)
+            raise table_error(f"{table_name} row {i + 1}: {ID_COLUMN} is empty", ID_COLUMN)
         request_id = str(value)
         if request_id in first_row:
-            raise table_error(f"{what} row {i + 1}: {ID_COLUMN} {request_id!r} repeats row "
+            raise table_error(f"{table_name} row {i + 1}: {ID_COLUMN} {request_id!r} repeats row "
                               f"{first_row[request_id] + 1}", ID_COLUMN)
         first_row[request_id] = i
         ids.append(request_id)
@@ -113,7 +118,7 @@ def _read_features(table: Any, what: str, features: Sequence[str] | None) -> _Fe
             try:
                 values[i, j] = float(value)
             except (TypeError, ValueError):
-                raise table_error(f"{what} row {i + 1}, column {name}: not a number: "
+                raise table_error(f"{table_name} row {i + 1}, column {name}: not a number: "
                                   f"{value!r}", name) from None
     return _Features(ids, names, values)
 
@@ -221,7 +226,7 @@ def config_skew(config_file: str | Path, offline: Any, *, store_url: str | None 
     metadata, _ = read_metadata(config.champion.path, config.model_roots)
     names = [feature["name"] for feature in metadata["features"]]
     rule = rule or SkewRule()
-    store = open_store(store_url or config.store, base)
+    store = open_store(store_url or config.store, base, create=False)
     try:
         return store_skew(store, offline, names, rtol=rule.rtol, atol=rule.atol,
                           max_mismatch_share=rule.max_mismatch_share, alpha=rule.alpha)

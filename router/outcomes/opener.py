@@ -14,13 +14,17 @@ __all__ = ["open_store"]
 _SQLITE_PREFIX = "sqlite:///"
 
 
-def open_store(url: str, base_dir: Path) -> OutcomeStore:
+def open_store(url: str, base_dir: Path, *, create: bool = True) -> OutcomeStore:
     """Open the store named by ``url``; relative SQLite paths resolve against ``base_dir``.
 
     ``sqlite:///relative.db``, ``sqlite:////absolute.db`` (SQLAlchemy's forms),
     ``postgresql://user@host/db`` (the ``postgres`` extra) and ``memory://``. Parent
     directories of a SQLite file are created. An unknown scheme, a
     malformed URL or a file that cannot be opened raises ``StoreError`` naming the URL.
+
+    ``create=False`` is for readers: a missing SQLite file raises ``StoreError`` naming its
+    path instead, since an empty database made at a mistyped path reads as an experiment
+    with no traffic.
     """
     if url == "memory://":
         return MemoryStore()
@@ -41,6 +45,8 @@ def open_store(url: str, base_dir: Path) -> OutcomeStore:
         path = Path(raw)  # "/abs.db" from the four-slash form is already absolute
         if not path.is_absolute():
             path = Path(base_dir) / path
+        if not create and not path.is_file():
+            raise StoreError(f"store {url!r}: no such file: {path}")
         return SQLiteStore(path, url=url)
     scheme = url.split(":", 1)[0] if ":" in url else url
     raise StoreError(

@@ -69,9 +69,10 @@ def offline_report(config_file: str, store_url: str | None, *, alpha: float | No
 
     base = Path.cwd()
     config = load_config(config_file, base_dir=base)
-    models = load_models(config, ModelRegistry())
-    store = open_store(store_url or config.store, base)
+    # Opened first: a mistyped store path fails before the models take seconds to load.
+    store = open_store(store_url or config.store, base, create=False)
     try:
+        models = load_models(config, ModelRegistry())
         return compute_report(store, config, models, alpha=alpha, metric=metric)
     finally:
         store.close()

@@ -158,26 +158,26 @@ LOGGED = {"request_id": ["a", "b"], "x": [1.0, 2.0], "y": [3.0, 4.0]}
 
 
 @pytest.mark.parametrize(("rows", "message"), [
-    ([["id", "x", "y"], ["a", "1", "3"]], "offline has no 'request_id' column (columns: id, x, y)"),
+    ([["id", "x", "y"], ["a", "1", "3"]], "{path} has no 'request_id' column (columns: id, x, y)"),
     ([["request_id", "x", "y", "z"], ["a", "1", "3", "0"]],
-     "offline has columns that are no feature of the model: z (features: x, y)"),
-    ([["request_id", "x"], ["a", "1"]], "offline lacks feature columns: y (features: x, y)"),
+     "{path} has columns that are no feature of the model: z (features: x, y)"),
+    ([["request_id", "x"], ["a", "1"]], "{path} lacks feature columns: y (features: x, y)"),
     ([["request_id", "x", "y"], ["a", "1", "3"], ["a", "2", "4"]],
-     "offline row 2: request_id 'a' repeats row 1"),
-    ([["request_id", "x", "y"], ["", "1", "3"]], "offline row 1: request_id is empty"),
+     "{path} row 2: request_id 'a' repeats row 1"),
+    ([["request_id", "x", "y"], ["", "1", "3"]], "{path} row 1: request_id is empty"),
     ([["request_id", "x", "y"], ["a", "1", "3"], ["b", "2", "four"]],
-     "offline row 2, column y: not a number: 'four'"),
+     "{path} row 2, column y: not a number: 'four'"),
     ([["request_id", "x", "y"], ["a", "1", "3"], ["b", "2"]],
      "row 2 (line 3) has 2 fields, the header 3"),
     ([["request_id", "x", "x"], ["a", "1", "3"]], "names a column twice: x"),
 ])
 def test_a_bad_offline_file_is_named_on_one_line(tmp_path: Path, rows: list[list[str]],
                                                  message: str) -> None:
-    """Each fault of the offline file raises one line naming the row or the column."""
+    """Each fault of the offline file raises one line naming the file and the row or column."""
     path = write_csv(tmp_path / "offline.csv", rows)
     with pytest.raises(InputValidationError) as info:
         compare_skew(LOGGED, path)
-    assert message in info.value.message and "\n" not in info.value.message
+    assert message.format(path=path) in info.value.message and "\n" not in info.value.message
 
 
 def test_an_empty_or_binary_file_is_no_csv(tmp_path: Path) -> None:
