@@ -12,6 +12,12 @@ never finish their headers are never counted out. :class:`LimitedHttpToolsProtoc
   connection is closed, with a 408 answer when a request had begun;
 * a cap of ``limits.max_connections`` open connections per worker process: the next one gets
   a 503 answer and is closed at once;
+* a cap of :data:`MAX_HEADER_BYTES` on a request's line and headers: the HTTP parser keeps a
+  header it has not seen the end of, so one that never ends would take memory without bound;
+  past the cap the request gets a 431 answer and the connection is closed;
+* a request the HTTP parser refuses (a control character in a header, a malformed chunk) is
+  answered with the JSON error every other refusal gets, naming the parser's reason, where
+  uvicorn answers plain text;
 * at shutdown, a connection whose request body is still arriving is closed (uvicorn would
   wait up to its graceful timeout for it): the request was never answered, so nothing it
   carried is lost, and the client may retry on another replica;
@@ -30,6 +36,7 @@ import asyncio
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -52,6 +59,9 @@ LIMITS_ENV = "ROUTER_CONNECTION_LIMITS"
 # ends within shadow.drain_s + 15 s and a little: 25 s with the defaults, under Kubernetes'
 # grace period (deploy/kubernetes sets 45 s).
 SHUTDOWN_GRACE_S = 5
+# A request's line and headers, at most: four times nginx's default header buffers (4 x 8 KiB),
+# so that a thousand connections (limits.max_connections) hold at most 64 MiB of them.
+MAX_HEADER_BYTES = 65_536
 log = logging.getLogger("router.gateway.connections")
 
 
@@ -97,6 +107,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._held: RequestResponseCycle | None = None  # a /predict, until its body is in
         self._idle_since: float | None = None  # when the last answer went, while no request
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._in_body = False  # between a request's headers and its end
+        self._header_bytes = 0  # received since the current request's headers began
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -121,6 +133,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if not self._in_body:
+            # Counted before the parser buffers it. Bytes of a body and of the next request's
+            # headers in one read are counted for neither: at most one read's worth.
+            self._header_bytes += len(data)
+            if self._header_bytes > MAX_HEADER_BYTES:
+                self._refuse_headers()
+                return
         self._receiving = True
         try:
             super().data_received(data)
@@ -158,6 +177,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_body(body)
 
     def on_message_complete(self) -> None:
+        self._in_body = False
         cycle = self.cycle
         if cycle is not None and cycle is self._held:
             cycle.more_body = False
@@ -173,6 +193,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._header_timer is not None:
             self._disarm_header_timer()
         self._request_begun = False
+        self._in_body = True
+        self._header_bytes = 0
         before = self.cycle
         super().on_headers_complete()
         cycle = self.cycle
@@ -266,6 +288,22 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         super().shutdown()
+
+    def _refuse_headers(self) -> None:
+        self._disarm_header_timer()
+        self.transport.write(_answer(
+            b"431 Request Header Fields Too Large", "headers_too_large",
+            f"the request line and headers are over {MAX_HEADER_BYTES} bytes (64 KiB)"))
+        self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes its HTTP parser refuses, as JSON; called while the
+        parser's error is being handled, which says what it refused."""
+        refused = sys.exc_info()[1]
+        reason = str(refused).strip() if refused is not None and str(refused).strip() else msg
+        self.transport.write(_answer(b"400 Bad Request", "bad_request",
+                                     f"not valid HTTP/1.1: {reason}"))
+        self.transport.close()
 
     def _arm_header_timer(self) -> None:
         self._header_timer = self.loop.call_later(self._limits.header_timeout_s,

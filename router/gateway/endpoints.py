@@ -134,7 +134,14 @@ def request_id_of(request: Request) -> str:
     if not given:
         request_id = new_request_id()
     else:
-        request_id = given.decode("latin-1")
+        try:
+            # UTF-8, as the JSON that names it in feedback is: an id decoded otherwise would
+            # be logged as other text, and its feedback would join nothing.
+            request_id = given.decode()
+        except UnicodeDecodeError as exc:
+            problem = f"is not UTF-8: byte 0x{given[exc.start]:02X} at position {exc.start}"
+            raise InvalidHeaderError(f"X-Request-Id {problem}",
+                                     [{"header": "x-request-id", "message": problem}]) from None
         problem = text_problem(request_id, max_length=MAX_ID_LENGTH)
         if problem is not None:
             raise InvalidHeaderError(f"X-Request-Id {problem}",
@@ -167,12 +174,15 @@ async def predict_logged(request: Request, snapshot: Snapshot, rows: np.ndarray,
 
 
 def answer_headers(answer: Answer) -> dict[str, str]:
-    return {"X-Request-Id": answer.request_id, "X-Variant": answer.variant}
+    """For Starlette, which writes a header's text as latin-1: the id's UTF-8 bytes so written
+    are the bytes the client sent (or a body's id in UTF-8)."""
+    return {"X-Request-Id": answer.request_id.encode().decode("latin-1"),
+            "X-Variant": answer.variant.encode().decode("latin-1")}
 
 
 def raw_answer_headers(answer: Answer) -> list[tuple[bytes, bytes]]:
-    return [(b"x-request-id", answer.request_id.encode("latin-1")),
-            (b"x-variant", answer.variant.encode("latin-1"))]
+    return [(b"x-request-id", answer.request_id.encode()),
+            (b"x-variant", answer.variant.encode())]
 
 
 def render_answer(answer: Answer, batch: bool) -> dict[str, Any]:

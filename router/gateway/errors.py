@@ -71,9 +71,17 @@ def status_of(exc: BaseException) -> int:
     return 500
 
 
+MAX_DETAIL = 100  # faults an error lists
+
+
 def error_response(status: int, code: str, message: str, detail: list[Any] | None = None,
                    headers: dict[str, str] | None = None) -> Response:
     """The JSON error; it cannot fail itself, whatever text the message and detail carry."""
+    if detail and len(detail) > MAX_DETAIL:
+        # A few kilobytes of bad rows (a thousand empty ones) would otherwise be answered
+        # with megabytes of detail.
+        message = f"{message} (detail lists the first {MAX_DETAIL} of {len(detail)} faults)"
+        detail = detail[:MAX_DETAIL]
     payload = {"error": code, "message": message, "detail": detail or []}
     try:
         body = orjson.dumps(payload)

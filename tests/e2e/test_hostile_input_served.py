@@ -6,9 +6,11 @@ connection it came on serves the next request.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -307,3 +309,94 @@ def test_a_value_a_served_model_cannot_take_is_a_422_not_a_challenger_error(
         stats = httpx.get(f"{running.url}/stats", timeout=30).json()
         assert stats["variants"]["challenger"]["errors"] == 0, stats["variants"]
         connection.close()
+
+
+def _raw_exchange(server: Server, request: bytes) -> bytes:
+    """``request`` written on a fresh socket (as many bytes as the server reads), then what
+    the server answers before it closes."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        with contextlib.suppress(ConnectionError):  # closed by the server midway: its answer
+            sock.sendall(request)
+        received = b""
+        with contextlib.suppress(ConnectionError):
+            while chunk := sock.recv(65536):
+                received += chunk
+        return received
+
+
+def _json_answer(raw: bytes) -> tuple[int, dict[str, Any]]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower(), raw[:300]
+    return int(head.split(b" ", 2)[1]), json.loads(body)
+
+
+def test_headers_past_the_limit_get_a_431_and_are_not_buffered(server: Server) -> None:
+    """A header that never ends would otherwise be held in memory whole: past 64 KiB of
+    request line and headers the gateway answers 431 and closes. A request just under it is
+    served."""
+    endless = (b"GET /health HTTP/1.1\r\nhost: gateway\r\nx-big: " + b"a" * 4_000_000)
+    status, body = _json_answer(_raw_exchange(server, endless))
+    assert status == 431 and body["error"] == "headers_too_large"
+    assert "65536" in body["message"] or "64 KiB" in body["message"]
+    fits = (b"GET /health HTTP/1.1\r\nhost: gateway\r\nconnection: close\r\nx-big: "
+            + b"a" * 60_000 + b"\r\n\r\n")
+    assert _raw_exchange(server, fits).startswith(b"HTTP/1.1 200 ")
+
+
+@pytest.mark.parametrize("header", [b"x-request-id: r\x00x", b"x-user-id: u\x1bx",
+                                    b"x-request-id: r\x7fx"])
+def test_a_request_the_http_parser_refuses_is_answered_in_json(server: Server,
+                                                               header: bytes) -> None:
+    """Control characters in a header are refused by the HTTP parser itself, before any route:
+    the answer is still the JSON error every other refusal is, naming what was wrong."""
+    raw = (b"POST /predict HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\n"
+           + header + b"\r\ncontent-length: 2\r\n\r\n{}")
+    status, body = _json_answer(_raw_exchange(server, raw))
+    assert status == 400 and body["error"] == "bad_request"
+    assert "not valid HTTP/1.1" in body["message"] and "header" in body["message"].lower()
+
+
+def test_a_utf8_request_id_is_kept_as_sent_and_joins_its_feedback(server: Server,
+                                                                  connection: Connection
+                                                                  ) -> None:
+    """A request id in UTF-8 comes back byte for byte, is logged as the text it is, and the
+    feedback naming it in JSON finds its prediction. One that is not UTF-8 is a 400."""
+    sent = "naïve-日本-" + str(time.time_ns())
+    raw_id = sent.encode()
+    request = (b"POST /predict HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\n"
+               b"connection: close\r\nx-request-id: " + raw_id + b"\r\ncontent-length: "
+               + str(len(json.dumps({"features": ROW}))).encode() + b"\r\n\r\n"
+               + json.dumps({"features": ROW}).encode())
+    answer = _raw_exchange(server, request)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), answer[:300]
+    assert b"\r\nx-request-id: " + raw_id + b"\r\n" in head
+    assert json.loads(body)["request_id"] == sent
+    status, _, _ = connection.send("POST", "/feedback", json.dumps(
+        {"request_id": sent, "label": "setosa"}).encode())
+    assert status == 202
+
+    def joined() -> bool:
+        # The gateway's store, named by its log's path: the prediction and its feedback by
+        # the same text.
+        with sqlite3.connect(server.log.parent / "outcomes.db") as db:
+            (count,) = db.execute(
+                "SELECT count(*) FROM predictions p JOIN feedback f "
+                "ON f.request_id = p.request_id WHERE p.request_id = ?", (sent,)).fetchone()
+        return bool(count == 1)
+    eventually(joined, what="the feedback joined to its prediction")
+    not_utf8 = request.replace(raw_id, b"caf\xe9-" + raw_id)
+    status, body_json = _json_answer(_raw_exchange(server, not_utf8))
+    assert status == 400 and body_json["error"] == "invalid_header"
+    assert "UTF-8" in body_json["message"]
+
+
+def test_an_error_lists_at_most_a_hundred_faults(connection: Connection) -> None:
+    """A few kilobytes of bad rows must not make a megabyte of answer: the detail lists the
+    first hundred faults and the message says how many there were."""
+    status, _, body = connection.send("POST", "/predict",
+                                      json.dumps({"instances": [{}] * 1000}).encode())
+    assert status == 422
+    assert len(body["detail"]) == 100
+    assert "the first 100 of 4000" in body["message"]
