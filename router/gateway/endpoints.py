@@ -139,10 +139,11 @@ def request_id_of(request: Request) -> str:
             # be logged as other text, and its feedback would join nothing.
             request_id = given.decode()
         except UnicodeDecodeError as exc:
-            problem = f"is not UTF-8: byte 0x{given[exc.start]:02X} at position {exc.start}"
-            raise InvalidHeaderError(f"X-Request-Id {problem}",
-                                     [{"header": "x-request-id", "message": problem}]) from None
-        problem = text_problem(request_id, max_length=MAX_ID_LENGTH)
+            request_id = ""
+            problem: str | None = \
+                f"is not UTF-8: byte 0x{given[exc.start]:02X} at position {exc.start}"
+        else:
+            problem = text_problem(request_id, max_length=MAX_ID_LENGTH)
         if problem is not None:
             raise InvalidHeaderError(f"X-Request-Id {problem}",
                                      [{"header": "x-request-id", "message": problem}])
