@@ -169,7 +169,11 @@ def create_app(config_path: str | Path, *, base_dir: str | Path | None = None,
         *v2_routes(),
         Route("/openapi.json", openapi.openapi_json, methods=["GET"]),
     ]
-    return Gateway(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    app = Gateway(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    # Starlette would answer /stats/ with a redirect to an absolute URL built from the Host
+    # header, which a client chooses: a 404 names the route instead.
+    app.router.redirect_slashes = False
+    return app
 
 
 def v2_routes() -> list[Route]:

@@ -123,7 +123,9 @@ async def router_error(request: Request, exc: Exception) -> Response:
         headers = {"Connection": "close"}
     request_id = request.scope.get("router.request_id")
     if request_id:
-        headers = {**(headers or {}), "X-Request-Id": request_id}
+        # As the answer's own header carries it: its UTF-8 bytes, which Starlette writes as
+        # latin-1 text.
+        headers = {**(headers or {}), "X-Request-Id": request_id.encode().decode("latin-1")}
     return error_response(status, exc.code, exc.message, exc.detail, headers)
 
 

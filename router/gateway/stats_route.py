@@ -9,6 +9,7 @@ flush. ``?alpha=`` and ``?metric=`` replay the verdict under other settings, lik
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -25,10 +26,17 @@ HISTORY_LIMIT = 100  # switches answered by default: the latest ones
 MAX_HISTORY_LIMIT = 10_000
 
 
+# A decimal number in ASCII: float() would also take other scripts' digits, underscores and
+# surrounding spaces, which ?limit= refuses.
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
+
+
 def _alpha(raw: str | None) -> float | None:
     if raw is None or raw == "":
         return None
     try:
+        if not _DECIMAL.fullmatch(raw):
+            raise ValueError(raw)
         return float(raw)
     except ValueError:
         raise InputValidationError(f"alpha must be a number, got {raw!r}",

@@ -46,6 +46,11 @@ def decode_json(raw: bytes) -> Any:
     except orjson.JSONDecodeError as exc:
         strict_error = exc
     try:
+        raw.decode()
+    except UnicodeDecodeError as exc:  # which orjson reports as "surrogates not allowed"
+        raise BadJSONError(f"body is not UTF-8: byte 0x{raw[exc.start]:02X} at position "
+                           f"{exc.start}") from None
+    try:
         # Integers past what a float holds become infinity, which validation names as not
         # finite; the standard library would build a 400-digit int that fails later instead.
         value = json.loads(raw, parse_int=_parse_int)

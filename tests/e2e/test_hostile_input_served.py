@@ -364,10 +364,12 @@ def test_a_utf8_request_id_is_kept_as_sent_and_joins_its_feedback(server: Server
     feedback naming it in JSON finds its prediction. One that is not UTF-8 is a 400."""
     sent = "naïve-日本-" + str(time.time_ns())
     raw_id = sent.encode()
-    request = (b"POST /predict HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\n"
-               b"connection: close\r\nx-request-id: " + raw_id + b"\r\ncontent-length: "
-               + str(len(json.dumps({"features": ROW}))).encode() + b"\r\n\r\n"
-               + json.dumps({"features": ROW}).encode())
+
+    def predict(request_id: bytes, body: bytes) -> bytes:
+        return (b"POST /predict HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\n"
+                b"connection: close\r\nx-request-id: " + request_id + b"\r\ncontent-length: "
+                + str(len(body)).encode() + b"\r\n\r\n" + body)
+    request = predict(raw_id, json.dumps({"features": ROW}).encode())
     answer = _raw_exchange(server, request)
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 "), answer[:300]
@@ -386,7 +388,11 @@ def test_a_utf8_request_id_is_kept_as_sent_and_joins_its_feedback(server: Server
                 "ON f.request_id = p.request_id WHERE p.request_id = ?", (sent,)).fetchone()
         return bool(count == 1)
     eventually(joined, what="the feedback joined to its prediction")
-    not_utf8 = request.replace(raw_id, b"caf\xe9-" + raw_id)
+    refused = predict(raw_id + b"-bad", b'{"features": [1, 2, 3, "x"]}')
+    head, _, _ = _raw_exchange(server, refused).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 422 ")  # an error echoes the id's bytes too
+    assert b"\r\nx-request-id: " + raw_id + b"-bad\r\n" in head
+    not_utf8 = predict(b"caf\xe9-" + raw_id, json.dumps({"features": ROW}).encode())
     status, body_json = _json_answer(_raw_exchange(server, not_utf8))
     assert status == 400 and body_json["error"] == "invalid_header"
     assert "UTF-8" in body_json["message"]
@@ -400,3 +406,12 @@ def test_an_error_lists_at_most_a_hundred_faults(connection: Connection) -> None
     assert status == 422
     assert len(body["detail"]) == 100
     assert "the first 100 of 4000" in body["message"]
+
+
+def test_a_trailing_slash_is_not_redirected_to_the_host_the_client_named(
+        connection: Connection) -> None:
+    """A redirect to ``http://<Host>/stats`` would send a client wherever its Host header
+    says; the route is named in a 404 instead."""
+    status, headers, body = connection.send("GET", "/stats/", headers={"Host": "evil.example"})
+    assert status == 404 and "location" not in {k.lower() for k in headers}
+    assert body["error"] == "not_found" and "/stats/" in body["message"]

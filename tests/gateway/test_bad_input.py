@@ -27,6 +27,13 @@ def test_decoder_refuses_what_it_cannot_give_back_safely(raw: bytes) -> None:
         decode_json(raw)
 
 
+def test_a_body_that_is_not_utf8_is_named_so() -> None:
+    """orjson calls invalid UTF-8 "surrogates not allowed"; the answer says what it is."""
+    with pytest.raises(BadJSONError) as raised:
+        decode_json(b'{"features": "caf\xe9"}')
+    assert str(raised.value) == "body is not UTF-8: byte 0xE9 at position 17"
+
+
 def test_decoder_keeps_nan_for_validation_and_turns_huge_integers_to_infinity() -> None:
     """NaN still reaches validation (which names the field); a 400-digit integer is infinite."""
     decoded = decode_json(b'{"a": NaN, "b": ' + b"9" * 400 + b', "c": 12}')

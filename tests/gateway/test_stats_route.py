@@ -62,7 +62,10 @@ def test_query_overrides_and_refusals(make_client: Any, champion_dir: Path,
     send(client, 20)
     body = client.get("/stats?metric=log_loss&alpha=0.2").json()
     assert body["comparison"]["metric"] == "log_loss" and body["comparison"]["alpha"] == 0.2
-    for query in ("metric=mae", "metric=auc", "alpha=2", "alpha=abc"):
+    # float() would also read other scripts' digits (Arabic-Indic, below) and underscores, which
+    # ?limit= (ASCII digits only) refuses: a query number is written the one way.
+    for query in ("metric=mae", "metric=auc", "alpha=2", "alpha=abc", "alpha=%D9%A0.%D9%A0%D9%A5",
+                  "alpha=0.0_5", "alpha=%200.05"):
         response = client.get(f"/stats?{query}")
         assert response.status_code == 422, query
         assert response.json()["error"] == "invalid_input"
