@@ -99,6 +99,28 @@ def test_promote_and_rollback_name_a_challenger(capsys: pytest.CaptureFixture[st
     assert code == 0 and out.startswith("promoted: gb now serves (was champ)")
 
 
+def test_history_is_the_configs_experiments_own(capsys: pytest.CaptureFixture[str],
+                                                tmp_path: Path, champion_dir: Path,
+                                                challenger_dir: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two experiments logging to one store: each switch names its experiment, `--config`
+    reads that experiment's switches alone, `--store` every one of them."""
+    monkeypatch.chdir(tmp_path)
+    store = f"sqlite:///{tmp_path / 'shared.db'}"
+    one = write_config(tmp_path, champion=champion_dir, challenger=challenger_dir,
+                       experiment="one", store=store, name="one.yaml")
+    two = write_config(tmp_path, champion=champion_dir, challenger=challenger_dir,
+                       experiment="two", store=store, name="two.yaml")
+    assert run(capsys, "promote", "--config", str(one), "--reason", "one's")[0] == 0
+    assert run(capsys, "rollback", "--config", str(two), "--reason", "two's")[0] == 0
+    for config, expected in ((one, [("one", "promote")]), (two, [("two", "rollback")])):
+        code, out, _ = run(capsys, "history", "--config", str(config), "--json")
+        assert code == 0
+        assert [(e["experiment"], e["action"]) for e in json.loads(out)["history"]] == expected
+    code, out, _ = run(capsys, "history", "--store", store, "--json")
+    assert [e["experiment"] for e in json.loads(out)["history"]] == ["one", "two"]
+
+
 def test_missing_config_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """A missing file for a command that needs it: `router: error: …`, exit 1."""
     code, _, err = run(capsys, "promote", "--config", str(tmp_path / "none.yaml"))

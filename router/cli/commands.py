@@ -125,12 +125,17 @@ def cmd_history(args: argparse.Namespace) -> int:
     from router.live.switch import history_document
     from router.outcomes import open_store
 
+    experiment = None  # a store alone: every experiment's switches
     if args.store:
         store = open_store(args.store, Path.cwd(), create=False)
     else:
-        _, store = open_config_store(args.config, create=False)
+        from router.config import load_config
+
+        config = load_config(Path(args.config), base_dir=Path.cwd())
+        experiment = config.experiment
+        store = open_store(config.store, Path.cwd(), create=False)
     try:
-        entries = store.history(args.limit)
+        entries = store.history(args.limit, experiment)
     finally:
         store.close()
     if args.json:
@@ -141,7 +146,9 @@ def cmd_history(args: argparse.Namespace) -> int:
         return 0
     for e in entries:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.ts))
-        print(f"{when}  {e.action:<8}  {e.from_model} -> {e.to_model}  ({e.actor})")
+        # A whole store's switches (--store) may be several experiments': each says whose.
+        whose = f"  [{e.experiment}]" if experiment is None and e.experiment else ""
+        print(f"{when}  {e.action:<8}  {e.from_model} -> {e.to_model}  ({e.actor}){whose}")
         print(f"    {e.reason}")
         figures = ", ".join(f"{k}={v}" for k, v in e.details.items()
                             if isinstance(v, int | float | str))

@@ -201,8 +201,11 @@ SCHEMAS: dict[str, Schema] = {
             "timelines": {"type": "object", "description": "per challenger (challengers:)"}},
         "additionalProperties": False},
     "History": closed(["history"], {"history": {"type": "array", "items": closed(
-        ["ts", "action", "from", "to", "reason", "actor", "details"], {
+        ["ts", "action", "from", "to", "reason", "actor", "details", "experiment"], {
             "ts": {"type": "number", "description": "unix seconds"},
+            "experiment": {"type": "string",
+                           "description": "whose switch; empty if recorded before switches "
+                                          "named it"},
             "action": {"type": "string"}, "from": nullable({"type": "string"}),
             "to": nullable({"type": "string"}), "reason": {"type": "string"},
             "actor": {"type": "string"}, "details": {"type": "object"}})}}),

@@ -87,6 +87,8 @@ def _limit(raw: str | None) -> int:
 
 async def history(request: Request) -> Response:
     """The latest switches (promote, rollback, rollout steps), oldest first."""
-    store = state_of(request).store
-    entries = await asyncio.to_thread(store.history, _limit(request.query_params.get("limit")))
+    state = state_of(request)
+    entries = await asyncio.to_thread(state.store.history,
+                                      _limit(request.query_params.get("limit")),
+                                      state.snapshots.current.config.experiment)
     return json_response(history_document(entries))

@@ -11,6 +11,7 @@ ConfigMap) is left as it is: the published state alone carries the switch.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import functools
 import logging
@@ -74,7 +75,7 @@ def apply_edit(edit: Callable[[SwitchKeys], T], config_path: Path, base_dir: Pat
             check(new_config)
         written = new_text != old_text and _write_unless_read_only(config_path, new_text)
         try:
-            entry = entry_for(result)
+            entry = dataclasses.replace(entry_for(result), experiment=new_config.experiment)
             store.append_history(entry)
             store.publish_switch_state(new_config.experiment, switchable(new_config),
                                        time.time())
@@ -103,7 +104,7 @@ def history_json(entry: HistoryEntry) -> dict[str, Any]:
     """One switch as JSON."""
     return {"ts": entry.ts, "action": entry.action, "from": entry.from_model,
             "to": entry.to_model, "reason": entry.reason, "actor": entry.actor,
-            "details": entry.details}
+            "details": entry.details, "experiment": entry.experiment}
 
 
 def history_document(entries: list[HistoryEntry]) -> dict[str, Any]:

@@ -92,14 +92,18 @@ class MemoryStore:
             self._check_open()
             self._history.append(stored)
 
-    def history(self, limit: int | None = None) -> list[HistoryEntry]:
-        """The switches oldest first; with ``limit``, only the latest ``limit`` of them."""
+    def history(self, limit: int | None = None, experiment: str | None = None
+                ) -> list[HistoryEntry]:
+        """The switches oldest first (``experiment``'s, and those that name none); with
+        ``limit``, only the latest ``limit`` of them."""
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
         with self._lock:
             self._check_open()
             # sorted() is stable, so entries with the same ts keep their insertion order.
-            entries = sorted(self._history, key=lambda e: e.ts)
+            entries = sorted((e for e in self._history
+                              if experiment is None or e.experiment in (experiment, "")),
+                             key=lambda e: e.ts)
         if limit is None:
             return entries
         return entries[len(entries) - limit :] if limit else []

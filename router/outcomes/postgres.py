@@ -113,6 +113,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ("ALTER TABLE predictions ADD COLUMN forced SMALLINT NOT NULL DEFAULT 0",),
     # Each request's segment values (analysis.segments), a JSON object.
     ("ALTER TABLE predictions ADD COLUMN segments TEXT",),
+    # Whose switch ('': recorded before switches named their experiment).
+    ("ALTER TABLE history ADD COLUMN experiment TEXT NOT NULL DEFAULT ''",),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -215,25 +217,31 @@ class PostgresStore:
     def append_history(self, entry: HistoryEntry) -> None:
         with self._connection() as conn:
             conn.execute(
-                "INSERT INTO history (ts, action, from_model, to_model, reason, actor, details) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                "INSERT INTO history (ts, action, from_model, to_model, reason, actor, details, "
+                "experiment) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                 (float(entry.ts), entry.action, entry.from_model, entry.to_model, entry.reason,
-                 entry.actor, to_json(entry.details)))
+                 entry.actor, to_json(entry.details), entry.experiment))
 
-    def history(self, limit: int | None = None) -> list[HistoryEntry]:
+    def history(self, limit: int | None = None, experiment: str | None = None
+                ) -> list[HistoryEntry]:
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
-        sql = "SELECT ts, action, from_model, to_model, reason, actor, details FROM history"
+        sql = ("SELECT ts, action, from_model, to_model, reason, actor, details, experiment "
+               "FROM history")
+        where: tuple[Any, ...] = ()
+        if experiment is not None:
+            sql += " WHERE experiment IN (%s, '')"
+            where = (experiment,)
         with self._connection() as conn:
             if limit is None:
-                rows = conn.execute(f"{sql} ORDER BY ts, id").fetchall()
+                rows = conn.execute(f"{sql} ORDER BY ts, id", where).fetchall()
             else:
                 rows = conn.execute(f"{sql} ORDER BY ts DESC, id DESC LIMIT %s",
-                                    (limit,)).fetchall()
+                                    (*where, limit)).fetchall()
                 rows.reverse()
         return [HistoryEntry(ts=ts, action=action, from_model=f, to_model=t, reason=reason,
-                             actor=actor, details=orjson.loads(details))
-                for ts, action, f, t, reason, actor, details in rows]
+                             actor=actor, details=orjson.loads(details), experiment=name)
+                for ts, action, f, t, reason, actor, details, name in rows]
 
     def logged_request_ids(self, request_ids: Sequence[str]) -> set[str]:
         """Which of ``request_ids`` some logged prediction carries (the request id index)."""

@@ -69,6 +69,9 @@ class HistoryEntry:
     reason: str
     actor: str
     details: dict[str, Any] = field(default_factory=dict)
+    # Whose switch: a store may hold several experiments' logs. "" for a switch recorded
+    # before history named its experiment, which every experiment's history then shows.
+    experiment: str = ""
 
 
 @dataclass(frozen=True, slots=True)

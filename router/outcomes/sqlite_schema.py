@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __all__ = ["MIGRATIONS", "SCHEMA", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Typed columns rather than one JSON blob, so that statistics can aggregate in SQL over a
 # million rows. JSON text only where the shape varies (features, probabilities, details) or
@@ -58,7 +58,8 @@ SCHEMA: tuple[str, ...] = (
         to_model   TEXT NOT NULL,
         reason     TEXT NOT NULL,
         actor      TEXT NOT NULL,
-        details    TEXT NOT NULL            -- JSON object
+        details    TEXT NOT NULL,           -- JSON object
+        experiment TEXT NOT NULL DEFAULT ''  -- '': recorded before switches named it
     )""",
     """CREATE TABLE IF NOT EXISTS revisions (
         experiment TEXT    NOT NULL,
@@ -80,4 +81,5 @@ SCHEMA: tuple[str, ...] = (
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: ("ALTER TABLE predictions ADD COLUMN forced INTEGER NOT NULL DEFAULT 0",),
     2: ("ALTER TABLE predictions ADD COLUMN segments TEXT",),
+    3: ("ALTER TABLE history ADD COLUMN experiment TEXT NOT NULL DEFAULT ''",),
 }

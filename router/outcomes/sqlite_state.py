@@ -41,23 +41,31 @@ class SQLiteExperimentState:
             entry.reason,
             entry.actor,
             to_json(entry.details),
+            entry.experiment,
         )
         with self._errors(write=True), self._transaction() as conn:
             conn.execute(
-                "INSERT INTO history (ts, action, from_model, to_model, reason, actor, details) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO history (ts, action, from_model, to_model, reason, actor, details, "
+                "experiment) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
 
-    def history(self: SQLiteFile, limit: int | None = None) -> list[HistoryEntry]:
-        """The switches oldest first; with ``limit``, only the latest ``limit`` of them."""
+    def history(self: SQLiteFile, limit: int | None = None, experiment: str | None = None
+                ) -> list[HistoryEntry]:
+        """The switches oldest first (``experiment``'s, and those that name none); with
+        ``limit``, only the latest ``limit`` of them."""
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
-        sql = "SELECT ts, action, from_model, to_model, reason, actor, details FROM history"
+        sql = ("SELECT ts, action, from_model, to_model, reason, actor, details, experiment "
+               "FROM history")
+        where: tuple[Any, ...] = ()
+        if experiment is not None:
+            sql += " WHERE experiment IN (?, '')"
+            where = (experiment,)
         if limit is None:
-            rows = self._query(f"{sql} ORDER BY ts, id")
+            rows = self._query(f"{sql} ORDER BY ts, id", where)
         else:
-            rows = self._query(f"{sql} ORDER BY ts DESC, id DESC LIMIT ?", (limit,))
+            rows = self._query(f"{sql} ORDER BY ts DESC, id DESC LIMIT ?", (*where, limit))
             rows.reverse()
         return [
             HistoryEntry(
@@ -68,8 +76,9 @@ class SQLiteExperimentState:
                 reason=reason,
                 actor=actor,
                 details=orjson.loads(details),
+                experiment=experiment,
             )
-            for ts, action, from_model, to_model, reason, actor, details in rows
+            for ts, action, from_model, to_model, reason, actor, details, experiment in rows
         ]
 
     def register_revision(self: SQLiteFile, experiment: str, digest: str, config: dict[str, Any],

@@ -107,8 +107,10 @@ class ExperimentState(StoreLifecycle, Protocol):
         """Record one switch of the experiment."""
         ...
 
-    def history(self, limit: int | None = None) -> list[HistoryEntry]:
-        """The switches oldest first; with ``limit``, only the latest ``limit`` of them."""
+    def history(self, limit: int | None = None, experiment: str | None = None
+                ) -> list[HistoryEntry]:
+        """The switches oldest first; with ``limit``, only the latest ``limit`` of them; with
+        ``experiment``, its own and those recorded before switches named their experiment."""
         ...
 
 

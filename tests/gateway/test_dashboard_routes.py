@@ -113,7 +113,12 @@ def test_history_lists_the_switches(client: TestClient) -> None:
     assert [e["action"] for e in entries] == ["step", "promote"]
     assert entries[1] == {"ts": pytest.approx(entries[0]["ts"] + 1), "action": "promote",
                           "from": "a", "to": "b", "reason": "because 1", "actor": "test",
-                          "details": {"n": 1}}
+                          "details": {"n": 1}, "experiment": ""}
+    # Another experiment's switch in the same store is not this gateway's.
+    store.append_history(HistoryEntry(ts=time.time() + 5, action="promote", from_model="c",
+                                      to_model="d", reason="theirs", actor="test",
+                                      experiment="another"))
+    assert len(client.get("/history").json()["history"]) == 2
     assert [e["action"] for e in client.get("/history?limit=1").json()["history"]] == \
         ["promote"]
     for bad in ("0", "-1", "x"):

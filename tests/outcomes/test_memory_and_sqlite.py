@@ -220,6 +220,43 @@ def test_history_round_trips_oldest_first(store: OutcomeStore) -> None:
     assert store.history(limit=0) == []
 
 
+def test_history_is_each_experiments_own(store: OutcomeStore) -> None:
+    """Two experiments that log to one store each read their own switches."""
+    one = HistoryEntry(1.0, "promote", "a", "b", "better", "cli", experiment="one")
+    two = HistoryEntry(2.0, "rollback", "c", "d", "worse", "cli", experiment="two")
+    later = HistoryEntry(3.0, "rollback", "b", "a", "worse", "api", experiment="one")
+    for entry in (one, two, later):
+        store.append_history(entry)
+
+    assert store.history(experiment="one") == [one, later]
+    assert store.history(limit=1, experiment="one") == [later]
+    assert store.history(experiment="two") == [two]
+    assert store.history(experiment="three") == []
+    assert store.history() == [one, two, later]  # the whole store's, as `--store` reads it
+
+
+def test_switches_from_before_history_named_experiments_are_every_experiments(
+        store_factory: StoreFactory) -> None:
+    """A log from before the history named its experiment gains the column on open; its old
+    switches cannot be told apart, so every experiment's history shows them."""
+    first = store_factory()
+    if isinstance(first, MemoryStore):
+        pytest.skip("a memory store has no file to migrate")
+    first.append_history(HistoryEntry(1.0, "promote", "a", "b", "better", "cli"))
+    first.close()
+    _run(first, ("ALTER TABLE history DROP COLUMN experiment",
+                 "UPDATE meta SET value = '3' WHERE key = 'schema_version'"))
+
+    second = store_factory()
+    second.append_history(HistoryEntry(2.0, "rollback", "b", "a", "worse", "cli",
+                                       experiment="two"))
+
+    assert [(e.action, e.experiment) for e in second.history(experiment="one")] == [
+        ("promote", "")]
+    assert [(e.action, e.experiment) for e in second.history(experiment="two")] == [
+        ("promote", ""), ("rollback", "two")]
+
+
 def test_count_predictions_filters_on_shadow(store: OutcomeStore) -> None:
     """count_predictions counts all rows, or only shadow / only served ones."""
     store.write_predictions([prediction(f"c{i}") for i in range(5)])
@@ -265,6 +302,7 @@ def _as_before_forced(store: OutcomeStore) -> None:
     left it."""
     _run(store, ("ALTER TABLE predictions DROP COLUMN segments",
                  "ALTER TABLE predictions DROP COLUMN forced",
+                 "ALTER TABLE history DROP COLUMN experiment",  # as old as the rest
                  "UPDATE meta SET value = '1' WHERE key = 'schema_version'"))
 
 
@@ -309,6 +347,7 @@ def test_a_log_from_before_segments_is_migrated(store_factory: StoreFactory) -> 
     first.write_predictions([prediction("old")])
     first.close()
     _run(first, ("ALTER TABLE predictions DROP COLUMN segments",
+                 "ALTER TABLE history DROP COLUMN experiment",  # as old as the rest
                  "UPDATE meta SET value = '2' WHERE key = 'schema_version'"))
 
     second = store_factory()
