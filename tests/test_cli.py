@@ -118,7 +118,12 @@ def test_history_is_the_configs_experiments_own(capsys: pytest.CaptureFixture[st
         assert code == 0
         assert [(e["experiment"], e["action"]) for e in json.loads(out)["history"]] == expected
     code, out, _ = run(capsys, "history", "--store", store, "--json")
-    assert [e["experiment"] for e in json.loads(out)["history"]] == ["one", "two"]
+    entries = json.loads(out)["history"]
+    assert [e["experiment"] for e in entries] == ["one", "two"]
+    # Each switch carries the figures it was made on (SPEC.md: "with the figures behind
+    # each"), as a rollout's moves do.
+    assert all(e["details"]["decision"] == "continue" and "p_value" in e["details"]
+               for e in entries)
 
 
 def test_missing_config_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from router.config import Analysis, ModelRef, Rollout, RouterConfig, Traffic, load_config
+from router.errors import StoreError
 from router.live.rollout import FileLease, RolloutController
-from router.live.rollout_plan import Move, RolloutView, plan
+from router.live.rollout_plan import Move, RolloutView, figures_now, plan
 from router.live.switch import switch
 from router.outcomes import MemoryStore
 
@@ -178,3 +179,17 @@ def test_automatic_rollback_after_a_promotion_stops_the_new_challenger(tmp_path:
     entry = store.history()[-1]
     assert (entry.action, entry.from_model, entry.to_model) == ("rollback", "c", "b")
     assert "significantly worse" in entry.reason
+
+
+def test_a_switch_made_by_hand_goes_ahead_when_its_figures_cannot_be_read() -> None:
+    """An operator rolls back when things fail, the statistics' store included: the figures
+    say why they are missing instead of stopping the switch."""
+    def unreadable() -> RolloutView:
+        raise StoreError("store 'postgresql://db/x' is unreachable")
+
+    assert figures_now(unreadable) == {
+        "figures_unavailable": "StoreError: store 'postgresql://db/x' is unreachable"}
+    view = RolloutView(action="continue", reasons=("too few labels",), labelled={},
+                       figures={"p_value": 0.4})
+    assert figures_now(lambda: view) == {"p_value": 0.4, "decision": "continue",
+                                         "reasons": ["too few labels"]}

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from router.cli.common import DEFAULT_CONFIG, CommandError, open_config_store
+
+if TYPE_CHECKING:  # the CLI imports heavy modules only in the command that needs them
+    from router.live.rollout_plan import RolloutView
+    from router.outcomes import OutcomeStore
 
 # -- sign -------------------------------------------------------------------------------------
 
@@ -96,20 +101,35 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 # -- promote, rollback, history ----------------------------------------------------------------
 
 
+def current_view(config_path: Path, store: OutcomeStore) -> RolloutView:
+    """The decision on the file's experiment as it stands, read from ``store`` with the
+    file's models (what a gateway's rollout reads before it moves)."""
+    from router.config import load_config
+    from router.live.rollout_plan import view_of_report
+    from router.serving.registry import ModelRegistry
+    from router.serving.snapshot import load_models
+    from router.stats.loader import assemble_report
+
+    config = load_config(config_path, base_dir=Path.cwd())
+    return view_of_report(assemble_report(store, config, load_models(config, ModelRegistry())))
+
+
 def cmd_switch(args: argparse.Namespace) -> int:
     import getpass
 
+    from router.live.rollout_plan import figures_now
     from router.live.switch import switch
     from router.serving.registry import ModelRegistry
     from router.serving.snapshot import load_models
 
     path, store = open_config_store(args.config)
     try:
+        details = figures_now(lambda: current_view(path, store), args.challenger)
         # The new file's models must load, as a gateway will load them, before it is written.
         entry = switch(args.command, path, Path.cwd(), store,
                        reason=args.reason or f"{args.command} from the command line",
                        actor=f"cli:{getpass.getuser()}", challenger=args.challenger,
-                       check=lambda config: load_models(config, ModelRegistry()))
+                       details=details, check=lambda config: load_models(config, ModelRegistry()))
     finally:
         store.close()
     verb = "promoted" if entry.action == "promote" else "rolled back"

@@ -25,6 +25,7 @@ from router.errors import (
 )
 from router.gateway.endpoints import json_response, read_json, state_of
 from router.gateway.override import TOKEN_ENV, admin_token, bearer_token_matches
+from router.live.rollout_plan import figures_now
 from router.live.switch import switch
 from router.live.yamledit import EditRefused
 from router.outcomes import HistoryEntry
@@ -82,11 +83,13 @@ async def _switch(request: Request, action: str) -> Response:
     actor = f"api@{socket.gethostname()}:{os.getpid()} from {client}"
 
     def switch_now() -> HistoryEntry:
+        # Recorded with the figures it was made on, as a rollout's moves are.
+        details = figures_now(state.rollout.evaluate, challenger)
         # The new file's models are loaded before it is written, and this gateway's watcher
         # waits, so that it never applies a file the switch then has to put back.
         with state.reloader.held():
             return switch(action, state.config_path, state.base_dir, state.store,
-                          reason=reason, actor=actor, challenger=challenger,
+                          reason=reason, actor=actor, challenger=challenger, details=details,
                           check=lambda config: load_models(config, state.registry))
 
     try:

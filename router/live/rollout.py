@@ -33,7 +33,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from router.config import RouterConfig
 from router.errors import RouterError
-from router.live.rollout_plan import Move, RolloutView, plan
+from router.live.rollout_plan import Move, RolloutView, plan, switch_details
 from router.live.switch import move_traffic, switch
 from router.outcomes import ExperimentState
 
@@ -168,9 +168,7 @@ class RolloutController:
         if move is None:
             return None
         # With several challengers, the figures of the one moved (the summary's otherwise).
-        judged = view.arms.get(move.challenger or "", view)
-        details = {**judged.figures, "decision": judged.action,
-                   "reasons": list(judged.reasons)}
+        details = switch_details(view, move.challenger)
         if move.kind == "step":
             assert move.percent is not None
             move_traffic(move.percent, self.config_path, self.base_dir, self.store,

@@ -23,6 +23,8 @@ guardrails judged, the file moves to ``mode: ab`` with each at the first percent
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +32,8 @@ from router.config import RouterConfig
 
 if TYPE_CHECKING:
     from router.stats.model import Report
+
+log = logging.getLogger("router.live.rollout")
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,25 @@ def view_of_report(report: Report) -> RolloutView:
                                    for check in inputs.guardrails or ())
     return RolloutView(action=report.decision.action, reasons=report.decision.reasons,
                        labelled=labelled, figures=figures, guardrails_judged=judged)
+
+
+def switch_details(view: RolloutView, challenger: str | None = None) -> dict[str, Any]:
+    """The figures a switch is recorded with: the decision, its reasons and the numbers behind
+    them, of ``challenger`` when several are compared (the summary's otherwise)."""
+    judged = view.arms.get(challenger or "", view)
+    return {**judged.figures, "decision": judged.action, "reasons": list(judged.reasons)}
+
+
+def figures_now(evaluate: Callable[[], RolloutView], challenger: str | None = None
+                ) -> dict[str, Any]:
+    """:func:`switch_details` of the current phase, for a switch a person makes. Never raises:
+    a rollback is what an operator reaches for when things are failing, the statistics'
+    store included, so the switch goes ahead and its entry says why it has no figures."""
+    try:
+        return switch_details(evaluate(), challenger)
+    except Exception as exc:
+        log.warning("switch recorded without figures: %s", exc)
+        return {"figures_unavailable": f"{type(exc).__name__}: {exc}"}
 
 
 def plan(config: RouterConfig, view: RolloutView) -> Move | None:

@@ -135,6 +135,9 @@ def test_admin_promote_then_rollback(client: TestClient, config_file: Path,
         ("promote", "champ", "chall"), ("rollback", "chall", "champ")]
     assert history[0].reason == "better accuracy" and history[0].actor == \
         f"api@{socket.gethostname()}:{os.getpid()} from testclient"
+    # Recorded with the figures it was made on, as the rollout's moves are.
+    assert history[0].details["decision"] == "continue"
+    assert {"p_value", "champion_requests", "reasons"} <= set(history[0].details)
     refused = client.post("/admin/rollback", headers=auth)  # nothing left to undo
     assert refused.status_code == 409 and refused.json()["error"] == "switch_refused"
     assert "nothing to roll back" in refused.json()["message"]
