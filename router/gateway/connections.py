@@ -134,12 +134,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if not self._in_body:
-            # Counted before the parser buffers it. Bytes of a body and of the next request's
-            # headers in one read are counted for neither: at most one read's worth.
+            # A read that begins in a request's headers; the count starts again where they
+            # end (on_headers_complete), so that a read holding the end of the headers and
+            # the start of a large body is no fault. What the parser holds of headers not yet
+            # complete is thus at most the cap and one read.
             self._header_bytes += len(data)
-            if self._header_bytes > MAX_HEADER_BYTES:
-                self._refuse_headers()
-                return
         self._receiving = True
         try:
             super().data_received(data)
@@ -165,6 +164,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             # Armed here rather than at its first byte: most requests arrive whole, and a
             # timer armed and cancelled per request was about 3 % of the gateway's time.
             self._arm_header_timer()
+        if not self._in_body and self._header_bytes > MAX_HEADER_BYTES \
+                and not self.transport.is_closing():
+            self._refuse_headers()
 
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle
