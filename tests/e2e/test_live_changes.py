@@ -162,8 +162,9 @@ def test_switches_by_api_and_cli_survive_a_restart(tmp_path: Path, champion_dir:
     assert "promote" in lines[0] and "champ -> chall" in lines[0]
     assert f"(api@{socket.gethostname()}:" in lines[0] and "from 127.0.0.1)" in lines[0]
     assert "challenger wins" in lines[1]
-    assert "rollback" in lines[2] and "chall -> champ" in lines[2] and "cli:" in lines[2]
-    assert "pager went off" in lines[3]
+    assert "decision=" in lines[2]  # the figures each switch was made on
+    assert "rollback" in lines[3] and "chall -> champ" in lines[3] and "cli:" in lines[3]
+    assert "pager went off" in lines[4] and "decision=" in lines[5]
 
 
 def test_every_worker_applies_the_same_revision(tmp_path: Path, champion_dir: Path,
