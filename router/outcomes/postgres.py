@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from router.errors import RecordError, StoreError
+from router.outcomes.history_sql import entries_of, history_query
 from router.outcomes.records import (
     FeedbackRecord,
     HistoryEntry,
@@ -224,24 +225,9 @@ class PostgresStore:
 
     def history(self, limit: int | None = None, experiment: str | None = None
                 ) -> list[HistoryEntry]:
-        if limit is not None and limit < 0:
-            raise ValueError(f"limit must be >= 0, got {limit}")
-        sql = ("SELECT ts, action, from_model, to_model, reason, actor, details, experiment "
-               "FROM history")
-        where: tuple[Any, ...] = ()
-        if experiment is not None:
-            sql += " WHERE experiment IN (%s, '')"
-            where = (experiment,)
         with self._connection() as conn:
-            if limit is None:
-                rows = conn.execute(f"{sql} ORDER BY ts, id", where).fetchall()
-            else:
-                rows = conn.execute(f"{sql} ORDER BY ts DESC, id DESC LIMIT %s",
-                                    (*where, limit)).fetchall()
-                rows.reverse()
-        return [HistoryEntry(ts=ts, action=action, from_model=f, to_model=t, reason=reason,
-                             actor=actor, details=orjson.loads(details), experiment=name)
-                for ts, action, f, t, reason, actor, details, name in rows]
+            rows = conn.execute(*history_query("%s", limit, experiment)).fetchall()
+        return entries_of(rows, limit)
 
     def logged_request_ids(self, request_ids: Sequence[str]) -> set[str]:
         """Which of ``request_ids`` some logged prediction carries (the request id index)."""

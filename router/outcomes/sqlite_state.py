@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from router.outcomes.history_sql import entries_of, history_query
 from router.outcomes.records import HistoryEntry, RevisionRecord, SwitchState
 from router.outcomes.rows import to_json
 
@@ -54,32 +55,7 @@ class SQLiteExperimentState:
                 ) -> list[HistoryEntry]:
         """The switches oldest first (``experiment``'s, and those that name none); with
         ``limit``, only the latest ``limit`` of them."""
-        if limit is not None and limit < 0:
-            raise ValueError(f"limit must be >= 0, got {limit}")
-        sql = ("SELECT ts, action, from_model, to_model, reason, actor, details, experiment "
-               "FROM history")
-        where: tuple[Any, ...] = ()
-        if experiment is not None:
-            sql += " WHERE experiment IN (?, '')"
-            where = (experiment,)
-        if limit is None:
-            rows = self._query(f"{sql} ORDER BY ts, id", where)
-        else:
-            rows = self._query(f"{sql} ORDER BY ts DESC, id DESC LIMIT ?", (*where, limit))
-            rows.reverse()
-        return [
-            HistoryEntry(
-                ts=ts,
-                action=action,
-                from_model=from_model,
-                to_model=to_model,
-                reason=reason,
-                actor=actor,
-                details=orjson.loads(details),
-                experiment=experiment,
-            )
-            for ts, action, from_model, to_model, reason, actor, details, experiment in rows
-        ]
+        return entries_of(self._query(*history_query("?", limit, experiment)), limit)
 
     def register_revision(self: SQLiteFile, experiment: str, digest: str, config: dict[str, Any],
                           ts: float) -> int:
