@@ -92,6 +92,16 @@ def _answer(status: bytes, code: str, message: str) -> bytes:
             + body)
 
 
+class _HeadersTooLarge(Exception):
+    """Raised in the parser's callback for headers over :data:`MAX_HEADER_BYTES`."""
+
+
+def _parsed_size(protocol: HttpToolsProtocol) -> int:
+    """The request's target and headers as parsed so far, in bytes (each header's name, value,
+    ": " and line end)."""
+    return len(protocol.url) + sum(len(name) + len(value) + 4 for name, value in protocol.headers)
+
+
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a header timeout, a connection cap and a shutdown
     that drops stalled uploads (see the module's docstring)."""
@@ -192,6 +202,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._idle_since = None
 
     def on_headers_complete(self) -> None:
+        # The count is of whole reads: the last one may hold the start of a body too. Only
+        # past the cap are the headers themselves measured (a sum over them, too dear for
+        # every request).
+        if self._header_bytes > MAX_HEADER_BYTES and _parsed_size(self) > MAX_HEADER_BYTES:
+            raise _HeadersTooLarge  # stops the parser; answered by send_400_response
         if self._header_timer is not None:
             self._disarm_header_timer()
         self._request_begun = False
@@ -302,6 +317,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         """uvicorn's answer to bytes its HTTP parser refuses, as JSON; called while the
         parser's error is being handled, which says what it refused."""
         refused = sys.exc_info()[1]
+        if refused is not None and isinstance(refused.__context__, _HeadersTooLarge):
+            self._refuse_headers()
+            return
         reason = str(refused).strip() if refused is not None and str(refused).strip() else msg
         self.transport.write(_answer(b"400 Bad Request", "bad_request",
                                      f"not valid HTTP/1.1: {reason}"))

@@ -342,6 +342,13 @@ def test_headers_past_the_limit_get_a_431_and_are_not_buffered(server: Server) -
     fits = (b"GET /health HTTP/1.1\r\nhost: gateway\r\nconnection: close\r\nx-big: "
             + b"a" * 60_000 + b"\r\n\r\n")
     assert _raw_exchange(server, fits).startswith(b"HTTP/1.1 200 ")
+    # Whole requests whose headers end in the read that takes them past the cap, as curl
+    # sends them: one header, or many small ones.
+    for headers in (b"x-big: " + b"a" * 70_000 + b"\r\n",
+                    b"".join(b"x-h%d: " % i + b"b" * 1_000 + b"\r\n" for i in range(70))):
+        whole = b"GET /health HTTP/1.1\r\nhost: gateway\r\n" + headers + b"\r\n"
+        status, body = _json_answer(_raw_exchange(server, whole))
+        assert status == 431 and body["error"] == "headers_too_large"
     # Short headers and a large body (within limits.max_body_bytes), in one write: the body
     # is no header, however the reads cut it.
     body = json.dumps({"features": ROW}).encode() + b" " * 400_000
