@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from router.cli import build_parser, main
-from router.outcomes import HistoryEntry
+from router.outcomes import HistoryEntry, open_store
 from tests.configs import write_config
 
 
@@ -281,6 +281,25 @@ def test_serve_on_a_port_in_use_is_one_line_before_any_model_loads(
     assert outcome == (f"1:router: error: cannot listen on 127.0.0.1:{port}: "
                        "address already in use\n")
     assert not heavy & {"sklearn", "scipy", "uvicorn"}, heavy
+
+
+def test_history_text_shows_each_switchs_figures_rounded_and_its_reasons(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """The figures line reads as the stats table does: the decision and why, numbers to four
+    significant digits."""
+    store = open_store(f"sqlite:///{tmp_path / 'h.db'}", tmp_path)
+    store.append_history(HistoryEntry(
+        ts=1_000.0, action="rollback", from_model="b", to_model="a", reason="by hand",
+        actor="cli:me", experiment="e",
+        details={"decision": "continue", "reasons": ["mode single: no challenger to compare"],
+                 "difference": 0.05729382511396608, "p_value": 3.0951953682110255e-05,
+                 "champion_requests": 1200, "metric": "accuracy"}))
+    store.close()
+    code, out, _ = run(capsys, "history", "--store", f"sqlite:///{tmp_path / 'h.db'}")
+    assert code == 0
+    assert out.splitlines()[2] == ("    decision=continue (mode single: no challenger to "
+                                   "compare), difference=0.05729, p_value=3.095e-05, "
+                                   "champion_requests=1200, metric=accuracy")
 
 
 def test_history_json_is_what_get_history_answers(

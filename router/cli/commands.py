@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from router.cli.common import DEFAULT_CONFIG, CommandError, open_config_store
 
@@ -170,11 +170,24 @@ def cmd_history(args: argparse.Namespace) -> int:
         whose = f"  [{e.experiment}]" if experiment is None and e.experiment else ""
         print(f"{when}  {e.action:<8}  {e.from_model} -> {e.to_model}  ({e.actor}){whose}")
         print(f"    {e.reason}")
-        figures = ", ".join(f"{k}={v}" for k, v in e.details.items()
-                            if isinstance(v, int | float | str))
+        figures = switch_figures(e.details)
         if figures:
             print(f"    {figures}")
     return 0
+
+
+def switch_figures(details: dict[str, Any]) -> str:
+    """A switch's figures on one line, as the stats table shows numbers: the decision with its
+    reasons, then each number to four significant digits."""
+    shown = []
+    for key, value in details.items():
+        if key == "decision" and details.get("reasons"):
+            shown.append(f"decision={value} ({'; '.join(map(str, details['reasons']))})")
+        elif isinstance(value, float):
+            shown.append(f"{key}={value:.4g}")
+        elif isinstance(value, int | str):
+            shown.append(f"{key}={value}")
+    return ", ".join(shown)
 
 
 # -- stats ------------------------------------------------------------------------------------
