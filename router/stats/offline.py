@@ -28,6 +28,7 @@ out.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from os import PathLike
 from typing import Any
 
 import numpy as np
@@ -52,10 +53,12 @@ _FALSE = {"false", "0", "no", "f", "n", ""}
 def read_outcomes(outcomes: Any) -> dict[str, list[Any]]:
     """The table as columns of Python values (missing values as None)."""
     table = read_table(outcomes, "outcomes")
+    # A file by its path, which the person who exported it knows.
+    lacks = f"{outcomes} has" if isinstance(outcomes, str | PathLike) else "the outcomes have"
     for name in ("variant", "prediction", "label"):
         if name not in table:
-            raise _bad(f"the outcomes have no {name!r} column (columns: "
-                       f"{', '.join(table) or 'none'})", name)
+            raise _bad(f"{lacks} no {name!r} column (columns: {', '.join(table) or 'none'})",
+                       name)
     return table
 
 

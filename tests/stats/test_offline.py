@@ -149,6 +149,15 @@ def test_bad_exports_are_named(outcomes: Any, analysis: Any, kwargs: dict[str, A
         analyze(outcomes, analysis, **kwargs)
 
 
+def test_a_csv_file_is_named_by_its_path(tmp_path: Path) -> None:
+    """The person who exported the file knows it by its path, not as "the outcomes"."""
+    export = tmp_path / "june.csv"
+    export.write_text("variant,prediction\nchampion,a\n")
+    with pytest.raises(InputValidationError) as raised:
+        analyze(export)
+    assert str(raised.value).startswith(f"{export} has no 'label' column")
+
+
 def test_segment_columns_give_the_live_reports_segments(tmp_path: Path) -> None:
     """Columns named segment:<key> are segment keys (or the keys analysis.segments names, as
     the YAML writes them): the export of a logged experiment gives /stats's segments."""
