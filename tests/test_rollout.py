@@ -37,6 +37,13 @@ def at(percent: float, **rollout: object) -> RouterConfig:
     (at(25), view(challenger=99), None),
     (at(25), view("rollback", challenger=10), ("rollback", None)),
     (at(25, auto_rollback=False), view("rollback"), None),
+    (at(25), view(), ("step", 50)),
+    # The step to 100 % would leave the champion no traffic to compare with, so no decision
+    # could promote there: the rollout promotes from 50 % instead, or holds there.
+    (at(50), view("continue"), None),
+    (at(50), view("promote"), ("promote", None)),
+    (at(50, auto_promote=False), view("promote"), None),
+    (at(50, steps=(5, 25, 50, 75)), view("continue"), ("step", 75)),
     (at(100), view("continue"), None),
     (at(100), view("promote"), ("promote", None)),
     (at(100, auto_promote=False), view("promote"), None),

@@ -51,8 +51,15 @@ def moved(move: Move | None) -> tuple[str, float | None, str | None] | None:
     (at(25, 25), seen(lr=arm("lr", "rollback", labelled=10)), ("rollback", None, "lr")),
     (at(25, 0), seen(lr=arm("lr", "rollback")), ("step", 50, "gb")),
     (at(50, 25), seen(action="promote", challenger="gb"), ("promote", None, "gb")),
-    (at(25, 50), seen(action="promote", challenger="gb"), ("step", 50, "gb")),
+    # gb at 50 % beside lr's 50 % would leave the champion nothing: 25 % is gb's last step.
+    (at(25, 50), seen(action="promote", challenger="gb"), ("promote", None, "gb")),
+    (at(25, 25), seen(action="promote", challenger="gb"), ("step", 50, "gb")),
     (at(50, 50), seen(action="continue"), None),
+    # lr at 50 % beside gb at 50 % would leave the champion no traffic: lr holds at 25 %, and
+    # is promoted from there.
+    (at(50, 25), seen(), None),
+    (at(50, 25), seen(action="promote", challenger="lr"), ("promote", None, "lr")),
+    (at(25, 25), seen(action="promote", challenger="lr"), ("step", 50, "gb")),
     (replace(at(25, 25), rollout=replace(BASE.rollout, auto_rollback=False)),  # type: ignore[arg-type]
      seen(gb=arm("gb", "rollback")), None),
 ])

@@ -15,6 +15,11 @@ In ``ab`` mode, one move a look, in this order:
 4. the first challenger (in list order) that serves users, is below the last step and has
    ``min_samples`` labelled outcomes, as has the champion, moves to the next step.
 
+A step that would leave the champion no traffic (100 %, or less beside other challengers) is
+never moved to: the phase it would start has no champion outcomes, so nothing could be
+compared and no decision could promote. The step before it is the last one, and the promotion
+makes the rest of the way (:func:`top_step`).
+
 A challenger at 0 % while others serve has been stopped, and stays so. With ``steps`` opening
 on ``shadow``, every challenger is judged on mirrored traffic first: a worse one is stopped
 there (it leaves the list), and once each one left has ``min_samples`` labelled pairs and its
@@ -123,13 +128,22 @@ def plan(config: RouterConfig, view: RolloutView) -> Move | None:
     short = {v: n for v, n in view.labelled.items() if n < needed}
     if short or len(view.labelled) < 2:
         return None
-    if percent >= rollout.steps[-1]:
+    if percent >= top_step(rollout.steps):
         if rollout.auto_promote and view.action == "promote":
             return Move("promote", f"automatic promotion at {percent:g}%: {why}")
         return None
     following = next(step for step in rollout.steps if step > percent)
     return Move("step", f"{percent:g}% healthy with {min(view.labelled.values())} labelled per "
                         f"variant (decision {view.action}); moving to {following:g}%", following)
+
+
+def top_step(steps: tuple[float, ...], others: float = 0.0) -> float:
+    """The highest step a challenger is moved to, beside ``others`` (the other challengers'
+    shares): a step that leaves the champion no traffic is never moved to, since with no
+    champion outcomes in the phase nothing is compared and no decision could ever promote
+    there. Such a step is reached by the promotion itself, from the step before it."""
+    kept = [step for step in steps if step + others < 100]
+    return kept[-1] if kept else steps[0]
 
 
 def _plan_shadow(config: RouterConfig, view: RolloutView) -> Move | None:
@@ -203,14 +217,15 @@ def plan_arms(config: RouterConfig, view: RolloutView) -> Move | None:
     if all(arm.percent < steps[0] for arm in config.arms):
         return Move("step", f"rollout starts at {steps[0]:g}% for each challenger", steps[0])
     chosen = next((arm for arm in config.arms if arm.variant == view.challenger), None)
-    if view.action == "promote" and chosen is not None and chosen.percent >= steps[-1] \
-            and rollout.auto_promote:
+    if view.action == "promote" and chosen is not None and rollout.auto_promote \
+            and chosen.percent >= top_step(steps, _others(config, chosen.variant)):
         return Move("promote", f"automatic promotion of {chosen.variant} at "
                                    f"{chosen.percent:g}%: {_why(view)}",
                         challenger=chosen.variant)
     for arm in config.arms:
         judged = view.arms.get(arm.variant)
-        if judged is None or not 0 < arm.percent < steps[-1] or len(judged.labelled) < 2:
+        if judged is None or len(judged.labelled) < 2 \
+                or not 0 < arm.percent < top_step(steps, _others(config, arm.variant)):
             continue
         labelled = min(judged.labelled.values())
         if labelled < config.analysis.min_samples:
@@ -220,6 +235,11 @@ def plan_arms(config: RouterConfig, view: RolloutView) -> Move | None:
                             f"labelled per variant (decision {judged.action}); moving to "
                             f"{following:g}%", following, challenger=arm.variant)
     return None
+
+
+def _others(config: RouterConfig, variant: str) -> float:
+    """The shares of every challenger but ``variant``."""
+    return sum(arm.percent for arm in config.arms if arm.variant != variant)
 
 
 def _plan_arms_shadow(config: RouterConfig, view: RolloutView) -> Move | None:

@@ -34,7 +34,7 @@ from router.outcomes.columns import AnalysisColumns
 from router.stats.comparison import Outcomes, independent, paired, repeats_units
 from router.stats.decision import Decision, DecisionInputs, decide
 from router.stats.holm import holm
-from router.stats.model import ArmReport, Design, Phase, Report, Settings
+from router.stats.model import ArmReport, Design, Phase, Report, Settings, champion_serves
 from router.stats.report import _guardrails, _guardrails_json, _head, _units, _variant
 from router.stats.segments import segment_report, segment_warnings
 from router.stats.srm import SRM_ALPHA, srm_test
@@ -131,7 +131,7 @@ def _change(inputs: DecisionInputs) -> str:
 
 
 def _inputs(comparison: dict[str, Any], labelled: tuple[int, int], settings: Settings,
-            design: Design, srm: dict[str, Any] | None, requests: int,
+            design: Design, phase: Phase, srm: dict[str, Any] | None, requests: int,
             checks: Mapping[str, Any]) -> DecisionInputs:
     cs = comparison["difference_cs"]
     return DecisionInputs(
@@ -142,7 +142,8 @@ def _inputs(comparison: dict[str, Any], labelled: tuple[int, int], settings: Set
         samples_needed_per_variant=comparison["samples_needed_per_variant"],
         srm_mismatch=bool(srm and srm["mismatch"]), srm_p_value=srm["p_value"] if srm else None,
         challenger_requests=requests, difference_cs=None if cs is None else (cs[0], cs[1]),
-        min_effect=settings.min_effect, guardrails=tuple(checks.values()))
+        min_effect=settings.min_effect, guardrails=tuple(checks.values()),
+        paired=design.mode == "shadow", champion_serves=champion_serves(design, phase))
 
 
 def assemble_arms(columns: Columns, *, design: Design, phase: Phase, settings: Settings,
@@ -190,7 +191,7 @@ def assemble_arms(columns: Columns, *, design: Design, phase: Phase, settings: S
         checks = _guardrails(columns, challenger_rows, design, split.alpha)
         guardrails[role] = _guardrails_json(checks, design,
                                             columns["latency_ms"][challenger_rows])
-        inputs = _inputs(comparison, labelled, settings, design, srm,
+        inputs = _inputs(comparison, labelled, settings, design, phase, srm,
                          variants[role]["requests"], checks)
         reports[role] = ArmReport(decide(inputs), inputs, running)
         comparisons[role] = comparison

@@ -72,6 +72,10 @@ class DecisionInputs:
         min_effect: the smallest difference worth detecting, to say when none is left.
         guardrails: the guardrails' tests; when given they replace the raw comparison of
             ``challenger_error_rate`` and ``challenger_p99_ms`` with their limits.
+        paired: shadow mode; the labelled counts are pairs (requests both models answered,
+            with feedback), the same for both.
+        champion_serves: False when the phase gives the challengers every user (100 %), so
+            the champion has no outcome to compare with, however long one waits.
     """
 
     metric: str
@@ -93,6 +97,8 @@ class DecisionInputs:
     difference_cs: tuple[float | None, float | None] | None = None
     min_effect: float | None = None
     guardrails: tuple[GuardrailCheck, ...] | None = None
+    paired: bool = False
+    champion_serves: bool = True
 
 
 @dataclass(frozen=True)
@@ -201,6 +207,23 @@ def _evidence(inputs: DecisionInputs) -> str:
     )
 
 
+def _too_few(inputs: DecisionInputs) -> list[str]:
+    """Why there are too few labelled outcomes to compare yet; empty when there are enough."""
+    needed = inputs.min_samples
+    if not inputs.champion_serves and inputs.labelled_champion < needed:
+        return ["the champion serves no traffic in this phase (the challengers have 100 % of "
+                "it), so there is nothing to compare the challenger with: promote it (router "
+                "promote) or lower its share"]
+    if inputs.paired:
+        pairs = min(inputs.labelled_champion, inputs.labelled_challenger)
+        return [f"{pairs} labelled pairs (requests both models answered, with feedback); "
+                f"{needed} needed"] if pairs < needed else []
+    return [f"{variant} has {labelled} labelled samples; {needed} needed"
+            for variant, labelled in (("champion", inputs.labelled_champion),
+                                      ("challenger", inputs.labelled_challenger))
+            if labelled < needed]
+
+
 def decide(inputs: DecisionInputs) -> Decision:
     """Recommend ``promote``, ``continue`` or ``rollback``; see the module docstring for the
     rules and their order."""
@@ -217,14 +240,7 @@ def decide(inputs: DecisionInputs) -> Decision:
             (f"{srm}, so the comparison cannot be trusted; check assignment before deciding",),
         )
 
-    short = [
-        f"{variant} has {labelled} labelled samples; {inputs.min_samples} needed"
-        for variant, labelled in (
-            ("champion", inputs.labelled_champion),
-            ("challenger", inputs.labelled_challenger),
-        )
-        if labelled < inputs.min_samples
-    ]
+    short = _too_few(inputs)
     if short:
         return Decision("continue", tuple(short))
 

@@ -74,6 +74,18 @@ class Design:
     arm_percents: tuple[float, ...] = ()
 
 
+def champion_serves(design: Design, phase: Phase) -> bool:
+    """Whether some revision of the phase leaves the champion users: not so in ``ab`` mode
+    when the challengers' shares add up to 100 % throughout."""
+    if design.mode != "ab":
+        return True
+    if design.arms:
+        arm_shares = list(phase.arm_percents.values()) or [design.arm_percents]
+        return any(sum(shares) < 100 for shares in arm_shares)
+    shares = list(phase.challenger_percent.values()) or [design.challenger_percent]
+    return any(share < 100 for share in shares)
+
+
 @dataclass(frozen=True)
 class Report:
     """The report's JSON and the typed decision, with the sequence behind the comparison.

@@ -30,7 +30,7 @@ from router.stats.comparison import (
 )
 from router.stats.decision import Decision, DecisionInputs, GuardrailCheck, decide
 from router.stats.guardrails import guardrail_test
-from router.stats.model import Design, Phase, Report, Running, Settings
+from router.stats.model import Design, Phase, Report, Running, Settings, champion_serves
 from router.stats.segments import segment_report, segment_warnings
 from router.stats.srm import SRM_ALPHA, srm_test
 from router.stats.units import UnitIndex
@@ -332,6 +332,8 @@ def assemble(columns: Columns, *, design: Design, phase: Phase, settings: Settin
             difference_cs=None if cs is None else (cs[0], cs[1]),
             min_effect=settings.min_effect,
             guardrails=tuple(checks.values()),
+            paired=mode == "shadow",
+            champion_serves=champion_serves(design, phase),
         )
         outcome = decide(inputs)
     segments = segment_report(columns, masks, outcomes, mode=mode, keys=design.segments,

@@ -117,6 +117,18 @@ TABLE: list[tuple[str, dict[str, Any], str, str]] = [
         "champion has 20 labelled samples; 200 needed",
     ),
     (
+        "a champion that serves no one",
+        {"labelled_champion": 0, "champion_serves": False},
+        "continue",
+        "the champion serves no traffic in this phase",
+    ),
+    (
+        "shadow counts pairs",
+        {"labelled_champion": 57, "labelled_challenger": 57, "paired": True},
+        "continue",
+        "57 labelled pairs (requests both models answered, with feedback); 200 needed",
+    ),
+    (
         "too few labels hold a worse challenger",
         {"labelled_challenger": 50, "difference": -0.2},
         "continue",

@@ -402,6 +402,36 @@ def test_a_new_split_starts_a_new_phase(make_config: Callable[..., RouterConfig]
     assert srm["p_value"] == pytest.approx(sps.chisquare([160, 40], [160, 40]).pvalue)
 
 
+def test_a_challenger_at_100_percent_is_compared_with_nothing(
+        make_config: Callable[..., RouterConfig], iris_models: dict[str, ServedModel]) -> None:
+    """At 100 % the champion serves no one: the decision says why it cannot compare, rather
+    than asking for champion labels that cannot come."""
+    store = MemoryStore()
+    config = make_config(store, traffic={"challenger_percent": 100})
+    log = Log(store)
+    for _ in range(300):
+        log.label(log.predict(variant="challenger"), "setosa")
+    reasons = report(store, config, iris_models)["decision"]["reasons"]
+    assert len(reasons) == 1 and "the champion serves no traffic in this phase" in reasons[0]
+    assert "router promote" in reasons[0]
+
+
+def test_shadow_counts_labelled_pairs(make_config: Callable[..., RouterConfig],
+                                      iris_models: dict[str, ServedModel]) -> None:
+    """In shadow mode the comparison needs pairs, and the decision counts them as such, not
+    as the champion's labelled requests (most of which may have no shadow copy)."""
+    store = MemoryStore()
+    config = make_config(store, mode="shadow")
+    shadow_log(store, np.random.default_rng(5), 40)
+    log = Log(store)
+    for _ in range(300):  # requests the challenger never saw (sample_percent below 100)
+        log.label(log.predict(), "setosa")
+    r = report(store, config, iris_models)
+    assert r["variants"]["champion"]["labelled"] == 340
+    assert r["decision"]["reasons"] == [
+        "40 labelled pairs (requests both models answered, with feedback); 200 needed"]
+
+
 def test_srm_counts_batches_as_one_request(make_config: Callable[..., RouterConfig],
                                            iris_models: dict[str, ServedModel]) -> None:
     """Without a sticky key, the rows of one batch (one timestamp) are one assigned request."""
