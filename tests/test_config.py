@@ -155,6 +155,44 @@ def test_error_message_is_one_line_naming_the_file() -> None:
     assert "traffic.challenger_percent" in message and "between 0 and 100" in message
 
 
+@pytest.mark.parametrize(("text", "message"), [
+    (BASE + "shadow:\n  queue_size: 1.5\n", "must be a whole number, got float 1.5"),
+    (BASE + "analysis:\n  min_samples: 0.5\n", "must be a whole number, got float 0.5"),
+    (BASE + "traffic:\n  challenger_percent: ten\n", "must be a number, got str 'ten'"),
+])
+def test_messages_name_plain_types(text: str, message: str) -> None:
+    """A wrong value is described by its YAML type, not by the parser's own class."""
+    with pytest.raises(ConfigError) as info:
+        parse(text)
+    assert info.value.problems[0].message == message
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("experiment: e\nmode: ab\nchampion: {name: a, path: /m/a}\n"
+     "challenger: {name: champion, path: /m/b}\n", "challenger.name"),
+    ("experiment: e\nmode: ab\nchampion: {name: Challenger, path: /m/a}\n"
+     "challenger: {name: b, path: /m/b}\n", "champion.name"),
+    ("experiment: e\nmode: single\nchampion: {name: a, path: /m/a}\n"
+     "previous: {name: champion, path: /m/b}\n", "previous.name"),
+])
+def test_a_model_may_not_be_named_after_another_role(text: str, key: str) -> None:
+    """A challenger named ``champion`` would make the override header and the V2 routes reach
+    the other model than the one asked for."""
+    with pytest.raises(ConfigError) as info:
+        parse(text)
+    [problem] = info.value.problems
+    assert problem.path == key and problem.line == (4 if key != "champion.name" else 3)
+    assert "is the name of another role" in problem.message
+    assert parse(text.replace("{name: champion,", "{name: b,")
+                 .replace("{name: Challenger,", "{name: a,")).champion is not None
+    # Naming a model after its own role, or the challenger after the champion (a new version
+    # of the same model), stays allowed.
+    assert parse("experiment: e\nmode: ab\nchampion: {name: champion, path: /m/a}\n"
+                 "challenger: {name: challenger, path: /m/b}\n").challenger is not None
+    assert parse("experiment: e\nmode: ab\nchampion: {name: a, path: /m/a}\n"
+                 "challenger: {name: a, path: /m/b}\n").challenger is not None
+
+
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     """A config path that does not exist is a ConfigError naming the path, and no key."""
     with pytest.raises(ConfigError) as info:

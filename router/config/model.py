@@ -139,6 +139,12 @@ class RouterConfig:
         listed = {c.name: ModelRef(c.name, c.path) for c in self.challengers}
         return {**{role: ref for role, ref in roles.items() if ref is not None}, **listed}
 
+    def metric_for(self, task: str) -> str:
+        """The analysis metric for models of ``task``: ``analysis.metric``, unless the file
+        leaves it to its default (accuracy) and the models are regressors: then mae."""
+        given = "analysis.metric" in self.lines or self.analysis.metric != Analysis.metric
+        return self.analysis.metric if given or task != "regression" else "mae"
+
     def key_of(self, role: str) -> str:
         """Where the YAML names the model of ``role`` (``challengers[1]`` for a listed one)."""
         return next((arm.key for arm in self.arms if arm.variant == role), role)

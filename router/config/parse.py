@@ -16,6 +16,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from router.artifacts.roots import OutsideRootsError, confine
 from router.config.bounds import MAX_CONFIG_DEPTH, check_yaml_bounds
 from router.config.challengers import (
+    RESERVED_NAMES,
     arm_problems,
     arms_of,
     read_challengers,
@@ -139,6 +140,18 @@ def _model_roots(base: Path) -> Callable[[Any], tuple[Path, ...]]:
     return convert
 
 
+def _role_name(role: str) -> Callable[[Any], str]:
+    """A model's name under ``role``: any text but another role's name, since the override
+    header and the V2 routes take a role or a name, and would reach the other model."""
+    def convert(value: Any) -> str:
+        name = _text(value)
+        if name.lower() in RESERVED_NAMES and name.lower() != role:
+            raise _Invalid(f"{name!r} is the name of another role ({', '.join(RESERVED_NAMES)}); "
+                           "requests that name it would reach that role's model")
+        return name
+    return convert
+
+
 def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None = None
                  ) -> RouterConfig:
     """Parse and validate YAML text; raise ``ConfigError`` listing every problem found."""
@@ -175,7 +188,7 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
         node = r.section(root, "", key, ("name", "path"), required=required)
         if node is None:
             return None
-        name = r.value(node, key, "name", _text, required=True)
+        name = r.value(node, key, "name", _role_name(key), required=True)
         path = r.value(node, key, "path", _text, required=True)
         if name is None or path is None:
             return None

@@ -111,7 +111,10 @@ def _kind(value: Any) -> str:
         return "a mapping"
     if isinstance(value, CommentedSeq):
         return "a list"
-    return f"{type(value).__name__} {value!r}"
+    # The YAML reader hands numbers over as its own subclasses (ScalarFloat): name the plain
+    # type a person wrote.
+    kind = next((t for t in (bool, int, float, str) if isinstance(value, t)), type(value))
+    return f"{kind.__name__} {value!r}"
 
 
 def _number(low: float | None = None, high: float | None = None, *,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -112,11 +112,31 @@ def load_models(config: RouterConfig, registry: ModelRegistry) -> dict[str, Serv
             problems.append(ConfigProblem(
                 key, config.lines.get(key),
                 f"challenger is a {challenger.task} model, the champion a {champion.task} one"))
+    if champion is not None:
+        served = [m for role, m in models.items() if role != "previous"]
+        problem = metric_problem(config.metric_for(champion.task), served)
+        if problem is not None:
+            problems.append(ConfigProblem("analysis.metric", config.lines.get("analysis.metric"),
+                                          problem))
     if problems:
         raise ConfigError(config.source, problems)
     for model in models.values():
         input_bound(model)  # probed here, off the event loop, once per loaded model
     return models
+
+
+def metric_problem(metric: str, served: Sequence[ServedModel]) -> str | None:
+    """Why ``metric`` cannot judge the ``served`` models (the champion first), or None."""
+    if served[0].task == "regression" and metric in ("accuracy", "log_loss"):
+        return f"{metric} judges classifiers; these models are regressors (use mae or rmse)"
+    if served[0].task == "classification" and metric in ("mae", "rmse"):
+        return (f"{metric} judges regressors; these models are classifiers "
+                "(use accuracy or log_loss)")
+    missing = [m.name for m in served if not m.has_probabilities]
+    if metric == "log_loss" and missing:
+        return (f"log_loss needs probabilities; {', '.join(missing)} has no predict_proba "
+                "(use accuracy)")
+    return None
 
 
 def config_digest(config: RouterConfig, models: Mapping[str, ServedModel]) -> str:

@@ -17,6 +17,7 @@ from router.config import METRICS, RouterConfig
 from router.errors import InputValidationError
 from router.outcomes.records import RevisionRecord
 from router.serving.model import ServedModel
+from router.serving.snapshot import metric_problem
 from router.stats.model import Phase, Settings
 from router.stats.reader import ColumnSource
 
@@ -97,7 +98,7 @@ def resolve_settings(config: RouterConfig, models: Mapping[str, ServedModel], *,
                      alpha: float | None = None, metric: str | None = None) -> Settings:
     """The settings for one report; an ``alpha`` or ``metric`` that cannot apply is refused
     with ``InputValidationError`` naming the parameter."""
-    chosen = metric if metric is not None else config.analysis.metric
+    chosen = metric if metric is not None else config.metric_for(models["champion"].task)
     level = alpha if alpha is not None else config.analysis.alpha
     if chosen not in METRICS:
         raise InputValidationError(
@@ -107,23 +108,9 @@ def resolve_settings(config: RouterConfig, models: Mapping[str, ServedModel], *,
         raise InputValidationError(f"alpha must lie strictly between 0 and 1, got {level}",
                                    [{"field": "alpha", "message": "between 0 and 1"}])
     classes = _classes(models)
-    served = [m for role, m in models.items() if role != "previous"]
-    if classes is None and chosen in ("accuracy", "log_loss"):
-        raise InputValidationError(
-            f"metric {chosen} needs classifiers; these models are regressors (use mae or rmse)",
-            [{"field": "metric", "message": "mae or rmse for regression"}])
-    if classes is not None and chosen in ("mae", "rmse"):
-        raise InputValidationError(
-            f"metric {chosen} needs regressors; these models are classifiers "
-            "(use accuracy or log_loss)",
-            [{"field": "metric", "message": "accuracy or log_loss for classification"}])
-    if chosen == "log_loss":
-        missing = [m.name for m in served if not m.has_probabilities]
-        if missing:
-            raise InputValidationError(
-                f"metric log_loss needs probabilities; {', '.join(missing)} has no "
-                "predict_proba (use accuracy)",
-                [{"field": "metric", "message": "accuracy for models without probabilities"}])
+    problem = metric_problem(chosen, [m for role, m in models.items() if role != "previous"])
+    if problem is not None:
+        raise InputValidationError(f"metric {problem}", [{"field": "metric", "message": problem}])
     return Settings(metric=chosen, alpha=float(level), min_effect=config.analysis.min_effect,
                     classes=classes)
 
