@@ -66,10 +66,14 @@ def _srm(columns: Columns, masks: Mapping[str, np.ndarray], phase: Phase, design
         else tuple(int(r) for r in np.flatnonzero(np.bincount(revision)))
     observed, expected = np.zeros(len(names)), np.zeros(len(names))
     per_revision, units_seen = [], set()
+    seen = None if index is None else index.unseen()
     for r in revisions:
         shares = phase.arm_percents.get(r, design.arm_percents)
         sticky = phase.sticky.get(r, design.sticky)
         rows = assigned & (revision == r)
+        if sticky and index is not None and seen is not None:
+            # A user who comes back in a later revision of the phase is still one user.
+            rows = index.first_visits(rows, seen)
         counts = [_units(columns, rows & masks[name], sticky, index) for name in names]
         if sum(counts) == 0 or len(shares) != len(design.arms):
             continue

@@ -154,10 +154,14 @@ def _srm(columns: Columns, masks: dict[str, np.ndarray], phase: Phase, design: D
     observed = np.zeros(2)
     expected_challenger = 0.0
     sticky_seen: set[bool] = set()
+    seen = None if index is None else index.unseen()
     for r in revisions:
         share = phase.challenger_percent.get(r, design.challenger_percent)
         sticky = phase.sticky.get(r, design.sticky)
         rows = assigned & (revision == r)
+        if sticky and index is not None and seen is not None:
+            # A user who comes back in a later revision of the phase is still one user.
+            rows = index.first_visits(rows, seen)
         counts = [_units(columns, rows & masks[v], sticky, index)
                   for v in ("champion", "challenger")]
         if sum(counts) == 0:

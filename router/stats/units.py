@@ -105,6 +105,20 @@ class UnitIndex:
         """The units of ``rows`` (indices)."""
         return UnitCodes(self.all.codes[rows], self.all.size)
 
+    def unseen(self) -> NDArray[np.bool_]:
+        """A flag per unit, none set: for :meth:`first_visits`."""
+        return np.zeros(self.all.size, dtype=bool)
+
+    def first_visits(self, rows: NDArray[np.bool_], seen: NDArray[np.bool_]
+                     ) -> NDArray[np.bool_]:
+        """``rows`` less those of a unit id flagged in ``seen``; flags the units ``rows``
+        carry. Rows without a unit id are kept: each is a unit of its own."""
+        codes = self.all.codes
+        with_id = rows & self.has_id
+        fresh: NDArray[np.bool_] = rows & ~(with_id & seen[codes])
+        seen[codes[with_id]] = True
+        return fresh
+
     def users(self, rows: NDArray[np.bool_]) -> int:
         """Distinct unit ids among the ``rows`` mask that carry one."""
         return UnitCodes(self.all.codes[rows & self.has_id], self.all.size).distinct()

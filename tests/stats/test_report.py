@@ -432,6 +432,25 @@ def test_shadow_counts_labelled_pairs(make_config: Callable[..., RouterConfig],
         "40 labelled pairs (requests both models answered, with feedback); 200 needed"]
 
 
+def test_srm_counts_a_user_once_across_the_phases_revisions(
+        make_config: Callable[..., RouterConfig], iris_models: dict[str, ServedModel]) -> None:
+    """An edit that keeps the phase (here alpha) adds a revision; a user who comes back after
+    it is still one user, or every such edit would multiply the chi-square statistic."""
+    store = MemoryStore()
+    sticky = {"challenger_percent": 50, "sticky_key": "header:x-user-id"}
+    make_config(store, traffic=sticky)
+    config = make_config(store, traffic=sticky, analysis={"alpha": 0.01})
+    log = Log(store)
+    for revision in (1, 2):
+        for i in range(120):
+            log.predict(revision=revision, unit=f"a{i}")
+        for i in range(80):
+            log.predict(revision=revision, variant="challenger", unit=f"b{i}")
+    srm = report(store, config, iris_models)["comparison"]["srm"]
+    assert [(row["champion"], row["challenger"]) for row in srm["revisions"]] == [(120, 80)]
+    assert srm["p_value"] == pytest.approx(sps.chisquare([120, 80], [100, 100]).pvalue)
+
+
 def test_srm_counts_batches_as_one_request(make_config: Callable[..., RouterConfig],
                                            iris_models: dict[str, ServedModel]) -> None:
     """Without a sticky key, the rows of one batch (one timestamp) are one assigned request."""
