@@ -20,7 +20,10 @@ The model of an experiment:
 - each unit has its own accuracy, drawn from a Beta distribution with the cell's mean and
   intra-class correlation (ICC; 0 without sticky users), and each of its requests is correct
   with that chance;
-- the labels arrive in a random interleaving of the units' requests;
+- the labels arrive in a random interleaving of the units' requests, or, in the session
+  cells, a unit's requests one after another;
+- with heavy-tailed activity, a user's request count is drawn from a Pareto tail, so that a
+  few users send a large share of an arm's outcomes;
 - in shadow mode both models answer every request: two models of equal accuracy whose errors
   agree on part of the requests;
 - guardrail cells draw each challenger request's failure and latency (log-normal, with the
@@ -73,6 +76,11 @@ class Cell:
     p99_ms: float | None = None  # guardrail cells: the challenger's true p99 latency
     p99_limit_ms: float = 50.0
     steps: tuple[float, ...] = ()  # rollout: the shares of successive phases
+    # Sticky users' activity: "even" draws each user's requests between a fifth of per_unit
+    # and 1.8 times it; "heavy" from a Pareto tail of that index (1 + 2 Pareto(index), capped
+    # at 5,000), where a few users send most of the traffic.
+    heavy_tail: float | None = None
+    sessions: bool = False  # a user's requests arrive together, not spread over the run
 
 
 @dataclass
@@ -130,14 +138,24 @@ def _ab_sequence(rng: np.random.Generator, cell: Cell, share: float, needed: int
         p = np.where(is_b, cell.accuracy + cell.effect, cell.accuracy)
         y = (rng.random(total) < p).astype(float)
         return y, is_b, None
-    users = int(total / cell.per_unit) + 10
-    counts = rng.integers(max(1, cell.per_unit // 5), 2 * cell.per_unit - max(1, cell.per_unit // 5)
-                          + 1, users)
+    if cell.heavy_tail is None:
+        users = int(total / cell.per_unit) + 10
+        low = max(1, cell.per_unit // 5)
+        counts = rng.integers(low, 2 * cell.per_unit - low + 1, users)
+    else:
+        users = total  # more than enough: the sequence is cut at total requests
+        counts = np.minimum(1 + np.floor(2 * rng.pareto(cell.heavy_tail, users)), 5_000
+                            ).astype(int)
     assigned = rng.random(users) < share
     base = _unit_accuracies(rng, cell.accuracy, cell.icc, users)
     accuracy = np.clip(base + np.where(assigned, cell.effect, 0.0), 0.0, 1.0)
-    unit = np.repeat(np.arange(users), counts)
-    rng.shuffle(unit)
+    if cell.sessions:
+        order = rng.permutation(users)
+        unit = np.repeat(order, counts[order])[:total]
+    else:
+        unit = np.repeat(np.arange(users), counts)
+        rng.shuffle(unit)
+        unit = unit[:total]
     y = (rng.random(unit.size) < accuracy[unit]).astype(float)
     return y, assigned[unit], unit
 
@@ -155,14 +173,16 @@ def _judge_ab(cell: Cell, y: np.ndarray, is_b: np.ndarray, unit: np.ndarray | No
     difference = running_difference(a, b, cell.min_effect**2, ALPHA)
     smaller = np.minimum(a.n, b.n)
     for at in _looks(a.n, b.n):
-        if smaller[at] >= needed:
-            return "continue", None, True
         if smaller[at] < MIN_SAMPLES:
             continue
+        # Judged before the phase ends: the look that reaches a rollout step's min_samples is
+        # the one the rollout acts on.
         if difference.low[at] > 0:
             return "promote", int(smaller[at]), False
         if difference.high[at] < 0:
             return "rollback", int(smaller[at]), False
+        if smaller[at] >= needed:
+            return "continue", None, True
     return "continue", None, True
 
 
@@ -258,6 +278,12 @@ def aa_grid() -> Iterator[Cell]:
         for per_unit in (10, 20, 100):
             yield Cell(f"sticky users, ICC {icc}, ~{per_unit} requests a user", icc=icc,
                        per_unit=per_unit, min_effect=0.05 if per_unit < 100 else 0.01)
+    for index in (1.2, 1.5):
+        for sessions in (False, True):
+            arrival = "in sessions" if sessions else "spread over the run"
+            yield Cell(f"sticky users, heavy-tailed activity (Pareto {index}), {arrival}",
+                       icc=0.1, per_unit=2, heavy_tail=index, sessions=sessions,
+                       min_effect=0.05, horizon=10_000)
     for min_effect in (0.01, 0.1):
         yield Cell(f"shadow, min_effect {min_effect}", mode="shadow", min_effect=min_effect)
     yield Cell("guardrails: error 0.5 % (limit 1 %), p99 40 ms (limit 50 ms)",

@@ -23,8 +23,13 @@ Two things keep this valid from the first look, where the textbook plug-in fails
   all alike, and then any difference looks decisive. For outcomes bounded in ``[0, 1]``
   (correctness) the variance is floored at the Bernoulli variance with one success and one
   failure added (``p̃ = (S + 1) / (n + 2)``); and no evidence counts before each arm has
-  :data:`MIN_UNITS` units with an outcome (per-request losses, which have no natural bound, wait
+  outcomes worth :data:`MIN_UNITS` units (per-request losses, which have no natural bound, wait
   for :data:`MIN_UNITS_UNBOUNDED`).
+- **A few heavy users are a few units.** The delta method's variance is only as good as the
+  number of units it rests on, and with heavy-tailed activity (a few users sending most of the
+  traffic) that number is far below the count of distinct users. So the units above are
+  effective ones, ``n² / Σ_u N_u²`` (Kish's effective sample size over units), which is the
+  count of distinct units when they are alike.
 
 The calibration suite (``bench/calibration.py``, ``docs/calibration.md``) checks the result by
 simulation: A/A experiments over accuracies, effects, shares and sticky users.
@@ -69,12 +74,16 @@ class RunningArm:
     Attributes:
         n: outcomes of the arm so far.
         units: distinct units among them.
+        effective_units: how many units of equal weight they are worth, ``n² / Σ_u N_u²``
+            (Kish): ``units`` when every unit has as many outcomes, far fewer when a few
+            units have most of them.
         mean: the arm's metric, ``Σ y / n`` (0 while ``n`` is 0).
         variance: the variance of ``mean`` (delta method over units, floored when bounded).
     """
 
     n: Floats
     units: Floats
+    effective_units: Floats
     mean: Floats
     variance: Floats
 
@@ -155,7 +164,8 @@ def running_arm(y: ArrayLike, members: ArrayLike, units: ArrayLike | UnitCodes |
         out: Floats = np.concatenate([figures, [0.0]])[taken]
         return out
 
-    return RunningArm(n=carried(n), units=carried(distinct), mean=carried(mean),
+    return RunningArm(n=carried(n), units=carried(distinct),
+                      effective_units=carried(n * n / sq_counts), mean=carried(mean),
                       variance=carried(variance))
 
 
@@ -234,7 +244,11 @@ def running_difference(a: RunningArm, b: RunningArm, tau2: float, alpha: float, 
     per_outcome = _ratio(a.n * a.n * a.variance + b.n * b.n * b.variance, a.n + b.n)
     pooled = per_outcome * (_ratio(np.ones_like(a.n), a.n) + _ratio(np.ones_like(b.n), b.n))
     variance = np.where(both, np.maximum(a.variance + b.variance, pooled), np.nan)
-    counts = (a.units >= max(min_units, 1)) & (b.units >= max(min_units, 1))
+    # Effective units, not distinct ones: when a few users hold most of an arm's outcomes the
+    # delta-method variance rests on those few and understates the spread (a false decision in
+    # 15 % of heavy-tailed A/A runs, against 2 % this way; docs/calibration.md).
+    least = max(min_units, 1)
+    counts = (a.effective_units >= least) & (b.effective_units >= least)
     return _sequence(estimate, variance, counts, tau2, alpha)
 
 

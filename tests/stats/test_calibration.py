@@ -19,6 +19,8 @@ AA_CELLS = [
          min_effect=0.05, horizon=2_000),
     Cell("sticky users, ICC 0.03, ~100 requests a user", icc=0.03, per_unit=100,
          min_effect=0.05, horizon=3_000),
+    Cell("sticky users, heavy-tailed activity (Pareto 1.2), in sessions", icc=0.1, per_unit=2,
+         heavy_tail=1.2, sessions=True, min_effect=0.05, horizon=5_000),
     Cell("shadow, min_effect 0.1", mode="shadow", min_effect=0.1, horizon=2_000),
     Cell("guardrails inside their limits", error_rate=0.005, p99_ms=40.0, horizon=2_000),
 ]

@@ -126,6 +126,25 @@ def test_delta_method_is_statsmodels_cluster_robust_variance() -> None:
     assert ratio_variance(y[arm]) == pytest.approx(p * (1 - p) / arm.sum(), rel=1e-12)
 
 
+def test_a_few_heavy_users_are_a_few_effective_units() -> None:
+    """Two users with 500 outcomes each beside 40 with one: 42 distinct units, worth about
+    two (Kish), so no evidence counts however far apart the arms look."""
+    unit = np.r_[np.zeros(500), np.ones(500), np.arange(2, 42)].astype(np.int64)
+    counts = np.bincount(unit)
+    arm = running_arm(np.ones(unit.size), np.ones(unit.size, dtype=bool), unit, bounded=True)
+    assert arm.units[-1] == 42
+    assert arm.effective_units[-1] == pytest.approx(unit.size**2 / (counts**2).sum())
+    # The other arm: 1,040 users of one outcome each, all wrong; the heavy arm all right.
+    y = np.r_[np.ones(unit.size), np.zeros(unit.size)]
+    is_b = np.r_[np.ones(unit.size, dtype=bool), np.zeros(unit.size, dtype=bool)]
+    units = np.r_[unit, np.arange(1_000, 1_000 + unit.size)]
+    order = np.random.default_rng(0).permutation(y.size)
+    a = running_arm(y[order], ~is_b[order], units[order], bounded=True)
+    b = running_arm(y[order], is_b[order], units[order], bounded=True)
+    s = running_difference(a, b, tau2=1e-4, alpha=ALPHA)
+    assert np.all(s.p_value == 1.0) and not (s.low[-1] > 0 or s.high[-1] < 0)
+
+
 def test_running_arm_after_each_element_is_the_arm_so_far() -> None:
     """At every element, the arm's own or not (and before its first outcome), the running
     figures are those of the arm's outcomes up to it."""
