@@ -257,13 +257,28 @@ class Truths(NamedTuple):
         return cls(tasks.pop() if len(tasks) == 1 else None,
                    frozenset(str(c) for model in models for c in model.classes or ()))
 
+    def label_text(self, label: Any) -> str:
+        """A label as the store keeps it: its text, or, for a number that equals a class as a
+        number (1.0 for the class 1, or 1 for 1.0), that class's text. JSON does not keep
+        1 and 1.0 apart as the person meant them, and a float column of labels is common."""
+        text = str(label)
+        if text in self.labels or isinstance(label, bool) or not isinstance(label, int | float):
+            return text
+        if isinstance(label, int):
+            other = str(float(label))
+        elif label.is_integer():
+            other = str(int(label))
+        else:
+            return text
+        return other if other in self.labels else text
+
     def problem(self, label: Any, has_label: bool) -> tuple[str, str] | None:
         """The field at fault and why, for feedback these models could never count."""
         if self.task == "classification" and not has_label:
             return "value", 'the served models are classifiers: give "label"'
         if self.task == "regression" and has_label:
             return "label", 'the served models are regressors: give "value"'
-        if self.task == "classification" and str(label) not in self.labels:
+        if self.task == "classification" and self.label_text(label) not in self.labels:
             classes = sorted(self.labels)
             shown = ", ".join(classes[:MAX_CLASSES_NAMED]) + (
                 f", and {len(classes) - MAX_CLASSES_NAMED} more"
@@ -291,7 +306,8 @@ def parse_feedback(body: Any, *, max_batch: int, truths: Truths = ANY_TRUTH
                 f"{', '.join(u['field'] for u in unknown)}", unknown)
         if not isinstance(items, list) or not items:
             raise InputValidationError('"feedback" must be a non-empty list',
-                                       [{"field": "feedback", "message": "expected a list"}])
+                                       [{"field": "feedback",
+                                         "message": "expected a non-empty list"}])
         if len(items) > max_batch:
             raise PayloadTooLargeError(
                 f"{len(items)} feedback items is over limits.max_batch = {max_batch}",
@@ -342,7 +358,7 @@ def _feedback_item(item: Any, prefix: str, now: float, problems: list[dict[str, 
     if len(problems) > before or not isinstance(request_id, str):  # the latter reported above
         return None
     return FeedbackRecord(request_id=request_id, ts=now,
-                          label=str(label) if has_label else None,
+                          label=truths.label_text(label) if has_label else None,
                           value=float(value) if has_value else None)
 
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from router.errors import BadJSONError, InputValidationError
-from router.gateway.endpoints import parse_feedback
+from router.gateway.endpoints import Truths, parse_feedback
 from router.gateway.errors import error_response
 from router.serving.inputs import decode_json
 
@@ -63,6 +63,27 @@ def test_a_feedback_batch_with_another_top_level_key_is_refused() -> None:
     with pytest.raises(InputValidationError) as raised:
         parse_feedback({"feedback": [{"request_id": "r", "label": "a"}], "x": 1}, max_batch=10)
     assert [p["field"] for p in raised.value.detail] == ["x"]
+
+
+@pytest.mark.parametrize(("classes", "label", "stored"), [
+    ({"0", "1"}, 1.0, "1"),  # a labelling job's float column, for integer classes
+    ({"0.0", "1.0"}, 1, "1.0"),  # and the other way round
+    ({"0", "1"}, 1, "1"),
+    ({"yes", "no"}, "yes", "yes"),
+])
+def test_a_numeric_label_is_read_as_the_class_it_names(classes: set[str], label: object,
+                                                       stored: str) -> None:
+    """JSON does not tell 1 from 1.0 as a person means them: a label equal to a class as a
+    number is stored as that class's text, so that it joins."""
+    truths = Truths("classification", frozenset(classes))
+    [record] = parse_feedback({"request_id": "r", "label": label}, max_batch=10, truths=truths)
+    assert record.label == stored
+
+
+def test_an_empty_feedback_list_is_named_so() -> None:
+    with pytest.raises(InputValidationError) as raised:
+        parse_feedback({"feedback": []}, max_batch=10)
+    assert raised.value.detail == [{"field": "feedback", "message": "expected a non-empty list"}]
 
 
 def test_error_renderer_cannot_fail() -> None:
