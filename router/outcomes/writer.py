@@ -322,7 +322,9 @@ class OutcomeWriter:
         return health.problem is not None
 
     def _spill_queued(self) -> None:
-        """Move every queued record to local disk (the store is failing)."""
+        """Move every queued record to local disk (the store is failing). A kind the disk
+        refuses stays queued in memory, whole (``SpillDirectory.append`` leaves no part of it
+        on disk); a kind moved before it is counted as spilled all the same."""
         assert self._spill is not None
         moved = 0
         for kind, queue in (("predictions", self._predictions), ("feedback", self._feedback)):
@@ -332,14 +334,20 @@ class OutcomeWriter:
             try:
                 self._spill.append(kind, records)
             except OSError as exc:
-                logger.error("outcome writer: cannot spill to %s: %s", self._spill.directory, exc)
-                return
+                logger.error("outcome writer: cannot spill to %s: %s; %d records wait in "
+                             "memory", self._spill.directory, exc,
+                             len(self._predictions) + len(self._feedback))
+                break
             queue.chunks.clear()
             moved += len(records)
+        if not moved:
+            return
+        oldest = min((t for t in (self._predictions.oldest(), self._feedback.oldest())
+                      if t is not None), default=None)
         with self._lock:
             self._backlog -= moved
             self._spilled += moved
-            self._inflight_oldest = None
+            self._inflight_oldest = oldest
         self._replay_due = True
         logger.warning("outcome writer: store unavailable, %d records spilled to %s", moved,
                        self._spill.directory)

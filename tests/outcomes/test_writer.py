@@ -103,6 +103,8 @@ def make_writer() -> Iterator[Callable[..., OutcomeWriter]]:
             gate.set()
         if hasattr(writer._store, "failures"):
             writer._store.failures = 0  # type: ignore[attr-defined]
+        if hasattr(writer._store, "down"):
+            writer._store.down = False  # type: ignore[attr-defined]
         writer.close(timeout=DEADLINE_S)
         writer._store.close()
 
@@ -319,6 +321,11 @@ class DownStore(KeptStore):
         if self.down:
             raise StoreError("store 'postgresql://db': connection refused")
         super().write_predictions(records)
+
+    def write_feedback(self, records: Sequence[FeedbackRecord]) -> None:
+        if self.down:
+            raise StoreError("store 'postgresql://db': connection refused")
+        super().write_feedback(records)
 
     def ping(self) -> bool:
         return not self.down
