@@ -82,7 +82,7 @@ class OutcomeWriter:
         self._written = 0
         self._write_errors = 0
         self._last_error: str | None = None
-        self._failing = False  # the latest pass could not write everything it had
+        self._failing = False  # from a failed write or health check to a write or ping that works
         self._health = StoreHealth(None)
         self._health_checked = 0.0
         self._closed = False
@@ -169,7 +169,8 @@ class OutcomeWriter:
 
     @property
     def failing(self) -> bool:
-        """True while the store refuses writes (the latest pass left records unwritten)."""
+        """True while the store refuses writes: from a failed write (or health check) until a
+        write or a ping succeeds, so also while every record waits on disk."""
         return self._failing
 
     @property
@@ -285,24 +286,28 @@ class OutcomeWriter:
             try:
                 if self._unhealthy():
                     self._take_pending()  # records wait in memory, then on disk
-                    done = False
+                    done = answering = False
                 else:
-                    done = self._write_all()
-                # ping first: with nothing queued, _write_all succeeds without asking the store.
-                if done and self._replay_due and self._store.ping():
-                    self._replay()
-                    continue  # write what came back on the next pass
+                    done = self._write_all()  # nothing left queued in memory
+                    # With nothing queued (everything spilled, say) _write_all succeeds without
+                    # asking the store: only its answer to a ping ends a failure, or lets the
+                    # spilled records come back.
+                    answering = done and (not (self._failing or self._replay_due)
+                                          or self._store.ping())
+                    if answering and self._replay_due:
+                        self._replay()
+                        done = False  # write what came back on the next pass
             except Exception as exc:  # a bug here must not kill the thread and strand records
                 logger.exception("outcome writer: unexpected error")
                 self._note_error(exc)
-                done = False
-            if not done and self._spill is not None and (
+                done = answering = False
+            if not answering and self._spill is not None and (
                     len(self._predictions) + len(self._feedback) >= self._spill_after
                     or (stopping and self._health.problem is not None)):
                 # At a stop with the store's file at fault, no retry can succeed in time.
                 self._spill_queued()
-            failures = 0 if done else failures + 1
-            self._failing = not done
+            failures = 0 if answering else failures + 1
+            self._failing = not answering
             if stopping and done:
                 return
 

@@ -365,3 +365,28 @@ def test_closing_during_an_outage_leaves_records_for_the_next_start(
     again.start()
     eventually(lambda: up.count_predictions() == 300, "the spilled 300 written at next start")
     assert [r.request_id for r in up.prediction_records()] == [f"r{i}" for i in range(300)]
+
+
+def holds(condition: Callable[[], bool], what: str, seconds: float) -> None:
+    """``condition`` is true at every look for ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert condition(), f"no longer so within {seconds} s: {what}"
+        time.sleep(0.01)
+
+
+def test_the_store_stays_failing_while_everything_waits_on_disk(
+        make_writer: Callable[..., OutcomeWriter], tmp_path: Path) -> None:
+    """Found by probing: with every record spilled there is nothing to write, yet the store
+    still refuses; failing stays True (an alert waits minutes on it) until the store answers."""
+    store = DownStore()
+    writer = make_writer(store, spill_dir=tmp_path / "spill", spill_after=100,
+                         flush_interval_s=0.01)
+    writer.submit_predictions([prediction(f"r{i}") for i in range(500)])
+    writer.start()
+    eventually(lambda: writer.spilled == 500 and writer.backlog == 0 and writer.failing,
+               "everything spilled, the store failing")
+    holds(lambda: writer.failing, "the store failing", seconds=1.0)
+    store.down = False
+    eventually(lambda: store.count_predictions() == 500, "the spilled records written")
+    eventually(lambda: not writer.failing, "failing cleared once the store answers")
