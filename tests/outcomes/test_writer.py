@@ -390,3 +390,25 @@ def test_the_store_stays_failing_while_everything_waits_on_disk(
     store.down = False
     eventually(lambda: store.count_predictions() == 500, "the spilled records written")
     eventually(lambda: not writer.failing, "failing cleared once the store answers")
+
+
+def test_feedback_counts_towards_the_cap_when_spilling_fails(
+        make_writer: Callable[..., OutcomeWriter], tmp_path: Path) -> None:
+    """Feedback waits in the one backlog with predictions: with the store down and spilling
+    failing, it turns accepting False at max_pending (the gateway then refuses /feedback
+    too), stays in memory, and is written once the store answers."""
+    not_a_directory = tmp_path / "spill-here"
+    not_a_directory.write_text("")
+    store = DownStore()
+    writer = make_writer(store, spill_dir=not_a_directory, max_pending=1_000,
+                         flush_interval_s=0.01)
+    writer.start()
+    writer.submit_feedback([FeedbackRecord(f"f{i}", 2.0, label="a") for i in range(999)])
+    assert writer.accepting
+    writer.submit_feedback([FeedbackRecord("f999", 2.0, label="a")])
+    assert not writer.accepting
+    eventually(lambda: writer.write_errors >= 2, "spills and writes tried")
+    assert not writer.accepting and writer.backlog == 1_000 and writer.spilled == 0
+    store.down = False
+    eventually(lambda: writer.accepting and writer.backlog == 0, "written once the store is back")
+    assert len(store.feedback_records()) == 1_000
