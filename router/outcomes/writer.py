@@ -33,6 +33,9 @@ _BACKOFF_MAX_S = 2.0
 # at between writes, so that a fault is seen within a second even while nothing is written;
 # also the longest wait between attempts while it lasts, so that a repair is seen as soon.
 _HEALTH_INTERVAL_S = 0.5
+# How long close() waits, past its timeout, for what is left to be spilled; should the disk
+# refuse it too, the writer keeps trying the store and the disk meanwhile.
+_SPILL_AT_CLOSE_S = 30.0
 
 
 class OutcomeWriter:
@@ -228,8 +231,9 @@ class OutcomeWriter:
         """Stop accepting, write everything submitted, stop the thread; the store stays open.
 
         With a ``timeout`` that passes before the backlog is written (the store keeps failing),
-        raises ``StoreError`` and leaves the thread retrying: records are reported, not
-        dropped. Calling ``close`` again waits again.
+        what is left is spilled; without a spill directory, or with one that refuses them too
+        for ``_SPILL_AT_CLOSE_S`` more, raises ``StoreError`` and leaves the thread retrying:
+        records are reported, not dropped. Calling ``close`` again waits again.
         """
         with self._lock:
             self._closed = True
@@ -243,7 +247,7 @@ class OutcomeWriter:
             # The store stays down: keep what is left on local disk for the next start.
             self._spill_everything = True
             self._wake.set()
-            self._thread.join(30)
+            self._thread.join(_SPILL_AT_CLOSE_S)
         if self._thread.is_alive():
             raise StoreError(f"outcome writer: {self._backlog} records not written after "
                              f"{timeout} s (last error: {self._last_error})")
@@ -282,7 +286,10 @@ class OutcomeWriter:
             if self._spill_everything:
                 self._take_pending()
                 self._spill_queued()
-                return
+                if not (self._predictions.chunks or self._feedback.chunks):
+                    return
+                # The disk refused them too: they stay here, the store is tried again, and
+                # close() names them if neither takes them in time.
             try:
                 if self._unhealthy():
                     self._take_pending()  # records wait in memory, then on disk

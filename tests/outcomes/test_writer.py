@@ -412,3 +412,22 @@ def test_feedback_counts_towards_the_cap_when_spilling_fails(
     store.down = False
     eventually(lambda: writer.accepting and writer.backlog == 0, "written once the store is back")
     assert len(store.feedback_records()) == 1_000
+
+
+def test_a_close_that_can_neither_write_nor_spill_says_so_and_keeps_trying(
+        make_writer: Callable[..., OutcomeWriter], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store down and the spill refused at close: close raises StoreError naming the
+    records still in memory (they were dropped without a word), and the writer keeps trying
+    the store, which takes them when it answers."""
+    monkeypatch.setattr("router.outcomes.writer._SPILL_AT_CLOSE_S", 0.5, raising=False)
+    not_a_directory = tmp_path / "spill-here"
+    not_a_directory.write_text("")
+    store = DownStore()
+    writer = make_writer(store, spill_dir=not_a_directory, flush_interval_s=0.01)
+    writer.start()
+    writer.submit_predictions([prediction(f"r{i}") for i in range(10)])
+    with pytest.raises(StoreError, match="10 records not written"):
+        writer.close(timeout=0.2)
+    store.down = False
+    eventually(lambda: store.count_predictions() == 10, "written once the store answers")
