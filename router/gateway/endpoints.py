@@ -233,6 +233,9 @@ async def predict(request: Request) -> Response:
 
 async def feedback(request: Request) -> Response:
     state = state_of(request)
+    if not state.writer.accepting:
+        # As for a prediction: what the log cannot take is refused, not left to fill memory.
+        raise BackpressureError("the outcome log is behind; retry shortly")
     snapshot = state.snapshots.current
     body = await read_json(request, snapshot.config.limits.max_body_bytes)
     records = parse_feedback(body, max_batch=snapshot.config.limits.max_batch,

@@ -21,7 +21,7 @@ import pickle
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 from router.outcomes.dead_letters import DeadLetters
 from router.outcomes.records import FeedbackRecord, PredictionRecord
@@ -75,15 +75,39 @@ class SpillDirectory:
         return self._file
 
     def append(self, kind: str, records: tuple[Any, ...]) -> None:
-        """Add records of one kind ("predictions" or "feedback"), fsynced before returning."""
+        """Add records of one kind ("predictions" or "feedback"), fsynced before returning.
+
+        All or nothing: an ``OSError`` (a full disk) leaves the file as it was, so that the
+        records the caller still holds are never also on disk, to be written twice.
+        """
         self.directory.mkdir(parents=True, exist_ok=True)
-        lines = [encode_line(encode_record(kind, r)) for r in records]
-        with self._file.open("ab") as handle:
-            if handle.tell() == 0:
-                handle.write(encode_line({"format": FORMAT, "version": VERSION}))
-            handle.write(b"".join(lines))
-            handle.flush()
-            os.fsync(handle.fileno())
+        lines = b"".join(encode_line(encode_record(kind, r)) for r in records)
+        # Unbuffered: a buffer would write what failed once more when the file is closed,
+        # after the cut was undone.
+        with self._file.open("ab", buffering=0) as handle:
+            start = handle.seek(0, os.SEEK_END)
+            if start == 0:
+                lines = encode_line({"format": FORMAT, "version": VERSION}) + lines
+            try:
+                rest = memoryview(lines)
+                while rest:
+                    rest = rest[handle.write(rest):]
+                os.fsync(handle.fileno())
+            except OSError:
+                self._undo_append(handle, start)
+                raise
+
+    def _undo_append(self, handle: BinaryIO, start: int) -> None:
+        """Cut the file back to ``start`` bytes; remove it if the failed append began it."""
+        try:
+            if start == 0:
+                # Not even a header left: a file without one would be set aside as unreadable.
+                self._file.unlink()
+            else:
+                handle.truncate(start)
+        except OSError as exc:
+            log.error("%s: cannot undo an append that failed (%s); the records still queued "
+                      "in memory may be written twice", self._file.name, exc)
 
     def claim(self) -> list[Path]:
         """Take every pending spill file (this process's included) for replay."""

@@ -33,6 +33,9 @@ _BACKOFF_MAX_S = 2.0
 # at between writes, so that a fault is seen within a second even while nothing is written;
 # also the longest wait between attempts while it lasts, so that a repair is seen as soon.
 _HEALTH_INTERVAL_S = 0.5
+# How long close() waits, past its timeout, for what is left to be spilled; should the disk
+# refuse it too, the writer keeps trying the store and the disk meanwhile.
+_SPILL_AT_CLOSE_S = 30.0
 
 
 class OutcomeWriter:
@@ -82,7 +85,7 @@ class OutcomeWriter:
         self._written = 0
         self._write_errors = 0
         self._last_error: str | None = None
-        self._failing = False  # the latest pass could not write everything it had
+        self._failing = False  # from a failed write or health check to a write or ping that works
         self._health = StoreHealth(None)
         self._health_checked = 0.0
         self._closed = False
@@ -169,7 +172,8 @@ class OutcomeWriter:
 
     @property
     def failing(self) -> bool:
-        """True while the store refuses writes (the latest pass left records unwritten)."""
+        """True while the store refuses writes: from a failed write (or health check) until a
+        write or a ping succeeds, so also while every record waits on disk."""
         return self._failing
 
     @property
@@ -227,8 +231,9 @@ class OutcomeWriter:
         """Stop accepting, write everything submitted, stop the thread; the store stays open.
 
         With a ``timeout`` that passes before the backlog is written (the store keeps failing),
-        raises ``StoreError`` and leaves the thread retrying: records are reported, not
-        dropped. Calling ``close`` again waits again.
+        what is left is spilled; without a spill directory, or with one that refuses them too
+        for ``_SPILL_AT_CLOSE_S`` more, raises ``StoreError`` and leaves the thread retrying:
+        records are reported, not dropped. Calling ``close`` again waits again.
         """
         with self._lock:
             self._closed = True
@@ -242,7 +247,7 @@ class OutcomeWriter:
             # The store stays down: keep what is left on local disk for the next start.
             self._spill_everything = True
             self._wake.set()
-            self._thread.join(30)
+            self._thread.join(_SPILL_AT_CLOSE_S)
         if self._thread.is_alive():
             raise StoreError(f"outcome writer: {self._backlog} records not written after "
                              f"{timeout} s (last error: {self._last_error})")
@@ -281,28 +286,35 @@ class OutcomeWriter:
             if self._spill_everything:
                 self._take_pending()
                 self._spill_queued()
-                return
+                if not (self._predictions.chunks or self._feedback.chunks):
+                    return
+                # The disk refused them too: they stay here, the store is tried again, and
+                # close() names them if neither takes them in time.
             try:
                 if self._unhealthy():
                     self._take_pending()  # records wait in memory, then on disk
-                    done = False
+                    done = answering = False
                 else:
-                    done = self._write_all()
-                # ping first: with nothing queued, _write_all succeeds without asking the store.
-                if done and self._replay_due and self._store.ping():
-                    self._replay()
-                    continue  # write what came back on the next pass
+                    done = self._write_all()  # nothing left queued in memory
+                    # With nothing queued (everything spilled, say) _write_all succeeds without
+                    # asking the store: only its answer to a ping ends a failure, or lets the
+                    # spilled records come back.
+                    answering = done and (not (self._failing or self._replay_due)
+                                          or self._store.ping())
+                    if answering and self._replay_due:
+                        self._replay()
+                        done = False  # write what came back on the next pass
             except Exception as exc:  # a bug here must not kill the thread and strand records
                 logger.exception("outcome writer: unexpected error")
                 self._note_error(exc)
-                done = False
-            if not done and self._spill is not None and (
+                done = answering = False
+            if not answering and self._spill is not None and (
                     len(self._predictions) + len(self._feedback) >= self._spill_after
                     or (stopping and self._health.problem is not None)):
                 # At a stop with the store's file at fault, no retry can succeed in time.
                 self._spill_queued()
-            failures = 0 if done else failures + 1
-            self._failing = not done
+            failures = 0 if answering else failures + 1
+            self._failing = not answering
             if stopping and done:
                 return
 
@@ -322,7 +334,9 @@ class OutcomeWriter:
         return health.problem is not None
 
     def _spill_queued(self) -> None:
-        """Move every queued record to local disk (the store is failing)."""
+        """Move every queued record to local disk (the store is failing). A kind the disk
+        refuses stays queued in memory, whole (``SpillDirectory.append`` leaves no part of it
+        on disk); a kind moved before it is counted as spilled all the same."""
         assert self._spill is not None
         moved = 0
         for kind, queue in (("predictions", self._predictions), ("feedback", self._feedback)):
@@ -332,14 +346,20 @@ class OutcomeWriter:
             try:
                 self._spill.append(kind, records)
             except OSError as exc:
-                logger.error("outcome writer: cannot spill to %s: %s", self._spill.directory, exc)
-                return
+                logger.error("outcome writer: cannot spill to %s: %s; %d records wait in "
+                             "memory", self._spill.directory, exc,
+                             len(self._predictions) + len(self._feedback))
+                break
             queue.chunks.clear()
             moved += len(records)
+        if not moved:
+            return
+        oldest = min((t for t in (self._predictions.oldest(), self._feedback.oldest())
+                      if t is not None), default=None)
         with self._lock:
             self._backlog -= moved
             self._spilled += moved
-            self._inflight_oldest = None
+            self._inflight_oldest = oldest
         self._replay_due = True
         logger.warning("outcome writer: store unavailable, %d records spilled to %s", moved,
                        self._spill.directory)

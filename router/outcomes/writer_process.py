@@ -257,8 +257,8 @@ class WriterProcess:
         """Stop taking records, hand over the rest and wait while the child writes them.
 
         With the store down, the child spills what it cannot write within ``timeout`` (10 s
-        by default); without a spill directory it raises ``StoreError`` naming the records it
-        could not write, as ``OutcomeWriter.close`` does.
+        by default); without a spill directory, or when spilling fails too, it raises
+        ``StoreError`` naming the records it could not write, as ``OutcomeWriter.close`` does.
         """
         self.closed = True
         if self._handoff is None:

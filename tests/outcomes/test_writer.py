@@ -103,6 +103,8 @@ def make_writer() -> Iterator[Callable[..., OutcomeWriter]]:
             gate.set()
         if hasattr(writer._store, "failures"):
             writer._store.failures = 0  # type: ignore[attr-defined]
+        if hasattr(writer._store, "down"):
+            writer._store.down = False  # type: ignore[attr-defined]
         writer.close(timeout=DEADLINE_S)
         writer._store.close()
 
@@ -320,6 +322,11 @@ class DownStore(KeptStore):
             raise StoreError("store 'postgresql://db': connection refused")
         super().write_predictions(records)
 
+    def write_feedback(self, records: Sequence[FeedbackRecord]) -> None:
+        if self.down:
+            raise StoreError("store 'postgresql://db': connection refused")
+        super().write_feedback(records)
+
     def ping(self) -> bool:
         return not self.down
 
@@ -358,3 +365,69 @@ def test_closing_during_an_outage_leaves_records_for_the_next_start(
     again.start()
     eventually(lambda: up.count_predictions() == 300, "the spilled 300 written at next start")
     assert [r.request_id for r in up.prediction_records()] == [f"r{i}" for i in range(300)]
+
+
+def holds(condition: Callable[[], bool], what: str, seconds: float) -> None:
+    """``condition`` is true at every look for ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert condition(), f"no longer so within {seconds} s: {what}"
+        time.sleep(0.01)
+
+
+def test_the_store_stays_failing_while_everything_waits_on_disk(
+        make_writer: Callable[..., OutcomeWriter], tmp_path: Path) -> None:
+    """Found by probing: with every record spilled there is nothing to write, yet the store
+    still refuses; failing stays True (an alert waits minutes on it) until the store answers."""
+    store = DownStore()
+    writer = make_writer(store, spill_dir=tmp_path / "spill", spill_after=100,
+                         flush_interval_s=0.01)
+    writer.submit_predictions([prediction(f"r{i}") for i in range(500)])
+    writer.start()
+    eventually(lambda: writer.spilled == 500 and writer.backlog == 0 and writer.failing,
+               "everything spilled, the store failing")
+    holds(lambda: writer.failing, "the store failing", seconds=1.0)
+    store.down = False
+    eventually(lambda: store.count_predictions() == 500, "the spilled records written")
+    eventually(lambda: not writer.failing, "failing cleared once the store answers")
+
+
+def test_feedback_counts_towards_the_cap_when_spilling_fails(
+        make_writer: Callable[..., OutcomeWriter], tmp_path: Path) -> None:
+    """Feedback waits in the one backlog with predictions: with the store down and spilling
+    failing, it turns accepting False at max_pending (the gateway then refuses /feedback
+    too), stays in memory, and is written once the store answers."""
+    not_a_directory = tmp_path / "spill-here"
+    not_a_directory.write_text("")
+    store = DownStore()
+    writer = make_writer(store, spill_dir=not_a_directory, max_pending=1_000,
+                         flush_interval_s=0.01)
+    writer.start()
+    writer.submit_feedback([FeedbackRecord(f"f{i}", 2.0, label="a") for i in range(999)])
+    assert writer.accepting
+    writer.submit_feedback([FeedbackRecord("f999", 2.0, label="a")])
+    assert not writer.accepting
+    eventually(lambda: writer.write_errors >= 2, "spills and writes tried")
+    assert not writer.accepting and writer.backlog == 1_000 and writer.spilled == 0
+    store.down = False
+    eventually(lambda: writer.accepting and writer.backlog == 0, "written once the store is back")
+    assert len(store.feedback_records()) == 1_000
+
+
+def test_a_close_that_can_neither_write_nor_spill_says_so_and_keeps_trying(
+        make_writer: Callable[..., OutcomeWriter], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store down and the spill refused at close: close raises StoreError naming the
+    records still in memory (they were dropped without a word), and the writer keeps trying
+    the store, which takes them when it answers."""
+    monkeypatch.setattr("router.outcomes.writer._SPILL_AT_CLOSE_S", 0.5, raising=False)
+    not_a_directory = tmp_path / "spill-here"
+    not_a_directory.write_text("")
+    store = DownStore()
+    writer = make_writer(store, spill_dir=not_a_directory, flush_interval_s=0.01)
+    writer.start()
+    writer.submit_predictions([prediction(f"r{i}") for i in range(10)])
+    with pytest.raises(StoreError, match="10 records not written"):
+        writer.close(timeout=0.2)
+    store.down = False
+    eventually(lambda: store.count_predictions() == 10, "written once the store answers")
