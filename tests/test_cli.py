@@ -226,6 +226,31 @@ def test_usage_mistakes_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "error" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["serve", "demo"])
+@pytest.mark.parametrize("port", ["99999", "65536", "-1", "http"])
+def test_a_port_outside_1_to_65535_is_a_usage_mistake(
+        command: str, port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--port takes a TCP port: anything else is refused by the parser, naming the option,
+    rather than bound modulo 65536."""
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args([command, "--port", port])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --port: must be a port from " in err and f"got {port!r}" in err, err
+
+
+def test_port_bounds_that_mean_something_are_taken() -> None:
+    """1 and 65535 are ports; 0 is one for `router serve` alone: any free port, which
+    uvicorn's log names. The demo must know its address to send traffic there."""
+    parser = build_parser()
+    for command in ("serve", "demo"):
+        for port in (1, 65535):
+            assert parser.parse_args([command, "--port", str(port)]).port == port
+    assert parser.parse_args(["serve", "--port", "0"]).port == 0
+    with pytest.raises(SystemExit):
+        parser.parse_args(["demo", "--port", "0"])
+
+
 HEAVY = ("sklearn", "scipy", "numpy", "uvicorn", "starlette", "onnxruntime")
 
 

@@ -19,9 +19,11 @@ from router.cli.commands import (
 from router.cli.common import DEFAULT_CONFIG, fail, trust_arguments
 from router.cli.serve import cmd_serve, cmd_validate
 from router.cli.values import (
+    any_port,
     drift_spec,
     non_negative_float,
     non_negative_int,
+    port,
     positive_int,
     share,
     significance,
@@ -47,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("serve", cmd_serve, "Serve the gateway for a YAML config.")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML file (default {DEFAULT_CONFIG})")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=any_port, default=8000,
+                   help="port (default 8000; 0: a free one, named in the log)")
     p.add_argument("--workers", type=positive_int, default=1,
                    help="worker processes sharing the port and the store (default 1)")
     p.add_argument("--log-level", default="info",
@@ -92,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default=".",
                    help="project directory: models/, configs/, var/ (default .)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=port, default=8000, help="port (default 8000)")
     p.add_argument("--max-requests", type=positive_int, default=30_000,
                    help="stop the traffic here without a verdict (default 30000)")
     p.add_argument("--round", type=positive_int, default=500,
