@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from router.cli import build_parser, main
 from router.outcomes import HistoryEntry, open_store
 from tests.configs import write_config
+from tests.e2e.server import REPO_ROOT
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -224,6 +226,33 @@ def test_usage_mistakes_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
             main(argv)
         assert info.value.code == 2
     assert "error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["stats", "--metric", "bogus"],
+     "argument --metric: invalid choice: 'bogus' (choose from 'accuracy', 'log_loss', 'mae', "
+     "'rmse') (see router stats --help)"),
+    (["serve", "--port", "abc"],
+     "argument --port: must be a port from 0 to 65535, got 'abc' (see router serve --help)"),
+    (["history", "--limit", "0"],
+     "argument --limit: must be at least 1, got 0 (see router history --help)"),
+    (["validate", "FILE", "extra"],
+     "unrecognized arguments: extra (see router validate --help)"),
+    (["models", "list", "DIR", "extra"],
+     "unrecognized arguments: extra (see router models list --help)"),
+    (["serve", "--bogus", "--config", "x.yaml"],
+     "unrecognized arguments: --bogus (see router serve --help)"),
+    ([], "the following arguments are required: COMMAND (see router --help)"),
+])
+def test_a_usage_mistake_is_one_line_naming_the_help_to_read(
+        argv: list[str], expected: str, tmp_path: Path) -> None:
+    """argparse's mistakes read as every other error of the command: one line on stderr,
+    `router: error: …`, with the help of the command that was mistyped (not argparse's usage
+    block, nor the top-level usage for a subcommand's extra argument); exit 2."""
+    done = subprocess.run([sys.executable, "-m", "router.cli", *argv], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", f"router: error: {expected}\n")
 
 
 @pytest.mark.parametrize("command", ["serve", "demo"])

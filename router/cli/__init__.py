@@ -11,14 +11,14 @@ import sys
 from collections.abc import Sequence
 
 from router.cli.common import CommandError, fail
-from router.cli.parser import build_parser
+from router.cli.parser import build_parser, parse_arguments
 from router.errors import RouterError
 
 __all__ = ["build_parser", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(argv)
     try:
         return int(args.handler(args))
     except (RouterError, CommandError) as exc:
