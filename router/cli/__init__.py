@@ -29,8 +29,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # its base); stdout goes nowhere then, so that the exit's flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except FileExistsError as exc:
-        return fail(f"{exc} (use --force to replace it)")
     except OSError as exc:
         return fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
     except KeyboardInterrupt:

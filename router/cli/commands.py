@@ -31,8 +31,11 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_train_demo(args: argparse.Namespace) -> int:
-    from router.demo.training import train_demo, training_summary
+    from router.demo.training import existing_demo_files, train_demo, training_summary
 
+    existing = existing_demo_files(args.dir)
+    if existing and not args.force:
+        raise CommandError(f"{existing[0]} already exists; use --force to replace it")
     result = train_demo(Path(args.dir), force=args.force)
     for line in training_summary(result):
         print(line)
