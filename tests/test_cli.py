@@ -96,9 +96,48 @@ def test_promote_and_rollback_name_a_challenger(capsys: pytest.CaptureFixture[st
     code, _, err = run(capsys, "promote", "--config", str(path))
     assert code == 1 and "name the challenger to promote: gb, svc" in err
     code, out, _ = run(capsys, "rollback", "--config", str(path), "--challenger", "svc")
-    assert code == 0 and out.startswith("rolled back: champ now serves (was svc)")
+    # svc alone stopped: gb keeps its users.
+    assert code == 0 and out.startswith("rolled back svc: its share is now 0; champ and gb "
+                                        "serve;")
     code, out, _ = run(capsys, "promote", "--config", str(path), "--challenger", "gb")
     assert code == 0 and out.startswith("promoted: gb now serves (was champ)")
+
+
+def test_a_rollback_of_one_shadow_challenger_says_the_others_stay(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, champion_dir: Path,
+        challenger_dir: Path, no_proba_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In shadow mode the challenger rolled back leaves the file; the others stay mirrored."""
+    monkeypatch.chdir(tmp_path)
+    path = write_config(tmp_path, champion=champion_dir, mode="shadow", challengers=[
+        {"name": name, "path": str(directory)}
+        for name, directory in (("gb", challenger_dir), ("svc", no_proba_dir),
+                                ("gb2", challenger_dir))])
+    code, out, _ = run(capsys, "rollback", "--config", str(path), "--challenger", "svc")
+    assert code == 0 and out.startswith("rolled back svc: no longer mirrored; champ serves, "
+                                        "gb and gb2 still in shadow;")
+
+
+@pytest.mark.parametrize("command", ["promote", "rollback"])
+def test_an_unknown_challenger_is_blamed_on_the_flag_naming_the_models(
+        command: str, capsys: pytest.CaptureFixture[str], tmp_path: Path, champion_dir: Path,
+        challenger_dir: Path, no_proba_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--challenger naming no challenger: the flag is the mistake, not a key of the file, and
+    the choices are the models' names (the one under `challenger:` with its role, which
+    names it too); the file is left as it was."""
+    monkeypatch.chdir(tmp_path)
+    one = write_config(tmp_path, champion=champion_dir, challenger=challenger_dir,
+                       name="one.yaml")
+    several = write_config(tmp_path, champion=champion_dir, name="several.yaml", challengers=[
+        {"name": "gb", "path": str(challenger_dir), "percent": 10},
+        {"name": "svc", "path": str(no_proba_dir), "percent": 10}])
+    for path, served in ((one, "chall (challenger)"), (several, "gb, svc (challengers)")):
+        text = path.read_text()
+        code, out, err = run(capsys, command, "--config", str(path), "--challenger", "zzz")
+        assert (code, out, err) == (1, "", f"router: error: --challenger 'zzz' names no "
+                                           f"challenger in {path}; it serves {served}\n")
+        assert path.read_text() == text
+    code, out, _ = run(capsys, command, "--config", str(one), "--challenger", "challenger")
+    assert code == 0, out
 
 
 def test_history_is_the_configs_experiments_own(capsys: pytest.CaptureFixture[str],
