@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from router.cli import build_parser, main
 from router.outcomes import HistoryEntry, open_store
 from tests.configs import write_config
+from tests.e2e.server import REPO_ROOT
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -94,9 +96,48 @@ def test_promote_and_rollback_name_a_challenger(capsys: pytest.CaptureFixture[st
     code, _, err = run(capsys, "promote", "--config", str(path))
     assert code == 1 and "name the challenger to promote: gb, svc" in err
     code, out, _ = run(capsys, "rollback", "--config", str(path), "--challenger", "svc")
-    assert code == 0 and out.startswith("rolled back: champ now serves (was svc)")
+    # svc alone stopped: gb keeps its users.
+    assert code == 0 and out.startswith("rolled back svc: its share is now 0; champ and gb "
+                                        "serve;")
     code, out, _ = run(capsys, "promote", "--config", str(path), "--challenger", "gb")
     assert code == 0 and out.startswith("promoted: gb now serves (was champ)")
+
+
+def test_a_rollback_of_one_shadow_challenger_says_the_others_stay(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, champion_dir: Path,
+        challenger_dir: Path, no_proba_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In shadow mode the challenger rolled back leaves the file; the others stay mirrored."""
+    monkeypatch.chdir(tmp_path)
+    path = write_config(tmp_path, champion=champion_dir, mode="shadow", challengers=[
+        {"name": name, "path": str(directory)}
+        for name, directory in (("gb", challenger_dir), ("svc", no_proba_dir),
+                                ("gb2", challenger_dir))])
+    code, out, _ = run(capsys, "rollback", "--config", str(path), "--challenger", "svc")
+    assert code == 0 and out.startswith("rolled back svc: no longer mirrored; champ serves, "
+                                        "gb and gb2 still in shadow;")
+
+
+@pytest.mark.parametrize("command", ["promote", "rollback"])
+def test_an_unknown_challenger_is_blamed_on_the_flag_naming_the_models(
+        command: str, capsys: pytest.CaptureFixture[str], tmp_path: Path, champion_dir: Path,
+        challenger_dir: Path, no_proba_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--challenger naming no challenger: the flag is the mistake, not a key of the file, and
+    the choices are the models' names (the one under `challenger:` with its role, which
+    names it too); the file is left as it was."""
+    monkeypatch.chdir(tmp_path)
+    one = write_config(tmp_path, champion=champion_dir, challenger=challenger_dir,
+                       name="one.yaml")
+    several = write_config(tmp_path, champion=champion_dir, name="several.yaml", challengers=[
+        {"name": "gb", "path": str(challenger_dir), "percent": 10},
+        {"name": "svc", "path": str(no_proba_dir), "percent": 10}])
+    for path, served in ((one, "chall (challenger)"), (several, "gb, svc (challengers)")):
+        text = path.read_text()
+        code, out, err = run(capsys, command, "--config", str(path), "--challenger", "zzz")
+        assert (code, out, err) == (1, "", f"router: error: --challenger 'zzz' names no "
+                                           f"challenger in {path}; it serves {served}\n")
+        assert path.read_text() == text
+    code, out, _ = run(capsys, command, "--config", str(one), "--challenger", "challenger")
+    assert code == 0, out
 
 
 def test_history_is_the_configs_experiments_own(capsys: pytest.CaptureFixture[str],
@@ -178,11 +219,13 @@ def test_models_list_of_an_empty_dir_fails(capsys: pytest.CaptureFixture[str],
 
 def test_train_demo_twice_is_a_clear_error(capsys: pytest.CaptureFixture[str],
                                            tmp_path: Path) -> None:
-    """train-demo refuses to overwrite, on one line, and --force retrains."""
+    """train-demo refuses to overwrite, on one line naming the option to pass once (not the
+    Python API's argument), and --force retrains."""
     assert run(capsys, "train-demo", "--dir", str(tmp_path))[0] == 0
     code, _, err = run(capsys, "train-demo", "--dir", str(tmp_path))
-    assert code == 1 and err.startswith("router: error: ") and "--force" in err
-    assert err.count("\n") == 1
+    model = tmp_path / "models" / "breast-cancer-lr" / "1" / "model.joblib"
+    assert (code, err) == (1, f"router: error: {model} already exists; use --force to "
+                              "replace it\n")
     assert run(capsys, "train-demo", "--dir", str(tmp_path), "--force")[0] == 0
 
 
@@ -224,6 +267,58 @@ def test_usage_mistakes_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
             main(argv)
         assert info.value.code == 2
     assert "error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["stats", "--metric", "bogus"],
+     "argument --metric: invalid choice: 'bogus' (choose from 'accuracy', 'log_loss', 'mae', "
+     "'rmse') (see router stats --help)"),
+    (["serve", "--port", "abc"],
+     "argument --port: must be a port from 0 to 65535, got 'abc' (see router serve --help)"),
+    (["history", "--limit", "0"],
+     "argument --limit: must be at least 1, got 0 (see router history --help)"),
+    (["validate", "FILE", "extra"],
+     "unrecognized arguments: extra (see router validate --help)"),
+    (["models", "list", "DIR", "extra"],
+     "unrecognized arguments: extra (see router models list --help)"),
+    (["serve", "--bogus", "--config", "x.yaml"],
+     "unrecognized arguments: --bogus (see router serve --help)"),
+    ([], "the following arguments are required: COMMAND (see router --help)"),
+])
+def test_a_usage_mistake_is_one_line_naming_the_help_to_read(
+        argv: list[str], expected: str, tmp_path: Path) -> None:
+    """argparse's mistakes read as every other error of the command: one line on stderr,
+    `router: error: …`, with the help of the command that was mistyped (not argparse's usage
+    block, nor the top-level usage for a subcommand's extra argument); exit 2."""
+    done = subprocess.run([sys.executable, "-m", "router.cli", *argv], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", f"router: error: {expected}\n")
+
+
+@pytest.mark.parametrize("command", ["serve", "demo"])
+@pytest.mark.parametrize("port", ["99999", "65536", "-1", "http"])
+def test_a_port_outside_1_to_65535_is_a_usage_mistake(
+        command: str, port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--port takes a TCP port: anything else is refused by the parser, naming the option,
+    rather than bound modulo 65536."""
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args([command, "--port", port])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --port: must be a port from " in err and f"got {port!r}" in err, err
+
+
+def test_port_bounds_that_mean_something_are_taken() -> None:
+    """1 and 65535 are ports; 0 is one for `router serve` alone: any free port, which
+    uvicorn's log names. The demo must know its address to send traffic there."""
+    parser = build_parser()
+    for command in ("serve", "demo"):
+        for port in (1, 65535):
+            assert parser.parse_args([command, "--port", str(port)]).port == port
+    assert parser.parse_args(["serve", "--port", "0"]).port == 0
+    with pytest.raises(SystemExit):
+        parser.parse_args(["demo", "--port", "0"])
 
 
 HEAVY = ("sklearn", "scipy", "numpy", "uvicorn", "starlette", "onnxruntime")

@@ -76,3 +76,14 @@ def test_the_home_page_and_the_readme_list_every_page() -> None:
     readme = README.read_text()
     assert [p for p in pages if f"]({p})" not in home] == [], "missing from docs/index.md"
     assert [p for p in pages if f"](docs/{p})" not in readme] == [], "missing from README.md"
+
+
+def test_the_docs_say_how_to_move_the_demo_off_port_8000() -> None:
+    """Getting started (and the README) give a `make demo PORT=…` that hands that port to
+    `router demo`: `make -n` prints the command it would run, and runs nothing."""
+    for page in (ROOT / "docs" / "getting-started.md", README):
+        found = re.search(r"`make demo PORT=(\d+)`", page.read_text())
+        assert found, f"{page.name} does not say how to change the demo's port"
+        dry = subprocess.run(["make", "-n", "demo", f"PORT={found.group(1)}"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60, check=True)
+        assert f"router demo --host 127.0.0.1 --port {found.group(1)} " in dry.stdout

@@ -24,11 +24,18 @@ from typing import Any
 
 import pytest
 
-from router.demo.live import DemoOptions, _interrupts, _simulate, admin_token
+from router.demo.live import (
+    DemoError,
+    DemoOptions,
+    _Gateway,
+    _interrupts,
+    _simulate,
+    admin_token,
+)
 from router.demo.simulate import SimulationResult
-from router.demo.training import train_demo
+from router.demo.training import CONFIG_PATH, train_demo
 from router.outcomes import open_store
-from tests.e2e.server import REPO_ROOT, free_port
+from tests.e2e.server import REPO_ROOT, free_port, serve
 
 pytestmark = pytest.mark.e2e
 
@@ -262,6 +269,51 @@ def test_after_a_promotion_the_demo_says_how_to_start_again(start_demo: Callable
     text = "\n".join(demo.lines)
     assert "sending traffic" not in text and "no verdict" not in text
     assert demo.interrupt() == 0, text
+
+
+def test_a_port_in_use_stops_the_demo_before_it_starts_anything(trained: Path,
+                                                                tmp_path: Path) -> None:
+    """Another gateway already listens on --port: one line, as `router serve` says it, exit 1,
+    before any training, any server log rewritten or any request sent to that other gateway."""
+    other = tmp_path / "other"
+    shutil.copytree(trained, other)
+    root = tmp_path / "demo"  # empty: the demo would train first
+    log = root / "var" / "demo-server.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("another demo's gateway log\n")
+    with serve(other / CONFIG_PATH, other) as server:
+        port = server.url.rsplit(":", 1)[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "router.cli", "demo", "--dir", str(root), "--port", port,
+             "--max-requests", "200", "--round", "100"], cwd=root, capture_output=True,
+            text=True, timeout=DEADLINE_S, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+        with urllib.request.urlopen(f"{server.url}/stats", timeout=30) as answer:
+            served = json.loads(answer.read())
+    assert (done.returncode, done.stdout, done.stderr) == (
+        1, "", f"router: error: cannot listen on 127.0.0.1:{port}: address already in use\n")
+    assert not (root / "models").exists()
+    assert log.read_text() == "another demo's gateway log\n"
+    assert sum(v["requests"] for v in served["variants"].values()) == 0, served["variants"]
+
+
+def test_the_demo_waits_for_its_own_gateway_not_the_one_on_its_port(
+        trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should the port be taken after the demo checked it, its gateway cannot listen there: the
+    other gateway's /ready, answered while this one is still starting, is not taken for this
+    one's, and the demo stops with this one's log rather than send traffic elsewhere."""
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
+    other = tmp_path / "other"
+    shutil.copytree(trained, other)
+    root = tmp_path / "demo"
+    shutil.copytree(trained, root)
+    with serve(other / CONFIG_PATH, other) as server:
+        options = DemoOptions(root=root, port=int(server.url.rsplit(":", 1)[1]))
+        gateway = _Gateway(options, root / CONFIG_PATH, "a-token")
+        try:
+            with pytest.raises(DemoError, match="cannot listen on"):
+                gateway.wait_ready()
+        finally:
+            gateway.stop()
 
 
 class _Dropped:

@@ -11,14 +11,14 @@ import sys
 from collections.abc import Sequence
 
 from router.cli.common import CommandError, fail
-from router.cli.parser import build_parser
+from router.cli.parser import build_parser, parse_arguments
 from router.errors import RouterError
 
 __all__ = ["build_parser", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(argv)
     try:
         return int(args.handler(args))
     except (RouterError, CommandError) as exc:
@@ -29,8 +29,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # its base); stdout goes nowhere then, so that the exit's flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except FileExistsError as exc:
-        return fail(f"{exc} (use --force to replace it)")
     except OSError as exc:
         return fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
     except KeyboardInterrupt:

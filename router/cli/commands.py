@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from router.cli.common import DEFAULT_CONFIG, CommandError, open_config_store
 
 if TYPE_CHECKING:  # the CLI imports heavy modules only in the command that needs them
+    from router.config import RouterConfig
     from router.live.rollout_plan import RolloutView
     from router.outcomes import OutcomeStore
 
@@ -31,8 +32,11 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_train_demo(args: argparse.Namespace) -> int:
-    from router.demo.training import train_demo, training_summary
+    from router.demo.training import existing_demo_files, train_demo, training_summary
 
+    existing = existing_demo_files(args.dir)
+    if existing and not args.force:
+        raise CommandError(f"{existing[0]} already exists; use --force to replace it")
     result = train_demo(Path(args.dir), force=args.force)
     for line in training_summary(result):
         print(line)
@@ -117,11 +121,13 @@ def current_view(config_path: Path, store: OutcomeStore) -> RolloutView:
 def cmd_switch(args: argparse.Namespace) -> int:
     import getpass
 
+    from router.config import load_config
     from router.live.rollout_plan import figures_now
     from router.live.switch import switch
     from router.serving.registry import ModelRegistry
     from router.serving.snapshot import load_models
 
+    check_challenger_flag(Path(args.config), args.challenger)
     path, store = open_config_store(args.config)
     try:
         details = figures_now(lambda: current_view(path, store), args.challenger)
@@ -132,10 +138,43 @@ def cmd_switch(args: argparse.Namespace) -> int:
                        details=details, check=lambda config: load_models(config, ModelRegistry()))
     finally:
         store.close()
-    verb = "promoted" if entry.action == "promote" else "rolled back"
-    print(f"{verb}: {entry.to_model} now serves (was {entry.from_model}); {path} rewritten, "
-          "a running gateway applies it within 2 s")
+    after = load_config(path, base_dir=Path.cwd())
+    print(f"{switch_outcome(entry.action, entry.from_model, entry.to_model, after)}; {path} "
+          "rewritten, a running gateway applies it within 2 s")
     return 0
+
+
+def check_challenger_flag(config_path: Path, challenger: str | None) -> None:
+    """``--challenger`` names one of the file's challengers, by model or role (as
+    ``POST /admin/...`` checks its body's), or the flag is the mistake, before anything is
+    opened."""
+    from router.config import load_config
+    from router.config.challengers import arm_named, describe_challengers
+
+    if challenger is None:
+        return
+    arms = load_config(config_path, base_dir=Path.cwd()).arms
+    if arm_named(arms, challenger) is None:
+        raise CommandError(f"--challenger {challenger!r} names no challenger in {config_path}; "
+                           f"it serves {describe_challengers(arms)}")
+
+
+def switch_outcome(action: str, from_model: str, to_model: str, after: RouterConfig) -> str:
+    """What a switch changed, as ``after``, the rewritten file, serves: a rollback of one
+    challenger among several that still serve stopped that one alone."""
+    if action == "promote":
+        return f"promoted: {to_model} now serves (was {from_model})"
+    if after.mode == "single":
+        return f"rolled back: {to_model} now serves (was {from_model})"
+    if after.mode == "shadow":
+        return (f"rolled back {from_model}: no longer mirrored; {to_model} serves, "
+                f"{_and([arm.name for arm in after.arms])} still in shadow")
+    serving = [to_model, *(arm.name for arm in after.arms if arm.percent > 0)]
+    return f"rolled back {from_model}: its share is now 0; {_and(serving)} serve"
+
+
+def _and(names: list[str]) -> str:
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
 
 
 def cmd_history(args: argparse.Namespace) -> int:

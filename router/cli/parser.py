@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from router.cli.commands import (
     cmd_demo,
@@ -16,12 +17,14 @@ from router.cli.commands import (
     cmd_switch,
     cmd_train_demo,
 )
-from router.cli.common import DEFAULT_CONFIG, fail, trust_arguments
+from router.cli.common import DEFAULT_CONFIG, trust_arguments
 from router.cli.serve import cmd_serve, cmd_validate
 from router.cli.values import (
+    any_port,
     drift_spec,
     non_negative_float,
     non_negative_int,
+    port,
     positive_int,
     share,
     significance,
@@ -30,24 +33,41 @@ from router.cli.values import (
 # -- the parser -------------------------------------------------------------------------------
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage mistakes read as every other error of the command: one line,
+    naming the help to read, and exit 2 (argparse prints its usage block, then the line)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"router: error: {message} (see {self.prog} --help)\n")
+
+
+def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line, parsed. An argument no parser took is blamed on the command given,
+    whose help says what it takes: argparse blames it on the top-level parser."""
+    args, extra = build_parser().parse_known_args(argv)
+    if extra:
+        args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="router",
         description="Route live traffic between a champion and a challenger scikit-learn "
                     "model, log every outcome, and decide when to switch.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, handler: Callable[[argparse.Namespace], int], help_text: str,
-                parent: argparse._SubParsersAction[argparse.ArgumentParser] = sub
-                ) -> argparse.ArgumentParser:
+                parent: argparse._SubParsersAction[OneLineParser] = sub) -> OneLineParser:
         p = parent.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(handler=handler)
+        p.set_defaults(handler=handler, command_parser=p)
         return p
 
     p = command("serve", cmd_serve, "Serve the gateway for a YAML config.")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML file (default {DEFAULT_CONFIG})")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=any_port, default=8000,
+                   help="port (default 8000; 0: a free one, named in the log)")
     p.add_argument("--workers", type=positive_int, default=1,
                    help="worker processes sharing the port and the store (default 1)")
     p.add_argument("--log-level", default="info",
@@ -92,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default=".",
                    help="project directory: models/, configs/, var/ (default .)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=port, default=8000, help="port (default 8000)")
     p.add_argument("--max-requests", type=positive_int, default=30_000,
                    help="stop the traffic here without a verdict (default 30000)")
     p.add_argument("--round", type=positive_int, default=500,
@@ -172,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "features (default 0.01)")
     p.add_argument("--json", action="store_true", help="the report as JSON")
 
-    models = command("models", lambda a: fail("choose a subcommand: list", 2),
+    models = command("models", lambda a: a.command_parser.error("choose a subcommand: list"),
                      "Inspect model directories.")
     models_sub = models.add_subparsers(dest="models_command", metavar="SUBCOMMAND")
     p = command("list", cmd_models_list,

@@ -94,29 +94,13 @@ def check_model_directories(config: RouterConfig) -> None:
 
 
 def check_can_listen(host: str, port: int) -> None:
-    """Bind each address the server will listen on, then let go, so that a port another
-    process holds is one line now rather than uvicorn's startup log and exit 3 once the models
-    have loaded. Should something take the port in between, uvicorn reports it as before."""
-    import socket
+    """A port another process holds, as one line now rather than uvicorn's startup log and
+    exit 3 once the models have loaded."""
+    from router.listening import cannot_listen
 
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        # The addresses asyncio's create_server binds, with the same options.
-        for family, kind, proto, _, address in socket.getaddrinfo(
-                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
-            try:
-                probe = socket.socket(family, kind, proto)
-            except OSError:
-                continue  # a family this machine lacks, which the server skips too
-            with probe:
-                # Connections of an earlier server lingering in TIME_WAIT do not hold the port.
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if family == socket.AF_INET6:
-                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                probe.bind(address)
-    except OSError as exc:
-        reason = (exc.strerror or str(exc)).lower()
-        raise CommandError(f"cannot listen on {where}: {reason}") from None
+    problem = cannot_listen(host, port)
+    if problem:
+        raise CommandError(problem)
 
 
 # -- validate ---------------------------------------------------------------------------------

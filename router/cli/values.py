@@ -8,8 +8,8 @@ import math
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["drift_spec", "non_negative_float", "non_negative_int", "positive_int", "share",
-           "significance"]
+__all__ = ["any_port", "drift_spec", "non_negative_float", "non_negative_int", "port",
+           "positive_int", "share", "significance"]
 
 Number = TypeVar("Number", int, float)
 
@@ -39,6 +39,28 @@ def significance(text: str) -> float:
     value = _parsed(text, float, "not a finite number")
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {value:g}")
+    return value
+
+
+def port(text: str) -> int:
+    """A TCP port, 1 to 65535 (an address a client must know: the demo sends traffic there)."""
+    return _port(text, 1)
+
+
+def any_port(text: str) -> int:
+    """A TCP port to listen on, or 0 for a free one the system picks (the server's log names
+    it)."""
+    return _port(text, 0)
+
+
+def _port(text: str, low: int) -> int:
+    # A port past 65535 would otherwise be bound modulo 65536, another port than asked.
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not low <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from {low} to 65535, got {text!r}")
     return value
 
 

@@ -31,9 +31,8 @@ from router.config.read import (
 )
 from router.serving.assignment import challenger_buckets, region_capacity
 
-__all__ = ["RESERVED_NAMES", "Arm", "ListedChallenger", "arm_problems", "arms_of",
-           "read_challengers",
-           "step_problems"]
+__all__ = ["RESERVED_NAMES", "Arm", "ListedChallenger", "arm_named", "arm_problems", "arms_of",
+           "describe_challengers", "read_challengers", "step_problems"]
 
 # The roles a variant may be named by (the override header, /v2/models/{name}): no listed
 # challenger may take one of them as its name.
@@ -79,6 +78,20 @@ def arms_of(challenger: tuple[str, Path] | None, challenger_percent: float,
         Arm("challenger", *challenger, challenger_percent, "challenger"),)
     return (*first, *(Arm(c.name, c.name, c.path, c.percent, f"challengers[{i}]")
                       for i, c in enumerate(listed)))
+
+
+def arm_named(arms: Sequence[Arm], named: str) -> Arm | None:
+    """The arm a switch's ``challenger`` names: by its variant or by its model's name."""
+    return next((arm for arm in arms if named in (arm.variant, arm.name)), None)
+
+
+def describe_challengers(arms: Sequence[Arm]) -> str:
+    """The challengers as a message lists them to a person, by model name: ``gb, svc
+    (challengers)``, ``breast-cancer-rf (challenger)``, or ``no challenger``."""
+    if not arms:
+        return "no challenger"
+    names = ", ".join(arm.name for arm in arms)
+    return f"{names} ({'challenger' if len(arms) == 1 else 'challengers'})"
 
 
 def _name(value: Any) -> str:

@@ -38,6 +38,7 @@ from router.demo.training import (
     HOLDOUT_PATH,
     train_demo,
 )
+from router.listening import cannot_listen
 
 __all__ = ["DemoError", "DemoOptions", "admin_token", "run_demo"]
 
@@ -46,6 +47,8 @@ STOP_TIMEOUT_S = 60.0
 SERVER_LOG = Path("var/demo-server.log")
 VERDICTS = ("promote", "rollback")
 TOKEN_ENV = "ROUTER_ADMIN_TOKEN"  # as router.gateway.admin reads it; not imported: no Starlette
+# What uvicorn logs once its socket listens; it exits instead when it cannot bind.
+LISTENING_LINE = "Uvicorn running on "
 
 
 def admin_token(environ: Mapping[str, str]) -> tuple[str, bool]:
@@ -180,15 +183,23 @@ class _Gateway:
         text = self.log.read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:])
 
+    def listening(self) -> bool:
+        """Whether this gateway's own log says it listens on its port."""
+        return LISTENING_LINE in self.log.read_text(errors="replace")
+
     def wait_ready(self) -> None:
+        """Until this gateway answers ``/ready``. A server that took the port after the demo
+        checked it answers too, while this one loads its models and then fails to bind: an
+        answer counts only once this one's log says it listens."""
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise DemoError(f"the gateway exited with {self.process.returncode} at start; "
                                 f"its log ({self.log}) ends:\n{self.tail()}")
-            with contextlib.suppress(SimulationError):
-                if get_json(self.url, "/ready")[0] == 200:
-                    return
+            if self.listening():
+                with contextlib.suppress(SimulationError):
+                    if get_json(self.url, "/ready")[0] == 200:
+                        return
             time.sleep(0.2)
         raise DemoError(f"the gateway was not ready after {READY_TIMEOUT_S:g} s; see {self.log}")
 
@@ -276,6 +287,11 @@ def _simulate(simulator: Simulator, options: DemoOptions, out: TextIO) -> str:
 def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
     """The whole demo; returns the exit code. Blocks until Ctrl-C (or SIGTERM)."""
     out = out if out is not None else sys.stdout
+    # Before training, and before the gateway's log is rewritten: a port another server holds
+    # (another demo's, say) is one line, as `router serve` says it.
+    problem = cannot_listen(options.host, options.port)
+    if problem:
+        raise DemoError(problem)
     with _interrupts():
         config = _prepare(options, out)
         X, y, names = holdout_rows(options.root / HOLDOUT_PATH)

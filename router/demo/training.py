@@ -41,6 +41,7 @@ __all__ = [
     "CONFIG_PATH",
     "EXPERIMENT",
     "HOLDOUT_PATH",
+    "existing_demo_files",
     "load_holdout",
     "train_demo",
     "training_summary",
@@ -119,6 +120,15 @@ def load_holdout(root: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
         return data["X"], data["y"], data["feature_names"].tolist()
 
 
+def existing_demo_files(root: str | Path) -> list[Path]:
+    """The files of a demo already under ``root``: those ``train_demo`` replaces only when
+    forced."""
+    root = Path(root)
+    models = [root / "models" / name / VERSION / file for name in (CHAMPION_NAME, CHALLENGER_NAME)
+              for file in (MODEL_FILE, METADATA_FILE)]
+    return [path for path in (*models, root / CONFIG_PATH, root / HOLDOUT_PATH) if path.exists()]
+
+
 def train_demo(root: str | Path, *, force: bool = False) -> dict[str, Any]:
     """Train and save the demo champion and challenger under ``root``; write their config.
 
@@ -138,21 +148,10 @@ def train_demo(root: str | Path, *, force: bool = False) -> dict[str, Any]:
     config_path = root / CONFIG_PATH
     holdout_path = root / HOLDOUT_PATH
     if not force:
-        existing = [
-            p
-            for p in (
-                champion_dir / MODEL_FILE,
-                champion_dir / METADATA_FILE,
-                challenger_dir / MODEL_FILE,
-                challenger_dir / METADATA_FILE,
-                config_path,
-                holdout_path,
-            )
-            if p.exists()
-        ]
+        existing = existing_demo_files(root)
         if existing:
             raise FileExistsError(
-                f"{existing[0]} already exists; pass force=True (--force) to overwrite the demo"
+                f"{existing[0]} already exists; pass force=True to overwrite the demo"
             )
 
     data = load_breast_cancer()

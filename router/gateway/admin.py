@@ -15,6 +15,7 @@ import socket
 from starlette.requests import Request
 from starlette.responses import Response
 
+from router.config.challengers import arm_named, describe_challengers
 from router.errors import (
     AdminDisabledError,
     ConfigError,
@@ -63,14 +64,15 @@ async def _body(request: Request, default: str) -> tuple[str, str | None]:
 
 def _check_challenger(snapshot: Snapshot, challenger: str | None) -> None:
     """A named challenger must be one the gateway serves (by variant or model name)."""
-    if challenger is None:
+    arms = snapshot.config.arms
+    if challenger is None or arm_named(arms, challenger) is not None:
         return
-    served = {snapshot.names[v] for v in snapshot.arms} | set(snapshot.arms)
-    if challenger not in served:
-        choices = ", ".join(snapshot.arms) or "none"
-        raise InputValidationError(
-            f"challenger names no challenger: {challenger!r} (one of {choices})",
-            [{"field": "challenger", "message": f"one of {choices}", "got": challenger}])
+    accepted = ", ".join(dict.fromkeys([*(arm.name for arm in arms),
+                                        *(arm.variant for arm in arms)])) or "none"
+    raise InputValidationError(
+        f"challenger {challenger!r} names no challenger of this gateway; it serves "
+        f"{describe_challengers(arms)}",
+        [{"field": "challenger", "message": f"one of {accepted}", "got": challenger}])
 
 
 async def _switch(request: Request, action: str) -> Response:

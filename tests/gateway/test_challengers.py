@@ -97,8 +97,10 @@ def test_admin_switches_name_the_challenger(make_client: Any, champion_dir: Path
     auth = {"authorization": "Bearer s3cret"}
     unknown = client.post("/admin/promote", json={"challenger": "lr"}, headers=auth)
     assert unknown.status_code == 422
-    assert unknown.json()["detail"][0]["field"] == "challenger"
-    assert "gb, svc" in unknown.json()["message"]
+    assert unknown.json()["detail"][0] == {"field": "challenger", "got": "lr",
+                                           "message": "one of gb, svc"}
+    assert unknown.json()["message"] == ("challenger 'lr' names no challenger of this "
+                                         "gateway; it serves gb, svc (challengers)")
     stopped = client.post("/admin/rollback", json={"challenger": "svc", "reason": "slow"},
                           headers=auth)
     assert stopped.status_code == 200, stopped.text
@@ -113,6 +115,20 @@ def test_admin_switches_name_the_challenger(make_client: Any, champion_dir: Path
     history = client.get("/history").json()["history"]
     assert [(h["action"], h["details"].get("challenger")) for h in history] == [
         ("rollback", "svc"), ("promote", "gb")]
+
+
+def test_an_unknown_challenger_over_http_names_the_model_served(
+        make_client: Any, champion_dir: Path, challenger_dir: Path, monkeypatch: Any) -> None:
+    """The one challenger of `challenger:` is named by its model and its role, both of which
+    the body's challenger may give."""
+    monkeypatch.setenv("ROUTER_ADMIN_TOKEN", "s3cret")
+    client = make_client(champion=champion_dir, challenger=challenger_dir)
+    unknown = client.post("/admin/promote", json={"challenger": "zzz"},
+                          headers={"authorization": "Bearer s3cret"})
+    assert unknown.status_code == 422
+    assert unknown.json()["message"] == ("challenger 'zzz' names no challenger of this "
+                                         "gateway; it serves chall (challenger)")
+    assert unknown.json()["detail"][0]["message"] == "one of chall, challenger"
 
 
 def test_a_failing_challenger_falls_back_and_is_counted_under_its_name(
