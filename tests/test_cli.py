@@ -378,6 +378,24 @@ def test_serve_on_a_port_in_use_is_one_line_before_any_model_loads(
     assert not heavy & {"sklearn", "scipy", "uvicorn"}, heavy
 
 
+def test_serve_with_a_store_it_cannot_open_is_one_line(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, champion_dir: Path) -> None:
+    """A PostgreSQL store nobody answers at: one line naming it, exit 1, before uvicorn starts
+    (not the lifespan's traceback and "Application startup failed")."""
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    path = write_config(tmp_path, champion=champion_dir, mode="single",
+                        store=f"postgresql://postgres@127.0.0.1:{port}/nowhere")
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        serve_port = free.getsockname()[1]
+    code, out, err = run(capsys, "serve", "--config", str(path), "--port", str(serve_port))
+    assert code == 1 and out == ""
+    assert err.startswith(f"router: error: store 'postgresql://postgres@127.0.0.1:{port}/"
+                          "nowhere': cannot open: ") and err.count("\n") == 1, err
+
+
 def test_history_text_shows_each_switchs_figures_rounded_and_its_reasons(
         capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """The figures line reads as the stats table does: the decision and why, numbers to four

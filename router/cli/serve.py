@@ -46,6 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     registry = ModelRegistry(trust, engines=ENGINES_IN_BACKGROUND if args.workers == 1
                              else ENGINES_UNCHOSEN)
     load_models(config, registry)
+    check_store(config.store, base_dir)
     os.environ[CONFIG_ENV] = str(config_path)
     os.environ[BASE_DIR_ENV] = str(base_dir)
     # Socket-level limits, fixed for the process's life (a reload changes only the app's).
@@ -91,6 +92,15 @@ def check_model_directories(config: RouterConfig) -> None:
                 for role, ref in config.model_refs().items() if not ref.path.is_dir()]
     if problems:
         raise ConfigError(config.source, problems)
+
+
+def check_store(url: str, base_dir: Path) -> None:
+    """Open the store once and let go: one that cannot be opened (a PostgreSQL server that does
+    not answer, a SQLite directory that cannot be written) is one line now rather than the
+    app's startup traceback. It also makes the file or the schema, as the gateway would."""
+    from router.outcomes import open_store
+
+    open_store(url, base_dir).close()
 
 
 def check_can_listen(host: str, port: int) -> None:
