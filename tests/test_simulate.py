@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from router.cli import main
-from router.demo.client import SimulationError
+from router.demo.client import Connection, SimulationError
 from router.demo.progress import ProgressBar
 from router.demo.simulate import SimulationResult, Simulator
 from router.demo.training import HOLDOUT_PATH, load_holdout, train_demo
@@ -275,3 +275,15 @@ def wait_for_rows(httpx: Any, url: str, rows: int, timeout: float = 30.0) -> dic
     return dict(eventually(lambda: httpx.get(f"{url}/stats", timeout=30).json()["drift"],
                            lambda drift: drift["rows"] >= rows, timeout=timeout,
                            what=f"/stats's drift covering {rows} rows"))
+
+
+@pytest.mark.parametrize(("url", "said"), [
+    ("ftp://x", "not an http(s) URL: ftp://x"),
+    ("http://127.0.0.1:99999", "not a usable URL: http://127.0.0.1:99999: Port out of range"),
+    ("http://127.0.0.1:port", "not a usable URL: http://127.0.0.1:port: "),
+])
+def test_a_url_that_names_no_gateway_is_one_error(url: str, said: str) -> None:
+    """Not a traceback from urllib's port parsing: the CLI prints the error's one line."""
+    with pytest.raises(SimulationError) as raised:
+        Connection(url)
+    assert str(raised.value).startswith(said)

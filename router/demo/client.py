@@ -35,7 +35,10 @@ class Connection:
             raise SimulationError(f"not an http(s) URL: {url}")
         self._https = parts.scheme == "https"
         self._host = parts.hostname
-        self._port = parts.port
+        try:
+            self._port = parts.port
+        except ValueError as exc:  # "Port out of range 0-65535", or not a number
+            raise SimulationError(f"not a usable URL: {url}: {exc}") from None
         self._prefix = parts.path.rstrip("/")
         self._conn: http.client.HTTPConnection | None = None
 
