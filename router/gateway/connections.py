@@ -55,9 +55,10 @@ __all__ = ["LIMITS_ENV", "SHUTDOWN_GRACE_S", "ConnectionLimits", "LimitedHttpToo
 LIMITS_ENV = "ROUTER_CONNECTION_LIMITS"
 # How long a SIGTERM waits for requests whose body is in (their model calls take milliseconds;
 # a /stats over a large log may take seconds) before uvicorn cancels them; then the app stops:
-# shadow work for up to shadow.drain_s, the outcome log's flush for up to 10 s. So a shutdown
-# ends within shadow.drain_s + 15 s and a little: 25 s with the defaults, under Kubernetes'
-# grace period (deploy/kubernetes sets 45 s).
+# shadow work for up to shadow.drain_s, the outcome log's flush for up to 10 s (a writer process
+# that reads nothing is then given up on, what it was not handed spilled). So a shutdown ends
+# within shadow.drain_s + 15 s and a little: 25 s with the defaults, under Kubernetes' grace
+# period (deploy/kubernetes sets 45 s).
 SHUTDOWN_GRACE_S = 5
 # A request's line and headers, at most: four times nginx's default header buffers (4 x 8 KiB),
 # so that a thousand connections (limits.max_connections) hold at most 64 MiB of them.

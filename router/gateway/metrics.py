@@ -105,7 +105,8 @@ LOG_SPILLED = Gauge("router_outcome_log_spilled", "Outcome records kept on local
                     "store is unreachable, written back when it answers.", registry=None,
                     multiprocess_mode="livesum")
 STORE_FAILING = Gauge("router_outcome_store_failing", "1 while the outcome store refuses writes "
-                      "(records wait in memory, then on local disk), else 0.", registry=None,
+                      "(records wait in memory, then on local disk), or the writer process has "
+                      "read nothing for 5 s (records wait in memory), else 0.", registry=None,
                       multiprocess_mode="livemax")
 STATS_KEPT = Gauge("router_stats_kept_bytes", "Bytes of analysis columns this gateway keeps "
                    "so that /stats and the monitoring gauges read only what was logged since "
@@ -123,8 +124,9 @@ STORE_REOPENED = Counter("router_outcome_store_reopened", "Store files opened ag
 LOG_ORPHANED = Counter("router_outcome_log_orphaned", "Outcome records written to a store file "
                        "that was then removed or replaced: gone from the log unless that file "
                        "is restored.", registry=None)
-LOG_LOST = Counter("router_outcome_log_lost", "Outcome records a writer process that was killed "
-                   "may have held unwritten (at most; a new one took over).", registry=None)
+LOG_LOST = Counter("router_outcome_log_lost", "Outcome records a writer process that was killed, "
+                   "or that a shutdown gave up on, may have held unwritten (at most); records a "
+                   "shutdown could neither hand over nor spill.", registry=None)
 RELOADS = Counter("router_config_reloads", "Config changes applied while running (per worker "
                   "process: each one applies the file).", registry=None)
 RELOAD_ERRORS = Counter("router_config_reload_errors", "Config files that failed to apply, the "

@@ -127,12 +127,15 @@ class GatewayState:
 
     async def readiness_problems(self) -> list[str]:
         problems = []
+        stall = self.writer.stall  # the writer reads nothing: the store itself may be fine
+        if stall is not None:
+            problems.append(stall)
         health = await asyncio.to_thread(self.store.health)
         if health.problem is not None:
             problems.append(health.problem)  # names the file, the directory or the disk
         elif not await asyncio.to_thread(self.store.ping):
             problems.append("outcome store unreachable")
-        elif self.writer.failing:
+        elif self.writer.failing and stall is None:
             problems.append(f"outcome store refuses writes ({self.writer.last_error})")
         if not self.writer.accepting:
             problems.append(f"outcome log backlog full ({self.writer.backlog} records)")

@@ -51,6 +51,9 @@ class LogWriter(Protocol):
     def failing(self) -> bool: ...
 
     @property
+    def stall(self) -> str | None: ...
+
+    @property
     def last_error(self) -> str | None: ...
 
     @property

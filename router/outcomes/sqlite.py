@@ -377,11 +377,20 @@ class SQLiteStore(SQLiteExperimentState):
                 self._generation += 1
                 orphaned, self._rows_in_file = self._rows_in_file, 0
                 self._column_cache = None  # rows of the old file
+                old, self._connections = self._connections, []
             self._orphaned += orphaned
             logger.error("%s: %s; %d records this process wrote to it are gone with it unless "
                          "that file is restored; opening %s again", self.url, fault.message,
                          orphaned, self.path)
             self._set_companions_aside()
+            # Every thread's connection to the old file, not only this one's: a thread that
+            # never uses the store again (the writer process's main thread, an idle pool
+            # thread) would hold the old file, its -wal and -shm open for good, and a removed
+            # file's space would never come back. A thread using one now gets a StoreError,
+            # and its next call connects to the new file. Closing the last connection to a
+            # file leaves the -wal and -shm at its path alone once that path names another
+            # file (SQLite checks that the file has not moved before it removes them).
+            _release(old, self.path)
             try:
                 self._init_schema()
                 self._remember_files()

@@ -177,6 +177,12 @@ class OutcomeWriter:
         return self._failing
 
     @property
+    def stall(self) -> str | None:
+        """None: a thread takes records in memory, with no pipe to stop reading
+        (``WriterProcess``'s own)."""
+        return None
+
+    @property
     def store_problem(self) -> str | None:
         """What the store's latest health check found wrong, None when it was healthy."""
         return self._health.problem

@@ -28,7 +28,6 @@ import logging
 import os
 import pickle
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -53,14 +52,9 @@ from router.outcomes.store import OutcomeLog
 from router.outcomes.writer import OutcomeWriter
 from router.subprocesses import child_environment
 
-__all__ = ["Settings", "WriterStatus", "main", "pack_records", "send_in_one_write",
-           "start_child"]
+__all__ = ["Settings", "WriterStatus", "main", "pack_records", "start_child"]
 
 log = logging.getLogger("router.outcomes.writer")
-
-# multiprocessing.connection's framing: a message's length as a 4-byte signed big-endian int.
-_LENGTH = struct.Struct("!i")
-_LONGEST_FRAMED = 0x7FFFFFFF
 
 # With the gateway gone there is nobody to say how long to try: as long as a clean stop does.
 DRAIN_WITHOUT_GATEWAY_S = 10.0
@@ -139,21 +133,6 @@ def _picklable(record: PredictionRecord) -> tuple[Any, ...]:
 
 def send(connection: Connection, message: tuple[Any, ...]) -> None:
     connection.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
-
-
-def send_in_one_write(connection: Connection, body: bytes) -> None:
-    """``connection.send_bytes(body)`` in one system call: send_bytes writes a message over 16
-    KiB as two, and the interpreter lock is let go around each, so that on a busy core each
-    is one more switch between this thread and the event loop."""
-    if len(body) > _LONGEST_FRAMED:
-        connection.send_bytes(body)
-        return
-    header = _LENGTH.pack(len(body))
-    fd = connection.fileno()
-    written = os.writev(fd, (header, body))
-    rest = memoryview(header + body)[written:] if written < len(header) + len(body) else None
-    while rest:  # cut short (a signal, a full pipe): the rest as send_bytes would write it
-        rest = rest[os.write(fd, rest):]
 
 
 def receive(connection: Connection) -> Any:

@@ -5,11 +5,12 @@ On the request path, ``submit_batch`` appends one model call's answer, as the ba
 it (:class:`router.outcomes.answered.AnsweredBatch`), to a deque and returns;
 ``submit_answered`` encodes one request's rows (a failed call, a shadow copy) into one bytes
 object (:func:`router.outcomes.answered.hand`) and appends that; ``submit_predictions`` appends
-a list of records. A hand-over thread wakes when records wait, lets them gather for
-``handoff_interval_s``, then packs the lot in one pickle (:func:`pack_records`) and sends it
-down a socket pair to the child (:mod:`router.outcomes.writer_child`) in one write; while
-records keep coming it goes on every interval without being woken for each pass. There the
-store's rows are made, and an ``OutcomeWriter`` does what it does in a thread otherwise:
+a list of records (:mod:`router.outcomes.handoff_queues`). A hand-over thread wakes when
+records wait, lets them gather for ``handoff_interval_s``, then packs the lot in one pickle
+(:func:`router.outcomes.writer_child.pack_records`) and sends it down a socket pair to the
+child (:mod:`router.outcomes.writer_child`) in one write (:mod:`router.outcomes.handoff_pipe`);
+while records keep coming it goes on every interval without being woken for each pass. There
+the store's rows are made, and an ``OutcomeWriter`` does what it does in a thread otherwise:
 batches, retries, spill files, dead letters. A second thread reads the child's counts as
 they change; every property here (backlog, written, failing, ...) answers from them, so
 ``/metrics`` and ``/ready`` show the child's state.
@@ -18,7 +19,11 @@ What each way out costs: ``close`` hands over what is left and waits while the c
 it (or spills it, the store being down); if this process is killed, the child still reads
 what was handed over, writes it and exits, so only the records of the last hand-over interval
 are lost; if the child is killed, a new one is started and what the dead one held is counted
-in ``lost``. docs/performance.md has the measurements behind the design.
+in ``lost``. A child that stops reading its pipe (stopped, stuck) is ``failing`` once it has
+read nothing for ``stall_after_s``; records then wait here, counted in the backlog (the cap
+holds while the hand-over waits on the full pipe), and ``close`` gives up on it at its
+timeout: what was not handed over goes to the spill directory, what the child holds is
+counted in ``lost``. docs/performance.md has the measurements behind the design.
 """
 
 from __future__ import annotations
@@ -31,21 +36,20 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from itertools import chain
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from router.errors import StoreError
-from router.outcomes.answered import AnsweredBatch, AnsweredRows, Handed, hand, row_count
+from router.outcomes.answered import AnsweredBatch, AnsweredRows, hand
+from router.outcomes.handoff_pipe import PipeSender
+from router.outcomes.handoff_queues import HandoffQueues, keep_on_disk
 from router.outcomes.records import FeedbackRecord, PredictionRecord
 from router.outcomes.writer_child import (
     IDLE_STATUS,
     Settings,
     WriterStatus,
-    pack_records,
     receive,
-    send_in_one_write,
     start_child,
 )
 from router.thread_names import name_native_thread
@@ -64,6 +68,14 @@ STATUS_INTERVAL_S = 0.25
 # child shares a core with other work and a long write holds that core up (docs/performance.md).
 FLUSH_INTERVAL_S = 0.05
 START_TIMEOUT_S = 120.0  # spawning Python and opening the store; slow on a loaded machine
+# A child that reads what it is handed reports it within a status interval; one that has read
+# none of it for this long is stopped or stuck, and said to be failing. Seconds rather than the
+# interval: a message of a hundred thousand rows takes it a fraction of a second to read and
+# turn into rows, longer on a loaded machine.
+STALL_AFTER_S = 5.0
+# How long close() waits for a child that has read everything it was handed to write it (or
+# spill it, the store being down) beyond its timeout, before killing it.
+_CLOSE_GRACE_S = 60.0
 _RESTART_BACKOFF_S = 1.0  # between attempts to start a writer process
 
 
@@ -77,7 +89,10 @@ class WriterProcess:
         handoff_interval_s: how long records gather before they are handed over.
         status_interval_s: how often, at most, the child reports its changing counts.
         flush_interval_s, batch_size, spill_dir, spill_after, dead_letter_dir: the child's
-            ``OutcomeWriter``'s.
+            ``OutcomeWriter``'s; ``spill_dir`` also takes what ``close`` could not hand to a
+            child that does not read.
+        stall_after_s: how long the child may leave what it was handed unread before it is
+            said to be stalled (``stall``, ``failing``).
     """
 
     def __init__(self, store_url: str, base_dir: Path, *, max_pending: int = 100_000,
@@ -85,7 +100,8 @@ class WriterProcess:
                  flush_interval_s: float = FLUSH_INTERVAL_S,
                  batch_size: int = 5_000, spill_dir: Path | None = None,
                  spill_after: int | None = None, dead_letter_dir: Path | None = None,
-                 status_interval_s: float = STATUS_INTERVAL_S) -> None:
+                 status_interval_s: float = STATUS_INTERVAL_S,
+                 stall_after_s: float = STALL_AFTER_S) -> None:
         if max_pending < 1 or batch_size < 1 or flush_interval_s <= 0 or handoff_interval_s < 0:
             raise ValueError("max_pending and batch_size must be >= 1, intervals > 0")
         self._settings = Settings(
@@ -94,12 +110,15 @@ class WriterProcess:
             flush_interval_s, batch_size, spill_after, list(sys.path), status_interval_s)
         self._max_pending = max_pending
         self._handoff_interval_s = handoff_interval_s
+        self._stall_after_s = stall_after_s
 
-        # The request path's side: an append (atomic) and two flags, no lock.
-        self._predictions: deque[tuple[PredictionRecord, ...]] = deque()
-        self._answered: deque[Handed] = deque()
-        self._batches: deque[AnsweredBatch] = deque()
-        self._feedback: deque[tuple[FeedbackRecord, ...]] = deque()
+        # The request path's side: an append (atomic) and two flags, no lock. The deques are
+        # the queues' own, named here so that a submit looks up one attribute, not two.
+        self._queues = HandoffQueues()
+        self._predictions = self._queues.predictions
+        self._answered = self._queues.answered
+        self._batches = self._queues.batches
+        self._feedback = self._queues.feedback
         self._awake = False  # the hand-over thread was woken for what is queued
         self.closed = False
         self._accepting = True  # kept by the two threads: the request path reads a flag
@@ -110,14 +129,22 @@ class WriterProcess:
         self._count_lock = threading.Lock()
         self._taken = 0  # records taken off the queue for the current child
         self._sent = 0  # of which sent to it
+        # When the child last showed that it reads: a report of more records read, or the
+        # first record taken for it while it had read everything before.
+        self._read_at = time.monotonic()
         self._last_handoff = time.monotonic()
         self._flush_asked = 0
         self._closing_timeout: float | None = None
+        self._give_up_at: float | None = None  # close()'s deadline for a child that reads
+        self._gave_up = False  # close() stopped waiting for a child that did not read
+        self._left: str | None = None  # why, once it did
         self._process: subprocess.Popen[bytes] | None = None
-        self._connection: Connection | None = None
+        self._sender: PipeSender | None = None
         # Counts of children that ended (a restart starts from zero), and their loss.
         self._past = IDLE_STATUS
         self._lost = 0
+        self._spilled_here = 0  # records close() kept in the spill directory itself
+        self._not_kept = 0  # records close() could neither hand over nor spill
 
         # Written by the status thread (and by a restart).
         self._status = IDLE_STATUS
@@ -160,8 +187,9 @@ class WriterProcess:
 
     @property
     def accepting(self) -> bool:
-        """False while the backlog is at or above ``max_pending`` (as of the last hand-over
-        or report from the child: a soft bound, read on every request)."""
+        """False while the backlog is at or above ``max_pending`` (as of the last hand-over,
+        report from the child, or look up from a full pipe: a soft bound, read on every
+        request)."""
         return self._accepting
 
     # -- observation ---------------------------------------------------------------------------
@@ -186,20 +214,54 @@ class WriterProcess:
     def backlog(self) -> int:
         """Records submitted and not yet written: waiting here, in the pipe, or in the child."""
         with self._count_lock:
-            waiting = self._waiting()
+            waiting = self._queues.waiting()
             status = self._status
             return waiting + self._taken - status.received + status.backlog
 
+    def _unread(self) -> int:
+        """Records taken for the child that it has not said it read."""
+        return self._taken - self._status.received
+
     @property
     def lag_seconds(self) -> float:
-        """Age of the oldest record not yet written (the child's, or of what waits here)."""
-        waiting = time.monotonic() - self._last_handoff if self._queued() else 0.0
-        return max(waiting, self._status.lag_seconds)
+        """Age of the oldest record not yet written: the child's, or of what waits here; while
+        the child reads nothing (its own figure then stands still), at least that long."""
+        now = time.monotonic()
+        waiting = now - self._last_handoff if self._queues else 0.0
+        unread = self._unread_for() or 0.0
+        return max(waiting, unread, self._status.lag_seconds)
+
+    @property
+    def stall(self) -> str | None:
+        """Why records do not reach the store though it may be fine: the child has read none
+        of what it was handed for ``stall_after_s`` (stopped, or stuck); None while it reads.
+        """
+        quiet = self._unread_for()
+        if quiet is None:
+            return None
+        return (f"outcome writer process {self.pid} has read none of the {self._unread()} "
+                f"records handed to it for {quiet:.0f} s (stopped or stuck)")
+
+    def _unread_for(self) -> float | None:
+        """How long the child has read nothing while records wait for it, once that is
+        ``stall_after_s`` or more; None before, or while nothing waits for it."""
+        quiet = time.monotonic() - self._read_at
+        if self._unread() <= 0 or quiet < self._stall_after_s:
+            return None
+        return quiet
+
+    @property
+    def failing(self) -> bool:
+        """The store refuses writes, or the child reads nothing (``stall``)."""
+        return self._status.failing or self.stall is not None
+
+    @property
+    def spilled(self) -> int:
+        """Records on local disk: the child's spill, and what ``close`` kept there itself."""
+        return self._status.spilled + self._spilled_here
 
     # The child's own figures, as ``OutcomeWriter`` defines them: the current child's state,
     # and counts summed over every child this gateway ran (a restart starts from zero).
-    spilled = property(lambda self: self._status.spilled, doc="Records on local disk.")
-    failing = property(lambda self: self._status.failing, doc="The store refuses writes.")
     store_problem = property(lambda self: self._status.store_problem,
                              doc="What the store's latest health check found wrong.")
     last_error = property(lambda self: self._status.last_error or self._past.last_error,
@@ -218,7 +280,9 @@ class WriterProcess:
 
     @property
     def lost(self) -> int:
-        """Records killed writer processes held (at most): handed over, not known written."""
+        """Records killed writer processes, or one ``close`` gave up on, held (at most):
+        handed over, not known written; and records ``close`` could neither hand over nor
+        spill."""
         return self._lost
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -259,28 +323,76 @@ class WriterProcess:
         With the store down, the child spills what it cannot write within ``timeout`` (10 s
         by default); without a spill directory, or when spilling fails too, it raises
         ``StoreError`` naming the records it could not write, as ``OutcomeWriter.close`` does.
+        A child that has not read all it was handed within ``timeout`` (stopped, stuck) is
+        given up on, so that a shutdown ends: what was not handed over goes to the spill
+        directory (without one it is counted in ``lost``), what the child holds is counted in
+        ``lost`` (it still writes that if it runs again), and ``StoreError`` says so.
         """
         self.closed = True
         if self._handoff is None:
             self.start()
         assert self._handoff is not None
-        self._closing_timeout = 10.0 if timeout is None else timeout
+        timeout = 10.0 if timeout is None else timeout
+        self._give_up_at = time.monotonic() + timeout
+        self._closing_timeout = timeout
         self._awake = True
         self._wake.set()
         self._handoff.join()
         process = self._process
-        if process is not None:
-            try:
-                # The child's writer spills what is left within 30 s after the timeout.
-                process.wait(self._closing_timeout + 60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-                raise StoreError("outcome writer process did not stop; killed") from None
+        if process is not None and not self._gave_up and not self._child_exited(process):
+            self._gave_up = True
+        if self._gave_up:
+            raise StoreError(self._leave_child(timeout))
+        if self._sender is not None:
+            self._sender.close()
         if self._reader is not None:
             self._reader.join(5)
         if self._close_error is not None:
             raise StoreError(self._close_error)
+
+    def _child_exited(self, process: subprocess.Popen[bytes]) -> bool:
+        """Wait while the child writes what it read and exits; False once close()'s deadline
+        has passed with some of what it was handed still unread: it does not read."""
+        assert self._give_up_at is not None
+        while True:
+            try:
+                process.wait(0.1)
+                return True
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            if now >= self._give_up_at and self._unread() > 0:
+                return False
+            if now >= self._give_up_at + _CLOSE_GRACE_S:
+                process.kill()
+                process.wait()
+                raise StoreError("outcome writer process did not stop; killed")
+
+    def _leave_child(self, timeout: float) -> str:
+        """Give up on a child that did not read what it was handed within ``timeout``: hang up,
+        so that if it runs again it writes what it read and exits, and count what it holds
+        as lost. The error to raise (the same again if close() is called again)."""
+        if self._left is not None:
+            return self._left
+        if self._sender is not None:
+            self._sender.hang_up()
+            self._sender.close()
+        with self._count_lock:
+            status = self._status
+            held = max(0, self._taken - status.received + status.backlog)
+        self._lost += held
+        parts = [f"outcome writer process {self.pid} did not read what it was handed within "
+                 f"{timeout:g} s (stopped or stuck)"]
+        if self._spilled_here:
+            parts.append(f"{self._spilled_here} records not handed over are kept in "
+                         f"{self._settings.spill_dir} for the next start")
+        if self._not_kept:
+            parts.append(f"{self._not_kept} records not handed over could not be kept and are "
+                         "lost")
+        parts.append(f"up to {held} records it held are lost unless it runs again")
+        self._left = "; ".join(parts)
+        log.error("outcome writer: %s", self._left)
+        return self._left
 
     # -- the hand-over thread ------------------------------------------------------------------
 
@@ -305,6 +417,12 @@ class WriterProcess:
                 if closing is not None:
                     self._deliver(pickle.dumps(("close", closing)))
                     return
+            except _NotRead:
+                # close()'s deadline passed while the child left the pipe full: what waits
+                # here goes where the next start finds it.
+                self._gave_up = True
+                self._keep_the_rest()
+                return
             except Exception:  # a bug here must not end the thread and strand every record
                 log.exception("outcome writer: unexpected error handing records over")
             if handed:
@@ -316,52 +434,66 @@ class WriterProcess:
                 # Idle: the next submit wakes it. Cleared before the queues are read again,
                 # so a submit that came meanwhile is seen here or wakes the thread.
                 self._awake = False
-                if self._queued():
+                if self._queues:
                     self._wake.set()
-
-    def _queued(self) -> bool:
-        return bool(self._predictions or self._answered or self._batches or self._feedback)
 
     def _hand_over(self) -> int:
         """Send everything queued to the child as one message; the records it held."""
         with self._count_lock:
-            # Popped one chunk at a time (an append may come meanwhile), flattened in C.
-            predictions = [self._predictions.popleft() for _ in range(len(self._predictions))]
-            answered = [self._answered.popleft() for _ in range(len(self._answered))]
-            batches = [self._batches.popleft() for _ in range(len(self._batches))]
-            feedback = [self._feedback.popleft() for _ in range(len(self._feedback))]
-            taken = sum(map(len, predictions)) + row_count(answered) \
-                + sum(batch[0] for batch in batches) + sum(map(len, feedback))
-            self._taken += taken
-        if not taken:
+            taken = self._queues.take()
+            if taken.records:
+                if self._unread() <= 0:
+                    self._read_at = time.monotonic()  # it had read everything: a new wait
+                self._taken += taken.records
+        if not taken.records:
             return 0
         self._last_handoff = time.monotonic()
-        body = pack_records(list(chain.from_iterable(predictions)),
-                            list(chain.from_iterable(feedback)), answered, batches)
-        self._deliver(body, taken)
-        self._sent += taken
+        try:
+            self._deliver(taken.message(), taken.records)
+        except _NotRead:
+            with self._count_lock:  # not sent whole: the child cannot read any of it
+                self._queues.put_back(taken)
+                self._taken -= taken.records
+            raise
+        self._sent += taken.records
         self._accepting = self.backlog < self._max_pending
-        return taken
-
-    def _waiting(self) -> int:
-        """Records submitted and not yet taken for the child."""
-        return sum(map(len, list(self._predictions))) + row_count(list(self._answered)) \
-            + sum(batch[0] for batch in list(self._batches)) + sum(map(len, list(self._feedback)))
+        return taken.records
 
     def _deliver(self, body: bytes, records: int = 0) -> None:
-        """Send to the child, starting a new one first when the last one ended."""
+        """Send to the child, starting a new one first when the last one ended. Raises
+        ``_NotRead`` when close()'s deadline passes with the pipe still full."""
         while True:
             if self._child_ended.is_set() and not self._replace_child(in_hand=records):
                 return
-            connection = self._connection
-            assert connection is not None
+            sender = self._sender
+            assert sender is not None
             try:
-                send_in_one_write(connection, body)
-                return
+                if sender.send(body, self._still_waiting):
+                    return
             except OSError:
                 # The status thread sees the end too; wait for it to take the last counts.
                 self._child_ended.wait(5)
                 self._child_ended.set()
+                continue
+            raise _NotRead
+
+    def _still_waiting(self) -> bool:
+        """Asked every few milliseconds while the pipe is full: records gather here meanwhile,
+        and the request path must see the cap reached; False once close()'s deadline passed."""
+        self._accepting = self.backlog < self._max_pending
+        give_up_at = self._give_up_at
+        return give_up_at is None or time.monotonic() < give_up_at
+
+    def _keep_the_rest(self) -> None:
+        """Once close() gave up on the child: what waits here goes to the spill directory for
+        the next start to write; what cannot be kept there is counted lost."""
+        with self._count_lock:
+            taken = self._queues.take()
+        spill_dir = self._settings.spill_dir
+        kept = keep_on_disk(taken, None if spill_dir is None else Path(spill_dir))
+        self._spilled_here += kept
+        self._not_kept += taken.records - kept
+        self._lost += taken.records - kept
 
     def _replace_child(self, in_hand: int) -> bool:
         """Count what the ended child held as lost and start another; ``in_hand`` records,
@@ -379,6 +511,7 @@ class WriterProcess:
         with self._count_lock:
             self._taken = in_hand
             self._status = IDLE_STATUS
+            self._read_at = time.monotonic()
         while True:
             try:
                 self._spawn()
@@ -386,7 +519,7 @@ class WriterProcess:
             except StoreError as exc:
                 self._set_status(IDLE_STATUS._replace(failing=True, last_error=str(exc)))
                 if self._closing_timeout is not None:
-                    held += in_hand + self._waiting()
+                    held += in_hand + self._queues.waiting()
                     self._close_error = f"{exc}; {held} records not written"
                     break
                 log.error("outcome writer: %s; trying again", exc)
@@ -402,7 +535,10 @@ class WriterProcess:
     def _spawn(self) -> None:
         """Start a child, wait for its store to open, start its status thread."""
         process, connection = start_child(self._settings, START_TIMEOUT_S)
-        self._process, self._connection = process, connection
+        if self._sender is not None:
+            self._sender.close()  # the last child's
+        self._process = process
+        self._sender = PipeSender(connection)
         self._sent = 0
         self._child_ended.clear()
         self._set_status(IDLE_STATUS)  # the last attempt's failure, if any, is over
@@ -434,6 +570,12 @@ class WriterProcess:
 
     def _set_status(self, status: WriterStatus) -> None:
         with self._status_changed:
+            if status.received > self._status.received:
+                self._read_at = time.monotonic()  # the child reads
             self._status = status
             self._accepting = self.backlog < self._max_pending
             self._status_changed.notify_all()
+
+
+class _NotRead(Exception):
+    """close()'s deadline passed while the child left its pipe full."""

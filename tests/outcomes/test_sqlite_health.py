@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 
 from router.errors import StoreError
 from router.outcomes import OutcomeWriter, SQLiteStore
+from router.outcomes.writer_process import WriterProcess
 from tests.outcomes.test_writer import eventually, make_writer, prediction
 
 __all__ = ["make_writer"]
@@ -57,6 +60,95 @@ def test_a_removed_file_is_never_written_in_silence_and_is_created_again(
     store.write_predictions([prediction("c")])
     assert ids_in(store.path) == ["c"]
     assert [r.request_id for r in store.prediction_records()] == ["c"]
+
+
+def removed_files_held(pid: int | str, directory: Path) -> list[str]:
+    """Files in ``directory`` that process ``pid`` ("self": this one) still holds open after
+    they were removed: their space cannot come back while it does."""
+    held = []
+    for descriptor in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(descriptor)
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith(f"{directory}/") and target.endswith(" (deleted)"):
+            held.append(target)
+    return held
+
+
+def remove_store_files(database: Path) -> None:
+    """What an operator short of disk space does: the file and its -wal go."""
+    for suffix in ("", "-wal"):
+        Path(f"{database}{suffix}").unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("removed", ["file and -wal", "file, then the orphaned -wal"])
+def test_a_removed_file_is_let_go_by_every_thread(store: SQLiteStore, removed: str) -> None:
+    """Found by probing: once a removed file was created again, connections that other
+    threads had opened kept the old file, its -wal and -shm open, so their space never came
+    back (the disk stayed full until a restart); now every thread's is closed."""
+    store.write_predictions([prediction("a")])
+    reader = threading.Thread(target=store.count_predictions)
+    reader.start()
+    reader.join()
+    if removed == "file and -wal":
+        remove_store_files(store.path)
+    else:
+        store.path.unlink()
+    assert store.health().problem is None
+    for orphaned in store.path.parent.glob("*.orphaned"):  # the old -wal, set aside
+        orphaned.unlink()
+    assert removed_files_held("self", store.path.parent) == []
+    store.write_predictions([prediction("b")])
+    assert ids_in(store.path) == ["b"]
+
+
+def test_letting_go_of_the_old_file_leaves_the_new_files_companions_alone(
+        tmp_path: Path) -> None:
+    """Two stores on one file, as a gateway's and its writer process's: once one has created
+    the removed file anew and written to it, the other closes its connections to the old
+    file. The last connection to a file removes its -wal and -shm by name, names that are now
+    the new file's (whose rows would vanish with its -wal), unless the file has moved away
+    from that path: SQLite looks first, and this keeps it so."""
+    database = tmp_path / "outcomes.db"
+    first, second = SQLiteStore(database), SQLiteStore(database)
+    try:
+        first.write_predictions([prediction("a")])
+        assert second.count_predictions() == 1
+        remove_store_files(database)
+        assert first.health().problem is None
+        first.write_predictions([prediction("b")])  # in the new file's -wal for now
+        assert second.health() == (None, 1, 0)  # the file it had was replaced
+        assert Path(f"{database}-wal").exists() and Path(f"{database}-shm").exists()
+        assert ids_in(database) == ["b"]
+        second.write_predictions([prediction("c")])
+        assert ids_in(database) == ["b", "c"]
+        assert removed_files_held("self", tmp_path) == []
+    finally:
+        first.close()
+        second.close()
+    assert ids_in(database) == ["b", "c"]
+
+
+def test_the_writer_process_lets_go_of_a_removed_file(tmp_path: Path) -> None:
+    """Found by probing, on the writer process itself: after `rm outcomes.db
+    outcomes.db-wal` it created the file again but kept the old one open (its main thread
+    had opened the store), so df never showed the space back and /ready kept saying the
+    disk was full."""
+    writer = WriterProcess("sqlite:///var/outcomes.db", tmp_path)
+    writer.start()
+    try:
+        writer.submit_predictions([prediction(f"before-{i}") for i in range(100)])
+        assert writer.flush(60)
+        remove_store_files(tmp_path / "var" / "outcomes.db")
+        eventually(lambda: writer.store_reopened == 1, "the file created again", 60)
+        writer.submit_predictions([prediction("after")])
+        assert writer.flush(60)
+        assert writer.pid is not None
+        assert removed_files_held(writer.pid, tmp_path / "var") == []
+    finally:
+        writer.close(timeout=60)
+    assert ids_in(tmp_path / "var" / "outcomes.db") == ["after"]
 
 
 def test_a_missing_directory_is_waited_for_not_created(store: SQLiteStore) -> None:

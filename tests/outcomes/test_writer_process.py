@@ -12,7 +12,6 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
-from multiprocessing import Pipe
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ from router.outcomes.writer_child import (
     Settings,
     open_writer,
     pack_records,
-    send_in_one_write,
     serve,
 )
 from router.outcomes.writer_process import WriterProcess
@@ -361,25 +359,3 @@ def stream(writer: WriterProcess, event: CountingEvent) -> None:
     time.sleep(0.1)  # idle now
     writer.submit_predictions([prediction("late")])
     eventually(lambda: writer.written == n + 2, "the late record written")
-
-
-def test_a_message_cut_short_is_sent_whole(monkeypatch: pytest.MonkeyPatch) -> None:
-    """One write for a whole message; if the system writes only part of it, the rest follows
-    and the other end reads the message as ``send_bytes`` would have sent it."""
-    body = os.urandom(100_000)
-    ours, theirs = Pipe()
-    writev = os.writev
-
-    def short_writev(fd: int, buffers: list[bytes]) -> int:
-        return writev(fd, [buffers[0], buffers[1][:10]])
-
-    monkeypatch.setattr(os, "writev", short_writev)
-    got: list[bytes] = []
-    reader = threading.Thread(target=lambda: got.append(theirs.recv_bytes()))
-    reader.start()
-    send_in_one_write(ours, body)
-    reader.join(DEADLINE_S)
-    assert got == [body]
-    monkeypatch.undo()
-    send_in_one_write(ours, b"short")
-    assert theirs.recv_bytes() == b"short"
