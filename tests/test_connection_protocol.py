@@ -1,10 +1,11 @@
-"""The gateway's HTTP protocol: one write per answer, and the mark on a request whose body
-came whole."""
+"""The gateway's HTTP protocol: one write per answer, the mark on a request whose body came
+whole, and pipelined requests parsed a bounded way ahead of their answers."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ class RecordingTransport(asyncio.Transport):
         self.writes: list[bytes] = []
         self.closed = False
         self.open_at_end = False  # still open when the client hung up
+        self.reading = True
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.writes.append(bytes(data))
@@ -40,10 +42,10 @@ class RecordingTransport(asyncio.Transport):
             name, default)
 
     def pause_reading(self) -> None:
-        pass
+        self.reading = False
 
     def resume_reading(self) -> None:
-        pass
+        self.reading = True
 
 
 async def answer(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -343,3 +345,62 @@ def test_an_answers_head_is_what_uvicorn_writes_and_a_bad_header_value_is_refuse
                        keep_alive=True)
     with pytest.raises(ValueError, match="date"):
         response_bytes(200, headers, [(b"date", b"\x00")], b"{}", keep_alive=True)
+
+
+def test_a_read_of_thousands_of_pipelined_requests_is_parsed_a_few_at_a_time() -> None:
+    """One read of 5,000 pipelined requests: reading stops, and what is parsed of them holds
+    well under a megabyte (each parsed request is about 2 KB); then every one is answered in
+    order, and reading goes on once they are."""
+    count = 5_000
+    flood = b"".join(post("/r", b"%05d" % i) for i in range(count))
+    transport = RecordingTransport()
+    parsed: list[int] = []
+
+    async def main() -> None:
+        SCOPES.clear()
+        config = Config(app=answer, http="httptools", lifespan="off", access_log=False,
+                        log_level="critical")
+        config.load()
+        protocol = LimitedHttpToolsProtocol(config=config, server_state=ServerState(),
+                                            app_state={})
+        protocol.connection_made(transport)
+        tracemalloc.start()
+        try:
+            protocol.data_received(flood)
+            parsed.append(tracemalloc.get_traced_memory()[0])
+        finally:
+            tracemalloc.stop()
+        parsed.append(transport.reading)
+        for _ in range(count):
+            for _ in range(100):  # the ASGI tasks' turns
+                await asyncio.sleep(0)
+            if b"".join(transport.writes).count(b"HTTP/1.1 200 OK") == count:
+                break
+        protocol.connection_lost(None)
+
+    asyncio.run(main())
+    held, reading_while_flooded = parsed
+    assert held < 1_000_000 and not reading_while_flooded
+    answers = b"".join(transport.writes).split(b"HTTP/1.1 200 OK")[1:]
+    assert [a.rpartition(b"\r\n\r\n")[2] for a in answers] == [b"%05d" % i for i in range(count)]
+    assert transport.reading
+
+
+def test_reading_stops_while_the_client_leaves_its_answers_unread() -> None:
+    """Past the transport's high-water mark nothing more is read, since a direct answer is
+    written without waiting for the buffer to drain; below it again, reading goes on."""
+    reading: list[bool] = []
+
+    async def main() -> None:
+        protocol = LimitedHttpToolsProtocol(config=_config(DirectGateway()),
+                                            server_state=ServerState(), app_state={})
+        transport = RecordingTransport()
+        protocol.connection_made(transport)
+        protocol.pause_writing()
+        reading.append(transport.reading)
+        protocol.resume_writing()
+        reading.append(transport.reading)
+        protocol.connection_lost(None)
+
+    asyncio.run(main())
+    assert reading == [False, True]

@@ -21,6 +21,9 @@ never finish their headers are never counted out. :class:`LimitedHttpToolsProtoc
 * at shutdown, a connection whose request body is still arriving is closed (uvicorn would
   wait up to its graceful timeout for it): the request was never answered, so nothing it
   carried is lost, and the client may retry on another replica;
+* pipelined requests parsed at most :data:`~router.gateway.pipelining.MAX_PIPELINED` ahead
+  of their answers, and no more read while the client leaves its answers unread
+  (:mod:`router.gateway.pipelining`);
 * one write per answer, head and body together (:mod:`router.gateway.response_writes`);
 * ``POST /predict`` with its whole body in hand answered without the ASGI exchange
   (:mod:`router.gateway.direct_predict`).
@@ -47,6 +50,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from router.gateway.body_deadline import BODY_ARRIVED
 from router.gateway.direct_predict import Predicting, direct_gateway, response_bytes
 from router.gateway.driven import Driven
+from router.gateway.pipelining import MAX_PIPELINED, PARSE_PIECE_BYTES, BoundedReads
 from router.gateway.response_writes import JoinedWrites
 
 __all__ = ["LIMITS_ENV", "SHUTDOWN_GRACE_S", "ConnectionLimits", "LimitedHttpToolsProtocol",
@@ -119,9 +123,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._idle_timer: asyncio.TimerHandle | None = None
         self._in_body = False  # between a request's headers and its end
         self._header_bytes = 0  # received since the current request's headers began
+        self._unparsed = b""  # read while the pipeline was full; parsed as it drains
+        self._parse_due = False  # a turn of the loop will parse self._unparsed
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.flow = BoundedReads(transport, self._may_read)
         self._writes = JoinedWrites(transport)
         self._direct = None if self.access_log else direct_gateway(self.app)
         if len(self.connections) > self._limits.max_connections:
@@ -143,15 +150,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if not self._in_body:
-            # A read that begins in a request's headers; the count starts again where they
-            # end (on_headers_complete), so that a read holding the end of the headers and
-            # the start of a large body is no fault. What the parser holds of headers not yet
-            # complete is thus at most the cap and one read.
-            self._header_bytes += len(data)
+        if self._unparsed:  # a read that came as reading was paused: after what is kept
+            self._unparsed += data
+            return
         self._receiving = True
         try:
-            super().data_received(data)
+            if len(data) <= PARSE_PIECE_BYTES:  # most reads: a request or a few
+                self._parse(data)
+            else:
+                self._parse_in_pieces(data)
         finally:
             self._receiving = False
         held, self._held = self._held, None
@@ -177,6 +184,65 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if not self._in_body and self._header_bytes > MAX_HEADER_BYTES \
                 and not self.transport.is_closing():
             self._refuse_headers()
+
+    def _parse(self, data: bytes | memoryview) -> None:
+        if not self._in_body:
+            # A read (or a piece of one) that begins in a request's headers; the count starts
+            # again where they end (on_headers_complete), so that a read holding the end of
+            # the headers and the start of a large body is no fault. What the parser holds of
+            # headers not yet complete is thus at most the cap and one read.
+            self._header_bytes += len(data)
+        super().data_received(data)  # type: ignore[arg-type]  # httptools reads a view too
+
+    def _parse_in_pieces(self, data: bytes) -> None:
+        """Parse ``data`` until the pipeline is full; keep the rest and stop reading."""
+        view = memoryview(data)
+        for start in range(0, len(data), PARSE_PIECE_BYTES):
+            if len(self.pipeline) >= MAX_PIPELINED:
+                self._unparsed = bytes(view[start:])
+                self.flow.pause_reading()
+                return
+            self._parse(view[start:start + PARSE_PIECE_BYTES])
+            if self.transport.is_closing() or self not in self.connections:
+                return  # refused (400, 431), or handed to a WebSocket protocol
+
+    def _may_parse(self) -> bool:
+        """Room in the pipeline, and the client takes its answers."""
+        return len(self.pipeline) < MAX_PIPELINED and not self.flow.write_paused
+
+    def _may_read(self) -> bool:
+        return not self._unparsed and self._may_parse()
+
+    def _read_more(self) -> None:
+        """Go on parsing, if the bound allows: first what was kept, then the socket."""
+        if not self._may_parse():
+            return
+        if not self._unparsed:
+            self.flow.resume_reading()
+        elif not self._parse_due:
+            # On the loop's next turn, as a read would come: parsed here, a request answered
+            # at once would be back in this method before the one that let it in returned.
+            self._parse_due = True
+            self.loop.call_soon(self._parse_kept)
+
+    def _parse_kept(self) -> None:
+        self._parse_due = False
+        kept, self._unparsed = self._unparsed, b""
+        if self.transport.is_closing():
+            return
+        self.data_received(kept)
+        self._read_more()
+
+    def pause_writing(self) -> None:
+        # The client leaves its answers unread: what it sends next waits in the socket. The
+        # answers of requests already parsed are still written (a direct one without waiting
+        # for the buffer to drain): at most the pipeline's.
+        super().pause_writing()
+        self.flow.pause_reading()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._read_more()
 
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle
@@ -277,11 +343,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.server_state.total_requests += 1
         if self.transport.is_closing():
             return
-        self.flow.resume_reading()
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
+            self._read_more()
             return
+        self._read_more()
+        if self._unparsed:
+            return  # more requests are on their way in: not idle
         self._idle_since = self.loop.time()
         if self._idle_timer is None:
             self._idle_timer = self.loop.call_later(self.timeout_keep_alive, self._idle_timeout)
