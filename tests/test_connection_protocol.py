@@ -19,7 +19,8 @@ SCOPES: list[dict[str, Any]] = []
 
 
 class RecordingTransport(asyncio.Transport):
-    """What the protocol wrote, one entry per write call."""
+    """What the protocol wrote, one entry per write call; as asyncio's, a write once closed
+    never reaches the client."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -29,7 +30,8 @@ class RecordingTransport(asyncio.Transport):
         self.reading = True
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.writes.append(bytes(data))
+        if not self.closed:
+            self.writes.append(bytes(data))
 
     def close(self) -> None:
         self.closed = True
@@ -404,3 +406,42 @@ def test_reading_stops_while_the_client_leaves_its_answers_unread() -> None:
 
     asyncio.run(main())
     assert reading == [False, True]
+
+
+MALFORMED = b"GARBAGE\x00\r\n\r\n"
+
+
+@pytest.mark.parametrize("app", [answer, DirectGateway()], ids=["by ASGI", "direct"])
+def test_requests_ahead_of_malformed_bytes_are_answered_before_the_400(app: Any) -> None:
+    """HTTP/1.1 answers in order: the three whole requests get theirs, then the 400, then
+    the connection closes."""
+    requests = b"".join(post("/predict", b"%d" % i) for i in range(3))
+    transport = asyncio.run(exchange_with(app, requests + MALFORMED))
+    answers = b"".join(transport.writes).split(b"HTTP/1.1 ")[1:]
+    assert [a[:3] for a in answers] == [b"200", b"200", b"200", b"400"]
+    assert [a.rpartition(b"\r\n\r\n")[2] for a in answers[:3]] == [b"0", b"1", b"2"]
+    assert json.loads(answers[3].partition(b"\r\n\r\n")[2])["error"] == "bad_request"
+    assert transport.closed
+
+
+def test_headers_too_large_after_whole_requests_get_their_431_after_those_answers() -> None:
+    oversized = b"GET /x HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 70_000 + b"\r\n\r\n"
+    transport = asyncio.run(exchange_with(DirectGateway(), post("/predict", b"0") + oversized))
+    answers = b"".join(transport.writes).split(b"HTTP/1.1 ")[1:]
+    assert [a[:3] for a in answers] == [b"200", b"431"] and transport.closed
+
+
+def test_a_malformed_chunk_of_a_queued_request_gets_the_400_after_the_answers_ahead() -> None:
+    """The refused bytes are that request's own: it gets the 400, not an answer."""
+    bad_chunk = (b"POST /stream HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+                 b"zz\r\n")
+    transport = asyncio.run(exchange_with(DirectGateway(), post("/predict", b"0") + bad_chunk))
+    answers = b"".join(transport.writes).split(b"HTTP/1.1 ")[1:]
+    assert [a[:3] for a in answers] == [b"200", b"400"] and transport.closed
+
+
+def test_a_malformed_chunk_of_the_request_under_way_gets_the_400_at_once() -> None:
+    request = post("/a", b"").replace(b"content-length: 0", b"transfer-encoding: chunked")
+    transport = asyncio.run(exchange_with(DirectGateway(), request + b"zz\r\n"))
+    [written] = transport.writes
+    assert written.startswith(b"HTTP/1.1 400 ") and transport.closed

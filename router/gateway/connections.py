@@ -17,7 +17,8 @@ never finish their headers are never counted out. :class:`LimitedHttpToolsProtoc
   past the cap the request gets a 431 answer and the connection is closed;
 * a request the HTTP parser refuses (a control character in a header, a malformed chunk) is
   answered with the JSON error every other refusal gets, naming the parser's reason, where
-  uvicorn answers plain text;
+  uvicorn answers plain text; and, as the 431, after the answers of the whole requests
+  pipelined ahead of it, where uvicorn wrote it at once and closed the connection under them;
 * at shutdown, a connection whose request body is still arriving is closed (uvicorn would
   wait up to its graceful timeout for it): the request was never answered, so nothing it
   carried is lost, and the client may retry on another replica;
@@ -125,6 +126,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0  # received since the current request's headers began
         self._unparsed = b""  # read while the pipeline was full; parsed as it drains
         self._parse_due = False  # a turn of the loop will parse self._unparsed
+        self._refusal: bytes | None = None  # a 400 or 431, once the answers ahead of it went
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -153,6 +155,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._unparsed:  # a read that came as reading was paused: after what is kept
             self._unparsed += data
             return
+        if self._refusal is not None:
+            return  # nothing after bytes the parser refused is read
         self._receiving = True
         try:
             if len(data) <= PARSE_PIECE_BYTES:  # most reads: a request or a few
@@ -176,13 +180,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             # Its app has not run yet (it starts on a later turn of the loop), and its body
             # is all here: no body deadline to keep (router.gateway.body_deadline).
             cycle.scope[BODY_ARRIVED] = True  # type: ignore[literal-required]
+        if self._refusal is not None:
+            return
         if self._request_begun and self._header_timer is None:
             # A kept-alive connection's next request began and its headers are not all in.
             # Armed here rather than at its first byte: most requests arrive whole, and a
             # timer armed and cancelled per request was about 3 % of the gateway's time.
             self._arm_header_timer()
-        if not self._in_body and self._header_bytes > MAX_HEADER_BYTES \
-                and not self.transport.is_closing():
+        if not self._in_body and self._header_bytes > MAX_HEADER_BYTES:
             self._refuse_headers()
 
     def _parse(self, data: bytes | memoryview) -> None:
@@ -203,12 +208,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 self.flow.pause_reading()
                 return
             self._parse(view[start:start + PARSE_PIECE_BYTES])
-            if self.transport.is_closing() or self not in self.connections:
+            if self._refusal is not None or self not in self.connections:
                 return  # refused (400, 431), or handed to a WebSocket protocol
 
     def _may_parse(self) -> bool:
-        """Room in the pipeline, and the client takes its answers."""
-        return len(self.pipeline) < MAX_PIPELINED and not self.flow.write_paused
+        """Room in the pipeline, the client takes its answers, and the parser refused none."""
+        return len(self.pipeline) < MAX_PIPELINED and not self.flow.write_paused \
+            and self._refusal is None
 
     def _may_read(self) -> bool:
         return not self._unparsed and self._may_parse()
@@ -228,7 +234,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _parse_kept(self) -> None:
         self._parse_due = False
         kept, self._unparsed = self._unparsed, b""
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._refusal is not None:
             return
         self.data_received(kept)
         self._read_more()
@@ -348,6 +354,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._start_asgi_task(cycle, app)
             self._read_more()
             return
+        if self._refusal is not None:
+            self._send_refusal()
+            return
         self._read_more()
         if self._unparsed:
             return  # more requests are on their way in: not idle
@@ -376,11 +385,35 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().shutdown()
 
     def _refuse_headers(self) -> None:
-        self._disarm_header_timer()
-        self.transport.write(_answer(
+        self._refuse(_answer(
             b"431 Request Header Fields Too Large", "headers_too_large",
             f"the request line and headers are over {MAX_HEADER_BYTES} bytes (64 KiB)"))
-        self.transport.close()
+
+    def _refuse(self, answer: bytes) -> None:
+        """Answer bytes the parser refused, and close: after the answers of the whole requests
+        ahead of them, since HTTP/1.1 answers in order. Nothing after them is read."""
+        self._disarm_header_timer()
+        self._refusal = answer
+        self._unparsed = b""
+        self.flow.pause_reading()
+        # A queued request waits behind one under way; a whole one under way (or held for a
+        # direct answer) is answered first too.
+        cycle = self.cycle
+        answers_due = bool(self.pipeline)
+        if cycle is not None and not cycle.response_complete:
+            if not cycle.more_body:
+                answers_due = True
+            elif self.pipeline and self.pipeline[0][0] is cycle:
+                # The refused bytes are in its body (a malformed chunk): the refusal is its
+                # answer. (Under way, its app sees the disconnect.)
+                self.pipeline.popleft()
+        if not answers_due:
+            self._send_refusal()  # else on_response_complete sends it after the last of them
+
+    def _send_refusal(self) -> None:
+        if self._refusal is not None and not self.transport.is_closing():
+            self.transport.write(self._refusal)
+            self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to bytes its HTTP parser refuses, as JSON; called while the
@@ -390,9 +423,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse_headers()
             return
         reason = str(refused).strip() if refused is not None and str(refused).strip() else msg
-        self.transport.write(_answer(b"400 Bad Request", "bad_request",
-                                     f"not valid HTTP/1.1: {reason}"))
-        self.transport.close()
+        self._refuse(_answer(b"400 Bad Request", "bad_request", f"not valid HTTP/1.1: {reason}"))
 
     def _arm_header_timer(self) -> None:
         self._header_timer = self.loop.call_later(self._limits.header_timeout_s,

@@ -1,5 +1,6 @@
 """End to end: HTTP/1.1 pipelining. A client that pipelines requests and never reads the answers
-holds a bounded part of the gateway's memory; a client that reads gets every answer, in order."""
+holds a bounded part of the gateway's memory; a client that reads gets every answer, in order,
+the refusal of malformed bytes included."""
 
 from __future__ import annotations
 
@@ -139,3 +140,23 @@ def test_a_client_pipelining_and_reading_gets_every_answer_in_order(server: Serv
     assert answers == [(200, f"read-{i:05d}") for i in range(count)]
 
 
+
+def _until_closed(sock: socket.socket) -> bytes:
+    sock.settimeout(READ_TIMEOUT_S)
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+def test_requests_ahead_of_a_malformed_one_are_answered_before_its_400(server: Server) -> None:
+    """HTTP/1.1 answers in order: the three whole requests get their answers, then the bytes
+    the parser refuses get a 400, then the connection closes."""
+    with _connect(server) as sock:
+        sock.sendall(b"".join(_predict(f"bad-{i}") for i in range(3)) + b"GARBAGE\x00\r\n\r\n")
+        received = _until_closed(sock)
+    answers = received.split(b"HTTP/1.1 ")[1:]
+    assert [answer[:3] for answer in answers] == [b"200", b"200", b"200", b"400"], received
+    assert [b"\r\nx-request-id: bad-%d\r\n" % i in answer for i, answer in
+            enumerate(answers[:3])] == [True] * 3
+    assert json.loads(received.rpartition(b"\r\n\r\n")[2])["error"] == "bad_request"
