@@ -19,8 +19,8 @@ SCOPES: list[dict[str, Any]] = []
 
 
 class RecordingTransport(asyncio.Transport):
-    """What the protocol wrote, one entry per write call; as asyncio's, a write once closed
-    never reaches the client."""
+    """What the protocol wrote, one entry per write call; a write once closed never reaches
+    the client, and is kept apart (uvloop's transport raises for it)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -28,10 +28,10 @@ class RecordingTransport(asyncio.Transport):
         self.closed = False
         self.open_at_end = False  # still open when the client hung up
         self.reading = True
+        self.written_once_closed: list[bytes] = []
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not self.closed:
-            self.writes.append(bytes(data))
+        (self.written_once_closed if self.closed else self.writes).append(bytes(data))
 
     def close(self) -> None:
         self.closed = True
@@ -445,3 +445,24 @@ def test_a_malformed_chunk_of_the_request_under_way_gets_the_400_at_once() -> No
     transport = asyncio.run(exchange_with(DirectGateway(), request + b"zz\r\n"))
     [written] = transport.writes
     assert written.startswith(b"HTTP/1.1 400 ") and transport.closed
+
+
+@pytest.mark.parametrize("app", [answer, DirectGateway()], ids=["by ASGI", "direct"])
+def test_a_client_leaving_with_pipelined_requests_gets_nothing_written_after_the_close(
+    app: Any
+) -> None:
+    """uvicorn marks only the request parsed last as disconnected: the one under way wrote
+    to the closed transport, and uvloop's raises (an error logged for every such client)."""
+    transport = RecordingTransport()
+
+    async def main() -> None:
+        protocol = LimitedHttpToolsProtocol(config=_config(app), server_state=ServerState(),
+                                            app_state={})
+        protocol.connection_made(transport)
+        protocol.data_received(b"".join(post("/predict", b"%d" % i) for i in range(3)))
+        protocol.connection_lost(None)
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert transport.closed and transport.written_once_closed == []

@@ -24,7 +24,9 @@ never finish their headers are never counted out. :class:`LimitedHttpToolsProtoc
   carried is lost, and the client may retry on another replica;
 * pipelined requests parsed at most :data:`~router.gateway.pipelining.MAX_PIPELINED` ahead
   of their answers, and no more read while the client leaves its answers unread
-  (:mod:`router.gateway.pipelining`);
+  (:mod:`router.gateway.pipelining`); when a client leaves with requests pipelined, the one
+  being answered learns of it too (uvicorn tells only the one parsed last, and the other
+  wrote to the closed socket: an error logged per such client);
 * one write per answer, head and body together (:mod:`router.gateway.response_writes`);
 * ``POST /predict`` with its whole body in hand answered without the ASGI exchange
   (:mod:`router.gateway.direct_predict`).
@@ -120,6 +122,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._direct: Predicting | None = None  # the gateway, when it may answer /predict
         self._receiving = False  # within data_received
         self._held: RequestResponseCycle | None = None  # a /predict, until its body is in
+        self._answering: RequestResponseCycle | None = None  # the one being answered
         self._idle_since: float | None = None  # when the last answer went, while no request
         self._idle_timer: asyncio.TimerHandle | None = None
         self._in_body = False  # between a request's headers and its end
@@ -149,6 +152,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
+        answering = self._answering
+        if answering is not None and not answering.response_complete:
+            # uvicorn tells only the request parsed last: one pipelined ahead of it, under
+            # way, would write to the closed transport, which uvloop's refuses with an error.
+            answering.disconnected = True
+            answering.message_event.set()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -300,6 +309,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             cycle.transport = self._writes  # type: ignore[assignment]
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        self._answering = cycle
         direct = self._direct
         if self._receiving and direct is not None and app is self.app \
                 and cycle.scope["path"] == "/predict" and cycle.scope["method"] == "POST" \

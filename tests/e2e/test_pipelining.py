@@ -8,6 +8,7 @@ import json
 import select
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -160,3 +161,14 @@ def test_requests_ahead_of_a_malformed_one_are_answered_before_its_400(server: S
     assert [b"\r\nx-request-id: bad-%d\r\n" % i in answer for i, answer in
             enumerate(answers[:3])] == [True] * 3
     assert json.loads(received.rpartition(b"\r\n\r\n")[2])["error"] == "bad_request"
+
+
+def test_clients_leaving_with_pipelined_requests_under_way_log_no_error(server: Server) -> None:
+    """The request under way was not told of the disconnect, and wrote to the closed socket:
+    an error and its traceback in the log for every such client."""
+    for i in range(20):
+        with _connect(server) as sock:
+            sock.sendall(b"".join(_predict(f"gone-{i}-{j}") for j in range(3)))
+    assert httpx.get(f"{server.url}/health").status_code == 200
+    time.sleep(1)  # the answers under way end; the server's stop checks its log again
+    assert "Traceback" not in server.output()
