@@ -1,10 +1,11 @@
-"""The gateway's HTTP protocol: one write per answer, and the mark on a request whose body
-came whole."""
+"""The gateway's HTTP protocol: one write per answer, the mark on a request whose body came
+whole, and pipelined requests parsed a bounded way ahead of their answers."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -18,16 +19,19 @@ SCOPES: list[dict[str, Any]] = []
 
 
 class RecordingTransport(asyncio.Transport):
-    """What the protocol wrote, one entry per write call."""
+    """What the protocol wrote, one entry per write call; a write once closed never reaches
+    the client, and is kept apart (uvloop's transport raises for it)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.writes: list[bytes] = []
         self.closed = False
         self.open_at_end = False  # still open when the client hung up
+        self.reading = True
+        self.written_once_closed: list[bytes] = []
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.writes.append(bytes(data))
+        (self.written_once_closed if self.closed else self.writes).append(bytes(data))
 
     def close(self) -> None:
         self.closed = True
@@ -40,10 +44,10 @@ class RecordingTransport(asyncio.Transport):
             name, default)
 
     def pause_reading(self) -> None:
-        pass
+        self.reading = False
 
     def resume_reading(self) -> None:
-        pass
+        self.reading = True
 
 
 async def answer(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -343,3 +347,122 @@ def test_an_answers_head_is_what_uvicorn_writes_and_a_bad_header_value_is_refuse
                        keep_alive=True)
     with pytest.raises(ValueError, match="date"):
         response_bytes(200, headers, [(b"date", b"\x00")], b"{}", keep_alive=True)
+
+
+def test_a_read_of_thousands_of_pipelined_requests_is_parsed_a_few_at_a_time() -> None:
+    """One read of 5,000 pipelined requests: reading stops, and what is parsed of them holds
+    well under a megabyte (each parsed request is about 2 KB); then every one is answered in
+    order, and reading goes on once they are."""
+    count = 5_000
+    flood = b"".join(post("/r", b"%05d" % i) for i in range(count))
+    transport = RecordingTransport()
+    parsed: list[int] = []
+
+    async def main() -> None:
+        SCOPES.clear()
+        config = Config(app=answer, http="httptools", lifespan="off", access_log=False,
+                        log_level="critical")
+        config.load()
+        protocol = LimitedHttpToolsProtocol(config=config, server_state=ServerState(),
+                                            app_state={})
+        protocol.connection_made(transport)
+        tracemalloc.start()
+        try:
+            protocol.data_received(flood)
+            parsed.append(tracemalloc.get_traced_memory()[0])
+        finally:
+            tracemalloc.stop()
+        parsed.append(transport.reading)
+        for _ in range(count):
+            for _ in range(100):  # the ASGI tasks' turns
+                await asyncio.sleep(0)
+            if b"".join(transport.writes).count(b"HTTP/1.1 200 OK") == count:
+                break
+        protocol.connection_lost(None)
+
+    asyncio.run(main())
+    held, reading_while_flooded = parsed
+    assert held < 1_000_000 and not reading_while_flooded
+    answers = b"".join(transport.writes).split(b"HTTP/1.1 200 OK")[1:]
+    assert [a.rpartition(b"\r\n\r\n")[2] for a in answers] == [b"%05d" % i for i in range(count)]
+    assert transport.reading
+
+
+def test_reading_stops_while_the_client_leaves_its_answers_unread() -> None:
+    """Past the transport's high-water mark nothing more is read, since a direct answer is
+    written without waiting for the buffer to drain; below it again, reading goes on."""
+    reading: list[bool] = []
+
+    async def main() -> None:
+        protocol = LimitedHttpToolsProtocol(config=_config(DirectGateway()),
+                                            server_state=ServerState(), app_state={})
+        transport = RecordingTransport()
+        protocol.connection_made(transport)
+        protocol.pause_writing()
+        reading.append(transport.reading)
+        protocol.resume_writing()
+        reading.append(transport.reading)
+        protocol.connection_lost(None)
+
+    asyncio.run(main())
+    assert reading == [False, True]
+
+
+MALFORMED = b"GARBAGE\x00\r\n\r\n"
+
+
+@pytest.mark.parametrize("app", [answer, DirectGateway()], ids=["by ASGI", "direct"])
+def test_requests_ahead_of_malformed_bytes_are_answered_before_the_400(app: Any) -> None:
+    """HTTP/1.1 answers in order: the three whole requests get theirs, then the 400, then
+    the connection closes."""
+    requests = b"".join(post("/predict", b"%d" % i) for i in range(3))
+    transport = asyncio.run(exchange_with(app, requests + MALFORMED))
+    answers = b"".join(transport.writes).split(b"HTTP/1.1 ")[1:]
+    assert [a[:3] for a in answers] == [b"200", b"200", b"200", b"400"]
+    assert [a.rpartition(b"\r\n\r\n")[2] for a in answers[:3]] == [b"0", b"1", b"2"]
+    assert json.loads(answers[3].partition(b"\r\n\r\n")[2])["error"] == "bad_request"
+    assert transport.closed
+
+
+def test_headers_too_large_after_whole_requests_get_their_431_after_those_answers() -> None:
+    oversized = b"GET /x HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 70_000 + b"\r\n\r\n"
+    transport = asyncio.run(exchange_with(DirectGateway(), post("/predict", b"0") + oversized))
+    answers = b"".join(transport.writes).split(b"HTTP/1.1 ")[1:]
+    assert [a[:3] for a in answers] == [b"200", b"431"] and transport.closed
+
+
+def test_a_malformed_chunk_of_a_queued_request_gets_the_400_after_the_answers_ahead() -> None:
+    """The refused bytes are that request's own: it gets the 400, not an answer."""
+    bad_chunk = (b"POST /stream HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+                 b"zz\r\n")
+    transport = asyncio.run(exchange_with(DirectGateway(), post("/predict", b"0") + bad_chunk))
+    answers = b"".join(transport.writes).split(b"HTTP/1.1 ")[1:]
+    assert [a[:3] for a in answers] == [b"200", b"400"] and transport.closed
+
+
+def test_a_malformed_chunk_of_the_request_under_way_gets_the_400_at_once() -> None:
+    request = post("/a", b"").replace(b"content-length: 0", b"transfer-encoding: chunked")
+    transport = asyncio.run(exchange_with(DirectGateway(), request + b"zz\r\n"))
+    [written] = transport.writes
+    assert written.startswith(b"HTTP/1.1 400 ") and transport.closed
+
+
+@pytest.mark.parametrize("app", [answer, DirectGateway()], ids=["by ASGI", "direct"])
+def test_a_client_leaving_with_pipelined_requests_gets_nothing_written_after_the_close(
+    app: Any
+) -> None:
+    """uvicorn marks only the request parsed last as disconnected: the one under way wrote
+    to the closed transport, and uvloop's raises (an error logged for every such client)."""
+    transport = RecordingTransport()
+
+    async def main() -> None:
+        protocol = LimitedHttpToolsProtocol(config=_config(app), server_state=ServerState(),
+                                            app_state={})
+        protocol.connection_made(transport)
+        protocol.data_received(b"".join(post("/predict", b"%d" % i) for i in range(3)))
+        protocol.connection_lost(None)
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert transport.closed and transport.written_once_closed == []

@@ -17,10 +17,16 @@ never finish their headers are never counted out. :class:`LimitedHttpToolsProtoc
   past the cap the request gets a 431 answer and the connection is closed;
 * a request the HTTP parser refuses (a control character in a header, a malformed chunk) is
   answered with the JSON error every other refusal gets, naming the parser's reason, where
-  uvicorn answers plain text;
+  uvicorn answers plain text; and, as the 431, after the answers of the whole requests
+  pipelined ahead of it, where uvicorn wrote it at once and closed the connection under them;
 * at shutdown, a connection whose request body is still arriving is closed (uvicorn would
   wait up to its graceful timeout for it): the request was never answered, so nothing it
   carried is lost, and the client may retry on another replica;
+* pipelined requests parsed at most :data:`~router.gateway.pipelining.MAX_PIPELINED` ahead
+  of their answers, and no more read while the client leaves its answers unread
+  (:mod:`router.gateway.pipelining`); when a client leaves with requests pipelined, the one
+  being answered learns of it too (uvicorn tells only the one parsed last, and the other
+  wrote to the closed socket: an error logged per such client);
 * one write per answer, head and body together (:mod:`router.gateway.response_writes`);
 * ``POST /predict`` with its whole body in hand answered without the ASGI exchange
   (:mod:`router.gateway.direct_predict`).
@@ -47,6 +53,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from router.gateway.body_deadline import BODY_ARRIVED
 from router.gateway.direct_predict import Predicting, direct_gateway, response_bytes
 from router.gateway.driven import Driven
+from router.gateway.pipelining import MAX_PIPELINED, PARSE_PIECE_BYTES, BoundedReads
 from router.gateway.response_writes import JoinedWrites
 
 __all__ = ["LIMITS_ENV", "SHUTDOWN_GRACE_S", "ConnectionLimits", "LimitedHttpToolsProtocol",
@@ -116,13 +123,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._direct: Predicting | None = None  # the gateway, when it may answer /predict
         self._receiving = False  # within data_received
         self._held: RequestResponseCycle | None = None  # a /predict, until its body is in
+        self._answering: RequestResponseCycle | None = None  # the one being answered
         self._idle_since: float | None = None  # when the last answer went, while no request
         self._idle_timer: asyncio.TimerHandle | None = None
         self._in_body = False  # between a request's headers and its end
         self._header_bytes = 0  # received since the current request's headers began
+        self._unparsed = b""  # read while the pipeline was full; parsed as it drains
+        self._parse_due = False  # a turn of the loop will parse self._unparsed
+        self._refusal: bytes | None = None  # a 400 or 431, once the answers ahead of it went
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.flow = BoundedReads(transport, self._may_read)
         self._writes = JoinedWrites(transport)
         self._direct = None if self.access_log else direct_gateway(self.app)
         if len(self.connections) > self._limits.max_connections:
@@ -141,18 +153,26 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
+        answering = self._answering
+        if answering is not None and not answering.response_complete:
+            # uvicorn tells only the request parsed last: one pipelined ahead of it, under
+            # way, would write to the closed transport, which uvloop's refuses with an error.
+            answering.disconnected = True
+            answering.message_event.set()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if not self._in_body:
-            # A read that begins in a request's headers; the count starts again where they
-            # end (on_headers_complete), so that a read holding the end of the headers and
-            # the start of a large body is no fault. What the parser holds of headers not yet
-            # complete is thus at most the cap and one read.
-            self._header_bytes += len(data)
+        if self._unparsed:  # a read that came as reading was paused: after what is kept
+            self._unparsed += data
+            return
+        if self._refusal is not None:
+            return  # nothing after bytes the parser refused is read
         self._receiving = True
         try:
-            super().data_received(data)
+            if len(data) <= PARSE_PIECE_BYTES:  # most reads: a request or a few
+                self._parse(data)
+            else:
+                self._parse_in_pieces(data)
         finally:
             self._receiving = False
         held, self._held = self._held, None
@@ -170,14 +190,75 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             # Its app has not run yet (it starts on a later turn of the loop), and its body
             # is all here: no body deadline to keep (router.gateway.body_deadline).
             cycle.scope[BODY_ARRIVED] = True  # type: ignore[literal-required]
+        if self._refusal is not None:
+            return
         if self._request_begun and self._header_timer is None:
             # A kept-alive connection's next request began and its headers are not all in.
             # Armed here rather than at its first byte: most requests arrive whole, and a
             # timer armed and cancelled per request was about 3 % of the gateway's time.
             self._arm_header_timer()
-        if not self._in_body and self._header_bytes > MAX_HEADER_BYTES \
-                and not self.transport.is_closing():
+        if not self._in_body and self._header_bytes > MAX_HEADER_BYTES:
             self._refuse_headers()
+
+    def _parse(self, data: bytes | memoryview) -> None:
+        if not self._in_body:
+            # A read (or a piece of one) that begins in a request's headers; the count starts
+            # again where they end (on_headers_complete), so that a read holding the end of
+            # the headers and the start of a large body is no fault. What the parser holds of
+            # headers not yet complete is thus at most the cap and one read.
+            self._header_bytes += len(data)
+        super().data_received(data)  # type: ignore[arg-type]  # httptools reads a view too
+
+    def _parse_in_pieces(self, data: bytes) -> None:
+        """Parse ``data`` until the pipeline is full; keep the rest and stop reading."""
+        view = memoryview(data)
+        for start in range(0, len(data), PARSE_PIECE_BYTES):
+            if len(self.pipeline) >= MAX_PIPELINED:
+                self._unparsed = bytes(view[start:])
+                self.flow.pause_reading()
+                return
+            self._parse(view[start:start + PARSE_PIECE_BYTES])
+            if self._refusal is not None or self not in self.connections:
+                return  # refused (400, 431), or handed to a WebSocket protocol
+
+    def _may_parse(self) -> bool:
+        """Room in the pipeline, the client takes its answers, and the parser refused none."""
+        return len(self.pipeline) < MAX_PIPELINED and not self.flow.write_paused \
+            and self._refusal is None
+
+    def _may_read(self) -> bool:
+        return not self._unparsed and self._may_parse()
+
+    def _read_more(self) -> None:
+        """Go on parsing, if the bound allows: first what was kept, then the socket."""
+        if not self._may_parse():
+            return
+        if not self._unparsed:
+            self.flow.resume_reading()
+        elif not self._parse_due:
+            # On the loop's next turn, as a read would come: parsed here, a request answered
+            # at once would be back in this method before the one that let it in returned.
+            self._parse_due = True
+            self.loop.call_soon(self._parse_kept)
+
+    def _parse_kept(self) -> None:
+        self._parse_due = False
+        kept, self._unparsed = self._unparsed, b""
+        if self.transport.is_closing() or self._refusal is not None:
+            return
+        self.data_received(kept)
+        self._read_more()
+
+    def pause_writing(self) -> None:
+        # The client leaves its answers unread: what it sends next waits in the socket. The
+        # answers of requests already parsed are still written (a direct one without waiting
+        # for the buffer to drain): at most the pipeline's.
+        super().pause_writing()
+        self.flow.pause_reading()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._read_more()
 
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle
@@ -229,6 +310,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             cycle.transport = self._writes  # type: ignore[assignment]
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        self._answering = cycle
         direct = self._direct
         if self._receiving and direct is not None and app is self.app \
                 and cycle.scope["path"] == "/predict" and cycle.scope["method"] == "POST" \
@@ -278,11 +360,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.server_state.total_requests += 1
         if self.transport.is_closing():
             return
-        self.flow.resume_reading()
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
+            self._read_more()
             return
+        if self._refusal is not None:
+            self._send_refusal()
+            return
+        self._read_more()
+        if self._unparsed:
+            return  # more requests are on their way in: not idle
         self._idle_since = self.loop.time()
         if self._idle_timer is None:
             self._idle_timer = self.loop.call_later(self.timeout_keep_alive, self._idle_timeout)
@@ -308,11 +396,35 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().shutdown()
 
     def _refuse_headers(self) -> None:
-        self._disarm_header_timer()
-        self.transport.write(_answer(
+        self._refuse(_answer(
             b"431 Request Header Fields Too Large", "headers_too_large",
             f"the request line and headers are over {MAX_HEADER_BYTES} bytes (64 KiB)"))
-        self.transport.close()
+
+    def _refuse(self, answer: bytes) -> None:
+        """Answer bytes the parser refused, and close: after the answers of the whole requests
+        ahead of them, since HTTP/1.1 answers in order. Nothing after them is read."""
+        self._disarm_header_timer()
+        self._refusal = answer
+        self._unparsed = b""
+        self.flow.pause_reading()
+        # A queued request waits behind one under way; a whole one under way (or held for a
+        # direct answer) is answered first too.
+        cycle = self.cycle
+        answers_due = bool(self.pipeline)
+        if cycle is not None and not cycle.response_complete:
+            if not cycle.more_body:
+                answers_due = True
+            elif self.pipeline and self.pipeline[0][0] is cycle:
+                # The refused bytes are in its body (a malformed chunk): the refusal is its
+                # answer. (Under way, its app sees the disconnect.)
+                self.pipeline.popleft()
+        if not answers_due:
+            self._send_refusal()  # else on_response_complete sends it after the last of them
+
+    def _send_refusal(self) -> None:
+        if self._refusal is not None and not self.transport.is_closing():
+            self.transport.write(self._refusal)
+            self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to bytes its HTTP parser refuses, as JSON; called while the
@@ -322,9 +434,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse_headers()
             return
         reason = str(refused).strip() if refused is not None and str(refused).strip() else msg
-        self.transport.write(_answer(b"400 Bad Request", "bad_request",
-                                     f"not valid HTTP/1.1: {reason}"))
-        self.transport.close()
+        self._refuse(_answer(b"400 Bad Request", "bad_request", f"not valid HTTP/1.1: {reason}"))
 
     def _arm_header_timer(self) -> None:
         self._header_timer = self.loop.call_later(self._limits.header_timeout_s,
