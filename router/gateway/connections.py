@@ -170,7 +170,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._receiving = True
         try:
             if len(data) <= PARSE_PIECE_BYTES:  # most reads: a request or a few
-                self._parse(data)
+                # _parse, inlined: this is every request's path.
+                if not self._in_body:
+                    self._header_bytes += len(data)
+                super().data_received(data)
             else:
                 self._parse_in_pieces(data)
         finally:
@@ -360,17 +363,21 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.server_state.total_requests += 1
         if self.transport.is_closing():
             return
+        # Reading is paused only while requests are pipelined or kept: a connection of one
+        # request at a time (nearly all) skips the look at the bound.
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
-            self._read_more()
+            if self.flow.read_paused or self._unparsed:
+                self._read_more()
             return
         if self._refusal is not None:
             self._send_refusal()
             return
-        self._read_more()
-        if self._unparsed:
-            return  # more requests are on their way in: not idle
+        if self.flow.read_paused or self._unparsed:
+            self._read_more()
+            if self._unparsed:
+                return  # more requests are on their way in: not idle
         self._idle_since = self.loop.time()
         if self._idle_timer is None:
             self._idle_timer = self.loop.call_later(self.timeout_keep_alive, self._idle_timeout)
