@@ -73,15 +73,21 @@ async def answer(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body or b"ok"})
 
 
-async def exchange(*requests: bytes) -> RecordingTransport:
+def connected(transport: RecordingTransport, **options: Any) -> LimitedHttpToolsProtocol:
+    """The gateway's protocol over ``transport``, serving the test app."""
     SCOPES.clear()
     config = Config(app=answer, http="httptools", lifespan="off", access_log=False,
-                    log_level="critical")
+                    log_level="critical", **options)
     config.load()
     protocol = LimitedHttpToolsProtocol(config=config, server_state=ServerState(),
                                         app_state={})
-    transport = RecordingTransport()
     protocol.connection_made(transport)
+    return protocol
+
+
+async def exchange(*requests: bytes) -> RecordingTransport:
+    transport = RecordingTransport()
+    protocol = connected(transport)
     for request in requests:
         protocol.data_received(request)
         for _ in range(20):  # the ASGI task's turns
@@ -301,13 +307,8 @@ def test_a_failure_outside_the_error_renderer_is_a_500_and_a_close() -> None:
 
 async def kept_alive(timeout_s: int, *sends_at: float, until: float) -> list[float]:
     """Requests sent at ``sends_at`` seconds on one connection; when it was closed, if."""
-    config = Config(app=answer, http="httptools", lifespan="off", access_log=False,
-                    log_level="critical", timeout_keep_alive=timeout_s)
-    config.load()
-    protocol = LimitedHttpToolsProtocol(config=config, server_state=ServerState(),
-                                        app_state={})
     transport = RecordingTransport()
-    protocol.connection_made(transport)
+    protocol = connected(transport, timeout_keep_alive=timeout_s)
     loop = asyncio.get_running_loop()
     start = loop.time()
     closed_at: list[float] = []
@@ -359,13 +360,7 @@ def test_a_read_of_thousands_of_pipelined_requests_is_parsed_a_few_at_a_time() -
     parsed: list[int] = []
 
     async def main() -> None:
-        SCOPES.clear()
-        config = Config(app=answer, http="httptools", lifespan="off", access_log=False,
-                        log_level="critical")
-        config.load()
-        protocol = LimitedHttpToolsProtocol(config=config, server_state=ServerState(),
-                                            app_state={})
-        protocol.connection_made(transport)
+        protocol = connected(transport)
         tracemalloc.start()
         try:
             protocol.data_received(flood)
