@@ -79,7 +79,11 @@ class SQLiteStore(SQLiteExperimentState):
         self._min_free_bytes = min_free_bytes
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
+        # Every thread's connection, with the thread that opened and uses it.
+        self._connections: dict[sqlite3.Connection, int] = {}
+        # Threads within a call that uses their connection, how deep: a reopen must not close
+        # a connection a query runs on (SQLite frees what the query uses: a crash).
+        self._busy: dict[int, int] = {}
         self._closed = False
         # Health (sqlite_health.py): the file this store opened, and what happened to others.
         self._identity: FileIdentity | None = None
@@ -114,8 +118,8 @@ class SQLiteStore(SQLiteExperimentState):
             if self._closed:
                 raise StoreError(f"store {self.url!r} is closed")
             stale = conn  # of a file that was since removed or replaced
-            if stale is not None and stale in self._connections:
-                self._connections.remove(stale)
+            if stale is not None:
+                self._connections.pop(stale, None)
             generation = self._generation
             # check_same_thread=False only so that close() can close every thread's
             # connection; each connection is still used by the one thread that opened it.
@@ -125,7 +129,7 @@ class SQLiteStore(SQLiteExperimentState):
                 isolation_level=None,  # autocommit; transactions are explicit
                 check_same_thread=False,
             )
-            self._connections.append(conn)
+            self._connections[conn] = threading.get_ident()
         conn.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable at checkpoints, fast
         self._local.conn, self._local.generation = conn, generation
         if stale is not None:
@@ -205,10 +209,18 @@ class SQLiteStore(SQLiteExperimentState):
                 raise StoreError(f"store {self.url!r}: {fault.message}")
         elif not shm_writable(self.path):
             raise StoreError(f"store {self.url!r}: {self.path}-shm is read-only")
+        me = threading.get_ident()
+        with self._lock:
+            self._busy[me] = self._busy.get(me, 0) + 1
         try:
             yield
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.url!r}: {exc}") from exc
+        finally:
+            with self._lock:
+                depth = self._busy.pop(me) - 1
+                if depth:
+                    self._busy[me] = depth
 
     # -- the OutcomeStore protocol -----------------------------------------------------------
 
@@ -377,17 +389,21 @@ class SQLiteStore(SQLiteExperimentState):
                 self._generation += 1
                 orphaned, self._rows_in_file = self._rows_in_file, 0
                 self._column_cache = None  # rows of the old file
-                old, self._connections = self._connections, []
+                # A thread within a call keeps its connection until its next one, which
+                # connects afresh (the generation moved) and lets go of it.
+                busy = {conn: owner for conn, owner in self._connections.items()
+                        if owner in self._busy}
+                old = [conn for conn in self._connections if conn not in busy]
+                self._connections = busy
             self._orphaned += orphaned
             logger.error("%s: %s; %d records this process wrote to it are gone with it unless "
                          "that file is restored; opening %s again", self.url, fault.message,
                          orphaned, self.path)
             self._set_companions_aside()
-            # Every thread's connection to the old file, not only this one's: a thread that
-            # never uses the store again (the writer process's main thread, an idle pool
+            # Every idle thread's connection to the old file, not only this one's: a thread
+            # that never uses the store again (the writer process's main thread, an idle pool
             # thread) would hold the old file, its -wal and -shm open for good, and a removed
-            # file's space would never come back. A thread using one now gets a StoreError,
-            # and its next call connects to the new file. Closing the last connection to a
+            # file's space would never come back. Closing the last connection to a
             # file leaves the -wal and -shm at its path alone once that path names another
             # file (SQLite checks that the file has not moved before it removes them).
             _release(old, self.path)
@@ -431,7 +447,7 @@ class SQLiteStore(SQLiteExperimentState):
         """Close every thread's connection; later calls raise ``StoreError``."""
         with self._lock:
             self._closed = True
-            connections, self._connections = self._connections, []
+            connections, self._connections = list(self._connections), {}
         _release(connections, self.path)
 
 
