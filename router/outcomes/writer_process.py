@@ -76,6 +76,9 @@ STALL_AFTER_S = 5.0
 # How long close() waits for a child that has read everything it was handed to write it (or
 # spill it, the store being down) beyond its timeout, before killing it.
 _CLOSE_GRACE_S = 60.0
+# Past close()'s deadline, a child that has read nothing for this long is given up on; its
+# reports come every status interval while it reads.
+_QUIET_AT_CLOSE_S = 1.0
 _RESTART_BACKOFF_S = 1.0  # between attempts to start a writer process
 
 
@@ -352,7 +355,9 @@ class WriterProcess:
 
     def _child_exited(self, process: subprocess.Popen[bytes]) -> bool:
         """Wait while the child writes what it read and exits; False once close()'s deadline
-        has passed with some of what it was handed still unread: it does not read."""
+        has passed with some of what it was handed still unread and nothing read for
+        ``_QUIET_AT_CLOSE_S``: it does not read (one still reading is waited for, up to the
+        grace, rather than counted lost)."""
         assert self._give_up_at is not None
         while True:
             try:
@@ -361,7 +366,8 @@ class WriterProcess:
             except subprocess.TimeoutExpired:
                 pass
             now = time.monotonic()
-            if now >= self._give_up_at and self._unread() > 0:
+            if now >= self._give_up_at and self._unread() > 0 \
+                    and now - self._read_at >= min(_QUIET_AT_CLOSE_S, self._stall_after_s):
                 return False
             if now >= self._give_up_at + _CLOSE_GRACE_S:
                 process.kill()
