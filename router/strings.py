@@ -28,6 +28,8 @@ def text_problem(value: str, *, max_length: int, prose: bool = False) -> str | N
         return "must not be empty"
     if len(value) > max_length:
         return f"must be at most {max_length} characters, got {len(value)}"
+    if value.isascii() and value.isprintable():
+        return None  # nearly every id: no control character, no surrogate, without a search
     found = (_UNSTORABLE_IN_PROSE if prose else _UNSTORABLE).search(value)
     if found is not None:
         char = found.group()

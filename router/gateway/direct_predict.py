@@ -53,10 +53,13 @@ def response_bytes(status: int, headers: list[tuple[bytes, bytes]],
                    default_headers: list[tuple[bytes, bytes]], body: bytes, *,
                    keep_alive: bool) -> bytes:
     """The whole HTTP/1.1 answer, head and body, as uvicorn would have written it."""
+    every = (*default_headers, *headers)
+    # Every value searched at once: a search a value cost about 1 % of the serving core.
+    if _BAD_VALUE.search(b"\t".join([value for _, value in every])):
+        name = next(name for name, value in every if _BAD_VALUE.search(value))
+        raise ValueError(f"invalid value in response header {name!r}")
     content = [STATUS_LINE[status]]
-    for name, value in (*default_headers, *headers):
-        if _BAD_VALUE.search(value):
-            raise ValueError(f"invalid value in response header {name!r}")
+    for name, value in every:
         content += (name, b": ", value, b"\r\n")
     if not keep_alive:
         content.append(b"connection: close\r\n")
