@@ -27,10 +27,12 @@ timeouts and non-2xx answers) and the server's CPU time per request (its process
 from ``/proc``). Results go to ``bench/results.md``, which leads with CPU per request (far
 steadier than requests/s on a shared machine) over the ceiling's, then requests/s with ratios
 to the baseline and the ceiling, the targets (``bench/targets.py``) and where the time goes,
-and ``bench/results.png``. Logging's cost is then measured again in ten interleaved pairs of
-``ab`` with and without its log per engine (``--log-pairs``), whose medians the targets take:
-the two servers run side by side and take the load in turn, 5 s each, the idle one paused,
-since two points minutes apart differ by up to a fifth on a shared machine. The run ends with a
+and ``bench/results.png``. The targets against the ceiling and logging's cost are then
+measured again in ten interleaved pairs each, of ``ab`` on ONNX Runtime and the ceiling
+(``--ceiling-pairs``) and of ``ab`` with and without its log per engine (``--log-pairs``),
+whose medians the targets take: the two servers run side by side and take the load in turn,
+5 s each, the idle one paused, since two points minutes apart differ by up to a fifth on a
+shared machine. The run ends with a
 py-spy profile of ``ab`` on each engine (``bench/profiles.py``; ``--no-profile`` skips them).
 
 ``--soak 600`` instead runs the router (``ab``, default engine) for 600 s at 16 connections and
@@ -72,9 +74,12 @@ from bench import mlserver, profiles
 from bench.targets import (
     ENGINES,
     MLSERVER_ADAPTIVE_RPS,
+    CeilingPairs,
     Pairs,
     Row,
+    cpu_over_ceiling,
     find,
+    rps_of_ceiling,
     serving_cpu_added,
     targets,
     throughput_cost,
@@ -708,42 +713,66 @@ def measure(servers: list[Server], connections: tuple[int, ...], seconds: float,
     return points, notes
 
 
+def alternated(first: Server, second: Server, rounds: int, seconds: float, warmup_s: float,
+               load: Load, paths: dict[str, Path], logs: Path) -> list[tuple[dict[str, Any],
+                                                                             dict[str, Any]]]:
+    """``rounds`` interleaved pairs of points of two servers, ``first``'s point and
+    ``second``'s: both started (a router on an empty log) and warmed, then given the load in
+    turn, ``seconds`` at 64 connections each, the order alternating from pair to pair. The
+    server not under load is paused (``Running.pause``), so nothing of it runs beside the
+    other. A pair's two points are seconds apart, and every pair prices servers that have run
+    as long: two points minutes apart read the machine's drift over the minutes between them
+    (up to a fifth on a shared machine) as much as the servers' difference."""
+    pairs = []
+    with contextlib.ExitStack() as servers:
+        targets: dict[str, Running] = {}
+        for server in (first, second):
+            start_empty_log(server, paths)
+            target = servers.enter_context(running(server, paths, logs))
+            if server.kind == "router":
+                engines_chosen(target)
+            load.run(target, 16, warmup_s)
+            target.pause()
+            targets[server.key] = target
+        for turn in range(rounds):
+            pair: dict[str, dict[str, Any]] = {}
+            for server in (first, second) if turn % 2 == 0 else (second, first):
+                target = targets[server.key]
+                target.resume()
+                point = load.run(target, 64, seconds)
+                target.pause()
+                pair[server.key] = asdict(point)
+                print(f"{server.key} (pair {turn + 1}): {point.rps:9.0f} req/s  serving "
+                      f"process {point.serving_cpu_us_per_request or 0:.1f} us/req",
+                      flush=True)
+            pairs.append((pair[first.key], pair[second.key]))
+    return pairs
+
+
 def log_pairs(rounds: int, seconds: float, warmup_s: float, load: Load,
               paths: dict[str, Path], logs: Path, keys: Sequence[str]) -> dict[str, Any]:
-    """Logging's cost in interleaved pairs, for each engine whose ``ab`` servers are in
-    ``keys``: ``ab`` with its log and without, both started on an empty log and warmed, then
-    given the load in turn, ``seconds`` at 64 connections each, the order alternating from pair
-    to pair. The server not under load is paused (``Running.pause``), so nothing of it runs
-    beside the other. A pair's two points are seconds apart, and every pair prices servers
-    that have run as long: separate servers a pair, started anew, read the machine's drift
-    over the minute between them as much as the log."""
+    """Logging's cost in interleaved pairs (:func:`alternated`), for each engine whose ``ab``
+    servers are in ``keys``: ``ab`` with its log ("on") and without ("off")."""
     pairs: dict[str, Any] = {}
     for engine, _ in ENGINES:
         on, off = BY_KEY[f"ab-{engine}"], BY_KEY[f"ab-{engine}-nolog"]
-        if on.key not in keys or off.key not in keys:
-            continue
-        with contextlib.ExitStack() as servers:
-            targets: dict[str, Running] = {}
-            for server in (on, off):
-                start_empty_log(server, paths)
-                target = servers.enter_context(running(server, paths, logs))
-                engines_chosen(target)
-                load.run(target, 16, warmup_s)
-                target.pause()
-                targets[server.key] = target
-            for turn in range(rounds):
-                pair: dict[str, Any] = {}
-                for server in (on, off) if turn % 2 == 0 else (off, on):
-                    target = targets[server.key]
-                    target.resume()
-                    point = load.run(target, 64, seconds)
-                    target.pause()
-                    pair["on" if server is on else "off"] = asdict(point)
-                    print(f"{server.key} (pair {turn + 1}): {point.rps:9.0f} req/s  serving "
-                          f"process {point.serving_cpu_us_per_request or 0:.1f} us/req",
-                          flush=True)
-                pairs.setdefault(engine, []).append(pair)
+        if on.key in keys and off.key in keys:
+            pairs[engine] = [{"on": a, "off": b} for a, b in
+                             alternated(on, off, rounds, seconds, warmup_s, load, paths, logs)]
     return pairs
+
+
+def ceiling_pairs(rounds: int, seconds: float, warmup_s: float, load: Load,
+                  paths: dict[str, Path], logs: Path, keys: Sequence[str]
+                  ) -> list[dict[str, Any]]:
+    """``ab`` on ONNX Runtime with its log against the ceiling in interleaved pairs
+    (:func:`alternated`), when both are in ``keys``: what the targets against the ceiling
+    take, for the same reason logging's cost does."""
+    router, ceiling = BY_KEY["ab-fast"], BY_KEY["ceiling"]
+    if router.key not in keys or ceiling.key not in keys:
+        return []
+    return [{"router": a, "ceiling": b} for a, b in
+            alternated(router, ceiling, rounds, seconds, warmup_s, load, paths, logs)]
 
 
 # The threads of the router's serving process, in the order the reports show them; any other
@@ -791,6 +820,29 @@ def pairs_section(pairs: Pairs | None, seconds: float | None = None) -> str:
             "| engine | pair | log on, req/s | log off, req/s | throughput cost | serving CPU "
             "µs/req, on / off |\n| --- | ---: | ---: | ---: | ---: | ---: |\n"
             + "\n".join(lines) + "\n\n" + "".join(f"{line}\n\n" for line in spreads + by_thread))
+
+
+def ceiling_pairs_section(pairs: CeilingPairs | None, seconds: float | None) -> str:
+    """The table of the interleaved pairs of ``ab`` on ONNX Runtime and the ceiling; empty
+    when the run measured none."""
+    if not pairs:
+        return ""
+    lines = []
+    for i, pair in enumerate(pairs, 1):
+        router, ceiling = pair["router"], pair["ceiling"]
+        cpu = "-" if not router.get("serving_cpu_us_per_request") or \
+            not ceiling.get("serving_cpu_us_per_request") else \
+            (f"{router['serving_cpu_us_per_request']:.1f} / "
+             f"{ceiling['serving_cpu_us_per_request']:.1f} ({cpu_over_ceiling(pair):.2f}x)")
+        lines.append(f"| {i} | {router['rps']:,.0f} | {ceiling['rps']:,.0f} | "
+                     f"{rps_of_ceiling(pair):.2f}x | {cpu} |")
+    return ("## Against the ceiling, in interleaved pairs\n\n"
+            f"`ab` on ONNX Runtime with its log and the ceiling at 64 connections, {seconds:g} s "
+            "each: two servers started side by side and warmed, then given the load in turn, "
+            "the other one paused (SIGSTOP), the order alternating from pair to pair; the "
+            "targets above take the medians.\n\n"
+            "| pair | ab, req/s | ceiling, req/s | x ceiling | serving CPU µs/req, ab / "
+            "ceiling |\n| ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(lines) + "\n\n")
 
 
 def pairs_spread(name: str, pairs: Sequence[Mapping[str, Any]]) -> str:
@@ -1043,14 +1095,16 @@ def report_text(points: list[Point], notes: dict[str, Any], info: dict[str, Any]
     """results.md without the soak section: CPU per request first, then requests/s and
     latency, the targets, where the time goes (``found``), MLServer, how it was measured."""
     engines = []
-    for key, note in notes.items():
+    by_server = {key: note for key, note in notes.items() if key in BY_KEY}  # not the pairs
+    for key, note in by_server.items():
         for role, engine in note.get("engines", {}).items():
             reason = str(engine["reason"]).replace("|", "\\|")  # |Δp| inside a table cell
             engines.append(f"| {BY_KEY[key].label} | {role} | {engine['engine']} | {reason} |")
     logged = [f"| {BY_KEY[k].label} | {n['answered_in_points']:,} | {n['logged_rows']:,} |"
-              for k, n in notes.items() if n.get("logged_rows") is not None]
-    pairs = notes.get("log_pairs")
-    after_targets = pairs_section(pairs, info.get("log_pair_seconds")) + profiles.section(found) \
+              for k, n in by_server.items() if n.get("logged_rows") is not None]
+    pairs, ceiling = notes.get("log_pairs"), notes.get("ceiling_pairs")
+    after_targets = ceiling_pairs_section(ceiling, info.get("log_pair_seconds")) \
+        + pairs_section(pairs, info.get("log_pair_seconds")) + profiles.section(found) \
         + mlserver_section(points, notes)
     return f"""# Serving benchmark
 
@@ -1073,7 +1127,7 @@ steadier than requests/s, which move with whatever else runs.
 
 ## Targets
 
-{targets_table(targets(points, pairs))}{out_of_line_section(points)}
+{targets_table(targets(points, pairs, ceiling))}{out_of_line_section(points)}
 {after_targets}## How it was measured
 
 - Machine: {info['machine']['cpu']}, {info['machine']['cores']} cores; Python
@@ -1300,6 +1354,10 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"logging's cost: N interleaved pairs of ab with and without its "
                         f"log per engine whose log-off server the run has ({LOG_PAIRS}; "
                         "0: none)")
+    parser.add_argument("--ceiling-pairs", type=int, default=LOG_PAIRS, metavar="N",
+                        help=f"the targets against the ceiling: N interleaved pairs of ab on "
+                        f"ONNX Runtime and the ceiling, when the run has both ({LOG_PAIRS}; "
+                        "0: none)")
     parser.add_argument("--no-profile", action="store_true",
                         help="the full run without its profiles")
     parser.add_argument("--batching", metavar="MAX_BATCH,MAX_WAIT_MS", default="",
@@ -1373,8 +1431,11 @@ def main(argv: list[str] | None = None) -> int:
             info["mlserver"] = mlserver.installed_version()
         points, notes = measure([BY_KEY[k] for k in keys], connections, args.seconds,
                                 args.warmup, load, paths, logs, grid, args.grid_seconds)
+        info["log_pair_seconds"] = min(args.seconds, LOG_SLICE_S)
+        if args.ceiling_pairs:
+            notes["ceiling_pairs"] = ceiling_pairs(args.ceiling_pairs, info["log_pair_seconds"],
+                                                   args.warmup, load, paths, logs, keys)
         if args.log_pairs:
-            info["log_pair_seconds"] = min(args.seconds, LOG_SLICE_S)
             notes["log_pairs"] = log_pairs(args.log_pairs, info["log_pair_seconds"],
                                            args.warmup, load, paths, logs, keys)
         info["load_after"] = load_average()
@@ -1385,7 +1446,8 @@ def main(argv: list[str] | None = None) -> int:
                 profile(key, args.profile_seconds, load, paths, logs, args.out)
             write_report(points, notes, info, args.out)
     print(f"\nwrote {args.out / 'results.md'} and {args.out / 'results.png'}")
-    for target, measured, ok in targets(points, notes.get("log_pairs")):
+    for target, measured, ok in targets(points, notes.get("log_pairs"),
+                                        notes.get("ceiling_pairs")):
         print(f"  [{'met' if ok else 'MISSED'}] {target}: {measured}")
     return 0
 

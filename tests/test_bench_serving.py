@@ -402,6 +402,42 @@ def test_the_report_shows_every_pair_after_the_targets() -> None:
     assert "interleaved pairs" not in report_text(RUN, {}, INFO, [])
 
 
+def against_ceiling(rps: float, cpu: float, ceiling_rps: float, ceiling_cpu: float
+                    ) -> dict[str, Any]:
+    return {"router": asdict(point("ab-fast", rps=rps, serving=cpu)),
+            "ceiling": asdict(point("ceiling", rps=ceiling_rps, serving=ceiling_cpu))}
+
+
+# Three pairs against the ceiling: 0.62x, 0.40x (a noisy one) and 0.65x of its requests/s;
+# 1.55x, 2.40x and 1.50x its CPU.
+CEILING_PAIRS = [against_ceiling(12_400, 62.0, 20_000, 40.0),
+                 against_ceiling(8_000, 96.0, 20_000, 40.0),
+                 against_ceiling(13_000, 60.0, 20_000, 40.0)]
+
+
+def test_the_ceilings_targets_are_judged_on_the_median_of_the_interleaved_pairs() -> None:
+    """RUN's own two points (0.62x and 1.50x) give way to the pairs' medians, and one noisy
+    pair does not decide."""
+    rows = {target: (measured, met)
+            for target, measured, met in targets(RUN, None, CEILING_PAIRS)}
+    assert rows["ONNX Runtime, ab + log, 64 conns: >= 0.6x the ceiling's req/s"] == (
+        "0.62x (12,400 vs 20,000 req/s), the median of 3 interleaved pairs", True)
+    assert rows["ONNX Runtime, ab + log, 64 conns: serving process CPU per request <= 1.6x the "
+                "ceiling's"] == ("1.55x (62 vs 40 µs), the median of 3 interleaved pairs", True)
+    noisy = [CEILING_PAIRS[1], CEILING_PAIRS[1], CEILING_PAIRS[0]]
+    rows = {target: met for target, _, met in targets(RUN, None, noisy)}
+    assert rows["ONNX Runtime, ab + log, 64 conns: >= 0.6x the ceiling's req/s"] is False
+
+
+def test_the_report_shows_every_pair_against_the_ceiling() -> None:
+    text = report_text(RUN, {"ceiling_pairs": CEILING_PAIRS},
+                       {**INFO, "log_pair_seconds": 5.0}, [])
+    sections = [line for line in text.splitlines() if line.startswith("## ")]
+    assert sections[2:4] == ["## Targets", "## Against the ceiling, in interleaved pairs"]
+    assert "| 2 | 8,000 | 20,000 | 0.40x | 96.0 / 40.0 (2.40x) |" in text
+    assert "Against the ceiling" not in report_text(RUN, {}, INFO, [])
+
+
 def test_pairs_measured_side_by_side_say_so_and_how_far_they_spread() -> None:
     pairs = {"fast": [*PAIRS["fast"], pair(9_500, 10_000, 104, 100)]}  # 2, 20, 4 and 5 %
     text = pairs_section(pairs, 5.0)
