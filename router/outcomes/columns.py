@@ -9,7 +9,8 @@ insertion id; the memory store groups by revision first), which output monitorin
 to take the latest predictions:
 
 ``ts`` (float, unix seconds, to the microsecond: the time the gateway stamped on the row, the
-same for every row of a batch request), ``revision`` (int), ``challenger``,
+same for every row of a model call, which may answer many requests: ``router.stats.requests``
+tells requests apart), ``revision`` (int), ``challenger``,
 ``shadow``, ``fallback``, ``error``, ``forced`` (bool), ``latency_ms`` (float, to the
 nanosecond) and
 ``feedback_id`` (int): the arrival rank of the latest feedback for the row's request id (ranks

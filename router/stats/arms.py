@@ -36,6 +36,7 @@ from router.stats.decision import Decision, DecisionInputs, decide
 from router.stats.holm import holm
 from router.stats.model import ArmReport, Design, Phase, Report, Settings, champion_serves
 from router.stats.report import _guardrails, _guardrails_json, _head, _units, _variant
+from router.stats.requests import first_rows
 from router.stats.segments import segment_report, segment_warnings
 from router.stats.srm import SRM_ALPHA, srm_test
 from router.stats.units import UnitIndex
@@ -191,7 +192,7 @@ def assemble_arms(columns: Columns, *, design: Design, phase: Phase, settings: S
                 variants[role]["shadow_calls"] = dict(shadow_calls[role])
             comparison, running = paired(columns, in_a, in_b, outcomes, split)
         labelled = comparison.pop("labelled")
-        challenger_rows = np.flatnonzero(rows)
+        challenger_rows = first_rows(columns, rows)
         checks = _guardrails(columns, challenger_rows, design, split.alpha)
         guardrails[role] = _guardrails_json(checks, design,
                                             columns["latency_ms"][challenger_rows])

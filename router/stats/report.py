@@ -31,6 +31,7 @@ from router.stats.comparison import (
 from router.stats.decision import Decision, DecisionInputs, GuardrailCheck, decide
 from router.stats.guardrails import guardrail_test
 from router.stats.model import Design, Phase, Report, Running, Settings, champion_serves
+from router.stats.requests import count_distinct, distinct_requests, first_rows
 from router.stats.segments import segment_report, segment_warnings
 from router.stats.srm import SRM_ALPHA, srm_test
 from router.stats.units import UnitIndex
@@ -91,7 +92,7 @@ def _variant(columns: Columns, rows: np.ndarray, outcomes: Outcomes, model: tupl
              index: UnitIndex | None = None) -> dict[str, Any]:
     requests = int(rows.sum())
     errors = int((rows & columns["error"]).sum())
-    latency = columns["latency_ms"][rows]
+    latency = columns["latency_ms"][first_rows(columns, rows)]  # a request's latency once
     latency = latency[np.isfinite(latency)]  # an exported log may have none
     percentiles = (np.percentile(latency, [50, 95, 99]).tolist() if latency.size
                    else [None, None, None])
@@ -117,30 +118,21 @@ def _variant(columns: Columns, rows: np.ndarray, outcomes: Outcomes, model: tupl
 # -- sample ratio mismatch ---------------------------------------------------------------------
 
 
-def _distinct(values: np.ndarray) -> int:
-    """How many distinct values (by sorting: ``np.unique`` hashes, far slower at this size)."""
-    if values.size == 0:
-        return 0
-    ordered = np.sort(values)
-    return int(np.count_nonzero(ordered[1:] != ordered[:-1])) + 1
-
-
 def _units(columns: Columns, rows: np.ndarray, sticky: bool, index: UnitIndex | None = None
            ) -> int:
-    """Assignment units among ``rows``: distinct unit ids with a sticky key, else requests.
-
-    The rows of one batch request share the timestamp the gateway stamped on them, so distinct
-    timestamps count requests, not rows (a batch goes to one variant as a whole). A request
-    without a unit id, under a sticky key, was assigned at random like one without a key.
-    ``index``, the columns' units coded, counts the ids without a sort.
+    """Assignment units among ``rows``: distinct unit ids with a sticky key, else requests
+    (``router.stats.requests``: a batch goes to one variant as a whole, and a model call
+    answers many requests). A request without a unit id, under a sticky key, was assigned at
+    random like one without a key. ``index``, the columns' units coded, counts the ids without
+    a sort.
     """
     keys = columns.get("unit_key")
     if not sticky or keys is None:
-        return _distinct(columns["ts"][rows])
+        return distinct_requests(columns, rows)
     if index is not None:
-        return index.users(rows) + _distinct(columns["ts"][rows & ~index.has_id])
+        return index.users(rows) + distinct_requests(columns, rows & ~index.has_id)
     has_id = rows & (keys != 0)
-    return _distinct(keys[has_id]) + _distinct(columns["ts"][rows & ~has_id])
+    return count_distinct(keys[has_id]) + distinct_requests(columns, rows & ~has_id)
 
 
 def _srm(columns: Columns, masks: dict[str, np.ndarray], phase: Phase, design: Design,
@@ -192,7 +184,8 @@ def _srm(columns: Columns, masks: dict[str, np.ndarray], phase: Phase, design: D
 
 def _guardrails(columns: Columns, rows: np.ndarray, design: Design, alpha: float
                 ) -> dict[str, GuardrailCheck]:
-    """Each configured guardrail tested on the challenger's requests in logged order.
+    """Each configured guardrail tested on the challenger's requests in logged order, ``rows``
+    the first row of each (:func:`router.stats.requests.first_rows`).
 
     The error rate counts failed requests; the latency guardrail asks whether more than 1 % of
     the requests were slower than ``p99_latency_ms``. The guardrails share ``alpha`` equally,
@@ -314,7 +307,7 @@ def assemble(columns: Columns, *, design: Design, phase: Phase, settings: Settin
     if comparison is None:
         outcome = Decision("continue", ("mode single: there is no challenger to compare",))
     else:
-        challenger_rows = np.flatnonzero(masks["challenger"])
+        challenger_rows = first_rows(columns, masks["challenger"])
         checks = _guardrails(columns, challenger_rows, design, settings.alpha)
         guardrails = _guardrails_json(checks, design, columns["latency_ms"][challenger_rows])
         labelled = comparison.pop("labelled")

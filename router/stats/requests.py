@@ -1,0 +1,64 @@
+"""Which rows of the outcome log are one request.
+
+The log has a row per prediction: a batch request's instances are rows of their own. The
+gateway answers many requests in one model call, and stamps every row of the call with the
+call's time (``ts``); each request's rows carry its own latency, measured from when that
+request was asked, to the nanosecond. So the rows of one request share their time stamp and
+their latency, and two requests of one call differ in latency. Where a row has a sticky unit
+id the columns leave its time stamp out (``router.outcomes.columns``), and its unit key stands
+in for it.
+
+What counts requests: the sample ratio check without a sticky key (a request is the unit of
+assignment), the guardrails (a failure or a slow answer is a property of the call a client
+made) and the latency percentiles. Counting time stamps would count model calls (the
+champion's calls of many requests weigh as much as the challenger's of few: a false sample
+ratio mismatch under load); counting rows would let one client's large batches weigh as many
+requests.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from router.outcomes.columns import AnalysisColumns
+
+__all__ = ["count_distinct", "distinct_requests", "first_rows"]
+
+
+def _latency(columns: AnalysisColumns, rows: np.ndarray) -> np.ndarray:
+    # An exported log may have no latency (NaN): its time stamps alone tell requests apart.
+    latency: np.ndarray = np.nan_to_num(columns["latency_ms"][rows], nan=0.0)
+    return latency
+
+
+def distinct_requests(columns: AnalysisColumns, rows: np.ndarray) -> int:
+    """How many requests the ``rows`` mask holds, for rows with a time stamp (no unit id):
+    distinct (time stamp, latency) pairs, by sorting them as complex numbers (real part
+    first), wherever in the log each request's rows are."""
+    return count_distinct(columns["ts"][rows] + 1j * _latency(columns, rows))
+
+
+def count_distinct(values: np.ndarray) -> int:
+    """How many distinct values (by sorting: ``np.unique`` hashes, far slower at this size)."""
+    if values.size == 0:
+        return 0
+    ordered = np.sort(values)
+    return int(np.count_nonzero(ordered[1:] != ordered[:-1])) + 1
+
+
+def first_rows(columns: AnalysisColumns, rows: np.ndarray) -> np.ndarray:
+    """The positions in the log of each request's first row among the ``rows`` mask, in
+    logged order: a row continues the request of the row before it when both have the same
+    latency and the same time stamp (or, without one, the same unit). A request's rows are
+    logged one after the other, as the gateway answered them."""
+    at = np.flatnonzero(rows)
+    if at.size == 0:
+        return at
+    latency, ts = _latency(columns, at), columns["ts"][at]
+    same_source = ts[1:] == ts[:-1]  # NaN (a row with a unit id) equals nothing
+    units = columns.get("unit_key")
+    if units is not None:
+        keys = units[at]
+        same_source |= (keys[1:] == keys[:-1]) & (keys[1:] != 0)
+    continues = (latency[1:] == latency[:-1]) & same_source
+    return at[np.concatenate(([True], ~continues))]
