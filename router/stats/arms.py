@@ -36,7 +36,7 @@ from router.stats.decision import Decision, DecisionInputs, decide
 from router.stats.holm import holm
 from router.stats.model import ArmReport, Design, Phase, Report, Settings, champion_serves
 from router.stats.report import _guardrails, _guardrails_json, _head, _units, _variant
-from router.stats.requests import first_rows
+from router.stats.requests import request_starts
 from router.stats.segments import segment_report, segment_warnings
 from router.stats.srm import SRM_ALPHA, srm_test
 from router.stats.units import UnitIndex
@@ -165,10 +165,11 @@ def assemble_arms(columns: Columns, *, design: Design, phase: Phase, settings: S
     # Every grouping by user below reads these codes: one sort of the units for all of them.
     index = UnitIndex.of(columns) if mode == "ab" else None
     clustered = by_user and repeats_units(columns, np.flatnonzero(outcomes.scored), index)
+    starts = request_starts(columns)
     variants = {role: _variant(columns, masks[role], outcomes, design.models[role],
                                shadow=mode == "shadow" and role != CHAMPION,
                                classes=settings.classes, sticky=by_user, clustered=clustered,
-                               index=index)
+                               starts=starts, index=index)
                 for role in (CHAMPION, *arms)}
     for place, role in enumerate((CHAMPION, *arms)):
         variants[role]["forced"] = int((columns["forced"] & (columns["arm"] == place)).sum())
@@ -192,7 +193,7 @@ def assemble_arms(columns: Columns, *, design: Design, phase: Phase, settings: S
                 variants[role]["shadow_calls"] = dict(shadow_calls[role])
             comparison, running = paired(columns, in_a, in_b, outcomes, split)
         labelled = comparison.pop("labelled")
-        challenger_rows = first_rows(columns, rows)
+        challenger_rows = np.flatnonzero(rows & starts)
         checks = _guardrails(columns, challenger_rows, design, split.alpha)
         guardrails[role] = _guardrails_json(checks, design,
                                             columns["latency_ms"][challenger_rows])

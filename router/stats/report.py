@@ -31,7 +31,7 @@ from router.stats.comparison import (
 from router.stats.decision import Decision, DecisionInputs, GuardrailCheck, decide
 from router.stats.guardrails import guardrail_test
 from router.stats.model import Design, Phase, Report, Running, Settings, champion_serves
-from router.stats.requests import count_distinct, distinct_requests, first_rows
+from router.stats.requests import count_distinct, distinct_requests, request_starts
 from router.stats.segments import segment_report, segment_warnings
 from router.stats.srm import SRM_ALPHA, srm_test
 from router.stats.units import UnitIndex
@@ -89,10 +89,10 @@ def _distribution(columns: Columns, rows: np.ndarray, classes: tuple[str, ...] |
 
 def _variant(columns: Columns, rows: np.ndarray, outcomes: Outcomes, model: tuple[str, str | None],
              shadow: bool, classes: tuple[str, ...] | None, sticky: bool, clustered: bool,
-             index: UnitIndex | None = None) -> dict[str, Any]:
+             starts: np.ndarray, index: UnitIndex | None = None) -> dict[str, Any]:
     requests = int(rows.sum())
     errors = int((rows & columns["error"]).sum())
-    latency = columns["latency_ms"][first_rows(columns, rows)]  # a request's latency once
+    latency = columns["latency_ms"][rows & starts]  # a request's latency once (``starts``)
     latency = latency[np.isfinite(latency)]  # an exported log may have none
     percentiles = (np.percentile(latency, [50, 95, 99]).tolist() if latency.size
                    else [None, None, None])
@@ -185,7 +185,7 @@ def _srm(columns: Columns, masks: dict[str, np.ndarray], phase: Phase, design: D
 def _guardrails(columns: Columns, rows: np.ndarray, design: Design, alpha: float
                 ) -> dict[str, GuardrailCheck]:
     """Each configured guardrail tested on the challenger's requests in logged order, ``rows``
-    the first row of each (:func:`router.stats.requests.first_rows`).
+    the first row of each (:func:`router.stats.requests.request_starts`).
 
     The error rate counts failed requests; the latency guardrail asks whether more than 1 % of
     the requests were slower than ``p99_latency_ms``. The guardrails share ``alpha`` equally,
@@ -277,11 +277,12 @@ def assemble(columns: Columns, *, design: Design, phase: Phase, settings: Settin
     index = UnitIndex.of(columns) if mode == "ab" else None
     # Users are the unit; they change the formulas only once a user has several outcomes.
     clustered = by_user and repeats_units(columns, np.flatnonzero(outcomes.scored), index)
+    starts = request_starts(columns)
     variants = {
         role: _variant(columns, masks[role], outcomes, design.models[role],
                        shadow=mode == "shadow" and role == "challenger",
                        classes=settings.classes, sticky=by_user, clustered=clustered,
-                       index=index)
+                       starts=starts, index=index)
         for role in roles
     }
     for role in roles:  # served on request, counted apart from the experiment's requests
@@ -307,7 +308,7 @@ def assemble(columns: Columns, *, design: Design, phase: Phase, settings: Settin
     if comparison is None:
         outcome = Decision("continue", ("mode single: there is no challenger to compare",))
     else:
-        challenger_rows = first_rows(columns, masks["challenger"])
+        challenger_rows = np.flatnonzero(masks["challenger"] & starts)
         checks = _guardrails(columns, challenger_rows, design, settings.alpha)
         guardrails = _guardrails_json(checks, design, columns["latency_ms"][challenger_rows])
         labelled = comparison.pop("labelled")

@@ -22,10 +22,10 @@ import numpy as np
 
 from router.outcomes.columns import AnalysisColumns
 
-__all__ = ["count_distinct", "distinct_requests", "first_rows"]
+__all__ = ["count_distinct", "distinct_requests", "request_starts"]
 
 
-def _latency(columns: AnalysisColumns, rows: np.ndarray) -> np.ndarray:
+def _latency(columns: AnalysisColumns, rows: np.ndarray | slice) -> np.ndarray:
     # An exported log may have no latency (NaN): its time stamps alone tell requests apart.
     latency: np.ndarray = np.nan_to_num(columns["latency_ms"][rows], nan=0.0)
     return latency
@@ -46,19 +46,18 @@ def count_distinct(values: np.ndarray) -> int:
     return int(np.count_nonzero(ordered[1:] != ordered[:-1])) + 1
 
 
-def first_rows(columns: AnalysisColumns, rows: np.ndarray) -> np.ndarray:
-    """The positions in the log of each request's first row among the ``rows`` mask, in
-    logged order: a row continues the request of the row before it when both have the same
-    latency and the same time stamp (or, without one, the same unit). A request's rows are
-    logged one after the other, as the gateway answered them."""
-    at = np.flatnonzero(rows)
-    if at.size == 0:
-        return at
-    latency, ts = _latency(columns, at), columns["ts"][at]
+def request_starts(columns: AnalysisColumns) -> np.ndarray:
+    """A flag per row of the log, set where a request's rows begin: a row continues the request
+    of the row before it when both have the same latency and the same time stamp (or, without
+    one, the same unit). A request's rows are logged one after the other, as the gateway
+    answered them, and all go to one variant; so the first rows of the requests a mask of rows
+    holds are ``np.flatnonzero(mask & request_starts(columns))``, in logged order."""
+    latency, ts = _latency(columns, slice(None)), columns["ts"]
+    if latency.size == 0:
+        return np.zeros(0, dtype=bool)
     same_source = ts[1:] == ts[:-1]  # NaN (a row with a unit id) equals nothing
     units = columns.get("unit_key")
     if units is not None:
-        keys = units[at]
-        same_source |= (keys[1:] == keys[:-1]) & (keys[1:] != 0)
+        same_source |= (units[1:] == units[:-1]) & (units[1:] != 0)
     continues = (latency[1:] == latency[:-1]) & same_source
-    return at[np.concatenate(([True], ~continues))]
+    return np.concatenate(([True], ~continues))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from router.stats.requests import count_distinct, distinct_requests, first_rows
+from router.stats.requests import count_distinct, distinct_requests, request_starts
 
 T = 1_700_000_000.25
 
@@ -26,13 +26,11 @@ CALLS = columns([T] * 6 + [T + 1], [2.5, 2.5, 2.5, 2.25, 2.0, 2.0, 2.5])
 def test_requests_of_one_call_are_told_apart_by_latency_and_a_batch_is_one() -> None:
     every = np.ones(7, dtype=bool)
     assert distinct_requests(CALLS, every) == 4
-    assert first_rows(CALLS, every).tolist() == [0, 3, 4, 6]
-    # The challenger's rows alone (a mask): the same requests, by their first rows.
-    some = np.array([False, False, False, True, True, True, True])
-    assert first_rows(CALLS, some).tolist() == [3, 4, 6]
+    assert np.flatnonzero(request_starts(CALLS)).tolist() == [0, 3, 4, 6]
+    some = np.array([False, False, False, True, True, True, True])  # one variant's rows
     assert distinct_requests(CALLS, some) == 3
-    assert first_rows(CALLS, np.zeros(7, dtype=bool)).size == 0
     assert distinct_requests(CALLS, np.zeros(7, dtype=bool)) == 0
+    assert request_starts(columns([], [])).size == 0
 
 
 def test_a_requests_rows_counted_once_wherever_they_are_in_the_log() -> None:
@@ -46,14 +44,14 @@ def test_rows_with_a_unit_id_have_no_time_stamp_and_their_unit_stands_in() -> No
     a user's batch is one request, two users with the same latency are two."""
     nan = float("nan")
     logged = columns([nan, nan, nan, T, T], [3.0, 3.0, 3.0, 3.0, 3.0], units=[7, 7, 8, 0, 0])
-    assert first_rows(logged, np.ones(5, dtype=bool)).tolist() == [0, 2, 3]
+    assert np.flatnonzero(request_starts(logged)).tolist() == [0, 2, 3]
 
 
 def test_an_exported_log_without_latencies_tells_requests_apart_by_time_stamp() -> None:
     nan = float("nan")
     exported = columns([T, T, T + 1], [nan, nan, nan])
     assert distinct_requests(exported, np.ones(3, dtype=bool)) == 2
-    assert first_rows(exported, np.ones(3, dtype=bool)).tolist() == [0, 2]
+    assert np.flatnonzero(request_starts(exported)).tolist() == [0, 2]
 
 
 def test_count_distinct_is_numpys_unique() -> None:
