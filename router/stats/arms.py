@@ -36,7 +36,7 @@ from router.stats.decision import Decision, DecisionInputs, decide
 from router.stats.holm import holm
 from router.stats.model import ArmReport, Design, Phase, Report, Settings, champion_serves
 from router.stats.report import _guardrails, _guardrails_json, _head, _units, _variant
-from router.stats.requests import request_starts
+from router.stats.requests import request_starts, with_request_units
 from router.stats.segments import segment_report, segment_warnings
 from router.stats.srm import SRM_ALPHA, srm_test
 from router.stats.units import UnitIndex
@@ -163,8 +163,11 @@ def assemble_arms(columns: Columns, *, design: Design, phase: Phase, settings: S
     outcomes = Outcomes(columns, settings.metric)
     by_user = design.sticky and mode == "ab"
     # Every grouping by user below reads these codes: one sort of the units for all of them.
+    if mode == "ab":  # a row's unit is its user, or without one its request
+        columns = with_request_units(columns)
     index = UnitIndex.of(columns) if mode == "ab" else None
-    clustered = by_user and repeats_units(columns, np.flatnonzero(outcomes.scored), index)
+    clustered = mode == "ab" and repeats_units(columns, np.flatnonzero(outcomes.scored), index)
+    unit = ("user" if by_user else "request") if clustered else None
     starts = request_starts(columns)
     variants = {role: _variant(columns, masks[role], outcomes, design.models[role],
                                shadow=mode == "shadow" and role != CHAMPION,
@@ -186,7 +189,7 @@ def assemble_arms(columns: Columns, *, design: Design, phase: Phase, settings: S
         if mode == "ab":
             variants[role]["fallbacks"] = int((rows & columns["error"] & ~columns["shadow"]
                                                ).sum())
-            comparison, running = independent(columns, in_a, in_b, outcomes, split, clustered,
+            comparison, running = independent(columns, in_a, in_b, outcomes, split, unit,
                                               index)
         else:
             if shadow_calls is not None and role in shadow_calls:

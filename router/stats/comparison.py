@@ -346,10 +346,12 @@ def paired_test(outcomes: Outcomes, y_a: np.ndarray, y_b: np.ndarray, mcnemar_p:
 
 
 def independent(columns: Columns, in_a: np.ndarray, in_b: np.ndarray, outcomes: Outcomes,
-                settings: Settings, sticky: bool, index: UnitIndex | None = None
+                settings: Settings, unit: str | None, index: UnitIndex | None = None
                 ) -> tuple[dict[str, Any], Running]:
-    """ab mode's comparison and the sequence behind it (``index``: the columns' units coded,
-    which spares the groupings by unit their sorts)."""
+    """ab mode's comparison and the sequence behind it. ``unit`` names what the outcomes are
+    grouped by ("user", or "request" for a batch request's rows), None when each outcome is
+    its own unit; ``index``, the columns' units coded, spares the groupings their sorts."""
+    sticky = unit is not None
     y_a, y_b = outcomes.y[in_a], outcomes.y[in_b]
     metric_a, metric_b = outcomes.value(y_a), outcomes.value(y_b)
     difference = None if metric_a is None or metric_b is None else metric_b - metric_a
@@ -369,7 +371,7 @@ def independent(columns: Columns, in_a: np.ndarray, in_b: np.ndarray, outcomes: 
     means = (float(y_a.mean()), float(y_b.mean())) if y_a.size and y_b.size else None
     cs = cs_on_metric_scale(running, -1, outcomes, means)
     plan = _plan(settings, sd_a, sd_b, share_b, tau2)
-    comparison = _fields("ab", settings, sticky, difference, interval, p_value, tau2, running,
+    comparison = _fields("ab", settings, unit, difference, interval, p_value, tau2, running,
                          cs, plan, (int(y_a.size), int(y_b.size)), None)
     return comparison, running
 
@@ -409,7 +411,7 @@ def paired(columns: Columns, in_a: np.ndarray, in_b: np.ndarray, outcomes: Outco
                                                         power=POWER)
     means = (float(y_a.mean()), float(y_b.mean())) if n else None
     cs = cs_on_metric_scale(running, -1, outcomes, means)
-    comparison = _fields("shadow", settings, False, difference, interval, p_value, tau2,
+    comparison = _fields("shadow", settings, None, difference, interval, p_value, tau2,
                          running, cs, plan, (n, n), details)
     return comparison, running
 
@@ -420,7 +422,7 @@ def _paired_t(d: np.ndarray) -> float | None:
     return one_sample_t_test(d)[1] if d.size >= 2 else None
 
 
-def _fields(mode: str, settings: Settings, sticky: bool, difference: float | None,
+def _fields(mode: str, settings: Settings, unit: str | None, difference: float | None,
             interval: Interval | None, p_value: float | None, tau2: float, running: Running,
             cs: list[float] | None, samples_needed: int | None,
             labelled: tuple[int, int], details: dict[str, Any] | None) -> dict[str, Any]:
@@ -429,7 +431,7 @@ def _fields(mode: str, settings: Settings, sticky: bool, difference: float | Non
     p_values = running.difference.p_value
     return {
         "metric": settings.metric,
-        "test": _TESTS[(mode, kind, sticky)],
+        "test": _TESTS[(mode, kind, unit is not None)].replace("user", unit or "user"),
         "alpha": settings.alpha,
         "min_effect": settings.min_effect,
         "difference": _num(difference),

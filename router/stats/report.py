@@ -31,7 +31,12 @@ from router.stats.comparison import (
 from router.stats.decision import Decision, DecisionInputs, GuardrailCheck, decide
 from router.stats.guardrails import guardrail_test
 from router.stats.model import Design, Phase, Report, Running, Settings, champion_serves
-from router.stats.requests import count_distinct, distinct_requests, request_starts
+from router.stats.requests import (
+    count_distinct,
+    distinct_requests,
+    request_starts,
+    with_request_units,
+)
 from router.stats.segments import segment_report, segment_warnings
 from router.stats.srm import SRM_ALPHA, srm_test
 from router.stats.units import UnitIndex
@@ -274,9 +279,12 @@ def assemble(columns: Columns, *, design: Design, phase: Phase, settings: Settin
     roles = ("champion", "challenger") if mode != "single" else ("champion",)
     by_user = design.sticky and mode == "ab"
     # Every grouping by user below reads these codes: one sort of the units for all of them.
+    if mode == "ab":  # a row's unit is its user, or without one its request
+        columns = with_request_units(columns)
     index = UnitIndex.of(columns) if mode == "ab" else None
     # Users are the unit; they change the formulas only once a user has several outcomes.
-    clustered = by_user and repeats_units(columns, np.flatnonzero(outcomes.scored), index)
+    clustered = mode == "ab" and repeats_units(columns, np.flatnonzero(outcomes.scored), index)
+    unit = ("user" if by_user else "request") if clustered else None
     starts = request_starts(columns)
     variants = {
         role: _variant(columns, masks[role], outcomes, design.models[role],
@@ -296,7 +304,7 @@ def assemble(columns: Columns, *, design: Design, phase: Phase, settings: Settin
     in_b = masks["challenger"] & outcomes.scored
     if mode == "ab":
         variants["challenger"]["fallbacks"] = int((columns["fallback"] & ~columns["shadow"]).sum())
-        comparison, running = independent(columns, in_a, in_b, outcomes, settings, clustered,
+        comparison, running = independent(columns, in_a, in_b, outcomes, settings, unit,
                                           index)
         comparison["srm"] = _srm(columns, masks, phase, design, index)
     elif mode == "shadow":

@@ -22,7 +22,7 @@ import numpy as np
 
 from router.outcomes.columns import AnalysisColumns
 
-__all__ = ["count_distinct", "distinct_requests", "request_starts"]
+__all__ = ["count_distinct", "distinct_requests", "request_starts", "with_request_units"]
 
 
 def _latency(columns: AnalysisColumns, rows: np.ndarray | slice) -> np.ndarray:
@@ -61,3 +61,18 @@ def request_starts(columns: AnalysisColumns) -> np.ndarray:
         same_source |= (units[1:] == units[:-1]) & (units[1:] != 0)
     continues = (latency[1:] == latency[:-1]) & same_source
     return np.concatenate(([True], ~continues))
+
+
+def with_request_units(columns: AnalysisColumns) -> AnalysisColumns:
+    """``columns`` with every row's assignment unit as its ``unit_key``: its user's key where
+    it has a unit id, else its request (a code ``-1 - n`` for the log's ``n``-th request, as
+    a row without an id was once coded by its own place). A request is assigned as a whole,
+    so the rows of a batch request are one unit's outcomes, correlated as a user's are; the
+    comparison then groups them as it groups a user's, and with one row a request nothing
+    changes. Applying it twice changes nothing."""
+    keys = columns.get("unit_key")
+    requests = np.cumsum(request_starts(columns)) - 1
+    units = -1 - requests if keys is None else np.where(keys != 0, keys, -1 - requests)
+    out = AnalysisColumns(**columns)  # a shallow copy: the caller's columns stay as read
+    out["unit_key"] = units.astype(np.int64)
+    return out

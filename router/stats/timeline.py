@@ -41,6 +41,7 @@ from router.stats.model import Design, Phase, Running, Settings
 from router.stats.paired import mcnemar_test
 from router.stats.reader import ColumnSource
 from router.stats.report import _iso, _masks, _num, _pair, assemble
+from router.stats.requests import with_request_units
 
 __all__ = ["CHECKPOINTS", "build_timeline", "checkpoints", "compute_timeline"]
 
@@ -111,6 +112,8 @@ def build_timeline(columns: Columns, *, design: Design, phase: Phase, settings: 
     # The timeline draws no segment: their tests would be computed for nothing (and a
     # challenger's rows alone, below, keep no segment column).
     design = dataclasses.replace(design, segments=())
+    if design.mode == "ab":  # as the report groups them: a row's unit is its user or request
+        columns = with_request_units(columns)
     if design.arms and design.mode != "single":
         return _arms_timeline(columns, design=design, phase=phase, settings=settings,
                               count=count, now=now)

@@ -614,3 +614,52 @@ def test_the_table_fits_80_columns(make_config: Callable[..., RouterConfig],
     for section in ("CHAMPION", "CHALLENGER (shadow)", "COMPARISON", "McNemar", "DRIFT",
                     "DECISION"):
         assert section in text
+
+
+def batch_log(store: MemoryStore, rng: np.random.Generator, *, units: bool
+              ) -> tuple[list[bool], list[bool]]:
+    """200 requests of 1 to 12 rows each, in calls of four requests that share a time stamp,
+    each request's rows with its own latency; a request's rows are all right or all wrong (one
+    client's rows are alike), the challenger's more often. ``units``: each request under a
+    user of its own. Returns each row's correctness, and whether the challenger answered it."""
+    log, right, challenger = Log(store), [], []
+    for call in range(50):
+        for place in range(4):
+            number = call * 4 + place
+            variant = "challenger" if rng.random() < 0.5 else "champion"
+            correct = rng.random() < (0.7 if variant == "challenger" else 0.6)
+            for row in range(int(rng.integers(1, 13))):
+                request_id = log.predict(
+                    variant=variant, prediction="setosa", ts=T0 + call,
+                    latency=2.0 + place / 8, request_id=f"q{number}:{row}",
+                    unit=f"user-{number}" if units else None)
+                log.label(request_id, "setosa" if correct else "virginica")
+                right.append(correct)
+                challenger.append(variant == "challenger")
+    return right, challenger
+
+
+def test_a_batch_requests_rows_are_one_units_outcomes_without_a_sticky_key(
+        make_config: Callable[..., RouterConfig], iris_models: dict[str, ServedModel]) -> None:
+    """Without a sticky key the request is the unit, and a batch request's rows, assigned
+    together and alike, are grouped as a user's are: the comparison equals the one of the same
+    rows with each request under a user of its own. Counted as independent rows, the
+    two-proportion z-test's p-value is less than half what it should be."""
+    by_request, by_user = MemoryStore(), MemoryStore()
+    right, challenger = batch_log(by_request, np.random.default_rng(5), units=False)
+    batch_log(by_user, np.random.default_rng(5), units=True)
+    plain = report(by_request, make_config(by_request, analysis={"min_samples": 10}),
+                   iris_models)
+    sticky = {"challenger_percent": 50, "sticky_key": "header:x-user-id"}
+    users = report(by_user, make_config(by_user, traffic=sticky,
+                                        analysis={"min_samples": 10}), iris_models)
+    ours, theirs = plain["comparison"], users["comparison"]
+    assert ours["test"] == "z-test on per-request ratios (delta method)"
+    assert theirs["test"] == "z-test on per-user ratios (delta method)"
+    for field in ("p_value", "difference_ci95", "sequential_p_value", "difference_cs"):
+        assert ours[field] == pytest.approx(theirs[field]), field
+    assert plain["analysis_unit"] == "request"
+    rows, is_b = np.array(right), np.array(challenger)
+    _, naive = proportions_ztest([rows[is_b].sum(), rows[~is_b].sum()],
+                                 [is_b.sum(), (~is_b).sum()])
+    assert naive < ours["p_value"] / 2
