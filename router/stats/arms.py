@@ -162,13 +162,13 @@ def assemble_arms(columns: Columns, *, design: Design, phase: Phase, settings: S
     masks = arm_masks(columns, arms)
     outcomes = Outcomes(columns, settings.metric)
     by_user = design.sticky and mode == "ab"
-    # Every grouping by user below reads these codes: one sort of the units for all of them.
+    starts = request_starts(columns)
     if mode == "ab":  # a row's unit is its user, or without one its request
-        columns = with_request_units(columns)
+        columns = with_request_units(columns, starts)
+    # Every grouping by unit below reads these codes: one sort of the units for all of them.
     index = UnitIndex.of(columns) if mode == "ab" else None
     clustered = mode == "ab" and repeats_units(columns, np.flatnonzero(outcomes.scored), index)
     unit = ("user" if by_user else "request") if clustered else None
-    starts = request_starts(columns)
     variants = {role: _variant(columns, masks[role], outcomes, design.models[role],
                                shadow=mode == "shadow" and role != CHAMPION,
                                classes=settings.classes, sticky=by_user, clustered=clustered,

@@ -66,8 +66,8 @@ _EPS = float(np.finfo(np.float64).eps)
 _TESTS = {
     ("ab", "accuracy", False): "two-proportion z-test",
     ("ab", "loss", False): "Welch t-test",
-    ("ab", "accuracy", True): "z-test on per-user ratios (delta method)",
-    ("ab", "loss", True): "z-test on per-user ratios (delta method)",
+    ("ab", "accuracy", True): "z-test on per-{unit} ratios (delta method)",
+    ("ab", "loss", True): "z-test on per-{unit} ratios (delta method)",
     ("shadow", "accuracy", False): "McNemar exact test",
     ("shadow", "loss", False): "paired t-test",
 }
@@ -351,16 +351,16 @@ def independent(columns: Columns, in_a: np.ndarray, in_b: np.ndarray, outcomes: 
     """ab mode's comparison and the sequence behind it. ``unit`` names what the outcomes are
     grouped by ("user", or "request" for a batch request's rows), None when each outcome is
     its own unit; ``index``, the columns' units coded, spares the groupings their sorts."""
-    sticky = unit is not None
+    clustered = unit is not None
     y_a, y_b = outcomes.y[in_a], outcomes.y[in_b]
     metric_a, metric_b = outcomes.value(y_a), outcomes.value(y_b)
     difference = None if metric_a is None or metric_b is None else metric_b - metric_a
     tau2 = tau2_of(settings.metric, settings.min_effect, metric_a)
-    running = running_independent(columns, in_a, in_b, outcomes, tau2, settings.alpha, sticky,
+    running = running_independent(columns, in_a, in_b, outcomes, tau2, settings.alpha, clustered,
                                   index)
 
     p_value, interval = fixed_test(outcomes, y_a, y_b,
-                                   *_unit_pair(columns, in_a, in_b, sticky, index))
+                                   *_unit_pair(columns, in_a, in_b, clustered, index))
     sd_a = sd_b = None
     if running.a is not None and running.b is not None and running.rows.size:
         a, b = running.a, running.b
@@ -431,7 +431,7 @@ def _fields(mode: str, settings: Settings, unit: str | None, difference: float |
     p_values = running.difference.p_value
     return {
         "metric": settings.metric,
-        "test": _TESTS[(mode, kind, unit is not None)].replace("user", unit or "user"),
+        "test": _TESTS[(mode, kind, unit is not None)].format(unit=unit),
         "alpha": settings.alpha,
         "min_effect": settings.min_effect,
         "difference": _num(difference),

@@ -99,7 +99,7 @@ class Report:
     decision: Decision
     inputs: DecisionInputs | None  # None without a challenger to compare
     running: Running | None
-    clustered: bool = False  # the user is the unit and some user has several outcomes
+    clustered: bool = False  # some unit (a user, or a batch request) has several outcomes
     arms: Mapping[str, ArmReport] = field(default_factory=dict)
     challenger: str | None = None
 

@@ -278,14 +278,14 @@ def assemble(columns: Columns, *, design: Design, phase: Phase, settings: Settin
     outcomes = Outcomes(columns, settings.metric)
     roles = ("champion", "challenger") if mode != "single" else ("champion",)
     by_user = design.sticky and mode == "ab"
-    # Every grouping by user below reads these codes: one sort of the units for all of them.
+    starts = request_starts(columns)
     if mode == "ab":  # a row's unit is its user, or without one its request
-        columns = with_request_units(columns)
+        columns = with_request_units(columns, starts)
+    # Every grouping by unit below reads these codes: one sort of the units for all of them.
     index = UnitIndex.of(columns) if mode == "ab" else None
-    # Users are the unit; they change the formulas only once a user has several outcomes.
+    # The units change the formulas only once a user (or a batch request) has several outcomes.
     clustered = mode == "ab" and repeats_units(columns, np.flatnonzero(outcomes.scored), index)
     unit = ("user" if by_user else "request") if clustered else None
-    starts = request_starts(columns)
     variants = {
         role: _variant(columns, masks[role], outcomes, design.models[role],
                        shadow=mode == "shadow" and role == "challenger",

@@ -63,15 +63,17 @@ def request_starts(columns: AnalysisColumns) -> np.ndarray:
     return np.concatenate(([True], ~continues))
 
 
-def with_request_units(columns: AnalysisColumns) -> AnalysisColumns:
+def with_request_units(columns: AnalysisColumns, starts: np.ndarray | None = None
+                       ) -> AnalysisColumns:
     """``columns`` with every row's assignment unit as its ``unit_key``: its user's key where
     it has a unit id, else its request (a code ``-1 - n`` for the log's ``n``-th request, as
     a row without an id was once coded by its own place). A request is assigned as a whole,
     so the rows of a batch request are one unit's outcomes, correlated as a user's are; the
     comparison then groups them as it groups a user's, and with one row a request nothing
-    changes. Applying it twice changes nothing."""
+    changes. Applying it twice changes nothing. ``starts``: :func:`request_starts` of
+    ``columns``, when the caller has it."""
     keys = columns.get("unit_key")
-    requests = np.cumsum(request_starts(columns)) - 1
+    requests = np.cumsum(request_starts(columns) if starts is None else starts) - 1
     units = -1 - requests if keys is None else np.where(keys != 0, keys, -1 - requests)
     out = AnalysisColumns(**columns)  # a shallow copy: the caller's columns stay as read
     out["unit_key"] = units.astype(np.int64)

@@ -125,8 +125,9 @@ def segment_report(columns: Columns, masks: Mapping[str, np.ndarray], outcomes: 
     """``/stats``'s ``segments`` (module doc): per key, per value, the variants' figures and,
     with one challenger, its ``comparison``; with several (``challengers`` names their masks),
     ``comparisons`` by name, each corrected across the key's values on its own. ``masks`` are
-    the variants' rows (the report's), ``clustered`` says the user is the unit and some user
-    has several outcomes; ``index``, the columns' units coded, spares the groupings a sort."""
+    the variants' rows (the report's), ``clustered`` says some unit (a user, or a batch
+    request) has several outcomes; ``index``, the columns' units coded, spares the groupings
+    a sort."""
     values = columns.get("segments")
     if not keys or values is None:
         return {}
