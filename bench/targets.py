@@ -112,10 +112,7 @@ def ceiling_targets(points: Sequence[Point], pairs: CeilingPairs | None = None) 
     points are minutes apart, and on a shared machine the ceiling alone read 28 to 50 µs a
     request on one day. Without pairs, those two points."""
     if pairs:
-        source = "one interleaved pair" if len(pairs) == 1 else \
-            f"the median of {len(pairs)} interleaved pairs"
-        return [(target, f"{measured}, {source}", ok)
-                for target, measured, ok in _ceiling_rows(pairs)]
+        return _from_pairs(_ceiling_rows(pairs), len(pairs))
     fast, ceiling = find(points, "ab-fast", 64), find(points, "ceiling", 64)
     if fast is None or ceiling is None:
         return []
@@ -177,10 +174,13 @@ def logging_and_tail_targets(points: Sequence[Point], pairs: Pairs | None = None
 
 def _paired_logging_rows(name: str, pairs: Sequence[Mapping[str, Mapping[str, Any]]]
                          ) -> list[Row]:
-    source = "one interleaved pair" if len(pairs) == 1 else \
-        f"the median of {len(pairs)} interleaved pairs"
-    return [(target, f"{measured}, {source}", ok)
-            for target, measured, ok in _logging_rows(name, pairs)]
+    return _from_pairs(_logging_rows(name, pairs), len(pairs))
+
+
+def _from_pairs(rows: list[Row], count: int) -> list[Row]:
+    """``rows`` measured on ``count`` interleaved pairs, each saying so."""
+    source = "one interleaved pair" if count == 1 else f"the median of {count} interleaved pairs"
+    return [(target, f"{measured}, {source}", ok) for target, measured, ok in rows]
 
 
 def throughput_cost(pair: Mapping[str, Mapping[str, Any]]) -> float:
