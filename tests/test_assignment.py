@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 from router.serving.assignment import (
     BUCKETS,
+    Split,
     arm_of_bucket,
     arm_regions,
     assign,
@@ -123,3 +125,34 @@ def test_region_capacity_is_the_most_a_share_can_be() -> None:
     assert [region_capacity(i, 2) for i in range(2)] == [50.0, 50.0]
     assert [region_capacity(i, 3) for i in range(3)] == [33.33, 33.33, 33.34]
     assert region_capacity(0, 1) == 100.0
+
+
+def _documented_bucket(experiment: str, unit_id: str) -> int:
+    """The hash the module's docstring promises, written out independently: a unit keeps its
+    bucket across versions of the router as well as across processes and machines."""
+    digest = hashlib.blake2b(f"{experiment}\x1f{unit_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % BUCKETS
+
+
+def test_a_split_worked_out_once_assigns_as_the_documented_hash_and_regions() -> None:
+    """``Split`` (what the gateway builds once a snapshot) gives every unit the arm of its
+    documented bucket, under one to three arms and shares at their ends and in between."""
+    units = [f"user-{i}" for i in range(3_000)] + ["é", "用户", "a\x1fb", "7"]
+    for percents in ([], [0], [100], [12.34], [20, 20], [50, 50], [25, 10, 30],
+                     [33.33, 33.33, 33.34]):
+        split = Split("exp-1", percents)
+        for unit in units:
+            bucket = _documented_bucket("exp-1", unit)
+            assert split.bucket(unit) == bucket == bucket_of("exp-1", unit)
+            assert split.arm(unit) == arm_of_bucket(bucket, percents)
+            owner = next((i for i, (start, _) in enumerate(arm_regions(len(percents)))
+                          if start <= bucket < start + challenger_buckets(percents[i])), None)
+            assert split.arm(unit) == owner
+    assert bucket_of("exp", "user-1") == _documented_bucket("exp", "user-1")
+
+
+def test_a_split_draws_at_random_without_a_unit_id() -> None:
+    rng = random.Random(3)
+    split = Split("e", [30])
+    draws = [split.arm(None, rng) for _ in range(20_000)]
+    assert abs(draws.count(0) / len(draws) - 0.30) < 0.015

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -96,7 +97,17 @@ class Gateway(Starlette):
         and body, from the same endpoint and error renderer as through ASGI."""
         scope["app"] = self
         scope[endpoints.WHOLE_BODY] = body
-        response = await _predict_response(Request(scope, _whole_body(body)))
+        request = Request(scope, _whole_body(body))
+        # PREDICT and _predict_response, written out: two coroutines fewer for every request
+        # to create and step through.
+        started = time.perf_counter()
+        try:
+            response = await endpoints.predict(request)
+        except Exception as exc:
+            metrics.count_failure(exc, started)
+            response = await render_error(request, exc)
+        else:
+            metrics.count_answer(response, started)
         return response.status_code, response.raw_headers, bytes(response.body)
 
 

@@ -6,6 +6,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Awaitable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -156,14 +157,23 @@ def request_id_of(request: Request) -> str:
 CLIENT_CHOSE_ID = "router.client_request_id"
 
 
-async def predict_logged(request: Request, snapshot: Snapshot, rows: np.ndarray, *,
-                         request_id: str, batch: bool, **options: Any) -> Answer:
-    """The prediction service's answer; an id the client chose is claimed first, so that it
-    names one prediction only (``router.gateway.request_ids``)."""
-    state = state_of(request)
+def predict_logged(request: Request, snapshot: Snapshot, rows: np.ndarray, *,
+                   request_id: str, batch: bool, **options: Any) -> Awaitable[Answer]:
+    """The prediction service's answer, to await; an id the client chose is claimed first,
+    so that it names one prediction only (``router.gateway.request_ids``).
+
+    Without such an id, the service's own coroutine: not one more around it, which every
+    request would create and step through twice."""
+    service = state_of(request).service
     if not request.scope.get(CLIENT_CHOSE_ID):
-        return await state.service.predict(snapshot, rows, request_id=request_id, batch=batch,
-                                           **options)
+        return service.predict(snapshot, rows, request_id=request_id, batch=batch, **options)
+    return _predict_claimed(request, snapshot, rows, request_id=request_id, batch=batch,
+                            **options)
+
+
+async def _predict_claimed(request: Request, snapshot: Snapshot, rows: np.ndarray, *,
+                           request_id: str, batch: bool, **options: Any) -> Answer:
+    state = state_of(request)
     row_ids = row_ids_for(request_id, len(rows), batch) if batch else []
     await state.request_ids.claim(request_id, row_ids)
     try:

@@ -200,16 +200,25 @@ def counted(endpoint: Callable[[Request], Awaitable[Response]]
         try:
             response = await endpoint(request)
         except Exception as exc:
-            # A failed model call is the champion's answer (the challenger falls back to it).
-            variant = CHAMPION if isinstance(exc, ModelFailedError) else NO_VARIANT
-            TALLY.add(variant, status_of(exc), time.perf_counter() - started)
+            count_failure(exc, started)
             raise
-        variant = getattr(response, "variant", None) or response.headers.get("x-variant",
-                                                                              NO_VARIANT)
-        TALLY.add(variant, response.status_code, time.perf_counter() - started)
+        count_answer(response, started)
         return response
 
     return wrapper
+
+
+def count_answer(response: Response, started: float) -> None:
+    """Count an answered prediction request that began at ``started`` (``perf_counter``)."""
+    variant = getattr(response, "variant", None) or response.headers.get("x-variant", NO_VARIANT)
+    TALLY.add(variant, response.status_code, time.perf_counter() - started)
+
+
+def count_failure(exc: Exception, started: float) -> None:
+    """Count a prediction request that failed with ``exc``, before its error is rendered."""
+    # A failed model call is the champion's answer (the challenger falls back to it).
+    variant = CHAMPION if isinstance(exc, ModelFailedError) else NO_VARIANT
+    TALLY.add(variant, status_of(exc), time.perf_counter() - started)
 
 
 # -- values that live elsewhere -----------------------------------------------------------------

@@ -24,8 +24,7 @@ CHALLENGER = "challenger"
 
 def bucket_of(experiment: str, unit_id: str) -> int:
     """The unit's bucket in ``[0, 10000)``; the experiment name salts it, so experiments differ."""
-    digest = hashlib.blake2b(f"{experiment}\x1f{unit_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % BUCKETS
+    return Split(experiment, ()).bucket(unit_id)
 
 
 def challenger_buckets(challenger_percent: float) -> int:
@@ -46,34 +45,56 @@ def region_capacity(index: int, arms: int) -> float:
 
 def arm_of_bucket(bucket: int, percents: Sequence[float]) -> int | None:
     """The index of the arm that owns ``bucket`` under these shares, or None (the champion)."""
-    arms = len(percents)
-    if not arms:
-        return None
-    # The region holding the bucket: the last i with i * BUCKETS // arms <= bucket.
-    index = ((bucket + 1) * arms - 1) // BUCKETS
-    offset = bucket - index * BUCKETS // arms
-    return index if offset < challenger_buckets(percents[index]) else None
+    return Split("", percents).arm_of_bucket(bucket)
 
 
 def variant_of_bucket(bucket: int, challenger_percent: float) -> str:
     return CHALLENGER if arm_of_bucket(bucket, (challenger_percent,)) == 0 else CHAMPION
 
 
-def _bucket(experiment: str, unit_id: str | None, rng: random.Random | None) -> int:
-    if unit_id is None:
-        return (rng or random).randrange(BUCKETS)
-    return bucket_of(experiment, unit_id)
-
-
 def assign_arm(experiment: str, unit_id: str | None, percents: Sequence[float],
                rng: random.Random | None = None) -> int | None:
     """The arm (index into ``percents``) serving a unit, or None for the champion; a random
     draw at the same odds when there is no unit id."""
-    return arm_of_bucket(_bucket(experiment, unit_id, rng), percents)
+    return Split(experiment, percents).arm(unit_id, rng)
 
 
 def assign(experiment: str, unit_id: str | None, challenger_percent: float,
            rng: random.Random | None = None) -> str:
     """The variant for a unit of a one-challenger experiment, or a random draw at the same
     odds when there is no unit id."""
-    return variant_of_bucket(_bucket(experiment, unit_id, rng), challenger_percent)
+    return CHALLENGER if assign_arm(experiment, unit_id, (challenger_percent,), rng) == 0 \
+        else CHAMPION
+
+
+class Split:
+    """One experiment's shares, worked out once: the functions above build one per call, the
+    gateway one per snapshot (``Snapshot.split``), so that a request's assignment is a hash and
+    two divisions rather than seven calls of Python."""
+
+    __slots__ = ("_arms", "_salt", "_sizes", "_starts")
+
+    def __init__(self, experiment: str, percents: Sequence[float]) -> None:
+        # The UTF-8 of "experiment\x1funit" is the salt's bytes then the unit's.
+        self._salt = f"{experiment}\x1f".encode()
+        self._arms = len(percents)
+        self._starts = tuple(start for start, _ in arm_regions(len(percents)))
+        self._sizes = tuple(challenger_buckets(percent) for percent in percents)
+
+    def bucket(self, unit_id: str) -> int:
+        digest = hashlib.blake2b(self._salt + unit_id.encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") % BUCKETS
+
+    def arm_of_bucket(self, bucket: int) -> int | None:
+        arms = self._arms
+        if not arms:
+            return None
+        # The region holding the bucket: the last i with i * BUCKETS // arms <= bucket.
+        index = ((bucket + 1) * arms - 1) // BUCKETS
+        return index if bucket - self._starts[index] < self._sizes[index] else None
+
+    def arm(self, unit_id: str | None, rng: random.Random | None = None) -> int | None:
+        """The arm serving a unit, or None for the champion; without a unit id, a random
+        draw at the same odds."""
+        bucket = (rng or random).randrange(BUCKETS) if unit_id is None else self.bucket(unit_id)
+        return self.arm_of_bucket(bucket)

@@ -16,7 +16,7 @@ import numpy as np
 
 from router.errors import BackpressureError, ModelFailedError, StoreError
 from router.outcomes.answered import AnsweredBatch, AnsweredRows
-from router.serving.assignment import CHAMPION, assign_arm
+from router.serving.assignment import CHAMPION
 from router.serving.batching import Predictor
 from router.serving.model import Prediction
 from router.serving.snapshot import Snapshot
@@ -84,11 +84,12 @@ class PredictionService:
         self.counts: Counter[tuple[str, str]] = Counter()
 
     def variant_for(self, snapshot: Snapshot, unit_id: str | None) -> str:
-        config = snapshot.config
-        if config.mode != "ab" or not snapshot.arms:
+        split = snapshot.split
+        if split is None:
             return CHAMPION
-        arm = assign_arm(config.experiment, unit_id, snapshot.arm_percents, self._rng)
+        arm = split.arm(unit_id, self._rng)
         return CHAMPION if arm is None else snapshot.arms[arm]
+
     async def predict(self, snapshot: Snapshot, rows: np.ndarray, *, request_id: str,
                       batch: bool, unit_id: str | None, forced: str | None = None,
                       segments: dict[str, str] | None = None) -> Answer:

@@ -18,6 +18,7 @@ import orjson
 from router.config import RouterConfig
 from router.errors import ConfigError, ConfigProblem, ModelLoadError
 from router.outcomes.answered import ModelTag
+from router.serving.assignment import Split
 from router.serving.input_bounds import common_bound, input_bound
 from router.serving.model import ServedModel
 from router.serving.registry import ModelRegistry
@@ -30,7 +31,7 @@ class Snapshot:
     models: Mapping[str, ServedModel]  # by role: champion, challenger, previous
     loaded_at: float = field(default_factory=time.time)
 
-    @property
+    @cached_property
     def champion(self) -> ServedModel:
         return self.models["champion"]
 
@@ -53,6 +54,14 @@ class Snapshot:
     def arm_percents(self) -> tuple[float, ...]:
         """Each arm's share of units in ab mode, in bucket order."""
         return tuple(arm.percent for arm in self.config.arms)
+
+    @cached_property
+    def split(self) -> Split | None:
+        """Which arm serves a unit, worked out once a snapshot; None when nothing is split
+        (one model, or shadow mode: the champion answers everything)."""
+        if self.config.mode != "ab" or not self.arms:
+            return None
+        return Split(self.config.experiment, self.arm_percents)
 
     @cached_property
     def body_keys(self) -> frozenset[str]:
@@ -150,14 +159,12 @@ def config_digest(config: RouterConfig, models: Mapping[str, ServedModel]) -> st
 
 
 class SnapshotHolder:
-    """Holds the current Snapshot; swapping is one assignment, atomic under the GIL."""
+    """Holds the current Snapshot; swapping is one assignment, atomic under the GIL.
+
+    ``current`` is a plain attribute, not a property: every request reads it."""
 
     def __init__(self, first: Snapshot) -> None:
-        self._current = first
-
-    @property
-    def current(self) -> Snapshot:
-        return self._current
+        self.current = first
 
     def swap(self, new: Snapshot) -> None:
-        self._current = new
+        self.current = new
