@@ -16,7 +16,6 @@ request, so then every request goes through ASGI). Anything else is served as be
 
 from __future__ import annotations
 
-import re
 from typing import Any, Protocol
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
@@ -24,7 +23,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 __all__ = ["DirectAnswer", "Predicting", "direct_gateway", "response_bytes"]
 
 # What uvicorn refuses in a header value (response splitting): control characters but tab.
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_CONTROL = bytes([*range(0x09), *range(0x0a, 0x20), 0x7f])
 DirectAnswer = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
@@ -54,9 +53,13 @@ def response_bytes(status: int, headers: list[tuple[bytes, bytes]],
                    keep_alive: bool) -> bytes:
     """The whole HTTP/1.1 answer, head and body, as uvicorn would have written it."""
     every = (*default_headers, *headers)
-    # Every value searched at once: a search a value cost about 1 % of the serving core.
-    if _BAD_VALUE.search(b"\t".join([value for _, value in every])):
-        name = next(name for name, value in every if _BAD_VALUE.search(value))
+    # Every value looked at at once, by deleting what is refused (a C loop with a table):
+    # a search a value cost about 1 % of the serving core, and a regex over all of them 1 %
+    # of the event loop's instructions.
+    values = b"\t".join([value for _, value in every])
+    if len(values.translate(None, _CONTROL)) != len(values):
+        name = next(name for name, value in every
+                    if len(value.translate(None, _CONTROL)) != len(value))
         raise ValueError(f"invalid value in response header {name!r}")
     content = [STATUS_LINE[status]]
     for name, value in every:

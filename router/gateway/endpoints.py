@@ -158,27 +158,31 @@ CLIENT_CHOSE_ID = "router.client_request_id"
 
 
 def predict_logged(request: Request, snapshot: Snapshot, rows: np.ndarray, *,
-                   request_id: str, batch: bool, **options: Any) -> Awaitable[Answer]:
+                   request_id: str, batch: bool, unit_id: str | None,
+                   segments: dict[str, str] | None, forced: str | None) -> Awaitable[Answer]:
     """The prediction service's answer, to await; an id the client chose is claimed first,
     so that it names one prediction only (``router.gateway.request_ids``).
 
     Without such an id, the service's own coroutine: not one more around it, which every
-    request would create and step through twice."""
+    request would create and step through twice. (Keywords named, not ``**options``: a dict
+    packed and unpacked again per request.)"""
     service = state_of(request).service
     if not request.scope.get(CLIENT_CHOSE_ID):
-        return service.predict(snapshot, rows, request_id=request_id, batch=batch, **options)
+        return service.predict(snapshot, rows, request_id=request_id, batch=batch,
+                               unit_id=unit_id, segments=segments, forced=forced)
     return _predict_claimed(request, snapshot, rows, request_id=request_id, batch=batch,
-                            **options)
+                            unit_id=unit_id, segments=segments, forced=forced)
 
 
 async def _predict_claimed(request: Request, snapshot: Snapshot, rows: np.ndarray, *,
-                           request_id: str, batch: bool, **options: Any) -> Answer:
+                           request_id: str, batch: bool, unit_id: str | None,
+                           segments: dict[str, str] | None, forced: str | None) -> Answer:
     state = state_of(request)
     row_ids = row_ids_for(request_id, len(rows), batch) if batch else []
     await state.request_ids.claim(request_id, row_ids)
     try:
         return await state.service.predict(snapshot, rows, request_id=request_id, batch=batch,
-                                           **options)
+                                           unit_id=unit_id, segments=segments, forced=forced)
     except BackpressureError:  # refused before anything was logged: the id is still free
         state.request_ids.release(request_id, row_ids)
         raise
