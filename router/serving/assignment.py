@@ -48,10 +48,6 @@ def arm_of_bucket(bucket: int, percents: Sequence[float]) -> int | None:
     return Split("", percents).arm_of_bucket(bucket)
 
 
-def variant_of_bucket(bucket: int, challenger_percent: float) -> str:
-    return CHALLENGER if arm_of_bucket(bucket, (challenger_percent,)) == 0 else CHAMPION
-
-
 def assign_arm(experiment: str, unit_id: str | None, percents: Sequence[float],
                rng: random.Random | None = None) -> int | None:
     """The arm (index into ``percents``) serving a unit, or None for the champion; a random
