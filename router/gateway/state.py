@@ -50,7 +50,8 @@ class GatewayState:
     request_ids: RequestIdLedger = field(init=False)
 
     def __post_init__(self) -> None:
-        self.request_ids = RequestIdLedger(self.store)
+        self.request_ids = RequestIdLedger(self.store,
+                                           store_failing=lambda: self.writer.failing)
 
     @classmethod
     def start(cls, config_path: Path, base_dir: Path,

@@ -79,6 +79,11 @@ def test_outage_loses_no_answered_prediction(tmp_path: Path, champion_dir: Path,
         wait_for(lambda: gauge(server.url, "router_outcome_store_failing") == 1, 10,
                  "/metrics does not say the store is failing")
         assert gauge(server.url, "router_outcome_log_backlog") > 0
+        # The requests' own ids were checked against memory alone once the store failed a
+        # lookup, not against a store that makes each lookup wait for the pool (3 s): said
+        # once for the outage, not once a request.
+        assert server.output().count("checked against this process's memory alone") == 1, \
+            server.output()
     # Stopped during the outage: what was not written waits on disk for the next start.
     private_postgres.start()
     with serve(config, tmp_path) as server:
