@@ -16,7 +16,7 @@ an unreachable PostgreSQL answers a lookup only when the pool gives up (3 s), on
 the event loop's small default executor, so asking per request made every client-chosen id
 wait seconds (200 such requests took 152 s in the outage test). After a failed lookup the
 store is asked again only once ``retry_after_s`` has passed and the writer no longer says it
-is failing.
+is failing, by one request at a time.
 """
 
 from __future__ import annotations
@@ -68,8 +68,13 @@ class RequestIdLedger:
             self._recent[i] = None
         while len(self._recent) > self.capacity:
             self._recent.popitem(last=False)
-        if self._store_down():
-            return  # what this process remembers is all there is to go on
+        failed_at = self._failed_at
+        if failed_at is not None:
+            now = self._clock()
+            if self._store_failing() or now - failed_at < self._retry_after_s:
+                return  # what this process remembers is all there is to go on
+            # This request asks again; those that come while it waits do not.
+            self._failed_at = now
         try:
             logged = await asyncio.to_thread(self.store.logged_request_ids, ids)
         except StoreError as exc:
@@ -85,12 +90,6 @@ class RequestIdLedger:
             log.warning("request ids clients choose are checked against the log again")
         if logged:
             raise _duplicate(request_id)
-
-    def _store_down(self) -> bool:
-        failed_at = self._failed_at
-        if failed_at is None:
-            return False
-        return self._store_failing() or self._clock() - failed_at < self._retry_after_s
 
     def release(self, request_id: str, row_ids: Sequence[str]) -> None:
         """Give back ids of a request that was refused before anything was logged."""
