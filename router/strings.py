@@ -38,6 +38,12 @@ def text_problem(value: str, *, max_length: int, prose: bool = False) -> str | N
     return None
 
 
+def not_utf8(raw: bytes, error: UnicodeDecodeError) -> str:
+    """Why ``raw`` is not text, naming its first byte that UTF-8 refuses: a client's header or
+    body is read as UTF-8, as JSON is, so that one id or value is the same text either way."""
+    return f"is not UTF-8: byte 0x{raw[error.start]:02X} at position {error.start}"
+
+
 def printable(text: str) -> str:
     """``text`` with what UTF-8 cannot encode written as escapes, for error messages and logs."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")

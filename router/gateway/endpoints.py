@@ -33,7 +33,7 @@ from router.outcomes.records import FeedbackRecord
 from router.serving.inputs import decode_json, parse_predict_body
 from router.serving.service import Answer, row_ids_for
 from router.serving.snapshot import Snapshot
-from router.strings import MAX_ID_LENGTH, MAX_LABEL_LENGTH, printable, text_problem
+from router.strings import MAX_ID_LENGTH, MAX_LABEL_LENGTH, not_utf8, printable, text_problem
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None
@@ -141,8 +141,7 @@ def request_id_of(request: Request) -> str:
             request_id = given.decode()
         except UnicodeDecodeError as exc:
             request_id = ""
-            problem: str | None = \
-                f"is not UTF-8: byte 0x{given[exc.start]:02X} at position {exc.start}"
+            problem: str | None = not_utf8(given, exc)
         else:
             problem = text_problem(request_id, max_length=MAX_ID_LENGTH)
         if problem is not None:

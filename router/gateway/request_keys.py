@@ -15,7 +15,7 @@ from starlette.requests import Request
 from router.config import StickyKey
 from router.errors import InputValidationError
 from router.serving.snapshot import Snapshot
-from router.strings import MAX_ID_LENGTH, MAX_SEGMENT_LENGTH, text_problem
+from router.strings import MAX_ID_LENGTH, MAX_SEGMENT_LENGTH, not_utf8, text_problem
 
 __all__ = ["header_map", "segments_of", "unit_id_of"]
 
@@ -40,8 +40,17 @@ def keyed_value(key: StickyKey, request: Request, body: dict[str, Any], *, max_l
     request's parameters)."""
     if key.source == "header":
         raw = header_map(request).get(key.name.encode("ascii"))
-        value: Any = None if raw is None else raw.decode("latin-1")
-        if value is None and header_fallback:
+        value: Any = None
+        if raw is not None:
+            try:
+                # UTF-8, as the body's text is: a user id sent as a header and in a body (or
+                # an Open Inference Protocol request's parameters) is one unit, one variant.
+                value = raw.decode()
+            except UnicodeDecodeError as exc:
+                not_text = not_utf8(raw, exc)
+                raise InputValidationError(
+                    f"{key} {not_text}", [{"field": key.name, "message": not_text}]) from None
+        elif header_fallback:
             value = body.get(key.name)
     else:
         value = body.get(key.name)

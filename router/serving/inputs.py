@@ -20,6 +20,7 @@ import orjson
 
 from router.errors import BadJSONError, InputValidationError, PayloadTooLargeError
 from router.serving.input_bounds import NO_BOUND
+from router.strings import not_utf8
 
 # Top-level body keys besides the feature payload; a body sticky key is added per config.
 _ALWAYS_ALLOWED = frozenset({"user_id"})
@@ -48,8 +49,7 @@ def decode_json(raw: bytes) -> Any:
     try:
         raw.decode()
     except UnicodeDecodeError as exc:  # which orjson reports as "surrogates not allowed"
-        raise BadJSONError(f"body is not UTF-8: byte 0x{raw[exc.start]:02X} at position "
-                           f"{exc.start}") from None
+        raise BadJSONError(f"body {not_utf8(raw, exc)}") from None
     try:
         # Integers past what a float holds become infinity, which validation names as not
         # finite; the standard library would build a 400-digit int that fails later instead.

@@ -8,8 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.requests import Request
 from starlette.testclient import TestClient
 
+from router.config import StickyKey
+from router.errors import InputValidationError
+from router.gateway.request_keys import keyed_value
 from tests.gateway.test_app import named_row, records
 from tests.gateway.test_v2 import ROWS, matrix
 
@@ -89,3 +93,29 @@ def test_shadow_copies_carry_the_requests_segments(make_client: Any, champion_di
         time.sleep(0.05)
     assert [(r.shadow, r.segments) for r in records(client)] == [
         (False, {"x-country": "DE", "plan": "pro"}), (True, {"x-country": "DE", "plan": "pro"})]
+
+
+def test_a_header_value_is_read_as_utf8_like_the_same_text_in_a_body(ab: TestClient,
+                                                                     champion_dir: Path) -> None:
+    """A header's bytes are UTF-8 text, as a JSON body's are: "Côte d'Ivoire" sent as a header
+    is the segment the same text in the parameters is, not its bytes read as latin-1."""
+    country = "Côte d'Ivoire"
+    response = ab.post("/predict", json={"features": named_row(champion_dir)},
+                       headers={"x-country": country.encode()})
+    assert response.status_code == 200, response.text
+    ab.post("/v2/models/exp/infer", json=matrix(ROWS[:1], parameters={"x-country": country}))
+    assert [r.segments for r in records(ab)] == [{"x-country": country}] * 2
+
+
+@pytest.mark.parametrize("key", [StickyKey("header", "x-user-id"),
+                                 StickyKey("header", "x-country")])
+def test_a_header_value_that_is_not_utf8_is_refused_naming_the_key(key: StickyKey) -> None:
+    """Bytes that are not UTF-8 (here latin-1's "ô", which a test client would re-encode, so
+    the request is built from its raw headers as uvicorn hands them over) are refused with the
+    key and the byte named, as a request id's are."""
+    request = Request({"type": "http", "headers": [(key.name.encode(), b"C\xf4te")]})
+    with pytest.raises(InputValidationError) as raised:
+        keyed_value(key, request, {}, max_length=100)
+    assert str(raised.value) == f"header:{key.name} is not UTF-8: byte 0xF4 at position 1"
+    assert raised.value.detail == [
+        {"field": key.name, "message": "is not UTF-8: byte 0xF4 at position 1"}]

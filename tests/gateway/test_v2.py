@@ -191,6 +191,21 @@ def test_sticky_key_from_the_header_or_the_parameters(ab: TestClient, make_clien
     assert [r.unit_id for r in records(by_body)] == ["7"]
 
 
+def test_a_sticky_header_names_the_same_user_as_the_parameters(ab: TestClient) -> None:
+    """A user id sent as a header (its UTF-8 bytes) and in the parameters is one user: one
+    unit id in the log, so one variant whichever protocol the client speaks."""
+    user = "Zoë-Ødegaard"
+    for _ in range(3):
+        by_header = ab.post("/v2/models/exp/infer", json=matrix(ROWS[:1]),
+                            headers={"x-user-id": user.encode()})
+        in_parameters = ab.post("/v2/models/exp/infer",
+                                json=matrix(ROWS[:1], parameters={"x-user-id": user}))
+        assert (by_header.status_code, in_parameters.status_code) == (200, 200), by_header.text
+    logged = records(ab)
+    assert len(logged) == 6 and {r.unit_id for r in logged} == {user}
+    assert len({r.variant for r in logged}) == 1
+
+
 def test_no_content_type_is_json_and_another_is_refused(ab: TestClient) -> None:
     """tritonclient sends no Content-Type: the body is read as JSON; text/plain is a 415."""
     import orjson
