@@ -16,7 +16,7 @@ from router.gateway.endpoints import (
 )
 from router.gateway.override import forced_variant
 from router.gateway.request_keys import header_map, segments_of, unit_id_of
-from router.serving.inputs import rows_to_array
+from router.serving.inputs import refuse_unknown_fields, rows_to_array
 from router.serving.snapshot import Snapshot
 
 
@@ -43,6 +43,7 @@ async def predict(request: Request) -> Response:
             or not body["instances"]:
         raise InputValidationError('KServe V1 body must be {"instances": [[...], ...]}',
                                    [{"field": "instances", "message": "expected a list of rows"}])
+    refuse_unknown_fields(body, "instances", snapshot.body_keys)
     instances = body["instances"]
     rows = rows_to_array(instances, snapshot.champion.feature_names,
                          [f"instances[{i}]" for i in range(len(instances))],

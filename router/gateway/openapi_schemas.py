@@ -78,6 +78,9 @@ _TENSOR_DATA: Schema = {
                                                                       "V2TensorData"}]},
     "description": "row-major values, flat or nested"}
 
+_USER_ID: Schema = {"description": "the unit id when sticky_key is body:user_id (a string of "
+                                   "at most 200 characters or an integer); else unread"}
+
 SCHEMAS: dict[str, Schema] = {
     "Variant": {"type": "string", "minLength": 1,
                 "description": "who answered (after any fallback): champion, challenger, or a "
@@ -107,8 +110,7 @@ SCHEMAS: dict[str, Schema] = {
             "features": ref("FeatureRow"),
             "instances": {"type": "array", "minItems": 1, "items": ref("FeatureRow"),
                           "description": "a batch, at most limits.max_batch rows"},
-            "user_id": {"description": "the unit id when sticky_key is body:user_id (a string "
-                                       "of at most 200 characters or an integer); else unread"},
+            "user_id": _USER_ID,
         },
         "oneOf": [{"required": ["features"]}, {"required": ["instances"]}],
         "description": "exactly one of features and instances; another key only when it is "
@@ -221,7 +223,9 @@ SCHEMAS: dict[str, Schema] = {
     "KServeRequest": {
         "type": "object", "required": ["instances"],
         "properties": {"instances": {"type": "array", "minItems": 1,
-                                     "items": ref("FeatureRow")}}},
+                                     "items": ref("FeatureRow")},
+                       "user_id": _USER_ID},
+        "description": "the rows; another key only when the YAML names it as a body key"},
     "KServePredictions": closed(["predictions"], {"predictions": {"type": "array",
                                                                   "items": _LABEL}}),
     "ModelStatus": closed(["name", "ready"], {"name": {"type": "string"},

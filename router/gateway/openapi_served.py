@@ -47,7 +47,8 @@ def served_document(base: dict[str, Any], snapshot: Snapshot) -> dict[str, Any]:
     schemas = document["components"]["schemas"]
     features = snapshot.champion.feature_names
     schemas["FeatureRow"] = feature_row(features, snapshot.input_bound)
-    schemas["PredictRequest"] = predict_request(schemas["PredictRequest"], snapshot)
+    schemas["PredictRequest"] = with_body_keys(schemas["PredictRequest"], snapshot)
+    schemas["KServeRequest"] = with_body_keys(schemas["KServeRequest"], snapshot)
     roles = snapshot.variants
     schemas["Variant"] = {**schemas["Variant"], "enum": list(roles)}
     experiment = snapshot.config.experiment
@@ -85,8 +86,9 @@ def feature_row(features: Sequence[str], bound: float) -> Schema:
     ], "description": "one row; a value past what every served model can score is refused"}
 
 
-def predict_request(base: Schema, snapshot: Snapshot) -> Schema:
-    """``/predict``'s body: no key but the row(s), ``user_id`` and the configured body keys."""
+def with_body_keys(base: Schema, snapshot: Snapshot) -> Schema:
+    """A prediction body (``/predict``'s, KServe V1's): no key but the row(s), ``user_id`` and
+    the configured body keys."""
     properties = dict(base["properties"])
     for (source, name), (longest, what) in keyed_values(snapshot).items():
         if source == "body":

@@ -101,12 +101,7 @@ def parse_predict_body(body: Any, feature_names: Sequence[str], *, max_batch: in
     if len(payload_keys) != 1:
         message = ('body needs exactly one of "features" (one row) or "instances" (a batch)')
         raise InputValidationError(message, [{"field": "(body)", "message": message}])
-    allowed = _ALWAYS_ALLOWED | extra_keys | {payload_keys[0]}
-    unknown = [k for k in body if k not in allowed]
-    if unknown:
-        raise InputValidationError(
-            f"unknown top-level field(s): {', '.join(unknown)}",
-            [{"field": k, "message": "unknown field"} for k in unknown])
+    refuse_unknown_fields(body, payload_keys[0], extra_keys)
     if payload_keys[0] == "features":
         rows, batch = [body["features"]], False
         prefixes = ["features"]
@@ -119,6 +114,19 @@ def parse_predict_body(body: Any, feature_names: Sequence[str], *, max_batch: in
         prefixes = [f"instances[{i}]" for i in range(len(rows))]
     return ParsedRequest(rows_to_array(rows, feature_names, prefixes, max_batch=max_batch,
                                        max_abs=max_abs), batch, body)
+
+
+def refuse_unknown_fields(body: dict[str, Any], payload_key: str,
+                          extra_keys: frozenset[str]) -> None:
+    """Refuse a top-level field besides the rows (``payload_key``), ``user_id`` and the
+    configured body keys, naming each: one that is ignored may be a misspelt sticky key, and
+    its request would be assigned at random without a word."""
+    unknown = [k for k in body if k != payload_key and k not in _ALWAYS_ALLOWED
+               and k not in extra_keys]
+    if unknown:
+        raise InputValidationError(
+            f"unknown top-level field(s): {', '.join(unknown)}",
+            [{"field": k, "message": "unknown field"} for k in unknown])
 
 
 def _single_row(body: Any, feature_names: Sequence[str], extra_keys: frozenset[str],

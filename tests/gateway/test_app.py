@@ -310,6 +310,28 @@ def test_kserve_v1_route_uses_the_same_core(make_client: Any, champion_dir: Path
     assert len(records(client)) == 2
 
 
+def test_kserve_v1_refuses_a_field_it_would_ignore(make_client: Any, champion_dir: Path,
+                                                   challenger_dir: Path) -> None:
+    """A V1 body's top-level fields are held to /predict's rule: a misspelt sticky key
+    (``userid`` for ``user_id``) is a 422 naming it, not a request silently assigned at
+    random; the configured body keys are taken."""
+    client = make_client(champion=champion_dir, challenger=challenger_dir, experiment="iris",
+                         traffic={"challenger_percent": 50, "sticky_key": "body:user_id"},
+                         analysis={"segments": ["body:plan"]})
+    row = list(named_row(champion_dir).values())
+    refused = client.post("/v1/models/iris:predict",
+                          json={"instances": [row], "userid": "u-1", "signature": "x"})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["message"] == "unknown top-level field(s): userid, signature"
+    assert refused.json()["detail"] == [{"field": "userid", "message": "unknown field"},
+                                        {"field": "signature", "message": "unknown field"}]
+    assert records(client) == []
+    taken = client.post("/v1/models/iris:predict",
+                        json={"instances": [row], "user_id": "u-1", "plan": "pro"})
+    assert taken.status_code == 200, taken.text
+    assert [(r.unit_id, r.segments) for r in records(client)] == [("u-1", {"plan": "pro"})]
+
+
 def test_a_middleware_added_through_the_public_api_sees_predict(
         tmp_path: Path, champion_dir: Path) -> None:
     """``/predict`` skips Starlette's routing for speed only while no middleware is added: a

@@ -121,6 +121,9 @@ def test_body_keys_the_yaml_names_are_the_only_extra_keys_a_prediction_takes(
     body = served["components"]["schemas"]["PredictRequest"]
     assert set(body["properties"]) == {"features", "instances", "user_id", "customer", "plan"}
     assert body["additionalProperties"] is False
+    kserve = served["components"]["schemas"]["KServeRequest"]
+    assert set(kserve["properties"]) == {"instances", "user_id", "customer", "plan"}
+    assert kserve["additionalProperties"] is False
     assert body["properties"]["plan"]["anyOf"][0]["maxLength"] == MAX_SEGMENT_LENGTH
     assert body["properties"]["customer"]["anyOf"][0]["maxLength"] == MAX_ID_LENGTH
     headers = served["paths"]["/predict"]["post"]["parameters"]
