@@ -44,6 +44,17 @@ def not_utf8(raw: bytes, error: UnicodeDecodeError) -> str:
     return f"is not UTF-8: byte 0x{raw[error.start]:02X} at position {error.start}"
 
 
+def header_text(raw: bytes) -> str:
+    """A header value a client chose (a user id, a segment, a variant's name) as text: UTF-8,
+    as a JSON body's text is, else latin-1, which Python's ``http.client`` and ``requests``
+    write a ``str`` value in. Either way a client's text arrives as the text it is: "Zoë"
+    sent as a header, either way, or in a body, is one unit with one variant."""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")  # every byte is a character: this cannot fail
+
+
 def printable(text: str) -> str:
     """``text`` with what UTF-8 cannot encode written as escapes, for error messages and logs."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")

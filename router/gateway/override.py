@@ -15,6 +15,7 @@ import os
 
 from router.errors import InputValidationError
 from router.serving.snapshot import Snapshot
+from router.strings import header_text
 
 TOKEN_ENV = "ROUTER_ADMIN_TOKEN"
 
@@ -60,4 +61,4 @@ def forced_variant(snapshot: Snapshot, headers: dict[bytes, bytes]) -> str | Non
     if traffic.override_requires_token and not bearer_token_matches(
             headers.get(b"authorization", b"").decode("latin-1")):
         return None
-    return served_variant(snapshot, raw.decode("latin-1"), f"header {traffic.override_header}")
+    return served_variant(snapshot, header_text(raw), f"header {traffic.override_header}")

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from router.config import StickyKey
 from router.errors import InputValidationError
 from router.serving.snapshot import Snapshot
-from router.strings import MAX_ID_LENGTH, MAX_SEGMENT_LENGTH, not_utf8, text_problem
+from router.strings import MAX_ID_LENGTH, MAX_SEGMENT_LENGTH, header_text, text_problem
 
 __all__ = ["header_map", "segments_of", "unit_id_of"]
 
@@ -41,16 +41,9 @@ def keyed_value(key: StickyKey, request: Request, body: dict[str, Any], *, max_l
     if key.source == "header":
         raw = header_map(request).get(key.name.encode("ascii"))
         value: Any = None
-        if raw is not None:
-            try:
-                # UTF-8, as the body's text is: a user id sent as a header and in a body (or
-                # an Open Inference Protocol request's parameters) is one unit, one variant.
-                value = raw.decode()
-            except UnicodeDecodeError as exc:
-                not_text = not_utf8(raw, exc)
-                raise InputValidationError(
-                    f"{key} {not_text}", [{"field": key.name, "message": not_text}]) from None
-        elif header_fallback:
+        if raw:
+            value = header_text(raw)
+        elif header_fallback:  # absent or empty: the parameters may carry it
             value = body.get(key.name)
     else:
         value = body.get(key.name)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+from starlette.testclient import TestClient
 
 from tests.gateway.test_app import named_row, records
 from tests.polling import eventually
@@ -139,3 +141,27 @@ def test_in_shadow_mode_a_forced_request_is_not_mirrored(make_client: Any, champ
     assert shadowed == {ids[0], ids[2]}
     assert [(r.variant, r.forced) for r in logged if r.request_id == ids[1]] == [
         ("champion", True)]
+
+
+def test_a_model_name_with_accents_forces_its_variant(tmp_path: Path, champion_dir: Path,
+                                                      challenger_dir: Path) -> None:
+    """The header's UTF-8 bytes name the model the YAML calls "modèle", as the Open Inference
+    Protocol's path does, and so do the latin-1 bytes Python's ``requests`` would send."""
+    from router.gateway.app import create_app
+    from router.gateway.override import forced_variant
+    from tests.configs import write_config
+
+    path = write_config(tmp_path, champion=champion_dir, challenger=challenger_dir,
+                        traffic={"challenger_percent": 0, "override_header": HEADER})
+    config = orjson.loads(path.read_bytes())
+    config["challenger"]["name"] = "modèle"
+    path.write_bytes(orjson.dumps(config))
+    with TestClient(create_app(path, base_dir=tmp_path)) as client:
+        response = client.post("/predict", json={"features": named_row(champion_dir)},
+                               headers={HEADER: "modèle".encode()})
+        assert response.status_code == 200, response.text
+        assert response.headers["x-variant"] == "challenger"
+        snapshot = client.app.state.gateway.snapshots.current
+        # The latin-1 bytes straight to the function: a test client would re-encode them.
+        latin1 = {HEADER.encode(): "modèle".encode("latin-1")}
+        assert forced_variant(snapshot, latin1) == "challenger"

@@ -201,8 +201,11 @@ def test_a_sticky_header_names_the_same_user_as_the_parameters(ab: TestClient) -
         in_parameters = ab.post("/v2/models/exp/infer",
                                 json=matrix(ROWS[:1], parameters={"x-user-id": user}))
         assert (by_header.status_code, in_parameters.status_code) == (200, 200), by_header.text
+    # An empty header is an absent one: the parameters name the user.
+    ab.post("/v2/models/exp/infer", json=matrix(ROWS[:1], parameters={"x-user-id": user}),
+            headers={"x-user-id": ""})
     logged = records(ab)
-    assert len(logged) == 6 and {r.unit_id for r in logged} == {user}
+    assert len(logged) == 7 and {r.unit_id for r in logged} == {user}
     assert len({r.variant for r in logged}) == 1
 
 
