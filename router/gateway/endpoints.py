@@ -152,8 +152,10 @@ def request_id_of(request: Request) -> str:
     return request_id
 
 
-# Set in a request's scope when its id came from the client (header, or a protocol's body).
+# Set in a request's scope when its id came from the client: True for the X-Request-Id
+# header, ID_IN_BODY for an Open Inference Protocol request's "id".
 CLIENT_CHOSE_ID = "router.client_request_id"
+ID_IN_BODY = "body"
 
 
 def predict_logged(request: Request, snapshot: Snapshot, rows: np.ndarray, *,
@@ -178,7 +180,8 @@ async def _predict_claimed(request: Request, snapshot: Snapshot, rows: np.ndarra
                            segments: dict[str, str] | None, forced: str | None) -> Answer:
     state = state_of(request)
     row_ids = row_ids_for(request_id, len(rows), batch) if batch else []
-    await state.request_ids.claim(request_id, row_ids)
+    await state.request_ids.claim(request_id, row_ids,
+                                  in_body=request.scope[CLIENT_CHOSE_ID] == ID_IN_BODY)
     try:
         return await state.service.predict(snapshot, rows, request_id=request_id, batch=batch,
                                            unit_id=unit_id, segments=segments, forced=forced)

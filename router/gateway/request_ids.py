@@ -58,11 +58,14 @@ class RequestIdLedger:
         self._clock = clock
         self._failed_at: float | None = None  # when the last lookup failed, until one answers
 
-    async def claim(self, request_id: str, row_ids: Sequence[str]) -> None:
-        """Take ``request_id`` and its rows' ids, or raise ``DuplicateRequestIdError``."""
+    async def claim(self, request_id: str, row_ids: Sequence[str], *,
+                    in_body: bool = False) -> None:
+        """Take ``request_id`` and its rows' ids, or raise ``DuplicateRequestIdError`` naming
+        where the client sent it: the X-Request-Id header, or (``in_body``) the body's ``id``
+        field of an Open Inference Protocol request."""
         ids = list(dict.fromkeys([request_id, *row_ids]))
         if any(i in self._recent for i in ids):
-            raise _duplicate(request_id)
+            raise _duplicate(request_id, in_body)
         # Taken before the store is asked, so that a concurrent repeat is refused too.
         for i in ids:
             self._recent[i] = None
@@ -89,7 +92,7 @@ class RequestIdLedger:
             self._failed_at = None
             log.warning("request ids clients choose are checked against the log again")
         if logged:
-            raise _duplicate(request_id)
+            raise _duplicate(request_id, in_body)
 
     def release(self, request_id: str, row_ids: Sequence[str]) -> None:
         """Give back ids of a request that was refused before anything was logged."""
@@ -97,8 +100,10 @@ class RequestIdLedger:
             self._recent.pop(i, None)
 
 
-def _duplicate(request_id: str) -> DuplicateRequestIdError:
+def _duplicate(request_id: str, in_body: bool) -> DuplicateRequestIdError:
+    named, where = ("the request's id", {"field": "id"}) if in_body \
+        else ("X-Request-Id", {"header": "x-request-id"})
     return DuplicateRequestIdError(
-        f"X-Request-Id {request_id!r} was already used for a prediction; each id names one "
+        f"{named} {request_id!r} was already used for a prediction; each id names one "
         "prediction for feedback, so send a new one (or none, and use the id the answer gives)",
-        [{"header": "x-request-id", "request_id": request_id}])
+        [{**where, "request_id": request_id}])

@@ -23,6 +23,7 @@ from router import __version__
 from router.errors import NotFoundError, NotReadyError, UnsupportedMediaError
 from router.gateway.endpoints import (
     CLIENT_CHOSE_ID,
+    ID_IN_BODY,
     JSONAnswer,
     json_response,
     predict_logged,
@@ -155,7 +156,7 @@ async def infer(request: Request) -> Response:
     if parsed.id is not None and b"x-request-id" not in headers:
         # The request's own id names it in the log, so feedback can use it.
         request_id = request.scope["router.request_id"] = parsed.id
-        request.scope[CLIENT_CHOSE_ID] = True
+        request.scope[CLIENT_CHOSE_ID] = ID_IN_BODY
     forced = target.role if target.role is not None else forced_variant(snapshot, headers)
     answer = await predict_logged(
         request, snapshot, parsed.rows, request_id=request_id, batch=True,

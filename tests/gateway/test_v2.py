@@ -175,6 +175,22 @@ def test_request_id_from_the_body_or_the_header(ab: TestClient) -> None:
     assert [r.request_id for r in records(ab)] == ["req-42:0", "hdr-43:0"]
 
 
+def test_a_reused_id_is_named_where_it_was_sent(ab: TestClient) -> None:
+    """A request's id used twice is a 409 naming where it came from: the body's ``id`` field,
+    or the X-Request-Id header."""
+    assert ab.post("/v2/models/exp/infer", json=matrix(ROWS[:1], id="order-1")).status_code \
+        == 200
+    again = ab.post("/v2/models/exp/infer", json=matrix(ROWS[:1], id="order-1"))
+    assert again.status_code == 409, again.text
+    assert again.json()["error"].startswith("the request's id 'order-1' was already used")
+    assert again.json()["detail"] == [{"field": "id", "request_id": "order-1"}]
+    by_header = ab.post("/v2/models/exp/infer", json=matrix(ROWS[:1]),
+                        headers={"x-request-id": "order-1"})
+    assert by_header.status_code == 409, by_header.text
+    assert by_header.json()["error"].startswith("X-Request-Id 'order-1' was already used")
+    assert by_header.json()["detail"] == [{"header": "x-request-id", "request_id": "order-1"}]
+
+
 def test_sticky_key_from_the_header_or_the_parameters(ab: TestClient, make_client: Any,
                                                       champion_dir: Path,
                                                       challenger_dir: Path) -> None:
