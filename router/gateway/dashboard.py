@@ -42,6 +42,13 @@ async def page(request: Request) -> Response:
                     headers={**HEADERS, "Content-Security-Policy": POLICY})
 
 
+async def to_page(request: Request) -> Response:
+    """``/dashboard/``, as people type it: the page's relative links would miss from there, so
+    the browser is sent to ``/dashboard`` by a relative reference, which names no host (a
+    Host header cannot send it elsewhere) and keeps a proxy's path prefix."""
+    return Response(status_code=308, headers={"Location": "../dashboard"})
+
+
 async def static(request: Request) -> Response:
     name = request.path_params["name"]
     if name not in ASSETS:

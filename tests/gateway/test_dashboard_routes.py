@@ -123,3 +123,12 @@ def test_history_lists_the_switches(client: TestClient) -> None:
         ["promote"]
     for bad in ("0", "-1", "x"):
         assert client.get(f"/history?limit={bad}").status_code == 422
+
+
+def test_the_page_with_a_trailing_slash_redirects_within_the_host_asked(
+        client: TestClient) -> None:
+    """``/dashboard/`` sends the browser to the page by a relative reference, which names no
+    host (whatever the Host header says) and keeps a proxy's path prefix."""
+    moved = client.get("/dashboard/", headers={"host": "evil.example"}, follow_redirects=False)
+    assert moved.status_code == 308 and moved.headers["location"] == "../dashboard"
+    assert client.get("/dashboard/").text == client.get("/dashboard").text
