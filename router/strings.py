@@ -39,8 +39,8 @@ def text_problem(value: str, *, max_length: int, prose: bool = False) -> str | N
 
 
 def not_utf8(raw: bytes, error: UnicodeDecodeError) -> str:
-    """Why ``raw`` is not text, naming its first byte that UTF-8 refuses: a client's header or
-    body is read as UTF-8, as JSON is, so that one id or value is the same text either way."""
+    """Why ``raw`` is not text, naming its first byte that UTF-8 refuses: a body, and an
+    X-Request-Id that feedback's JSON will name, must be UTF-8."""
     return f"is not UTF-8: byte 0x{raw[error.start]:02X} at position {error.start}"
 
 
