@@ -45,8 +45,9 @@ async def page(request: Request) -> Response:
 async def to_page(request: Request) -> Response:
     """``/dashboard/``, as people type it: the page's relative links would miss from there, so
     the browser is sent to ``/dashboard`` by a relative reference, which names no host (a
-    Host header cannot send it elsewhere) and keeps a proxy's path prefix."""
-    return Response(status_code=308, headers={"Location": "../dashboard"})
+    Host header cannot send it elsewhere) and keeps a proxy's path prefix. Not cached, as the
+    page is not: a browser would otherwise keep a permanent redirect for ever."""
+    return Response(status_code=308, headers={**HEADERS, "Location": "../dashboard"})
 
 
 async def static(request: Request) -> Response:

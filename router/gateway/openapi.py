@@ -170,9 +170,6 @@ def paths() -> dict[str, Any]:
                          "description": "how many of the latest (100 by default)"}]),
         "/dashboard": get("the experiment's web page",
                           {"200": text_answer("the page", "text/html")}),
-        "/dashboard/": get("the page, for a trailing slash: a redirect to it", {"308": {
-            "description": "to the page",
-            "headers": {"Location": {"schema": {"type": "string", "const": "../dashboard"}}}}}),
         "/dashboard/static/{name}": get(
             "the dashboard's script and stylesheet",
             {"200": text_answer("the file", "text/javascript", "text/css"), **errors(404)},

@@ -153,7 +153,7 @@ async def infer(request: Request) -> Response:
                                  output_names(target.models),
                                  max_batch=snapshot.config.limits.max_batch)
     check_within(parsed.rows, target.models[0].feature_names, snapshot.input_bound)
-    if parsed.id is not None and b"x-request-id" not in headers:
+    if parsed.id is not None and not headers.get(b"x-request-id"):  # an empty one is none
         # The request's own id names it in the log, so feedback can use it.
         request_id = request.scope["router.request_id"] = parsed.id
         request.scope[CLIENT_CHOSE_ID] = ID_IN_BODY

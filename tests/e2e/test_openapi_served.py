@@ -70,7 +70,6 @@ REQUESTS: list[tuple[str, str, dict[str, str], dict[str, Any], int]] = [
     ("GET", "/history", {}, {"params": {"limit": "5"}}, 200),
     ("GET", "/history", {}, {"params": {"limit": "0"}}, 422),
     ("GET", "/dashboard", {}, {}, 200),
-    ("GET", "/dashboard/", {}, {}, 308),
     ("GET", "/dashboard/static/{name}", {"name": "dashboard.js"}, {}, 200),
     ("GET", "/dashboard/static/{name}", {"name": "dashboard.css"}, {}, 200),
     ("GET", "/dashboard/static/{name}", {"name": "nope.js"}, {}, 404),

@@ -131,4 +131,5 @@ def test_the_page_with_a_trailing_slash_redirects_within_the_host_asked(
     host (whatever the Host header says) and keeps a proxy's path prefix."""
     moved = client.get("/dashboard/", headers={"host": "evil.example"}, follow_redirects=False)
     assert moved.status_code == 308 and moved.headers["location"] == "../dashboard"
+    assert moved.headers["cache-control"] == "no-cache"
     assert client.get("/dashboard/").text == client.get("/dashboard").text

@@ -47,7 +47,9 @@ def documented_operations(document: dict[str, Any]) -> set[tuple[str, str]]:
 
 def test_every_route_the_app_registers_is_described_and_nothing_else(tmp_path: Path) -> None:
     app = create_app(tmp_path / "router.yaml", base_dir=tmp_path)  # routes need no config
-    registered = registered_operations(app)
+    # /dashboard/ only sends a browser to /dashboard: no API operation, and linters refuse a
+    # path ending in a slash.
+    registered = registered_operations(app) - {("/dashboard/", "get")}
     documented = documented_operations(openapi_document())
     assert registered - documented == set(), "routes the description lacks"
     assert documented - registered == set(), "operations the app does not serve"
@@ -64,16 +66,11 @@ def test_the_description_is_valid_openapi_3_1() -> None:
 
 
 def test_every_operation_documents_its_answers_and_error_shapes() -> None:
-    """Each operation names a success (or, for the dashboard's trailing slash alone, its
-    redirect) and, where it reads input, the JSON error it answers."""
+    """Each operation names a success and, where it reads input, the JSON error it answers."""
     document = openapi_document()
     for path, item in document["paths"].items():
         for method, operation in item.items():
             statuses = set(operation["responses"])
-            if statuses == {"308"}:
-                assert path == "/dashboard/", (method, path)
-                assert operation["responses"]["308"]["headers"]["Location"], (method, path)
-                continue
             assert statuses & {"200", "202"}, (method, path)
             if "requestBody" in operation or operation.get("parameters"):
                 assert statuses & {"400", "404", "415", "422"}, (method, path)

@@ -184,6 +184,11 @@ def test_a_reused_id_is_named_where_it_was_sent(ab: TestClient) -> None:
     assert again.status_code == 409, again.text
     assert again.json()["error"].startswith("the request's id 'order-1' was already used")
     assert again.json()["detail"] == [{"field": "id", "request_id": "order-1"}]
+    # An empty header is no id: the body's names the request, and was used.
+    empty_header = ab.post("/v2/models/exp/infer", json=matrix(ROWS[:1], id="order-1"),
+                           headers={"x-request-id": ""})
+    assert empty_header.status_code == 409, empty_header.text
+    assert empty_header.json()["detail"] == [{"field": "id", "request_id": "order-1"}]
     by_header = ab.post("/v2/models/exp/infer", json=matrix(ROWS[:1]),
                         headers={"x-request-id": "order-1"})
     assert by_header.status_code == 409, by_header.text
