@@ -277,6 +277,13 @@ def test_usage_mistakes_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
      "argument --port: must be a port from 0 to 65535, got 'abc' (see router serve --help)"),
     (["history", "--limit", "0"],
      "argument --limit: must be at least 1, got 0 (see router history --help)"),
+    (["stats", "--alpha", "2"],
+     "argument --alpha: must lie strictly between 0 and 1, got 2 (see router stats --help)"),
+    (["stats", "--outcomes", "log.csv", "--challenger-percent", "150"],
+     "argument --challenger-percent: must lie between 0 and 100, got 150 "
+     "(see router stats --help)"),
+    (["stats", "--outcomes", "log.csv", "--url", "http://127.0.0.1:1"],
+     "give one of --url, --store/--config or --outcomes (see router stats --help)"),
     (["validate", "FILE", "extra"],
      "unrecognized arguments: extra (see router validate --help)"),
     (["models", "list", "DIR", "extra"],

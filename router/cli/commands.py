@@ -244,7 +244,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     )
 
     if sum(bool(x) for x in (args.url, args.store or args.config, args.outcomes)) > 1:
-        raise CommandError("give one of --url, --store/--config or --outcomes")
+        args.command_parser.error("give one of --url, --store/--config or --outcomes")
     try:
         if args.outcomes:
             report = exported_report(args.outcomes, alpha=args.alpha, metric=args.metric,

@@ -24,6 +24,7 @@ from router.cli.values import (
     drift_spec,
     non_negative_float,
     non_negative_int,
+    percent,
     port,
     positive_int,
     share,
@@ -165,9 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "request_id, latency_ms, error, shadow)")
     p.add_argument("--mode", choices=["ab", "shadow"], default="ab",
                    help="with --outcomes: how the log was collected (default ab)")
-    p.add_argument("--challenger-percent", type=float, default=50.0,
+    p.add_argument("--challenger-percent", type=percent, default=50.0,
                    help="with --outcomes: the configured share, for the SRM check (default 50)")
-    p.add_argument("--alpha", type=float, help="significance level instead of the config's")
+    p.add_argument("--alpha", type=significance,
+                   help="significance level instead of the config's")
     p.add_argument("--metric", choices=["accuracy", "log_loss", "mae", "rmse"],
                    help="analysis metric instead of the config's")
     p.add_argument("--json", action="store_true", help="the report as JSON")

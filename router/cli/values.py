@@ -8,8 +8,8 @@ import math
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["any_port", "drift_spec", "non_negative_float", "non_negative_int", "port",
-           "positive_int", "share", "significance"]
+__all__ = ["any_port", "drift_spec", "non_negative_float", "non_negative_int", "percent",
+           "port", "positive_int", "share", "significance"]
 
 Number = TypeVar("Number", int, float)
 
@@ -31,6 +31,14 @@ def share(text: str) -> float:
     value = _parsed(text, float, "not a finite number")
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {value:g}")
+    return value
+
+
+def percent(text: str) -> float:
+    """A share of traffic in percent, 0 to 100."""
+    value = _parsed(text, float, "not a finite number")
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must lie between 0 and 100, got {value:g}")
     return value
 
 
