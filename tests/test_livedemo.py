@@ -322,6 +322,31 @@ class _Dropped:
 
 # The dropped KeyboardInterrupt is what this test makes happen.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_ctrl_c_python_drops_prints_no_traceback() -> None:
+    """Python prints "Exception ignored in … Traceback … KeyboardInterrupt" for the interrupt
+    it drops in a weakref callback, on the terminal of a demo that then stops cleanly. Run
+    outside pytest, whose own hook takes such exceptions."""
+    script = """if True:
+        import os, signal, sys, weakref
+        from router.demo.live import _interrupts, _stop_if_asked
+
+        class Freed:
+            pass
+
+        with _interrupts():
+            freed = Freed()
+            watch = weakref.ref(freed, lambda _: os.kill(os.getpid(), signal.SIGINT))
+            del freed  # the callback runs; Python drops the KeyboardInterrupt it raises
+            try:
+                _stop_if_asked()
+            except KeyboardInterrupt:
+                print("stopped")
+    """
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=False, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert (done.returncode, done.stdout, done.stderr) == (0, "stopped\n", "")
+
+
 def test_a_ctrl_c_python_drops_still_stops_the_demos_traffic() -> None:
     """A signal that lands while a weakref callback runs (a finished thread being freed) raises
     its KeyboardInterrupt there, where Python prints "Exception ignored" and drops it: the

@@ -149,11 +149,21 @@ def _interrupts() -> Iterator[None]:
         _STOP.set()
         raise KeyboardInterrupt
 
+    shown = sys.unraisablehook
+
+    def unraisable(dropped: Any) -> None:
+        # An interrupt Python dropped is _STOP's to carry: no "Exception ignored … Traceback"
+        # on the terminal of a demo that stops cleanly.
+        if not (isinstance(dropped.exc_value, KeyboardInterrupt) and _STOP.is_set()):
+            shown(dropped)
+
     _STOP.clear()
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    sys.unraisablehook = unraisable
     try:
         yield
     finally:
+        sys.unraisablehook = shown
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

@@ -76,14 +76,19 @@ def test_offline_replay_with_other_settings(logged: Path,
 
 
 def test_errors_are_one_line(logged: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """An unreachable gateway, a metric that cannot apply, both sources: one line, exit 1."""
+    """An unreachable gateway, a metric that cannot apply: one line, exit 1; both sources, a
+    usage mistake: one line, exit 2 (docs/cli.md)."""
     cases = (
-        ["stats", "--url", "http://127.0.0.1:9"],
-        ["stats", "--config", str(logged), "--metric", "mae"],
-        ["stats", "--url", "http://127.0.0.1:9", "--config", str(logged)],
+        (["stats", "--url", "http://127.0.0.1:9"], 1),
+        (["stats", "--config", str(logged), "--metric", "mae"], 1),
+        (["stats", "--url", "http://127.0.0.1:9", "--config", str(logged)], 2),
     )
-    for argv in cases:
-        assert main(argv) == 1, argv
+    for argv, code in cases:
+        try:
+            exited = main(argv)
+        except SystemExit as usage:  # argparse's way out
+            exited = usage.code
+        assert exited == code, argv
         err = capsys.readouterr().err
         assert err.startswith("router: error: ") and err.count("\n") == 1, err
 
