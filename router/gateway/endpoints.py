@@ -85,6 +85,13 @@ async def read_json(request: Request, max_bytes: int, *, json_by_default: bool =
         raise UnsupportedMediaError(
             f"Content-Type must be application/json, got {shown}",
             [{"header": "content-type", "got": shown}])
+    encoding = headers.get(b"content-encoding")
+    if encoding is not None and encoding.strip().lower() not in (b"", b"identity"):
+        # Refused as what it is: decoded as text, a gzip body reads "not UTF-8: byte 0x8B".
+        shown = encoding.decode("latin-1")
+        raise UnsupportedMediaError(
+            f"compressed request bodies are not supported (Content-Encoding: {shown})",
+            [{"header": "content-encoding", "got": shown}])
     declared = headers.get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(int(declared), max_bytes)

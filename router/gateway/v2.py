@@ -142,10 +142,6 @@ async def infer(request: Request) -> Response:
             "(tritonclient: set_data_from_numpy(array, binary_data=False))",
             [{"header": "inference-header-content-length",
               "message": "binary tensor extension not supported"}])
-    if headers.get(b"content-encoding", b"identity").lower() != b"identity":
-        raise UnsupportedMediaError("compressed request bodies are not supported",
-                                    [{"header": "content-encoding",
-                                      "got": headers[b"content-encoding"].decode("latin-1")}])
     request_id = request_id_of(request)
     body = await read_json(request, snapshot.config.limits.max_body_bytes,
                            json_by_default=True)

@@ -133,3 +133,25 @@ def test_a_value_past_the_models_bound_is_a_422_on_every_protocol(
         assert "1e+300 is beyond what the served models take" in response.text
     client.app.state.gateway.writer.flush()
     assert client.app.state.gateway.store.prediction_records() == []
+
+
+@pytest.mark.parametrize("path", ["/predict", "/feedback", "/v1/models/exp:predict",
+                                  "/v2/models/exp/infer"])
+def test_a_compressed_body_is_a_415_naming_its_encoding(make_client: Any, champion_dir: Path,
+                                                        path: str) -> None:
+    """A gzip body is refused as what it is, on every route that reads JSON, not decoded as
+    text ("not UTF-8: byte 0x8B"); ``identity`` (or nothing) is a plain body."""
+    import gzip
+
+    client = make_client(champion=champion_dir, mode="single")
+    body = orjson.dumps({"features": [5.1, 3.5, 1.4, 0.2]})
+    refused = client.post(path, content=gzip.compress(body), headers={
+        "content-type": "application/json", "content-encoding": "gzip"})
+    assert refused.status_code == 415, refused.text
+    answer = refused.json()
+    message = answer["message"] if "message" in answer else answer["error"]  # V2's shape
+    assert message == "compressed request bodies are not supported (Content-Encoding: gzip)"
+    assert answer["detail"] == [{"header": "content-encoding", "got": "gzip"}]
+    plain = client.post("/predict", content=body, headers={
+        "content-type": "application/json", "content-encoding": "identity"})
+    assert plain.status_code == 200, plain.text
