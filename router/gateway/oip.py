@@ -132,6 +132,12 @@ def _rows(inputs: list[Any], feature_names: Sequence[str], max_batch: int) -> np
     names = [t.get("name") for t in inputs]
     if names == [INPUT]:
         return _matrix(inputs[0], feature_names, max_batch)
+    if INPUT in names:  # beside another tensor: named as what it is, not as an unknown name
+        at = [i for i, name in enumerate(names) if name == INPUT]
+        if len(at) > 1:
+            raise _invalid(f"inputs[{at[1]}].name", f"{INPUT!r} given twice")
+        raise _invalid(f"inputs[{at[0]}].name", f"the {INPUT!r} tensor holds every feature: "
+                       "send it alone, or one tensor per feature without it")
     return _columns(inputs, names, feature_names, max_batch)
 
 

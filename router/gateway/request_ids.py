@@ -64,8 +64,9 @@ class RequestIdLedger:
         where the client sent it: the X-Request-Id header, or (``in_body``) the body's ``id``
         field of an Open Inference Protocol request."""
         ids = list(dict.fromkeys([request_id, *row_ids]))
-        if any(i in self._recent for i in ids):
-            raise _duplicate(request_id, in_body)
+        used = [i for i in ids if i in self._recent]
+        if used:
+            raise _duplicate(request_id, in_body, used[0])
         # Taken before the store is asked, so that a concurrent repeat is refused too.
         for i in ids:
             self._recent[i] = None
@@ -92,7 +93,7 @@ class RequestIdLedger:
             self._failed_at = None
             log.warning("request ids clients choose are checked against the log again")
         if logged:
-            raise _duplicate(request_id, in_body)
+            raise _duplicate(request_id, in_body, next(i for i in ids if i in logged))
 
     def release(self, request_id: str, row_ids: Sequence[str]) -> None:
         """Give back ids of a request that was refused before anything was logged."""
@@ -100,10 +101,14 @@ class RequestIdLedger:
             self._recent.pop(i, None)
 
 
-def _duplicate(request_id: str, in_body: bool) -> DuplicateRequestIdError:
+def _duplicate(request_id: str, in_body: bool, used: str) -> DuplicateRequestIdError:
+    """The refusal, naming where the client sent the id and, when that is what clashed, the
+    row id (``<id>:<i>``) already used."""
     named, where = ("the request's id", {"field": "id"}) if in_body \
         else ("X-Request-Id", {"header": "x-request-id"})
+    what, detail = f"{named} {request_id!r}", {**where, "request_id": request_id}
+    if used != request_id:
+        what, detail = f"{what} names a row {used!r} that", {**detail, "used": used}
     return DuplicateRequestIdError(
-        f"{named} {request_id!r} was already used for a prediction; each id names one "
-        "prediction for feedback, so send a new one (or none, and use the id the answer gives)",
-        [{**where, "request_id": request_id}])
+        f"{what} was already used for a prediction; each id names one prediction for "
+        "feedback, so send a new one (or none, and use the id the answer gives)", [detail])

@@ -189,6 +189,15 @@ def test_a_reused_id_is_named_where_it_was_sent(ab: TestClient) -> None:
                            headers={"x-request-id": ""})
     assert empty_header.status_code == 409, empty_header.text
     assert empty_header.json()["detail"] == [{"field": "id", "request_id": "order-1"}]
+    # A clash on a row's id names that row: "order-2" was never sent, its row id was.
+    assert ab.post("/predict", json={"features": ROWS[0]},
+                   headers={"x-request-id": "order-2:0"}).status_code == 200
+    row_clash = ab.post("/v2/models/exp/infer", json=matrix(ROWS[:1], id="order-2"))
+    assert row_clash.status_code == 409, row_clash.text
+    assert row_clash.json()["error"].startswith(
+        "the request's id 'order-2' names a row 'order-2:0' that was already used")
+    assert row_clash.json()["detail"] == [
+        {"field": "id", "request_id": "order-2", "used": "order-2:0"}]
     by_header = ab.post("/v2/models/exp/infer", json=matrix(ROWS[:1]),
                         headers={"x-request-id": "order-1"})
     assert by_header.status_code == 409, by_header.text
@@ -272,6 +281,10 @@ def bad(tensor: dict[str, Any]) -> dict[str, Any]:
     ({"inputs": [{"name": ["input"], "shape": [1, 4], "datatype": "FP64", "data": [1.0] * 4}]},
      422, "inputs[0].name", "must be a string"),
     (bad({}) | {"parameters": False}, 422, "parameters", "must be an object"),
+    ({"inputs": bad({})["inputs"] * 2}, 422, "inputs[1].name", "'input' given twice"),
+    ({"inputs": [*bad({})["inputs"], {"name": "sepal_length", "shape": [1], "datatype": "FP64",
+                                      "data": [1.0]}]},
+     422, "inputs[0].name", "holds every feature: send it alone"),
     (bad({}) | {"parameters": []}, 422, "parameters", "must be an object"),
 ])
 def test_bad_requests_name_the_field(ab: TestClient, body: dict[str, Any], status: int,
